@@ -1,0 +1,99 @@
+"""The async client for the control plane: add, remove and list partitions.
+
+    async with mkv.AdminClient.connect("127.0.0.1:7071") as admin:
+        await admin.add_partition(start=b"m", end=None, partition_id="upper")
+        for p in await admin.list_partitions():
+            print(p.id, p.range, p.key_count)
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import attrs
+
+from mkv.channel import Channel, open_channel
+from mkv.config import DEFAULT_CONTROL_ADDR
+from mkv.router import KeyRange
+from mkv.rpc import Address
+from mkv.v1 import control_grpc
+from mkv.v1 import control_pb2 as pb
+
+__all__ = ["AdminClient", "PartitionInfo"]
+
+
+@attrs.frozen
+class PartitionInfo:
+    """What the control plane reports about one partition."""
+
+    id: str
+    range: KeyRange
+    store: str
+    # "starting", "active", "draining" or "stopped"
+    state: str
+    key_count: int
+    size_bytes: int
+    last_seq: int
+
+    @classmethod
+    def from_proto(cls, info: pb.PartitionInfo) -> PartitionInfo:
+        return cls(
+            id=info.id,
+            range=KeyRange(info.start, info.end or None),
+            store=info.store,
+            state=pb.PartitionState.Name(info.state).lower(),
+            key_count=info.key_count,
+            size_bytes=info.size_bytes,
+            last_seq=info.last_seq,
+        )
+
+
+class AdminClient:
+    """A connection to one node's control plane. Use ``AdminClient.connect``."""
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+        self._stub = control_grpc.ControlPlaneStub(channel.raw)
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls, address: str | Address = DEFAULT_CONTROL_ADDR
+    ) -> AsyncIterator[AdminClient]:
+        async with open_channel(address) as channel:
+            yield cls(channel)
+
+    async def add_partition(
+        self,
+        *,
+        start: bytes = b"",
+        end: bytes | None = None,
+        partition_id: str | None = None,
+        store: str | None = None,
+    ) -> PartitionInfo:
+        """Create a partition owning ``[start, end)`` (``end=None``: unbounded).
+
+        Raises:
+            AlreadyExistsError: the id is taken or the range overlaps another.
+            InvalidArgumentError: a malformed id, range or store kind.
+        """
+        request = pb.AddPartitionRequest(
+            id=partition_id or "", start=start, end=end or b"", store=store or ""
+        )
+        response = await self._channel.call(self._stub.AddPartition, request)
+        return PartitionInfo.from_proto(response.partition)
+
+    async def remove_partition(self, partition_id: str) -> PartitionInfo:
+        """Drain and delete a partition, its data included.
+
+        Raises:
+            NotFoundError: no such partition.
+        """
+        request = pb.RemovePartitionRequest(id=partition_id)
+        response = await self._channel.call(self._stub.RemovePartition, request)
+        return PartitionInfo.from_proto(response.partition)
+
+    async def list_partitions(self) -> list[PartitionInfo]:
+        response = await self._channel.call(self._stub.ListPartitions, pb.ListPartitionsRequest())
+        return [PartitionInfo.from_proto(p) for p in response.partitions]

@@ -1,0 +1,116 @@
+"""The partition catalog: which partitions this node has, persisted as JSON.
+
+``<data-dir>/catalog.json`` is replaced atomically (temporary file, fsync,
+rename, directory fsync) on every change, so a crash leaves either the old or
+the new catalog. Keys are stored as hex, so the file stays readable::
+
+    {"format": 1, "map_version": 3, "partitions": [
+        {"id": "default", "start": "", "end": null, "store": "sqlite"}]}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+
+from mkv.errors import InvalidArgumentError, StorageError
+from mkv.router import KeyRange
+from mkv.store.files import write_atomically
+
+__all__ = ["Catalog", "CatalogEntry", "check_partition_id"]
+
+FORMAT = 1
+_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def check_partition_id(partition_id: str) -> None:
+    """Partition ids name directories, so they are kept path-safe.
+
+    Raises:
+        InvalidArgumentError: the id is not 1–64 letters, digits, ``_.-``,
+            starting with a letter or digit.
+    """
+    if not _ID_PATTERN.fullmatch(partition_id):
+        raise InvalidArgumentError(
+            "A partition id is 1 to 64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit."
+        )
+
+
+@attrs.frozen
+class CatalogEntry:
+    id: str
+    range: KeyRange
+    store: str
+
+
+@attrs.frozen
+class Catalog:
+    partitions: Sequence[CatalogEntry]
+    # Grows on every change, so clients can tell a stale partition map.
+    map_version: int
+
+    def to_json(self) -> bytes:
+        doc = {
+            "format": FORMAT,
+            "map_version": self.map_version,
+            "partitions": [
+                {
+                    "id": p.id,
+                    "start": p.range.start.hex(),
+                    "end": None if p.range.end is None else p.range.end.hex(),
+                    "store": p.store,
+                }
+                for p in self.partitions
+            ],
+        }
+        return json.dumps(doc, indent=2).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Catalog:
+        doc = json.loads(data)
+        if doc.get("format") != FORMAT:
+            raise ValueError(f"unsupported catalog format {doc.get('format')!r}")
+        return cls(
+            partitions=[
+                CatalogEntry(
+                    id=p["id"],
+                    range=KeyRange(
+                        bytes.fromhex(p["start"]),
+                        None if p["end"] is None else bytes.fromhex(p["end"]),
+                    ),
+                    store=p["store"],
+                )
+                for p in doc["partitions"]
+            ],
+            map_version=int(doc["map_version"]),
+        )
+
+    @staticmethod
+    def load(path: Path) -> Catalog | None:
+        """The catalog at ``path``, or None when there is none yet; blocking.
+
+        Raises:
+            StorageError: the file exists but cannot be read or parsed.
+        """
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"Could not read the partition catalog {path}.") from exc
+        try:
+            return Catalog.from_json(data)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StorageError(f"The partition catalog {path} is damaged.") from exc
+
+    def save(self, path: Path) -> None:
+        """Replace the catalog at ``path`` atomically; blocking."""
+        try:
+            write_atomically(path, self.to_json())
+        except OSError as exc:
+            raise StorageError(f"Could not write the partition catalog {path}.") from exc

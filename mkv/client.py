@@ -1,0 +1,257 @@
+"""The async Python client for mkv's data plane (Trio, or any anyio backend).
+
+    async with mkv.Client.connect("127.0.0.1:7070") as db:
+        await db.upsert({b"user:1": b"ada", b"user:2": b"grace"})
+        assert await db.get(b"user:1") == b"ada"
+        await db.remove(b"user:2")
+
+The client routes keys with the node's partition map, splits an upsert into
+one batch per partition of at most 1 MiB each (each batch is atomic; the
+whole call is not, when it needs more than one), and refreshes the map and
+retries once when the node answers BAD_NODE.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Generic, TypeVar
+
+import attrs
+import trio
+
+from mkv.channel import Channel, open_channel
+from mkv.config import DEFAULT_DATA_ADDR
+from mkv.errors import BadNodeError, ResourceExhaustedError
+from mkv.router import KeyRange, Router
+from mkv.rpc import MAX_REQUEST_BYTES, Address
+from mkv.v1 import data_grpc
+from mkv.v1 import data_pb2 as pb
+
+__all__ = ["Client", "Item", "Key", "PartitionRange", "WriteAck"]
+
+Key = bytes | str
+Value = bytes | str
+T = TypeVar("T")
+
+
+@attrs.frozen
+class Item:
+    """A value with the sequence number of the write that produced it."""
+
+    value: bytes
+    seq: int
+
+
+@attrs.frozen
+class WriteAck:
+    """One partition's answer to one batch: its sequence number, and for a remove
+    how many keys existed."""
+
+    partition_id: str
+    seq: int
+    count: int
+
+
+@attrs.frozen
+class PartitionRange:
+    id: str
+    range: KeyRange
+    address: str
+
+
+def _bytes(data: Key) -> bytes:
+    return data.encode() if isinstance(data, str) else bytes(data)
+
+
+def _varint_size(n: int) -> int:
+    return max(1, (n.bit_length() + 6) // 7)
+
+
+def _field_size(length: int) -> int:
+    """Bytes a length-delimited protobuf field of ``length`` bytes takes (tag < 16)."""
+    return 1 + _varint_size(length) + length if length else 0
+
+
+class Client:
+    """A connection to one mkv node's data plane. Use ``Client.connect``."""
+
+    def __init__(self, channel: Channel, *, max_request_bytes: int = MAX_REQUEST_BYTES) -> None:
+        self._channel = channel
+        self._stub = data_grpc.DataPlaneStub(channel.raw)
+        self._max_request_bytes = max_request_bytes
+        self._router: Router | None = None
+        self._refresh_lock = trio.Lock()
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(cls, address: str | Address = DEFAULT_DATA_ADDR) -> AsyncIterator[Client]:
+        """Connect to the data plane at ``address`` (``HOST:PORT``).
+
+        Raises:
+            UnavailableError: nothing answers there.
+        """
+        async with open_channel(address) as channel:
+            yield cls(channel)
+
+    # -- reads --------------------------------------------------------------
+
+    async def get(self, key: Key) -> bytes | None:
+        """The value stored under ``key``, or None. Linearizable."""
+        item = await self.get_item(key)
+        return None if item is None else item.value
+
+    async def get_item(self, key: Key) -> Item | None:
+        """The value and its sequence number, or None when the key is absent."""
+        response = await self._get(pb.GetRequest(key=_bytes(key)))
+        return Item(response.value, response.seq) if response.found else None
+
+    # -- writes -------------------------------------------------------------
+
+    async def upsert(self, items: Mapping[Key, Value] | Iterable[tuple[Key, Value]]) -> list[WriteAck]:
+        """Store every key/value pair; later pairs for the same key win.
+
+        Returns one acknowledgement per batch sent (per partition, per MiB).
+
+        Raises:
+            ResourceExhaustedError: one entry alone is over the request limit.
+            BadNodeError: a key belongs to no partition on the node.
+        """
+        pairs = items.items() if isinstance(items, Mapping) else items
+        entries = [pb.Entry(key=_bytes(k), value=_bytes(v)) for k, v in pairs]
+        if not entries:
+            return []
+        send = _Send[pb.Entry](
+            method=self._stub.Upsert,
+            build=lambda batch: pb.UpsertRequest(entries=batch),
+            key_of=lambda entry: entry.key,
+            # An empty entry still takes its tag and length byte.
+            size_of=lambda entry: _field_size(entry.ByteSize()) or 2,
+            count_of=lambda response: 0,
+        )
+        return await self._write(await self._split(entries, send.key_of, send.size_of), send)
+
+    async def remove(self, *keys: Key) -> list[WriteAck]:
+        """Remove ``keys``; a missing key is not an error. ``WriteAck.count`` says
+        how many existed."""
+        raw = [_bytes(k) for k in keys]
+        if not raw:
+            return []
+        send = _Send[bytes](
+            method=self._stub.Remove,
+            build=lambda batch: pb.RemoveRequest(keys=batch),
+            key_of=lambda key: key,
+            size_of=lambda key: _field_size(len(key)) or 2,
+            count_of=lambda response: int(response.removed),
+        )
+        return await self._write(await self._split(raw, send.key_of, send.size_of), send)
+
+    # -- routing ------------------------------------------------------------
+
+    async def partition_map(self) -> list[PartitionRange]:
+        """The node's partitions, refreshed from the server."""
+        router = await self._refresh_router()
+        return [
+            PartitionRange(pid, rng, str(self._channel.address)) for rng, pid in router.ranges
+        ]
+
+    async def _refresh_router(self) -> Router:
+        async with self._refresh_lock:
+            response = await self._channel.call(
+                self._stub.PartitionMap, pb.PartitionMapRequest()
+            )
+            self._router = Router.build(
+                ((KeyRange(p.start, p.end or None), p.id) for p in response.partitions),
+                version=response.version,
+            )
+            return self._router
+
+    async def _owner(self, key: bytes, refreshed: bool = False) -> str:
+        router = self._router or await self._refresh_router()
+        owner = router.lookup(key)
+        if owner is None and not refreshed:
+            await self._refresh_router()
+            return await self._owner(key, refreshed=True)
+        if owner is None:
+            raise BadNodeError("No partition on this node owns the key.")
+        return owner
+
+    async def _split(
+        self, items: Sequence[T], key_of: Callable[[T], bytes], size_of: Callable[[T], int]
+    ) -> list[list[T]]:
+        """Group ``items`` per partition, then cut each group into requests of at
+        most ``max_request_bytes``, keeping their order."""
+        groups: dict[str, list[T]] = defaultdict(list)
+        for item in items:
+            groups[await self._owner(key_of(item))].append(item)
+        batches: list[list[T]] = []
+        for group in groups.values():
+            batch: list[T] = []
+            size = 0
+            for item in group:
+                item_size = size_of(item)
+                if item_size > self._max_request_bytes:
+                    raise ResourceExhaustedError(
+                        f"One entry is {item_size} bytes; a request is at most "
+                        f"{self._max_request_bytes} bytes."
+                    )
+                if batch and size + item_size > self._max_request_bytes:
+                    batches.append(batch)
+                    batch, size = [], 0
+                batch.append(item)
+                size += item_size
+            batches.append(batch)
+        return batches
+
+    async def _write(self, batches: list[list[T]], send: _Send[T]) -> list[WriteAck]:
+        """Send each batch; partitions side by side, one partition's batches in order."""
+        by_partition: dict[str, list[list[T]]] = defaultdict(list)
+        for batch in batches:
+            by_partition[self._router_or_empty().lookup(send.key_of(batch[0])) or ""].append(batch)
+        acks: list[WriteAck] = []
+
+        async def send_in_order(own: list[list[T]]) -> None:
+            for batch in own:
+                acks.extend(await self._send_batch(batch, send, retry=True))
+
+        async with trio.open_nursery() as nursery:
+            for own in by_partition.values():
+                nursery.start_soon(send_in_order, own)
+        return acks
+
+    async def _send_batch(self, batch: list[T], send: _Send[T], *, retry: bool) -> list[WriteAck]:
+        response = await self._channel.call(send.method, send.build(batch))
+        if response.status == pb.OK:
+            return [WriteAck(response.partition_id, response.seq, send.count_of(response))]
+        if not retry:
+            raise BadNodeError(response.hint.message or "No partition on this node owns the key.")
+        # The map moved under us: route this batch again, once.
+        await self._refresh_router()
+        acks: list[WriteAck] = []
+        for again in await self._split(batch, send.key_of, send.size_of):
+            acks.extend(await self._send_batch(again, send, retry=False))
+        return acks
+
+    def _router_or_empty(self) -> Router:
+        return self._router or Router.build([], version=0)
+
+    async def _get(self, request: pb.GetRequest) -> pb.GetResponse:
+        for attempt in range(2):
+            response: pb.GetResponse = await self._channel.call(self._stub.Get, request)
+            if response.status == pb.OK:
+                return response
+            if attempt == 0:
+                await self._refresh_router()
+        raise BadNodeError(response.hint.message or "No partition on this node owns the key.")
+
+
+@attrs.frozen
+class _Send(Generic[T]):
+    """How to send one kind of write: build its request, read its answer."""
+
+    method: Callable[[Any], Awaitable[Any]]
+    build: Callable[[list[T]], Any]
+    key_of: Callable[[T], bytes]
+    size_of: Callable[[T], int]
+    count_of: Callable[[Any], int]

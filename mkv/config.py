@@ -1,0 +1,71 @@
+"""Server settings: defaults, a TOML file, then command-line flags, in that order.
+
+A TOML file holds the same names as the flags, with underscores::
+
+    data_addr = "127.0.0.1:7070"
+    control_addr = "127.0.0.1:7071"
+    data_dir = "/var/lib/mkv"
+    default_store = "sqlite"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from mkv.rpc import MAX_REQUEST_BYTES, Address, parse_address
+
+__all__ = ["DEFAULT_CONTROL_ADDR", "DEFAULT_DATA_ADDR", "Config", "ConfigError"]
+
+DEFAULT_DATA_ADDR = "127.0.0.1:7070"
+DEFAULT_CONTROL_ADDR = "127.0.0.1:7071"
+
+
+class ConfigError(ValueError):
+    """A setting is missing, unknown or malformed; the message names it."""
+
+
+def _address(value: str | Address) -> Address:
+    if isinstance(value, Address):
+        return value
+    try:
+        return parse_address(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    data_addr: Address = attrs.field(default=DEFAULT_DATA_ADDR, converter=_address)
+    control_addr: Address = attrs.field(default=DEFAULT_CONTROL_ADDR, converter=_address)
+    data_dir: Path = attrs.field(default=Path("mkv-data"), converter=Path)
+    # The store of the default partition and of AddPartition calls naming none.
+    default_store: str = "sqlite"
+    max_request_bytes: int = MAX_REQUEST_BYTES
+    # How long shutdown waits for in-flight requests before closing connections.
+    drain_timeout: float = 10.0
+
+    @classmethod
+    def load(cls, path: Path | None = None, **overrides: Any) -> Config:
+        """Defaults, updated by the TOML file at ``path``, then by non-None overrides.
+
+        Raises:
+            ConfigError: the file cannot be read, or holds an unknown or bad setting.
+        """
+        settings: dict[str, Any] = {}
+        if path is not None:
+            try:
+                settings.update(tomllib.loads(path.read_text()))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in attrs.fields(cls)}
+        if unknown := sorted(set(settings) - known):
+            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+        try:
+            return cls(**settings)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(str(exc)) from None

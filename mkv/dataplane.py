@@ -1,0 +1,112 @@
+"""The DataPlane service: Upsert, Get, Remove and PartitionMap.
+
+Handlers check input, route it, and hand it to the partition; they hold no
+state of their own. Errors are raised as ``mkv.errors`` exceptions and become
+gRPC statuses in ``mkv.rpc``; a key nobody owns is not an error but a
+``BAD_NODE`` status in the response, with the owned ranges as a hint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mkv.errors import InvalidArgumentError
+from mkv.partition import Get, Partition, Remove, Upsert, WriteResult
+from mkv.registry import PartitionRegistry
+from mkv.rpc import Handler
+from mkv.store import Item
+from mkv.v1 import data_pb2 as pb
+
+__all__ = ["MAX_KEY_BYTES", "DataPlane"]
+
+SERVICE = "mkv.v1.DataPlane"
+MAX_KEY_BYTES = 4096
+
+
+class DataPlane:
+    def __init__(self, registry: PartitionRegistry) -> None:
+        self._registry = registry
+        # Set by the node once the data port is bound, for PartitionMap.
+        self.advertised_address = ""
+
+    def methods(self) -> dict[str, tuple[type, Handler]]:
+        return {
+            "Upsert": (pb.UpsertRequest, self.upsert),
+            "Get": (pb.GetRequest, self.get),
+            "Remove": (pb.RemoveRequest, self.remove),
+            "PartitionMap": (pb.PartitionMapRequest, self.partition_map),
+        }
+
+    async def upsert(self, request: pb.UpsertRequest) -> pb.UpsertResponse:
+        entries = request.entries
+        if not entries:
+            raise InvalidArgumentError("An upsert needs at least one entry.")
+        keys = [e.key for e in entries]
+        partition = self._route(keys)
+        if partition is None:
+            return pb.UpsertResponse(status=pb.BAD_NODE, hint=self._hint())
+        puts = list(zip(keys, [e.value for e in entries], strict=True))
+        result = await partition.submit(Upsert(puts, size=request.ByteSize()))
+        assert isinstance(result, WriteResult)
+        return pb.UpsertResponse(status=pb.OK, seq=result.seq, partition_id=partition.id)
+
+    async def get(self, request: pb.GetRequest) -> pb.GetResponse:
+        partition = self._route([request.key])
+        if partition is None:
+            return pb.GetResponse(status=pb.BAD_NODE, hint=self._hint())
+        item = await partition.submit(Get(request.key))
+        if item is None:
+            return pb.GetResponse(status=pb.OK, found=False, partition_id=partition.id)
+        assert isinstance(item, Item)
+        return pb.GetResponse(
+            status=pb.OK, found=True, value=item.value, seq=item.seq, partition_id=partition.id
+        )
+
+    async def remove(self, request: pb.RemoveRequest) -> pb.RemoveResponse:
+        keys = list(request.keys)
+        if not keys:
+            raise InvalidArgumentError("A remove needs at least one key.")
+        partition = self._route(keys)
+        if partition is None:
+            return pb.RemoveResponse(status=pb.BAD_NODE, hint=self._hint())
+        result = await partition.submit(Remove(keys, size=request.ByteSize()))
+        assert isinstance(result, WriteResult)
+        return pb.RemoveResponse(
+            status=pb.OK, removed=result.removed, seq=result.seq, partition_id=partition.id
+        )
+
+    async def partition_map(self, request: pb.PartitionMapRequest) -> pb.PartitionMapResponse:
+        router = self._registry.router
+        return pb.PartitionMapResponse(version=router.version, partitions=self._ranges())
+
+    def _route(self, keys: Sequence[bytes]) -> Partition | None:
+        """The partition owning every key, None when none owns them.
+
+        Raises:
+            InvalidArgumentError: a key is empty or too long, or the keys span partitions.
+        """
+        # min/max run in C: the per-key checks cost no Python loop.
+        if min(map(len, keys)) == 0:
+            raise InvalidArgumentError("A key must not be empty.")
+        if (longest := max(map(len, keys))) > MAX_KEY_BYTES:
+            raise InvalidArgumentError(
+                f"A key is {longest} bytes; the limit is {MAX_KEY_BYTES} bytes."
+            )
+        partition_id = self._registry.router.lookup_span(min(keys), max(keys))
+        # A partition removed since the router was read is as gone as one never had.
+        return None if partition_id is None else self._registry.partition(partition_id)
+
+    def _ranges(self) -> list[pb.PartitionRange]:
+        return [
+            pb.PartitionRange(
+                id=pid, start=rng.start, end=rng.end or b"", address=self.advertised_address
+            )
+            for rng, pid in self._registry.router.ranges
+        ]
+
+    def _hint(self) -> pb.RoutingHint:
+        return pb.RoutingHint(
+            message="No partition on this node owns the key; the ranges it owns are listed.",
+            owned=self._ranges(),
+            map_version=self._registry.router.version,
+        )

@@ -1,0 +1,108 @@
+"""Every error mkv raises, in one shallow hierarchy.
+
+Each error carries the gRPC status code it travels as, so the server maps
+errors to statuses in one place (``mkv.rpc``) and the client maps them back
+(``error_for_status``). Messages are one sentence for a person; they go on the
+wire, so they never hold values, stack traces or reprs.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from purerpc.grpclib.status import StatusCode
+
+__all__ = [
+    "AlreadyExistsError",
+    "BadNodeError",
+    "InternalError",
+    "InvalidArgumentError",
+    "MkvError",
+    "NotFoundError",
+    "ResourceExhaustedError",
+    "StorageError",
+    "UnavailableError",
+    "error_for_status",
+]
+
+
+class MkvError(Exception):
+    """Root of every mkv error."""
+
+    code: ClassVar[StatusCode] = StatusCode.UNKNOWN
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgumentError(MkvError):
+    """The request is malformed: the caller must change it."""
+
+    code = StatusCode.INVALID_ARGUMENT
+
+
+class ResourceExhaustedError(MkvError):
+    """The request is over a limit (size, key length)."""
+
+    code = StatusCode.RESOURCE_EXHAUSTED
+
+
+class UnavailableError(MkvError):
+    """The server cannot take the request now (overload, shutdown, connection lost).
+
+    Retryable: nothing was applied.
+    """
+
+    code = StatusCode.UNAVAILABLE
+
+
+class NotFoundError(MkvError):
+    """No such partition."""
+
+    code = StatusCode.NOT_FOUND
+
+
+class AlreadyExistsError(MkvError):
+    """A partition with that id exists, or its range overlaps another."""
+
+    code = StatusCode.ALREADY_EXISTS
+
+
+class InternalError(MkvError):
+    """The server failed in a way that is not the caller's fault; details are in its log."""
+
+    code = StatusCode.INTERNAL
+
+
+class StorageError(InternalError):
+    """The state store failed (disk full, I/O error, corrupt file)."""
+
+
+class BadNodeError(MkvError):
+    """No partition on the node owns the key, even after refreshing the partition map.
+
+    Raised by the client only: on the wire this is ``Status.BAD_NODE`` in the
+    response, not a gRPC error.
+    """
+
+    code = StatusCode.FAILED_PRECONDITION
+
+
+_BY_CODE: dict[StatusCode, type[MkvError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidArgumentError,
+        ResourceExhaustedError,
+        UnavailableError,
+        NotFoundError,
+        AlreadyExistsError,
+        InternalError,
+    )
+}
+
+
+def error_for_status(code: StatusCode, message: str) -> MkvError:
+    """The typed error a client raises for a gRPC status that is not OK."""
+    cls = _BY_CODE.get(code, MkvError)
+    return cls(message or code.name)

@@ -1,0 +1,208 @@
+"""The PartitionRegistry: partition lifecycles, the router, and the catalog.
+
+The registry's nursery owns every partition task. Control-plane changes run
+one at a time (a lock) and in a crash-safe order: a new partition's store is
+opened before the catalog names it, and a removed partition leaves the catalog
+before its files are deleted, so a crash never leaves the catalog naming a
+partition that has no files.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import trio
+
+from mkv.catalog import Catalog, CatalogEntry, check_partition_id
+from mkv.errors import AlreadyExistsError, NotFoundError, UnavailableError
+from mkv.partition import Partition, PartitionState
+from mkv.router import KeyRange, Router
+from mkv.store import StoreStats, check_store_kind
+
+__all__ = ["PartitionReport", "PartitionRegistry"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PARTITION_ID = "default"
+
+
+@attrs.frozen
+class PartitionReport:
+    id: str
+    range: KeyRange
+    store: str
+    state: PartitionState
+    last_seq: int
+    stats: StoreStats
+
+
+class PartitionRegistry:
+    """Starts, stops and finds partitions; persists what exists."""
+
+    def __init__(self, data_dir: Path, default_store: str = "sqlite") -> None:
+        self.data_dir = data_dir
+        self.default_store = default_store
+        self._catalog_path = data_dir / "catalog.json"
+        self._partitions: dict[str, Partition] = {}
+        self._router = Router.build([], version=0)
+        self._lock = trio.Lock()
+        self._nursery: trio.Nursery | None = None
+        self._closing = trio.Event()
+
+    # -- the data plane's view ------------------------------------------------
+
+    @property
+    def router(self) -> Router:
+        return self._router
+
+    def partition(self, partition_id: str) -> Partition | None:
+        return self._partitions.get(partition_id)
+
+    def __iter__(self) -> Iterator[Partition]:
+        return iter(list(self._partitions.values()))
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Bring back every catalogued partition (or create the default one), then serve.
+
+        Returns once ``close()`` was called and every partition has drained.
+        """
+        check_store_kind(self.default_store)
+        await trio.to_thread.run_sync(self._prepare_data_dir)
+        catalog = await trio.to_thread.run_sync(Catalog.load, self._catalog_path)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            if catalog is None:
+                log.info("no catalog in %s: creating partition %r owning every key",
+                         self.data_dir, DEFAULT_PARTITION_ID)
+                await self.add(DEFAULT_PARTITION_ID, KeyRange(b"", None), self.default_store)
+            else:
+                for entry in catalog.partitions:
+                    await self._start(entry)
+                self._publish(catalog.map_version)
+            task_status.started()
+            await self._closing.wait()
+            for partition in self._partitions.values():
+                partition.close()
+        self._nursery = None
+
+    def close(self) -> None:
+        """Stop accepting requests; ``run`` returns when partitions have drained."""
+        self._closing.set()
+
+    def _prepare_data_dir(self) -> None:
+        (self.data_dir / "partitions").mkdir(parents=True, exist_ok=True)
+
+    def _directory(self, partition_id: str) -> Path:
+        return self.data_dir / "partitions" / partition_id
+
+    async def _start(self, entry: CatalogEntry) -> Partition:
+        assert self._nursery is not None
+        directory = self._directory(entry.id)
+        await trio.to_thread.run_sync(lambda: directory.mkdir(exist_ok=True))
+        partition = Partition(entry.id, entry.range, entry.store, directory)
+        await self._nursery.start(partition.run)
+        self._partitions[entry.id] = partition
+        return partition
+
+    def _publish(self, map_version: int) -> None:
+        """Swap in a router over the current partitions."""
+        self._router = Router.build(
+            ((p.range, p.id) for p in self._partitions.values()), version=map_version
+        )
+
+    async def _save_catalog(self, map_version: int) -> None:
+        catalog = Catalog(
+            partitions=[
+                CatalogEntry(p.id, p.range, p.store_kind) for p in self._partitions.values()
+            ],
+            map_version=map_version,
+        )
+        await trio.to_thread.run_sync(catalog.save, self._catalog_path)
+
+    # -- the control plane ------------------------------------------------------
+
+    async def add(self, partition_id: str | None, key_range: KeyRange, store: str) -> Partition:
+        """Create a partition, persist it in the catalog, and start routing to it.
+
+        Raises:
+            InvalidArgumentError: bad id or store kind.
+            AlreadyExistsError: the id is taken or the range overlaps another.
+        """
+        check_store_kind(store)
+        if partition_id:
+            check_partition_id(partition_id)
+        async with self._lock:
+            if self._closing.is_set():
+                raise UnavailableError("The server is shutting down.")
+            if not partition_id:
+                partition_id = self._free_id()
+            if partition_id in self._partitions:
+                raise AlreadyExistsError(f"A partition with id {partition_id} already exists.")
+            for other_range, other_id in self._router.conflicts(key_range):
+                raise AlreadyExistsError(
+                    f"Range {key_range} overlaps range {other_range} of partition {other_id}."
+                )
+            # Files left by a partition that never made it into the catalog
+            # (a crash during an earlier add) must not leak into this one.
+            await trio.to_thread.run_sync(self._delete_files, partition_id)
+            partition = await self._start(CatalogEntry(partition_id, key_range, store))
+            version = self._router.version + 1
+            try:
+                await self._save_catalog(version)
+            except BaseException:
+                del self._partitions[partition_id]
+                partition.close()
+                with trio.CancelScope(shield=True):
+                    await partition.wait_stopped()
+                    await trio.to_thread.run_sync(self._delete_files, partition_id)
+                raise
+            self._publish(version)
+            log.info("added partition %s %s (%s)", partition_id, key_range, store)
+            return partition
+
+    async def remove(self, partition_id: str) -> PartitionReport:
+        """Stop routing to a partition, drain it, forget it, delete its files.
+
+        Raises:
+            NotFoundError: no such partition.
+        """
+        async with self._lock:
+            partition = self._partitions.get(partition_id)
+            if partition is None:
+                raise NotFoundError(f"No partition with id {partition_id}.")
+            info = await self.info(partition)
+            del self._partitions[partition_id]
+            version = self._router.version + 1
+            # New requests get BAD_NODE from here on; queued ones still finish.
+            self._publish(version)
+            partition.close()
+            await partition.wait_stopped()
+            await self._save_catalog(version)
+            await trio.to_thread.run_sync(self._delete_files, partition_id)
+            log.info("removed partition %s %s", partition_id, partition.range)
+            return attrs.evolve(info, state=PartitionState.STOPPED)
+
+    async def info(self, partition: Partition) -> PartitionReport:
+        return PartitionReport(
+            id=partition.id,
+            range=partition.range,
+            store=partition.store_kind,
+            state=partition.state,
+            last_seq=partition.last_seq(),
+            stats=await partition.stats(),
+        )
+
+    def _free_id(self) -> str:
+        n = len(self._partitions) + 1
+        while f"p{n}" in self._partitions or self._directory(f"p{n}").exists():
+            n += 1
+        return f"p{n}"
+
+    def _delete_files(self, partition_id: str) -> None:
+        shutil.rmtree(self._directory(partition_id), ignore_errors=True)

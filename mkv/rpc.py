@@ -1,0 +1,222 @@
+"""gRPC serving on a listener mkv owns, with errors mapped in one place.
+
+purerpc's ``Server`` binds every interface with ``SO_REUSEPORT`` (a second
+server on the port starts silently and steals traffic), never closes its
+listener, and answers any handler exception with ``CANCELLED`` and
+``repr(sys.exc_info())``. So mkv binds the configured address itself and
+drives purerpc's HTTP/2 connection code (``GRPCProtoSocket``) from its own
+accept loop, and every request passes through ``RpcServer._call``, the one
+place where a request body is parsed and an outcome becomes a gRPC status.
+
+Request bodies reach us as raw bytes (no message type is registered with
+purerpc), so a body that fails to parse is ours to answer: INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import anyio
+import anyio.abc
+import attrs
+import trio
+from google.protobuf.message import DecodeError, Message
+from purerpc.grpc_proto import GRPCProtoSocket, GRPCProtoStream
+from purerpc.grpclib.config import GRPCConfiguration
+from purerpc.grpclib.events import RequestReceived
+from purerpc.grpclib.status import Status, StatusCode
+
+from mkv.errors import MkvError
+
+__all__ = ["Address", "Handler", "RpcServer", "parse_address"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Any], Awaitable[Message]]
+
+# Default limit on one request message, per the API contract.
+MAX_REQUEST_BYTES = 1024 * 1024
+# purerpc drops the whole connection on a message over its own limit; above
+# ours and up to this one we can still answer RESOURCE_EXHAUSTED politely.
+_TRANSPORT_MAX_MESSAGE = 4 * MAX_REQUEST_BYTES
+
+
+@attrs.frozen
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_address(text: str) -> Address:
+    """Parse ``HOST:PORT`` (``[::1]:PORT`` for IPv6).
+
+    Raises:
+        ValueError: not of that form.
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return Address(host.removeprefix("[").removesuffix("]"), int(port))
+
+
+@attrs.frozen
+class Method:
+    request_type: type[Message]
+    handler: Handler
+
+
+class RpcServer:
+    """Serves one gRPC service on one address until ``stop()``.
+
+    Args:
+        service: the full service name (``mkv.v1.DataPlane``).
+        methods: method name → (request message type, handler).
+        address: where to listen; port 0 picks a free port.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        methods: Mapping[str, tuple[type[Message], Handler]],
+        address: Address,
+        *,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+        drain_timeout: float = 10.0,
+    ) -> None:
+        self.service = service
+        self._methods = {name: Method(t, h) for name, (t, h) in methods.items()}
+        self.address = address
+        self.max_request_bytes = max_request_bytes
+        self.drain_timeout = drain_timeout
+        self._config = GRPCConfiguration(
+            client_side=False, max_message_length=max(_TRANSPORT_MAX_MESSAGE, max_request_bytes)
+        )
+        self._accepting = trio.CancelScope()
+        self._in_flight = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen, report the bound address, serve until ``stop()``, then drain.
+
+        Raises:
+            OSError: the address cannot be bound (in use, not local).
+        """
+        # One listener per resolved address ("localhost" may give IPv4 and
+        # IPv6), all on the same port, none with SO_REUSEPORT: a taken port
+        # fails here with EADDRINUSE instead of sharing traffic.
+        multi = await anyio.create_tcp_listener(
+            local_host=self.address.host, local_port=self.address.port
+        )
+        async with multi:
+            port = multi.extra(anyio.abc.SocketAttribute.local_port)
+            self.address = Address(self.address.host, port)
+            async with trio.open_nursery() as connections:
+                task_status.started(self.address)
+                with self._accepting:
+                    async with trio.open_nursery() as accepting:
+                        for listener in multi.listeners:
+                            accepting.start_soon(self._accept, listener, connections)
+                await multi.aclose()
+                # Requests already received get their answers; then the idle
+                # connections are closed.
+                with trio.move_on_after(self.drain_timeout):
+                    await self._idle.wait()
+                connections.cancel_scope.cancel()
+
+    async def _accept(
+        self, listener: anyio.abc.Listener[anyio.abc.SocketStream], connections: trio.Nursery
+    ) -> None:
+        while True:
+            stream = await listener.accept()
+            connections.start_soon(self._serve_connection, stream)
+
+    def stop(self) -> None:
+        """Stop accepting; ``run`` returns once in-flight requests are answered."""
+        self._accepting.cancel()
+
+    async def _serve_connection(self, stream: anyio.abc.SocketStream) -> None:
+        try:
+            async with stream, GRPCProtoSocket(self._config, stream) as grpc_socket:
+                async with trio.open_nursery() as nursery:
+                    async for grpc_stream in grpc_socket.listen():
+                        nursery.start_soon(self._serve_stream, grpc_stream)
+        except Exception as exc:
+            # A peer that breaks the protocol or vanishes costs only its own
+            # connection.
+            log.debug("connection closed: %r", exc)
+
+    async def _serve_stream(self, stream: GRPCProtoStream) -> None:
+        self._in_flight += 1
+        self._idle = trio.Event() if self._in_flight == 1 else self._idle
+        try:
+            await stream.start_response()
+            event = await stream.receive_event()
+            status, response = await self._call(stream, event)
+            if response is not None:
+                await stream.send_message(response)
+            await stream.close(status)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream) as exc:
+            log.debug("client went away mid-call: %r", exc)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def _call(self, stream: GRPCProtoStream, event: object) -> tuple[Status, Message | None]:
+        """Parse, dispatch and map the outcome to a status: the one place that does."""
+        if not isinstance(event, RequestReceived):
+            return Status(StatusCode.INTERNAL, "Expected request headers."), None
+        method = self._methods.get(event.method_name)
+        if event.service_name != self.service or method is None:
+            return (
+                Status(
+                    StatusCode.UNIMPLEMENTED,
+                    f"Method {event.service_name}/{event.method_name} is not served on this port.",
+                ),
+                None,
+            )
+        try:
+            body = await _one_message(stream)
+            if len(body) > self.max_request_bytes:
+                return (
+                    Status(
+                        StatusCode.RESOURCE_EXHAUSTED,
+                        f"The request is {len(body)} bytes; the limit is "
+                        f"{self.max_request_bytes} bytes, so split the batch.",
+                    ),
+                    None,
+                )
+            try:
+                request = method.request_type.FromString(body)
+            except DecodeError:
+                name = method.request_type.DESCRIPTOR.full_name
+                raise _BadBody(f"The request body is not a valid {name} message.") from None
+            response = await method.handler(request)
+        except _BadBody as exc:
+            return Status(StatusCode.INVALID_ARGUMENT, str(exc)), None
+        except MkvError as exc:
+            return Status(exc.code, exc.message), None
+        except Exception:
+            log.exception("%s/%s failed", event.service_name, event.method_name)
+            return Status(StatusCode.INTERNAL, "Internal error; the server log has details."), None
+        return Status(StatusCode.OK), response
+
+
+class _BadBody(Exception):
+    """The request body is not what the method takes; the message says how."""
+
+
+async def _one_message(stream: GRPCProtoStream) -> bytes:
+    """The single request message of a unary call, as bytes."""
+    body = await stream.receive_message()
+    if body is None or await stream.receive_message() is not None:
+        raise _BadBody("A unary call takes exactly one request message.")
+    assert isinstance(body, bytes)
+    return body
+

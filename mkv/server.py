@@ -1,0 +1,88 @@
+"""A node: the partition registry and the two gRPC services in front of it."""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from mkv.config import Config
+from mkv.controlplane import SERVICE as CONTROL_SERVICE
+from mkv.controlplane import ControlPlane
+from mkv.dataplane import SERVICE as DATA_SERVICE
+from mkv.dataplane import DataPlane
+from mkv.registry import PartitionRegistry
+from mkv.rpc import Address, RpcServer
+
+__all__ = ["Node"]
+
+log = logging.getLogger(__name__)
+
+
+class Node:
+    """One mkv server process's worth of serving.
+
+    ``run`` reports started once both ports are bound and every partition is
+    serving; ``data_address`` and ``control_address`` then hold the bound
+    addresses (useful with port 0).
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.registry = PartitionRegistry(config.data_dir, config.default_store)
+        self._data = DataPlane(self.registry)
+        self._data_server = RpcServer(
+            DATA_SERVICE,
+            self._data.methods(),
+            config.data_addr,
+            max_request_bytes=config.max_request_bytes,
+            drain_timeout=config.drain_timeout,
+        )
+        self._control_server = RpcServer(
+            CONTROL_SERVICE,
+            ControlPlane(self.registry).methods(),
+            config.control_addr,
+            max_request_bytes=config.max_request_bytes,
+            drain_timeout=config.drain_timeout,
+        )
+        self._stopping = trio.Event()
+
+    @property
+    def data_address(self) -> Address:
+        return self._data_server.address
+
+    @property
+    def control_address(self) -> Address:
+        return self._control_server.address
+
+    async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until ``stop()``; then stop accepting, answer what is in flight,
+        drain the partitions and close their stores.
+
+        Raises:
+            OSError: a port cannot be bound (for example, it is in use).
+            StorageError: the data directory or a store cannot be opened.
+        """
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.registry.run)
+            try:
+                async with trio.open_nursery() as servers:
+                    await servers.start(self._data_server.run)
+                    self._data.advertised_address = str(self.data_address)
+                    await servers.start(self._control_server.run)
+                    log.info(
+                        "serving data plane on %s, control plane on %s, data in %s",
+                        self.data_address, self.control_address, self.config.data_dir,
+                    )
+                    task_status.started(self)
+                    await self._stopping.wait()
+                    log.info("shutting down: draining in-flight requests")
+                    self._data_server.stop()
+                    self._control_server.stop()
+            finally:
+                # Only after the servers have answered what they took in.
+                self.registry.close()
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown; ``run`` returns when it is complete."""
+        self._stopping.set()

@@ -1,0 +1,79 @@
+import purerpc
+import mkv.v1.control_pb2 as mkv_dot_v1_dot_control__pb2
+
+
+class ControlPlaneServicer(purerpc.Servicer):
+    async def AddPartition(self, input_message):
+        raise NotImplementedError()
+
+    async def RemovePartition(self, input_message):
+        raise NotImplementedError()
+
+    async def ListPartitions(self, input_message):
+        raise NotImplementedError()
+
+    @property
+    def service(self) -> purerpc.Service:
+        service_obj = purerpc.Service(
+            "mkv.v1.ControlPlane"
+        )
+        service_obj.add_method(
+            "AddPartition",
+            self.AddPartition,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.AddPartitionRequest,
+                mkv_dot_v1_dot_control__pb2.AddPartitionResponse,
+            )
+        )
+        service_obj.add_method(
+            "RemovePartition",
+            self.RemovePartition,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.RemovePartitionRequest,
+                mkv_dot_v1_dot_control__pb2.RemovePartitionResponse,
+            )
+        )
+        service_obj.add_method(
+            "ListPartitions",
+            self.ListPartitions,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.ListPartitionsRequest,
+                mkv_dot_v1_dot_control__pb2.ListPartitionsResponse,
+            )
+        )
+        return service_obj
+
+
+class ControlPlaneStub:
+    def __init__(self, channel):
+        self._client = purerpc.Client(
+            "mkv.v1.ControlPlane",
+            channel
+        )
+        self.AddPartition = self._client.get_method_stub(
+            "AddPartition",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.AddPartitionRequest,
+                mkv_dot_v1_dot_control__pb2.AddPartitionResponse,
+            )
+        )
+        self.RemovePartition = self._client.get_method_stub(
+            "RemovePartition",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.RemovePartitionRequest,
+                mkv_dot_v1_dot_control__pb2.RemovePartitionResponse,
+            )
+        )
+        self.ListPartitions = self._client.get_method_stub(
+            "ListPartitions",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.ListPartitionsRequest,
+                mkv_dot_v1_dot_control__pb2.ListPartitionsResponse,
+            )
+        )
