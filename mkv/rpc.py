@@ -110,9 +110,14 @@ class RpcServer:
         # One listener per resolved address ("localhost" may give IPv4 and
         # IPv6), all on the same port, none with SO_REUSEPORT: a taken port
         # fails here with EADDRINUSE instead of sharing traffic.
-        multi = await anyio.create_tcp_listener(
-            local_host=self.address.host, local_port=self.address.port
-        )
+        try:
+            multi = await anyio.create_tcp_listener(
+                local_host=self.address.host, local_port=self.address.port
+            )
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"cannot listen on {self.address}: {exc.strerror or exc}"
+            ) from exc
         async with multi:
             port = multi.extra(anyio.abc.SocketAttribute.local_port)
             self.address = Address(self.address.host, port)

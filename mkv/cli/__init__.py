@@ -1,0 +1,1 @@
+"""Command-line entry points: ``mkv`` (the server) and ``mkvctl`` (admin and data)."""

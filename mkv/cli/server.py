@@ -1,0 +1,99 @@
+"""``mkv serve``: run a node until SIGINT or SIGTERM.
+
+    mkv serve                                   # 127.0.0.1:7070 / :7071, ./mkv-data
+    mkv serve --data-addr 0.0.0.0:7070 --data-dir /var/lib/mkv
+    mkv serve --config mkv.toml                 # same names, in TOML
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import trio
+
+from mkv.config import DEFAULT_CONTROL_ADDR, DEFAULT_DATA_ADDR, Config, ConfigError
+from mkv.errors import MkvError
+from mkv.server import Node
+
+__all__ = ["main"]
+
+log = logging.getLogger("mkv")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mkv", description="The mkv key-value server.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run a node until SIGINT or SIGTERM")
+    serve.add_argument("--config", type=Path, help="a TOML file of settings")
+    serve.add_argument("--data-addr", help=f"data plane HOST:PORT (default {DEFAULT_DATA_ADDR})")
+    serve.add_argument(
+        "--control-addr", help=f"control plane HOST:PORT (default {DEFAULT_CONTROL_ADDR})"
+    )
+    serve.add_argument("--data-dir", type=Path, help="where data lives (default ./mkv-data)")
+    serve.add_argument(
+        "--default-store", help="store kind of the default partition (default sqlite)"
+    )
+    serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    return parser
+
+
+async def serve(config: Config) -> None:
+    # Signals are caught before anything starts, so a Ctrl-C during start-up
+    # is a clean shutdown too rather than a KeyboardInterrupt mid-open.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            node: Node = await nursery.start(Node(config).run)
+            # Printed (not logged) and flushed: scripts and tests wait for these lines.
+            print(f"mkv: data plane listening on {node.data_address}", flush=True)
+            print(f"mkv: control plane listening on {node.control_address}", flush=True)
+            print(f"mkv: data directory {config.data_dir.resolve()}", flush=True)
+            async for signum in signals:
+                log.info("received %s: shutting down", signal.Signals(signum).name)
+                node.stop()
+                break
+    print("mkv: stopped", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = Config.load(
+            args.config,
+            data_addr=args.data_addr,
+            control_addr=args.control_addr,
+            data_dir=args.data_dir,
+            default_store=args.default_store,
+        )
+    except ConfigError as exc:
+        print(f"mkv: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        trio.run(serve, config)
+    except (OSError, MkvError, BaseExceptionGroup) as exc:
+        leaves = _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+        if not all(isinstance(leaf, OSError | MkvError) for leaf in leaves):
+            raise
+        for leaf in leaves:
+            print(f"mkv: cannot start: {leaf}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions in ``group``, nested groups flattened (nurseries nest them)."""
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        leaves.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return leaves
+
+if __name__ == "__main__":
+    raise SystemExit(main())
