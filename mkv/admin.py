@@ -1,9 +1,9 @@
 """The async client for the control plane: add, remove and list partitions.
 
-    async with mkv.AdminClient.connect("127.0.0.1:7071") as admin:
-        await admin.add_partition(start=b"m", end=None, partition_id="upper")
-        for p in await admin.list_partitions():
-            print(p.id, p.range, p.key_count)
+async with mkv.AdminClient.connect("127.0.0.1:7071") as admin:
+    await admin.add_partition(start=b"m", end=None, partition_id="upper")
+    for p in await admin.list_partitions():
+        print(p.id, p.range, p.key_count)
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import attrs
 from mkv.channel import Channel, open_channel
 from mkv.config import DEFAULT_CONTROL_ADDR
 from mkv.router import KeyRange
-from mkv.rpc import Address
-from mkv.v1 import control_grpc
 from mkv.v1 import control_pb2 as pb
+from mkv.wire import CONTROL_SERVICE as SERVICE
+from mkv.wire import Address
 
 __all__ = ["AdminClient", "PartitionInfo"]
 
@@ -54,7 +54,6 @@ class AdminClient:
 
     def __init__(self, channel: Channel) -> None:
         self._channel = channel
-        self._stub = control_grpc.ControlPlaneStub(channel.raw)
 
     @classmethod
     @asynccontextmanager
@@ -81,7 +80,9 @@ class AdminClient:
         request = pb.AddPartitionRequest(
             id=partition_id or "", start=start, end=end or b"", store=store or ""
         )
-        response = await self._channel.call(self._stub.AddPartition, request)
+        response = await self._channel.unary(
+            SERVICE, "AddPartition", request, pb.AddPartitionResponse
+        )
         return PartitionInfo.from_proto(response.partition)
 
     async def remove_partition(self, partition_id: str) -> PartitionInfo:
@@ -91,9 +92,13 @@ class AdminClient:
             NotFoundError: no such partition.
         """
         request = pb.RemovePartitionRequest(id=partition_id)
-        response = await self._channel.call(self._stub.RemovePartition, request)
+        response = await self._channel.unary(
+            SERVICE, "RemovePartition", request, pb.RemovePartitionResponse
+        )
         return PartitionInfo.from_proto(response.partition)
 
     async def list_partitions(self) -> list[PartitionInfo]:
-        response = await self._channel.call(self._stub.ListPartitions, pb.ListPartitionsRequest())
+        response = await self._channel.unary(
+            SERVICE, "ListPartitions", pb.ListPartitionsRequest(), pb.ListPartitionsResponse
+        )
         return [PartitionInfo.from_proto(p) for p in response.partitions]

@@ -31,7 +31,7 @@ def check_partition_id(partition_id: str) -> None:
     """Partition ids name directories, so they are kept path-safe.
 
     Raises:
-        InvalidArgumentError: the id is not 1–64 letters, digits, ``_.-``,
+        InvalidArgumentError: the id is not 1 to 64 letters, digits, ``_.-``,
             starting with a letter or digit.
     """
     if not _ID_PATTERN.fullmatch(partition_id):

@@ -14,7 +14,7 @@ retries once when the node answers BAD_NODE.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar
 
@@ -25,9 +25,9 @@ from mkv.channel import Channel, open_channel
 from mkv.config import DEFAULT_DATA_ADDR
 from mkv.errors import BadNodeError, ResourceExhaustedError
 from mkv.router import KeyRange, Router
-from mkv.rpc import MAX_REQUEST_BYTES, Address
-from mkv.v1 import data_grpc
 from mkv.v1 import data_pb2 as pb
+from mkv.wire import DATA_SERVICE as SERVICE
+from mkv.wire import MAX_REQUEST_BYTES, Address
 
 __all__ = ["Client", "Item", "Key", "PartitionRange", "WriteAck"]
 
@@ -79,7 +79,6 @@ class Client:
 
     def __init__(self, channel: Channel, *, max_request_bytes: int = MAX_REQUEST_BYTES) -> None:
         self._channel = channel
-        self._stub = data_grpc.DataPlaneStub(channel.raw)
         self._max_request_bytes = max_request_bytes
         self._router: Router | None = None
         self._refresh_lock = trio.Lock()
@@ -109,7 +108,9 @@ class Client:
 
     # -- writes -------------------------------------------------------------
 
-    async def upsert(self, items: Mapping[Key, Value] | Iterable[tuple[Key, Value]]) -> list[WriteAck]:
+    async def upsert(
+        self, items: Mapping[Key, Value] | Iterable[tuple[Key, Value]]
+    ) -> list[WriteAck]:
         """Store every key/value pair; later pairs for the same key win.
 
         Returns one acknowledgement per batch sent (per partition, per MiB).
@@ -123,7 +124,8 @@ class Client:
         if not entries:
             return []
         send = _Send[pb.Entry](
-            method=self._stub.Upsert,
+            method="Upsert",
+            response_type=pb.UpsertResponse,
             build=lambda batch: pb.UpsertRequest(entries=batch),
             key_of=lambda entry: entry.key,
             # An empty entry still takes its tag and length byte.
@@ -139,7 +141,8 @@ class Client:
         if not raw:
             return []
         send = _Send[bytes](
-            method=self._stub.Remove,
+            method="Remove",
+            response_type=pb.RemoveResponse,
             build=lambda batch: pb.RemoveRequest(keys=batch),
             key_of=lambda key: key,
             size_of=lambda key: _field_size(len(key)) or 2,
@@ -152,14 +155,12 @@ class Client:
     async def partition_map(self) -> list[PartitionRange]:
         """The node's partitions, refreshed from the server."""
         router = await self._refresh_router()
-        return [
-            PartitionRange(pid, rng, str(self._channel.address)) for rng, pid in router.ranges
-        ]
+        return [PartitionRange(pid, rng, str(self._channel.address)) for rng, pid in router.ranges]
 
     async def _refresh_router(self) -> Router:
         async with self._refresh_lock:
-            response = await self._channel.call(
-                self._stub.PartitionMap, pb.PartitionMapRequest()
+            response = await self._channel.unary(
+                SERVICE, "PartitionMap", pb.PartitionMapRequest(), pb.PartitionMapResponse
             )
             self._router = Router.build(
                 ((KeyRange(p.start, p.end or None), p.id) for p in response.partitions),
@@ -221,7 +222,9 @@ class Client:
         return acks
 
     async def _send_batch(self, batch: list[T], send: _Send[T], *, retry: bool) -> list[WriteAck]:
-        response = await self._channel.call(send.method, send.build(batch))
+        response = await self._channel.unary(
+            SERVICE, send.method, send.build(batch), send.response_type
+        )
         if response.status == pb.OK:
             return [WriteAck(response.partition_id, response.seq, send.count_of(response))]
         if not retry:
@@ -238,7 +241,7 @@ class Client:
 
     async def _get(self, request: pb.GetRequest) -> pb.GetResponse:
         for attempt in range(2):
-            response: pb.GetResponse = await self._channel.call(self._stub.Get, request)
+            response = await self._channel.unary(SERVICE, "Get", request, pb.GetResponse)
             if response.status == pb.OK:
                 return response
             if attempt == 0:
@@ -250,7 +253,8 @@ class Client:
 class _Send(Generic[T]):
     """How to send one kind of write: build its request, read its answer."""
 
-    method: Callable[[Any], Awaitable[Any]]
+    method: str
+    response_type: type[Any]
     build: Callable[[list[T]], Any]
     key_of: Callable[[T], bytes]
     size_of: Callable[[T], int]

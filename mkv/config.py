@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from mkv.rpc import MAX_REQUEST_BYTES, Address, parse_address
+from mkv.wire import MAX_REQUEST_BYTES, Address, parse_address
 
 __all__ = ["DEFAULT_CONTROL_ADDR", "DEFAULT_DATA_ADDR", "Config", "ConfigError"]
 
@@ -39,8 +39,10 @@ def _address(value: str | Address) -> Address:
 
 @attrs.frozen(kw_only=True)
 class Config:
-    data_addr: Address = attrs.field(default=DEFAULT_DATA_ADDR, converter=_address)
-    control_addr: Address = attrs.field(default=DEFAULT_CONTROL_ADDR, converter=_address)
+    data_addr: Address = attrs.field(default=parse_address(DEFAULT_DATA_ADDR), converter=_address)
+    control_addr: Address = attrs.field(
+        default=parse_address(DEFAULT_CONTROL_ADDR), converter=_address
+    )
     data_dir: Path = attrs.field(default=Path("mkv-data"), converter=Path)
     # The store of the default partition and of AddPartition calls naming none.
     default_store: str = "sqlite"

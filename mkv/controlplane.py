@@ -6,14 +6,12 @@ import trio
 
 from mkv.errors import NotFoundError
 from mkv.partition import PartitionState
-from mkv.registry import PartitionReport, PartitionRegistry
+from mkv.registry import PartitionRegistry, PartitionReport
 from mkv.router import KeyRange
 from mkv.rpc import Handler
 from mkv.v1 import control_pb2 as pb
 
 __all__ = ["ControlPlane"]
-
-SERVICE = "mkv.v1.ControlPlane"
 
 _STATES = {
     PartitionState.STARTING: pb.STARTING,
@@ -49,9 +47,7 @@ class ControlPlane:
         info = await self._registry.remove(request.id)
         return pb.RemovePartitionResponse(partition=_to_proto(info))
 
-    async def list_partitions(
-        self, request: pb.ListPartitionsRequest
-    ) -> pb.ListPartitionsResponse:
+    async def list_partitions(self, request: pb.ListPartitionsRequest) -> pb.ListPartitionsResponse:
         partitions = sorted(self._registry, key=lambda p: p.range.start)
         infos: list[PartitionReport | None] = [None] * len(partitions)
 

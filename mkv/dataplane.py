@@ -16,11 +16,9 @@ from mkv.registry import PartitionRegistry
 from mkv.rpc import Handler
 from mkv.store import Item
 from mkv.v1 import data_pb2 as pb
+from mkv.wire import MAX_KEY_BYTES
 
-__all__ = ["MAX_KEY_BYTES", "DataPlane"]
-
-SERVICE = "mkv.v1.DataPlane"
-MAX_KEY_BYTES = 4096
+__all__ = ["DataPlane"]
 
 
 class DataPlane:

@@ -154,9 +154,7 @@ class Partition:
         """Open the store, report started, then apply requests until closed."""
         worker = self._worker = WorkerThread(f"mkv-partition-{self.id}")
         try:
-            self._store = await worker.run_sync(
-                lambda: open_store(self.store_kind, self.directory)
-            )
+            self._store = await worker.run_sync(lambda: open_store(self.store_kind, self.directory))
             self._next_seq = self._store.last_seq() + 1
             if self.state is PartitionState.STARTING:
                 self.state = PartitionState.ACTIVE
@@ -211,7 +209,8 @@ class Partition:
             pending.fail(exc)
 
     async def _commit(self, writes: list[_Pending]) -> None:
-        assert self._store is not None and self._worker is not None
+        assert self._store is not None
+        assert self._worker is not None
         mutations = []
         seq = self._next_seq
         for pending in writes:
@@ -226,7 +225,9 @@ class Partition:
         try:
             removed = await self._worker.run_sync(lambda: store.apply(mutations))
         except StorageError as exc:
-            log.error("partition %s: commit of %d writes failed", self.id, len(writes), exc_info=exc)
+            log.error(
+                "partition %s: commit of %d writes failed", self.id, len(writes), exc_info=exc
+            )
             # Nothing was applied: the numbers are free to be given again.
             self._next_seq = store.last_seq() + 1
             for pending in writes:

@@ -23,7 +23,7 @@ from mkv.partition import Partition, PartitionState
 from mkv.router import KeyRange, Router
 from mkv.store import StoreStats, check_store_kind
 
-__all__ = ["PartitionReport", "PartitionRegistry"]
+__all__ = ["PartitionRegistry", "PartitionReport"]
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,11 @@ class PartitionRegistry:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             if catalog is None:
-                log.info("no catalog in %s: creating partition %r owning every key",
-                         self.data_dir, DEFAULT_PARTITION_ID)
+                log.info(
+                    "no catalog in %s: creating partition %r owning every key",
+                    self.data_dir,
+                    DEFAULT_PARTITION_ID,
+                )
                 await self.add(DEFAULT_PARTITION_ID, KeyRange(b"", None), self.default_store)
             else:
                 for entry in catalog.partitions:

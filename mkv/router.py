@@ -8,6 +8,7 @@ consistent map.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Iterable, Sequence
 
 import attrs
@@ -77,7 +78,7 @@ class Router:
             AlreadyExistsError: two ranges overlap.
         """
         ranges = sorted(owned, key=lambda item: item[0].start)
-        for (left, left_id), (right, right_id) in zip(ranges, ranges[1:], strict=False):
+        for (left, left_id), (right, right_id) in itertools.pairwise(ranges):
             if left.overlaps(right):
                 raise AlreadyExistsError(
                     f"Range {right} of partition {right_id!s} overlaps range {left} "

@@ -29,39 +29,17 @@ from purerpc.grpclib.events import RequestReceived
 from purerpc.grpclib.status import Status, StatusCode
 
 from mkv.errors import MkvError
+from mkv.wire import MAX_REQUEST_BYTES, Address, close_call
 
-__all__ = ["Address", "Handler", "RpcServer", "parse_address"]
+__all__ = ["Handler", "RpcServer"]
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any], Awaitable[Message]]
 
-# Default limit on one request message, per the API contract.
-MAX_REQUEST_BYTES = 1024 * 1024
 # purerpc drops the whole connection on a message over its own limit; above
 # ours and up to this one we can still answer RESOURCE_EXHAUSTED politely.
 _TRANSPORT_MAX_MESSAGE = 4 * MAX_REQUEST_BYTES
-
-
-@attrs.frozen
-class Address:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-def parse_address(text: str) -> Address:
-    """Parse ``HOST:PORT`` (``[::1]:PORT`` for IPv6).
-
-    Raises:
-        ValueError: not of that form.
-    """
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    return Address(host.removeprefix("[").removesuffix("]"), int(port))
 
 
 @attrs.frozen
@@ -101,7 +79,9 @@ class RpcServer:
         self._idle = trio.Event()
         self._idle.set()
 
-    async def run(self, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Listen, report the bound address, serve until ``stop()``, then drain.
 
         Raises:
@@ -137,6 +117,7 @@ class RpcServer:
     async def _accept(
         self, listener: anyio.abc.Listener[anyio.abc.SocketStream], connections: trio.Nursery
     ) -> None:
+        assert isinstance(listener, anyio.abc.SocketListener)
         while True:
             stream = await listener.accept()
             connections.start_soon(self._serve_connection, stream)
@@ -147,10 +128,13 @@ class RpcServer:
 
     async def _serve_connection(self, stream: anyio.abc.SocketStream) -> None:
         try:
-            async with stream, GRPCProtoSocket(self._config, stream) as grpc_socket:
-                async with trio.open_nursery() as nursery:
-                    async for grpc_stream in grpc_socket.listen():
-                        nursery.start_soon(self._serve_stream, grpc_stream)
+            async with (
+                stream,
+                GRPCProtoSocket(self._config, stream) as grpc_socket,
+                trio.open_nursery() as nursery,
+            ):
+                async for grpc_stream in grpc_socket.listen():
+                    nursery.start_soon(self._serve_stream, grpc_stream)
         except Exception as exc:
             # A peer that breaks the protocol or vanishes costs only its own
             # connection.
@@ -169,6 +153,7 @@ class RpcServer:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream) as exc:
             log.debug("client went away mid-call: %r", exc)
         finally:
+            close_call(stream)
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
@@ -224,4 +209,3 @@ async def _one_message(stream: GRPCProtoStream) -> bytes:
         raise _BadBody("A unary call takes exactly one request message.")
     assert isinstance(body, bytes)
     return body
-

@@ -7,12 +7,11 @@ import logging
 import trio
 
 from mkv.config import Config
-from mkv.controlplane import SERVICE as CONTROL_SERVICE
 from mkv.controlplane import ControlPlane
-from mkv.dataplane import SERVICE as DATA_SERVICE
 from mkv.dataplane import DataPlane
 from mkv.registry import PartitionRegistry
-from mkv.rpc import Address, RpcServer
+from mkv.rpc import RpcServer
+from mkv.wire import CONTROL_SERVICE, DATA_SERVICE, Address
 
 __all__ = ["Node"]
 
@@ -72,7 +71,9 @@ class Node:
                     await servers.start(self._control_server.run)
                     log.info(
                         "serving data plane on %s, control plane on %s, data in %s",
-                        self.data_address, self.control_address, self.config.data_dir,
+                        self.data_address,
+                        self.control_address,
+                        self.config.data_dir,
                     )
                     task_status.started(self)
                     await self._stopping.wait()

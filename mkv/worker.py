@@ -48,9 +48,7 @@ class WorkerThread:
             token.run_sync_soon(trio.lowlevel.reschedule, task, result)
 
         self._jobs.put((fn, deliver))
-        result: T = await trio.lowlevel.wait_task_rescheduled(
-            lambda _: trio.lowlevel.Abort.FAILED
-        )
+        result: T = await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
         return result
 
     async def stop(self) -> None:

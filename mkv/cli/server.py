@@ -1,8 +1,8 @@
 """``mkv serve``: run a node until SIGINT or SIGTERM.
 
-    mkv serve                                   # 127.0.0.1:7070 / :7071, ./mkv-data
-    mkv serve --data-addr 0.0.0.0:7070 --data-dir /var/lib/mkv
-    mkv serve --config mkv.toml                 # same names, in TOML
+mkv serve                                   # 127.0.0.1:7070 / :7071, ./mkv-data
+mkv serve --data-addr 0.0.0.0:7070 --data-dir /var/lib/mkv
+mkv serve --config mkv.toml                 # same names, in TOML
 """
 
 from __future__ import annotations
@@ -94,6 +94,7 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     for exc in group.exceptions:
         leaves.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
     return leaves
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

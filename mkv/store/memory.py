@@ -74,5 +74,3 @@ class MemoryStore:
 
     def close(self) -> None:
         self._data.clear()
-
-

@@ -1,0 +1,55 @@
+"""What the client and the server share about the wire: addresses, service
+names, limits, and one purerpc work-around."""
+
+from __future__ import annotations
+
+import attrs
+from purerpc.grpc_proto import GRPCProtoStream
+
+from mkv.v1 import control_pb2, data_pb2
+
+__all__ = [
+    "CONTROL_SERVICE",
+    "DATA_SERVICE",
+    "MAX_KEY_BYTES",
+    "MAX_REQUEST_BYTES",
+    "Address",
+    "close_call",
+    "parse_address",
+]
+
+DATA_SERVICE: str = data_pb2.DESCRIPTOR.services_by_name["DataPlane"].full_name
+CONTROL_SERVICE: str = control_pb2.DESCRIPTOR.services_by_name["ControlPlane"].full_name
+
+# The largest request message, serialized, per the API contract.
+MAX_REQUEST_BYTES = 1024 * 1024
+MAX_KEY_BYTES = 4096
+
+
+@attrs.frozen
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_address(text: str) -> Address:
+    """Parse ``HOST:PORT`` (``[::1]:PORT`` for IPv6).
+
+    Raises:
+        ValueError: not of that form.
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return Address(host.removeprefix("[").removesuffix("]"), int(port))
+
+
+def close_call(stream: GRPCProtoStream) -> None:
+    """Close the event queue purerpc keeps per call and never closes itself
+    (it would otherwise be left to the garbage collector, with a ResourceWarning)."""
+    send, receive = stream._incoming_events
+    send.close()
+    receive.close()

@@ -1,0 +1,108 @@
+"""Run ``mkv serve`` as a real subprocess, for tests where crashes and restarts matter."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+_LISTENING = re.compile(rb"mkv: (data|control) plane listening on (\S+)")
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 30.0
+
+
+class ServerProcess:
+    """``python -m mkv.cli.server serve`` on free ports with a given data dir.
+
+    ``start`` waits until both ports are bound and reads them from the
+    server's stdout; ``stop`` sends SIGTERM and waits; ``kill`` is kill -9.
+    The same object can be started again on the same data dir.
+    """
+
+    def __init__(self, data_dir: Path, *extra_args: str) -> None:
+        self.data_dir = data_dir
+        self.extra_args = extra_args
+        self.process: trio.Process | None = None
+        self.data_addr = ""
+        self.control_addr = ""
+        self.stderr_path = data_dir.parent / f"{data_dir.name}-stderr.log"
+
+    async def start(self) -> None:
+        assert self.process is None, "already running"
+        stderr = await trio.to_thread.run_sync(open, self.stderr_path, "ab")
+        try:
+            self.process = await trio.lowlevel.open_process(
+                [
+                    sys.executable,
+                    "-m",
+                    "mkv.cli.server",
+                    "serve",
+                    "--data-addr",
+                    "127.0.0.1:0",
+                    "--control-addr",
+                    "127.0.0.1:0",
+                    "--data-dir",
+                    str(self.data_dir),
+                    *self.extra_args,
+                ],
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        finally:
+            stderr.close()
+        addresses: dict[str, str] = {}
+        output = b""
+        assert self.process.stdout is not None
+        with trio.fail_after(START_TIMEOUT):
+            while len(addresses) < 2:
+                chunk = await self.process.stdout.receive_some()
+                if not chunk:
+                    code = await self.process.wait()
+                    await _close_pipes(self.process)
+                    self.process = None
+                    raise RuntimeError(
+                        f"mkv serve exited with {code} before listening:\n{self.stderr()}"
+                    )
+                output += chunk
+                for match in _LISTENING.finditer(output):
+                    addresses[match[1].decode()] = match[2].decode()
+        self.data_addr = addresses["data"]
+        self.control_addr = addresses["control"]
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text() if self.stderr_path.exists() else ""
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    async def stop(self) -> int:
+        """SIGTERM, then wait for a clean exit; returns the exit code."""
+        return await self._end(signal.SIGTERM)
+
+    async def kill(self) -> None:
+        """kill -9: no chance to flush or close anything."""
+        if self.process is not None:
+            await self._end(signal.SIGKILL)
+
+    async def _end(self, sig: signal.Signals) -> int:
+        process = self.process
+        assert process is not None, "not running"
+        process.send_signal(sig)
+        with trio.fail_after(STOP_TIMEOUT):
+            code = await process.wait()
+        await _close_pipes(process)
+        self.process = None
+        return code
+
+
+async def _close_pipes(process: trio.Process) -> None:
+    if process.stdout is not None:
+        await process.stdout.aclose()
