@@ -23,7 +23,7 @@ import trio
 
 from mkv.channel import Channel, open_channel
 from mkv.config import DEFAULT_DATA_ADDR
-from mkv.errors import BadNodeError, ResourceExhaustedError
+from mkv.errors import BadNodeError, MkvError, ResourceExhaustedError
 from mkv.router import KeyRange, Router
 from mkv.v1 import data_pb2 as pb
 from mkv.wire import DATA_SERVICE as SERVICE
@@ -126,7 +126,7 @@ class Client:
         send = _Send[pb.Entry](
             method="Upsert",
             response_type=pb.UpsertResponse,
-            build=lambda batch: pb.UpsertRequest(entries=batch),
+            build=lambda batch: pb.UpsertRequest(entries=batch, map_version=self._map_version()),
             key_of=lambda entry: entry.key,
             # An empty entry still takes its tag and length byte.
             size_of=lambda entry: _field_size(entry.ByteSize()) or 2,
@@ -143,7 +143,7 @@ class Client:
         send = _Send[bytes](
             method="Remove",
             response_type=pb.RemoveResponse,
-            build=lambda batch: pb.RemoveRequest(keys=batch),
+            build=lambda batch: pb.RemoveRequest(keys=batch, map_version=self._map_version()),
             key_of=lambda key: key,
             size_of=lambda key: _field_size(len(key)) or 2,
             count_of=lambda response: int(response.removed),
@@ -211,14 +211,22 @@ class Client:
         for batch in batches:
             by_partition[self._router_or_empty().lookup(send.key_of(batch[0])) or ""].append(batch)
         acks: list[WriteAck] = []
+        errors: list[MkvError] = []
 
         async def send_in_order(own: list[list[T]]) -> None:
-            for batch in own:
-                acks.extend(await self._send_batch(batch, send, retry=True))
+            try:
+                for batch in own:
+                    acks.extend(await self._send_batch(batch, send, retry=True))
+            except MkvError as exc:
+                # Kept rather than raised, so the caller gets an MkvError and
+                # not a nursery's ExceptionGroup; other partitions carry on.
+                errors.append(exc)
 
         async with trio.open_nursery() as nursery:
             for own in by_partition.values():
                 nursery.start_soon(send_in_order, own)
+        if errors:
+            raise errors[0]
         return acks
 
     async def _send_batch(self, batch: list[T], send: _Send[T], *, retry: bool) -> list[WriteAck]:
@@ -235,6 +243,9 @@ class Client:
         for again in await self._split(batch, send.key_of, send.size_of):
             acks.extend(await self._send_batch(again, send, retry=False))
         return acks
+
+    def _map_version(self) -> int:
+        return self._router.version if self._router is not None else 0
 
     def _router_or_empty(self) -> Router:
         return self._router or Router.build([], version=0)

@@ -40,7 +40,7 @@ class DataPlane:
         if not entries:
             raise InvalidArgumentError("An upsert needs at least one entry.")
         keys = [e.key for e in entries]
-        partition = self._route(keys)
+        partition = self._route(keys, request.map_version)
         if partition is None:
             return pb.UpsertResponse(status=pb.BAD_NODE, hint=self._hint())
         puts = list(zip(keys, [e.value for e in entries], strict=True))
@@ -64,7 +64,7 @@ class DataPlane:
         keys = list(request.keys)
         if not keys:
             raise InvalidArgumentError("A remove needs at least one key.")
-        partition = self._route(keys)
+        partition = self._route(keys, request.map_version)
         if partition is None:
             return pb.RemoveResponse(status=pb.BAD_NODE, hint=self._hint())
         result = await partition.submit(Remove(keys, size=request.ByteSize()))
@@ -77,11 +77,15 @@ class DataPlane:
         router = self._registry.router
         return pb.PartitionMapResponse(version=router.version, partitions=self._ranges())
 
-    def _route(self, keys: Sequence[bytes]) -> Partition | None:
+    def _route(self, keys: Sequence[bytes], map_version: int = 0) -> Partition | None:
         """The partition owning every key, None when none owns them.
 
+        Args:
+            map_version: the partition map the client split by, 0 if none.
+
         Raises:
-            InvalidArgumentError: a key is empty or too long, or the keys span partitions.
+            InvalidArgumentError: a key is empty or too long, or the keys span
+                partitions although the client routed by the current map.
         """
         # min/max run in C: the per-key checks cost no Python loop.
         if min(map(len, keys)) == 0:
@@ -90,7 +94,13 @@ class DataPlane:
             raise InvalidArgumentError(
                 f"A key is {longest} bytes; the limit is {MAX_KEY_BYTES} bytes."
             )
-        partition_id = self._registry.router.lookup_span(min(keys), max(keys))
+        router = self._registry.router
+        try:
+            partition_id = router.lookup_span(min(keys), max(keys))
+        except InvalidArgumentError:
+            if map_version and map_version != router.version:
+                return None  # split by an old map: BAD_NODE tells the client to re-route
+            raise
         # A partition removed since the router was read is as gone as one never had.
         return None if partition_id is None else self._registry.partition(partition_id)
 

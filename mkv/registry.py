@@ -189,7 +189,9 @@ class PartitionRegistry:
             await self._save_catalog(version)
             await trio.to_thread.run_sync(self._delete_files, partition_id)
             log.info("removed partition %s %s", partition_id, partition.range)
-            return attrs.evolve(info, state=PartitionState.STOPPED)
+            # Statistics are from when removal began (the store is closed now);
+            # the sequence number covers the writes drained since.
+            return attrs.evolve(info, state=PartitionState.STOPPED, last_seq=partition.last_seq())
 
     async def info(self, partition: Partition) -> PartitionReport:
         return PartitionReport(

@@ -21,10 +21,12 @@ from typing import Any
 import anyio
 import anyio.abc
 import attrs
+import h2.exceptions
 import trio
 from google.protobuf.message import DecodeError, Message
 from purerpc.grpc_proto import GRPCProtoSocket, GRPCProtoStream
 from purerpc.grpclib.config import GRPCConfiguration
+from purerpc.grpclib.exceptions import GRPCError
 from purerpc.grpclib.events import RequestReceived
 from purerpc.grpclib.status import Status, StatusCode
 
@@ -150,7 +152,15 @@ class RpcServer:
             if response is not None:
                 await stream.send_message(response)
             await stream.close(status)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream) as exc:
+        except (
+            anyio.BrokenResourceError,
+            anyio.ClosedResourceError,
+            anyio.EndOfStream,
+            h2.exceptions.ProtocolError,
+            GRPCError,
+        ) as exc:
+            # The client reset the call or dropped the connection: only this
+            # call is lost, and the client knows it has no answer.
             log.debug("client went away mid-call: %r", exc)
         finally:
             close_call(stream)

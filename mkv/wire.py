@@ -3,8 +3,13 @@ names, limits, and one purerpc work-around."""
 
 from __future__ import annotations
 
+import contextlib
+
 import attrs
+import h2.errors
+import h2.exceptions
 from purerpc.grpc_proto import GRPCProtoStream
+from purerpc.grpc_socket import GRPCStreamState
 
 from mkv.v1 import control_pb2, data_pb2
 
@@ -48,8 +53,23 @@ def parse_address(text: str) -> Address:
 
 
 def close_call(stream: GRPCProtoStream) -> None:
-    """Close the event queue purerpc keeps per call and never closes itself
-    (it would otherwise be left to the garbage collector, with a ResourceWarning)."""
+    """Release what purerpc keeps per call, which it never releases itself.
+
+    purerpc leaves each call's event queue open (the garbage collector closes
+    it, with a ResourceWarning), and keeps a call that ended early (cancelled,
+    or answered before its request was read) in its stream table, where any
+    late frame for it would be pushed into the closed queue and kill the whole
+    connection. So a call that did not finish both ways is reset, as gRPC does
+    on cancellation: h2 then drops the frames still in flight for it.
+    """
+    if stream.state is not GRPCStreamState.CLOSED:
+        connection = stream._grpc_connection.h2_connection
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            connection.reset_stream(stream.stream_id, h2.errors.ErrorCodes.CANCEL)
+        stream._grpc_socket._streams.pop(stream.stream_id, None)
+        # Wakes the writer task to send the reset; no checkpoint, so this is
+        # safe in a cancelled scope.
+        stream._socket._flush_event.set()
     send, receive = stream._incoming_events
     send.close()
     receive.close()

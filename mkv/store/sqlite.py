@@ -56,9 +56,9 @@ class SqliteStore:
             StorageError: the file cannot be opened or is not an mkv database.
         """
         self.path = path
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves.
+        self._writer = self._connect(path)
         try:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves.
-            self._writer = sqlite3.connect(path, isolation_level=None)
             self._writer.execute("PRAGMA journal_mode=WAL")
             # FULL: fsync SQLite's WAL at every commit, so an acknowledged
             # write survives power loss, not only a process crash.
@@ -69,8 +69,18 @@ class SqliteStore:
             ).fetchone()
             # The reader runs on the event loop's thread, never concurrently
             # with itself; the partition serialises every use of it.
-            self._reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._reader = self._connect(path, check_same_thread=False)
             self._reader.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as exc:
+            self._writer.close()
+            raise StorageError(f"Could not open the SQLite store at {path}.") from exc
+
+    @staticmethod
+    def _connect(path: Path, check_same_thread: bool = True) -> sqlite3.Connection:
+        try:
+            return sqlite3.connect(
+                path, isolation_level=None, check_same_thread=check_same_thread
+            )
         except sqlite3.Error as exc:
             raise StorageError(f"Could not open the SQLite store at {path}.") from exc
 

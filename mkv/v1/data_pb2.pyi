@@ -45,10 +45,12 @@ class RoutingHint(_message.Message):
     def __init__(self, message: _Optional[str] = ..., owned: _Optional[_Iterable[_Union[PartitionRange, _Mapping]]] = ..., map_version: _Optional[int] = ...) -> None: ...
 
 class UpsertRequest(_message.Message):
-    __slots__ = ("entries",)
+    __slots__ = ("entries", "map_version")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    MAP_VERSION_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[Entry]
-    def __init__(self, entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ...) -> None: ...
+    map_version: int
+    def __init__(self, entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., map_version: _Optional[int] = ...) -> None: ...
 
 class UpsertResponse(_message.Message):
     __slots__ = ("status", "seq", "partition_id", "hint")
@@ -85,10 +87,12 @@ class GetResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[Status, str]] = ..., found: _Optional[bool] = ..., value: _Optional[bytes] = ..., seq: _Optional[int] = ..., partition_id: _Optional[str] = ..., hint: _Optional[_Union[RoutingHint, _Mapping]] = ...) -> None: ...
 
 class RemoveRequest(_message.Message):
-    __slots__ = ("keys",)
+    __slots__ = ("keys", "map_version")
     KEYS_FIELD_NUMBER: _ClassVar[int]
+    MAP_VERSION_FIELD_NUMBER: _ClassVar[int]
     keys: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    map_version: int
+    def __init__(self, keys: _Optional[_Iterable[bytes]] = ..., map_version: _Optional[int] = ...) -> None: ...
 
 class RemoveResponse(_message.Message):
     __slots__ = ("status", "removed", "seq", "partition_id", "hint")
