@@ -26,8 +26,8 @@ import trio
 from google.protobuf.message import DecodeError, Message
 from purerpc.grpc_proto import GRPCProtoSocket, GRPCProtoStream
 from purerpc.grpclib.config import GRPCConfiguration
-from purerpc.grpclib.exceptions import GRPCError
 from purerpc.grpclib.events import RequestReceived
+from purerpc.grpclib.exceptions import GRPCError
 from purerpc.grpclib.status import Status, StatusCode
 
 from mkv.errors import MkvError
