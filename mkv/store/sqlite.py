@@ -78,9 +78,7 @@ class SqliteStore:
     @staticmethod
     def _connect(path: Path, check_same_thread: bool = True) -> sqlite3.Connection:
         try:
-            return sqlite3.connect(
-                path, isolation_level=None, check_same_thread=check_same_thread
-            )
+            return sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
         except sqlite3.Error as exc:
             raise StorageError(f"Could not open the SQLite store at {path}.") from exc
 

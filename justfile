@@ -1,0 +1,48 @@
+# Development tasks. `just` alone runs the tests and the linters.
+# Tools come from the project's virtualenv: create it with `just setup`
+# (or the README's commands), which also installs `just` itself.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+bin := ".venv/bin"
+
+default: test lint
+
+# Create .venv and install mkv with its development tools.
+setup:
+    test -x {{bin}}/python || python3 -m venv .venv
+    {{bin}}/pip install -e '.[dev]'
+
+# Run a node on the embedded default (SQLite in ./mkv-data, one partition owning every key).
+serve *ARGS:
+    {{bin}}/mkv serve {{ARGS}}
+
+# The whole test suite, as CI runs it (long soak runs excluded: see `soak`).
+test *ARGS:
+    {{bin}}/pytest {{ARGS}}
+
+# Long-running stress and soak tests (marked `slow`), excluded from `test` and CI.
+soak *ARGS:
+    {{bin}}/pytest -m slow {{ARGS}}
+
+lint:
+    {{bin}}/ruff format --check mkv tests tools
+    {{bin}}/ruff check mkv tests tools
+    {{bin}}/mypy
+
+# Reformat and apply ruff's safe fixes.
+fix:
+    {{bin}}/ruff format mkv tests tools
+    {{bin}}/ruff check --fix mkv tests tools
+
+# Regenerate mkv/v1 from protos/ (tests fail while it is stale).
+protos:
+    {{bin}}/python tools/gen_protos.py
+
+# The benchmark suite against baselines measured in the same run.
+bench *ARGS:
+    {{bin}}/python tools/bench.py {{ARGS}}
+
+# A CI-sized benchmark run.
+bench-quick *ARGS:
+    {{bin}}/python tools/bench.py --quick {{ARGS}}
