@@ -26,6 +26,7 @@ from purerpc.grpclib.exceptions import GRPCError, RpcFailedError
 from purerpc.wrappers import extract_message_from_singleton_stream, send_single_message_client
 
 from mkv.errors import UnavailableError, error_for_status
+from mkv.unwrap import unwrap_single_exception
 from mkv.wire import Address, close_call, parse_address
 
 __all__ = ["Channel", "open_channel"]
@@ -151,9 +152,10 @@ async def open_channel(address: str | Address) -> AsyncIterator[Channel]:
             f"Cannot connect to mkv at {address}: {exc.strerror or exc}."
         ) from None
     channel = Channel(address)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(channel._hold, sock)
-        try:
-            yield channel
-        finally:
-            channel._closing.set()
+    with unwrap_single_exception():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(channel._hold, sock)
+            try:
+                yield channel
+            finally:
+                channel._closing.set()

@@ -30,6 +30,7 @@ from mkv.admin import AdminClient
 from mkv.client import Client
 from mkv.config import Config
 from mkv.server import Node
+from mkv.unwrap import unwrap_single_exception
 
 __all__ = ["mkv_admin", "mkv_client", "mkv_node", "running_node"]
 
@@ -47,12 +48,13 @@ async def running_node(data_dir: Path | None = None, **settings: Any) -> AsyncIt
     settings.setdefault("control_addr", "127.0.0.1:0")
     with tempfile.TemporaryDirectory(prefix="mkv-") as tmp:
         config = Config(data_dir=data_dir or Path(tmp), **settings)
-        async with trio.open_nursery() as nursery:
-            node: Node = await nursery.start(Node(config).run)
-            try:
-                yield node
-            finally:
-                node.stop()
+        with unwrap_single_exception():
+            async with trio.open_nursery() as nursery:
+                node: Node = await nursery.start(Node(config).run)
+                try:
+                    yield node
+                finally:
+                    node.stop()
 
 
 @pytest.fixture

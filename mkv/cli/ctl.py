@@ -1,0 +1,424 @@
+"""``mkvctl``: manage partitions and read and write keys on a running mkv node.
+
+mkvctl partitions list                      # a table: id, range, store, state, ...
+mkvctl partitions add --id users --start user: --end user;
+mkvctl partitions remove users              # deletes the partition's data too
+mkvctl put greeting hello
+mkvctl get greeting                         # the value's bytes, as stored
+mkvctl del greeting other                   # how many of the keys existed
+mkvctl --json partitions list               # one JSON document, for scripts
+
+Addresses come from ``--data-addr`` / ``--control-addr``, else the environment
+(``MKV_DATA_ADDR`` / ``MKV_CONTROL_ADDR``), else the server's defaults. Options
+may go before or after the command.
+
+Keys, values and range bounds are UTF-8 text, or hex with ``--hex`` (which also
+prints them as hex in human output). ``get`` writes the value's exact bytes, adding a newline
+only when stdout is a terminal; a missing key is exit status 1 with
+``mkvctl: key not found: KEY`` on stderr, so ``if mkvctl get k`` works in shell.
+
+In ``--json`` output every bytes field ``x`` comes as two members: ``x``, the
+text when it is valid UTF-8 (else null), and ``x_base64``, always exact. An
+unbounded range end is ``"end": null, "end_base64": null``.
+
+Exit status: 0 on success, 1 when mkv (or the network) refuses or fails, with
+one line ``mkvctl: <message>`` on stderr; 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, BinaryIO, NoReturn, TextIO
+
+import attrs
+import trio
+
+from mkv.admin import AdminClient, PartitionInfo
+from mkv.client import Client
+from mkv.config import DEFAULT_CONTROL_ADDR, DEFAULT_DATA_ADDR
+from mkv.errors import MkvError
+from mkv.router import format_key
+from mkv.wire import Address, parse_address
+
+__all__ = ["ParseExit", "Request", "execute", "main", "parse", "run"]
+
+# Long enough for RemovePartition to drain a busy partition; short enough that
+# a hung server does not hang a script forever.
+DEFAULT_TIMEOUT = 30.0
+
+
+class ParseExit(Exception):
+    """The command line asks for help, or is wrong: print ``stdout``/``stderr``, exit ``code``."""
+
+    def __init__(self, code: int, stdout: str = "", stderr: str = "") -> None:
+        super().__init__(code)
+        self.code, self.stdout, self.stderr = code, stdout, stderr
+
+
+class CommandError(Exception):
+    """The command ran but cannot succeed (a missing key); exit status 1."""
+
+
+@attrs.frozen(kw_only=True)
+class Request:
+    """A parsed, validated command line: what to do and where, no I/O yet."""
+
+    command: str  # "partitions list", "put", ...
+    address: Address  # the data or control plane, whichever the command uses
+    json: bool = False
+    hex: bool = False
+    timeout: float = DEFAULT_TIMEOUT
+    keys: tuple[bytes, ...] = ()
+    value: bytes = b""
+    start: bytes = b""
+    end: bytes | None = None
+    partition_id: str | None = None
+    store: str | None = None
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse writes to sys.stdout/sys.stderr and calls sys.exit itself; raising
+    # instead lets ``run`` own the streams and the exit code (in-process tests).
+    def print_help(self, file: Any = None) -> NoReturn:
+        raise ParseExit(0, stdout=self.format_help())
+
+    def error(self, message: str) -> NoReturn:
+        raise ParseExit(2, stderr=f"{self.format_usage()}{self.prog}: error: {message}\n")
+
+
+def _build_parser() -> _Parser:
+    # SUPPRESS keeps a subcommand's copy of an option from overwriting the value
+    # given before the command, so `mkvctl --json get k` and `get k --json` both work.
+    common = _Parser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument(
+        "--data-addr",
+        metavar="HOST:PORT",
+        help=f"data plane HOST:PORT (default {DEFAULT_DATA_ADDR})",
+    )
+    common.add_argument(
+        "--control-addr",
+        metavar="HOST:PORT",
+        help=f"control plane HOST:PORT (default {DEFAULT_CONTROL_ADDR})",
+    )
+    common.add_argument("--json", action="store_true", help="print one JSON document")
+    common.add_argument("--hex", action="store_true", help="keys, values and bounds are hex")
+    common.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help=f"seconds to wait for the server (default {DEFAULT_TIMEOUT})",
+    )
+    parser = _Parser(prog="mkvctl", parents=[common], description="Manage and query an mkv node.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    partitions = commands.add_parser("partitions", parents=[common], help="list, add or remove")
+    actions = partitions.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("list", parents=[common], help="show every partition")
+    add = actions.add_parser("add", parents=[common], help="create a partition for [START, END)")
+    add.add_argument("--id", help="partition id (default: the server picks one)")
+    add.add_argument("--start", required=True, help="first key of the range ('' for the lowest)")
+    add.add_argument("--end", default="", help="first key after the range (default: unbounded)")
+    add.add_argument("--store", help="store kind: sqlite or memory (default: the server's)")
+    remove = actions.add_parser("remove", parents=[common], help="drain and delete a partition")
+    remove.add_argument("id", help="partition id")
+    put = commands.add_parser("put", parents=[common], help="store VALUE under KEY")
+    put.add_argument("key", metavar="KEY")
+    put.add_argument("value", metavar="VALUE")
+    get = commands.add_parser("get", parents=[common], help="print the value stored under KEY")
+    get.add_argument("key", metavar="KEY")
+    delete = commands.add_parser(
+        "del", parents=[common], help="remove keys; print how many existed"
+    )
+    delete.add_argument("keys", metavar="KEY", nargs="+")
+    return parser
+
+
+def parse(argv: Sequence[str], env: Mapping[str, str]) -> Request:
+    """Turn a command line into a ``Request``.
+
+    Raises:
+        ParseExit: help was asked for (code 0), or the line is wrong (code 2).
+    """
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    opts = vars(args)
+    as_hex = bool(opts.get("hex", False))
+    command = f"partitions {args.action}" if args.command == "partitions" else args.command
+    plane = "control" if args.command == "partitions" else "data"
+
+    def raw(text: str, what: str) -> bytes:
+        if not as_hex:
+            # surrogateescape: argv bytes that are not UTF-8 reach the server unchanged.
+            return text.encode("utf-8", "surrogateescape")
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            parser.error(f"{what} {text!r} is not hex")
+
+    flag, var = f"--{plane}-addr", f"MKV_{plane.upper()}_ADDR"
+    default = DEFAULT_CONTROL_ADDR if plane == "control" else DEFAULT_DATA_ADDR
+    address_text, source = opts.get(f"{plane}_addr"), flag
+    if address_text is None:
+        address_text, source = env.get(var) or default, var
+    try:
+        address = parse_address(address_text)
+    except ValueError as exc:
+        parser.error(f"{source}: {exc}")
+    timeout = opts.get("timeout", DEFAULT_TIMEOUT)
+    if not timeout > 0:
+        parser.error("--timeout must be a positive number of seconds")
+
+    fields: dict[str, Any] = {}
+    if command == "partitions add":
+        end = raw(args.end, "--end")
+        fields.update(start=raw(args.start, "--start"), end=end or None)
+        fields.update(partition_id=args.id, store=args.store)
+    elif command == "partitions remove":
+        fields.update(partition_id=args.id)
+    elif command in ("put", "get"):
+        fields.update(keys=(raw(args.key, "KEY"),))
+        if command == "put":
+            fields.update(value=raw(args.value, "VALUE"))
+    elif command == "del":
+        fields.update(keys=tuple(raw(key, "KEY") for key in args.keys))
+    return Request(
+        command=command,
+        address=address,
+        json=bool(opts.get("json", False)),
+        hex=as_hex,
+        timeout=timeout,
+        **fields,
+    )
+
+
+# -- rendering: pure functions from results to the bytes printed --------------
+
+
+def _text(data: bytes, as_hex: bool) -> str:
+    if as_hex:
+        return data.hex() or "''"
+    return format_key(data)
+
+
+def _json_bytes(name: str, data: bytes | None) -> dict[str, str | None]:
+    if data is None:
+        return {name: None, f"{name}_base64": None}
+    try:
+        text: str | None = data.decode()
+    except UnicodeDecodeError:
+        text = None
+    return {name: text, f"{name}_base64": base64.b64encode(data).decode("ascii")}
+
+
+def _json(document: Any) -> bytes:
+    return (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode()
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    size, units = n / 1024, ["KiB", "MiB", "GiB", "TiB"]
+    while size >= 1024 and len(units) > 1:
+        size /= 1024
+        units.pop(0)
+    return f"{size:.1f} {units[0]}"
+
+
+def _partition_json(info: PartitionInfo) -> dict[str, Any]:
+    return {
+        "id": info.id,
+        **_json_bytes("start", info.range.start),
+        **_json_bytes("end", info.range.end),
+        "store": info.store,
+        "state": info.state,
+        "key_count": info.key_count,
+        "size_bytes": info.size_bytes,
+        "last_seq": info.last_seq,
+    }
+
+
+def _range(info: PartitionInfo, as_hex: bool) -> str:
+    end = "∞" if info.range.end is None else _text(info.range.end, as_hex)
+    return f"[{_text(info.range.start, as_hex)}, {end})"
+
+
+def _render_partitions(infos: Sequence[PartitionInfo], as_hex: bool = False) -> str:
+    """A table, numbers right-aligned so their magnitudes line up."""
+    header = ("ID", "RANGE", "STORE", "STATE", "KEYS", "SIZE", "LAST SEQ")
+    rows = [header] + [
+        (
+            p.id,
+            _range(p, as_hex),
+            p.store,
+            p.state,
+            str(p.key_count),
+            _size(p.size_bytes),
+            str(p.last_seq),
+        )
+        for p in infos
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = []
+    for row in rows:
+        cells = [
+            cell.rjust(width) if i >= 4 else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+# -- running: one async function per command, returning what to print ---------
+
+
+async def _partitions_list(request: Request) -> bytes:
+    async with AdminClient.connect(request.address) as admin:
+        infos = await admin.list_partitions()
+    if request.json:
+        return _json({"partitions": [_partition_json(p) for p in infos]})
+    return _render_partitions(infos, request.hex).encode()
+
+
+async def _partitions_add(request: Request) -> bytes:
+    async with AdminClient.connect(request.address) as admin:
+        info = await admin.add_partition(
+            start=request.start,
+            end=request.end,
+            partition_id=request.partition_id,
+            store=request.store,
+        )
+    if request.json:
+        return _json(_partition_json(info))
+    return f"added partition {info.id} {_range(info, request.hex)} ({info.store})\n".encode()
+
+
+async def _partitions_remove(request: Request) -> bytes:
+    assert request.partition_id is not None
+    async with AdminClient.connect(request.address) as admin:
+        info = await admin.remove_partition(request.partition_id)
+    if request.json:
+        return _json(_partition_json(info))
+    keys = "1 key" if info.key_count == 1 else f"{info.key_count} keys"
+    return f"removed partition {info.id} {_range(info, request.hex)} and its {keys}\n".encode()
+
+
+async def _put(request: Request) -> bytes:
+    async with Client.connect(request.address) as client:
+        # One key lives in one partition, so there is exactly one acknowledgement.
+        (ack,) = await client.upsert([(request.keys[0], request.value)])
+    if request.json:
+        return _json({"partition": ack.partition_id, "seq": ack.seq})
+    return f"OK (partition {ack.partition_id}, seq {ack.seq})\n".encode()
+
+
+async def _get(request: Request) -> bytes:
+    key = request.keys[0]
+    async with Client.connect(request.address) as client:
+        item = await client.get_item(key)
+    if item is None:
+        raise CommandError(f"key not found: {_text(key, request.hex)}")
+    if request.json:
+        return _json(
+            {**_json_bytes("key", key), **_json_bytes("value", item.value), "seq": item.seq}
+        )
+    return (item.value.hex() + "\n").encode() if request.hex else item.value
+
+
+async def _del(request: Request) -> bytes:
+    async with Client.connect(request.address) as client:
+        acks = await client.remove(*request.keys)
+    removed = sum(ack.count for ack in acks)
+    if request.json:
+        return _json(
+            {
+                "removed": removed,
+                "acks": [
+                    {"partition": a.partition_id, "seq": a.seq, "removed": a.count} for a in acks
+                ],
+            }
+        )
+    return f"{removed}\n".encode()
+
+
+_COMMANDS: dict[str, Callable[[Request], Awaitable[bytes]]] = {
+    "partitions list": _partitions_list,
+    "partitions add": _partitions_add,
+    "partitions remove": _partitions_remove,
+    "put": _put,
+    "get": _get,
+    "del": _del,
+}
+
+
+async def execute(request: Request, stdout: BinaryIO, stderr: TextIO) -> int:
+    """Run a parsed command against the server; print its result or one error line.
+
+    Returns:
+        The exit status: 0, or 1 when the command failed.
+    """
+    output = b""
+    error = ""
+    with trio.move_on_after(request.timeout) as deadline:
+        try:
+            output = await _COMMANDS[request.command](request)
+        except CommandError as exc:
+            error = str(exc)
+        except MkvError as exc:
+            error = exc.message
+    if deadline.cancelled_caught:
+        error = f"No answer from mkv at {request.address} within {request.timeout:g} seconds."
+    if error:
+        # One line, always: scripts read it and `2>&1 | tail -1` must not cut it.
+        print("mkvctl:", " ".join(error.split()), file=stderr)
+        return 1
+    if request.command == "get" and not request.hex and not request.json and stdout.isatty():
+        output += b"\n"  # keep the shell prompt off the value's line
+    stdout.write(output)
+    stdout.flush()
+    return 0
+
+
+async def run(
+    argv: Sequence[str],
+    stdout: BinaryIO,
+    stderr: TextIO,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    """``mkvctl`` from a running Trio program (tests): parse ``argv``, execute it,
+    write to the given streams, and return the exit status instead of exiting.
+
+    Args:
+        env: where ``MKV_DATA_ADDR`` / ``MKV_CONTROL_ADDR`` are looked up
+            (default ``os.environ``).
+    """
+    try:
+        request = parse(argv, os.environ if env is None else env)
+    except ParseExit as exc:
+        stdout.write(exc.stdout.encode())
+        stdout.flush()
+        stderr.write(exc.stderr)
+        return exc.code
+    return await execute(request, stdout, stderr)
+
+
+def main() -> NoReturn:
+    try:
+        # Parsed before Trio starts: help and usage errors need no event loop.
+        request = parse(sys.argv[1:], os.environ)
+    except ParseExit as exc:
+        sys.stdout.write(exc.stdout)
+        sys.stderr.write(exc.stderr)
+        sys.exit(exc.code)
+    try:
+        code = trio.run(execute, request, sys.stdout.buffer, sys.stderr)
+    except KeyboardInterrupt:
+        code = 130  # what a shell reports for a command ended by SIGINT
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,377 @@
+"""mkvctl against a real node: in-process through ``run``, and as a subprocess."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+import mkv
+from mkv.cli.ctl import run
+from tests.processes import ServerProcess
+
+
+@attrs.frozen
+class Result:
+    code: int
+    out: bytes
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out.decode()
+
+    def json(self) -> Any:
+        assert self.code == 0, self.err
+        return json.loads(self.out)
+
+
+Ctl = Callable[..., Awaitable[Result]]
+
+
+async def mkvctl(*argv: str, env: dict[str, str] | None = None) -> Result:
+    out, err = io.BytesIO(), io.StringIO()
+    # An empty environment by default, so MKV_* variables of whoever runs the
+    # tests cannot point a test at their server.
+    code = await run(list(argv), out, err, env={} if env is None else env)
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def ctl(mkv_node: mkv.Node) -> Ctl:
+    """mkvctl pointed at the in-process node."""
+    addresses = (
+        f"--data-addr={mkv_node.data_address}",
+        f"--control-addr={mkv_node.control_address}",
+    )
+
+    async def call(*argv: str) -> Result:
+        return await mkvctl(*addresses, *argv)
+
+    return call
+
+
+def unused_port() -> int:
+    # Bound then closed: nothing listens there for the rest of the test.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def assert_one_error_line(result: Result, *fragments: str) -> None:
+    assert result.code == 1
+    assert result.out == b""
+    assert result.err.startswith("mkvctl: ")
+    assert result.err.count("\n") == 1
+    assert result.err.endswith("\n")
+    for fragment in fragments:
+        assert fragment in result.err
+
+
+# -- data commands -----------------------------------------------------------
+
+
+async def test_put_get_del_round_trip(ctl: Ctl, mkv_client: mkv.Client) -> None:
+    with trio.fail_after(10):
+        put = await ctl("put", "greeting", "hello world")
+        assert put.code == 0
+        assert put.text.startswith("OK (partition default, seq ")
+        assert await mkv_client.get(b"greeting") == b"hello world"
+
+        get = await ctl("get", "greeting")
+        # Exact bytes: no newline added when stdout is not a terminal.
+        assert (get.code, get.out, get.err) == (0, b"hello world", "")
+
+        deleted = await ctl("del", "greeting", "never-written")
+        assert (deleted.code, deleted.text) == (0, "1\n")
+        assert await mkv_client.get(b"greeting") is None
+
+        missing = await ctl("get", "greeting")
+        assert_one_error_line(missing)
+        assert missing.err == "mkvctl: key not found: greeting\n"
+
+
+async def test_json_round_trip(ctl: Ctl) -> None:
+    with trio.fail_after(10):
+        # Options work after the command as well as before it.
+        put = (await ctl("put", "k", "välue", "--json")).json()
+        assert put["partition"] == "default"
+        got = (await ctl("--json", "get", "k")).json()
+        assert got == {
+            "key": "k",
+            "key_base64": base64.b64encode(b"k").decode(),
+            "value": "välue",
+            "value_base64": base64.b64encode("välue".encode()).decode(),
+            "seq": put["seq"],
+        }
+        deleted = (await ctl("--json", "del", "k", "other")).json()
+        assert deleted["removed"] == 1
+        assert [(a["partition"], a["removed"]) for a in deleted["acks"]] == [("default", 1)]
+        missing = await ctl("--json", "get", "k")
+        assert_one_error_line(missing, "key not found")
+
+
+async def test_values_are_exact_bytes(ctl: Ctl, mkv_client: mkv.Client) -> None:
+    with trio.fail_after(10):
+        value = b"\xff\x00 line one\nline two\n  "
+        await mkv_client.upsert({b"blob": value})
+        assert (await ctl("get", "blob")).out == value
+        got = (await ctl("get", "blob", "--json")).json()
+        # Not UTF-8: no text form, and base64 gives back every byte.
+        assert got["value"] is None
+        assert base64.b64decode(got["value_base64"]) == value
+
+
+async def test_undecodable_argv_bytes_are_kept(ctl: Ctl, mkv_client: mkv.Client) -> None:
+    with trio.fail_after(10):
+        # How Python hands over argv bytes that are not UTF-8 (surrogateescape).
+        assert (await ctl("put", "caf\udce9", "latin-1 key")).code == 0
+        assert await mkv_client.get(b"caf\xe9") == b"latin-1 key"
+
+
+async def test_get_on_a_terminal_ends_the_line(mkv_node: mkv.Node, mkv_client: mkv.Client) -> None:
+    class Terminal(io.BytesIO):
+        def isatty(self) -> bool:
+            return True
+
+    with trio.fail_after(10):
+        await mkv_client.upsert({b"k": b"v"})
+        out, err = Terminal(), io.StringIO()
+        assert (
+            await run(["get", "k", f"--data-addr={mkv_node.data_address}"], out, err, env={}) == 0
+        )
+        assert out.getvalue() == b"v\n"
+
+
+async def test_hex_keys_and_values(ctl: Ctl, mkv_client: mkv.Client) -> None:
+    with trio.fail_after(10):
+        assert (await ctl("--hex", "put", "00ff", "cafe")).code == 0
+        assert await mkv_client.get(b"\x00\xff") == b"\xca\xfe"
+        assert (await ctl("--hex", "get", "00ff")).text == "cafe\n"
+        assert (await ctl("--hex", "del", "00ff")).text == "1\n"
+        assert (await ctl("--hex", "get", "00ff")).err == "mkvctl: key not found: 00ff\n"
+
+
+async def test_server_refusal_is_one_line(ctl: Ctl) -> None:
+    with trio.fail_after(10):
+        assert_one_error_line(await ctl("put", "", "v"), "A key must not be empty.")
+        assert_one_error_line(await ctl("get", "k" * 5000), "the limit is 4096 bytes")
+
+
+# -- partitions --------------------------------------------------------------
+
+
+async def test_partitions_list_table(ctl: Ctl) -> None:
+    with trio.fail_after(10):
+        for key in ("a", "b", "c"):
+            await ctl("put", key, "v")
+        listing = await ctl("partitions", "list")
+        assert listing.code == 0
+        header, row, *rest = listing.text.splitlines()
+        assert rest == []
+        # Columns are separated by two or more spaces; cells hold single spaces.
+        assert re.split(r"\s{2,}", header) == [
+            "ID",
+            "RANGE",
+            "STORE",
+            "STATE",
+            "KEYS",
+            "SIZE",
+            "LAST SEQ",
+        ]
+        cells = re.split(r"\s{2,}", row)
+        assert cells[:5] == ["default", "['', ∞)", "sqlite", "active", "3"]
+        assert re.fullmatch(r"\d+(\.\d)? (B|KiB|MiB)", cells[5])
+        assert cells[6] == "3"  # last seq: three puts, one seq each
+
+
+async def test_partitions_add_list_remove(ctl: Ctl) -> None:
+    with trio.fail_after(20):
+        await ctl("put", "apple", "red")
+        removed = await ctl("partitions", "remove", "default")
+        assert removed.text == "removed partition default ['', ∞) and its 1 key\n"
+
+        added = await ctl("partitions", "add", "--id", "low", "--start", "", "--end", "m")
+        assert added.text == "added partition low ['', m) (sqlite)\n"
+        high = (
+            await ctl(
+                "--json", "partitions", "add", "--start", "m", "--end", "", "--store", "memory"
+            )
+        ).json()
+        assert (high["start"], high["end"], high["end_base64"]) == ("m", None, None)
+        assert (high["store"], high["state"]) == ("memory", "active")
+
+        # The data went with the removed partition.
+        assert (await ctl("get", "apple")).err == "mkvctl: key not found: apple\n"
+        assert (await ctl("put", "zebra", "stripes")).text.startswith(
+            f"OK (partition {high['id']},"
+        )
+
+        listing = (await ctl("partitions", "list", "--json")).json()
+        ranges = {p["id"]: (p["start"], p["end"], p["key_count"]) for p in listing["partitions"]}
+        assert ranges == {"low": ("", "m", 0), high["id"]: ("m", None, 1)}
+        table = (await ctl("partitions", "list")).text
+        assert "[m, ∞)" in table
+        assert "['', m)" in table
+
+        assert (await ctl("partitions", "remove", "low")).code == 0
+        listing = (await ctl("partitions", "list", "--json")).json()
+        assert [p["id"] for p in listing["partitions"]] == [high["id"]]
+
+
+async def test_partition_bounds_in_hex(ctl: Ctl) -> None:
+    with trio.fail_after(10):
+        await ctl("partitions", "remove", "default")
+        added = await ctl(
+            "--hex", "partitions", "add", "--id", "bin", "--start", "00", "--end", "ff"
+        )
+        assert added.text == "added partition bin [00, ff) (sqlite)\n"
+        [info] = (await ctl("partitions", "list", "--json")).json()["partitions"]
+        assert base64.b64decode(info["end_base64"]) == b"\xff"
+        assert info["end"] is None  # b"\xff" is not UTF-8
+
+
+async def test_partition_errors(ctl: Ctl) -> None:
+    with trio.fail_after(10):
+        overlap = await ctl("partitions", "add", "--start", "a", "--end", "m")
+        assert_one_error_line(overlap, "overlaps", "default")
+        duplicate = await ctl("partitions", "add", "--id", "default", "--start", "a", "--end", "m")
+        assert_one_error_line(duplicate, "already exists")
+        assert_one_error_line(
+            await ctl("partitions", "add", "--start", "m", "--end", "a"),
+            "must be greater than start",
+        )
+        assert_one_error_line(
+            await ctl("partitions", "add", "--start", "a", "--store", "tape"), "Unknown store kind"
+        )
+        assert_one_error_line(await ctl("partitions", "remove", "nope"), "nope")
+        # Nothing was changed by the refused calls.
+        listing = (await ctl("partitions", "list", "--json")).json()
+        assert [p["id"] for p in listing["partitions"]] == ["default"]
+
+
+# -- addresses and usage -----------------------------------------------------
+
+
+async def test_addresses_from_the_environment(
+    mkv_node: mkv.Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with trio.fail_after(10):
+        monkeypatch.setenv("MKV_DATA_ADDR", str(mkv_node.data_address))
+        monkeypatch.setenv("MKV_CONTROL_ADDR", str(mkv_node.control_address))
+        out, err = io.BytesIO(), io.StringIO()
+        # env=None: run reads os.environ, as the installed command does.
+        assert await run(["put", "k", "v"], out, err) == 0
+        assert await run(["partitions", "list", "--json"], out, err) == 0, err.getvalue()
+
+        # A flag beats the environment.
+        dead = f"127.0.0.1:{unused_port()}"
+        env = {"MKV_DATA_ADDR": dead}
+        assert_one_error_line(await mkvctl("get", "k", env=env), f"Cannot connect to mkv at {dead}")
+        flagged = await mkvctl("get", "k", f"--data-addr={mkv_node.data_address}", env=env)
+        assert flagged.out == b"v"
+
+        bad = await mkvctl("get", "k", env={"MKV_DATA_ADDR": "nowhere"})
+        assert bad.code == 2
+        assert "MKV_DATA_ADDR" in bad.err
+        assert "HOST:PORT" in bad.err
+
+
+async def test_usage_errors_exit_2() -> None:
+    with trio.fail_after(10):
+        for argv in (
+            [],
+            ["partitions"],
+            ["get"],
+            ["partitions", "add", "--end", "m"],
+            ["--hex", "get", "xyz"],
+            ["--timeout", "0", "get", "k"],
+            ["frobnicate"],
+        ):
+            result = await mkvctl(*argv)
+            assert result.code == 2, argv
+            assert result.out == b""
+            assert "usage: mkvctl" in result.err
+            assert "error:" in result.err
+        helped = await mkvctl("--help")
+        assert helped.code == 0
+        for command in ("partitions", "put", "get", "del", "--json", "--data-addr"):
+            assert command in helped.text
+
+
+async def test_nothing_listening() -> None:
+    with trio.fail_after(10):
+        port = unused_port()
+        result = await mkvctl("--data-addr", f"127.0.0.1:{port}", "get", "k")
+        assert_one_error_line(result, f"Cannot connect to mkv at 127.0.0.1:{port}")
+        result = await mkvctl("--control-addr", f"127.0.0.1:{port}", "partitions", "list")
+        assert_one_error_line(result, f"Cannot connect to mkv at 127.0.0.1:{port}")
+
+
+async def test_a_server_that_never_answers_times_out() -> None:
+    with trio.fail_after(10):
+        # Listening but never accepting: connect succeeds, no answer ever comes.
+        with trio.socket.socket() as listener:
+            await listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+            host, port = listener.getsockname()
+            result = await mkvctl("--timeout", "0.5", "--data-addr", f"{host}:{port}", "get", "k")
+        assert_one_error_line(result, f"No answer from mkv at {host}:{port} within 0.5 seconds")
+
+
+# -- as a real command -------------------------------------------------------
+
+
+async def mkvctl_process(*argv: str) -> trio.CompletedProcess[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MKV_")}
+    return await trio.run_process(
+        [sys.executable, "-m", "mkv.cli.ctl", *argv],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        env=env,
+    )
+
+
+async def test_process_round_trip(server_process: ServerProcess) -> None:
+    with trio.fail_after(60):
+        data = f"--data-addr={server_process.data_addr}"
+        put = await mkvctl_process(data, "put", "greeting", "hello")
+        assert put.returncode == 0, put.stderr
+        get = await mkvctl_process(data, "get", "greeting")
+        assert (get.returncode, get.stdout, get.stderr) == (0, b"hello", b"")
+        missing = await mkvctl_process(data, "get", "nope")
+        assert (missing.returncode, missing.stderr) == (1, b"mkvctl: key not found: nope\n")
+
+        listing = await mkvctl_process(
+            "partitions", "list", "--json", f"--control-addr={server_process.control_addr}"
+        )
+        assert listing.returncode == 0, listing.stderr
+        [default] = json.loads(listing.stdout)["partitions"]
+        assert (default["id"], default["key_count"], default["last_seq"]) == ("default", 1, 1)
+
+
+async def test_process_with_no_server() -> None:
+    with trio.fail_after(60):
+        port = unused_port()
+        for argv in (
+            [f"--data-addr=127.0.0.1:{port}", "put", "k", "v"],
+            [f"--control-addr=127.0.0.1:{port}", "partitions", "list", "--json"],
+        ):
+            result = await mkvctl_process(*argv)
+            assert result.returncode == 1
+            assert result.stdout == b""
+            assert b"Traceback" not in result.stderr
+            [line] = result.stderr.decode().splitlines()
+            assert line.startswith(f"mkvctl: Cannot connect to mkv at 127.0.0.1:{port}")
