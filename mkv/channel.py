@@ -17,6 +17,7 @@ from typing import TypeVar
 
 import anyio
 import anyio.abc
+import h2.errors
 import h2.exceptions
 import trio
 from google.protobuf.message import Message
@@ -26,8 +27,9 @@ from purerpc.grpclib.exceptions import GRPCError, RpcFailedError
 from purerpc.wrappers import extract_message_from_singleton_stream, send_single_message_client
 
 from mkv.errors import UnavailableError, error_for_status
+from mkv.purerpc_compat import close_call, tolerate_late_frames
 from mkv.unwrap import unwrap_single_exception
-from mkv.wire import Address, close_call, parse_address
+from mkv.wire import Address, parse_address
 
 __all__ = ["Channel", "open_channel"]
 
@@ -59,6 +61,7 @@ class _ClientSocket(GRPCProtoSocket):  # type: ignore[misc]  # purerpc is untype
 
     def __init__(self, config: GRPCConfiguration, sock: anyio.abc.SocketStream) -> None:
         super().__init__(config, sock)
+        tolerate_late_frames(self)
         self.lost = False
 
     async def _reader_thread(self) -> None:
@@ -127,7 +130,7 @@ class Channel:
         except _CONNECTION_ERRORS as exc:
             raise self._lost(exc) from exc
         finally:
-            close_call(stream)
+            close_call(stream, h2.errors.ErrorCodes.CANCEL)
 
     def _lost(self, exc: BaseException) -> UnavailableError:
         return UnavailableError(

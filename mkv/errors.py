@@ -23,6 +23,7 @@ __all__ = [
     "StorageError",
     "UnavailableError",
     "error_for_status",
+    "shown",
 ]
 
 
@@ -87,6 +88,21 @@ class BadNodeError(MkvError):
     """
 
     code = StatusCode.FAILED_PRECONDITION
+
+
+def shown(text: str | bytes, limit: int = 40) -> str:
+    """Caller input as it may appear in an error message: one printable line, bounded.
+
+    Messages travel in gRPC trailers (clients cap their size) and end up in
+    terminals and logs, so control characters are escaped and length is capped.
+    """
+    if isinstance(text, bytes):
+        text = text[: limit * 4].decode("utf-8", "backslashreplace")
+    head = text[: limit + 1]
+    printable = "".join(c if c.isprintable() else repr(c)[1:-1] for c in head)
+    if len(text) > limit or len(printable) > limit:
+        return printable[: limit - 3] + "..."
+    return printable
 
 
 _BY_CODE: dict[StatusCode, type[MkvError]] = {

@@ -18,7 +18,7 @@ import attrs
 import trio
 
 from mkv.catalog import Catalog, CatalogEntry, check_partition_id
-from mkv.errors import AlreadyExistsError, NotFoundError, UnavailableError
+from mkv.errors import AlreadyExistsError, NotFoundError, UnavailableError, shown
 from mkv.partition import Partition, PartitionState
 from mkv.router import KeyRange, Router
 from mkv.store import StoreStats, check_store_kind
@@ -178,7 +178,7 @@ class PartitionRegistry:
         async with self._lock:
             partition = self._partitions.get(partition_id)
             if partition is None:
-                raise NotFoundError(f"No partition with id {partition_id}.")
+                raise NotFoundError(f"No partition with id {shown(partition_id)}.")
             info = await self.info(partition)
             del self._partitions[partition_id]
             version = self._router.version + 1

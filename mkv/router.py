@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
-from mkv.errors import AlreadyExistsError, InvalidArgumentError
+from mkv.errors import AlreadyExistsError, InvalidArgumentError, shown
 
 __all__ = ["KeyRange", "Router", "format_key"]
 
@@ -57,8 +57,7 @@ class KeyRange:
 
 def format_key(key: bytes) -> str:
     """A short, printable form of a key boundary for messages and tables."""
-    text = key.decode("utf-8", "backslashreplace") if key else "''"
-    return text if len(text) <= 40 else text[:37] + "..."
+    return shown(key) if key else "''"
 
 
 @attrs.frozen

@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import attrs
+import h2.errors
 import h2.exceptions
 import trio
 from google.protobuf.message import DecodeError, Message
@@ -31,7 +32,13 @@ from purerpc.grpclib.exceptions import GRPCError
 from purerpc.grpclib.status import Status, StatusCode
 
 from mkv.errors import MkvError
-from mkv.wire import MAX_REQUEST_BYTES, Address, close_call
+from mkv.purerpc_compat import (
+    OversizedMessage,
+    bound_messages,
+    close_call,
+    tolerate_late_frames,
+)
+from mkv.wire import MAX_REQUEST_BYTES, Address
 
 __all__ = ["Handler", "RpcServer"]
 
@@ -39,9 +46,11 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Any], Awaitable[Message]]
 
-# purerpc drops the whole connection on a message over its own limit; above
-# ours and up to this one we can still answer RESOURCE_EXHAUSTED politely.
-_TRANSPORT_MAX_MESSAGE = 4 * MAX_REQUEST_BYTES
+# Responses may be a little larger than requests (a Get of a value that
+# filled a whole request, plus its sequence number and partition id).
+_RESPONSE_HEADROOM = 64 * 1024
+# How long an answered call may go on sending before it is reset.
+_DISCARD_TIMEOUT = 5.0
 
 
 @attrs.frozen
@@ -74,7 +83,7 @@ class RpcServer:
         self.max_request_bytes = max_request_bytes
         self.drain_timeout = drain_timeout
         self._config = GRPCConfiguration(
-            client_side=False, max_message_length=max(_TRANSPORT_MAX_MESSAGE, max_request_bytes)
+            client_side=False, max_message_length=max_request_bytes + _RESPONSE_HEADROOM
         )
         self._accepting = trio.CancelScope()
         self._in_flight = 0
@@ -135,6 +144,8 @@ class RpcServer:
                 GRPCProtoSocket(self._config, stream) as grpc_socket,
                 trio.open_nursery() as nursery,
             ):
+                tolerate_late_frames(grpc_socket)
+                bound_messages(grpc_socket, self.max_request_bytes)
                 async for grpc_stream in grpc_socket.listen():
                     nursery.start_soon(self._serve_stream, grpc_stream)
         except Exception as exc:
@@ -143,15 +154,9 @@ class RpcServer:
             log.debug("connection closed: %r", exc)
 
     async def _serve_stream(self, stream: GRPCProtoStream) -> None:
-        self._in_flight += 1
-        self._idle = trio.Event() if self._in_flight == 1 else self._idle
         try:
-            await stream.start_response()
-            event = await stream.receive_event()
-            status, response = await self._call(stream, event)
-            if response is not None:
-                await stream.send_message(response)
-            await stream.close(status)
+            await self._answer(stream)
+            await self._discard_rest(stream)
         except (
             anyio.BrokenResourceError,
             anyio.ClosedResourceError,
@@ -163,10 +168,35 @@ class RpcServer:
             # call is lost, and the client knows it has no answer.
             log.debug("client went away mid-call: %r", exc)
         finally:
-            close_call(stream)
+            close_call(stream, h2.errors.ErrorCodes.NO_ERROR)
+
+    async def _answer(self, stream: GRPCProtoStream) -> None:
+        """Read the request, run the handler, send the answer: an in-flight call."""
+        self._in_flight += 1
+        self._idle = trio.Event() if self._in_flight == 1 else self._idle
+        try:
+            await stream.start_response()
+            event = await stream.receive_event()
+            status, response = await self._call(stream, event)
+            if response is not None:
+                await stream.send_message(response)
+            await stream.close(status)
+        finally:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
+
+    async def _discard_rest(self, stream: GRPCProtoStream) -> None:
+        """Read and drop what the client still sends after an early answer.
+
+        An error can be answered before the request was read to its end. A
+        reset would stop the client sending, but grpcio reports a reset that
+        follows the answer as INTERNAL; so the rest is read (bounded in time)
+        and the call ends the ordinary way.
+        """
+        with trio.move_on_after(_DISCARD_TIMEOUT):
+            while stream.end_stream_event is None:
+                await stream.receive_event()
 
     async def _call(self, stream: GRPCProtoStream, event: object) -> tuple[Status, Message | None]:
         """Parse, dispatch and map the outcome to a status: the one place that does."""
@@ -183,11 +213,11 @@ class RpcServer:
             )
         try:
             body = await _one_message(stream)
-            if len(body) > self.max_request_bytes:
+            if isinstance(body, OversizedMessage):
                 return (
                     Status(
                         StatusCode.RESOURCE_EXHAUSTED,
-                        f"The request is {len(body)} bytes; the limit is "
+                        f"The request is {body.length} bytes; the limit is "
                         f"{self.max_request_bytes} bytes, so split the batch.",
                     ),
                     None,
@@ -212,9 +242,11 @@ class _BadBody(Exception):
     """The request body is not what the method takes; the message says how."""
 
 
-async def _one_message(stream: GRPCProtoStream) -> bytes:
-    """The single request message of a unary call, as bytes."""
+async def _one_message(stream: GRPCProtoStream) -> bytes | OversizedMessage:
+    """The single request message of a unary call: its bytes, or that it was too large."""
     body = await stream.receive_message()
+    if isinstance(body, OversizedMessage):
+        return body  # answered at once; the rest is discarded as it arrives
     if body is None or await stream.receive_message() is not None:
         raise _BadBody("A unary call takes exactly one request message.")
     assert isinstance(body, bytes)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from mkv.errors import InvalidArgumentError
+from mkv.errors import InvalidArgumentError, shown
 from mkv.store.base import Item, Mutation, StateStore, StoreStats
 from mkv.store.memory import MemoryStore
 from mkv.store.sqlite import SqliteStore
@@ -49,7 +49,7 @@ def check_store_kind(kind: str) -> None:
     """
     if kind not in _FACTORIES:
         raise InvalidArgumentError(
-            f"Unknown store kind {kind!r}; known kinds are {', '.join(store_kinds())}."
+            f"Unknown store kind '{shown(kind)}'; known kinds are {', '.join(store_kinds())}."
         )
 
 

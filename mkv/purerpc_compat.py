@@ -1,0 +1,156 @@
+"""Work-arounds for traits of purerpc 0.8, in one place (see docs/design.md).
+
+- Each call's event queue is never closed, and a call that ends early stays in
+  the connection's table, where a late frame for it kills the connection:
+  ``close_call`` and ``tolerate_late_frames``.
+- A message over the connection's size limit raises inside the HTTP/2 reader
+  and drops the whole connection, after buffering up to that limit:
+  ``bound_messages`` turns it into an ``OversizedMessage`` the server answers
+  with RESOURCE_EXHAUSTED, discarding the body as it arrives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import attrs
+import h2.errors
+import h2.exceptions
+from purerpc.grpc_proto import GRPCProtoStream
+from purerpc.grpc_socket import GRPCSocket, GRPCStreamState
+from purerpc.grpclib.buffers import MessageReadBuffer
+from purerpc.grpclib.exceptions import MessageTooLargeError
+
+__all__ = [
+    "OversizedMessage",
+    "bound_messages",
+    "close_call",
+    "tolerate_late_frames",
+]
+
+
+class _Discard:
+    async def send(self, event: object) -> None:
+        pass
+
+
+class _EndedCall:
+    """Stands in for a call that already ended: late frames for it go nowhere."""
+
+    _incoming_events = (_Discard(), None)
+
+    def _close_remote(self) -> None:
+        pass
+
+
+_ENDED_CALL = _EndedCall()
+
+
+class _CallTable(dict[int, Any]):
+    """purerpc's table of calls on a connection, tolerant of frames that arrive
+    for a call after mkv ended it (purerpc would raise and drop the connection)."""
+
+    def __missing__(self, stream_id: int) -> _EndedCall:
+        return _ENDED_CALL
+
+
+def tolerate_late_frames(grpc_socket: GRPCSocket) -> None:
+    """Let ``close_call`` end calls early on this connection without killing it."""
+    grpc_socket._streams = _CallTable(grpc_socket._streams)
+
+
+def close_call(stream: GRPCProtoStream, reset_code: h2.errors.ErrorCodes) -> None:
+    """Release what purerpc keeps per call, which it never releases itself.
+
+    purerpc leaves each call's event queue open (the garbage collector closes
+    it, with a ResourceWarning), and keeps a call that ended early (cancelled,
+    or answered before its request was read) in its table of calls. Such a
+    call is forgotten, and reset unless the peer has finished sending
+    (``CANCEL`` from a client; a server first reads the rest, see
+    ``RpcServer``); any frame still in flight for it is dropped (see
+    ``tolerate_late_frames``).
+    """
+    if stream.state is not GRPCStreamState.CLOSED:
+        if stream.end_stream_event is None:
+            connection = stream._grpc_connection.h2_connection
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                connection.reset_stream(stream.stream_id, reset_code)
+            # Wakes the writer task to send the reset; no checkpoint, so this
+            # is safe in a cancelled scope.
+            stream._socket._flush_event.set()
+        stream._grpc_socket._streams.pop(stream.stream_id, None)
+    send, receive = stream._incoming_events
+    send.close()
+    receive.close()
+
+
+@attrs.frozen
+class OversizedMessage:
+    """Stands for a request message over the limit, which was not kept."""
+
+    length: int
+
+
+@attrs.frozen
+class _Discarded:
+    """Bytes of an oversized message dropped as they arrived; reading this acks them."""
+
+
+class _BoundedReadBuffer(MessageReadBuffer):  # type: ignore[misc]  # purerpc is untyped
+    """purerpc's message reader, except that a message over the limit becomes
+    an ``OversizedMessage`` and its bytes are dropped, never buffered."""
+
+    # purerpc's parser state, reset here after an oversized message's header.
+    _compressed_flag: bool | None
+    _message_length: int | None
+    _flow_controlled_length: int | None
+
+    def __init__(self, message_encoding: str | None, max_message_length: int) -> None:
+        super().__init__(message_encoding, max_message_length)
+        self._skip = 0
+
+    def data_received(self, data: bytes, flow_controlled_length: int | None = None) -> None:
+        if flow_controlled_length is None:
+            flow_controlled_length = len(data)
+        if self._skip:
+            dropped = min(self._skip, len(data))
+            self._skip -= dropped
+            whole = dropped == len(data)
+            # The peer's flow-control window is acknowledged when the call
+            # reads this marker, so a discarded body does not stall it.
+            self._messages.append((_Discarded(), flow_controlled_length if whole else dropped))
+            if whole:
+                return
+            data, flow_controlled_length = data[dropped:], flow_controlled_length - dropped
+        super().data_received(data, flow_controlled_length)
+
+    def _parse_one_message(self) -> tuple[Any, int]:
+        try:
+            return super()._parse_one_message()  # type: ignore[no-any-return]
+        except MessageTooLargeError:
+            assert self._message_length is not None
+            length = self._message_length
+            kept, flow = self._buffer.popleft_flowcontrol(min(len(self._buffer), length))
+            self._skip = length - len(kept)
+            flow += self._flow_controlled_length or 0
+            self._compressed_flag = self._message_length = self._flow_controlled_length = None
+            return OversizedMessage(length), flow
+
+
+class _BoundedBuffers(dict[int, Any]):
+    """The connection's per-call message readers, made bounded as purerpc adds them."""
+
+    def __init__(self, max_length: int) -> None:
+        super().__init__()
+        self._max_length = max_length
+
+    def __setitem__(self, stream_id: int, buffer: Any) -> None:
+        if type(buffer) is MessageReadBuffer:
+            buffer = _BoundedReadBuffer(buffer._message_encoding, self._max_length)
+        super().__setitem__(stream_id, buffer)
+
+
+def bound_messages(grpc_socket: GRPCSocket, max_length: int) -> None:
+    """Messages over ``max_length`` on this connection become ``OversizedMessage``."""
+    grpc_socket._grpc_connection.message_read_buffers = _BoundedBuffers(max_length)
