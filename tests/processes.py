@@ -83,9 +83,9 @@ class ServerProcess:
         assert self.process is not None
         return self.process.pid
 
-    async def stop(self) -> int:
-        """SIGTERM, then wait for a clean exit; returns the exit code."""
-        return await self._end(signal.SIGTERM)
+    async def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
+        """Send ``sig`` (SIGTERM), then wait for the exit; returns the exit code."""
+        return await self._end(sig)
 
     async def kill(self) -> None:
         """kill -9: no chance to flush or close anything."""
