@@ -19,6 +19,7 @@ __all__ = [
     "InvalidArgumentError",
     "MkvError",
     "NotFoundError",
+    "PermissionDeniedError",
     "ResourceExhaustedError",
     "StorageError",
     "UnavailableError",
@@ -56,6 +57,12 @@ class UnavailableError(MkvError):
     """
 
     code = StatusCode.UNAVAILABLE
+
+
+class PermissionDeniedError(MkvError):
+    """The request is well formed but not allowed (a pipeline filter refused it)."""
+
+    code = StatusCode.PERMISSION_DENIED
 
 
 class NotFoundError(MkvError):
@@ -112,6 +119,7 @@ _BY_CODE: dict[StatusCode, type[MkvError]] = {
         ResourceExhaustedError,
         UnavailableError,
         NotFoundError,
+        PermissionDeniedError,
         AlreadyExistsError,
         InternalError,
     )
