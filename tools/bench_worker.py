@@ -1,0 +1,305 @@
+"""Load generator for tools/bench.py: one process, Trio, its own connections.
+
+The orchestrator (tools/bench.py) starts a few of these and talks to each over
+stdin/stdout, one JSON object a line:
+
+    orchestrator → worker   {"cmd": "job", ...spec}      open connections
+    worker → orchestrator   {"event": "ready"}
+    orchestrator → worker   {"cmd": "go", "t0": T, "t1": T}
+    worker → orchestrator   {"event": "result", ...}     latencies of ops ending in [t0, t1]
+    orchestrator → worker   {"cmd": "exit"} (or EOF)
+
+A preload job answers its result without the ready/go exchange. Times are
+``time.monotonic()``, which on Linux is one clock for every process, so the
+orchestrator can give all workers the same measurement window.
+
+Each concurrent "client" is a task with a connection of its own, as separate
+application processes would have; ops run back to back (a closed loop), so
+concurrency is the number of requests in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+import trio
+
+import mkv
+from mkv.channel import Channel, open_channel
+from mkv.errors import MkvError
+from mkv.v1 import data_pb2 as pb
+from mkv.wire import MAX_REQUEST_BYTES
+
+ECHO_SERVICE = "mkvbench.Echo"
+KEY_BYTES = 16
+VALUE_BYTES = 100
+# Protobuf size of one Entry inside an UpsertRequest: tag and length byte
+# around (key field: tag, length, 16 bytes) + (value field: tag, length, 100 bytes).
+ENTRY_WIRE_BYTES = 2 + (2 + KEY_BYTES) + (2 + VALUE_BYTES)
+# As many entries as fit in one request of mkv.wire.MAX_REQUEST_BYTES (1 MiB),
+# so that one client.upsert call is exactly one Upsert request.
+BATCH_ENTRIES = MAX_REQUEST_BYTES // ENTRY_WIRE_BYTES
+
+Op = Callable[[], Awaitable[int]]
+
+
+def preload_key(i: int) -> bytes:
+    """Key number ``i`` of the preloaded keyspace that Get and mix read."""
+    return b"g" + i.to_bytes(KEY_BYTES - 1, "big")
+
+
+def fresh_keys(tag: bytes, task: int, start: int, count: int) -> list[bytes]:
+    """``count`` keys never written before by this run: tag, task number, counter.
+
+    A counter per task makes each task append at its own spot of the B-tree,
+    much as independent writers with time-ordered keys would.
+    """
+    prefix = tag + task.to_bytes(3, "big")
+    width = KEY_BYTES - len(prefix)
+    return [prefix + n.to_bytes(width, "big") for n in range(start, start + count)]
+
+
+def batch_pairs(task: int, number: int, entries: int, value: bytes) -> list[tuple[bytes, bytes]]:
+    """Batch ``number`` of task ``task``: the same bytes for mkv and the SQLite baseline."""
+    keys = fresh_keys(b"b", task, number * entries, entries)
+    return [(k, value) for k in keys]
+
+
+def bench_value(seed: int) -> bytes:
+    return random.Random(seed).randbytes(VALUE_BYTES)
+
+
+class Zipfian:
+    """Ranks 0..n-1 drawn Zipf-like with exponent ``theta``, hot ranks scattered.
+
+    The generator of YCSB (Gray et al., "Quickly generating billion-record
+    synthetic databases", 1994): O(n) set-up, O(1) per draw. Ranks are
+    multiplied by a large prime modulo n so that the hot keys are spread over
+    the table rather than all in its first pages.
+    """
+
+    _SCATTER = 2_654_435_761  # prime, so coprime with any n it does not divide
+
+    def __init__(self, n: int, theta: float = 0.99, rng: random.Random | None = None) -> None:
+        self.n = n
+        self.theta = theta
+        self.rng = rng or random.Random()
+        self.zetan = math.fsum(i**-theta for i in range(1, n + 1))
+        zeta2 = 1 + 0.5**theta
+        self.alpha = 1 / (1 - theta)
+        self.eta = (1 - (2 / n) ** (1 - theta)) / (1 - zeta2 / self.zetan)
+        self.scatter = self._SCATTER if n % self._SCATTER else 1
+
+    def rank(self) -> int:
+        u = self.rng.random()
+        uz = u * self.zetan
+        if uz < 1:
+            return 0
+        if uz < 1 + 0.5**self.theta:
+            return 1
+        return min(self.n - 1, int(self.n * (self.eta * u - self.eta + 1) ** self.alpha))
+
+    def __call__(self) -> int:
+        return (self.rank() * self.scatter) % self.n
+
+
+def _emit(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+async def _read_command() -> dict[str, Any]:
+    line = await trio.to_thread.run_sync(sys.stdin.readline)
+    if not line:
+        raise SystemExit(0)  # the orchestrator is gone
+    command: dict[str, Any] = json.loads(line)
+    return command
+
+
+def _nothing() -> None:
+    pass
+
+
+def _make_op(
+    spec: dict[str, Any], task: int, conn: mkv.Client | Channel
+) -> tuple[Op, Callable[[], None]]:
+    """The operation one task repeats (it returns how many keys it carried),
+    and what to do before each one, untimed."""
+    kind: str = spec["kind"]
+    rng = random.Random(spec["seed"] * 1_000_003 + task)
+    value = bench_value(task)
+    keyspace: int = spec.get("keyspace", 0)
+
+    if kind == "echo":
+        assert isinstance(conn, Channel)
+        channel = conn
+
+        async def echo() -> int:
+            key = preload_key(rng.randrange(keyspace))
+            await channel.unary(ECHO_SERVICE, "Get", pb.GetRequest(key=key), pb.GetResponse)
+            return 1
+
+        return echo, _nothing
+
+    assert isinstance(conn, mkv.Client)
+    client = conn
+    if kind == "batch":
+        entries: int = spec["batch_entries"]
+        counter = iter(range(1 << 40))
+        # The next batch is built by ``prepare``, outside the timed call: the
+        # load generator's own work is not part of a request's latency (the
+        # client's encoding of it is).
+        pending: list[tuple[bytes, bytes]] = []
+
+        def prepare() -> None:
+            if not pending:
+                pending.extend(batch_pairs(task, next(counter), entries, value))
+
+        async def batch() -> int:
+            acks = await client.upsert(pending)
+            if len(acks) != 1:
+                raise RuntimeError(f"a batch went out as {len(acks)} requests, not one")
+            count = len(pending)
+            pending.clear()
+            return count
+
+        return batch, prepare
+    if kind == "single":
+        numbers = iter(range(1 << 40))
+
+        async def single() -> int:
+            (key,) = fresh_keys(b"s", task, next(numbers), 1)
+            await client.upsert([(key, value)])
+            return 1
+
+        return single, _nothing
+    draw: Callable[[], int] = (
+        Zipfian(keyspace, rng=rng) if spec.get("zipf") else lambda: rng.randrange(keyspace)
+    )
+    if kind == "get":
+
+        async def get() -> int:
+            if await client.get(preload_key(draw())) is None:
+                raise RuntimeError("a preloaded key is missing")
+            return 1
+
+        return get, _nothing
+    if kind == "mix":
+
+        async def mix() -> int:
+            key = preload_key(draw())
+            if rng.random() < 0.5:
+                await client.get(key)
+            else:
+                await client.upsert([(key, value)])
+            return 1
+
+        return mix, _nothing
+    raise ValueError(f"unknown job kind {kind!r}")
+
+
+async def _timed_job(spec: dict[str, Any]) -> dict[str, Any]:
+    tasks: list[int] = spec["tasks"]
+    latencies: list[float] = []
+    totals = {"ops": 0, "keys": 0, "errors": 0, "end": 0.0}
+    first_error: list[str] = []
+    async with AsyncExitStack() as stack:
+        conns: list[mkv.Client | Channel] = []
+        for _ in tasks:
+            if spec["kind"] == "echo":
+                conns.append(await stack.enter_async_context(open_channel(spec["addr"])))
+            else:
+                conns.append(await stack.enter_async_context(mkv.Client.connect(spec["addr"])))
+        ops = [_make_op(spec, task, conn) for task, conn in zip(tasks, conns, strict=True)]
+        _emit({"event": "ready"})
+        go = await _read_command()
+        if go["cmd"] != "go":
+            raise SystemExit(0)  # the orchestrator gave up on this run
+        t0: float = go["t0"]
+        t1: float = go["t1"]
+
+        async def loop(op: Op, prepare: Callable[[], None]) -> None:
+            measured = 0
+            while True:
+                prepare()
+                start = time.monotonic()
+                try:
+                    keys = await op()
+                except (MkvError, RuntimeError) as exc:
+                    totals["errors"] += 1
+                    if not first_error:
+                        first_error.append(f"{type(exc).__name__}: {exc}")
+                    await trio.sleep(0.01)  # a failing server must not become a busy loop
+                    keys = 0
+                end = time.monotonic()
+                # A task keeps going past t1 until it has one measured op, so a
+                # window shorter than one op (the smoke test's) still measures.
+                if end > t1 and measured:
+                    return
+                if keys and end >= t0:
+                    measured += 1
+                    latencies.append(end - start)
+                    totals["ops"] += 1
+                    totals["keys"] += keys
+                    totals["end"] = max(totals["end"], end)
+
+        async with trio.open_nursery() as nursery:
+            for op, prepare in ops:
+                nursery.start_soon(loop, op, prepare)
+    return {
+        "event": "result",
+        "latencies_us": [round(x * 1e6) for x in latencies],
+        "ops": totals["ops"],
+        "keys": totals["keys"],
+        "errors": totals["errors"],
+        "first_error": first_error[0] if first_error else None,
+        "end": max(totals["end"], t1),
+    }
+
+
+async def _preload(spec: dict[str, Any]) -> dict[str, Any]:
+    """Write preload keys [lo, hi) in full batches, ``spec["tasks"]`` at a time."""
+    lo: int = spec["lo"]
+    hi: int = spec["hi"]
+    entries: int = spec["batch_entries"]
+    value = bench_value(0)
+    starts = iter(range(lo, hi, entries))
+
+    async def load(client: mkv.Client) -> None:
+        for start in starts:  # shared iterator: the tasks take turns
+            keys = [preload_key(i) for i in range(start, min(start + entries, hi))]
+            await client.upsert([(k, value) for k in keys])
+
+    async with AsyncExitStack() as stack:
+        # Connections first: each holds a nursery, which must close after ours.
+        clients = [
+            await stack.enter_async_context(mkv.Client.connect(spec["addr"]))
+            for _ in range(spec["tasks"])
+        ]
+        async with trio.open_nursery() as nursery:
+            for client in clients:
+                nursery.start_soon(load, client)
+    return {"event": "result", "keys": hi - lo}
+
+
+def main() -> None:
+    while True:
+        line = sys.stdin.readline()
+        if not line:
+            return
+        command = json.loads(line)
+        if command["cmd"] == "exit":
+            return
+        job = _preload if command["kind"] == "preload" else _timed_job
+        _emit(trio.run(job, command))
+
+
+if __name__ == "__main__":
+    main()
