@@ -45,7 +45,15 @@ from mkv.router import KeyRange
 from mkv.store import Item, StateStore, StoreStats, open_store
 from mkv.worker import WorkerThread
 
-__all__ = ["Get", "Partition", "PartitionState", "Remove", "Upsert", "WriteResult"]
+__all__ = [
+    "Get",
+    "Partition",
+    "PartitionState",
+    "PartitionStatistics",
+    "Remove",
+    "Upsert",
+    "WriteResult",
+]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +95,18 @@ class Get:
 
 
 Command = Upsert | Remove | Get
+
+
+@attrs.frozen
+class PartitionStatistics:
+    state: PartitionState
+    last_seq: int
+    inbox_depth: int
+    # Admitted into the pipeline, not yet answered.
+    in_flight: int
+    # The last sequence number the log has fsynced; None without a log.
+    wal_synced_seq: int | None
+    wal_segments: int
 
 
 @attrs.frozen
@@ -142,6 +162,8 @@ class Partition:
         self._last_applied = 0
         # Set when the store or log failed: nothing more is safe to apply.
         self._broken: StorageError | None = None
+        self._pipeline: Pipeline | None = None
+        self._window: OrderedWindow[_Pending, None] | None = None
         self._stopped = trio.Event()
 
     # -- the outside: called by request handlers and the registry ---------------
@@ -171,6 +193,18 @@ class Partition:
         """The last sequence number applied (and so acknowledged or about to be)."""
         return self._last_applied
 
+    def statistics(self) -> PartitionStatistics:
+        wal = self._pipeline.wal if self._pipeline is not None else None
+        wal_stats = wal.statistics() if wal is not None else None
+        return PartitionStatistics(
+            state=self.state,
+            last_seq=self._last_applied,
+            inbox_depth=self._inbox.statistics().current_buffer_used,
+            in_flight=0 if self._window is None else self._window.statistics().in_flight,
+            wal_synced_seq=None if wal_stats is None else wal_stats.synced_seq,
+            wal_segments=0 if wal_stats is None else wal_stats.segments,
+        )
+
     async def stats(self) -> StoreStats:
         store = self._store
         if store is None or self.state is PartitionState.STOPPED:
@@ -193,7 +227,9 @@ class Partition:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Open the store, recover from the log, report started, then serve until closed."""
         worker = self._worker = WorkerThread(f"mkv-partition-{self.id}")
-        pipeline = build_pipeline(self.pipeline_specs, StageContext(self.id, self.directory))
+        pipeline = self._pipeline = build_pipeline(
+            self.pipeline_specs, StageContext(self.id, self.directory)
+        )
         wal = pipeline.wal
         try:
             store = self._store = await worker.run_sync(
@@ -208,7 +244,7 @@ class Partition:
             restore(pipeline, recovered)
             self._next_seq = recovered.last_seq + 1
             self._last_applied = store.last_seq()
-            window = OrderedWindow[_Pending, None](WINDOW_SIZE)
+            window = self._window = OrderedWindow[_Pending, None](WINDOW_SIZE)
             async with trio.open_nursery() as nursery:
                 for stage in pipeline.async_:
                     await nursery.start(stage.run)
@@ -375,8 +411,8 @@ class Partition:
     async def _checkpoint(self, wal: WalStage) -> None:
         """Once the log has rolled to a new segment, make the store durable and
         let the log drop what the store now holds, so the log stays bounded."""
-        store = self._store
-        if store is None or not store.persistent or wal.segment_count <= 1:
+        store, stats = self._store, wal.statistics()
+        if store is None or not store.persistent or stats is None or stats.segments <= 1:
             return
         assert self._worker is not None
         durable = await self._worker.run_sync(store.sync)

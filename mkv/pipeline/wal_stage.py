@@ -28,7 +28,7 @@ from mkv.errors import InvalidArgumentError, MkvError, StorageError, Unavailable
 from mkv.pipeline.base import Recovered, StageContext
 from mkv.pipeline.payload import decode_write, encode_write
 from mkv.pipeline.write import Write
-from mkv.wal import WriteAheadLog
+from mkv.wal import DEFAULT_SEGMENT_BYTES, WalStatistics, WriteAheadLog
 from mkv.worker import WorkerThread
 
 __all__ = ["FsyncPolicy", "WalStage"]
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 # Records written in one flush, at most: bounds one hand-off's work.
 MAX_GROUP_RECORDS = 4096
+# Smaller segments would roll (and checkpoint the store) on every few writes.
+MIN_SEGMENT_BYTES = 64 * 1024
 
 
 class FsyncPolicy(enum.Enum):
@@ -50,15 +52,18 @@ class WalOptions:
     policy: FsyncPolicy = FsyncPolicy.ALWAYS
     interval_ms: int = 0
     group_commit: bool = True
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES
 
     @classmethod
     def parse(cls, argument: str) -> WalOptions:
-        """``always`` (default), ``interval=<ms>``, ``off``; then optionally ``,group=off``.
+        """``always`` (default), ``interval=<ms>`` or ``off``; then optionally
+        ``,group=off`` and ``,segment=<bytes>``.
 
         Raises:
             InvalidArgumentError: anything else.
         """
         policy, interval_ms, group_commit = FsyncPolicy.ALWAYS, 0, True
+        segment_bytes = DEFAULT_SEGMENT_BYTES
         for i, token in enumerate(t.strip() for t in argument.split(",") if t.strip()):
             key, _, value = token.partition("=")
             if i == 0 and key in ("always", "off"):
@@ -67,12 +72,15 @@ class WalOptions:
                 policy, interval_ms = FsyncPolicy.INTERVAL, int(value)
             elif key == "group" and value in ("on", "off"):
                 group_commit = value == "on"
+            elif key == "segment" and value.isdigit() and int(value) >= MIN_SEGMENT_BYTES:
+                segment_bytes = int(value)
             else:
                 raise InvalidArgumentError(
                     "The wal stage takes 'always', 'interval=<ms>' or 'off', optionally "
-                    "followed by ',group=off' (for example 'wal:interval=10')."
+                    "followed by ',group=off' and ',segment=<bytes>' (at least "
+                    f"{MIN_SEGMENT_BYTES}), for example 'wal:interval=10'."
                 )
-        return cls(policy, interval_ms, group_commit)
+        return cls(policy, interval_ms, group_commit, segment_bytes)
 
 
 class _Waiter:
@@ -106,7 +114,9 @@ class WalStage:
     async def open(self) -> Recovered:
         """Open the log, cutting a torn tail (and saying so); say where it ends."""
         self._thread = WorkerThread(f"mkv-wal-{self.directory.parent.name}")
-        wal, report = await self._thread.run_sync(lambda: WriteAheadLog.open(self.directory))
+        wal, report = await self._thread.run_sync(
+            lambda: WriteAheadLog.open(self.directory, segment_bytes=self.options.segment_bytes)
+        )
         self._log = wal
         if report.truncation is not None:
             log.warning("write-ahead log tail cut: %s", report.truncation)
@@ -156,9 +166,9 @@ class WalStage:
         wal = self._log
         return await self._thread.run_sync(lambda: wal.checkpoint(durable_seq))
 
-    @property
-    def segment_count(self) -> int:
-        return 0 if self._log is None else self._log.statistics().segments
+    def statistics(self) -> WalStatistics | None:
+        """Segments, bytes and sequence numbers written and synced (None when closed)."""
+        return None if self._log is None else self._log.statistics()
 
     async def _flush_until_closed(self) -> None:
         assert self._log is not None
