@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 
 import attrs
@@ -164,6 +164,8 @@ class Partition:
         self._broken: StorageError | None = None
         self._pipeline: Pipeline | None = None
         self._window: OrderedWindow[_Pending, None] | None = None
+        # One per asynchronous stage after the first: writes enter in seq order.
+        self._turnstiles: list[_Turnstile] = []
         self._stopped = trio.Event()
 
     # -- the outside: called by request handlers and the registry ---------------
@@ -243,6 +245,7 @@ class Partition:
                     log.info("partition %s: replayed %d writes from its log", self.id, replayed)
             restore(pipeline, recovered)
             self._next_seq = recovered.last_seq + 1
+            self._turnstiles = [_Turnstile(self._next_seq) for _ in pipeline.async_[1:]]
             self._last_applied = store.last_seq()
             window = self._window = OrderedWindow[_Pending, None](WINDOW_SIZE)
             async with trio.open_nursery() as nursery:
@@ -302,12 +305,18 @@ class Partition:
         except MkvError as exc:
             window.fail(ticket, exc)
             return
-        pending.write = attrs.evolve(write, seq=self._next_seq)
+        write = pending.write = attrs.evolve(write, seq=self._next_seq)
         self._next_seq += 1
-        if pipeline.async_:
-            nursery.start_soon(self._through_async_stages, window, ticket, pipeline, pending.write)
-        else:
+        if not pipeline.async_:
             window.complete(ticket, None)
+            return
+        # Submitted here, so the first asynchronous stage takes writes in order.
+        first: Awaitable[None] | MkvError
+        try:
+            first = pipeline.async_[0].submit(write)
+        except MkvError as exc:
+            first = exc
+        nursery.start_soon(self._through_async_stages, window, ticket, pipeline, write, first)
 
     async def _through_sync_stages(self, pipeline: Pipeline, write: Write, size: int) -> Write:
         def run_stages() -> Write:
@@ -327,14 +336,27 @@ class Partition:
         ticket: int,
         pipeline: Pipeline,
         write: Write,
+        first: Awaitable[None] | MkvError,
     ) -> None:
-        try:
-            for stage in pipeline.async_:
-                await stage.process(write)
-        except MkvError as exc:
-            window.fail(ticket, exc)
-        else:
+        """Finish ``write`` in every asynchronous stage; the stages after the first
+        take it in its turn (a write that failed still passes, so later ones
+        are not held up), and may finish it in any order."""
+        error = first if isinstance(first, MkvError) else await _outcome(first)
+        for stage, turnstile in zip(pipeline.async_[1:], self._turnstiles, strict=True):
+            await turnstile.wait_turn(write.seq)
+            pending_stage: Awaitable[None] | None = None
+            if error is None:
+                try:
+                    pending_stage = stage.submit(write)
+                except MkvError as exc:
+                    error = exc
+            turnstile.advance(write.seq)
+            if pending_stage is not None:
+                error = await _outcome(pending_stage)
+        if error is None:
             window.complete(ticket, None)
+        else:
+            window.fail(ticket, error)
 
     async def _release(
         self,
@@ -420,6 +442,32 @@ class Partition:
         log.info(
             "partition %s: checkpoint at seq %d dropped %d log segments", self.id, durable, dropped
         )
+
+
+class _Turnstile:
+    """Lets writes into a stage one at a time, in sequence order."""
+
+    def __init__(self, first_seq: int) -> None:
+        self._next = first_seq
+        self._waiting: dict[int, trio.Event] = {}
+
+    async def wait_turn(self, seq: int) -> None:
+        if seq != self._next:
+            await self._waiting.setdefault(seq, trio.Event()).wait()
+
+    def advance(self, seq: int) -> None:
+        assert seq == self._next, "writes pass a turnstile in order"
+        self._next += 1
+        if (waiting := self._waiting.pop(self._next, None)) is not None:
+            waiting.set()
+
+
+async def _outcome(stage_work: Awaitable[None]) -> MkvError | None:
+    try:
+        await stage_work
+    except MkvError as exc:
+        return exc
+    return None
 
 
 def _replay(store: StateStore, wal: WalStage) -> int:

@@ -5,12 +5,14 @@ way to the store. Synchronous stages (stamping, filtering, sanitizing) run
 one write at a time in the partition's task, in arrival order, and may change
 the write or refuse it by raising an ``MkvError``. Asynchronous stages (the
 write-ahead log, replication) may take time and may finish writes out of
-order; the partition's reorder window puts results back in order before
-anything is applied or answered. Synchronous stages come first.
+order; writes enter each asynchronous stage in sequence order, and the
+partition's reorder window puts results back in order before anything is
+applied or answered. Synchronous stages come first.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -66,18 +68,20 @@ class AsyncStage(Protocol):
     name: str
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Do the stage's background work; report started when ``process`` may be
+        """Do the stage's background work; report started when ``submit`` may be
         called; return after ``close`` once in-flight writes are finished."""
         ...
 
-    async def process(self, write: Write) -> None:
-        """Return when the stage is done with ``write`` (for a log: durable).
+    def submit(self, write: Write) -> Awaitable[None]:
+        """Take ``write``; the returned awaitable finishes when the stage is done
+        with it (for a log: durable), or raises an ``MkvError`` if it failed.
 
-        Raises:
-            MkvError: the write failed in this stage.
+        The partition submits writes in sequence order (a log appends them in
+        that order); their awaitables may finish in any order. ``submit``
+        itself may raise an ``MkvError`` to refuse a write at once.
         """
         ...
 
     def close(self) -> None:
-        """No more ``process`` calls will come."""
+        """No more ``submit`` calls will come."""
         ...

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 
 import attrs
@@ -90,6 +90,11 @@ class _Waiter:
         self.done = trio.Event()
         self.error: MkvError | None = None
 
+    async def wait(self) -> None:
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+
 
 class WalStage:
     name = "wal"
@@ -143,17 +148,16 @@ class WalStage:
             with trio.CancelScope(shield=True):
                 await self.aclose()
 
-    async def process(self, write: Write) -> None:
+    def submit(self, write: Write) -> Awaitable[None]:
         if self._failed is not None:
             raise self._failed
         if self._closed:
             raise UnavailableError("The partition is shutting down; retry.")
         waiter = _Waiter()
+        # Queued in submission order, which is sequence order: the log's order.
         self._queue.append(((write.seq, write.timestamp, encode_write(write)), waiter))
         self._wakeup.set()
-        await waiter.done.wait()
-        if waiter.error is not None:
-            raise waiter.error
+        return waiter.wait()
 
     def close(self) -> None:
         self._closed = True
