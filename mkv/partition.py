@@ -29,7 +29,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from mkv.errors import MkvError, StorageError, UnavailableError
+from mkv.errors import InternalError, MkvError, StorageError, UnavailableError
 from mkv.pipeline import (
     Pipeline,
     Recovered,
@@ -322,7 +322,14 @@ class Partition:
         def run_stages() -> Write:
             result = write
             for stage in pipeline.sync:
-                result = stage.process(result)
+                try:
+                    result = stage.process(result)
+                except MkvError:
+                    raise
+                except Exception as exc:
+                    # An application's stage with a bug costs the write, not the partition.
+                    log.exception("partition %s: stage %s failed", self.id, stage.name)
+                    raise InternalError(f"Pipeline stage {stage.name} failed.") from exc
             return result
 
         if size <= INLINE_STAGE_BYTES:
@@ -467,6 +474,10 @@ async def _outcome(stage_work: Awaitable[None]) -> MkvError | None:
         await stage_work
     except MkvError as exc:
         return exc
+    except Exception as exc:
+        # An application's stage with a bug costs the write, not the partition.
+        log.exception("an asynchronous pipeline stage failed")
+        return InternalError(f"A pipeline stage failed ({type(exc).__name__}).")
     return None
 
 

@@ -101,6 +101,34 @@ async def test_out_of_order_stages_still_apply_and_answer_in_order() -> None:
     assert (item.seq, item.value) == (seq, value), "the last write in seq order won"
 
 
+register_stage("test-broken", lambda argument, context: Broken())
+
+
+@attrs.frozen
+class Broken:
+    name: str = "test-broken"
+
+    def process(self, write: Write) -> Write:
+        if write.puts and write.puts[0][0] == b"boom":
+            raise ZeroDivisionError("a bug in an application's stage")
+        return write
+
+
+async def test_a_stage_that_raises_costs_the_write_not_the_partition(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running_node() as node:
+        async with mkv.AdminClient.connect(node.control_address) as admin:
+            await admin.remove_partition("default")
+            await admin.add_partition(partition_id="p", pipeline=["test-broken", "wal"])
+        async with mkv.Client.connect(node.data_address) as client:
+            with pytest.raises(mkv.InternalError, match="test-broken failed"):
+                await client.upsert({b"boom": b"1"})
+            await client.upsert({b"fine": b"2"})
+            assert await client.get(b"fine") == b"2"
+    assert "ZeroDivisionError" in caplog.text
+
+
 def test_a_pipeline_is_checked_before_a_partition_is_made() -> None:
     check_pipeline(["timestamp", "test-shout", "wal:interval=5"])
     with pytest.raises(InvalidArgumentError, match="Unknown pipeline stage"):
