@@ -8,7 +8,7 @@ async with mkv.AdminClient.connect("127.0.0.1:7071") as admin:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import attrs
@@ -30,6 +30,7 @@ class PartitionInfo:
     id: str
     range: KeyRange
     store: str
+    pipeline: tuple[str, ...]
     # "starting", "active", "draining" or "stopped"
     state: str
     key_count: int
@@ -42,6 +43,7 @@ class PartitionInfo:
             id=info.id,
             range=KeyRange(info.start, info.end or None),
             store=info.store,
+            pipeline=tuple(info.pipeline),
             state=pb.PartitionState.Name(info.state).lower(),
             key_count=info.key_count,
             size_bytes=info.size_bytes,
@@ -70,15 +72,23 @@ class AdminClient:
         end: bytes | None = None,
         partition_id: str | None = None,
         store: str | None = None,
+        pipeline: Sequence[str] | None = None,
     ) -> PartitionInfo:
         """Create a partition owning ``[start, end)`` (``end=None``: unbounded).
+
+        ``pipeline`` lists stage specs in order (see ``mkv.pipeline``); None
+        gives the store kind's default.
 
         Raises:
             AlreadyExistsError: the id is taken or the range overlaps another.
             InvalidArgumentError: a malformed id, range or store kind.
         """
         request = pb.AddPartitionRequest(
-            id=partition_id or "", start=start, end=end or b"", store=store or ""
+            id=partition_id or "",
+            start=start,
+            end=end or b"",
+            store=store or "",
+            pipeline=pipeline or (),
         )
         response = await self._channel.unary(
             SERVICE, "AddPartition", request, pb.AddPartitionResponse

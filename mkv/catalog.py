@@ -5,7 +5,8 @@ rename, directory fsync) on every change, so a crash leaves either the old or
 the new catalog. Keys are stored as hex, so the file stays readable::
 
     {"format": 1, "map_version": 3, "partitions": [
-        {"id": "default", "start": "", "end": null, "store": "sqlite"}]}
+        {"id": "default", "start": "", "end": null, "store": "sqlite",
+         "pipeline": ["timestamp", "wal"]}]}
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class CatalogEntry:
     id: str
     range: KeyRange
     store: str
+    pipeline: tuple[str, ...]
 
 
 @attrs.frozen
@@ -64,6 +66,7 @@ class Catalog:
                     "start": p.range.start.hex(),
                     "end": None if p.range.end is None else p.range.end.hex(),
                     "store": p.store,
+                    "pipeline": list(p.pipeline),
                 }
                 for p in self.partitions
             ],
@@ -84,6 +87,8 @@ class Catalog:
                         None if p["end"] is None else bytes.fromhex(p["end"]),
                     ),
                     store=p["store"],
+                    # Catalogs from before pipelines: those partitions had none.
+                    pipeline=tuple(p.get("pipeline", ())),
                 )
                 for p in doc["partitions"]
             ],

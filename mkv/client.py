@@ -38,20 +38,24 @@ T = TypeVar("T")
 
 @attrs.frozen
 class Item:
-    """A value with the sequence number of the write that produced it."""
+    """A value with the sequence number and timestamp of the write that produced it."""
 
     value: bytes
     seq: int
+    # Hybrid logical time (ms since the epoch << 16 | counter); 0 without a
+    # timestamp stage. mkv.pipeline.clock.format_timestamp prints it.
+    timestamp: int = 0
 
 
 @attrs.frozen
 class WriteAck:
-    """One partition's answer to one batch: its sequence number, and for a remove
-    how many keys existed."""
+    """One partition's answer to one batch: its sequence number and timestamp,
+    and for a remove how many keys existed."""
 
     partition_id: str
     seq: int
     count: int
+    timestamp: int = 0
 
 
 @attrs.frozen
@@ -104,7 +108,9 @@ class Client:
     async def get_item(self, key: Key) -> Item | None:
         """The value and its sequence number, or None when the key is absent."""
         response = await self._get(pb.GetRequest(key=_bytes(key)))
-        return Item(response.value, response.seq) if response.found else None
+        if not response.found:
+            return None
+        return Item(response.value, response.seq, response.timestamp)
 
     # -- writes -------------------------------------------------------------
 
@@ -234,7 +240,11 @@ class Client:
             SERVICE, send.method, send.build(batch), send.response_type
         )
         if response.status == pb.OK:
-            return [WriteAck(response.partition_id, response.seq, send.count_of(response))]
+            return [
+                WriteAck(
+                    response.partition_id, response.seq, send.count_of(response), response.timestamp
+                )
+            ]
         if not retry:
             raise BadNodeError(response.hint.message or "No partition on this node owns the key.")
         # The map moved under us: route this batch again, once.

@@ -35,7 +35,8 @@ class ControlPlane:
     async def add_partition(self, request: pb.AddPartitionRequest) -> pb.AddPartitionResponse:
         key_range = KeyRange.from_wire(request.start, request.end)
         store = request.store or self._registry.default_store
-        partition = await self._registry.add(request.id or None, key_range, store)
+        pipeline = list(request.pipeline) if request.pipeline else None
+        partition = await self._registry.add(request.id or None, key_range, store, pipeline)
         info = await self._registry.info(partition)
         return pb.AddPartitionResponse(partition=_to_proto(info))
 
@@ -69,6 +70,7 @@ def _to_proto(info: PartitionReport) -> pb.PartitionInfo:
         start=info.range.start,
         end=info.range.end or b"",
         store=info.store,
+        pipeline=info.pipeline,
         state=_STATES[info.state],
         key_count=info.stats.key_count,
         size_bytes=info.stats.size_bytes,

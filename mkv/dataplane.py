@@ -46,7 +46,9 @@ class DataPlane:
         puts = list(zip(keys, [e.value for e in entries], strict=True))
         result = await partition.submit(Upsert(puts, size=request.ByteSize()))
         assert isinstance(result, WriteResult)
-        return pb.UpsertResponse(status=pb.OK, seq=result.seq, partition_id=partition.id)
+        return pb.UpsertResponse(
+            status=pb.OK, seq=result.seq, timestamp=result.timestamp, partition_id=partition.id
+        )
 
     async def get(self, request: pb.GetRequest) -> pb.GetResponse:
         partition = self._route([request.key])
@@ -57,7 +59,12 @@ class DataPlane:
             return pb.GetResponse(status=pb.OK, found=False, partition_id=partition.id)
         assert isinstance(item, Item)
         return pb.GetResponse(
-            status=pb.OK, found=True, value=item.value, seq=item.seq, partition_id=partition.id
+            status=pb.OK,
+            found=True,
+            value=item.value,
+            seq=item.seq,
+            timestamp=item.timestamp,
+            partition_id=partition.id,
         )
 
     async def remove(self, request: pb.RemoveRequest) -> pb.RemoveResponse:
@@ -70,7 +77,11 @@ class DataPlane:
         result = await partition.submit(Remove(keys, size=request.ByteSize()))
         assert isinstance(result, WriteResult)
         return pb.RemoveResponse(
-            status=pb.OK, removed=result.removed, seq=result.seq, partition_id=partition.id
+            status=pb.OK,
+            removed=result.removed,
+            seq=result.seq,
+            timestamp=result.timestamp,
+            partition_id=partition.id,
         )
 
     async def partition_map(self, request: pb.PartitionMapRequest) -> pb.PartitionMapResponse:

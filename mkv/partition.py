@@ -1,41 +1,73 @@
 """A partition: one Trio task applying one bounded inbox of requests in order.
 
-Every request for the partition's range goes through its inbox and is handled
-by this one task, so a read that starts after a write was acknowledged sees it,
-and read-then-write logic needs no locks (invariants 1 and 3 of the design).
+Every request for the partition's range goes through its inbox, in arrival
+order, into the partition's pipeline (see ``mkv.pipeline``):
 
-Throughput comes from group commit: when several writes are waiting, the task
-takes them all (up to ``MAX_GROUP_BYTES``) and applies them as one transaction
-in one hand-off to its worker thread. Each write keeps its own sequence number
-and is atomic, because the transaction that holds it is; reads that were queued
-behind those writes are answered after the commit, in arrival order.
+1. synchronous stages (timestamp, filters) run in this task, one write at a
+   time; a write they let through gets the next sequence number;
+2. every request then takes a place in the reorder window (a full window makes
+   this task wait: backpressure on the inbox, never unbounded buffering);
+3. asynchronous stages (the write-ahead log) finish writes in any order;
+4. the releaser takes finished requests out of the window strictly in order,
+   applies each run of writes to the store in one transaction on the
+   partition's worker thread, answers reads against the store after the
+   writes before them, and answers every client in arrival order.
+
+So a read that starts after a write was acknowledged sees it, no read sees a
+write that is not yet durable under the pipeline's policy (the store only
+ever holds what the log has made durable), and read-then-write logic needs no
+locks (invariants 1 to 3 of the design).
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 
 import attrs
 import trio
 
-from mkv.errors import MkvError, StorageError, UnavailableError
+from mkv.errors import InternalError, MkvError, StorageError, UnavailableError
+from mkv.pipeline import (
+    Pipeline,
+    Recovered,
+    Released,
+    StageContext,
+    WalStage,
+    Write,
+    build_pipeline,
+    restore,
+)
+from mkv.pipeline.reorder import OrderedWindow
 from mkv.router import KeyRange
-from mkv.store import Item, Mutation, StateStore, StoreStats, open_store
+from mkv.store import Item, StateStore, StoreStats, open_store
 from mkv.worker import WorkerThread
 
-__all__ = ["Get", "Partition", "PartitionState", "Remove", "Upsert", "WriteResult"]
+__all__ = [
+    "Get",
+    "Partition",
+    "PartitionState",
+    "PartitionStatistics",
+    "Remove",
+    "Upsert",
+    "WriteResult",
+]
 
 log = logging.getLogger(__name__)
 
 # Requests waiting in one partition's inbox before senders wait (and then fail).
 INBOX_SIZE = 1024
+# Requests in the pipeline at once (admitted, not yet answered).
+WINDOW_SIZE = 1024
 # How long a request may wait for room in a full inbox before UNAVAILABLE.
 ENQUEUE_TIMEOUT = 5.0
-# Upper bound on the payload of writes committed in one transaction.
-MAX_GROUP_BYTES = 8 * 1024 * 1024
+# Upper bound on the payload of writes applied to the store in one transaction.
+MAX_APPLY_BYTES = 8 * 1024 * 1024
+# Synchronous stages run on a thread for writes larger than this, so a
+# sanitizer parsing a megabyte of JSON does not hold up the event loop.
+INLINE_STAGE_BYTES = 64 * 1024
 
 
 class PartitionState(enum.Enum):
@@ -66,21 +98,36 @@ Command = Upsert | Remove | Get
 
 
 @attrs.frozen
+class PartitionStatistics:
+    state: PartitionState
+    last_seq: int
+    inbox_depth: int
+    # Admitted into the pipeline, not yet answered.
+    in_flight: int
+    # The last sequence number the log has fsynced; None without a log.
+    wal_synced_seq: int | None
+    wal_segments: int
+
+
+@attrs.frozen
 class WriteResult:
     seq: int
+    timestamp: int = 0
     removed: int = 0
 
 
 class _Pending:
     """A command waiting for its answer, which the partition task fills in."""
 
-    __slots__ = ("command", "done", "error", "result")
+    __slots__ = ("command", "done", "error", "result", "write")
 
     def __init__(self, command: Command) -> None:
         self.command = command
         self.done = trio.Event()
         self.result: WriteResult | Item | None = None
         self.error: MkvError | None = None
+        # The write as the pipeline made it (None for a read).
+        self.write: Write | None = None
 
     def resolve(self, result: WriteResult | Item | None) -> None:
         self.result = result
@@ -92,18 +139,33 @@ class _Pending:
 
 
 class Partition:
-    """One key range, its store, and the task that serialises access to it."""
+    """One key range, its store and pipeline, and the task that serialises access."""
 
-    def __init__(self, partition_id: str, key_range: KeyRange, store_kind: str, directory: Path):
+    def __init__(
+        self,
+        partition_id: str,
+        key_range: KeyRange,
+        store_kind: str,
+        pipeline: Sequence[str],
+        directory: Path,
+    ):
         self.id = partition_id
         self.range = key_range
         self.store_kind = store_kind
+        self.pipeline_specs = tuple(pipeline)
         self.directory = directory
         self.state = PartitionState.STARTING
         self._send, self._inbox = trio.open_memory_channel[_Pending](INBOX_SIZE)
         self._worker: WorkerThread | None = None
         self._store: StateStore | None = None
         self._next_seq = 1
+        self._last_applied = 0
+        # Set when the store or log failed: nothing more is safe to apply.
+        self._broken: StorageError | None = None
+        self._pipeline: Pipeline | None = None
+        self._window: OrderedWindow[_Pending, None] | None = None
+        # One per asynchronous stage after the first: writes enter in seq order.
+        self._turnstiles: list[_Turnstile] = []
         self._stopped = trio.Event()
 
     # -- the outside: called by request handlers and the registry ---------------
@@ -113,7 +175,8 @@ class Partition:
 
         Raises:
             UnavailableError: the inbox stayed full, or the partition is stopping.
-            StorageError: the store failed; nothing was applied.
+            InvalidArgumentError, PermissionDeniedError: a pipeline stage refused it.
+            StorageError: the store or log failed; the write was not acknowledged.
         """
         pending = _Pending(command)
         try:
@@ -129,7 +192,20 @@ class Partition:
         return pending.result
 
     def last_seq(self) -> int:
-        return self._next_seq - 1
+        """The last sequence number applied (and so acknowledged or about to be)."""
+        return self._last_applied
+
+    def statistics(self) -> PartitionStatistics:
+        wal = self._pipeline.wal if self._pipeline is not None else None
+        wal_stats = wal.statistics() if wal is not None else None
+        return PartitionStatistics(
+            state=self.state,
+            last_seq=self._last_applied,
+            inbox_depth=self._inbox.statistics().current_buffer_used,
+            in_flight=0 if self._window is None else self._window.statistics().in_flight,
+            wal_synced_seq=None if wal_stats is None else wal_stats.synced_seq,
+            wal_segments=0 if wal_stats is None else wal_stats.segments,
+        )
 
     async def stats(self) -> StoreStats:
         store = self._store
@@ -151,53 +227,181 @@ class Partition:
     # -- the inside: the partition task -----------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Open the store, report started, then apply requests until closed."""
+        """Open the store, recover from the log, report started, then serve until closed."""
         worker = self._worker = WorkerThread(f"mkv-partition-{self.id}")
+        pipeline = self._pipeline = build_pipeline(
+            self.pipeline_specs, StageContext(self.id, self.directory)
+        )
+        wal = pipeline.wal
         try:
-            self._store = await worker.run_sync(lambda: open_store(self.store_kind, self.directory))
-            self._next_seq = self._store.last_seq() + 1
-            if self.state is PartitionState.STARTING:
-                self.state = PartitionState.ACTIVE
-            log.info("partition %s serving %s from seq %d", self.id, self.range, self._next_seq)
-            task_status.started()
-            async with self._inbox:
-                async for first in self._inbox:
-                    await self._handle(self._take_group(first))
+            store = self._store = await worker.run_sync(
+                lambda: open_store(self.store_kind, self.directory, logged=wal is not None)
+            )
+            recovered = Recovered(store.last_seq(), store.last_timestamp())
+            if wal is not None:
+                recovered = recovered.later(await wal.open())
+                replayed = await worker.run_sync(lambda: _replay(store, wal))
+                if replayed:
+                    log.info("partition %s: replayed %d writes from its log", self.id, replayed)
+            restore(pipeline, recovered)
+            self._next_seq = recovered.last_seq + 1
+            self._turnstiles = [_Turnstile(self._next_seq) for _ in pipeline.async_[1:]]
+            self._last_applied = store.last_seq()
+            window = self._window = OrderedWindow[_Pending, None](WINDOW_SIZE)
+            async with trio.open_nursery() as nursery:
+                for stage in pipeline.async_:
+                    await nursery.start(stage.run)
+                releaser_done = trio.Event()
+                nursery.start_soon(self._release, window, pipeline, releaser_done)
+                if self.state is PartitionState.STARTING:
+                    self.state = PartitionState.ACTIVE
+                log.info(
+                    "partition %s serving %s from seq %d through %s",
+                    self.id, self.range, self._next_seq, " ".join(pipeline.specs) or "no stages",
+                )  # fmt: skip
+                task_status.started()
+                async with self._inbox:
+                    async for pending in self._inbox:
+                        await self._admit(pending, window, pipeline, nursery)
+                # Closed: what was admitted is answered, then the stages stop.
+                window.close()
+                await releaser_done.wait()
+                for stage in pipeline.async_:
+                    stage.close()
         finally:
             self.state = PartitionState.STOPPED
             with trio.CancelScope(shield=True):
+                if wal is not None:
+                    await wal.aclose()
                 if self._store is not None:
                     await worker.run_sync(self._store.close)
                 await worker.stop()
             self._stopped.set()
             log.info("partition %s stopped", self.id)
 
-    def _take_group(self, first: _Pending) -> list[_Pending]:
-        """``first`` and whatever else is already queued, up to the group bound."""
-        group = [first]
-        size = _size(first.command)
-        while size < MAX_GROUP_BYTES:
-            try:
-                pending = self._inbox.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
-            group.append(pending)
-            size += _size(pending.command)
-        return group
+    async def _admit(
+        self,
+        pending: _Pending,
+        window: OrderedWindow[_Pending, None],
+        pipeline: Pipeline,
+        nursery: trio.Nursery,
+    ) -> None:
+        """Run the synchronous stages, number the write, start the asynchronous ones."""
+        ticket = await window.admit(pending)
+        command = pending.command
+        if isinstance(command, Get):
+            window.complete(ticket, None)  # read at release, after the writes before it
+            return
+        if self._broken is not None:
+            window.fail(ticket, self._broken)
+            return
+        if isinstance(command, Upsert):
+            write = Write(puts=command.puts)
+        else:
+            write = Write(deletes=command.keys)
+        try:
+            if pipeline.sync:
+                write = await self._through_sync_stages(pipeline, write, command.size)
+        except MkvError as exc:
+            window.fail(ticket, exc)
+            return
+        write = pending.write = attrs.evolve(write, seq=self._next_seq)
+        self._next_seq += 1
+        if not pipeline.async_:
+            window.complete(ticket, None)
+            return
+        # Submitted here, so the first asynchronous stage takes writes in order.
+        first: Awaitable[None] | MkvError
+        try:
+            first = pipeline.async_[0].submit(write)
+        except MkvError as exc:
+            first = exc
+        nursery.start_soon(self._through_async_stages, window, ticket, pipeline, write, first)
 
-    async def _handle(self, group: list[_Pending]) -> None:
-        """Answer ``group`` in order: runs of writes are committed together."""
-        writes: list[_Pending] = []
-        for pending in group:
-            if isinstance(pending.command, Get):
-                if writes:
-                    await self._commit(writes)
-                    writes = []
-                self._read(pending)
+    async def _through_sync_stages(self, pipeline: Pipeline, write: Write, size: int) -> Write:
+        def run_stages() -> Write:
+            result = write
+            for stage in pipeline.sync:
+                try:
+                    result = stage.process(result)
+                except MkvError:
+                    raise
+                except Exception as exc:
+                    # An application's stage with a bug costs the write, not the partition.
+                    log.exception("partition %s: stage %s failed", self.id, stage.name)
+                    raise InternalError(f"Pipeline stage {stage.name} failed.") from exc
+            return result
+
+        if size <= INLINE_STAGE_BYTES:
+            return run_stages()
+        # Still one write at a time, in order: this task waits for it.
+        return await trio.to_thread.run_sync(run_stages)
+
+    async def _through_async_stages(
+        self,
+        window: OrderedWindow[_Pending, None],
+        ticket: int,
+        pipeline: Pipeline,
+        write: Write,
+        first: Awaitable[None] | MkvError,
+    ) -> None:
+        """Finish ``write`` in every asynchronous stage; the stages after the first
+        take it in its turn (a write that failed still passes, so later ones
+        are not held up), and may finish it in any order."""
+        error = first if isinstance(first, MkvError) else await _outcome(first)
+        for stage, turnstile in zip(pipeline.async_[1:], self._turnstiles, strict=True):
+            await turnstile.wait_turn(write.seq)
+            pending_stage: Awaitable[None] | None = None
+            if error is None:
+                try:
+                    pending_stage = stage.submit(write)
+                except MkvError as exc:
+                    error = exc
+            turnstile.advance(write.seq)
+            if pending_stage is not None:
+                error = await _outcome(pending_stage)
+        if error is None:
+            window.complete(ticket, None)
+        else:
+            window.fail(ticket, error)
+
+    async def _release(
+        self,
+        window: OrderedWindow[_Pending, None],
+        pipeline: Pipeline,
+        done: trio.Event,
+    ) -> None:
+        """Take finished requests out of the window in order; apply, answer."""
+        try:
+            async for released in window:
+                await self._apply_in_order(released)
+                if pipeline.wal is not None:
+                    await self._checkpoint(pipeline.wal)
+        finally:
+            done.set()
+
+    async def _apply_in_order(self, released: list[Released[_Pending, None]]) -> None:
+        """Answer ``released`` in order; runs of writes are applied together."""
+        run: list[_Pending] = []
+        size = 0
+        for item in released:
+            pending = item.item
+            if item.error is None and pending.write is not None:
+                run.append(pending)
+                size += pending.write.size
+                if size >= MAX_APPLY_BYTES:
+                    await self._apply(run)
+                    run, size = [], 0
+                continue
+            # A read or a refusal: the writes before it are applied first.
+            await self._apply(run)
+            run, size = [], 0
+            if item.error is not None:
+                assert isinstance(item.error, MkvError)
+                pending.fail(item.error)
             else:
-                writes.append(pending)
-        if writes:
-            await self._commit(writes)
+                self._read(pending)
+        await self._apply(run)
 
     def _read(self, pending: _Pending) -> None:
         assert self._store is not None
@@ -208,35 +412,88 @@ class Partition:
             log.error("partition %s: read failed", self.id, exc_info=exc)
             pending.fail(exc)
 
-    async def _commit(self, writes: list[_Pending]) -> None:
+    async def _apply(self, run: list[_Pending]) -> None:
+        if not run:
+            return
         assert self._store is not None
         assert self._worker is not None
-        mutations = []
-        seq = self._next_seq
-        for pending in writes:
-            command = pending.command
-            if isinstance(command, Upsert):
-                mutations.append(Mutation(seq, puts=command.puts))
-            else:
-                assert isinstance(command, Remove)
-                mutations.append(Mutation(seq, deletes=command.keys))
-            seq += 1
+        writes = [pending.write for pending in run if pending.write is not None]
+        if self._broken is not None:
+            for pending in run:
+                pending.fail(self._broken)
+            return
         store = self._store
         try:
-            removed = await self._worker.run_sync(lambda: store.apply(mutations))
+            removed = await self._worker.run_sync(lambda: store.apply(writes))
         except StorageError as exc:
-            log.error(
-                "partition %s: commit of %d writes failed", self.id, len(writes), exc_info=exc
-            )
-            # Nothing was applied: the numbers are free to be given again.
-            self._next_seq = store.last_seq() + 1
-            for pending in writes:
-                pending.fail(exc)
+            # The writes may be in the log but are not in the store: applying
+            # anything after them would break the order, so stop writing.
+            log.error("partition %s: applying %d writes failed", self.id, len(writes), exc_info=exc)
+            self._broken = StorageError(f"Partition {self.id} failed writing to its store.")
+            for pending in run:
+                pending.fail(self._broken)
             return
-        self._next_seq = seq
-        for pending, mutation, count in zip(writes, mutations, removed, strict=True):
-            pending.resolve(WriteResult(mutation.seq, count))
+        self._last_applied = writes[-1].seq
+        for pending, write, count in zip(run, writes, removed, strict=True):
+            pending.resolve(WriteResult(write.seq, write.timestamp, count))
+
+    async def _checkpoint(self, wal: WalStage) -> None:
+        """Once the log has rolled to a new segment, make the store durable and
+        let the log drop what the store now holds, so the log stays bounded."""
+        store, stats = self._store, wal.statistics()
+        if store is None or not store.persistent or stats is None or stats.segments <= 1:
+            return
+        assert self._worker is not None
+        durable = await self._worker.run_sync(store.sync)
+        dropped = await wal.checkpoint(durable)
+        log.info(
+            "partition %s: checkpoint at seq %d dropped %d log segments", self.id, durable, dropped
+        )
 
 
-def _size(command: Command) -> int:
-    return command.size if isinstance(command, Upsert | Remove) else 0
+class _Turnstile:
+    """Lets writes into a stage one at a time, in sequence order."""
+
+    def __init__(self, first_seq: int) -> None:
+        self._next = first_seq
+        self._waiting: dict[int, trio.Event] = {}
+
+    async def wait_turn(self, seq: int) -> None:
+        if seq != self._next:
+            await self._waiting.setdefault(seq, trio.Event()).wait()
+
+    def advance(self, seq: int) -> None:
+        assert seq == self._next, "writes pass a turnstile in order"
+        self._next += 1
+        if (waiting := self._waiting.pop(self._next, None)) is not None:
+            waiting.set()
+
+
+async def _outcome(stage_work: Awaitable[None]) -> MkvError | None:
+    try:
+        await stage_work
+    except MkvError as exc:
+        return exc
+    except Exception as exc:
+        # An application's stage with a bug costs the write, not the partition.
+        log.exception("an asynchronous pipeline stage failed")
+        return InternalError(f"A pipeline stage failed ({type(exc).__name__}).")
+    return None
+
+
+def _replay(store: StateStore, wal: WalStage) -> int:
+    """Apply the logged writes the store has not seen; blocking (worker thread)."""
+    count = 0
+    batch: list[Write] = []
+    size = 0
+    for write in wal.replay(store.last_seq()):
+        batch.append(write)
+        size += write.size
+        if size >= MAX_APPLY_BYTES:
+            store.apply(batch)
+            count += len(batch)
+            batch, size = [], 0
+    if batch:
+        store.apply(batch)
+        count += len(batch)
+    return count

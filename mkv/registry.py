@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import attrs
@@ -20,6 +20,7 @@ import trio
 from mkv.catalog import Catalog, CatalogEntry, check_partition_id
 from mkv.errors import AlreadyExistsError, NotFoundError, UnavailableError, shown
 from mkv.partition import Partition, PartitionState
+from mkv.pipeline import check_pipeline, default_pipeline
 from mkv.router import KeyRange, Router
 from mkv.store import StoreStats, check_store_kind
 
@@ -35,6 +36,7 @@ class PartitionReport:
     id: str
     range: KeyRange
     store: str
+    pipeline: tuple[str, ...]
     state: PartitionState
     last_seq: int
     stats: StoreStats
@@ -108,7 +110,7 @@ class PartitionRegistry:
         assert self._nursery is not None
         directory = self._directory(entry.id)
         await trio.to_thread.run_sync(lambda: directory.mkdir(exist_ok=True))
-        partition = Partition(entry.id, entry.range, entry.store, directory)
+        partition = Partition(entry.id, entry.range, entry.store, entry.pipeline, directory)
         await self._nursery.start(partition.run)
         self._partitions[entry.id] = partition
         return partition
@@ -122,7 +124,8 @@ class PartitionRegistry:
     async def _save_catalog(self, map_version: int) -> None:
         catalog = Catalog(
             partitions=[
-                CatalogEntry(p.id, p.range, p.store_kind) for p in self._partitions.values()
+                CatalogEntry(p.id, p.range, p.store_kind, p.pipeline_specs)
+                for p in self._partitions.values()
             ],
             map_version=map_version,
         )
@@ -130,14 +133,25 @@ class PartitionRegistry:
 
     # -- the control plane ------------------------------------------------------
 
-    async def add(self, partition_id: str | None, key_range: KeyRange, store: str) -> Partition:
+    async def add(
+        self,
+        partition_id: str | None,
+        key_range: KeyRange,
+        store: str,
+        pipeline: Sequence[str] | None = None,
+    ) -> Partition:
         """Create a partition, persist it in the catalog, and start routing to it.
 
+        Args:
+            pipeline: stage specs; None for the store kind's default.
+
         Raises:
-            InvalidArgumentError: bad id or store kind.
+            InvalidArgumentError: bad id, store kind or pipeline.
             AlreadyExistsError: the id is taken or the range overlaps another.
         """
         check_store_kind(store)
+        pipeline = tuple(default_pipeline(store) if pipeline is None else pipeline)
+        check_pipeline(pipeline)
         if partition_id:
             check_partition_id(partition_id)
         async with self._lock:
@@ -154,7 +168,7 @@ class PartitionRegistry:
             # Files left by a partition that never made it into the catalog
             # (a crash during an earlier add) must not leak into this one.
             await trio.to_thread.run_sync(self._delete_files, partition_id)
-            partition = await self._start(CatalogEntry(partition_id, key_range, store))
+            partition = await self._start(CatalogEntry(partition_id, key_range, store, pipeline))
             version = self._router.version + 1
             try:
                 await self._save_catalog(version)
@@ -198,6 +212,7 @@ class PartitionRegistry:
             id=partition.id,
             range=partition.range,
             store=partition.store_kind,
+            pipeline=partition.pipeline_specs,
             state=partition.state,
             last_seq=partition.last_seq(),
             stats=await partition.stats(),

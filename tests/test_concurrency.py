@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import attrs
@@ -22,6 +23,7 @@ class Ack:
     key: bytes
     value: bytes
     seq: int
+    timestamp: int
     sent: float
     acked: float
 
@@ -41,7 +43,9 @@ async def test_32_concurrent_writers_on_one_partition(store: str) -> None:
                     value = f"w{n}-{i}".encode()
                     sent = trio.current_time()
                     [ack] = await client.upsert({key: value})
-                    acks.append(Ack(n, key, value, ack.seq, sent, trio.current_time()))
+                    acks.append(
+                        Ack(n, key, value, ack.seq, ack.timestamp, sent, trio.current_time())
+                    )
 
         with trio.fail_after(60):
             async with trio.open_nursery() as nursery:
@@ -62,9 +66,13 @@ async def test_32_concurrent_writers_on_one_partition(store: str) -> None:
     for key in KEYS:
         item = final[key]
         if key in last:
-            assert item == mkv.Item(last[key].value, last[key].seq)
+            assert item == mkv.Item(last[key].value, last[key].seq, last[key].timestamp)
         else:
             assert item is None
+
+    # The partition clock stamps writes in sequence order.
+    stamps = [a.timestamp for a in sorted(acks, key=lambda a: a.seq)]
+    assert all(a < b for a, b in itertools.pairwise(stamps)), "timestamps follow seq order"
 
     # Real-time order: a write sent after another was acknowledged has a
     # higher sequence number (so each writer's own numbers strictly increase).
@@ -89,4 +97,6 @@ async def test_a_read_after_an_acknowledged_write_sees_it(mkv_node: mkv.Node) ->
         ):
             for i in range(200):
                 [ack] = await writer.upsert({b"counter": str(i).encode()})
-                assert await reader.get_item(b"counter") == mkv.Item(str(i).encode(), ack.seq)
+                assert await reader.get_item(b"counter") == mkv.Item(
+                    str(i).encode(), ack.seq, ack.timestamp
+                )

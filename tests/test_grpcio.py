@@ -177,7 +177,7 @@ async def test_grpcio_and_mkv_client_read_each_others_writes(
     with trio.fail_after(20):
         by_grpcio = await call(grpcio.data.Upsert, upsert_request({b"from-grpcio": b"\x00g"}))
         item = await mkv_client.get_item(b"from-grpcio")
-        assert item == mkv.Item(b"\x00g", by_grpcio.seq)
+        assert item == mkv.Item(b"\x00g", by_grpcio.seq, by_grpcio.timestamp)
 
         [ack] = await mkv_client.upsert({b"from-mkv": b"\x00m"})
         got = await call(grpcio.data.Get, pb.GetRequest(key=b"from-mkv"))

@@ -185,15 +185,34 @@ async def test_partitions_list_table(ctl: Ctl) -> None:
             "ID",
             "RANGE",
             "STORE",
+            "PIPELINE",
             "STATE",
             "KEYS",
             "SIZE",
             "LAST SEQ",
         ]
         cells = re.split(r"\s{2,}", row)
-        assert cells[:5] == ["default", "['', ∞)", "sqlite", "active", "3"]
-        assert re.fullmatch(r"\d+(\.\d)? (B|KiB|MiB)", cells[5])
-        assert cells[6] == "3"  # last seq: three puts, one seq each
+        assert cells[:6] == ["default", "['', ∞)", "sqlite", "timestamp wal", "active", "3"]
+        assert re.fullmatch(r"\d+(\.\d)? (B|KiB|MiB)", cells[6])
+        assert cells[7] == "3"  # last seq: three puts, one seq each
+
+
+async def test_partitions_add_with_a_pipeline(ctl: Ctl) -> None:
+    with trio.fail_after(20):
+        await ctl("partitions", "remove", "default")
+        added = await ctl(
+            "--json", "partitions", "add", "--id", "p", "--start", "",
+            "--stage", "timestamp", "--stage", "max-value-size:4", "--stage", "wal:off",
+        )  # fmt: skip
+        assert added.code == 0, added.err
+        assert json.loads(added.text)["pipeline"] == ["timestamp", "max-value-size:4", "wal:off"]
+        refused = await ctl("put", "k", "too long")
+        assert refused.code == 1
+        assert "limit is 4 bytes" in refused.err
+        assert (await ctl("put", "k", "ok")).code == 0
+        bad = await ctl("partitions", "add", "--start", "x", "--pipeline", "timestamp nope")
+        assert bad.code == 1
+        assert "Unknown pipeline stage 'nope'" in bad.err
 
 
 async def test_partitions_add_list_remove(ctl: Ctl) -> None:

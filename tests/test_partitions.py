@@ -144,6 +144,6 @@ async def test_partitions_and_data_survive_a_restart(tmp_path: Path) -> None:
                 "high": (mkv.KeyRange(b"m", None), 1),
             }
             async with mkv.Client.connect(node.data_address) as client:
-                assert await client.get_item(b"z") == mkv.Item(b"3", ack.seq)
+                assert await client.get_item(b"z") == mkv.Item(b"3", ack.seq, ack.timestamp)
                 [again] = await client.upsert({b"z": b"4"})
                 assert again.seq == ack.seq + 1, "sequence numbers continue after a restart"

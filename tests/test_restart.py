@@ -31,7 +31,7 @@ async def test_stop_and_start_brings_everything_back(server_process: ServerProce
         }
         async with mkv.Client.connect(server_process.data_addr) as client:
             assert await client.get(b"1") == b"one"
-            assert await client.get_item(b"b") == mkv.Item(b"bee2", ack.seq)
+            assert await client.get_item(b"b") == mkv.Item(b"bee2", ack.seq, ack.timestamp)
 
 
 async def test_kill_9_loses_no_acknowledged_write(server_process: ServerProcess) -> None:

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from mkv.errors import StorageError
-from mkv.store import Item, Mutation, SqliteStore, StateStore, open_store, store_kinds
+from mkv.pipeline.write import Write
+from mkv.store import Item, SqliteStore, StateStore, open_store, store_kinds
 
 
 @pytest.fixture(params=store_kinds())
@@ -31,8 +32,8 @@ def test_a_new_store_is_empty(store: StateStore) -> None:
 
 
 def test_puts_are_read_back_with_their_sequence_number(store: StateStore) -> None:
-    assert store.apply([Mutation(1, puts=[(b"a", b"1"), (b"b", b"2")])]) == [0]
-    store.apply([Mutation(2, puts=[(b"a", b"3")])])
+    assert store.apply([Write(seq=1, puts=[(b"a", b"1"), (b"b", b"2")])]) == [0]
+    store.apply([Write(seq=2, puts=[(b"a", b"3")])])
     assert store.get(b"a") == Item(b"3", 2)
     assert store.get(b"b") == Item(b"2", 1)
     assert store.last_seq() == 2
@@ -42,10 +43,10 @@ def test_puts_are_read_back_with_their_sequence_number(store: StateStore) -> Non
 def test_mutations_in_one_apply_take_effect_in_order(store: StateStore) -> None:
     removed = store.apply(
         [
-            Mutation(1, puts=[(b"k", b"first"), (b"k", b"second")]),
-            Mutation(2, deletes=[b"k", b"never-written"]),
-            Mutation(3, puts=[(b"k", b"third")]),
-            Mutation(4, deletes=[b"k", b"k"]),
+            Write(seq=1, puts=[(b"k", b"first"), (b"k", b"second")]),
+            Write(seq=2, deletes=[b"k", b"never-written"]),
+            Write(seq=3, puts=[(b"k", b"third")]),
+            Write(seq=4, deletes=[b"k", b"k"]),
         ]
     )
     assert removed == [0, 1, 0, 1]
@@ -55,14 +56,14 @@ def test_mutations_in_one_apply_take_effect_in_order(store: StateStore) -> None:
 
 def test_any_bytes_are_keys_and_values(store: StateStore) -> None:
     odd = [(b"\x00", b""), (b"\xff" * 4096, b"\x00\xff"), ("é".encode(), b"v")]
-    store.apply([Mutation(1, puts=odd)])
+    store.apply([Write(seq=1, puts=odd)])
     for key, value in odd:
         assert store.get(key) == Item(value, 1)
 
 
 def test_last_seq_never_goes_back_after_reopening(kind: str, tmp_path: Path) -> None:
     store = open_store(kind, tmp_path)
-    store.apply([Mutation(41, puts=[(b"k", b"v")]), Mutation(42, deletes=[b"gone"])])
+    store.apply([Write(seq=41, puts=[(b"k", b"v")]), Write(seq=42, deletes=[b"gone"])])
     store.close()
     reopened = open_store(kind, tmp_path)
     try:
@@ -73,7 +74,7 @@ def test_last_seq_never_goes_back_after_reopening(kind: str, tmp_path: Path) -> 
 
 def test_sqlite_keeps_data_across_reopen(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "db")
-    store.apply([Mutation(1, puts=[(b"k", b"v")]), Mutation(2, puts=[(b"j", b"w")])])
+    store.apply([Write(seq=1, puts=[(b"k", b"v")]), Write(seq=2, puts=[(b"j", b"w")])])
     store.close()
     reopened = SqliteStore(tmp_path / "db")
     try:
@@ -88,15 +89,15 @@ def test_sqlite_keeps_data_across_reopen(tmp_path: Path) -> None:
 def test_sqlite_applies_all_or_nothing(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "db")
     try:
-        store.apply([Mutation(1, puts=[(b"k", b"old")])])
+        store.apply([Write(seq=1, puts=[(b"k", b"old")])])
         # A NULL value violates the schema halfway through the second mutation.
         bad: Any = [(b"x", b"ok"), (b"y", None)]
         with pytest.raises(StorageError, match="nothing was applied"):
-            store.apply([Mutation(2, puts=[(b"k", b"new")]), Mutation(3, puts=bad)])
+            store.apply([Write(seq=2, puts=[(b"k", b"new")]), Write(seq=3, puts=bad)])
         assert store.get(b"k") == Item(b"old", 1)
         assert store.get(b"x") is None
         assert store.last_seq() == 1
-        store.apply([Mutation(2, puts=[(b"k", b"after")])])
+        store.apply([Write(seq=2, puts=[(b"k", b"after")])])
         assert store.get(b"k") == Item(b"after", 2)
     finally:
         store.close()

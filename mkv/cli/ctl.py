@@ -79,6 +79,7 @@ class Request:
     end: bytes | None = None
     partition_id: str | None = None
     store: str | None = None
+    pipeline: tuple[str, ...] | None = None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -123,6 +124,15 @@ def _build_parser() -> _Parser:
     add.add_argument("--start", required=True, help="first key of the range ('' for the lowest)")
     add.add_argument("--end", default="", help="first key after the range (default: unbounded)")
     add.add_argument("--store", help="store kind: sqlite or memory (default: the server's)")
+    add.add_argument(
+        "--stage",
+        action="append",
+        metavar="SPEC",
+        help="a pipeline stage, repeated in order (default: the store's pipeline)",
+    )
+    add.add_argument(
+        "--pipeline", metavar="'SPEC SPEC ...'", help="the whole pipeline as one string"
+    )
     remove = actions.add_parser("remove", parents=[common], help="drain and delete a partition")
     remove.add_argument("id", help="partition id")
     put = commands.add_parser("put", parents=[common], help="store VALUE under KEY")
@@ -177,6 +187,10 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Request:
         end = raw(args.end, "--end")
         fields.update(start=raw(args.start, "--start"), end=end or None)
         fields.update(partition_id=args.id, store=args.store)
+        if args.stage and args.pipeline is not None:
+            parser.error("give --stage or --pipeline, not both")
+        stages = args.stage or (args.pipeline.split() if args.pipeline is not None else None)
+        fields.update(pipeline=None if stages is None else tuple(stages))
     elif command == "partitions remove":
         fields.update(partition_id=args.id)
     elif command in ("put", "get"):
@@ -234,6 +248,7 @@ def _partition_json(info: PartitionInfo) -> dict[str, Any]:
         **_json_bytes("start", info.range.start),
         **_json_bytes("end", info.range.end),
         "store": info.store,
+        "pipeline": list(info.pipeline),
         "state": info.state,
         "key_count": info.key_count,
         "size_bytes": info.size_bytes,
@@ -248,12 +263,13 @@ def _range(info: PartitionInfo, as_hex: bool) -> str:
 
 def _render_partitions(infos: Sequence[PartitionInfo], as_hex: bool = False) -> str:
     """A table, numbers right-aligned so their magnitudes line up."""
-    header = ("ID", "RANGE", "STORE", "STATE", "KEYS", "SIZE", "LAST SEQ")
+    header = ("ID", "RANGE", "STORE", "PIPELINE", "STATE", "KEYS", "SIZE", "LAST SEQ")
     rows = [header] + [
         (
             p.id,
             _range(p, as_hex),
             p.store,
+            " ".join(p.pipeline) or "-",
             p.state,
             str(p.key_count),
             _size(p.size_bytes),
@@ -265,7 +281,7 @@ def _render_partitions(infos: Sequence[PartitionInfo], as_hex: bool = False) -> 
     lines = []
     for row in rows:
         cells = [
-            cell.rjust(width) if i >= 4 else cell.ljust(width)
+            cell.rjust(width) if i >= 5 else cell.ljust(width)
             for i, (cell, width) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
@@ -290,6 +306,7 @@ async def _partitions_add(request: Request) -> bytes:
             end=request.end,
             partition_id=request.partition_id,
             store=request.store,
+            pipeline=request.pipeline,
         )
     if request.json:
         return _json(_partition_json(info))

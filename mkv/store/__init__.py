@@ -9,14 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mkv.errors import InvalidArgumentError, shown
-from mkv.store.base import Item, Mutation, StateStore, StoreStats
+from mkv.store.base import Item, StateStore, StoreStats
 from mkv.store.memory import MemoryStore
 from mkv.store.sqlite import SqliteStore
 
 __all__ = [
     "Item",
     "MemoryStore",
-    "Mutation",
     "SqliteStore",
     "StateStore",
     "StoreStats",
@@ -25,12 +24,14 @@ __all__ = [
     "store_kinds",
 ]
 
-# A factory gets the partition's own directory, already created.
-StoreFactory = Callable[[Path], StateStore]
+# A factory gets the partition's own directory, already created, and whether
+# a write-ahead log in the partition's pipeline makes writes durable first.
+StoreFactory = Callable[[Path, bool], StateStore]
 
 _FACTORIES: dict[str, StoreFactory] = {
-    "sqlite": lambda directory: SqliteStore(directory / "store.sqlite3"),
-    "memory": MemoryStore,
+    "sqlite": lambda directory, logged: SqliteStore(directory / "store.sqlite3", logged=logged),
+    # With a log, the log keeps the sequence numbers (and the data).
+    "memory": lambda directory, logged: MemoryStore(None if logged else directory),
 }
 
 
@@ -53,7 +54,7 @@ def check_store_kind(kind: str) -> None:
         )
 
 
-def open_store(kind: str, directory: Path) -> StateStore:
+def open_store(kind: str, directory: Path, *, logged: bool = False) -> StateStore:
     """Open the store of ``kind`` in ``directory``; blocking (call from the worker thread)."""
     check_store_kind(kind)
-    return _FACTORIES[kind](directory)
+    return _FACTORIES[kind](directory, logged)

@@ -13,24 +13,18 @@ from typing import Protocol
 
 import attrs
 
-__all__ = ["Item", "Mutation", "StateStore", "StoreStats"]
+from mkv.pipeline.write import Write
+
+__all__ = ["Item", "StateStore", "StoreStats", "Write"]
 
 
 @attrs.frozen
 class Item:
-    """A stored value and the sequence number of the write that produced it."""
+    """A stored value, with the sequence number and timestamp of the write that set it."""
 
     value: bytes
     seq: int
-
-
-@attrs.frozen
-class Mutation:
-    """One atomic request, numbered by the partition: puts then deletes."""
-
-    seq: int
-    puts: Sequence[tuple[bytes, bytes]] = ()
-    deletes: Sequence[bytes] = ()
+    timestamp: int = 0
 
 
 @attrs.frozen
@@ -43,27 +37,39 @@ class StateStore(Protocol):
     """What a partition needs from its storage."""
 
     kind: str
+    # True when what ``sync`` returns is on disk: a write-ahead log may then
+    # drop its records up to that sequence number.
+    persistent: bool
 
     def last_seq(self) -> int:
-        """The highest sequence number durably applied (0 for a new store).
+        """The highest sequence number applied (0 for a new store).
 
-        The partition numbers new mutations after it, so it must never go
-        backwards, across restarts too.
+        A partition replays its log after it, and numbers new writes after it
+        (and after the log's last), so it must never go backwards.
         """
+        ...
+
+    def last_timestamp(self) -> int:
+        """The timestamp of the last applied write that had one (0 if none)."""
         ...
 
     def get(self, key: bytes) -> Item | None:
         """Point read; called inline on the event loop, so it must be fast."""
         ...
 
-    def apply(self, mutations: Sequence[Mutation]) -> list[int]:
-        """Apply mutations in order, all or none, durably; blocking.
+    def apply(self, writes: Sequence[Write]) -> list[int]:
+        """Apply writes in order, all or none; blocking.
 
-        Returns, per mutation, how many of its deletes removed an existing key.
+        Returns, per write, how many of its deletes removed an existing key.
 
         Raises:
             StorageError: nothing was applied.
         """
+        ...
+
+    def sync(self) -> int:
+        """Make everything applied so far durable; return the last sequence
+        number that now is. Blocking: the worker thread."""
         ...
 
     def stats(self) -> StoreStats:

@@ -1,9 +1,9 @@
 """A store that keeps everything in a dict: fast, and gone at restart.
 
-Its data does not survive a restart (the write-ahead log of a later issue
-brings that). Its sequence numbers do: they are reserved in blocks in a small
-file, so a restarted partition never reuses one, as the partition contract
-requires.
+With the ``wal`` stage in its pipeline, a memory partition replays its whole
+log at start and so recovers its full state. Without one its data is lost on
+restart, but its sequence numbers still never go back: they are reserved in
+blocks in a small file, so a restarted partition never reuses one.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mkv.errors import StorageError
-from mkv.store.base import Item, Mutation, StoreStats
+from mkv.pipeline.write import Write
+from mkv.store.base import Item, StoreStats
 from mkv.store.files import write_atomically
 
 __all__ = ["MemoryStore"]
@@ -23,11 +24,12 @@ SEQ_RESERVATION = 100_000
 
 class MemoryStore:
     kind = "memory"
+    persistent = False
 
     def __init__(self, directory: Path | None = None) -> None:
         """Args:
-        directory: where to keep the sequence reservation; None for a store
-            whose numbers may restart at 0 (tests, scratch use).
+        directory: where to keep the sequence reservation; None when the
+            partition's log keeps the numbers (or for scratch use).
         """
         self._data: dict[bytes, Item] = {}
         self._seq_file = directory / "seq-reserved" if directory is not None else None
@@ -37,17 +39,21 @@ class MemoryStore:
         # After a restart everything up to the old reservation may have been
         # handed out, so numbering resumes above it.
         self._last_seq = self._reserved
+        self._last_timestamp = 0
 
     def last_seq(self) -> int:
         return self._last_seq
 
+    def last_timestamp(self) -> int:
+        return self._last_timestamp
+
     def get(self, key: bytes) -> Item | None:
         return self._data.get(key)
 
-    def apply(self, mutations: Sequence[Mutation]) -> list[int]:
-        if not mutations:
+    def apply(self, writes: Sequence[Write]) -> list[int]:
+        if not writes:
             return []
-        top = mutations[-1].seq
+        top = writes[-1].seq
         if self._seq_file is not None and top > self._reserved:
             reserved = top + SEQ_RESERVATION
             try:
@@ -57,17 +63,20 @@ class MemoryStore:
             self._reserved = reserved
         data = self._data
         removed: list[int] = []
-        for mutation in mutations:
-            item_seq = mutation.seq
-            for key, value in mutation.puts:
-                data[key] = Item(value, item_seq)
+        for write in writes:
+            for key, value in write.puts:
+                data[key] = Item(value, write.seq, write.timestamp)
             count = 0
-            for key in mutation.deletes:
+            for key in write.deletes:
                 if data.pop(key, None) is not None:
                     count += 1
             removed.append(count)
+            self._last_timestamp = write.timestamp or self._last_timestamp
         self._last_seq = top
         return removed
+
+    def sync(self) -> int:
+        return self._last_seq  # nothing to flush; and nothing survives a restart
 
     def stats(self) -> StoreStats:
         return StoreStats(key_count=len(self._data), size_bytes=0)

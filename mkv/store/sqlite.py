@@ -1,14 +1,18 @@
 """A store in one SQLite database per partition, in WAL mode.
 
 Writes go through one connection owned by the partition's worker thread: each
-``apply`` is one ``BEGIN IMMEDIATE`` … ``COMMIT`` and, with
-``synchronous=FULL``, one fsync of SQLite's WAL before it returns. Point reads
+``apply`` is one ``BEGIN IMMEDIATE`` … ``COMMIT``. On its own the store
+commits with ``synchronous=FULL`` (an fsync of SQLite's WAL per commit);
+behind mkv's write-ahead log, which already made the writes durable, it
+commits with ``synchronous=NORMAL`` (no fsync per commit, never a corrupt
+file) and ``sync`` makes everything durable when the log wants to drop
+records. Point reads
 use a second connection on the event loop; WAL mode lets that reader see the
 last commit without waiting on the writer.
 
-Layout: ``kv(key, value, seq)`` keyed by the key (``WITHOUT ROWID``, so the
-table is the only B-tree) and ``meta(name, value)`` holding ``last_seq``,
-updated in the same transaction as the data it numbers.
+Layout: ``kv(key, value, seq, ts)`` keyed by the key (``WITHOUT ROWID``, so
+the table is the only B-tree) and ``meta(name, value)`` holding ``last_seq``
+and ``last_ts``, updated in the same transaction as the data they describe.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from pathlib import Path
 import sqlite_utils
 
 from mkv.errors import StorageError
-from mkv.store.base import Item, Mutation, StoreStats
+from mkv.pipeline.write import Write
+from mkv.store.base import Item, StoreStats
 
 __all__ = ["SqliteStore"]
 
@@ -28,29 +33,35 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
     key BLOB PRIMARY KEY NOT NULL,
     value BLOB NOT NULL,
-    seq INTEGER NOT NULL
+    seq INTEGER NOT NULL,
+    ts INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     name TEXT PRIMARY KEY NOT NULL,
     value INTEGER NOT NULL
 );
-INSERT OR IGNORE INTO meta (name, value) VALUES ('last_seq', 0);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('last_seq', 0), ('last_ts', 0);
 """
 
 _UPSERT = (
-    "INSERT INTO kv (key, value, seq) VALUES (?, ?, ?) "
-    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, seq = excluded.seq"
+    "INSERT INTO kv (key, value, seq, ts) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, seq = excluded.seq, ts = excluded.ts"
 )
 
 
 class SqliteStore:
     kind = "sqlite"
+    persistent = True
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, logged: bool = False) -> None:
         """Open (creating if needed) the database at ``path``.
 
         Call from the worker thread that will call ``apply``: the write
         connection belongs to the thread that made it.
+
+        Args:
+            logged: a write-ahead log in front makes writes durable, so
+                commits need not fsync.
 
         Raises:
             StorageError: the file cannot be opened or is not an mkv database.
@@ -62,11 +73,12 @@ class SqliteStore:
             self._writer.execute("PRAGMA journal_mode=WAL")
             # FULL: fsync SQLite's WAL at every commit, so an acknowledged
             # write survives power loss, not only a process crash.
-            self._writer.execute("PRAGMA synchronous=FULL")
+            self._writer.execute(f"PRAGMA synchronous={'NORMAL' if logged else 'FULL'}")
             self._writer.executescript(_SCHEMA)
-            (self._last_seq,) = self._writer.execute(
-                "SELECT value FROM meta WHERE name = 'last_seq'"
-            ).fetchone()
+            _upgrade(self._writer)
+            meta = dict(self._writer.execute("SELECT name, value FROM meta").fetchall())
+            self._last_seq: int = meta["last_seq"]
+            self._last_timestamp: int = meta["last_ts"]
             # The reader runs on the event loop's thread, never concurrently
             # with itself; the partition serialises every use of it.
             self._reader = self._connect(path, check_same_thread=False)
@@ -83,36 +95,46 @@ class SqliteStore:
             raise StorageError(f"Could not open the SQLite store at {path}.") from exc
 
     def last_seq(self) -> int:
-        return int(self._last_seq)
+        return self._last_seq
+
+    def last_timestamp(self) -> int:
+        return self._last_timestamp
 
     def get(self, key: bytes) -> Item | None:
         try:
-            row = self._reader.execute("SELECT value, seq FROM kv WHERE key = ?", (key,)).fetchone()
+            row = self._reader.execute(
+                "SELECT value, seq, ts FROM kv WHERE key = ?", (key,)
+            ).fetchone()
         except sqlite3.Error as exc:
             raise StorageError("Reading from the SQLite store failed.") from exc
-        return None if row is None else Item(row[0], row[1])
+        return None if row is None else Item(row[0], row[1], row[2])
 
-    def apply(self, mutations: Sequence[Mutation]) -> list[int]:
-        if not mutations:
+    def apply(self, writes: Sequence[Write]) -> list[int]:
+        if not writes:
             return []
         conn = self._writer
         removed: list[int] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for mutation in mutations:
-                    seq = mutation.seq
-                    if mutation.puts:
-                        conn.executemany(_UPSERT, [(k, v, seq) for k, v in mutation.puts])
+                timestamp = self._last_timestamp
+                for write in writes:
+                    seq, ts = write.seq, write.timestamp
+                    if write.puts:
+                        conn.executemany(_UPSERT, [(k, v, seq, ts) for k, v in write.puts])
                     count = 0
-                    if mutation.deletes:
+                    if write.deletes:
                         cursor = conn.executemany(
-                            "DELETE FROM kv WHERE key = ?", [(k,) for k in mutation.deletes]
+                            "DELETE FROM kv WHERE key = ?", [(k,) for k in write.deletes]
                         )
                         count = cursor.rowcount
                     removed.append(count)
-                top = mutations[-1].seq
-                conn.execute("UPDATE meta SET value = ? WHERE name = 'last_seq'", (top,))
+                    timestamp = ts or timestamp
+                top = writes[-1].seq
+                conn.executemany(
+                    "UPDATE meta SET value = ? WHERE name = ?",
+                    [(top, "last_seq"), (timestamp, "last_ts")],
+                )
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -120,8 +142,17 @@ class SqliteStore:
                 raise
         except sqlite3.Error as exc:
             raise StorageError("Writing to the SQLite store failed; nothing was applied.") from exc
-        self._last_seq = top
+        self._last_seq, self._last_timestamp = top, timestamp
         return removed
+
+    def sync(self) -> int:
+        # A TRUNCATE checkpoint copies SQLite's WAL into the database file and
+        # fsyncs it, whatever the synchronous setting.
+        try:
+            self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            raise StorageError("Checkpointing the SQLite store failed.") from exc
+        return self._last_seq
 
     def stats(self) -> StoreStats:
         # A connection of its own: this runs in a thread of the control plane,
@@ -140,6 +171,13 @@ class SqliteStore:
     def close(self) -> None:
         self._reader.close()
         self._writer.close()
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Bring a store written by an older mkv up to the current schema."""
+    table = sqlite_utils.Database(conn).table("kv")
+    if "ts" not in table.columns_dict:  # before write timestamps (mkv 0.1)
+        table.add_column("ts", int, not_null_default=0)
 
 
 def _database_files(path: Path) -> list[Path]:

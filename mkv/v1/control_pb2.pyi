@@ -21,7 +21,7 @@ DRAINING: PartitionState
 STOPPED: PartitionState
 
 class PartitionInfo(_message.Message):
-    __slots__ = ("id", "start", "end", "store", "state", "key_count", "size_bytes", "last_seq")
+    __slots__ = ("id", "start", "end", "store", "state", "key_count", "size_bytes", "last_seq", "pipeline")
     ID_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,7 @@ class PartitionInfo(_message.Message):
     KEY_COUNT_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_FIELD_NUMBER: _ClassVar[int]
     id: str
     start: bytes
     end: bytes
@@ -38,19 +39,22 @@ class PartitionInfo(_message.Message):
     key_count: int
     size_bytes: int
     last_seq: int
-    def __init__(self, id: _Optional[str] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., store: _Optional[str] = ..., state: _Optional[_Union[PartitionState, str]] = ..., key_count: _Optional[int] = ..., size_bytes: _Optional[int] = ..., last_seq: _Optional[int] = ...) -> None: ...
+    pipeline: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., store: _Optional[str] = ..., state: _Optional[_Union[PartitionState, str]] = ..., key_count: _Optional[int] = ..., size_bytes: _Optional[int] = ..., last_seq: _Optional[int] = ..., pipeline: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AddPartitionRequest(_message.Message):
-    __slots__ = ("id", "start", "end", "store")
+    __slots__ = ("id", "start", "end", "store", "pipeline")
     ID_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     STORE_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_FIELD_NUMBER: _ClassVar[int]
     id: str
     start: bytes
     end: bytes
     store: str
-    def __init__(self, id: _Optional[str] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., store: _Optional[str] = ...) -> None: ...
+    pipeline: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., store: _Optional[str] = ..., pipeline: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AddPartitionResponse(_message.Message):
     __slots__ = ("partition",)

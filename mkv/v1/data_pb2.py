@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11mkv/v1/data.proto\x12\x06mkv.v1\"#\n\x05\x45ntry\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\"I\n\x0ePartitionRange\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x0c\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\"Z\n\x0bRoutingHint\x12\x0f\n\x07message\x18\x01 \x01(\t\x12%\n\x05owned\x18\x02 \x03(\x0b\x32\x16.mkv.v1.PartitionRange\x12\x13\n\x0bmap_version\x18\x03 \x01(\x04\"D\n\rUpsertRequest\x12\x1e\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\r.mkv.v1.Entry\x12\x13\n\x0bmap_version\x18\x02 \x01(\x04\"v\n\x0eUpsertResponse\x12\x1e\n\x06status\x18\x01 \x01(\x0e\x32\x0e.mkv.v1.Status\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x14\n\x0cpartition_id\x18\x03 \x01(\t\x12!\n\x04hint\x18\x04 \x01(\x0b\x32\x13.mkv.v1.RoutingHint\"\x19\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\"\x91\x01\n\x0bGetResponse\x12\x1e\n\x06status\x18\x01 \x01(\x0e\x32\x0e.mkv.v1.Status\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x14\n\x0cpartition_id\x18\x05 \x01(\t\x12!\n\x04hint\x18\x06 \x01(\x0b\x32\x13.mkv.v1.RoutingHint\"2\n\rRemoveRequest\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\x12\x13\n\x0bmap_version\x18\x02 \x01(\x04\"\x87\x01\n\x0eRemoveResponse\x12\x1e\n\x06status\x18\x01 \x01(\x0e\x32\x0e.mkv.v1.Status\x12\x0f\n\x07removed\x18\x02 \x01(\x04\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x14\n\x0cpartition_id\x18\x04 \x01(\t\x12!\n\x04hint\x18\x05 \x01(\x0b\x32\x13.mkv.v1.RoutingHint\"\x15\n\x13PartitionMapRequest\"S\n\x14PartitionMapResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12*\n\npartitions\x18\x02 \x03(\x0b\x32\x16.mkv.v1.PartitionRange*\x1e\n\x06Status\x12\x06\n\x02OK\x10\x00\x12\x0c\n\x08\x42\x41\x44_NODE\x10\x01\x32\xf8\x01\n\tDataPlane\x12\x37\n\x06Upsert\x12\x15.mkv.v1.UpsertRequest\x1a\x16.mkv.v1.UpsertResponse\x12.\n\x03Get\x12\x12.mkv.v1.GetRequest\x1a\x13.mkv.v1.GetResponse\x12\x37\n\x06Remove\x12\x15.mkv.v1.RemoveRequest\x1a\x16.mkv.v1.RemoveResponse\x12I\n\x0cPartitionMap\x12\x1b.mkv.v1.PartitionMapRequest\x1a\x1c.mkv.v1.PartitionMapResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11mkv/v1/data.proto\x12\x06mkv.v1\"#\n\x05\x45ntry\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\"I\n\x0ePartitionRange\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x0c\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\"Z\n\x0bRoutingHint\x12\x0f\n\x07message\x18\x01 \x01(\t\x12%\n\x05owned\x18\x02 \x03(\x0b\x32\x16.mkv.v1.PartitionRange\x12\x13\n\x0bmap_version\x18\x03 \x01(\x04\"D\n\rUpsertRequest\x12\x1e\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\r.mkv.v1.Entry\x12\x13\n\x0bmap_version\x18\x02 \x01(\x04\"\x89\x01\n\x0eUpsertResponse\x12\x1e\n\x06status\x18\x01 \x01(\x0e\x32\x0e.mkv.v1.Status\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x14\n\x0cpartition_id\x18\x03 \x01(\t\x12!\n\x04hint\x18\x04 \x01(\x0b\x32\x13.mkv.v1.RoutingHint\x12\x11\n\ttimestamp\x18\x05 \x01(\x04\"\x19\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\"\xa4\x01\n\x0bGetResponse\x12\x1e\n\x06status\x18\x01 \x01(\x0e\x32\x0e.mkv.v1.Status\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x14\n\x0cpartition_id\x18\x05 \x01(\t\x12!\n\x04hint\x18\x06 \x01(\x0b\x32\x13.mkv.v1.RoutingHint\x12\x11\n\ttimestamp\x18\x07 \x01(\x04\"2\n\rRemoveRequest\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\x12\x13\n\x0bmap_version\x18\x02 \x01(\x04\"\x9a\x01\n\x0eRemoveResponse\x12\x1e\n\x06status\x18\x01 \x01(\x0e\x32\x0e.mkv.v1.Status\x12\x0f\n\x07removed\x18\x02 \x01(\x04\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x14\n\x0cpartition_id\x18\x04 \x01(\t\x12!\n\x04hint\x18\x05 \x01(\x0b\x32\x13.mkv.v1.RoutingHint\x12\x11\n\ttimestamp\x18\x06 \x01(\x04\"\x15\n\x13PartitionMapRequest\"S\n\x14PartitionMapResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12*\n\npartitions\x18\x02 \x03(\x0b\x32\x16.mkv.v1.PartitionRange*\x1e\n\x06Status\x12\x06\n\x02OK\x10\x00\x12\x0c\n\x08\x42\x41\x44_NODE\x10\x01\x32\xf8\x01\n\tDataPlane\x12\x37\n\x06Upsert\x12\x15.mkv.v1.UpsertRequest\x1a\x16.mkv.v1.UpsertResponse\x12.\n\x03Get\x12\x12.mkv.v1.GetRequest\x1a\x13.mkv.v1.GetResponse\x12\x37\n\x06Remove\x12\x15.mkv.v1.RemoveRequest\x1a\x16.mkv.v1.RemoveResponse\x12I\n\x0cPartitionMap\x12\x1b.mkv.v1.PartitionMapRequest\x1a\x1c.mkv.v1.PartitionMapResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mkv.v1.data_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STATUS']._serialized_start=896
-  _globals['_STATUS']._serialized_end=926
+  _globals['_STATUS']._serialized_start=954
+  _globals['_STATUS']._serialized_end=984
   _globals['_ENTRY']._serialized_start=29
   _globals['_ENTRY']._serialized_end=64
   _globals['_PARTITIONRANGE']._serialized_start=66
@@ -41,20 +41,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROUTINGHINT']._serialized_end=231
   _globals['_UPSERTREQUEST']._serialized_start=233
   _globals['_UPSERTREQUEST']._serialized_end=301
-  _globals['_UPSERTRESPONSE']._serialized_start=303
-  _globals['_UPSERTRESPONSE']._serialized_end=421
-  _globals['_GETREQUEST']._serialized_start=423
-  _globals['_GETREQUEST']._serialized_end=448
-  _globals['_GETRESPONSE']._serialized_start=451
-  _globals['_GETRESPONSE']._serialized_end=596
-  _globals['_REMOVEREQUEST']._serialized_start=598
-  _globals['_REMOVEREQUEST']._serialized_end=648
-  _globals['_REMOVERESPONSE']._serialized_start=651
-  _globals['_REMOVERESPONSE']._serialized_end=786
-  _globals['_PARTITIONMAPREQUEST']._serialized_start=788
-  _globals['_PARTITIONMAPREQUEST']._serialized_end=809
-  _globals['_PARTITIONMAPRESPONSE']._serialized_start=811
-  _globals['_PARTITIONMAPRESPONSE']._serialized_end=894
-  _globals['_DATAPLANE']._serialized_start=929
-  _globals['_DATAPLANE']._serialized_end=1177
+  _globals['_UPSERTRESPONSE']._serialized_start=304
+  _globals['_UPSERTRESPONSE']._serialized_end=441
+  _globals['_GETREQUEST']._serialized_start=443
+  _globals['_GETREQUEST']._serialized_end=468
+  _globals['_GETRESPONSE']._serialized_start=471
+  _globals['_GETRESPONSE']._serialized_end=635
+  _globals['_REMOVEREQUEST']._serialized_start=637
+  _globals['_REMOVEREQUEST']._serialized_end=687
+  _globals['_REMOVERESPONSE']._serialized_start=690
+  _globals['_REMOVERESPONSE']._serialized_end=844
+  _globals['_PARTITIONMAPREQUEST']._serialized_start=846
+  _globals['_PARTITIONMAPREQUEST']._serialized_end=867
+  _globals['_PARTITIONMAPRESPONSE']._serialized_start=869
+  _globals['_PARTITIONMAPRESPONSE']._serialized_end=952
+  _globals['_DATAPLANE']._serialized_start=987
+  _globals['_DATAPLANE']._serialized_end=1235
 # @@protoc_insertion_point(module_scope)

@@ -53,16 +53,18 @@ class UpsertRequest(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., map_version: _Optional[int] = ...) -> None: ...
 
 class UpsertResponse(_message.Message):
-    __slots__ = ("status", "seq", "partition_id", "hint")
+    __slots__ = ("status", "seq", "partition_id", "hint", "timestamp")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     PARTITION_ID_FIELD_NUMBER: _ClassVar[int]
     HINT_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     status: Status
     seq: int
     partition_id: str
     hint: RoutingHint
-    def __init__(self, status: _Optional[_Union[Status, str]] = ..., seq: _Optional[int] = ..., partition_id: _Optional[str] = ..., hint: _Optional[_Union[RoutingHint, _Mapping]] = ...) -> None: ...
+    timestamp: int
+    def __init__(self, status: _Optional[_Union[Status, str]] = ..., seq: _Optional[int] = ..., partition_id: _Optional[str] = ..., hint: _Optional[_Union[RoutingHint, _Mapping]] = ..., timestamp: _Optional[int] = ...) -> None: ...
 
 class GetRequest(_message.Message):
     __slots__ = ("key",)
@@ -71,20 +73,22 @@ class GetRequest(_message.Message):
     def __init__(self, key: _Optional[bytes] = ...) -> None: ...
 
 class GetResponse(_message.Message):
-    __slots__ = ("status", "found", "value", "seq", "partition_id", "hint")
+    __slots__ = ("status", "found", "value", "seq", "partition_id", "hint", "timestamp")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     FOUND_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     PARTITION_ID_FIELD_NUMBER: _ClassVar[int]
     HINT_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     status: Status
     found: bool
     value: bytes
     seq: int
     partition_id: str
     hint: RoutingHint
-    def __init__(self, status: _Optional[_Union[Status, str]] = ..., found: _Optional[bool] = ..., value: _Optional[bytes] = ..., seq: _Optional[int] = ..., partition_id: _Optional[str] = ..., hint: _Optional[_Union[RoutingHint, _Mapping]] = ...) -> None: ...
+    timestamp: int
+    def __init__(self, status: _Optional[_Union[Status, str]] = ..., found: _Optional[bool] = ..., value: _Optional[bytes] = ..., seq: _Optional[int] = ..., partition_id: _Optional[str] = ..., hint: _Optional[_Union[RoutingHint, _Mapping]] = ..., timestamp: _Optional[int] = ...) -> None: ...
 
 class RemoveRequest(_message.Message):
     __slots__ = ("keys", "map_version")
@@ -95,18 +99,20 @@ class RemoveRequest(_message.Message):
     def __init__(self, keys: _Optional[_Iterable[bytes]] = ..., map_version: _Optional[int] = ...) -> None: ...
 
 class RemoveResponse(_message.Message):
-    __slots__ = ("status", "removed", "seq", "partition_id", "hint")
+    __slots__ = ("status", "removed", "seq", "partition_id", "hint", "timestamp")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REMOVED_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     PARTITION_ID_FIELD_NUMBER: _ClassVar[int]
     HINT_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     status: Status
     removed: int
     seq: int
     partition_id: str
     hint: RoutingHint
-    def __init__(self, status: _Optional[_Union[Status, str]] = ..., removed: _Optional[int] = ..., seq: _Optional[int] = ..., partition_id: _Optional[str] = ..., hint: _Optional[_Union[RoutingHint, _Mapping]] = ...) -> None: ...
+    timestamp: int
+    def __init__(self, status: _Optional[_Union[Status, str]] = ..., removed: _Optional[int] = ..., seq: _Optional[int] = ..., partition_id: _Optional[str] = ..., hint: _Optional[_Union[RoutingHint, _Mapping]] = ..., timestamp: _Optional[int] = ...) -> None: ...
 
 class PartitionMapRequest(_message.Message):
     __slots__ = ()

@@ -1,0 +1,87 @@
+"""What a pipeline stage is.
+
+A partition's pipeline is an ordered list of stages a write passes on its
+way to the store. Synchronous stages (stamping, filtering, sanitizing) run
+one write at a time in the partition's task, in arrival order, and may change
+the write or refuse it by raising an ``MkvError``. Asynchronous stages (the
+write-ahead log, replication) may take time and may finish writes out of
+order; writes enter each asynchronous stage in sequence order, and the
+partition's reorder window puts results back in order before anything is
+applied or answered. Synchronous stages come first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import attrs
+import trio
+
+from mkv.pipeline.write import Write
+
+__all__ = ["AsyncStage", "Recovered", "Restorable", "StageContext", "SyncStage"]
+
+
+@attrs.frozen
+class Recovered:
+    """What a restarted partition knows before it serves: numbering resumes after it."""
+
+    last_seq: int = 0
+    last_timestamp: int = 0
+
+    def later(self, other: Recovered) -> Recovered:
+        """What both the store and the log have seen."""
+        return Recovered(
+            max(self.last_seq, other.last_seq), max(self.last_timestamp, other.last_timestamp)
+        )
+
+
+@attrs.frozen
+class StageContext:
+    """What a stage factory may use to build its stage for one partition."""
+
+    partition_id: str
+    # The partition's own directory: a stage keeps its files under it.
+    directory: Path
+
+
+@runtime_checkable
+class SyncStage(Protocol):
+    name: str
+
+    def process(self, write: Write) -> Write:
+        """Return the write, changed or not, or raise an ``MkvError`` to refuse it."""
+        ...
+
+
+@runtime_checkable
+class Restorable(Protocol):
+    """A stage with state that must carry on from before a restart (a clock)."""
+
+    def restore(self, recovered: Recovered) -> None: ...
+
+
+@runtime_checkable
+class AsyncStage(Protocol):
+    name: str
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Do the stage's background work; report started when ``submit`` may be
+        called; return after ``close`` once in-flight writes are finished."""
+        ...
+
+    def submit(self, write: Write) -> Awaitable[None]:
+        """Take ``write``; the returned awaitable finishes when the stage is done
+        with it (for a log: durable), or raises an ``MkvError`` if it failed.
+
+        The partition submits writes in sequence order (a log appends them in
+        that order); their awaitables may finish in any order. ``submit``
+        itself may raise an ``MkvError`` to refuse a write at once.
+        """
+        ...
+
+    def close(self) -> None:
+        """No more ``submit`` calls will come."""
+        ...

@@ -1,0 +1,152 @@
+"""Kill -9 a real server under load, again and again, and check what it kept.
+
+Used by tests/test_crash.py (a short run in CI) and `just soak` (a long one).
+Each cycle starts ``mkv serve`` on the same data directory, checks every
+acknowledged write so far, runs concurrent writers (single upserts and
+~1 MiB batches) for a random while, and kills the server with SIGKILL.
+
+What must hold after every restart:
+- every acknowledged write is there, with its value or a later one;
+- nothing is there that was never written (values name their version);
+- a batch is all or nothing (sampled keys of a batch share one version);
+- SQLite's ``integrity_check`` passes on the killed server's files.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from collections import defaultdict
+from pathlib import Path
+
+import attrs
+import trio
+
+import mkv
+from tests.processes import ServerProcess
+
+SINGLE_WRITERS = 14
+BATCH_WRITERS = 2
+KEYS_PER_WRITER = 20
+BATCH_KEYS = 7000  # of 100-byte values: one request just under 1 MiB
+VALUE_PAD = 90
+
+
+@attrs.define
+class Model:
+    """What the writers attempted and what the server acknowledged, per key."""
+
+    attempted: dict[bytes, int] = attrs.field(factory=lambda: defaultdict(int))
+    acknowledged: dict[bytes, int] = attrs.field(factory=lambda: defaultdict(int))
+    batch_attempted: dict[int, int] = attrs.field(factory=lambda: defaultdict(int))
+    batch_acknowledged: dict[int, int] = attrs.field(factory=lambda: defaultdict(int))
+    acks: int = 0
+
+
+def value_of(version: int) -> bytes:
+    return f"v{version:08d}".encode().ljust(VALUE_PAD, b".")
+
+
+def version_of(value: bytes) -> int:
+    assert value.startswith(b"v"), value[:20]
+    assert value.endswith(b"."), value[:20]
+    return int(value[1:9])
+
+
+def batch_key(writer: int, i: int) -> bytes:
+    return f"b{writer}-{i:05d}".encode()
+
+
+async def single_writer(client: mkv.Client, writer: int, model: Model, rng: random.Random) -> None:
+    while True:
+        key = f"s{writer:02d}-{rng.randrange(KEYS_PER_WRITER):02d}".encode()
+        version = model.attempted[key] + 1
+        model.attempted[key] = version
+        try:
+            await client.upsert({key: value_of(version)})
+        except mkv.UnavailableError:
+            return
+        # One writer per key, writing in sequence: acks come in version order.
+        model.acknowledged[key] = version
+        model.acks += 1
+
+
+async def batch_writer(client: mkv.Client, writer: int, model: Model) -> None:
+    while True:
+        version = model.batch_attempted[writer] + 1
+        model.batch_attempted[writer] = version
+        value = value_of(version)
+        try:
+            await client.upsert({batch_key(writer, i): value for i in range(BATCH_KEYS)})
+        except mkv.UnavailableError:
+            return
+        model.batch_acknowledged[writer] = version
+        model.acks += 1
+
+
+async def verify(server: ServerProcess, model: Model, rng: random.Random) -> None:
+    async with mkv.Client.connect(server.data_addr) as client:
+        for key, attempted in model.attempted.items():
+            item = await client.get_item(key)
+            acked = model.acknowledged[key]
+            if item is None:
+                assert acked == 0, f"{key!r}: acknowledged version {acked} is lost"
+                continue
+            version = version_of(item.value)
+            assert acked <= version <= attempted, (
+                f"{key!r}: has version {version}, acknowledged {acked}, attempted {attempted}"
+            )
+        for writer, attempted in model.batch_attempted.items():
+            sample = {0, BATCH_KEYS - 1, *rng.sample(range(BATCH_KEYS), 30)}
+            items = [await client.get_item(batch_key(writer, i)) for i in sorted(sample)]
+            versions = {None if item is None else version_of(item.value) for item in items}
+            assert len(versions) == 1, f"batch writer {writer}: a torn batch {versions}"
+            [version] = versions
+            acked = model.batch_acknowledged[writer]
+            assert (version or 0) >= acked, f"batch {writer}: acknowledged {acked} lost"
+            assert (version or 0) <= attempted
+
+
+def integrity_check(data_dir: Path) -> None:
+    for database in data_dir.glob("partitions/*/store.sqlite3"):
+        conn = sqlite3.connect(database)
+        try:
+            [(result,)] = conn.execute("PRAGMA integrity_check").fetchall()
+        finally:
+            conn.close()
+        assert result == "ok", f"{database}: {result}"
+
+
+async def crash_cycles(data_dir: Path, cycles: int, seed: int) -> Model:
+    """Run ``cycles`` kill -9 cycles; raise AssertionError on the first violation."""
+    rng = random.Random(seed)
+    model = Model()
+    server = ServerProcess(data_dir)
+    for cycle in range(cycles):
+        await server.start()
+        try:
+            await verify(server, model, rng)
+            async with (
+                mkv.Client.connect(server.data_addr) as client,
+                trio.open_nursery() as nursery,
+            ):
+                for writer in range(SINGLE_WRITERS):
+                    writer_rng = random.Random(rng.random())
+                    nursery.start_soon(single_writer, client, writer, model, writer_rng)
+                for writer in range(BATCH_WRITERS):
+                    nursery.start_soon(batch_writer, client, writer, model)
+                await trio.sleep(rng.uniform(0.05, 0.6))
+                await server.kill()
+        except BaseException as exc:
+            exc.add_note(f"crash cycle {cycle} of seed {seed}; server log: {server.stderr_path}")
+            raise
+        finally:
+            await server.kill()
+        integrity_check(data_dir)
+    await server.start()
+    try:
+        await verify(server, model, rng)
+    finally:
+        await server.stop()
+    integrity_check(data_dir)
+    return model
