@@ -6,6 +6,7 @@ A TOML file holds the same names as the flags, with underscores::
     control_addr = "127.0.0.1:7071"
     data_dir = "/var/lib/mkv"
     default_store = "sqlite"
+    default_pipeline = ["timestamp", "wal:always"]
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ def _address(value: str | Address) -> Address:
         raise ConfigError(str(exc)) from None
 
 
+def _stage_list(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Stage specs from a TOML list or a space-separated flag value."""
+    return tuple(value.split() if isinstance(value, str) else value)
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     data_addr: Address = attrs.field(default=parse_address(DEFAULT_DATA_ADDR), converter=_address)
@@ -46,6 +52,10 @@ class Config:
     data_dir: Path = attrs.field(default=Path("mkv-data"), converter=Path)
     # The store of the default partition and of AddPartition calls naming none.
     default_store: str = "sqlite"
+    # Their pipeline; None: the store kind's default (sqlite: timestamp, wal).
+    default_pipeline: tuple[str, ...] | None = attrs.field(
+        default=None, converter=attrs.converters.optional(_stage_list)
+    )
     max_request_bytes: int = MAX_REQUEST_BYTES
     # How long shutdown waits for in-flight requests before closing connections.
     drain_timeout: float = 10.0

@@ -44,7 +44,8 @@ class DataPlane:
         if partition is None:
             return pb.UpsertResponse(status=pb.BAD_NODE, hint=self._hint())
         puts = list(zip(keys, [e.value for e in entries], strict=True))
-        result = await partition.submit(Upsert(puts, size=request.ByteSize()))
+        payload = request.SerializeToString()
+        result = await partition.submit(Upsert(puts, size=len(payload), payload=payload))
         assert isinstance(result, WriteResult)
         return pb.UpsertResponse(
             status=pb.OK, seq=result.seq, timestamp=result.timestamp, partition_id=partition.id

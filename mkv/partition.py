@@ -81,6 +81,8 @@ class PartitionState(enum.Enum):
 class Upsert:
     puts: Sequence[tuple[bytes, bytes]]
     size: int
+    # The request's bytes, which are also its log payload (mkv.pipeline.payload).
+    payload: bytes | None = None
 
 
 @attrs.frozen
@@ -296,12 +298,14 @@ class Partition:
             window.fail(ticket, self._broken)
             return
         if isinstance(command, Upsert):
-            write = Write(puts=command.puts)
+            write = Write(puts=command.puts, payload=command.payload)
         else:
             write = Write(deletes=command.keys)
         try:
             if pipeline.sync:
-                write = await self._through_sync_stages(pipeline, write, command.size)
+                staged = await self._through_sync_stages(pipeline, write, command.size)
+                # Encoded bytes describe the puts as they came: not a changed copy.
+                write = staged if staged.puts is write.puts else attrs.evolve(staged, payload=None)
         except MkvError as exc:
             window.fail(ticket, exc)
             return
@@ -386,9 +390,10 @@ class Partition:
         size = 0
         for item in released:
             pending = item.item
-            if item.error is None and pending.write is not None:
+            command = pending.command
+            if item.error is None and not isinstance(command, Get):
                 run.append(pending)
-                size += pending.write.size
+                size += command.size
                 if size >= MAX_APPLY_BYTES:
                     await self._apply(run)
                     run, size = [], 0

@@ -45,9 +45,15 @@ class PartitionReport:
 class PartitionRegistry:
     """Starts, stops and finds partitions; persists what exists."""
 
-    def __init__(self, data_dir: Path, default_store: str = "sqlite") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        default_store: str = "sqlite",
+        default_pipeline: Sequence[str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.default_store = default_store
+        self.default_pipeline = default_pipeline
         self._catalog_path = data_dir / "catalog.json"
         self._partitions: dict[str, Partition] = {}
         self._router = Router.build([], version=0)
@@ -75,6 +81,8 @@ class PartitionRegistry:
         Returns once ``close()`` was called and every partition has drained.
         """
         check_store_kind(self.default_store)
+        if self.default_pipeline is not None:
+            check_pipeline(self.default_pipeline)
         await trio.to_thread.run_sync(self._prepare_data_dir)
         catalog = await trio.to_thread.run_sync(Catalog.load, self._catalog_path)
         async with trio.open_nursery() as nursery:
@@ -143,14 +151,21 @@ class PartitionRegistry:
         """Create a partition, persist it in the catalog, and start routing to it.
 
         Args:
-            pipeline: stage specs; None for the store kind's default.
+            pipeline: stage specs; None for the node's default pipeline, or
+                else the store kind's.
 
         Raises:
             InvalidArgumentError: bad id, store kind or pipeline.
             AlreadyExistsError: the id is taken or the range overlaps another.
         """
         check_store_kind(store)
-        pipeline = tuple(default_pipeline(store) if pipeline is None else pipeline)
+        if pipeline is None:
+            pipeline = (
+                self.default_pipeline
+                if self.default_pipeline is not None
+                else default_pipeline(store)
+            )
+        pipeline = tuple(pipeline)
         check_pipeline(pipeline)
         if partition_id:
             check_partition_id(partition_id)

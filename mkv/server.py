@@ -28,7 +28,9 @@ class Node:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.registry = PartitionRegistry(config.data_dir, config.default_store)
+        self.registry = PartitionRegistry(
+            config.data_dir, config.default_store, config.default_pipeline
+        )
         self._data = DataPlane(self.registry)
         self._data_server = RpcServer(
             DATA_SERVICE,

@@ -14,7 +14,7 @@ import trio
 
 BENCH = Path(__file__).resolve().parents[1] / "tools" / "bench.py"
 WORKLOADS = {"batch-upsert", "single-upsert", "get", "get-zipf", "mix"}
-BASELINES = {"sqlite", "echo", "rpc-echo"}
+BASELINES = {"sqlite", "echo", "rpc-echo", "fsync-each"}
 
 
 async def test_bench_smoke_mode_reports_every_workload(tmp_path: Path) -> None:
@@ -42,5 +42,7 @@ async def test_bench_smoke_mode_reports_every_workload(tmp_path: Path) -> None:
             assert r["baseline"] in {"sqlite"} | {f"echo c={r['concurrency']}"}, r
             if r["name"] != "batch-upsert":
                 assert r["rpc_ratio"] is not None, r
+            if r["name"] == "single-upsert":
+                assert r["group_commit_ratio"] is not None, r
     # The table went to stdout too, one line per result under its header.
     assert len(done.stdout.decode().strip().splitlines()) == len(results) + 2

@@ -184,3 +184,19 @@ async def test_filters_refuse_writes_whole_with_a_clear_status() -> None:
             assert await client.get(b"ok") is None, "a refused batch stores nothing"
             await client.upsert({b"user": b'{"name":"ada","password":"x"}'})
             assert await client.get(b"user") == b'{"name":"ada"}'
+
+
+async def test_the_log_holds_writes_as_the_stages_made_them(tmp_path: Path) -> None:
+    """An upsert's request bytes are logged as they are, unless a stage changed
+    the write: then the changed write is what a restart replays."""
+    data_dir = tmp_path / "data"
+    async with running_node(data_dir) as node:
+        await add_only_partition(
+            node, store="memory", pipeline=["timestamp", "sanitize-json:password", "wal"]
+        )
+        async with mkv.Client.connect(node.data_address) as client:
+            await client.upsert({b"user": b'{"name":"ada","password":"x"}'})
+            await client.upsert({b"plain": b"not json"})
+    async with running_node(data_dir) as node, mkv.Client.connect(node.data_address) as client:
+        assert await client.get(b"user") == b'{"name":"ada"}'
+        assert await client.get(b"plain") == b"not json"

@@ -89,8 +89,14 @@ def progress(text: str) -> None:
 
 
 @contextmanager
-def mkv_server(settings: Settings, scratch: Path, name: str) -> Iterator[tuple[Child, str]]:
-    """``mkv serve`` on a fresh data directory, stopped and deleted afterwards."""
+def mkv_server(
+    settings: Settings, scratch: Path, name: str, pipeline: str | None = None
+) -> Iterator[tuple[Child, str]]:
+    """``mkv serve`` on a fresh data directory, stopped and deleted afterwards.
+
+    Args:
+        pipeline: the default partition's pipeline; None for the store's default.
+    """
     data_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=scratch))
     with open(scratch / f"{name}-stderr.log", "wb") as log:
         server = Child(
@@ -99,6 +105,7 @@ def mkv_server(settings: Settings, scratch: Path, name: str) -> Iterator[tuple[C
                 *(sys.executable, "-m", "mkv.cli.server", "serve", "--data-dir", str(data_dir)),
                 *("--data-addr", "127.0.0.1:0", "--control-addr", "127.0.0.1:0"),
                 *("--default-store", settings.store, "--log-level", "WARNING"),
+                *(("--default-pipeline", pipeline) if pipeline is not None else ()),
             ],
             stderr=log,
         )
@@ -271,6 +278,7 @@ def run_suite(settings: Settings, only: set[str], scratch: Path) -> dict[str, An
     echoes = [e for e in ("echo", "rpc-echo") if e in only or conc.keys() - {"batch-upsert"}]
     runs = sum(map(len, conc.values())) + len(echo_conc) * len(echoes)
     runs += "batch-upsert" in conc or "sqlite" in only
+    runs += len(conc.get("single-upsert", ()))  # the fsync-each baseline
     step = iter(range(1, runs + 1))
     preload_seconds = None
 
@@ -316,6 +324,14 @@ def run_suite(settings: Settings, only: set[str], scratch: Path) -> dict[str, An
                     announce("single-upsert", c)
                     spec = {"kind": "single", "addr": address, "seed": c}
                     report(run_load(pool, "single-upsert", spec, c, settings, server))
+            # The same durable upserts with one fsync per request: what group
+            # commit is measured against.
+            fsync_each = "timestamp wal:always,group=off"
+            with mkv_server(settings, scratch, "fsync-each", fsync_each) as (server, address):
+                for c in conc["single-upsert"]:
+                    announce("fsync-each baseline", c)
+                    spec = {"kind": "single", "addr": address, "seed": c}
+                    report(run_load(pool, "fsync-each", spec, c, settings, server))
         reads = [w for w in ("get", "get-zipf", "mix") if w in conc]
         if reads:
             with mkv_server(settings, scratch, "reads") as (server, address):

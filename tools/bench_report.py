@@ -9,7 +9,7 @@ import attrs
 from bench_procs import Usage
 
 WORKLOADS = ("batch-upsert", "single-upsert", "get", "get-zipf", "mix")
-BASELINES = ("sqlite", "echo", "rpc-echo")
+BASELINES = ("sqlite", "echo", "rpc-echo", "fsync-each")
 # What each workload's figure is divided by: the storage ceiling for batches,
 # the purerpc echo for single calls (and, as a second figure, the echo through
 # mkv's own RPC layer).
@@ -35,6 +35,9 @@ class Result:
     # Over the echo through mkv.rpc.RpcServer at the same concurrency: what
     # routing, the partition task and the store cost, gRPC aside.
     rpc_ratio: float | None = None
+    # Single upserts only: over the same load with one fsync per request
+    # (wal:always,group=off): what group commit buys.
+    group_commit_ratio: float | None = None
 
 
 def percentiles(latencies_s: Sequence[float]) -> dict[str, float]:
@@ -55,6 +58,7 @@ def compute_ratios(results: list[Result]) -> None:
     sqlite = next((r for r in results if r.name == "sqlite"), None)
     echo = {r.concurrency: r for r in results if r.name == "echo"}
     rpc_echo = {r.concurrency: r for r in results if r.name == "rpc-echo"}
+    fsync_each = {r.concurrency: r for r in results if r.name == "fsync-each"}
     for r in results:
         if r.kind != "workload":
             continue
@@ -65,6 +69,9 @@ def compute_ratios(results: list[Result]) -> None:
         rpc = rpc_echo.get(r.concurrency) if CEILING[r.name] == "echo" else None
         if rpc is not None and rpc.throughput > 0:
             r.rpc_ratio = r.throughput / rpc.throughput
+        each = fsync_each.get(r.concurrency) if r.name == "single-upsert" else None
+        if each is not None and each.throughput > 0:
+            r.group_commit_ratio = r.throughput / each.throughput
 
 
 def table(results: Sequence[dict[str, Any]]) -> str:
@@ -81,6 +88,7 @@ def table(results: Sequence[dict[str, Any]]) -> str:
         "other CPU%",
         "vs ceiling",
         "vs rpc-echo",
+        "vs fsync-each",
     )
     rows = [header]
     for r in results:
@@ -102,11 +110,12 @@ def table(results: Sequence[dict[str, Any]]) -> str:
                 f"{use['other_cpu_pct']:.0f}",
                 ratio,
                 f"{r['rpc_ratio']:.2f}" if r["rpc_ratio"] is not None else "",
+                f"{r['group_commit_ratio']:.2f}" if r.get("group_commit_ratio") else "",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     # Text columns to the left, numbers to the right.
-    left = {0, len(header) - 2}
+    left = {0, len(header) - 3}
     lines = [
         "  ".join(
             c.ljust(w) if i in left else c.rjust(w)

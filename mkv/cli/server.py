@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--default-store", help="store kind of the default partition (default sqlite)"
     )
+    serve.add_argument(
+        "--default-pipeline",
+        metavar="'SPEC ...'",
+        help="pipeline of partitions added without one (default: the store kind's)",
+    )
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return parser
 
@@ -72,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             control_addr=args.control_addr,
             data_dir=args.data_dir,
             default_store=args.default_store,
+            default_pipeline=args.default_pipeline,
         )
     except ConfigError as exc:
         print(f"mkv: configuration error: {exc}", file=sys.stderr)

@@ -1,4 +1,10 @@
-"""A write as the bytes of a log record's payload (``mkv.v1.WalWrite``), and back."""
+"""A write as the bytes of a log record's payload (``mkv.v1.WalWrite``), and back.
+
+Encoding a megabyte of puts entry by entry in Python takes about 12 ms on the
+event loop; an upsert arrives already encoded (its UpsertRequest is a valid
+WalWrite), so its request bytes travel with the write as ``Write.payload``
+and are used as they are, unless a stage changed the puts.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,8 @@ __all__ = ["decode_write", "encode_write"]
 
 
 def encode_write(write: Write) -> bytes:
+    if write.payload is not None:
+        return write.payload
     message = wal_pb2.WalWrite(
         puts=[data_pb2.Entry(key=k, value=v) for k, v in write.puts],
         deletes=write.deletes,

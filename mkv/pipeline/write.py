@@ -22,6 +22,10 @@ class Write:
     deletes: Sequence[bytes] = ()
     seq: int = 0
     timestamp: int = 0
+    # The write already encoded as a log payload (an upsert's request bytes),
+    # so the log need not encode it again in Python. The partition drops it
+    # when a stage changes the write's puts (see mkv.pipeline.payload).
+    payload: bytes | None = attrs.field(default=None, repr=False, eq=False)
 
     @property
     def size(self) -> int:
