@@ -57,6 +57,8 @@ class Settings:
     # server CPU with one, ~1.1k at 81-91% with two).
     clients: int = max(1, (os.cpu_count() or 2) // 2)
     store: str = "sqlite"
+    # The workloads' partition pipeline; None for the store kind's default.
+    pipeline: str | None = None
 
 
 def _modes() -> dict[str, Settings]:
@@ -95,8 +97,9 @@ def mkv_server(
     """``mkv serve`` on a fresh data directory, stopped and deleted afterwards.
 
     Args:
-        pipeline: the default partition's pipeline; None for the store's default.
+        pipeline: the default partition's pipeline; None for ``settings.pipeline``.
     """
+    pipeline = pipeline if pipeline is not None else settings.pipeline
     data_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=scratch))
     with open(scratch / f"{name}-stderr.log", "wb") as log:
         server = Child(
@@ -378,6 +381,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--clients", type=int, help="load-generator processes (default: half the cores)"
     )
     parser.add_argument("--store", choices=("sqlite", "memory"), help="the server's store kind")
+    parser.add_argument(
+        "--pipeline",
+        metavar="'SPEC ...'",
+        help="the measured partitions' pipeline (default: the store's), e.g. 'timestamp' "
+        "for SQLite's own fsync without mkv's log",
+    )
     parser.add_argument("--json", type=Path, help="where to write the JSON results")
     return parser.parse_args(argv)
 
@@ -391,6 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "preload": args.preload,
         "clients": args.clients,
         "store": args.store,
+        "pipeline": args.pipeline,
     }
     settings = attrs.evolve(settings, **{k: v for k, v in overrides.items() if v is not None})
     only = set(args.only or WORKLOADS + BASELINES)
