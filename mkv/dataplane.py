@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import trio
+
 from mkv.errors import InvalidArgumentError
 from mkv.partition import Get, Partition, Remove, Upsert, WriteResult
 from mkv.registry import PartitionRegistry
@@ -19,6 +21,16 @@ from mkv.v1 import data_pb2 as pb
 from mkv.wire import MAX_KEY_BYTES
 
 __all__ = ["DataPlane"]
+
+
+# Upserts with more entries than this are unpacked on a worker thread.
+INLINE_ENTRIES = 1000
+
+
+def _unpack(entries: Sequence[pb.Entry]) -> tuple[list[bytes], list[tuple[bytes, bytes]]]:
+    """The keys, and the (key, value) pairs, of an upsert's entries."""
+    keys = [e.key for e in entries]
+    return keys, list(zip(keys, [e.value for e in entries], strict=True))
 
 
 class DataPlane:
@@ -39,11 +51,14 @@ class DataPlane:
         entries = request.entries
         if not entries:
             raise InvalidArgumentError("An upsert needs at least one entry.")
-        keys = [e.key for e in entries]
+        if len(entries) <= INLINE_ENTRIES:
+            keys, puts = _unpack(entries)
+        else:
+            # ~0.6 µs an entry: a full 1 MiB batch would hold the event loop ~5 ms.
+            keys, puts = await trio.to_thread.run_sync(_unpack, entries)
         partition = self._route(keys, request.map_version)
         if partition is None:
             return pb.UpsertResponse(status=pb.BAD_NODE, hint=self._hint())
-        puts = list(zip(keys, [e.value for e in entries], strict=True))
         payload = request.SerializeToString()
         result = await partition.submit(Upsert(puts, size=len(payload), payload=payload))
         assert isinstance(result, WriteResult)
