@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.grpcio_stubs import GrpcioStubs, generate_stubs
 from tests.processes import ServerProcess
+
+
+@pytest.fixture(scope="session")
+def stubs(tmp_path_factory: pytest.TempPathFactory) -> GrpcioStubs:
+    """grpcio stubs generated from protos/ once per run (see tests/grpcio_stubs.py)."""
+    return generate_stubs(tmp_path_factory.mktemp("grpcio-stubs"))
 
 
 @pytest.fixture

@@ -33,7 +33,6 @@ from tests.grpcio_stubs import (
     call,
     call_error,
     connect,
-    generate_stubs,
     raw_method,
 )
 
@@ -47,11 +46,6 @@ NOT_FOUND = grpc.StatusCode.NOT_FOUND
 
 DATA_METHODS = ("Upsert", "Get", "Remove", "PartitionMap")
 CONTROL_METHODS = ("AddPartition", "RemovePartition", "ListPartitions")
-
-
-@pytest.fixture(scope="session")
-def stubs(tmp_path_factory: pytest.TempPathFactory) -> GrpcioStubs:
-    return generate_stubs(tmp_path_factory.mktemp("grpcio-stubs"))
 
 
 @pytest.fixture

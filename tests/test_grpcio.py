@@ -25,14 +25,8 @@ from tests.grpcio_stubs import (
     call,
     call_error,
     connect,
-    generate_stubs,
     raw_method,
 )
-
-
-@pytest.fixture(scope="session")
-def stubs(tmp_path_factory: pytest.TempPathFactory) -> GrpcioStubs:
-    return generate_stubs(tmp_path_factory.mktemp("grpcio-stubs"))
 
 
 @pytest.fixture
