@@ -32,4 +32,5 @@ def decode_write(payload: bytes, seq: int, timestamp: int) -> Write:
         deletes=list(message.deletes),
         seq=seq,
         timestamp=timestamp,
+        payload=payload,
     )

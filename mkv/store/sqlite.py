@@ -118,18 +118,27 @@ class SqliteStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 timestamp = self._last_timestamp
+                # Puts of consecutive writes go in one executemany: a group
+                # commit or a replay of many small writes is one statement
+                # loop, not one per write. Deletes flush them first, to keep
+                # the writes' order.
+                rows: list[tuple[bytes, bytes, int, int]] = []
                 for write in writes:
                     seq, ts = write.seq, write.timestamp
-                    if write.puts:
-                        conn.executemany(_UPSERT, [(k, v, seq, ts) for k, v in write.puts])
+                    rows.extend((k, v, seq, ts) for k, v in write.puts)
                     count = 0
                     if write.deletes:
+                        if rows:
+                            conn.executemany(_UPSERT, rows)
+                            rows = []
                         cursor = conn.executemany(
                             "DELETE FROM kv WHERE key = ?", [(k,) for k in write.deletes]
                         )
                         count = cursor.rowcount
                     removed.append(count)
                     timestamp = ts or timestamp
+                if rows:
+                    conn.executemany(_UPSERT, rows)
                 top = writes[-1].seq
                 conn.executemany(
                     "UPDATE meta SET value = ? WHERE name = ?",
