@@ -13,6 +13,7 @@ retries once when the node answers BAD_NODE.
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -212,11 +213,12 @@ class Client:
 
     async def _split(
         self, items: Sequence[T], key_of: Callable[[T], bytes], size_of: Callable[[T], int]
-    ) -> list[list[T]]:
+    ) -> list[list[list[T]]]:
         """Group ``items`` per partition, then cut each group into requests of at
-        most ``max_request_bytes``, keeping their order."""
-        batches: list[list[T]] = []
+        most ``max_request_bytes``, keeping their order: per partition, its batches."""
+        partitions: list[list[list[T]]] = []
         for group in await self._group(items, key_of):
+            batches: list[list[T]] = []
             batch: list[T] = []
             size = 0
             for item in group:
@@ -232,13 +234,11 @@ class Client:
                 batch.append(item)
                 size += item_size
             batches.append(batch)
-        return batches
+            partitions.append(batches)
+        return partitions
 
-    async def _write(self, batches: list[list[T]], send: _Send[T]) -> list[WriteAck]:
+    async def _write(self, partitions: list[list[list[T]]], send: _Send[T]) -> list[WriteAck]:
         """Send each batch; partitions side by side, one partition's batches in order."""
-        by_partition: dict[str, list[list[T]]] = defaultdict(list)
-        for batch in batches:
-            by_partition[self._router_or_empty().lookup(send.key_of(batch[0])) or ""].append(batch)
         acks: list[WriteAck] = []
         errors: list[MkvError] = []
 
@@ -252,7 +252,7 @@ class Client:
                 errors.append(exc)
 
         async with trio.open_nursery() as nursery:
-            for own in by_partition.values():
+            for own in partitions:
                 nursery.start_soon(send_in_order, own)
         if errors:
             raise errors[0]
@@ -273,15 +273,14 @@ class Client:
         # The map moved under us: route this batch again, once.
         await self._refresh_router()
         acks: list[WriteAck] = []
-        for again in await self._split(batch, send.key_of, send.size_of):
+        for again in itertools.chain.from_iterable(
+            await self._split(batch, send.key_of, send.size_of)
+        ):
             acks.extend(await self._send_batch(again, send, retry=False))
         return acks
 
     def _map_version(self) -> int:
         return self._router.version if self._router is not None else 0
-
-    def _router_or_empty(self) -> Router:
-        return self._router or Router.build([], version=0)
 
     async def _get(self, request: pb.GetRequest) -> pb.GetResponse:
         for attempt in range(2):

@@ -209,7 +209,7 @@ class Partition:
             wal_segments=0 if wal_stats is None else wal_stats.segments,
         )
 
-    async def stats(self) -> StoreStats:
+    async def store_stats(self) -> StoreStats:
         store = self._store
         if store is None or self.state is PartitionState.STOPPED:
             return StoreStats(key_count=0, size_bytes=0)

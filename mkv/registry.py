@@ -230,7 +230,7 @@ class PartitionRegistry:
             pipeline=partition.pipeline_specs,
             state=partition.state,
             last_seq=partition.last_seq(),
-            stats=await partition.stats(),
+            stats=await partition.store_stats(),
         )
 
     def _free_id(self) -> str:
