@@ -108,3 +108,37 @@ def test_sqlite_refuses_a_file_that_is_not_a_database(tmp_path: Path) -> None:
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StorageError, match="Could not open"):
         SqliteStore(path)
+
+
+def test_get_many_answers_in_the_order_asked(store: StateStore) -> None:
+    store.apply([Write(seq=1, puts=[(b"a", b"1"), (b"c", b"3")])])
+    keys = [b"c", b"missing", b"a", b"c"] + [b"k%d" % i for i in range(1200)]
+    assert store.get_many(keys)[:4] == [Item(b"3", 1), None, Item(b"1", 1), Item(b"3", 1)]
+    assert store.get_many([]) == []
+
+
+def test_scan_pages_in_byte_order_within_bounds(store: StateStore) -> None:
+    keys = [b"", b"\x00", b"a", b"a\x00", b"ab", b"b", b"\xff", b"\xff\xff"]
+    store.apply([Write(seq=1, puts=[(k, b"v" + k) for k in reversed(keys)])])
+    everything = store.scan(b"", None, 100)
+    assert [k for k, _ in everything] == sorted(keys)
+    assert everything[2] == (b"a", Item(b"va", 1))
+    assert [k for k, _ in store.scan(b"a", b"b", 100)] == [b"a", b"a\x00", b"ab"]
+    assert [k for k, _ in store.scan(b"a\x00", None, 2)] == [b"a\x00", b"ab"]
+    assert store.scan(b"b", b"b", 10) == []
+    assert store.scan(b"a", None, 1, keys_only=True) == [(b"a", Item(b"", 1))]
+
+
+def test_scan_sees_puts_and_deletes_applied_between_scans(store: StateStore) -> None:
+    model: dict[bytes, bytes] = {}
+    for seq in range(1, 60):
+        puts = [(b"k%03d" % ((seq * 7 + i) % 50), b"%d" % seq) for i in range(3)]
+        deletes = [b"k%03d" % ((seq * 11) % 50)]
+        store.apply([Write(seq=seq, puts=puts, deletes=deletes)])
+        model.update(puts)
+        for key in deletes:
+            model.pop(key, None)
+        if seq % 5 == 0:
+            scanned = {k: item.value for k, item in store.scan(b"", None, 1000)}
+            assert list(scanned) == sorted(model)
+            assert scanned == model

@@ -1,9 +1,10 @@
 """The StateStore protocol every store implements, and the records it speaks in.
 
-A store is driven by exactly one partition task. Its ``apply`` may block (disk,
-fsync) and is always called from the partition's worker thread; its ``get``
-must be cheap enough to call inline on the event loop (a dict lookup, or a
-point read on SQLite's read connection in WAL mode).
+A store is driven by exactly one partition task. Its ``apply``, ``get_many``
+and ``scan`` may block (disk, fsync) and are always called from the
+partition's worker thread, one at a time; its ``get`` must be cheap enough to
+call inline on the event loop (a dict lookup, or a point read on SQLite's read
+connection in WAL mode).
 """
 
 from __future__ import annotations
@@ -55,6 +56,22 @@ class StateStore(Protocol):
 
     def get(self, key: bytes) -> Item | None:
         """Point read; called inline on the event loop, so it must be fast."""
+        ...
+
+    def get_many(self, keys: Sequence[bytes]) -> list[Item | None]:
+        """Point reads of ``keys``, in order; blocking (the worker thread), so
+        they see exactly the writes applied before them."""
+        ...
+
+    def scan(
+        self, start: bytes, end: bytes | None, limit: int, *, keys_only: bool = False
+    ) -> list[tuple[bytes, Item]]:
+        """Up to ``limit`` keys in ``[start, end)`` (``end`` None: unbounded),
+        in byte order, with their items (values empty when ``keys_only``).
+
+        Blocking: called from the worker thread, between applies, so the page
+        is one consistent view at ``last_seq()``.
+        """
         ...
 
     def apply(self, writes: Sequence[Write]) -> list[int]:

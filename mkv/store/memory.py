@@ -8,6 +8,7 @@ blocks in a small file, so a restarted partition never reuses one.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +33,7 @@ class MemoryStore:
             partition's log keeps the numbers (or for scratch use).
         """
         self._data: dict[bytes, Item] = {}
+        self._order = _KeyOrder()
         self._seq_file = directory / "seq-reserved" if directory is not None else None
         self._reserved = 0
         if self._seq_file is not None and self._seq_file.exists():
@@ -50,6 +52,22 @@ class MemoryStore:
     def get(self, key: bytes) -> Item | None:
         return self._data.get(key)
 
+    def get_many(self, keys: Sequence[bytes]) -> list[Item | None]:
+        return [self._data.get(key) for key in keys]
+
+    def scan(
+        self, start: bytes, end: bytes | None, limit: int, *, keys_only: bool = False
+    ) -> list[tuple[bytes, Item]]:
+        keys = self._order.sorted_keys()
+        data = self._data
+        page: list[tuple[bytes, Item]] = []
+        for i in range(bisect.bisect_left(keys, start), len(keys)):
+            if len(page) >= limit or (end is not None and keys[i] >= end):
+                break
+            item = data[keys[i]]
+            page.append((keys[i], Item(b"", item.seq, item.timestamp) if keys_only else item))
+        return page
+
     def apply(self, writes: Sequence[Write]) -> list[int]:
         if not writes:
             return []
@@ -65,10 +83,13 @@ class MemoryStore:
         removed: list[int] = []
         for write in writes:
             for key, value in write.puts:
+                if key not in data:
+                    self._order.added(key)
                 data[key] = Item(value, write.seq, write.timestamp)
             count = 0
             for key in write.deletes:
                 if data.pop(key, None) is not None:
+                    self._order.removed(key)
                     count += 1
             removed.append(count)
             self._last_timestamp = write.timestamp or self._last_timestamp
@@ -83,3 +104,42 @@ class MemoryStore:
 
     def close(self) -> None:
         self._data.clear()
+
+
+class _KeyOrder:
+    """The dict's keys in byte order, kept lazily for scans.
+
+    Keeping a sorted list exact on every put would cost a list insertion per
+    new key (O(n) each); instead new keys collect in a set and are merged at
+    the next scan (one sort, which Timsort does in about linear time for a
+    sorted list plus a sorted run), and removed keys leave the list then.
+    """
+
+    def __init__(self) -> None:
+        self._sorted: list[bytes] = []
+        self._added: set[bytes] = set()
+        # In ``_sorted`` but no longer in the store.
+        self._removed: set[bytes] = set()
+
+    def added(self, key: bytes) -> None:
+        if key in self._removed:
+            self._removed.discard(key)  # still in the sorted list
+        else:
+            self._added.add(key)
+
+    def removed(self, key: bytes) -> None:
+        if key in self._added:
+            self._added.discard(key)
+        else:
+            self._removed.add(key)
+
+    def sorted_keys(self) -> list[bytes]:
+        if self._removed:
+            removed = self._removed
+            self._sorted = [key for key in self._sorted if key not in removed]
+            self._removed = set()
+        if self._added:
+            self._sorted.extend(sorted(self._added))
+            self._sorted.sort()
+            self._added = set()
+        return self._sorted

@@ -43,6 +43,9 @@ CREATE TABLE IF NOT EXISTS meta (
 INSERT OR IGNORE INTO meta (name, value) VALUES ('last_seq', 0), ('last_ts', 0);
 """
 
+# Well under SQLite's default limit on bound parameters (32766 since 3.32).
+_VARIABLES_PER_QUERY = 500
+
 _UPSERT = (
     "INSERT INTO kv (key, value, seq, ts) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (key) DO UPDATE SET value = excluded.value, seq = excluded.seq, ts = excluded.ts"
@@ -108,6 +111,37 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StorageError("Reading from the SQLite store failed.") from exc
         return None if row is None else Item(row[0], row[1], row[2])
+
+    def get_many(self, keys: Sequence[bytes]) -> list[Item | None]:
+        found: dict[bytes, Item] = {}
+        try:
+            for i in range(0, len(keys), _VARIABLES_PER_QUERY):
+                chunk = keys[i : i + _VARIABLES_PER_QUERY]
+                marks = ",".join("?" * len(chunk))
+                rows = self._writer.execute(
+                    f"SELECT key, value, seq, ts FROM kv WHERE key IN ({marks})", chunk
+                )
+                found.update((row[0], Item(row[1], row[2], row[3])) for row in rows)
+        except sqlite3.Error as exc:
+            raise StorageError("Reading from the SQLite store failed.") from exc
+        return [found.get(key) for key in keys]
+
+    def scan(
+        self, start: bytes, end: bytes | None, limit: int, *, keys_only: bool = False
+    ) -> list[tuple[bytes, Item]]:
+        # The writer's connection, on the worker thread between applies: the
+        # page is one view at last_seq, and the reader stays free for Gets.
+        value = "X''" if keys_only else "value"
+        below = "" if end is None else "AND key < :end"
+        query = (
+            f"SELECT key, {value}, seq, ts FROM kv WHERE key >= :start {below} "
+            "ORDER BY key LIMIT :limit"
+        )
+        try:
+            rows = self._writer.execute(query, {"start": start, "end": end, "limit": limit})
+            return [(row[0], Item(row[1], row[2], row[3])) for row in rows]
+        except sqlite3.Error as exc:
+            raise StorageError("Reading from the SQLite store failed.") from exc
 
     def apply(self, writes: Sequence[Write]) -> list[int]:
         if not writes:
