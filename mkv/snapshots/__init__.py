@@ -1,0 +1,1 @@
+"""Partition snapshots: the files a snapshot is made of, and how they are checked."""

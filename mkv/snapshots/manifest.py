@@ -1,0 +1,179 @@
+"""A snapshot's manifest: what the data file next to it holds, and its checksum.
+
+A snapshot is two files in one directory: the data file (a SQLite database in
+mkv's store layout, whatever the partition's store kind) and a manifest,
+``<data file name>.manifest.json``, written last. Both are written under a
+temporary name, fsynced, renamed and the directory fsynced, so a snapshot
+whose manifest exists is complete, and one without a manifest is not a
+snapshot at all (a crash mid-copy leaves only a temporary file).
+
+The manifest is JSON, so people and scripts can read it::
+
+    {"format": "mkv-snapshot/1", "partition_id": "p1",
+     "range": {"start": "", "end": "6d"},   # hex; end null: unbounded
+     "store_kind": "sqlite", "seq": 1234, "timestamp": 0,
+     "file": "p1-1234.sqlite3", "size": 8192, "sha256": "…",
+     "created": "2026-11-26T13:00:00Z"}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from mkv.errors import InvalidArgumentError, shown
+from mkv.store.files import write_atomically
+
+__all__ = [
+    "FORMAT",
+    "MANIFEST_SUFFIX",
+    "Manifest",
+    "SnapshotCorruptError",
+    "file_sha256",
+    "manifest_path_for",
+    "read_manifest",
+    "verify_snapshot",
+    "write_manifest",
+]
+
+FORMAT = "mkv-snapshot/1"
+MANIFEST_SUFFIX = ".manifest.json"
+_CHUNK = 1024 * 1024
+
+
+class SnapshotCorruptError(InvalidArgumentError):
+    """The data file does not match its manifest (size or checksum)."""
+
+
+@attrs.frozen(kw_only=True)
+class Manifest:
+    partition_id: str
+    start: bytes
+    end: bytes | None
+    store_kind: str
+    seq: int
+    timestamp: int
+    # The data file's name, in the manifest's directory.
+    file: str
+    size: int
+    sha256: str
+    # UTC, ISO 8601.
+    created: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "partition_id": self.partition_id,
+            "range": {
+                "start": self.start.hex(),
+                "end": None if self.end is None else self.end.hex(),
+            },
+            "store_kind": self.store_kind,
+            "seq": self.seq,
+            "timestamp": self.timestamp,
+            "file": self.file,
+            "size": self.size,
+            "sha256": self.sha256,
+            "created": self.created,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Manifest:
+        """Raises:
+        InvalidArgumentError: not an mkv snapshot manifest this version reads.
+        """
+        try:
+            if data["format"] != FORMAT:
+                raise InvalidArgumentError(
+                    f"Unknown snapshot format '{shown(str(data['format']))}'; expected {FORMAT}."
+                )
+            end = data["range"]["end"]
+            manifest = cls(
+                partition_id=str(data["partition_id"]),
+                start=bytes.fromhex(data["range"]["start"]),
+                end=None if end is None else bytes.fromhex(end),
+                store_kind=str(data["store_kind"]),
+                seq=int(data["seq"]),
+                timestamp=int(data["timestamp"]),
+                file=str(data["file"]),
+                size=int(data["size"]),
+                sha256=str(data["sha256"]),
+                created=str(data["created"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidArgumentError(f"The snapshot manifest is malformed ({exc}).") from None
+        if Path(manifest.file).name != manifest.file or manifest.file in ("", ".", ".."):
+            raise InvalidArgumentError("The snapshot manifest names a file outside its directory.")
+        return manifest
+
+
+def manifest_path_for(data_file: Path) -> Path:
+    return data_file.with_name(data_file.name + MANIFEST_SUFFIX)
+
+
+def write_manifest(data_file: Path, manifest: Manifest) -> Path:
+    """Write the manifest of ``data_file`` atomically and durably; blocking."""
+    path = manifest_path_for(data_file)
+    text = json.dumps(manifest.to_json(), indent=2, sort_keys=True) + "\n"
+    write_atomically(path, text.encode())
+    return path
+
+
+def read_manifest(path: Path) -> Manifest:
+    """Raises:
+    InvalidArgumentError: missing, unreadable or not a manifest.
+    """
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise InvalidArgumentError(f"No snapshot manifest at {shown(str(path))}.") from None
+    except (OSError, ValueError) as exc:
+        raise InvalidArgumentError(
+            f"Cannot read the snapshot manifest {shown(str(path))} ({exc})."
+        ) from None
+    return Manifest.from_json(data)
+
+
+def file_sha256(path: Path, progress: Callable[[int], None] | None = None) -> str:
+    """SHA-256 of a file, read in chunks; ``progress`` gets the bytes read so far."""
+    digest = hashlib.sha256()
+    done = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(done)
+    return digest.hexdigest()
+
+
+def verify_snapshot(manifest_path: Path) -> tuple[Manifest, Path]:
+    """Read a manifest and check its data file; blocking. Returns both.
+
+    Raises:
+        InvalidArgumentError: no valid manifest.
+        SnapshotCorruptError: the data file is missing, or its size or
+            checksum differs from the manifest's.
+    """
+    manifest = read_manifest(manifest_path)
+    data_file = manifest_path.parent / manifest.file
+    try:
+        size = data_file.stat().st_size
+    except FileNotFoundError:
+        raise SnapshotCorruptError(
+            f"The snapshot's data file {shown(manifest.file)} is missing."
+        ) from None
+    if size != manifest.size:
+        raise SnapshotCorruptError(
+            f"The snapshot's data file is {size} bytes; its manifest says {manifest.size}."
+        )
+    if file_sha256(data_file) != manifest.sha256:
+        raise SnapshotCorruptError(
+            "The snapshot's data file does not match its manifest's SHA-256 checksum."
+        )
+    return manifest, data_file
