@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 import trio
@@ -42,7 +43,7 @@ from mkv.pipeline import (
 )
 from mkv.pipeline.reorder import OrderedWindow
 from mkv.router import KeyRange
-from mkv.store import Item, StateStore, StoreStats, open_store
+from mkv.store import StateStore, StoreStats, open_store
 from mkv.worker import WorkerThread
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "Partition",
     "PartitionState",
     "PartitionStatistics",
+    "Read",
     "Remove",
     "Upsert",
     "WriteResult",
@@ -96,7 +98,17 @@ class Get:
     key: bytes
 
 
-Command = Upsert | Remove | Get
+@attrs.frozen
+class Read:
+    """Run ``fn(store)`` on the worker thread after every write admitted
+    before it is applied, and before any admitted after: a consistent view at
+    one sequence number (scans, batch reads, snapshots). Writes wait while it
+    runs, so it should be short."""
+
+    fn: Callable[[StateStore], Any]
+
+
+Command = Upsert | Remove | Get | Read
 
 
 @attrs.frozen
@@ -126,12 +138,12 @@ class _Pending:
     def __init__(self, command: Command) -> None:
         self.command = command
         self.done = trio.Event()
-        self.result: WriteResult | Item | None = None
+        self.result: Any = None
         self.error: MkvError | None = None
         # The write as the pipeline made it (None for a read).
         self.write: Write | None = None
 
-    def resolve(self, result: WriteResult | Item | None) -> None:
+    def resolve(self, result: Any) -> None:
         self.result = result
         self.done.set()
 
@@ -172,7 +184,7 @@ class Partition:
 
     # -- the outside: called by request handlers and the registry ---------------
 
-    async def submit(self, command: Command) -> WriteResult | Item | None:
+    async def submit(self, command: Command) -> Any:
         """Queue ``command`` and wait for its answer.
 
         Raises:
@@ -291,7 +303,7 @@ class Partition:
         """Run the synchronous stages, number the write, start the asynchronous ones."""
         ticket = await window.admit(pending)
         command = pending.command
-        if isinstance(command, Get):
+        if isinstance(command, Get | Read):
             window.complete(ticket, None)  # read at release, after the writes before it
             return
         if self._broken is not None:
@@ -391,7 +403,7 @@ class Partition:
         for item in released:
             pending = item.item
             command = pending.command
-            if item.error is None and not isinstance(command, Get):
+            if item.error is None and isinstance(command, Upsert | Remove):
                 run.append(pending)
                 size += command.size
                 if size >= MAX_APPLY_BYTES:
@@ -404,6 +416,8 @@ class Partition:
             if item.error is not None:
                 assert isinstance(item.error, MkvError)
                 pending.fail(item.error)
+            elif isinstance(command, Read):
+                await self._run_read(pending, command)
             else:
                 self._read(pending)
         await self._apply(run)
@@ -416,6 +430,18 @@ class Partition:
         except StorageError as exc:
             log.error("partition %s: read failed", self.id, exc_info=exc)
             pending.fail(exc)
+
+    async def _run_read(self, pending: _Pending, command: Read) -> None:
+        store, worker = self._store, self._worker
+        assert store is not None
+        assert worker is not None
+        try:
+            pending.resolve(await worker.run_sync(lambda: command.fn(store)))
+        except MkvError as exc:
+            pending.fail(exc)
+        except Exception:
+            log.exception("partition %s: a read failed", self.id)
+            pending.fail(InternalError(f"A read of partition {self.id} failed."))
 
     async def _apply(self, run: list[_Pending]) -> None:
         if not run:
