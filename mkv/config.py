@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from mkv.feed import WATCH_RETENTION_BYTES
 from mkv.wire import MAX_REQUEST_BYTES, Address, parse_address
 
 __all__ = ["DEFAULT_CONTROL_ADDR", "DEFAULT_DATA_ADDR", "Config", "ConfigError"]
@@ -59,6 +60,9 @@ class Config:
     max_request_bytes: int = MAX_REQUEST_BYTES
     # How long shutdown waits for in-flight requests before closing connections.
     drain_timeout: float = 10.0
+    # Recent mutations each partition keeps for watchers to resume from (and
+    # its write-ahead log keeps at least as much, so restarts keep them too).
+    watch_retention_bytes: int = WATCH_RETENTION_BYTES
 
     @classmethod
     def load(cls, path: Path | None = None, **overrides: Any) -> Config:

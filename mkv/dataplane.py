@@ -1,4 +1,5 @@
-"""The DataPlane service: Upsert, Get, Remove and PartitionMap.
+"""The DataPlane service: Upsert, Get, Remove, Increment, BatchGet, Scan,
+Watch and PartitionMap.
 
 Handlers check input, route it, and hand it to the partition; they hold no
 state of their own. Errors are raised as ``mkv.errors`` exceptions and become
@@ -8,16 +9,19 @@ gRPC statuses in ``mkv.rpc``; a key nobody owns is not an error but a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncGenerator, Sequence
 
 import trio
 
-from mkv.errors import InvalidArgumentError
-from mkv.partition import Get, Partition, Remove, Upsert, WriteResult
+from mkv.errors import ConditionFailedError, InvalidArgumentError, ResourceExhaustedError
+from mkv.mutations import Condition
+from mkv.partition import Get, Increment, Partition, Read, Remove, Upsert, WriteResult
 from mkv.registry import PartitionRegistry
-from mkv.rpc import Handler
-from mkv.store import Item
+from mkv.rpc import Handler, ServerStream
+from mkv.store import Item, StateStore
 from mkv.v1 import data_pb2 as pb
+from mkv.watching import watch_partition
 from mkv.wire import MAX_KEY_BYTES
 
 __all__ = ["DataPlane"]
@@ -25,6 +29,16 @@ __all__ = ["DataPlane"]
 
 # Upserts with more entries than this are unpacked on a worker thread.
 INLINE_ENTRIES = 1000
+# One Scan call returns at most this many keys (its default: SCAN_LIMIT) and
+# about this many bytes of keys and values, then says where to continue.
+SCAN_LIMIT = 1000
+MAX_SCAN_LIMIT = 10_000
+SCAN_BYTES = 4 * 1024 * 1024
+# Bytes of keys and values in one message of a Scan's stream.
+SCAN_MESSAGE_BYTES = 64 * 1024
+# BatchGet: keys per call, and bytes of values in its one response.
+MAX_BATCH_GET_KEYS = 10_000
+MAX_BATCH_GET_BYTES = 16 * 1024 * 1024
 
 
 def _unpack(entries: Sequence[pb.Entry]) -> tuple[list[bytes], list[tuple[bytes, bytes]]]:
@@ -33,18 +47,39 @@ def _unpack(entries: Sequence[pb.Entry]) -> tuple[list[bytes], list[tuple[bytes,
     return keys, list(zip(keys, [e.value for e in entries], strict=True))
 
 
+def _conditions(conditions: Sequence[pb.Condition]) -> list[tuple[bytes, Condition]]:
+    """Raises:
+    InvalidArgumentError: a condition has no test.
+    """
+    out: list[tuple[bytes, Condition]] = []
+    for c in conditions:
+        test = c.WhichOneof("test")
+        if test is None:
+            raise InvalidArgumentError("A condition needs a test: `seq` or `value`.")
+        out.append((c.key, Condition(seq=c.seq) if test == "seq" else Condition(value=c.value)))
+    return out
+
+
+def _failure(exc: ConditionFailedError) -> pb.ConditionFailure:
+    return pb.ConditionFailure(key=exc.key, found=exc.current_seq > 0, seq=exc.current_seq)
+
+
 class DataPlane:
     def __init__(self, registry: PartitionRegistry) -> None:
         self._registry = registry
         # Set by the node once the data port is bound, for PartitionMap.
         self.advertised_address = ""
 
-    def methods(self) -> dict[str, tuple[type, Handler]]:
+    def methods(self) -> dict[str, tuple[type, Handler | ServerStream]]:
         return {
             "Upsert": (pb.UpsertRequest, self.upsert),
             "Get": (pb.GetRequest, self.get),
             "Remove": (pb.RemoveRequest, self.remove),
             "PartitionMap": (pb.PartitionMapRequest, self.partition_map),
+            "Increment": (pb.IncrementRequest, self.increment),
+            "BatchGet": (pb.BatchGetRequest, self.batch_get),
+            "Scan": (pb.ScanRequest, ServerStream(self.scan)),
+            "Watch": (pb.WatchRequest, ServerStream(self.watch)),
         }
 
     async def upsert(self, request: pb.UpsertRequest) -> pb.UpsertResponse:
@@ -56,11 +91,20 @@ class DataPlane:
         else:
             # ~0.6 µs an entry: a full 1 MiB batch would hold the event loop ~5 ms.
             keys, puts = await trio.to_thread.run_sync(_unpack, entries)
-        partition = self._route(keys, request.map_version)
+        conditions = _conditions(request.conditions)
+        routed = keys + [key for key, _ in conditions] if conditions else keys
+        partition = self._route(routed, request.map_version)
         if partition is None:
             return pb.UpsertResponse(status=pb.BAD_NODE, hint=self._hint())
         payload = request.SerializeToString()
-        result = await partition.submit(Upsert(puts, size=len(payload), payload=payload))
+        try:
+            result = await partition.submit(
+                Upsert(puts, size=len(payload), payload=payload, conditions=conditions)
+            )
+        except ConditionFailedError as exc:
+            return pb.UpsertResponse(
+                status=pb.CONDITION_FAILED, partition_id=partition.id, failure=_failure(exc)
+            )
         assert isinstance(result, WriteResult)
         return pb.UpsertResponse(
             status=pb.OK, seq=result.seq, timestamp=result.timestamp, partition_id=partition.id
@@ -87,10 +131,18 @@ class DataPlane:
         keys = list(request.keys)
         if not keys:
             raise InvalidArgumentError("A remove needs at least one key.")
-        partition = self._route(keys, request.map_version)
+        conditions = _conditions(request.conditions)
+        partition = self._route(keys + [key for key, _ in conditions], request.map_version)
         if partition is None:
             return pb.RemoveResponse(status=pb.BAD_NODE, hint=self._hint())
-        result = await partition.submit(Remove(keys, size=request.ByteSize()))
+        try:
+            result = await partition.submit(
+                Remove(keys, size=request.ByteSize(), conditions=conditions)
+            )
+        except ConditionFailedError as exc:
+            return pb.RemoveResponse(
+                status=pb.CONDITION_FAILED, partition_id=partition.id, failure=_failure(exc)
+            )
         assert isinstance(result, WriteResult)
         return pb.RemoveResponse(
             status=pb.OK,
@@ -99,6 +151,120 @@ class DataPlane:
             timestamp=result.timestamp,
             partition_id=partition.id,
         )
+
+    async def increment(self, request: pb.IncrementRequest) -> pb.IncrementResponse:
+        deltas = [(d.key, d.delta) for d in request.deltas]
+        if not deltas:
+            raise InvalidArgumentError("An increment needs at least one key and delta.")
+        partition = self._route([key for key, _ in deltas], request.map_version)
+        if partition is None:
+            return pb.IncrementResponse(status=pb.BAD_NODE, hint=self._hint())
+        result = await partition.submit(Increment(deltas, size=request.ByteSize()))
+        assert isinstance(result, WriteResult)
+        return pb.IncrementResponse(
+            status=pb.OK,
+            values=result.values,
+            seq=result.seq,
+            timestamp=result.timestamp,
+            partition_id=partition.id,
+        )
+
+    async def batch_get(self, request: pb.BatchGetRequest) -> pb.BatchGetResponse:
+        keys = list(request.keys)
+        if not keys:
+            raise InvalidArgumentError("A batch get needs at least one key.")
+        if len(keys) > MAX_BATCH_GET_KEYS:
+            raise ResourceExhaustedError(
+                f"A batch get asks for {len(keys)} keys; the limit is {MAX_BATCH_GET_KEYS}."
+            )
+        partition = self._route(keys, request.map_version)
+        if partition is None:
+            return pb.BatchGetResponse(status=pb.BAD_NODE, hint=self._hint())
+
+        def read(store: StateStore) -> tuple[int, list[Item | None]]:
+            items = store.get_many(keys)
+            size = sum(len(item.value) for item in items if item is not None)
+            if size > MAX_BATCH_GET_BYTES:
+                raise ResourceExhaustedError(
+                    f"The values asked for add up to {size} bytes; one batch get returns at "
+                    f"most {MAX_BATCH_GET_BYTES}, so ask for fewer keys."
+                )
+            return store.last_seq(), items
+
+        seq, items = await partition.submit(Read(read))
+        return pb.BatchGetResponse(
+            status=pb.OK,
+            items=[
+                pb.Lookup()
+                if item is None
+                else pb.Lookup(found=True, value=item.value, seq=item.seq, timestamp=item.timestamp)
+                for item in items
+            ],
+            partition_id=partition.id,
+            seq=seq,
+        )
+
+    async def scan(self, request: pb.ScanRequest) -> AsyncGenerator[pb.ScanResponse, None]:
+        start, end = request.start, request.end or None
+        if len(start) > MAX_KEY_BYTES:
+            raise InvalidArgumentError(f"The scan's start is over {MAX_KEY_BYTES} bytes.")
+        partition_id = self._registry.router.lookup(start)
+        partition = None if partition_id is None else self._registry.partition(partition_id)
+        if partition is None:
+            yield pb.ScanResponse(status=pb.BAD_NODE, hint=self._hint())
+            return
+        owned_end = partition.range.end
+        stop = end if owned_end is None or (end is not None and end <= owned_end) else owned_end
+        limit = min(request.limit or SCAN_LIMIT, MAX_SCAN_LIMIT)
+        keys_only = request.keys_only
+
+        def read(store: StateStore) -> tuple[int, list[tuple[bytes, Item]]]:
+            if stop is not None and stop <= start:
+                return store.last_seq(), []
+            page = store.scan(start, stop, limit, keys_only=keys_only, max_bytes=SCAN_BYTES)
+            return store.last_seq(), page
+
+        seq, page = await partition.submit(Read(read))
+        size = sum(len(key) + len(item.value) for key, item in page)
+        if len(page) >= limit or size >= SCAN_BYTES:
+            more, next_start = True, page[-1][0] + b"\x00"
+        elif stop is not None and stop != end:
+            more, next_start = True, stop  # the partition ends first: go on in the next
+        else:
+            more, next_start = False, b""
+        batch: list[pb.KeyValue] = []
+        batch_bytes = 0
+        for key, item in page:
+            batch.append(
+                pb.KeyValue(key=key, value=item.value, seq=item.seq, timestamp=item.timestamp)
+            )
+            batch_bytes += len(key) + len(item.value)
+            if batch_bytes >= SCAN_MESSAGE_BYTES:
+                yield pb.ScanResponse(status=pb.OK, items=batch, partition_id=partition.id, seq=seq)
+                batch, batch_bytes = [], 0
+        yield pb.ScanResponse(
+            status=pb.OK,
+            items=batch,
+            partition_id=partition.id,
+            seq=seq,
+            more=more,
+            next_start=next_start,
+        )
+
+    async def watch(self, request: pb.WatchRequest) -> AsyncGenerator[pb.WatchResponse, None]:
+        start, end = request.start, request.end or None
+        if len(start) > MAX_KEY_BYTES:
+            raise InvalidArgumentError(f"The watch's start is over {MAX_KEY_BYTES} bytes.")
+        partition_id = self._registry.router.lookup(start)
+        partition = None if partition_id is None else self._registry.partition(partition_id)
+        if partition is None:
+            yield pb.WatchResponse(status=pb.BAD_NODE, hint=self._hint())
+            return
+        async with contextlib.aclosing(
+            watch_partition(partition, start, end, request.from_seq)
+        ) as responses:
+            async for response in responses:
+                yield response
 
     async def partition_map(self, request: pb.PartitionMapRequest) -> pb.PartitionMapResponse:
         router = self._registry.router

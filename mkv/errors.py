@@ -13,8 +13,12 @@ from typing import ClassVar
 from purerpc.grpclib.status import StatusCode
 
 __all__ = [
+    "AbortedError",
     "AlreadyExistsError",
     "BadNodeError",
+    "CompactedError",
+    "ConditionFailedError",
+    "FailedPreconditionError",
     "InternalError",
     "InvalidArgumentError",
     "MkvError",
@@ -97,6 +101,46 @@ class BadNodeError(MkvError):
     code = StatusCode.FAILED_PRECONDITION
 
 
+class FailedPreconditionError(MkvError):
+    """The key's current state does not allow the operation (an increment of a
+    value that is not a counter, or one that would overflow); nothing was applied."""
+
+    code = StatusCode.FAILED_PRECONDITION
+
+
+class AbortedError(MkvError):
+    """A conditional write or increment was decided against a write that then
+    failed, so it was not applied either; retrying is safe."""
+
+    code = StatusCode.ABORTED
+
+
+class CompactedError(MkvError):
+    """A watch asked for changes older than the partition still retains:
+    read the current state with a scan, then watch from its sequence number."""
+
+    code = StatusCode.OUT_OF_RANGE
+
+
+class ConditionFailedError(MkvError):
+    """A condition of a conditional write did not hold; nothing was applied.
+
+    Raised by the client only: on the wire this is ``Status.CONDITION_FAILED``
+    in the response, not a gRPC error.
+
+    Attributes:
+        key: the first key whose condition failed.
+        current_seq: the sequence number of that key's current value (0: absent).
+    """
+
+    code = StatusCode.FAILED_PRECONDITION
+
+    def __init__(self, message: str, key: bytes = b"", current_seq: int = 0) -> None:
+        super().__init__(message)
+        self.key = key
+        self.current_seq = current_seq
+
+
 def shown(text: str | bytes, limit: int = 40) -> str:
     """Caller input as it may appear in an error message: one printable line, bounded.
 
@@ -122,6 +166,9 @@ _BY_CODE: dict[StatusCode, type[MkvError]] = {
         PermissionDeniedError,
         AlreadyExistsError,
         InternalError,
+        FailedPreconditionError,
+        AbortedError,
+        CompactedError,
     )
 }
 

@@ -30,7 +30,18 @@ from typing import Any
 import attrs
 import trio
 
-from mkv.errors import InternalError, MkvError, StorageError, UnavailableError
+from mkv.errors import (
+    AbortedError,
+    ConditionFailedError,
+    InternalError,
+    MkvError,
+    StorageError,
+    UnavailableError,
+    shown,
+)
+from mkv.feed import WATCH_RETENTION_BYTES, ChangeFeed, FeedEntry, entry_cost
+from mkv.mutations import Condition, Failure, add_deltas, first_failure
+from mkv.pending import PendingWrites
 from mkv.pipeline import (
     Pipeline,
     Recovered,
@@ -41,13 +52,15 @@ from mkv.pipeline import (
     build_pipeline,
     restore,
 )
+from mkv.pipeline.payload import decode_write
 from mkv.pipeline.reorder import OrderedWindow
 from mkv.router import KeyRange
-from mkv.store import StateStore, StoreStats, open_store
+from mkv.store import Item, StateStore, StoreStats, open_store
 from mkv.worker import WorkerThread
 
 __all__ = [
     "Get",
+    "Increment",
     "Partition",
     "PartitionState",
     "PartitionStatistics",
@@ -70,6 +83,9 @@ MAX_APPLY_BYTES = 8 * 1024 * 1024
 # Synchronous stages run on a thread for writes larger than this, so a
 # sanitizer parsing a megabyte of JSON does not hold up the event loop.
 INLINE_STAGE_BYTES = 64 * 1024
+# Reads for a decision (conditions, counters) beyond this many keys go to the
+# worker thread as one batch rather than point reads on the event loop.
+INLINE_DECISION_KEYS = 16
 
 
 class PartitionState(enum.Enum):
@@ -85,11 +101,22 @@ class Upsert:
     size: int
     # The request's bytes, which are also its log payload (mkv.pipeline.payload).
     payload: bytes | None = None
+    # Applied only if every condition holds against the state before it.
+    conditions: Sequence[tuple[bytes, Condition]] = ()
 
 
 @attrs.frozen
 class Remove:
     keys: Sequence[bytes]
+    size: int
+    conditions: Sequence[tuple[bytes, Condition]] = ()
+
+
+@attrs.frozen
+class Increment:
+    """Add signed deltas to counters (mkv.mutations), atomically."""
+
+    deltas: Sequence[tuple[bytes, int]]
     size: int
 
 
@@ -108,7 +135,8 @@ class Read:
     fn: Callable[[StateStore], Any]
 
 
-Command = Upsert | Remove | Get | Read
+Command = Upsert | Remove | Increment | Get | Read
+_Mutation = Upsert | Remove | Increment
 
 
 @attrs.frozen
@@ -128,20 +156,26 @@ class WriteResult:
     seq: int
     timestamp: int = 0
     removed: int = 0
+    # An increment's new values, one per delta.
+    values: Sequence[int] = ()
 
 
 class _Pending:
     """A command waiting for its answer, which the partition task fills in."""
 
-    __slots__ = ("command", "done", "error", "result", "write")
+    __slots__ = ("command", "depends", "done", "error", "result", "values", "write")
 
     def __init__(self, command: Command) -> None:
         self.command = command
         self.done = trio.Event()
         self.result: Any = None
         self.error: MkvError | None = None
-        # The write as the pipeline made it (None for a read).
+        # The write as the pipeline made it, once numbered (None for a read).
         self.write: Write | None = None
+        # Sequence numbers of in-flight writes whose effects a decision read:
+        # if one of them fails, so must this.
+        self.depends: tuple[int, ...] = ()
+        self.values: Sequence[int] = ()
 
     def resolve(self, result: Any) -> None:
         self.result = result
@@ -162,6 +196,8 @@ class Partition:
         store_kind: str,
         pipeline: Sequence[str],
         directory: Path,
+        *,
+        watch_retention_bytes: int = WATCH_RETENTION_BYTES,
     ):
         self.id = partition_id
         self.range = key_range
@@ -180,6 +216,13 @@ class Partition:
         self._window: OrderedWindow[_Pending, None] | None = None
         # One per asynchronous stage after the first: writes enter in seq order.
         self._turnstiles: list[_Turnstile] = []
+        self._pending_writes = PendingWrites()
+        # Numbered writes that failed, while a write admitted with them in
+        # flight may still depend on them (pruned after WINDOW_SIZE more).
+        self._failed_seqs: set[int] = set()
+        self._watch_retention_bytes = watch_retention_bytes
+        self.feed = ChangeFeed(watch_retention_bytes, retained_after=0)
+        self._feed_changed = trio.Event()
         self._stopped = trio.Event()
 
     # -- the outside: called by request handlers and the registry ---------------
@@ -252,11 +295,14 @@ class Partition:
                 lambda: open_store(self.store_kind, self.directory, logged=wal is not None)
             )
             recovered = Recovered(store.last_seq(), store.last_timestamp())
+            feed = self.feed = ChangeFeed(self._watch_retention_bytes, store.last_seq())
             if wal is not None:
                 recovered = recovered.later(await wal.open())
-                replayed = await worker.run_sync(lambda: _replay(store, wal))
+                feed = self.feed = ChangeFeed(self._watch_retention_bytes, wal.base_seq)
+                replayed = await worker.run_sync(lambda: _replay(store, wal, feed))
                 if replayed:
                     log.info("partition %s: replayed %d writes from its log", self.id, replayed)
+            feed.skip_to(store.last_seq())
             restore(pipeline, recovered)
             self._next_seq = recovered.last_seq + 1
             self._turnstiles = [_Turnstile(self._next_seq) for _ in pipeline.async_[1:]]
@@ -284,6 +330,7 @@ class Partition:
                     stage.close()
         finally:
             self.state = PartitionState.STOPPED
+            self._feed_changed.set()  # watchers see the partition stopped
             with trio.CancelScope(shield=True):
                 if wal is not None:
                     await wal.aclose()
@@ -309,30 +356,99 @@ class Partition:
         if self._broken is not None:
             window.fail(ticket, self._broken)
             return
-        if isinstance(command, Upsert):
-            write = Write(puts=command.puts, payload=command.payload)
-        else:
-            write = Write(deletes=command.keys)
         try:
+            write = await self._decide(pending, command)
             if pipeline.sync:
                 staged = await self._through_sync_stages(pipeline, write, command.size)
                 # Encoded bytes describe the puts as they came: not a changed copy.
                 write = staged if staged.puts is write.puts else attrs.evolve(staged, payload=None)
         except MkvError as exc:
+            # Answered in its turn, like every outcome decided on in-flight writes.
             window.fail(ticket, exc)
             return
         write = pending.write = attrs.evolve(write, seq=self._next_seq)
         self._next_seq += 1
+        self._pending_writes.numbered(write)
         if not pipeline.async_:
             window.complete(ticket, None)
             return
         # Submitted here, so the first asynchronous stage takes writes in order.
         first: Awaitable[None] | MkvError
-        try:
-            first = pipeline.async_[0].submit(write)
-        except MkvError as exc:
-            first = exc
-        nursery.start_soon(self._through_async_stages, window, ticket, pipeline, write, first)
+        if (aborted := self._aborted(pending.depends)) is not None:
+            first = aborted
+        else:
+            try:
+                first = pipeline.async_[0].submit(write)
+            except MkvError as exc:
+                first = exc
+        nursery.start_soon(
+            self._through_async_stages, window, ticket, pipeline, write, first, pending.depends
+        )
+
+    async def _decide(self, pending: _Pending, command: _Mutation) -> Write:
+        """The write ``command`` makes, decided against the state every earlier
+        write leaves: conditions checked, counters added.
+
+        Raises:
+            ConditionFailedError: a condition does not hold.
+            FailedPreconditionError: an increment meets a non-counter or overflows.
+        """
+        if isinstance(command, Upsert | Remove) and not command.conditions:
+            return self._plain_write(command)  # the hot path: nothing to read
+        if isinstance(command, Increment):
+            keys = [key for key, _ in command.deltas]
+        else:
+            keys = [key for key, _ in command.conditions]
+        states, pending.depends = await self._states(keys)
+        if isinstance(command, Increment):
+            puts, pending.values = add_deltas(command.deltas, states.__getitem__)
+            return Write(puts=puts)
+        failure = first_failure(command.conditions, states.__getitem__)
+        if failure is not None:
+            raise _condition_failed(failure)
+        return self._plain_write(command)
+
+    @staticmethod
+    def _plain_write(command: Upsert | Remove) -> Write:
+        if isinstance(command, Upsert):
+            return Write(puts=command.puts, payload=command.payload)
+        return Write(deletes=command.keys)
+
+    async def _states(
+        self, keys: Sequence[bytes]
+    ) -> tuple[dict[bytes, Item | None], tuple[int, ...]]:
+        """Each key's state after every write admitted so far, and the writes
+        still in flight that it came from."""
+        states: dict[bytes, Item | None] = {}
+        depends: set[int] = set()
+        unwritten: list[bytes] = []
+        for key in dict.fromkeys(keys):
+            found = self._pending_writes.lookup(key)
+            if found is None:
+                unwritten.append(key)
+            else:
+                states[key], seq = found
+                depends.add(seq)
+        store, worker = self._store, self._worker
+        assert store is not None
+        assert worker is not None
+        # No write in flight touches these keys, and none is admitted while
+        # this task waits, so the store's answer for them cannot go stale.
+        if len(unwritten) <= INLINE_DECISION_KEYS:
+            states.update((key, store.get(key)) for key in unwritten)
+        else:
+            items = await worker.run_sync(lambda: store.get_many(unwritten))
+            states.update(zip(unwritten, items, strict=True))
+        return states, tuple(sorted(depends))
+
+    def _aborted(self, depends: tuple[int, ...]) -> AbortedError | None:
+        """An error when a write this one's decision read from has failed."""
+        if depends and not self._failed_seqs.isdisjoint(depends):
+            return AbortedError(
+                f"A write this one depended on failed, so partition {self.id} did not "
+                "apply it either; retry."
+            )
+        return None
 
     async def _through_sync_stages(self, pipeline: Pipeline, write: Write, size: int) -> Write:
         def run_stages() -> Write:
@@ -360,15 +476,21 @@ class Partition:
         pipeline: Pipeline,
         write: Write,
         first: Awaitable[None] | MkvError,
+        depends: tuple[int, ...],
     ) -> None:
         """Finish ``write`` in every asynchronous stage; the stages after the first
         take it in its turn (a write that failed still passes, so later ones
-        are not held up), and may finish it in any order."""
+        are not held up), and may finish it in any order.
+
+        A write whose decision read from a write that has failed by its turn
+        goes no further (so never into the log after it)."""
         error = first if isinstance(first, MkvError) else await _outcome(first)
+        if error is not None:
+            self._failed_seqs.add(write.seq)
         for stage, turnstile in zip(pipeline.async_[1:], self._turnstiles, strict=True):
             await turnstile.wait_turn(write.seq)
             pending_stage: Awaitable[None] | None = None
-            if error is None:
+            if error is None and (error := self._aborted(depends)) is None:
                 try:
                     pending_stage = stage.submit(write)
                 except MkvError as exc:
@@ -376,6 +498,8 @@ class Partition:
             turnstile.advance(write.seq)
             if pending_stage is not None:
                 error = await _outcome(pending_stage)
+            if error is not None:
+                self._failed_seqs.add(write.seq)
         if error is None:
             window.complete(ticket, None)
         else:
@@ -403,7 +527,11 @@ class Partition:
         for item in released:
             pending = item.item
             command = pending.command
-            if item.error is None and isinstance(command, Upsert | Remove):
+            error = item.error
+            if pending.depends and (aborted := self._aborted(pending.depends)) is not None:
+                # Decided on a write that failed after this one was admitted.
+                error = aborted
+            if error is None and isinstance(command, _Mutation):
                 run.append(pending)
                 size += command.size
                 if size >= MAX_APPLY_BYTES:
@@ -413,9 +541,11 @@ class Partition:
             # A read or a refusal: the writes before it are applied first.
             await self._apply(run)
             run, size = [], 0
-            if item.error is not None:
-                assert isinstance(item.error, MkvError)
-                pending.fail(item.error)
+            if error is not None:
+                assert isinstance(error, MkvError)
+                if pending.write is not None:
+                    self._unapplied(pending.write.seq)
+                pending.fail(error)
             elif isinstance(command, Read):
                 await self._run_read(pending, command)
             else:
@@ -449,24 +579,61 @@ class Partition:
         assert self._store is not None
         assert self._worker is not None
         writes = [pending.write for pending in run if pending.write is not None]
+        if self._broken is None:
+            store = self._store
+            try:
+                removed = await self._worker.run_sync(lambda: store.apply(writes))
+            except StorageError as exc:
+                # The writes may be in the log but are not in the store: applying
+                # anything after them would break the order, so stop writing.
+                log.error(
+                    "partition %s: applying %d writes failed", self.id, len(writes), exc_info=exc
+                )
+                self._broken = StorageError(f"Partition {self.id} failed writing to its store.")
         if self._broken is not None:
-            for pending in run:
-                pending.fail(self._broken)
-            return
-        store = self._store
-        try:
-            removed = await self._worker.run_sync(lambda: store.apply(writes))
-        except StorageError as exc:
-            # The writes may be in the log but are not in the store: applying
-            # anything after them would break the order, so stop writing.
-            log.error("partition %s: applying %d writes failed", self.id, len(writes), exc_info=exc)
-            self._broken = StorageError(f"Partition {self.id} failed writing to its store.")
+            for write in writes:
+                self._unapplied(write.seq)
             for pending in run:
                 pending.fail(self._broken)
             return
         self._last_applied = writes[-1].seq
+        feed = self.feed
         for pending, write, count in zip(run, writes, removed, strict=True):
-            pending.resolve(WriteResult(write.seq, write.timestamp, count))
+            self._pending_writes.released(write.seq)
+            command = pending.command
+            assert isinstance(command, _Mutation)
+            keys = len(write.puts) + len(write.deletes)
+            cost = entry_cost(write, write.payload, command.size, keys)
+            feed.append(FeedEntry(write.seq, write.timestamp, cost, write=write))
+            pending.resolve(WriteResult(write.seq, write.timestamp, count, pending.values))
+        self._prune_failed(self._last_applied)
+        self._feed_changed.set()
+        self._feed_changed = trio.Event()
+
+    def _unapplied(self, seq: int) -> None:
+        """The numbered write ``seq`` failed: it leaves the in-flight state."""
+        self._pending_writes.released(seq)
+        self.feed.skip_to(seq)
+        self._failed_seqs.add(seq)
+        self._prune_failed(seq)
+
+    def _prune_failed(self, released_seq: int) -> None:
+        # Only a write admitted while a failed one was in flight can depend on
+        # it, and at most WINDOW_SIZE requests are in flight at once.
+        if self._failed_seqs and min(self._failed_seqs) + WINDOW_SIZE < released_seq:
+            horizon = released_seq - WINDOW_SIZE
+            self._failed_seqs = {seq for seq in self._failed_seqs if seq >= horizon}
+
+    async def wait_for_changes(self, after_seq: int) -> None:
+        """Wait until the feed holds a write numbered above ``after_seq``.
+
+        Raises:
+            UnavailableError: the partition stopped (removed, or shutting down).
+        """
+        while self.feed.last_seq <= after_seq:
+            if self.state is PartitionState.STOPPED:
+                raise UnavailableError(f"Partition {self.id} stopped; reconnect and resume.")
+            await self._feed_changed.wait()
 
     async def _checkpoint(self, wal: WalStage) -> None:
         """Once the log has rolled to a new segment, make the store durable and
@@ -476,7 +643,9 @@ class Partition:
             return
         assert self._worker is not None
         durable = await self._worker.run_sync(store.sync)
-        dropped = await wal.checkpoint(durable)
+        # The log also keeps what watchers may still ask for, so a restart
+        # brings back the same retention.
+        dropped = await wal.checkpoint(min(durable, self.feed.retained_after))
         log.info(
             "partition %s: checkpoint at seq %d dropped %d log segments", self.id, durable, dropped
         )
@@ -512,15 +681,26 @@ async def _outcome(stage_work: Awaitable[None]) -> MkvError | None:
     return None
 
 
-def _replay(store: StateStore, wal: WalStage) -> int:
-    """Apply the logged writes the store has not seen; blocking (worker thread)."""
+def _replay(store: StateStore, wal: WalStage, feed: ChangeFeed) -> int:
+    """Apply the logged writes the store has not seen, and load every logged
+    write into the watch feed; blocking (worker thread). Returns how many
+    were applied."""
     count = 0
     batch: list[Write] = []
     size = 0
-    for write in wal.replay(store.last_seq()):
-        batch.append(write)
+    applied = store.last_seq()
+    for record in wal.records(wal.base_seq):
+        payload = record.payload
+        feed.append(
+            FeedEntry(
+                record.seq, record.timestamp, entry_cost(None, payload, 0, 0), payload=payload
+            )
+        )
+        if record.seq <= applied:
+            continue
+        batch.append(decode_write(payload, record.seq, record.timestamp))
         # Summing key and value lengths per write was a sixth of replay time.
-        size += len(write.payload) if write.payload is not None else write.size
+        size += len(payload)
         if size >= MAX_APPLY_BYTES:
             store.apply(batch)
             count += len(batch)
@@ -529,3 +709,13 @@ def _replay(store: StateStore, wal: WalStage) -> int:
         store.apply(batch)
         count += len(batch)
     return count
+
+
+def _condition_failed(failure: Failure) -> ConditionFailedError:
+    seq = 0 if failure.item is None else failure.item.seq
+    state = "does not exist" if failure.item is None else f"is at seq {seq}"
+    return ConditionFailedError(
+        f"The condition on key '{shown(failure.key)}' does not hold: the key {state}.",
+        key=failure.key,
+        current_seq=seq,
+    )

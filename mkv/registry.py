@@ -19,6 +19,7 @@ import trio
 
 from mkv.catalog import Catalog, CatalogEntry, check_partition_id
 from mkv.errors import AlreadyExistsError, NotFoundError, UnavailableError, shown
+from mkv.feed import WATCH_RETENTION_BYTES
 from mkv.partition import Partition, PartitionState
 from mkv.pipeline import check_pipeline, default_pipeline
 from mkv.router import KeyRange, Router
@@ -50,8 +51,11 @@ class PartitionRegistry:
         data_dir: Path,
         default_store: str = "sqlite",
         default_pipeline: Sequence[str] | None = None,
+        *,
+        watch_retention_bytes: int = WATCH_RETENTION_BYTES,
     ) -> None:
         self.data_dir = data_dir
+        self.watch_retention_bytes = watch_retention_bytes
         self.default_store = default_store
         self.default_pipeline = default_pipeline
         self._catalog_path = data_dir / "catalog.json"
@@ -118,7 +122,14 @@ class PartitionRegistry:
         assert self._nursery is not None
         directory = self._directory(entry.id)
         await trio.to_thread.run_sync(lambda: directory.mkdir(exist_ok=True))
-        partition = Partition(entry.id, entry.range, entry.store, entry.pipeline, directory)
+        partition = Partition(
+            entry.id,
+            entry.range,
+            entry.store,
+            entry.pipeline,
+            directory,
+            watch_retention_bytes=self.watch_retention_bytes,
+        )
         await self._nursery.start(partition.run)
         self._partitions[entry.id] = partition
         return partition

@@ -15,7 +15,8 @@ purerpc), so a body that fails to parse is ours to answer: INVALID_ARGUMENT.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from contextlib import aclosing
 from typing import Any
 
 import anyio
@@ -37,26 +38,38 @@ from mkv.purerpc_compat import (
     bound_messages,
     close_call,
     tolerate_late_frames,
+    wait_for_send_window,
 )
 from mkv.wire import MAX_REQUEST_BYTES, Address
 
-__all__ = ["Handler", "RpcServer"]
+__all__ = ["Handler", "RpcServer", "ServerStream"]
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any], Awaitable[Message]]
+
+
+@attrs.frozen
+class ServerStream:
+    """Marks a server-streaming method: ``handler(request)`` yields the responses."""
+
+    handler: Callable[[Any], AsyncGenerator[Message, None]]
+
 
 # Responses may be a little larger than requests (a Get of a value that
 # filled a whole request, plus its sequence number and partition id).
 _RESPONSE_HEADROOM = 64 * 1024
 # How long an answered call may go on sending before it is reset.
 _DISCARD_TIMEOUT = 5.0
+# How long a response stream may wait for its client to read (HTTP/2 flow
+# control) before it is ended: a stalled reader holds no more than this.
+STREAM_STALL_TIMEOUT = 30.0
 
 
 @attrs.frozen
 class Method:
     request_type: type[Message]
-    handler: Handler
+    handler: Handler | ServerStream
 
 
 class RpcServer:
@@ -71,17 +84,22 @@ class RpcServer:
     def __init__(
         self,
         service: str,
-        methods: Mapping[str, tuple[type[Message], Handler]],
+        methods: Mapping[str, tuple[type[Message], Handler | ServerStream]],
         address: Address,
         *,
         max_request_bytes: int = MAX_REQUEST_BYTES,
         drain_timeout: float = 10.0,
+        stream_stall_timeout: float = STREAM_STALL_TIMEOUT,
     ) -> None:
         self.service = service
         self._methods = {name: Method(t, h) for name, (t, h) in methods.items()}
         self.address = address
         self.max_request_bytes = max_request_bytes
         self.drain_timeout = drain_timeout
+        self.stream_stall_timeout = stream_stall_timeout
+        # One per response stream in progress: a stopping server ends them
+        # (they may never end on their own) while unary calls drain.
+        self._streams: set[trio.CancelScope] = set()
         self._config = GRPCConfiguration(
             client_side=False, max_message_length=max_request_bytes + _RESPONSE_HEADROOM
         )
@@ -134,8 +152,11 @@ class RpcServer:
             connections.start_soon(self._serve_connection, stream)
 
     def stop(self) -> None:
-        """Stop accepting; ``run`` returns once in-flight requests are answered."""
+        """Stop accepting and end response streams (UNAVAILABLE: resume
+        elsewhere); ``run`` returns once in-flight requests are answered."""
         self._accepting.cancel()
+        for scope in self._streams:
+            scope.cancel()
 
     async def _serve_connection(self, stream: anyio.abc.SocketStream) -> None:
         try:
@@ -148,6 +169,9 @@ class RpcServer:
                 bound_messages(grpc_socket, self.max_request_bytes)
                 async for grpc_stream in grpc_socket.listen():
                     nursery.start_soon(self._serve_stream, grpc_stream)
+                # The peer is gone: nobody is left to answer, and a response
+                # stream waiting for news would otherwise wait forever.
+                nursery.cancel_scope.cancel()
         except Exception as exc:
             # A peer that breaks the protocol or vanishes costs only its own
             # connection.
@@ -178,7 +202,9 @@ class RpcServer:
             await stream.start_response()
             event = await stream.receive_event()
             status, response = await self._call(stream, event)
-            if response is not None:
+            if isinstance(response, _Streaming):
+                status = await self._send_stream(stream, response)
+            elif response is not None:
                 await stream.send_message(response)
             await stream.close(status)
         finally:
@@ -198,7 +224,38 @@ class RpcServer:
             while stream.end_stream_event is None:
                 await stream.receive_event()
 
-    async def _call(self, stream: GRPCProtoStream, event: object) -> tuple[Status, Message | None]:
+    async def _send_stream(self, stream: GRPCProtoStream, call: _Streaming) -> Status:
+        """Send what a streaming handler yields; the status to end the call with."""
+        scope = trio.CancelScope()
+        self._streams.add(scope)
+        try:
+            with scope:
+                async with aclosing(call.responses) as responses:
+                    async for message in responses:
+                        with trio.move_on_after(self.stream_stall_timeout) as waited:
+                            await wait_for_send_window(stream, message.ByteSize())
+                        if waited.cancelled_caught:
+                            return Status(
+                                StatusCode.RESOURCE_EXHAUSTED,
+                                "The client stopped reading this stream, so the server ended it.",
+                            )
+                        await stream.send_message(message)
+            if scope.cancelled_caught:
+                return Status(
+                    StatusCode.UNAVAILABLE, "The server is shutting down; reconnect and resume."
+                )
+        except MkvError as exc:
+            return Status(exc.code, exc.message)
+        except Exception:
+            log.exception("%s/%s failed", self.service, call.method)
+            return Status(StatusCode.INTERNAL, "Internal error; the server log has details.")
+        finally:
+            self._streams.discard(scope)
+        return Status(StatusCode.OK)
+
+    async def _call(
+        self, stream: GRPCProtoStream, event: object
+    ) -> tuple[Status, Message | _Streaming | None]:
         """Parse, dispatch and map the outcome to a status: the one place that does."""
         if not isinstance(event, RequestReceived):
             return Status(StatusCode.INTERNAL, "Expected request headers."), None
@@ -227,6 +284,11 @@ class RpcServer:
             except DecodeError:
                 name = method.request_type.DESCRIPTOR.full_name
                 raise _BadBody(f"The request body is not a valid {name} message.") from None
+            if isinstance(method.handler, ServerStream):
+                # Errors before the first response still come back as a status.
+                return Status(StatusCode.OK), _Streaming(
+                    event.method_name, method.handler.handler(request)
+                )
             response = await method.handler(request)
         except _BadBody as exc:
             return Status(StatusCode.INVALID_ARGUMENT, str(exc)), None
@@ -236,6 +298,12 @@ class RpcServer:
             log.exception("%s/%s failed", event.service_name, event.method_name)
             return Status(StatusCode.INTERNAL, "Internal error; the server log has details."), None
         return Status(StatusCode.OK), response
+
+
+@attrs.frozen
+class _Streaming:
+    method: str
+    responses: AsyncGenerator[Message, None]
 
 
 class _BadBody(Exception):

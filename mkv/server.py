@@ -29,7 +29,10 @@ class Node:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.registry = PartitionRegistry(
-            config.data_dir, config.default_store, config.default_pipeline
+            config.data_dir,
+            config.default_store,
+            config.default_pipeline,
+            watch_retention_bytes=config.watch_retention_bytes,
         )
         self._data = DataPlane(self.registry)
         self._data_server = RpcServer(

@@ -142,3 +142,10 @@ def test_scan_sees_puts_and_deletes_applied_between_scans(store: StateStore) -> 
             scanned = {k: item.value for k, item in store.scan(b"", None, 1000)}
             assert list(scanned) == sorted(model)
             assert scanned == model
+
+
+def test_scan_stops_at_the_entry_that_reaches_max_bytes(store: StateStore) -> None:
+    store.apply([Write(seq=1, puts=[(b"k%d" % i, b"x" * 100) for i in range(10)])])
+    page = store.scan(b"", None, 100, max_bytes=250)
+    assert [k for k, _ in page] == [b"k0", b"k1", b"k2"]
+    assert len(store.scan(b"", None, 100, keys_only=True, max_bytes=250)) == 10

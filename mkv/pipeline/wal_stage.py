@@ -28,7 +28,7 @@ from mkv.errors import InvalidArgumentError, MkvError, StorageError, Unavailable
 from mkv.pipeline.base import Recovered, StageContext
 from mkv.pipeline.payload import decode_write, encode_write
 from mkv.pipeline.write import Write
-from mkv.wal import DEFAULT_SEGMENT_BYTES, WalStatistics, WriteAheadLog
+from mkv.wal import DEFAULT_SEGMENT_BYTES, Record, WalStatistics, WriteAheadLog
 from mkv.worker import WorkerThread
 
 __all__ = ["FsyncPolicy", "WalStage"]
@@ -126,6 +126,17 @@ class WalStage:
         if report.truncation is not None:
             log.warning("write-ahead log tail cut: %s", report.truncation)
         return Recovered(wal.last_seq, wal.last_timestamp)
+
+    @property
+    def base_seq(self) -> int:
+        """The sequence number just before the oldest record the log still holds."""
+        assert self._log is not None
+        return self._log.base_seq
+
+    def records(self, after_seq: int) -> Iterator[Record]:
+        """Every logged record after ``after_seq``, undecoded; blocking (a thread)."""
+        assert self._log is not None
+        return self._log.replay(after_seq)
 
     def replay(self, after_seq: int) -> Iterator[Write]:
         """Every logged write after ``after_seq``, in order; blocking (a thread)."""

@@ -64,10 +64,17 @@ class StateStore(Protocol):
         ...
 
     def scan(
-        self, start: bytes, end: bytes | None, limit: int, *, keys_only: bool = False
+        self,
+        start: bytes,
+        end: bytes | None,
+        limit: int,
+        *,
+        keys_only: bool = False,
+        max_bytes: int | None = None,
     ) -> list[tuple[bytes, Item]]:
         """Up to ``limit`` keys in ``[start, end)`` (``end`` None: unbounded),
-        in byte order, with their items (values empty when ``keys_only``).
+        in byte order, with their items (values empty when ``keys_only``);
+        it stops after the entry that brings keys and values to ``max_bytes``.
 
         Blocking: called from the worker thread, between applies, so the page
         is one consistent view at ``last_seq()``.

@@ -56,16 +56,29 @@ class MemoryStore:
         return [self._data.get(key) for key in keys]
 
     def scan(
-        self, start: bytes, end: bytes | None, limit: int, *, keys_only: bool = False
+        self,
+        start: bytes,
+        end: bytes | None,
+        limit: int,
+        *,
+        keys_only: bool = False,
+        max_bytes: int | None = None,
     ) -> list[tuple[bytes, Item]]:
         keys = self._order.sorted_keys()
         data = self._data
         page: list[tuple[bytes, Item]] = []
+        size = 0
         for i in range(bisect.bisect_left(keys, start), len(keys)):
-            if len(page) >= limit or (end is not None and keys[i] >= end):
+            key = keys[i]
+            if len(page) >= limit or (end is not None and key >= end):
                 break
-            item = data[keys[i]]
-            page.append((keys[i], Item(b"", item.seq, item.timestamp) if keys_only else item))
+            item = data[key]
+            if keys_only:
+                item = Item(b"", item.seq, item.timestamp)
+            page.append((key, item))
+            size += len(key) + len(item.value)
+            if max_bytes is not None and size >= max_bytes:
+                break
         return page
 
     def apply(self, writes: Sequence[Write]) -> list[int]:

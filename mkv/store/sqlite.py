@@ -127,7 +127,13 @@ class SqliteStore:
         return [found.get(key) for key in keys]
 
     def scan(
-        self, start: bytes, end: bytes | None, limit: int, *, keys_only: bool = False
+        self,
+        start: bytes,
+        end: bytes | None,
+        limit: int,
+        *,
+        keys_only: bool = False,
+        max_bytes: int | None = None,
     ) -> list[tuple[bytes, Item]]:
         # The writer's connection, on the worker thread between applies: the
         # page is one view at last_seq, and the reader stays free for Gets.
@@ -137,11 +143,21 @@ class SqliteStore:
             f"SELECT key, {value}, seq, ts FROM kv WHERE key >= :start {below} "
             "ORDER BY key LIMIT :limit"
         )
+        page: list[tuple[bytes, Item]] = []
+        size = 0
         try:
-            rows = self._writer.execute(query, {"start": start, "end": end, "limit": limit})
-            return [(row[0], Item(row[1], row[2], row[3])) for row in rows]
+            cursor = self._writer.execute(query, {"start": start, "end": end, "limit": limit})
+            try:
+                for key, data, seq, ts in cursor:
+                    page.append((key, Item(data, seq, ts)))
+                    size += len(key) + len(data)
+                    if max_bytes is not None and size >= max_bytes:
+                        break
+            finally:
+                cursor.close()  # ends the statement's read transaction at once
         except sqlite3.Error as exc:
             raise StorageError("Reading from the SQLite store failed.") from exc
+        return page
 
     def apply(self, writes: Sequence[Write]) -> list[int]:
         if not writes:

@@ -15,6 +15,18 @@ class DataPlaneServicer(purerpc.Servicer):
     async def PartitionMap(self, input_message):
         raise NotImplementedError()
 
+    async def Increment(self, input_message):
+        raise NotImplementedError()
+
+    async def BatchGet(self, input_message):
+        raise NotImplementedError()
+
+    async def Scan(self, input_message):
+        raise NotImplementedError()
+
+    async def Watch(self, input_message):
+        raise NotImplementedError()
+
     @property
     def service(self) -> purerpc.Service:
         service_obj = purerpc.Service(
@@ -56,6 +68,42 @@ class DataPlaneServicer(purerpc.Servicer):
                 mkv_dot_v1_dot_data__pb2.PartitionMapResponse,
             )
         )
+        service_obj.add_method(
+            "Increment",
+            self.Increment,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_data__pb2.IncrementRequest,
+                mkv_dot_v1_dot_data__pb2.IncrementResponse,
+            )
+        )
+        service_obj.add_method(
+            "BatchGet",
+            self.BatchGet,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_data__pb2.BatchGetRequest,
+                mkv_dot_v1_dot_data__pb2.BatchGetResponse,
+            )
+        )
+        service_obj.add_method(
+            "Scan",
+            self.Scan,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_STREAM,
+                mkv_dot_v1_dot_data__pb2.ScanRequest,
+                mkv_dot_v1_dot_data__pb2.ScanResponse,
+            )
+        )
+        service_obj.add_method(
+            "Watch",
+            self.Watch,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_STREAM,
+                mkv_dot_v1_dot_data__pb2.WatchRequest,
+                mkv_dot_v1_dot_data__pb2.WatchResponse,
+            )
+        )
         return service_obj
 
 
@@ -95,5 +143,37 @@ class DataPlaneStub:
                 purerpc.Cardinality.UNARY_UNARY,
                 mkv_dot_v1_dot_data__pb2.PartitionMapRequest,
                 mkv_dot_v1_dot_data__pb2.PartitionMapResponse,
+            )
+        )
+        self.Increment = self._client.get_method_stub(
+            "Increment",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_data__pb2.IncrementRequest,
+                mkv_dot_v1_dot_data__pb2.IncrementResponse,
+            )
+        )
+        self.BatchGet = self._client.get_method_stub(
+            "BatchGet",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_data__pb2.BatchGetRequest,
+                mkv_dot_v1_dot_data__pb2.BatchGetResponse,
+            )
+        )
+        self.Scan = self._client.get_method_stub(
+            "Scan",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_STREAM,
+                mkv_dot_v1_dot_data__pb2.ScanRequest,
+                mkv_dot_v1_dot_data__pb2.ScanResponse,
+            )
+        )
+        self.Watch = self._client.get_method_stub(
+            "Watch",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_STREAM,
+                mkv_dot_v1_dot_data__pb2.WatchRequest,
+                mkv_dot_v1_dot_data__pb2.WatchResponse,
             )
         )

@@ -11,8 +11,30 @@ class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     OK: _ClassVar[Status]
     BAD_NODE: _ClassVar[Status]
+    CONDITION_FAILED: _ClassVar[Status]
 OK: Status
 BAD_NODE: Status
+CONDITION_FAILED: Status
+
+class Condition(_message.Message):
+    __slots__ = ("key", "seq", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    seq: int
+    value: bytes
+    def __init__(self, key: _Optional[bytes] = ..., seq: _Optional[int] = ..., value: _Optional[bytes] = ...) -> None: ...
+
+class ConditionFailure(_message.Message):
+    __slots__ = ("key", "found", "seq")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    found: bool
+    seq: int
+    def __init__(self, key: _Optional[bytes] = ..., found: _Optional[bool] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class Entry(_message.Message):
     __slots__ = ("key", "value")
@@ -45,26 +67,30 @@ class RoutingHint(_message.Message):
     def __init__(self, message: _Optional[str] = ..., owned: _Optional[_Iterable[_Union[PartitionRange, _Mapping]]] = ..., map_version: _Optional[int] = ...) -> None: ...
 
 class UpsertRequest(_message.Message):
-    __slots__ = ("entries", "map_version")
+    __slots__ = ("entries", "map_version", "conditions")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     MAP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[Entry]
     map_version: int
-    def __init__(self, entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., map_version: _Optional[int] = ...) -> None: ...
+    conditions: _containers.RepeatedCompositeFieldContainer[Condition]
+    def __init__(self, entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., map_version: _Optional[int] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ...) -> None: ...
 
 class UpsertResponse(_message.Message):
-    __slots__ = ("status", "seq", "partition_id", "hint", "timestamp")
+    __slots__ = ("status", "seq", "partition_id", "hint", "timestamp", "failure")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     PARTITION_ID_FIELD_NUMBER: _ClassVar[int]
     HINT_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
     status: Status
     seq: int
     partition_id: str
     hint: RoutingHint
     timestamp: int
-    def __init__(self, status: _Optional[_Union[Status, str]] = ..., seq: _Optional[int] = ..., partition_id: _Optional[str] = ..., hint: _Optional[_Union[RoutingHint, _Mapping]] = ..., timestamp: _Optional[int] = ...) -> None: ...
+    failure: ConditionFailure
+    def __init__(self, status: _Optional[_Union[Status, str]] = ..., seq: _Optional[int] = ..., partition_id: _Optional[str] = ..., hint: _Optional[_Union[RoutingHint, _Mapping]] = ..., timestamp: _Optional[int] = ..., failure: _Optional[_Union[ConditionFailure, _Mapping]] = ...) -> None: ...
 
 class GetRequest(_message.Message):
     __slots__ = ("key",)
@@ -91,6 +117,66 @@ class GetResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[Status, str]] = ..., found: _Optional[bool] = ..., value: _Optional[bytes] = ..., seq: _Optional[int] = ..., partition_id: _Optional[str] = ..., hint: _Optional[_Union[RoutingHint, _Mapping]] = ..., timestamp: _Optional[int] = ...) -> None: ...
 
 class RemoveRequest(_message.Message):
+    __slots__ = ("keys", "map_version", "conditions")
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    MAP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONDITIONS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedScalarFieldContainer[bytes]
+    map_version: int
+    conditions: _containers.RepeatedCompositeFieldContainer[Condition]
+    def __init__(self, keys: _Optional[_Iterable[bytes]] = ..., map_version: _Optional[int] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ...) -> None: ...
+
+class RemoveResponse(_message.Message):
+    __slots__ = ("status", "removed", "seq", "partition_id", "hint", "timestamp", "failure")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_ID_FIELD_NUMBER: _ClassVar[int]
+    HINT_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    status: Status
+    removed: int
+    seq: int
+    partition_id: str
+    hint: RoutingHint
+    timestamp: int
+    failure: ConditionFailure
+    def __init__(self, status: _Optional[_Union[Status, str]] = ..., removed: _Optional[int] = ..., seq: _Optional[int] = ..., partition_id: _Optional[str] = ..., hint: _Optional[_Union[RoutingHint, _Mapping]] = ..., timestamp: _Optional[int] = ..., failure: _Optional[_Union[ConditionFailure, _Mapping]] = ...) -> None: ...
+
+class CounterDelta(_message.Message):
+    __slots__ = ("key", "delta")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    delta: int
+    def __init__(self, key: _Optional[bytes] = ..., delta: _Optional[int] = ...) -> None: ...
+
+class IncrementRequest(_message.Message):
+    __slots__ = ("deltas", "map_version")
+    DELTAS_FIELD_NUMBER: _ClassVar[int]
+    MAP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    deltas: _containers.RepeatedCompositeFieldContainer[CounterDelta]
+    map_version: int
+    def __init__(self, deltas: _Optional[_Iterable[_Union[CounterDelta, _Mapping]]] = ..., map_version: _Optional[int] = ...) -> None: ...
+
+class IncrementResponse(_message.Message):
+    __slots__ = ("status", "values", "seq", "partition_id", "hint", "timestamp")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_ID_FIELD_NUMBER: _ClassVar[int]
+    HINT_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    status: Status
+    values: _containers.RepeatedScalarFieldContainer[int]
+    seq: int
+    partition_id: str
+    hint: RoutingHint
+    timestamp: int
+    def __init__(self, status: _Optional[_Union[Status, str]] = ..., values: _Optional[_Iterable[int]] = ..., seq: _Optional[int] = ..., partition_id: _Optional[str] = ..., hint: _Optional[_Union[RoutingHint, _Mapping]] = ..., timestamp: _Optional[int] = ...) -> None: ...
+
+class BatchGetRequest(_message.Message):
     __slots__ = ("keys", "map_version")
     KEYS_FIELD_NUMBER: _ClassVar[int]
     MAP_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -98,21 +184,111 @@ class RemoveRequest(_message.Message):
     map_version: int
     def __init__(self, keys: _Optional[_Iterable[bytes]] = ..., map_version: _Optional[int] = ...) -> None: ...
 
-class RemoveResponse(_message.Message):
-    __slots__ = ("status", "removed", "seq", "partition_id", "hint", "timestamp")
-    STATUS_FIELD_NUMBER: _ClassVar[int]
-    REMOVED_FIELD_NUMBER: _ClassVar[int]
+class Lookup(_message.Message):
+    __slots__ = ("found", "value", "seq", "timestamp")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    value: bytes
+    seq: int
+    timestamp: int
+    def __init__(self, found: _Optional[bool] = ..., value: _Optional[bytes] = ..., seq: _Optional[int] = ..., timestamp: _Optional[int] = ...) -> None: ...
+
+class BatchGetResponse(_message.Message):
+    __slots__ = ("status", "items", "partition_id", "hint", "seq")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
     PARTITION_ID_FIELD_NUMBER: _ClassVar[int]
     HINT_FIELD_NUMBER: _ClassVar[int]
-    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
     status: Status
-    removed: int
-    seq: int
+    items: _containers.RepeatedCompositeFieldContainer[Lookup]
     partition_id: str
     hint: RoutingHint
+    seq: int
+    def __init__(self, status: _Optional[_Union[Status, str]] = ..., items: _Optional[_Iterable[_Union[Lookup, _Mapping]]] = ..., partition_id: _Optional[str] = ..., hint: _Optional[_Union[RoutingHint, _Mapping]] = ..., seq: _Optional[int] = ...) -> None: ...
+
+class ScanRequest(_message.Message):
+    __slots__ = ("start", "end", "limit", "keys_only")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    KEYS_ONLY_FIELD_NUMBER: _ClassVar[int]
+    start: bytes
+    end: bytes
+    limit: int
+    keys_only: bool
+    def __init__(self, start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., limit: _Optional[int] = ..., keys_only: _Optional[bool] = ...) -> None: ...
+
+class KeyValue(_message.Message):
+    __slots__ = ("key", "value", "seq", "timestamp")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    value: bytes
+    seq: int
     timestamp: int
-    def __init__(self, status: _Optional[_Union[Status, str]] = ..., removed: _Optional[int] = ..., seq: _Optional[int] = ..., partition_id: _Optional[str] = ..., hint: _Optional[_Union[RoutingHint, _Mapping]] = ..., timestamp: _Optional[int] = ...) -> None: ...
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., seq: _Optional[int] = ..., timestamp: _Optional[int] = ...) -> None: ...
+
+class ScanResponse(_message.Message):
+    __slots__ = ("status", "items", "partition_id", "hint", "seq", "more", "next_start")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_ID_FIELD_NUMBER: _ClassVar[int]
+    HINT_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_START_FIELD_NUMBER: _ClassVar[int]
+    status: Status
+    items: _containers.RepeatedCompositeFieldContainer[KeyValue]
+    partition_id: str
+    hint: RoutingHint
+    seq: int
+    more: bool
+    next_start: bytes
+    def __init__(self, status: _Optional[_Union[Status, str]] = ..., items: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., partition_id: _Optional[str] = ..., hint: _Optional[_Union[RoutingHint, _Mapping]] = ..., seq: _Optional[int] = ..., more: _Optional[bool] = ..., next_start: _Optional[bytes] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("start", "end", "from_seq")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    FROM_SEQ_FIELD_NUMBER: _ClassVar[int]
+    start: bytes
+    end: bytes
+    from_seq: int
+    def __init__(self, start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., from_seq: _Optional[int] = ...) -> None: ...
+
+class Change(_message.Message):
+    __slots__ = ("key", "value", "removed", "seq", "timestamp")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    value: bytes
+    removed: bool
+    seq: int
+    timestamp: int
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., removed: _Optional[bool] = ..., seq: _Optional[int] = ..., timestamp: _Optional[int] = ...) -> None: ...
+
+class WatchResponse(_message.Message):
+    __slots__ = ("status", "changes", "partition_id", "hint", "progress_seq")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_ID_FIELD_NUMBER: _ClassVar[int]
+    HINT_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_SEQ_FIELD_NUMBER: _ClassVar[int]
+    status: Status
+    changes: _containers.RepeatedCompositeFieldContainer[Change]
+    partition_id: str
+    hint: RoutingHint
+    progress_seq: int
+    def __init__(self, status: _Optional[_Union[Status, str]] = ..., changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., partition_id: _Optional[str] = ..., hint: _Optional[_Union[RoutingHint, _Mapping]] = ..., progress_seq: _Optional[int] = ...) -> None: ...
 
 class PartitionMapRequest(_message.Message):
     __slots__ = ()

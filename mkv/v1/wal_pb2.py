@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from mkv.v1 import data_pb2 as mkv_dot_v1_dot_data__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10mkv/v1/wal.proto\x12\x06mkv.v1\x1a\x11mkv/v1/data.proto\">\n\x08WalWrite\x12\x1b\n\x04puts\x18\x01 \x03(\x0b\x32\r.mkv.v1.Entry\x12\x0f\n\x07\x64\x65letes\x18\x03 \x03(\x0cJ\x04\x08\x02\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10mkv/v1/wal.proto\x12\x06mkv.v1\x1a\x11mkv/v1/data.proto\"D\n\x08WalWrite\x12\x1b\n\x04puts\x18\x01 \x03(\x0b\x32\r.mkv.v1.Entry\x12\x0f\n\x07\x64\x65letes\x18\x03 \x03(\x0cJ\x04\x08\x02\x10\x03J\x04\x08\x04\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mkv.v1.wal_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WALWRITE']._serialized_start=47
-  _globals['_WALWRITE']._serialized_end=109
+  _globals['_WALWRITE']._serialized_end=115
 # @@protoc_insertion_point(module_scope)
