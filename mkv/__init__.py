@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from mkv.admin import AdminClient, PartitionInfo
-from mkv.client import Client, Item, PartitionRange, WriteAck
+from mkv.client import Change, Client, Item, PartitionRange, WriteAck
 from mkv.config import Config
 from mkv.errors import (
+    AbortedError,
     AlreadyExistsError,
     BadNodeError,
+    CompactedError,
+    ConditionFailedError,
+    FailedPreconditionError,
     InternalError,
     InvalidArgumentError,
     MkvError,
@@ -21,11 +25,16 @@ from mkv.router import KeyRange
 from mkv.server import Node
 
 __all__ = [
+    "AbortedError",
     "AdminClient",
     "AlreadyExistsError",
     "BadNodeError",
+    "Change",
     "Client",
+    "CompactedError",
+    "ConditionFailedError",
     "Config",
+    "FailedPreconditionError",
     "InternalError",
     "InvalidArgumentError",
     "Item",

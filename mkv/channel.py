@@ -11,7 +11,7 @@ Every failure comes out as an ``mkv.errors`` exception.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
@@ -23,7 +23,9 @@ import trio
 from google.protobuf.message import Message
 from purerpc.grpc_proto import GRPCProtoSocket
 from purerpc.grpclib.config import GRPCConfiguration
+from purerpc.grpclib.events import ResponseEnded
 from purerpc.grpclib.exceptions import GRPCError, RpcFailedError
+from purerpc.grpclib.status import StatusCode
 from purerpc.wrappers import extract_message_from_singleton_stream, send_single_message_client
 
 from mkv.errors import UnavailableError, error_for_status
@@ -63,6 +65,7 @@ class _ClientSocket(GRPCProtoSocket):  # type: ignore[misc]  # purerpc is untype
         super().__init__(config, sock)
         tolerate_late_frames(self)
         self.lost = False
+        self.ended = trio.Event()
 
     async def _reader_thread(self) -> None:
         try:
@@ -73,20 +76,53 @@ class _ClientSocket(GRPCProtoSocket):  # type: ignore[misc]  # purerpc is untype
     def fail_pending(self) -> None:
         """Wake every call still waiting: its queue ends, so it reads EndOfStream."""
         self.lost = True
+        self.ended.set()
         for stream in list(self._streams.values()):
             stream._incoming_events[0].close()
 
 
 class Channel:
-    def __init__(self, address: Address) -> None:
+    """Calls to one address over one connection at a time: a lost connection
+    fails the calls in flight (their outcome is unknown), and the next call
+    dials again."""
+
+    def __init__(self, address: Address, nursery: trio.Nursery) -> None:
         self.address = address
+        self._nursery = nursery
         self._socket: _ClientSocket | None = None
+        self._dialing = trio.Lock()
         self._closing = trio.Event()
+
+    async def connect(self) -> None:
+        """Dial now unless connected.
+
+        Raises:
+            UnavailableError: nothing answers at the address, or the channel is closed.
+        """
+        await self._connected()
+
+    async def _connected(self) -> _ClientSocket:
+        grpc_socket = self._socket
+        if grpc_socket is not None and not grpc_socket.lost:
+            return grpc_socket
+        async with self._dialing:
+            if self._closing.is_set():
+                raise UnavailableError(f"The connection to mkv at {self.address} is closed.")
+            if self._socket is None or self._socket.lost:
+                try:
+                    sock = await anyio.connect_tcp(self.address.host, self.address.port)
+                except OSError as exc:
+                    raise UnavailableError(
+                        f"Cannot connect to mkv at {self.address}: {exc.strerror or exc}."
+                    ) from None
+                await self._nursery.start(self._hold, sock)
+            assert self._socket is not None
+            return self._socket
 
     async def _hold(
         self, sock: anyio.abc.SocketStream, *, task_status: trio.TaskStatus[None]
     ) -> None:
-        """Own the connection in a task of its own.
+        """Own the connection in a task of its own, until it ends or the channel closes.
 
         purerpc runs its reader and writer in a task group around whoever
         enters the socket; held here, a connection that breaks fails the calls
@@ -98,11 +134,16 @@ class Channel:
             async with sock, grpc_socket:
                 self._socket = grpc_socket
                 task_status.started()
-                await self._closing.wait()
+                async with trio.open_nursery() as waiting:
+                    for event in (self._closing, grpc_socket.ended):
+                        waiting.start_soon(_cancel_when_set, event, waiting.cancel_scope)
         except* _CONNECTION_ERRORS as group:
             log.debug("connection to %s lost: %r", self.address, group.exceptions)
         finally:
             grpc_socket.fail_pending()
+
+    def close(self) -> None:
+        self._closing.set()
 
     async def unary(self, service: str, method: str, request: Message, response_type: type[M]) -> M:
         """Make one unary call.
@@ -111,9 +152,7 @@ class Channel:
             MkvError: the server answered a non-OK status (typed by its code).
             UnavailableError: the connection failed or was lost.
         """
-        grpc_socket = self._socket
-        if grpc_socket is None or grpc_socket.lost:
-            raise UnavailableError(f"The connection to mkv at {self.address} is closed.")
+        grpc_socket = await self._connected()
         try:
             stream = await grpc_socket.start_request(
                 "http", service, method, request.DESCRIPTOR.full_name, str(self.address)
@@ -132,6 +171,39 @@ class Channel:
         finally:
             close_call(stream, h2.errors.ErrorCodes.CANCEL)
 
+    async def server_stream(
+        self, service: str, method: str, request: Message, response_type: type[M]
+    ) -> AsyncGenerator[M, None]:
+        """Make one server-streaming call and yield its responses.
+
+        Closing the generator early cancels the call.
+
+        Raises:
+            MkvError: the server ended the stream with a non-OK status.
+            UnavailableError: the connection failed or was lost.
+        """
+        grpc_socket = await self._connected()
+        try:
+            stream = await grpc_socket.start_request(
+                "http", service, method, request.DESCRIPTOR.full_name, str(self.address)
+            )
+        except _CONNECTION_ERRORS as exc:
+            raise self._lost(exc) from exc
+        stream.expect_message_type(response_type)
+        try:
+            await send_single_message_client(stream, request)
+            while (response := await stream.receive_message()) is not None:
+                yield response
+            ended = stream.end_stream_event
+            if isinstance(ended, ResponseEnded) and ended.status.status_code != StatusCode.OK:
+                raise error_for_status(ended.status.status_code, ended.status.status_message)
+            if not isinstance(ended, ResponseEnded):
+                raise self._lost(EOFError("the stream ended without a status"))
+        except _CONNECTION_ERRORS as exc:
+            raise self._lost(exc) from exc
+        finally:
+            close_call(stream, h2.errors.ErrorCodes.CANCEL)
+
     def _lost(self, exc: BaseException) -> UnavailableError:
         return UnavailableError(
             f"Lost the connection to mkv at {self.address} ({type(exc).__name__}); "
@@ -141,24 +213,23 @@ class Channel:
 
 @asynccontextmanager
 async def open_channel(address: str | Address) -> AsyncIterator[Channel]:
-    """Connect to ``address`` (``HOST:PORT``).
+    """Connect to ``address`` (``HOST:PORT``); calls dial again after a lost connection.
 
     Raises:
         UnavailableError: nothing answers there.
     """
     if not isinstance(address, Address):
         address = parse_address(address)
-    try:
-        sock = await anyio.connect_tcp(address.host, address.port)
-    except OSError as exc:
-        raise UnavailableError(
-            f"Cannot connect to mkv at {address}: {exc.strerror or exc}."
-        ) from None
-    channel = Channel(address)
     with unwrap_single_exception():
         async with trio.open_nursery() as nursery:
-            await nursery.start(channel._hold, sock)
+            channel = Channel(address, nursery)
             try:
+                await channel.connect()
                 yield channel
             finally:
-                channel._closing.set()
+                channel.close()
+
+
+async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()

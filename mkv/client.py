@@ -8,15 +8,21 @@
 The client routes keys with the node's partition map, splits an upsert into
 one batch per partition of at most 1 MiB each (each batch is atomic; the
 whole call is not, when it needs more than one), and refreshes the map and
-retries once when the node answers BAD_NODE.
+retries once when the node answers BAD_NODE. Conditional writes and
+increments are never split: they must fit one partition and one request.
+
+After a lost connection the next call dials again; ``watch`` does so by
+itself and resumes where it was.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
+import random
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -24,13 +30,27 @@ import trio
 
 from mkv.channel import Channel, open_channel
 from mkv.config import DEFAULT_DATA_ADDR
-from mkv.errors import BadNodeError, InvalidArgumentError, MkvError, ResourceExhaustedError
+from mkv.errors import (
+    BadNodeError,
+    ConditionFailedError,
+    InvalidArgumentError,
+    MkvError,
+    ResourceExhaustedError,
+    UnavailableError,
+)
 from mkv.router import KeyRange, Router
 from mkv.v1 import data_pb2 as pb
 from mkv.wire import DATA_SERVICE as SERVICE
 from mkv.wire import MAX_REQUEST_BYTES, Address
 
-__all__ = ["Client", "Item", "Key", "PartitionRange", "WriteAck"]
+__all__ = ["Change", "Client", "Item", "Key", "PartitionRange", "WriteAck"]
+
+log = logging.getLogger(__name__)
+
+# How many keys one BatchGet request carries.
+BATCH_GET_KEYS = 1000
+# A watch reconnects after a lost connection with exponential backoff, up to this.
+WATCH_MAX_BACKOFF = 5.0
 
 Key = bytes | str
 Value = bytes | str
@@ -56,6 +76,17 @@ class WriteAck:
     partition_id: str
     seq: int
     count: int
+    timestamp: int = 0
+
+
+@attrs.frozen
+class Change:
+    """One mutation seen by ``Client.watch``: a key's new value, or its removal."""
+
+    key: bytes
+    # None: the key was removed.
+    value: bytes | None
+    seq: int
     timestamp: int = 0
 
 
@@ -120,16 +151,141 @@ class Client:
             return None
         return Item(response.value, response.seq, response.timestamp)
 
+    async def batch_get(self, keys: Iterable[Key]) -> list[Item | None]:
+        """Items of many keys, in the order asked (None where absent): one
+        round trip per partition and thousand keys, each a consistent view
+        of its partition."""
+        raw = [_bytes(k) for k in keys]
+        if not raw:
+            return []
+        found: dict[bytes, Item | None] = {}
+
+        async def fetch(chunk: list[bytes]) -> None:
+            for attempt in range(2):
+                request = pb.BatchGetRequest(keys=chunk, map_version=self._map_version())
+                response = await self._channel.unary(
+                    SERVICE, "BatchGet", request, pb.BatchGetResponse
+                )
+                if response.status == pb.OK:
+                    for key, lookup in zip(chunk, response.items, strict=True):
+                        found[key] = (
+                            Item(lookup.value, lookup.seq, lookup.timestamp)
+                            if lookup.found
+                            else None
+                        )
+                    return
+                if attempt == 0:
+                    await self._refresh_router()
+            raise BadNodeError(response.hint.message or "No partition on this node owns the key.")
+
+        async with trio.open_nursery() as nursery:
+            for group in await self._group(list(dict.fromkeys(raw)), lambda key: key):
+                for i in range(0, len(group), BATCH_GET_KEYS):
+                    nursery.start_soon(fetch, group[i : i + BATCH_GET_KEYS])
+        return [found[key] for key in raw]
+
+    async def scan(
+        self,
+        start: Key = b"",
+        end: Key | None = None,
+        *,
+        keys_only: bool = False,
+        page_size: int = 1000,
+    ) -> AsyncIterator[tuple[bytes, Item]]:
+        """Keys in ``[start, end)`` in byte order, with their items, across
+        partitions, a page at a time.
+
+        Each page is a consistent view of its partition at one sequence
+        number (``Item.seq`` never exceeds it); the whole scan is not one view
+        when it takes more than one page: a key written between pages is seen
+        or not depending on where it falls.
+        """
+        position, stop = _bytes(start), None if end is None else _bytes(end)
+        while stop is None or position < stop:
+            request = pb.ScanRequest(
+                start=position, end=stop or b"", limit=page_size, keys_only=keys_only
+            )
+            last: pb.ScanResponse | None = None
+            async with aclosing(
+                self._channel.server_stream(SERVICE, "Scan", request, pb.ScanResponse)
+            ) as responses:
+                async for response in responses:
+                    if response.status != pb.OK:
+                        raise BadNodeError(
+                            response.hint.message or "No partition on this node owns the key."
+                        )
+                    for kv in response.items:
+                        yield kv.key, Item(kv.value, kv.seq, kv.timestamp)
+                    last = response
+            if last is None or not last.more:
+                return
+            position = last.next_start
+
+    async def watch(
+        self, start: Key = b"", end: Key | None = None, *, from_seq: int = 0
+    ) -> AsyncIterator[Change]:
+        """Every mutation of keys in ``[start, end)`` after ``from_seq`` (0: from
+        now), in order, then live, until the caller stops iterating.
+
+        The range must lie within one partition (sequence numbers are per
+        partition). After a lost connection or a server restart it dials
+        again (backing off) and resumes after the last sequence number it
+        saw, so nothing is missed or repeated while the server retains it.
+
+        Raises:
+            CompactedError: the server no longer retains the changes after
+                the position to resume from: scan, then watch from there.
+            InvalidArgumentError: the range leaves one partition.
+        """
+        request = pb.WatchRequest(
+            start=_bytes(start), end=b"" if end is None else _bytes(end), from_seq=from_seq
+        )
+        backoff = 0.05
+        while True:
+            try:
+                async with aclosing(
+                    self._channel.server_stream(SERVICE, "Watch", request, pb.WatchResponse)
+                ) as responses:
+                    async for response in responses:
+                        if response.status != pb.OK:
+                            raise BadNodeError(
+                                response.hint.message or "No partition on this node owns the key."
+                            )
+                        backoff = 0.05
+                        for change in response.changes:
+                            value = None if change.removed else change.value
+                            yield Change(change.key, value, change.seq, change.timestamp)
+                        # Resume after what was delivered, even when nothing was.
+                        request.from_seq = response.progress_seq
+            except (UnavailableError, ResourceExhaustedError) as exc:
+                # A lost connection, a server going down, or a watcher that
+                # fell behind: all resume from the last position.
+                log.info("watch interrupted (%s); resuming after seq %d", exc, request.from_seq)
+                await trio.sleep(backoff * random.uniform(0.5, 1.0))
+                backoff = min(backoff * 2, WATCH_MAX_BACKOFF)
+                continue
+
     # -- writes -------------------------------------------------------------
 
     async def upsert(
-        self, items: Mapping[Key, Value] | Iterable[tuple[Key, Value]]
+        self,
+        items: Mapping[Key, Value] | Iterable[tuple[Key, Value]],
+        *,
+        if_seq: Mapping[Key, int] | None = None,
+        if_value: Mapping[Key, Value] | None = None,
     ) -> list[WriteAck]:
         """Store every key/value pair; later pairs for the same key win.
 
         Returns one acknowledgement per batch sent (per partition, per MiB).
 
+        Args:
+            if_seq: apply only if each named key's current value was written
+                at that sequence number (0: the key must not exist).
+            if_value: apply only if each named key currently holds that value.
+                With either, the call is one atomic request (one partition).
+
         Raises:
+            ConditionFailedError: a condition did not hold; nothing was applied.
             ResourceExhaustedError: one entry alone is over the request limit.
             BadNodeError: a key belongs to no partition on the node.
         """
@@ -140,6 +296,20 @@ class Client:
             (k if type(k) is bytes else _bytes(k), v if type(v) is bytes else _bytes(v))
             for k, v in given
         ]
+        if if_seq or if_value:
+            conditions = _conditions(if_seq, if_value)
+            return [
+                await self._conditional(
+                    "Upsert",
+                    [k for k, _ in pairs] + [c.key for c in conditions],
+                    lambda: pb.UpsertRequest(
+                        entries=[pb.Entry(key=k, value=v) for k, v in pairs],
+                        conditions=conditions,
+                        map_version=self._map_version(),
+                    ),
+                    pb.UpsertResponse,
+                )
+            ]
         if not pairs:
             return []
         send = _Send[tuple[bytes, bytes]](
@@ -155,10 +325,31 @@ class Client:
         )
         return await self._write(await self._split(pairs, send.key_of, send.size_of), send)
 
-    async def remove(self, *keys: Key) -> list[WriteAck]:
+    async def remove(
+        self,
+        *keys: Key,
+        if_seq: Mapping[Key, int] | None = None,
+        if_value: Mapping[Key, Value] | None = None,
+    ) -> list[WriteAck]:
         """Remove ``keys``; a missing key is not an error. ``WriteAck.count`` says
-        how many existed."""
+        how many existed. Conditions as in ``upsert``.
+
+        Raises:
+            ConditionFailedError: a condition did not hold; nothing was removed.
+        """
         raw = [_bytes(k) for k in keys]
+        if if_seq or if_value:
+            conditions = _conditions(if_seq, if_value)
+            return [
+                await self._conditional(
+                    "Remove",
+                    raw + [c.key for c in conditions],
+                    lambda: pb.RemoveRequest(
+                        keys=raw, conditions=conditions, map_version=self._map_version()
+                    ),
+                    pb.RemoveResponse,
+                )
+            ]
         if not raw:
             return []
         send = _Send[bytes](
@@ -170,6 +361,81 @@ class Client:
             count_of=lambda response: int(response.removed),
         )
         return await self._write(await self._split(raw, send.key_of, send.size_of), send)
+
+    async def increment(self, key: Key, delta: int = 1) -> int:
+        """Add ``delta`` to the counter at ``key`` (a missing key counts as 0)
+        and return its new value. Counters are signed 64-bit integers stored
+        as decimal text, so ``get`` returns e.g. ``b"42"``.
+
+        Raises:
+            FailedPreconditionError: the key holds something else, or the sum
+                would leave the 64-bit range; nothing changed.
+        """
+        [value] = await self.increment_many([(key, delta)])
+        return value
+
+    async def increment_many(
+        self, deltas: Mapping[Key, int] | Iterable[tuple[Key, int]]
+    ) -> list[int]:
+        """Apply several increments atomically (one partition); the new value
+        after each delta, in order."""
+        given = deltas.items() if isinstance(deltas, Mapping) else deltas
+        pairs = [(_bytes(k), d) for k, d in given]
+        if not pairs:
+            return []
+        for key, delta in pairs:
+            if not -(2**63) <= delta < 2**63:
+                raise InvalidArgumentError(
+                    f"The delta for key {key!r} is outside the signed 64-bit range."
+                )
+        for attempt in range(2):
+            request = pb.IncrementRequest(
+                deltas=[pb.CounterDelta(key=k, delta=d) for k, d in pairs],
+                map_version=self._map_version(),
+            )
+            response = await self._channel.unary(
+                SERVICE, "Increment", request, pb.IncrementResponse
+            )
+            if response.status == pb.OK:
+                return list(response.values)
+            if attempt == 0:
+                await self._refresh_router()
+        raise BadNodeError(response.hint.message or "No partition on this node owns the key.")
+
+    async def _conditional(
+        self,
+        method: str,
+        keys: list[bytes],
+        build: Callable[[], Any],
+        response_type: type[Any],
+    ) -> WriteAck:
+        """Send a conditional write as one request (it may not be split)."""
+        if len(await self._group(keys, lambda key: key)) > 1:
+            raise InvalidArgumentError(
+                "A conditional write must keep its keys and its conditions' keys in one partition."
+            )
+        for attempt in range(2):
+            request = build()
+            if request.ByteSize() > self._max_request_bytes:
+                raise ResourceExhaustedError(
+                    f"The conditional write is {request.ByteSize()} bytes; it cannot be split, "
+                    f"and a request is at most {self._max_request_bytes} bytes."
+                )
+            response = await self._channel.unary(SERVICE, method, request, response_type)
+            if response.status == pb.CONDITION_FAILED:
+                failure = response.failure
+                state = f"is at seq {failure.seq}" if failure.found else "does not exist"
+                raise ConditionFailedError(
+                    f"The condition on key {failure.key!r} does not hold: the key {state}.",
+                    key=failure.key,
+                    current_seq=failure.seq,
+                )
+            if response.status == pb.OK:
+                count = int(getattr(response, "removed", 0))
+                return WriteAck(response.partition_id, response.seq, count, response.timestamp)
+            if attempt == 0:
+                await self._refresh_router()
+        raise BadNodeError(response.hint.message or "No partition on this node owns the key.")
 
     # -- routing ------------------------------------------------------------
 
@@ -290,6 +556,16 @@ class Client:
             if attempt == 0:
                 await self._refresh_router()
         raise BadNodeError(response.hint.message or "No partition on this node owns the key.")
+
+
+def _conditions(
+    if_seq: Mapping[Key, int] | None, if_value: Mapping[Key, Value] | None
+) -> list[pb.Condition]:
+    conditions = [pb.Condition(key=_bytes(k), seq=seq) for k, seq in (if_seq or {}).items()]
+    conditions += [
+        pb.Condition(key=_bytes(k), value=_bytes(v)) for k, v in (if_value or {}).items()
+    ]
+    return conditions
 
 
 @attrs.frozen

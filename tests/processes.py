@@ -32,8 +32,17 @@ class ServerProcess:
         self.control_addr = ""
         self.stderr_path = data_dir.parent / f"{data_dir.name}-stderr.log"
 
-    async def start(self) -> None:
+    async def start(self, *, same_ports: bool = False) -> None:
+        """Start and wait until both ports listen.
+
+        Args:
+            same_ports: listen where the previous run did (clients that
+                reconnect by address find the restarted server).
+        """
         assert self.process is None, "already running"
+        data_addr, control_addr = "127.0.0.1:0", "127.0.0.1:0"
+        if same_ports:
+            data_addr, control_addr = self.data_addr, self.control_addr
         stderr = await trio.to_thread.run_sync(open, self.stderr_path, "ab")
         try:
             self.process = await trio.lowlevel.open_process(
@@ -43,9 +52,9 @@ class ServerProcess:
                     "mkv.cli.server",
                     "serve",
                     "--data-addr",
-                    "127.0.0.1:0",
+                    data_addr,
                     "--control-addr",
-                    "127.0.0.1:0",
+                    control_addr,
                     "--data-dir",
                     str(self.data_dir),
                     *self.extra_args,
