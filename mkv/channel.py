@@ -11,9 +11,9 @@ Every failure comes out as an ``mkv.errors`` exception.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.abc
@@ -171,15 +171,14 @@ class Channel:
         finally:
             close_call(stream, h2.errors.ErrorCodes.CANCEL)
 
-    async def server_stream(
+    @asynccontextmanager
+    async def open_stream(
         self, service: str, method: str, request: Message, response_type: type[M]
-    ) -> AsyncGenerator[M, None]:
-        """Make one server-streaming call and yield its responses.
-
-        Closing the generator early cancels the call.
+    ) -> AsyncIterator[ResponseStream[M]]:
+        """Start one server-streaming call; its responses are read from the
+        yielded stream. Leaving the block early cancels the call.
 
         Raises:
-            MkvError: the server ended the stream with a non-OK status.
             UnavailableError: the connection failed or was lost.
         """
         grpc_socket = await self._connected()
@@ -191,16 +190,11 @@ class Channel:
             raise self._lost(exc) from exc
         stream.expect_message_type(response_type)
         try:
-            await send_single_message_client(stream, request)
-            while (response := await stream.receive_message()) is not None:
-                yield response
-            ended = stream.end_stream_event
-            if isinstance(ended, ResponseEnded) and ended.status.status_code != StatusCode.OK:
-                raise error_for_status(ended.status.status_code, ended.status.status_message)
-            if not isinstance(ended, ResponseEnded):
-                raise self._lost(EOFError("the stream ended without a status"))
-        except _CONNECTION_ERRORS as exc:
-            raise self._lost(exc) from exc
+            try:
+                await send_single_message_client(stream, request)
+            except _CONNECTION_ERRORS as exc:
+                raise self._lost(exc) from exc
+            yield ResponseStream(self, stream)
         finally:
             close_call(stream, h2.errors.ErrorCodes.CANCEL)
 
@@ -209,6 +203,39 @@ class Channel:
             f"Lost the connection to mkv at {self.address} ({type(exc).__name__}); "
             "the outcome of this call is unknown."
         )
+
+
+class ResponseStream(Generic[M]):
+    """The responses of one server-streaming call, as an async iterator.
+
+    A class, not an async generator, so that a caller may stop reading at
+    any point without leaving a generator for the garbage collector.
+
+    Raises (while iterating):
+        MkvError: the server ended the stream with a non-OK status.
+        UnavailableError: the connection was lost mid-stream.
+    """
+
+    def __init__(self, channel: Channel, stream: Any) -> None:
+        self._channel = channel
+        self._stream = stream
+
+    def __aiter__(self) -> ResponseStream[M]:
+        return self
+
+    async def __anext__(self) -> M:
+        try:
+            response: M | None = await self._stream.receive_message()
+        except _CONNECTION_ERRORS as exc:
+            raise self._channel._lost(exc) from exc
+        if response is not None:
+            return response
+        ended = self._stream.end_stream_event
+        if not isinstance(ended, ResponseEnded):
+            raise self._channel._lost(EOFError("the stream ended without a status"))
+        if ended.status.status_code != StatusCode.OK:
+            raise error_for_status(ended.status.status_code, ended.status.status_message)
+        raise StopAsyncIteration
 
 
 @asynccontextmanager

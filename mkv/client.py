@@ -20,15 +20,15 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import aclosing, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Generic, TypeVar
 
 import attrs
 import trio
 
-from mkv.channel import Channel, open_channel
+from mkv.channel import Channel, ResponseStream, open_channel
 from mkv.config import DEFAULT_DATA_ADDR
 from mkv.errors import (
     BadNodeError,
@@ -43,13 +43,14 @@ from mkv.v1 import data_pb2 as pb
 from mkv.wire import DATA_SERVICE as SERVICE
 from mkv.wire import MAX_REQUEST_BYTES, Address
 
-__all__ = ["Change", "Client", "Item", "Key", "PartitionRange", "WriteAck"]
+__all__ = ["Change", "Client", "Item", "Key", "PartitionRange", "Watch", "WriteAck"]
 
 log = logging.getLogger(__name__)
 
 # How many keys one BatchGet request carries.
 BATCH_GET_KEYS = 1000
-# A watch reconnects after a lost connection with exponential backoff, up to this.
+# A watch reconnects after a lost connection with exponential backoff.
+WATCH_MIN_BACKOFF = 0.05
 WATCH_MAX_BACKOFF = 5.0
 
 Key = bytes | str
@@ -184,7 +185,7 @@ class Client:
                     nursery.start_soon(fetch, group[i : i + BATCH_GET_KEYS])
         return [found[key] for key in raw]
 
-    async def scan(
+    def scan(
         self,
         start: Key = b"",
         end: Key | None = None,
@@ -193,46 +194,38 @@ class Client:
         page_size: int = 1000,
     ) -> AsyncIterator[tuple[bytes, Item]]:
         """Keys in ``[start, end)`` in byte order, with their items, across
-        partitions, a page at a time.
+        partitions, a page at a time::
+
+            async for key, item in db.scan(b"user:", b"user;"):
+                ...
 
         Each page is a consistent view of its partition at one sequence
-        number (``Item.seq`` never exceeds it); the whole scan is not one view
-        when it takes more than one page: a key written between pages is seen
-        or not depending on where it falls.
+        number; the whole scan is not one view when it takes more than one
+        page: a key written between pages is seen or not depending on where
+        it falls. Stopping early is fine (nothing is left open between pages).
         """
-        position, stop = _bytes(start), None if end is None else _bytes(end)
-        while stop is None or position < stop:
-            request = pb.ScanRequest(
-                start=position, end=stop or b"", limit=page_size, keys_only=keys_only
-            )
-            last: pb.ScanResponse | None = None
-            async with aclosing(
-                self._channel.server_stream(SERVICE, "Scan", request, pb.ScanResponse)
-            ) as responses:
-                async for response in responses:
-                    if response.status != pb.OK:
-                        raise BadNodeError(
-                            response.hint.message or "No partition on this node owns the key."
-                        )
-                    for kv in response.items:
-                        yield kv.key, Item(kv.value, kv.seq, kv.timestamp)
-                    last = response
-            if last is None or not last.more:
-                return
-            position = last.next_start
+        return _Scan(
+            self._channel, _bytes(start), None if end is None else _bytes(end), keys_only, page_size
+        )
 
+    @asynccontextmanager
     async def watch(
         self, start: Key = b"", end: Key | None = None, *, from_seq: int = 0
-    ) -> AsyncIterator[Change]:
+    ) -> AsyncIterator[Watch]:
         """Every mutation of keys in ``[start, end)`` after ``from_seq`` (0: from
-        now), in order, then live, until the caller stops iterating.
+        now), in order, then live::
+
+            async with db.watch(b"user:", b"user;", from_seq=seq) as changes:
+                async for change in changes:
+                    ...
 
         The range must lie within one partition (sequence numbers are per
-        partition). After a lost connection or a server restart it dials
-        again (backing off) and resumes after the last sequence number it
-        saw, so nothing is missed or repeated while the server retains it.
+        partition). After a lost connection, a server restart or a cut-off
+        for reading too slowly, it dials again (backing off) and resumes
+        after the last sequence number it delivered, so nothing is missed or
+        repeated while the server retains it.
 
-        Raises:
+        Raises (while iterating):
             CompactedError: the server no longer retains the changes after
                 the position to resume from: scan, then watch from there.
             InvalidArgumentError: the range leaves one partition.
@@ -240,30 +233,11 @@ class Client:
         request = pb.WatchRequest(
             start=_bytes(start), end=b"" if end is None else _bytes(end), from_seq=from_seq
         )
-        backoff = 0.05
-        while True:
-            try:
-                async with aclosing(
-                    self._channel.server_stream(SERVICE, "Watch", request, pb.WatchResponse)
-                ) as responses:
-                    async for response in responses:
-                        if response.status != pb.OK:
-                            raise BadNodeError(
-                                response.hint.message or "No partition on this node owns the key."
-                            )
-                        backoff = 0.05
-                        for change in response.changes:
-                            value = None if change.removed else change.value
-                            yield Change(change.key, value, change.seq, change.timestamp)
-                        # Resume after what was delivered, even when nothing was.
-                        request.from_seq = response.progress_seq
-            except (UnavailableError, ResourceExhaustedError) as exc:
-                # A lost connection, a server going down, or a watcher that
-                # fell behind: all resume from the last position.
-                log.info("watch interrupted (%s); resuming after seq %d", exc, request.from_seq)
-                await trio.sleep(backoff * random.uniform(0.5, 1.0))
-                backoff = min(backoff * 2, WATCH_MAX_BACKOFF)
-                continue
+        changes = Watch(self._channel, request)
+        try:
+            yield changes
+        finally:
+            await changes.aclose()
 
     # -- writes -------------------------------------------------------------
 
@@ -566,6 +540,137 @@ def _conditions(
         pb.Condition(key=_bytes(k), value=_bytes(v)) for k, v in (if_value or {}).items()
     ]
     return conditions
+
+
+class _Scan:
+    """The iterator ``Client.scan`` returns: one Scan call per page, each read
+    whole before its items are handed out, so no call is left open."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        start: bytes,
+        end: bytes | None,
+        keys_only: bool,
+        page_size: int,
+    ) -> None:
+        self._channel = channel
+        self._position = start
+        self._end = end
+        self._keys_only = keys_only
+        self._page_size = page_size
+        self._page: deque[tuple[bytes, Item]] = deque()
+        self._done = False
+
+    def __aiter__(self) -> _Scan:
+        return self
+
+    async def __anext__(self) -> tuple[bytes, Item]:
+        while not self._page:
+            if self._done:
+                raise StopAsyncIteration
+            await self._fetch()
+        return self._page.popleft()
+
+    async def _fetch(self) -> None:
+        if self._end is not None and self._position >= self._end:
+            self._done = True
+            return
+        request = pb.ScanRequest(
+            start=self._position,
+            end=self._end or b"",
+            limit=self._page_size,
+            keys_only=self._keys_only,
+        )
+        last: pb.ScanResponse | None = None
+        async with self._channel.open_stream(
+            SERVICE, "Scan", request, pb.ScanResponse
+        ) as responses:
+            async for response in responses:
+                if response.status != pb.OK:
+                    raise BadNodeError(
+                        response.hint.message or "No partition on this node owns the key."
+                    )
+                self._page.extend(
+                    (kv.key, Item(kv.value, kv.seq, kv.timestamp)) for kv in response.items
+                )
+                last = response
+        if last is None or not last.more:
+            self._done = True
+        else:
+            self._position = last.next_start
+
+
+class Watch:
+    """The changes ``Client.watch`` delivers, as an async iterator.
+
+    Attributes:
+        position: every change up to this sequence number has been handed
+            out; a later watch ``from_seq=position`` carries on exactly.
+    """
+
+    def __init__(self, channel: Channel, request: pb.WatchRequest) -> None:
+        self._channel = channel
+        self._request = request
+        self._pending: deque[Change] = deque()
+        self._stream: AsyncExitStack | None = None
+        self._responses: ResponseStream[pb.WatchResponse] | None = None
+        self._backoff = WATCH_MIN_BACKOFF
+        # Where the changes in _pending end (the last response's progress).
+        self._received = request.from_seq
+        self.position = request.from_seq
+
+    def __aiter__(self) -> Watch:
+        return self
+
+    async def __anext__(self) -> Change:
+        while not self._pending:
+            self.position = self._received
+            await self._receive()
+        change = self._pending.popleft()
+        if not self._pending:
+            self.position = self._received
+        elif self._pending[0].seq > change.seq:
+            self.position = change.seq
+        else:
+            self.position = change.seq - 1  # the rest of this write is still to come
+        return change
+
+    async def aclose(self) -> None:
+        if self._stream is not None:
+            stream, self._stream, self._responses = self._stream, None, None
+            await stream.aclose()
+
+    async def _receive(self) -> None:
+        """Read the next response, (re)opening the call as needed."""
+        while True:
+            try:
+                if self._responses is None:
+                    self._request.from_seq = self._received
+                    self._stream = AsyncExitStack()
+                    self._responses = await self._stream.enter_async_context(
+                        self._channel.open_stream(SERVICE, "Watch", self._request, pb.WatchResponse)
+                    )
+                response = await self._responses.__anext__()
+            except (UnavailableError, ResourceExhaustedError, StopAsyncIteration) as exc:
+                # A lost connection, a server going down, or a watcher that
+                # fell behind: all resume from the last position.
+                await self.aclose()
+                log.info("watch interrupted (%r); resuming after seq %d", exc, self._received)
+                await trio.sleep(self._backoff * random.uniform(0.5, 1.0))
+                self._backoff = min(self._backoff * 2, WATCH_MAX_BACKOFF)
+                continue
+            if response.status != pb.OK:
+                raise BadNodeError(
+                    response.hint.message or "No partition on this node owns the key."
+                )
+            self._backoff = WATCH_MIN_BACKOFF
+            self._pending.extend(
+                Change(c.key, None if c.removed else c.value, c.seq, c.timestamp)
+                for c in response.changes
+            )
+            self._received = response.progress_seq
+            return
 
 
 @attrs.frozen

@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 
 from mkv.feed import WATCH_RETENTION_BYTES
+from mkv.rpc import STREAM_STALL_TIMEOUT
 from mkv.wire import MAX_REQUEST_BYTES, Address, parse_address
 
 __all__ = ["DEFAULT_CONTROL_ADDR", "DEFAULT_DATA_ADDR", "Config", "ConfigError"]
@@ -63,6 +64,9 @@ class Config:
     # Recent mutations each partition keeps for watchers to resume from (and
     # its write-ahead log keeps at least as much, so restarts keep them too).
     watch_retention_bytes: int = WATCH_RETENTION_BYTES
+    # How long a response stream (Scan, Watch) waits for a client that does
+    # not read before ending it with RESOURCE_EXHAUSTED.
+    stream_stall_timeout: float = STREAM_STALL_TIMEOUT
 
     @classmethod
     def load(cls, path: Path | None = None, **overrides: Any) -> Config:

@@ -41,6 +41,7 @@ class Node:
             config.data_addr,
             max_request_bytes=config.max_request_bytes,
             drain_timeout=config.drain_timeout,
+            stream_stall_timeout=config.stream_stall_timeout,
         )
         self._control_server = RpcServer(
             CONTROL_SERVICE,

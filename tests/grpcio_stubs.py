@@ -134,10 +134,12 @@ def connect(
 
 
 @contextmanager
-def grpcio_channel(address: object) -> Iterator[grpc.Channel]:
+def grpcio_channel(
+    address: object, options: list[tuple[str, Any]] | None = None
+) -> Iterator[grpc.Channel]:
     """An insecure grpcio channel to ``address`` ("HOST:PORT"), closed afterwards
     (an unclosed channel is a ResourceWarning, which fails the test)."""
-    channel = grpc.insecure_channel(str(address))
+    channel = grpc.insecure_channel(str(address), options=options)
     try:
         yield channel
     finally:
