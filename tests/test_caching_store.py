@@ -5,6 +5,8 @@ durable files live."""
 from __future__ import annotations
 
 import gc
+import random
+import tempfile
 import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -29,7 +31,8 @@ HOOK_TIMEOUT = 10.0
 
 
 def caching(tmp_path: Path, cache_bytes: int = 1 << 20) -> CachingStore:
-    return CachingStore(SqliteStore(tmp_path / "durable.sqlite3"), cache_bytes)
+    # logged: no fsync per commit, which these tests do not need.
+    return CachingStore(SqliteStore(tmp_path / "durable.sqlite3", logged=True), cache_bytes)
 
 
 @pytest.fixture
@@ -74,8 +77,6 @@ class CacheBoundMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        import tempfile
-
         self._tmp = tempfile.TemporaryDirectory()
         self.bound = 4 * ENTRY_OVERHEAD + 600
         self.store = caching(Path(self._tmp.name), self.bound)
@@ -128,13 +129,13 @@ class CacheBoundMachine(RuleBasedStateMachine):
         self._tmp.cleanup()
 
 
-CacheBoundMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40)
+CacheBoundMachine.TestCase.settings = settings(
+    max_examples=60, stateful_step_count=40, deadline=None
+)
 test_the_cache_never_exceeds_its_bound = CacheBoundMachine.TestCase
 
 
 def test_a_long_random_run_stays_within_the_bound(tmp_path: Path) -> None:
-    import random
-
     rng = random.Random(5)
     bound = 64 * 1024
     store = caching(tmp_path, bound)
