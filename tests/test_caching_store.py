@@ -261,6 +261,7 @@ class HookedSqlite(SqliteStore):
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self.pause_get_after_read: Pause | None = None
+        self.pause_apply_before_commit: Pause | None = None
         self.pause_apply_after_commit: Pause | None = None
 
     def get(self, key: bytes) -> Item | None:
@@ -271,6 +272,9 @@ class HookedSqlite(SqliteStore):
         return item
 
     def apply(self, writes: Any) -> list[int]:
+        if (pause := self.pause_apply_before_commit) is not None:
+            self.pause_apply_before_commit = None
+            pause.here()
         removed = super().apply(writes)
         if (pause := self.pause_apply_after_commit) is not None:
             self.pause_apply_after_commit = None
@@ -375,6 +379,32 @@ def test_a_miss_that_fills_during_a_write_does_not_cache_the_old_value(
     commit.resume.set()
     assert writer.result(HOOK_TIMEOUT) == [0]
     assert store.get(b"k") == Item(b"new", 2)
+
+
+def test_a_miss_during_a_write_does_not_cache_what_it_read_before_the_commit(
+    hooked: tuple[CachingStore, HookedSqlite], worker: ThreadPoolExecutor
+) -> None:
+    store, durable = hooked
+    on(worker, lambda: store.apply([Write(seq=1, puts=[(b"k", b"old")])]))
+    # The apply has begun (k dropped from the cache) but not committed when
+    # the get misses and reads "old"; the get fills after the commit.
+    durable.pause_apply_before_commit = begun = Pause()
+    durable.pause_apply_after_commit = commit = Pause()
+    writer = worker.submit(store.apply, [Write(seq=2, puts=[(b"k", b"new")])])
+    assert begun.reached.wait(HOOK_TIMEOUT)
+    durable.pause_get_after_read = read = Pause()
+    reader = InThread(lambda: store.get(b"k"))
+    assert read.reached.wait(HOOK_TIMEOUT)
+    begun.resume.set()
+    assert commit.reached.wait(HOOK_TIMEOUT)
+    read.resume.set()
+    assert reader.result() == Item(b"old", 1)
+    assert store.get(b"k") == Item(b"new", 2)
+    commit.resume.set()
+    writer.result(HOOK_TIMEOUT)
+    assert store.get(b"k") == Item(b"new", 2)
+    # Both misses during the apply (the reader's and the one above) were not cached.
+    assert store.statistics().stale_fills == 2
 
 
 def test_readers_see_a_multi_key_write_whole_while_it_is_applied(

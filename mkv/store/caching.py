@@ -26,10 +26,10 @@ SQLite read would, and multi-key writes stay atomic to readers. Keeping it:
   refill those keys miss and are read from SQLite, which shows the whole
   commit or none of it.
 - A miss reads SQLite outside the lock (so an apply is never held up by a
-  read) and fills the cache only if no apply began since the miss: a
-  version counter, bumped by ``apply`` on entry and on exit (odd while one
-  is running), is read at the miss and checked at the fill. A fill that
-  lost the race is dropped, at the price of one more miss later.
+  read) and fills the cache only if no apply was running at the miss nor
+  began since: a version counter, bumped by ``apply`` on entry and on exit
+  (odd while one is running), is read at the miss and checked at the fill.
+  A fill that lost the race is dropped, at the price of one more miss later.
 
 The lock is held for cache operations only, never across SQLite, and in
 chunks of ``LOCK_CHUNK`` keys for big batches, so a ``get`` on the event
@@ -195,10 +195,13 @@ class CachingStore:
         self.durable.close()
 
     def _fill(self, version: int, found: Sequence[tuple[bytes, Item | None]]) -> None:
-        """Cache what a miss read, unless an apply began since ``version``."""
+        """Cache what a miss read, unless an apply was running at ``version``
+        or began since."""
         for start in range(0, len(found), LOCK_CHUNK):
             with self._lock:
-                if self._version != version:
+                # An odd version: the miss may have read SQLite before the
+                # running apply's commit, and the fill land after its refill.
+                if version % 2 or self._version != version:
                     self._stale_fills += len(found) - start
                     return
                 for key, item in found[start : start + LOCK_CHUNK]:
