@@ -46,3 +46,7 @@ bench *ARGS:
 # A CI-sized benchmark run.
 bench-quick *ARGS:
     {{bin}}/python tools/bench.py --quick {{ARGS}}
+
+# Point-read latency of the caching store: cache hit against SQLite read.
+bench-cache *ARGS:
+    {{bin}}/python tools/bench_cache.py {{ARGS}}

@@ -7,6 +7,8 @@ A TOML file holds the same names as the flags, with underscores::
     data_dir = "/var/lib/mkv"
     default_store = "sqlite"
     default_pipeline = ["timestamp", "wal:always"]
+    durable_dir = "/mnt/managed-disk/mkv"
+    cache_bytes = 268435456
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import attrs
 
 from mkv.feed import WATCH_RETENTION_BYTES
 from mkv.rpc import STREAM_STALL_TIMEOUT
+from mkv.store.base import DEFAULT_CACHE_BYTES
 from mkv.wire import MAX_REQUEST_BYTES, Address, parse_address
 
 __all__ = ["DEFAULT_CONTROL_ADDR", "DEFAULT_DATA_ADDR", "Config", "ConfigError"]
@@ -45,6 +48,11 @@ def _stage_list(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(value.split() if isinstance(value, str) else value)
 
 
+def _byte_count(_: object, attribute: attrs.Attribute[int], value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{attribute.name} must be a number of bytes, 0 or more (got {value!r})")
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     data_addr: Address = attrs.field(default=parse_address(DEFAULT_DATA_ADDR), converter=_address)
@@ -58,6 +66,12 @@ class Config:
     default_pipeline: tuple[str, ...] | None = attrs.field(
         default=None, converter=attrs.converters.optional(_stage_list)
     )
+    # Where ``caching`` partitions keep their durable SQLite stores (the
+    # "managed disk"), one subdirectory per partition; None: in each
+    # partition's own directory.
+    durable_dir: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    # The byte bound of each ``caching`` partition's memory cache.
+    cache_bytes: int = attrs.field(default=DEFAULT_CACHE_BYTES, validator=_byte_count)
     max_request_bytes: int = MAX_REQUEST_BYTES
     # How long shutdown waits for in-flight requests before closing connections.
     drain_timeout: float = 10.0

@@ -55,7 +55,7 @@ from mkv.pipeline import (
 from mkv.pipeline.payload import decode_write
 from mkv.pipeline.reorder import OrderedWindow
 from mkv.router import KeyRange
-from mkv.store import Item, StateStore, StoreStats, open_store
+from mkv.store import Item, StateStore, StoreOptions, StoreStats, open_store
 from mkv.worker import WorkerThread
 
 __all__ = [
@@ -198,12 +198,14 @@ class Partition:
         directory: Path,
         *,
         watch_retention_bytes: int = WATCH_RETENTION_BYTES,
+        store_options: StoreOptions | None = None,
     ):
         self.id = partition_id
         self.range = key_range
         self.store_kind = store_kind
         self.pipeline_specs = tuple(pipeline)
         self.directory = directory
+        self.store_options = store_options
         self.state = PartitionState.STARTING
         self._send, self._inbox = trio.open_memory_channel[_Pending](INBOX_SIZE)
         self._worker: WorkerThread | None = None
@@ -292,7 +294,12 @@ class Partition:
         wal = pipeline.wal
         try:
             store = self._store = await worker.run_sync(
-                lambda: open_store(self.store_kind, self.directory, logged=wal is not None)
+                lambda: open_store(
+                    self.store_kind,
+                    self.directory,
+                    logged=wal is not None,
+                    options=self.store_options,
+                )
             )
             recovered = Recovered(store.last_seq(), store.last_timestamp())
             feed = self.feed = ChangeFeed(self._watch_retention_bytes, store.last_seq())

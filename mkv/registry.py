@@ -23,7 +23,7 @@ from mkv.feed import WATCH_RETENTION_BYTES
 from mkv.partition import Partition, PartitionState
 from mkv.pipeline import check_pipeline, default_pipeline
 from mkv.router import KeyRange, Router
-from mkv.store import StoreStats, check_store_kind
+from mkv.store import DEFAULT_CACHE_BYTES, StoreOptions, StoreStats, check_store_kind
 
 __all__ = ["PartitionRegistry", "PartitionReport"]
 
@@ -53,9 +53,19 @@ class PartitionRegistry:
         default_pipeline: Sequence[str] | None = None,
         *,
         watch_retention_bytes: int = WATCH_RETENTION_BYTES,
+        durable_dir: Path | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
+        """Args:
+        durable_dir: where stores that keep a durable copy apart (``caching``)
+            put it, in a subdirectory per partition; None: in the partition's
+            own directory.
+        cache_bytes: the bound of each caching partition's memory cache.
+        """
         self.data_dir = data_dir
         self.watch_retention_bytes = watch_retention_bytes
+        self.durable_dir = durable_dir
+        self.cache_bytes = cache_bytes
         self.default_store = default_store
         self.default_pipeline = default_pipeline
         self._catalog_path = data_dir / "catalog.json"
@@ -114,9 +124,15 @@ class PartitionRegistry:
 
     def _prepare_data_dir(self) -> None:
         (self.data_dir / "partitions").mkdir(parents=True, exist_ok=True)
+        if self.durable_dir is not None:
+            self.durable_dir.mkdir(parents=True, exist_ok=True)
 
     def _directory(self, partition_id: str) -> Path:
         return self.data_dir / "partitions" / partition_id
+
+    def _store_options(self, partition_id: str) -> StoreOptions:
+        durable = None if self.durable_dir is None else self.durable_dir / partition_id
+        return StoreOptions(durable_directory=durable, cache_bytes=self.cache_bytes)
 
     async def _start(self, entry: CatalogEntry) -> Partition:
         assert self._nursery is not None
@@ -129,6 +145,7 @@ class PartitionRegistry:
             entry.pipeline,
             directory,
             watch_retention_bytes=self.watch_retention_bytes,
+            store_options=self._store_options(entry.id),
         )
         await self._nursery.start(partition.run)
         self._partitions[entry.id] = partition
@@ -252,3 +269,6 @@ class PartitionRegistry:
 
     def _delete_files(self, partition_id: str) -> None:
         shutil.rmtree(self._directory(partition_id), ignore_errors=True)
+        # A caching partition's durable store, when it lives apart.
+        if (durable := self._store_options(partition_id).durable_directory) is not None:
+            shutil.rmtree(durable, ignore_errors=True)

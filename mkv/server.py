@@ -33,6 +33,8 @@ class Node:
             config.default_store,
             config.default_pipeline,
             watch_retention_bytes=config.watch_retention_bytes,
+            durable_dir=config.durable_dir,
+            cache_bytes=config.cache_bytes,
         )
         self._data = DataPlane(self.registry)
         self._data_server = RpcServer(

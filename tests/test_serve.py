@@ -77,6 +77,8 @@ async def test_settings_come_from_a_toml_file_and_flags_win(tmp_path: Path) -> N
         ('data_adr = "127.0.0.1:1"\n', "unknown setting(s): data_adr"),
         ('data_addr = "nonsense"\n', "expected HOST:PORT"),
         ("data_addr = [\n", "cannot read config file"),
+        ("cache_bytes = -1\n", "cache_bytes must be a number of bytes, 0 or more (got -1)"),
+        ('cache_bytes = "64MiB"\n', "cache_bytes must be a number of bytes"),
     ],
 )
 async def test_a_bad_config_file_is_refused_in_one_line(

@@ -10,17 +10,37 @@ import pytest
 
 from mkv.errors import StorageError
 from mkv.pipeline.write import Write
-from mkv.store import Item, SqliteStore, StateStore, open_store, store_kinds
+from mkv.store import Item, SqliteStore, StateStore, StoreOptions, open_store, store_kinds
+
+# Every kind with default settings, and the caching store again with a cache
+# so small (a few entries) that most reads miss and writes evict.
+VARIANTS = [(kind, StoreOptions()) for kind in store_kinds()] + [
+    ("caching", StoreOptions(cache_bytes=1500))
+]
 
 
-@pytest.fixture(params=store_kinds())
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+@pytest.fixture(
+    params=VARIANTS,
+    ids=[kind if options == StoreOptions() else f"{kind}-tiny" for kind, options in VARIANTS],
+)
+def variant(request: pytest.FixtureRequest) -> tuple[str, StoreOptions]:
+    kind, options = request.param
+    return str(kind), options
 
 
 @pytest.fixture
-def store(kind: str, tmp_path: Path) -> Iterator[StateStore]:
-    store = open_store(kind, tmp_path)
+def kind(variant: tuple[str, StoreOptions]) -> str:
+    return variant[0]
+
+
+@pytest.fixture
+def options(variant: tuple[str, StoreOptions]) -> StoreOptions:
+    return variant[1]
+
+
+@pytest.fixture
+def store(kind: str, options: StoreOptions, tmp_path: Path) -> Iterator[StateStore]:
+    store = open_store(kind, tmp_path, options=options)
     yield store
     store.close()
 
@@ -61,11 +81,13 @@ def test_any_bytes_are_keys_and_values(store: StateStore) -> None:
         assert store.get(key) == Item(value, 1)
 
 
-def test_last_seq_never_goes_back_after_reopening(kind: str, tmp_path: Path) -> None:
-    store = open_store(kind, tmp_path)
+def test_last_seq_never_goes_back_after_reopening(
+    kind: str, options: StoreOptions, tmp_path: Path
+) -> None:
+    store = open_store(kind, tmp_path, options=options)
     store.apply([Write(seq=41, puts=[(b"k", b"v")]), Write(seq=42, deletes=[b"gone"])])
     store.close()
-    reopened = open_store(kind, tmp_path)
+    reopened = open_store(kind, tmp_path, options=options)
     try:
         assert reopened.last_seq() >= 42
     finally:
@@ -149,3 +171,24 @@ def test_scan_stops_at_the_entry_that_reaches_max_bytes(store: StateStore) -> No
     page = store.scan(b"", None, 100, max_bytes=250)
     assert [k for k, _ in page] == [b"k0", b"k1", b"k2"]
     assert len(store.scan(b"", None, 100, keys_only=True, max_bytes=250)) == 10
+
+
+def test_a_persistent_store_keeps_its_data_across_reopening(
+    kind: str, options: StoreOptions, tmp_path: Path
+) -> None:
+    store = open_store(kind, tmp_path, options=options)
+    if not store.persistent:
+        store.close()
+        pytest.skip(f"{kind} stores are not persistent")
+    store.apply(
+        [Write(seq=1, puts=[(b"k", b"v"), (b"gone", b"x")]), Write(seq=2, deletes=[b"gone"])]
+    )
+    store.close()
+    reopened = open_store(kind, tmp_path, options=options)
+    try:
+        assert reopened.get(b"k") == Item(b"v", 1)
+        assert reopened.get(b"gone") is None
+        assert reopened.get_many([b"gone", b"k"]) == [None, Item(b"v", 1)]
+        assert reopened.scan(b"", None, 10) == [(b"k", Item(b"v", 1))]
+    finally:
+        reopened.close()

@@ -123,7 +123,9 @@ def _build_parser() -> _Parser:
     add.add_argument("--id", help="partition id (default: the server picks one)")
     add.add_argument("--start", required=True, help="first key of the range ('' for the lowest)")
     add.add_argument("--end", default="", help="first key after the range (default: unbounded)")
-    add.add_argument("--store", help="store kind: sqlite or memory (default: the server's)")
+    add.add_argument(
+        "--store", help="store kind: sqlite, memory or caching (default: the server's)"
+    )
     add.add_argument(
         "--stage",
         action="append",

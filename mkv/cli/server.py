@@ -42,6 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="'SPEC ...'",
         help="pipeline of partitions added without one (default: the store kind's)",
     )
+    serve.add_argument(
+        "--durable-dir",
+        type=Path,
+        help="where caching partitions keep their durable SQLite (default: in the partition)",
+    )
+    serve.add_argument(
+        "--cache-bytes",
+        type=int,
+        help="memory bound of each caching partition's cache (default 67108864: 64 MiB)",
+    )
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return parser
 
@@ -78,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             data_dir=args.data_dir,
             default_store=args.default_store,
             default_pipeline=args.default_pipeline,
+            durable_dir=args.durable_dir,
+            cache_bytes=args.cache_bytes,
         )
     except ConfigError as exc:
         print(f"mkv: configuration error: {exc}", file=sys.stderr)

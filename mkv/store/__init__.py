@@ -1,4 +1,5 @@
-"""State stores, by kind: ``sqlite`` (the durable default) and ``memory``.
+"""State stores, by kind: ``sqlite`` (the durable default), ``memory``, and
+``caching`` (a bounded memory cache in front of SQLite kept on another path).
 
 Applications register their own kinds with ``register_store``.
 """
@@ -9,29 +10,37 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mkv.errors import InvalidArgumentError, shown
-from mkv.store.base import Item, StateStore, StoreStats
+from mkv.store.base import DEFAULT_CACHE_BYTES, Item, StateStore, StoreOptions, StoreStats
+from mkv.store.caching import CachingStore, open_caching_store
 from mkv.store.memory import MemoryStore
 from mkv.store.sqlite import SqliteStore
 
 __all__ = [
+    "DEFAULT_CACHE_BYTES",
+    "CachingStore",
     "Item",
     "MemoryStore",
     "SqliteStore",
     "StateStore",
+    "StoreOptions",
     "StoreStats",
     "open_store",
     "register_store",
     "store_kinds",
 ]
 
-# A factory gets the partition's own directory, already created, and whether
-# a write-ahead log in the partition's pipeline makes writes durable first.
-StoreFactory = Callable[[Path, bool], StateStore]
+# A factory gets the partition's own directory, already created; whether a
+# write-ahead log in the partition's pipeline makes writes durable first; and
+# the node's settings for stores (StoreOptions).
+StoreFactory = Callable[[Path, bool, StoreOptions], StateStore]
 
 _FACTORIES: dict[str, StoreFactory] = {
-    "sqlite": lambda directory, logged: SqliteStore(directory / "store.sqlite3", logged=logged),
+    "sqlite": lambda directory, logged, _: SqliteStore(directory / "store.sqlite3", logged=logged),
     # With a log, the log keeps the sequence numbers (and the data).
-    "memory": lambda directory, logged: MemoryStore(None if logged else directory),
+    "memory": lambda directory, logged, _: MemoryStore(None if logged else directory),
+    "caching": lambda directory, logged, options: open_caching_store(
+        directory, logged=logged, options=options
+    ),
 }
 
 
@@ -54,7 +63,18 @@ def check_store_kind(kind: str) -> None:
         )
 
 
-def open_store(kind: str, directory: Path, *, logged: bool = False) -> StateStore:
-    """Open the store of ``kind`` in ``directory``; blocking (call from the worker thread)."""
+def open_store(
+    kind: str, directory: Path, *, logged: bool = False, options: StoreOptions | None = None
+) -> StateStore:
+    """Open the store of ``kind`` in ``directory``; blocking (call from the worker thread).
+
+    Args:
+        logged: a write-ahead log in the partition's pipeline makes writes durable.
+        options: the node's settings for stores (default: their defaults).
+
+    Raises:
+        InvalidArgumentError: no store of that kind is registered.
+        StorageError: the store cannot be opened.
+    """
     check_store_kind(kind)
-    return _FACTORIES[kind](directory, logged)
+    return _FACTORIES[kind](directory, logged, options or StoreOptions())

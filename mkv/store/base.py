@@ -10,13 +10,16 @@ connection in WAL mode).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 import attrs
 
 from mkv.pipeline.write import Write
 
-__all__ = ["Item", "StateStore", "StoreStats", "Write"]
+__all__ = ["DEFAULT_CACHE_BYTES", "Item", "StateStore", "StoreOptions", "StoreStats", "Write"]
+
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 
 
 @attrs.frozen
@@ -32,6 +35,22 @@ class Item:
 class StoreStats:
     key_count: int
     size_bytes: int
+
+
+@attrs.frozen(kw_only=True)
+class StoreOptions:
+    """Settings of one partition's store that come from the node's configuration.
+
+    The registry fills them in per partition; kinds that have no use for one
+    ignore it.
+    """
+
+    # Where a store that keeps its durable copy apart from the partition's
+    # directory (``caching``: the "managed disk") puts it; None: a
+    # subdirectory of the partition's directory.
+    durable_directory: Path | None = None
+    # The byte bound of an in-memory cache (``caching``).
+    cache_bytes: int = DEFAULT_CACHE_BYTES
 
 
 class StateStore(Protocol):
