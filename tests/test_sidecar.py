@@ -279,6 +279,10 @@ def test_ships_exactly_the_complete_snapshots_once(
     flip_byte(make_snapshot(root, "p4-1.sqlite3").with_name("p4-1.sqlite3"))
     # Not a manifest at all, though named like one.
     (root / "junk.manifest.json").write_text("not json")
+    # A valid manifest copied away from its data file: it would upload under the wrong name.
+    (root / "copy.sqlite3.manifest.json").write_bytes(
+        (root / "p1" / "p1-7.sqlite3.manifest.json").read_bytes()
+    )
 
     assert run(remote, root, "--once") == 0
     assert remote.objects() == expected_objects(root, "p1/p1-7.sqlite3", "p2-3.sqlite3")
@@ -288,6 +292,10 @@ def test_ships_exactly_the_complete_snapshots_once(
     assert "p4-1.sqlite3" in corrupt_lines[0].getMessage()
     assert "SHA-256" in corrupt_lines[0].getMessage()
     assert any("junk.manifest.json" in r.getMessage() for r in caplog.records)
+    assert any(
+        "copy.sqlite3.manifest.json" in r.getMessage() and "names the data file" in r.getMessage()
+        for r in caplog.records
+    )
     written = remote.writes()
 
     # A second run (a restarted sidecar: a new Shipper reading the state file)
