@@ -5,6 +5,12 @@
 
 Generated modules import each other by proto path (``mkv.v1.data_pb2``), so
 ``protos/mkv/v1/*.proto`` generates straight into the ``mkv`` package.
+
+The standard gRPC protos vendored under ``protos/grpc_health`` and
+``protos/grpc_reflection`` keep the file names grpcio's packages use (a
+descriptor pool holds one file per name), import nothing, and are served by
+mkv's own handlers: they get message modules only, renamed into ``mkv/std``
+(``grpc_health/v1/health.proto`` → ``mkv/std/health_v1_pb2.py``).
 """
 
 from __future__ import annotations
@@ -20,11 +26,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 OUTPUT = ROOT / "mkv" / "v1"
+STD_OUTPUT = ROOT / "mkv" / "std"
+# Vendored proto directories, generated without purerpc stubs into mkv/std.
+VENDORED = ("grpc_health", "grpc_reflection")
 
 
-def generate(out_root: Path) -> list[Path]:
-    """Run protoc over every proto file into ``out_root``; return the files written."""
-    sources = sorted(PROTOS.rglob("*.proto"))
+def _protoc(out_root: Path, sources: list[Path], *, purerpc: bool) -> None:
     env = dict(os.environ)
     # protoc finds its purerpc plugin on PATH; it lives beside this interpreter.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -36,26 +43,46 @@ def generate(out_root: Path) -> list[Path]:
             f"--proto_path={PROTOS}",
             f"--python_out={out_root}",
             f"--pyi_out={out_root}",
-            f"--purerpc_out={out_root}",
+            *([f"--purerpc_out={out_root}"] if purerpc else []),
             *(str(s.relative_to(PROTOS)) for s in sources),
         ],
         check=True,
         env=env,
     )
-    return sorted((out_root / "mkv" / "v1").glob("*_p*.py*")) + sorted(
-        (out_root / "mkv" / "v1").glob("*_grpc.py")
-    )
+
+
+def generate(out_root: Path) -> dict[Path, Path]:
+    """Run protoc over every proto file into ``out_root``.
+
+    Returns:
+        each file written → where it belongs in the repository.
+    """
+    ours = sorted((PROTOS / "mkv").rglob("*.proto"))
+    vendored = sorted(p for d in VENDORED for p in (PROTOS / d).rglob("*.proto"))
+    _protoc(out_root, ours, purerpc=True)
+    _protoc(out_root, vendored, purerpc=False)
+    produced = {
+        path: OUTPUT / path.name
+        for path in sorted((out_root / "mkv" / "v1").glob("*_p*.py*"))
+        + sorted((out_root / "mkv" / "v1").glob("*_grpc.py"))
+    }
+    for source in vendored:
+        # grpc_health/v1/health.proto → health_v1_pb2.py and health_v1_pb2.pyi
+        folder = out_root / source.parent.relative_to(PROTOS)
+        for path in sorted(folder.glob(f"{source.stem}_pb2.py*")):
+            suffix = path.name.removeprefix(source.stem)
+            produced[path] = STD_OUTPUT / f"{source.stem}_{source.parent.name}{suffix}"
+    return produced
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail when mkv/v1 is stale")
+    parser.add_argument("--check", action="store_true", help="fail when generated code is stale")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         produced = generate(Path(tmp))
         stale = []
-        for path in produced:
-            target = OUTPUT / path.name
+        for path, target in produced.items():
             if not target.exists() or not filecmp.cmp(path, target, shallow=False):
                 stale.append(target.relative_to(ROOT))
                 if not args.check:
