@@ -11,6 +11,7 @@ from mkv.errors import (
     BadNodeError,
     CompactedError,
     ConditionFailedError,
+    DeadlineExceededError,
     FailedPreconditionError,
     InternalError,
     InvalidArgumentError,
@@ -19,7 +20,9 @@ from mkv.errors import (
     PermissionDeniedError,
     ResourceExhaustedError,
     StorageError,
+    UnauthenticatedError,
     UnavailableError,
+    UnimplementedError,
 )
 from mkv.router import KeyRange
 from mkv.server import Node
@@ -34,6 +37,7 @@ __all__ = [
     "CompactedError",
     "ConditionFailedError",
     "Config",
+    "DeadlineExceededError",
     "FailedPreconditionError",
     "InternalError",
     "InvalidArgumentError",
@@ -47,7 +51,9 @@ __all__ = [
     "PermissionDeniedError",
     "ResourceExhaustedError",
     "StorageError",
+    "UnauthenticatedError",
     "UnavailableError",
+    "UnimplementedError",
     "WriteAck",
 ]
 

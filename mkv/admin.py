@@ -8,13 +8,17 @@ async with mkv.AdminClient.connect("127.0.0.1:7071") as admin:
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import attrs
 
+from mkv.auth import CONTROL_TOKEN_ENV
 from mkv.channel import Channel, open_channel
 from mkv.config import DEFAULT_CONTROL_ADDR
+from mkv.credentials import client_credentials
 from mkv.router import KeyRange
 from mkv.v1 import control_pb2 as pb
 from mkv.wire import CONTROL_SERVICE as SERVICE
@@ -60,9 +64,41 @@ class AdminClient:
     @classmethod
     @asynccontextmanager
     async def connect(
-        cls, address: str | Address = DEFAULT_CONTROL_ADDR
+        cls,
+        address: str | Address = DEFAULT_CONTROL_ADDR,
+        *,
+        token: str | None = None,
+        token_file: Path | str | None = None,
+        tls: bool = False,
+        ca: Path | str | None = None,
+        cert: Path | str | None = None,
+        key: Path | str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> AsyncIterator[AdminClient]:
-        async with open_channel(address) as channel:
+        """Connect to the control plane at ``address`` (``HOST:PORT``).
+
+        Args:
+            token, token_file: the control plane's token (default:
+                ``$MKV_TOKEN`` when set; a node without one serves only loopback).
+            tls, ca, cert, key, ssl_context: TLS, as ``mkv.credentials.client_credentials``.
+
+        Raises:
+            UnavailableError: nothing answers there, or the TLS handshake failed.
+            ConfigError: a token or certificate file cannot be read.
+        """
+        credentials = await client_credentials(
+            env_var=CONTROL_TOKEN_ENV,
+            token=token,
+            token_file=token_file,
+            tls=tls,
+            ca=ca,
+            cert=cert,
+            key=key,
+            ssl_context=ssl_context,
+        )
+        async with open_channel(
+            address, metadata=credentials.metadata, ssl_context=credentials.ssl_context
+        ) as channel:
             yield cls(channel)
 
     async def add_partition(

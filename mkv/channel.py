@@ -10,8 +10,10 @@ Every failure comes out as an ``mkv.errors`` exception.
 
 from __future__ import annotations
 
+import datetime
 import logging
-from collections.abc import AsyncIterator
+import ssl
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar
 
@@ -61,7 +63,7 @@ class _ClientSocket(GRPCProtoSocket):  # type: ignore[misc]  # purerpc is untype
     call in flight waiting forever for an answer.
     """
 
-    def __init__(self, config: GRPCConfiguration, sock: anyio.abc.SocketStream) -> None:
+    def __init__(self, config: GRPCConfiguration, sock: anyio.abc.ByteStream) -> None:
         super().__init__(config, sock)
         tolerate_late_frames(self)
         self.lost = False
@@ -86,9 +88,20 @@ class Channel:
     fails the calls in flight (their outcome is unknown), and the next call
     dials again."""
 
-    def __init__(self, address: Address, nursery: trio.Nursery) -> None:
+    def __init__(
+        self,
+        address: Address,
+        nursery: trio.Nursery,
+        *,
+        metadata: Sequence[tuple[str, str]] = (),
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.address = address
         self._nursery = nursery
+        # Sent with every call (the authorization token).
+        self._metadata = tuple(metadata)
+        self._ssl_context = ssl_context
+        self._scheme = "http" if ssl_context is None else "https"
         self._socket: _ClientSocket | None = None
         self._dialing = trio.Lock()
         self._closing = trio.Event()
@@ -109,8 +122,22 @@ class Channel:
             if self._closing.is_set():
                 raise UnavailableError(f"The connection to mkv at {self.address} is closed.")
             if self._socket is None or self._socket.lost:
+                sock: anyio.abc.ByteStream
                 try:
-                    sock = await anyio.connect_tcp(self.address.host, self.address.port)
+                    if self._ssl_context is None:
+                        sock = await anyio.connect_tcp(self.address.host, self.address.port)
+                    else:
+                        sock = await anyio.connect_tcp(
+                            self.address.host,
+                            self.address.port,
+                            tls=True,
+                            ssl_context=self._ssl_context,
+                            tls_standard_compatible=False,
+                        )
+                except ssl.SSLError as exc:
+                    raise UnavailableError(
+                        f"The TLS handshake with mkv at {self.address} failed: {exc.reason or exc}."
+                    ) from None
                 except OSError as exc:
                     raise UnavailableError(
                         f"Cannot connect to mkv at {self.address}: {exc.strerror or exc}."
@@ -120,7 +147,7 @@ class Channel:
             return self._socket
 
     async def _hold(
-        self, sock: anyio.abc.SocketStream, *, task_status: trio.TaskStatus[None]
+        self, sock: anyio.abc.ByteStream, *, task_status: trio.TaskStatus[None]
     ) -> None:
         """Own the connection in a task of its own, until it ends or the channel closes.
 
@@ -145,8 +172,21 @@ class Channel:
     def close(self) -> None:
         self._closing.set()
 
-    async def unary(self, service: str, method: str, request: Message, response_type: type[M]) -> M:
+    async def unary(
+        self,
+        service: str,
+        method: str,
+        request: Message,
+        response_type: type[M],
+        *,
+        grpc_timeout: float | None = None,
+    ) -> M:
         """Make one unary call.
+
+        Args:
+            grpc_timeout: seconds, sent as the call's ``grpc-timeout``: the server does not
+                apply a request whose deadline passed, and answers
+                DEADLINE_EXCEEDED.
 
         Raises:
             MkvError: the server answered a non-OK status (typed by its code).
@@ -155,7 +195,13 @@ class Channel:
         grpc_socket = await self._connected()
         try:
             stream = await grpc_socket.start_request(
-                "http", service, method, request.DESCRIPTOR.full_name, str(self.address)
+                self._scheme,
+                service,
+                method,
+                request.DESCRIPTOR.full_name,
+                str(self.address),
+                timeout=None if grpc_timeout is None else datetime.timedelta(seconds=grpc_timeout),
+                custom_metadata=self._metadata,
             )
         except _CONNECTION_ERRORS as exc:
             raise self._lost(exc) from exc
@@ -184,7 +230,12 @@ class Channel:
         grpc_socket = await self._connected()
         try:
             stream = await grpc_socket.start_request(
-                "http", service, method, request.DESCRIPTOR.full_name, str(self.address)
+                self._scheme,
+                service,
+                method,
+                request.DESCRIPTOR.full_name,
+                str(self.address),
+                custom_metadata=self._metadata,
             )
         except _CONNECTION_ERRORS as exc:
             raise self._lost(exc) from exc
@@ -239,17 +290,26 @@ class ResponseStream(Generic[M]):
 
 
 @asynccontextmanager
-async def open_channel(address: str | Address) -> AsyncIterator[Channel]:
+async def open_channel(
+    address: str | Address,
+    *,
+    metadata: Sequence[tuple[str, str]] = (),
+    ssl_context: ssl.SSLContext | None = None,
+) -> AsyncIterator[Channel]:
     """Connect to ``address`` (``HOST:PORT``); calls dial again after a lost connection.
 
+    Args:
+        metadata: sent with every call (``mkv.auth.authorization_metadata``).
+        ssl_context: connect over TLS with it (``mkv.tls.client_context``).
+
     Raises:
-        UnavailableError: nothing answers there.
+        UnavailableError: nothing answers there, or the TLS handshake failed.
     """
     if not isinstance(address, Address):
         address = parse_address(address)
     with unwrap_single_exception():
         async with trio.open_nursery() as nursery:
-            channel = Channel(address, nursery)
+            channel = Channel(address, nursery, metadata=metadata, ssl_context=ssl_context)
             try:
                 await channel.connect()
                 yield channel

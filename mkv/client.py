@@ -20,16 +20,20 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import ssl
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import attrs
 import trio
 
+from mkv.auth import DATA_TOKEN_ENV
 from mkv.channel import Channel, ResponseStream, open_channel
 from mkv.config import DEFAULT_DATA_ADDR
+from mkv.credentials import client_credentials
 from mkv.errors import (
     BadNodeError,
     ConditionFailedError,
@@ -129,13 +133,42 @@ class Client:
 
     @classmethod
     @asynccontextmanager
-    async def connect(cls, address: str | Address = DEFAULT_DATA_ADDR) -> AsyncIterator[Client]:
+    async def connect(
+        cls,
+        address: str | Address = DEFAULT_DATA_ADDR,
+        *,
+        token: str | None = None,
+        token_file: Path | str | None = None,
+        tls: bool = False,
+        ca: Path | str | None = None,
+        cert: Path | str | None = None,
+        key: Path | str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> AsyncIterator[Client]:
         """Connect to the data plane at ``address`` (``HOST:PORT``).
 
+        Args:
+            token, token_file: the data plane's token, if it requires one
+                (default: ``$MKV_DATA_TOKEN`` when set).
+            tls, ca, cert, key, ssl_context: TLS, as ``mkv.credentials.client_credentials``.
+
         Raises:
-            UnavailableError: nothing answers there.
+            UnavailableError: nothing answers there, or the TLS handshake failed.
+            ConfigError: a token or certificate file cannot be read.
         """
-        async with open_channel(address) as channel:
+        credentials = await client_credentials(
+            env_var=DATA_TOKEN_ENV,
+            token=token,
+            token_file=token_file,
+            tls=tls,
+            ca=ca,
+            cert=cert,
+            key=key,
+            ssl_context=ssl_context,
+        )
+        async with open_channel(
+            address, metadata=credentials.metadata, ssl_context=credentials.ssl_context
+        ) as channel:
             yield cls(channel)
 
     # -- reads --------------------------------------------------------------

@@ -9,6 +9,13 @@ A TOML file holds the same names as the flags, with underscores::
     default_pipeline = ["timestamp", "wal:always"]
     durable_dir = "/mnt/managed-disk/mkv"
     cache_bytes = 268435456
+    token_file = "/etc/mkv/token"          # or MKV_TOKEN; never a flag value
+    tls_cert_file = "/etc/mkv/node.pem"
+    tls_key_file = "/etc/mkv/node.key"
+    tls_client_ca_file = "/etc/mkv/clients-ca.pem"   # mTLS
+
+Security settings (docs/security.md): with no control-plane token the control
+plane may only listen on loopback.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from typing import Any
 import attrs
 
 from mkv.feed import WATCH_RETENTION_BYTES
-from mkv.rpc import STREAM_STALL_TIMEOUT
+from mkv.rpc import MAX_CONCURRENT_STREAMS, MAX_CONNECTIONS_PER_ADDRESS, STREAM_STALL_TIMEOUT
 from mkv.store.base import DEFAULT_CACHE_BYTES
 from mkv.wire import MAX_REQUEST_BYTES, Address, parse_address
 
@@ -81,6 +88,47 @@ class Config:
     # How long a response stream (Scan, Watch) waits for a client that does
     # not read before ending it with RESOURCE_EXHAUSTED.
     stream_stall_timeout: float = STREAM_STALL_TIMEOUT
+
+    # -- security and limits (docs/security.md) --------------------------
+    # A file holding the control plane's token (else MKV_TOKEN; else none,
+    # and the control plane must listen on loopback).
+    token_file: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    # A file holding the data plane's token (else MKV_DATA_TOKEN; else none).
+    data_token_file: Path | None = attrs.field(
+        default=None, converter=attrs.converters.optional(Path)
+    )
+    # TLS on both ports: the node's certificate chain and key (PEM); with a
+    # client CA, clients must present a certificate it signed (mTLS).
+    tls_cert_file: Path | None = attrs.field(
+        default=None, converter=attrs.converters.optional(Path)
+    )
+    tls_key_file: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    tls_client_ca_file: Path | None = attrs.field(
+        default=None, converter=attrs.converters.optional(Path)
+    )
+    # Control-plane calls a second, and the burst let through at once.
+    control_rate: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    control_burst: int = attrs.field(default=20, validator=attrs.validators.ge(1))
+    # The longest a unary call may run, whatever deadline its client set.
+    data_deadline_cap: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
+    control_deadline_cap: float = attrs.field(default=300.0, validator=attrs.validators.gt(0))
+    # HTTP/2 streams at once on one connection, and connections per client
+    # IP address on each port (0: no limit).
+    max_concurrent_streams: int = attrs.field(
+        default=MAX_CONCURRENT_STREAMS, validator=attrs.validators.ge(1)
+    )
+    max_connections_per_address: int = attrs.field(
+        default=MAX_CONNECTIONS_PER_ADDRESS, validator=attrs.validators.ge(0)
+    )
+    # On shutdown, how long health reports NOT_SERVING while the node still
+    # serves, so that load balancers stop sending before the ports close.
+    shutdown_grace: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+
+    def __attrs_post_init__(self) -> None:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file must be given together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
 
     @classmethod
     def load(cls, path: Path | None = None, **overrides: Any) -> Config:

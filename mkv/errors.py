@@ -18,6 +18,7 @@ __all__ = [
     "BadNodeError",
     "CompactedError",
     "ConditionFailedError",
+    "DeadlineExceededError",
     "FailedPreconditionError",
     "InternalError",
     "InvalidArgumentError",
@@ -26,7 +27,9 @@ __all__ = [
     "PermissionDeniedError",
     "ResourceExhaustedError",
     "StorageError",
+    "UnauthenticatedError",
     "UnavailableError",
+    "UnimplementedError",
     "error_for_status",
     "shown",
 ]
@@ -64,9 +67,29 @@ class UnavailableError(MkvError):
 
 
 class PermissionDeniedError(MkvError):
-    """The request is well formed but not allowed (a pipeline filter refused it)."""
+    """The request is well formed but not allowed (a pipeline filter refused
+    it, or the credentials it carries are wrong)."""
 
     code = StatusCode.PERMISSION_DENIED
+
+
+class UnauthenticatedError(MkvError):
+    """The request carries no credentials where the port requires a token."""
+
+    code = StatusCode.UNAUTHENTICATED
+
+
+class DeadlineExceededError(MkvError):
+    """The caller's deadline passed: before the request was applied (nothing
+    was), or while waiting for its outcome (unknown, as with any timeout)."""
+
+    code = StatusCode.DEADLINE_EXCEEDED
+
+
+class UnimplementedError(MkvError):
+    """The server does not offer what the request needs (a method, compression)."""
+
+    code = StatusCode.UNIMPLEMENTED
 
 
 class NotFoundError(MkvError):
@@ -164,6 +187,9 @@ _BY_CODE: dict[StatusCode, type[MkvError]] = {
         UnavailableError,
         NotFoundError,
         PermissionDeniedError,
+        UnauthenticatedError,
+        DeadlineExceededError,
+        UnimplementedError,
         AlreadyExistsError,
         InternalError,
         FailedPreconditionError,

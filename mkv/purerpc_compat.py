@@ -7,6 +7,11 @@
   and drops the whole connection, after buffering up to that limit:
   ``bound_messages`` turns it into an ``OversizedMessage`` the server answers
   with RESOURCE_EXHAUSTED, discarding the body as it arrives.
+- A compressed request message is decompressed without a bound on the output
+  (a few KiB of gzip can become gigabytes): ``bound_messages`` also turns it
+  into a ``CompressedMessage``, never decompressed, which the server refuses.
+- Every connection advertises 65,536 concurrent streams:
+  ``limit_concurrent_streams`` advertises the server's own limit instead.
 """
 
 from __future__ import annotations
@@ -17,15 +22,18 @@ from typing import Any
 import attrs
 import h2.errors
 import h2.exceptions
+import h2.settings
 from purerpc.grpc_proto import GRPCProtoStream
 from purerpc.grpc_socket import GRPCSocket, GRPCStreamState
 from purerpc.grpclib.buffers import MessageReadBuffer
 from purerpc.grpclib.exceptions import MessageTooLargeError
 
 __all__ = [
+    "CompressedMessage",
     "OversizedMessage",
     "bound_messages",
     "close_call",
+    "limit_concurrent_streams",
     "tolerate_late_frames",
     "wait_for_send_window",
 ]
@@ -97,13 +105,21 @@ class OversizedMessage:
 
 
 @attrs.frozen
+class CompressedMessage:
+    """Stands for a compressed request message, which was not decompressed."""
+
+    length: int
+
+
+@attrs.frozen
 class _Discarded:
     """Bytes of an oversized message dropped as they arrived; reading this acks them."""
 
 
 class _BoundedReadBuffer(MessageReadBuffer):  # type: ignore[misc]  # purerpc is untyped
     """purerpc's message reader, except that a message over the limit becomes
-    an ``OversizedMessage`` and its bytes are dropped, never buffered."""
+    an ``OversizedMessage`` and its bytes are dropped, never buffered, and a
+    compressed message becomes a ``CompressedMessage``."""
 
     # purerpc's parser state, reset here after an oversized message's header.
     _compressed_flag: bool | None
@@ -128,6 +144,11 @@ class _BoundedReadBuffer(MessageReadBuffer):  # type: ignore[misc]  # purerpc is
                 return
             data, flow_controlled_length = data[dropped:], flow_controlled_length - dropped
         super().data_received(data, flow_controlled_length)
+
+    def decompress(self, data: bytes) -> CompressedMessage:
+        # Called by purerpc's parser for a message whose compressed flag is
+        # set, whatever the call's grpc-encoding (none at all included).
+        return CompressedMessage(len(data))
 
     def _parse_one_message(self) -> tuple[Any, int]:
         try:
@@ -158,6 +179,32 @@ class _BoundedBuffers(dict[int, Any]):
 def bound_messages(grpc_socket: GRPCSocket, max_length: int) -> None:
     """Messages over ``max_length`` on this connection become ``OversizedMessage``."""
     grpc_socket._grpc_connection.message_read_buffers = _BoundedBuffers(max_length)
+
+
+def limit_concurrent_streams(grpc_socket: GRPCSocket, limit: int) -> None:
+    """Advertise ``limit`` as this connection's SETTINGS_MAX_CONCURRENT_STREAMS.
+
+    Must be called before the connection is entered (its first SETTINGS
+    frame carries the value). h2 enforces it: a peer that opens more streams
+    than that breaks the protocol, and its connection is ended (GOAWAY);
+    grpcio and other well-behaved clients queue their calls instead.
+    """
+    connection = grpc_socket._grpc_connection
+    connection.h2_connection.local_settings = h2.settings.Settings(
+        client=False,
+        initial_values={
+            **{code: connection.h2_connection.local_settings[code] for code in _OUR_SETTINGS},
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limit,
+        },
+    )
+
+
+# The settings purerpc sets on every connection, kept when one is changed.
+_OUR_SETTINGS = (
+    h2.settings.SettingCodes.INITIAL_WINDOW_SIZE,
+    h2.settings.SettingCodes.MAX_FRAME_SIZE,
+    h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE,
+)
 
 
 async def wait_for_send_window(stream: GRPCProtoStream, message_bytes: int) -> None:

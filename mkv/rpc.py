@@ -10,17 +10,36 @@ place where a request body is parsed and an outcome becomes a gRPC status.
 
 Request bodies reach us as raw bytes (no message type is registered with
 purerpc), so a body that fails to parse is ours to answer: INVALID_ARGUMENT.
+
+One port serves several services (the plane's own, health, reflection);
+each may have a guard (token, rate limit) that runs before the request body
+is read. Every call honours its ``grpc-timeout`` (unary calls also a
+server-side cap): a request whose deadline passed before it was handed to
+its handler is not applied; one whose deadline passes while its handler
+waits is answered DEADLINE_EXCEEDED, its outcome unknown (a write already
+handed to a partition is not undone, as with any timeout).
+
+The limits a connection lives under: SETTINGS_MAX_CONCURRENT_STREAMS,
+connections per client address (more are closed at accept), a request size
+(bigger ones are discarded as they arrive), no compressed requests (purerpc
+would decompress without a bound), and a response that its client does not
+read within ``stream_stall_timeout`` ends the call: a stalled client holds
+at most one response per stream it opened.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+import math
+import ssl
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.streams.tls
 import attrs
 import h2.errors
 import h2.exceptions
@@ -32,17 +51,33 @@ from purerpc.grpclib.events import RequestReceived
 from purerpc.grpclib.exceptions import GRPCError
 from purerpc.grpclib.status import Status, StatusCode
 
-from mkv.errors import MkvError
+from mkv.errors import (
+    DeadlineExceededError,
+    InvalidArgumentError,
+    MkvError,
+    ResourceExhaustedError,
+    UnimplementedError,
+)
 from mkv.purerpc_compat import (
+    CompressedMessage,
     OversizedMessage,
     bound_messages,
     close_call,
+    limit_concurrent_streams,
     tolerate_late_frames,
     wait_for_send_window,
 )
 from mkv.wire import MAX_REQUEST_BYTES, Address
 
-__all__ = ["Handler", "RpcServer", "ServerStream"]
+__all__ = [
+    "BidiStream",
+    "CallInfo",
+    "Guard",
+    "Handler",
+    "RpcServer",
+    "RpcStatistics",
+    "ServerStream",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +91,40 @@ class ServerStream:
     handler: Callable[[Any], AsyncGenerator[Message, None]]
 
 
+@attrs.frozen
+class BidiStream:
+    """Marks a bidirectional-streaming method: ``handler(requests)`` yields the
+    responses while it reads the requests (an async iterator of messages)."""
+
+    handler: Callable[[AsyncIterator[Any]], AsyncGenerator[Message, None]]
+
+
+@attrs.frozen
+class CallInfo:
+    """What a guard sees of a call before its body is read."""
+
+    service: str
+    method: str
+    # Custom request metadata, by lower-case name (the last value of a repeated one).
+    metadata: Mapping[str, str]
+    # The client's address.
+    peer: str
+
+
+# Runs before a call of its service is read; raises an MkvError to refuse it.
+Guard = Callable[[CallInfo], None]
+
+
+@attrs.frozen
+class RpcStatistics:
+    connections: int
+    calls_in_flight: int
+    # The most calls that were in flight at once since the server started.
+    peak_calls_in_flight: int
+    # Connections closed at accept: their address had too many already.
+    connections_refused: int
+
+
 # Responses may be a little larger than requests (a Get of a value that
 # filled a whole request, plus its sequence number and partition id).
 _RESPONSE_HEADROOM = 64 * 1024
@@ -64,49 +133,116 @@ _DISCARD_TIMEOUT = 5.0
 # How long a response stream may wait for its client to read (HTTP/2 flow
 # control) before it is ended: a stalled reader holds no more than this.
 STREAM_STALL_TIMEOUT = 30.0
+# Per connection, advertised in HTTP/2 SETTINGS; purerpc's own is 65,536.
+MAX_CONCURRENT_STREAMS = 100
+# Per client IP address, on each port; 0: no limit.
+MAX_CONNECTIONS_PER_ADDRESS = 256
+# How long a client has to finish its TLS handshake.
+TLS_HANDSHAKE_TIMEOUT = 10.0
+
+
+AnyHandler = Handler | ServerStream | BidiStream
 
 
 @attrs.frozen
 class Method:
     request_type: type[Message]
-    handler: Handler | ServerStream
+    handler: AnyHandler
+
+
+@attrs.frozen
+class _Service:
+    methods: dict[str, Method]
+    guard: Guard | None
 
 
 class RpcServer:
-    """Serves one gRPC service on one address until ``stop()``.
+    """Serves gRPC services on one address until ``stop()``.
 
     Args:
-        service: the full service name (``mkv.v1.DataPlane``).
+        service: the full name of the port's main service (``mkv.v1.DataPlane``).
         methods: method name → (request message type, handler).
         address: where to listen; port 0 picks a free port.
+        guard: runs before every call of ``service`` (see ``add_service``).
+        deadline_cap: the longest a unary call may run, whatever its
+            ``grpc-timeout``; None: only the client's deadline.
+        ssl_context: serve TLS with it (server side, ALPN "h2"); None: plain TCP.
     """
 
     def __init__(
         self,
         service: str,
-        methods: Mapping[str, tuple[type[Message], Handler | ServerStream]],
+        methods: Mapping[str, tuple[type[Message], AnyHandler]],
         address: Address,
         *,
         max_request_bytes: int = MAX_REQUEST_BYTES,
         drain_timeout: float = 10.0,
         stream_stall_timeout: float = STREAM_STALL_TIMEOUT,
+        guard: Guard | None = None,
+        deadline_cap: float | None = None,
+        max_concurrent_streams: int = MAX_CONCURRENT_STREAMS,
+        max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
+        ssl_context: ssl.SSLContext | None = None,
+        tls_handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT,
     ) -> None:
         self.service = service
-        self._methods = {name: Method(t, h) for name, (t, h) in methods.items()}
+        self._services: dict[str, _Service] = {}
+        self.add_service(service, methods, guard=guard)
         self.address = address
         self.max_request_bytes = max_request_bytes
         self.drain_timeout = drain_timeout
         self.stream_stall_timeout = stream_stall_timeout
+        self.deadline_cap = deadline_cap
+        self.max_concurrent_streams = max_concurrent_streams
+        self.max_connections_per_address = max_connections_per_address
+        self.ssl_context = ssl_context
+        self.tls_handshake_timeout = tls_handshake_timeout
+        self._connections: collections.Counter[str] = collections.Counter()
+        self._refused = 0
+        self._peak_in_flight = 0
         # One per response stream in progress: a stopping server ends them
         # (they may never end on their own) while unary calls drain.
         self._streams: set[trio.CancelScope] = set()
         self._config = GRPCConfiguration(
-            client_side=False, max_message_length=max_request_bytes + _RESPONSE_HEADROOM
+            client_side=False,
+            max_message_length=max_request_bytes + _RESPONSE_HEADROOM,
+            # Tells clients not to compress (compressed requests are refused).
+            message_accept_encoding=["identity"],
         )
         self._accepting = trio.CancelScope()
         self._in_flight = 0
         self._idle = trio.Event()
         self._idle.set()
+
+    def add_service(
+        self,
+        name: str,
+        methods: Mapping[str, tuple[type[Message], AnyHandler]],
+        *,
+        guard: Guard | None = None,
+    ) -> None:
+        """Serve another service on this port (before ``run``).
+
+        Args:
+            name: its full name (``grpc.health.v1.Health``).
+            methods: method name → (request message type, handler).
+            guard: called with each call's ``CallInfo`` before its body is
+                read; an MkvError it raises is the call's answer.
+        """
+        self._services[name] = _Service({m: Method(t, h) for m, (t, h) in methods.items()}, guard)
+
+    @property
+    def service_names(self) -> list[str]:
+        """The full names of the services served on this port."""
+        return list(self._services)
+
+    def statistics(self) -> RpcStatistics:
+        return RpcStatistics(
+            connections=self._connections.total(),
+            calls_in_flight=self._in_flight,
+            peak_calls_in_flight=self._peak_in_flight,
+            connections_refused=self._refused,
+        )
 
     async def run(
         self, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED
@@ -149,7 +285,18 @@ class RpcServer:
         assert isinstance(listener, anyio.abc.SocketListener)
         while True:
             stream = await listener.accept()
-            connections.start_soon(self._serve_connection, stream)
+            peer = _peer_host(stream)
+            limit = self.max_connections_per_address
+            if limit and self._connections[peer] >= limit:
+                # Closed before a byte is read: one address cannot hold more
+                # than ``limit`` connections' worth of buffers and tasks.
+                self._refused += 1
+                log.warning("refused a connection from %s: it has %d already", peer, limit)
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+                continue
+            self._connections[peer] += 1
+            connections.start_soon(self._serve_connection, stream, peer)
 
     def stop(self) -> None:
         """Stop accepting and end response streams (UNAVAILABLE: resume
@@ -158,28 +305,50 @@ class RpcServer:
         for scope in self._streams:
             scope.cancel()
 
-    async def _serve_connection(self, stream: anyio.abc.SocketStream) -> None:
+    async def _serve_connection(self, stream: anyio.abc.SocketStream, peer: str) -> None:
         try:
-            async with (
-                stream,
-                GRPCProtoSocket(self._config, stream) as grpc_socket,
-                trio.open_nursery() as nursery,
-            ):
-                tolerate_late_frames(grpc_socket)
-                bound_messages(grpc_socket, self.max_request_bytes)
-                async for grpc_stream in grpc_socket.listen():
-                    nursery.start_soon(self._serve_stream, grpc_stream)
-                # The peer is gone: nobody is left to answer, and a response
-                # stream waiting for news would otherwise wait forever.
-                nursery.cancel_scope.cancel()
+            async with stream:
+                transport: anyio.abc.ByteStream = stream
+                if self.ssl_context is not None:
+                    transport = await self._tls_handshake(stream, self.ssl_context)
+                grpc_socket = GRPCProtoSocket(self._config, transport)
+                limit_concurrent_streams(grpc_socket, self.max_concurrent_streams)
+                async with grpc_socket, trio.open_nursery() as nursery:
+                    tolerate_late_frames(grpc_socket)
+                    bound_messages(grpc_socket, self.max_request_bytes)
+                    async for grpc_stream in grpc_socket.listen():
+                        nursery.start_soon(self._serve_stream, grpc_stream, peer)
+                    # The peer is gone: nobody is left to answer, and a response
+                    # stream waiting for news would otherwise wait forever.
+                    nursery.cancel_scope.cancel()
         except Exception as exc:
-            # A peer that breaks the protocol or vanishes costs only its own
-            # connection.
-            log.debug("connection closed: %r", exc)
+            # A peer that breaks the protocol, fails its TLS handshake or
+            # vanishes costs only its own connection.
+            log.debug("connection from %s closed: %r", peer, exc)
+        finally:
+            self._connections[peer] -= 1
+            if self._connections[peer] <= 0:
+                del self._connections[peer]
 
-    async def _serve_stream(self, stream: GRPCProtoStream) -> None:
+    async def _tls_handshake(
+        self, stream: anyio.abc.SocketStream, context: ssl.SSLContext
+    ) -> anyio.abc.ByteStream:
+        """The TLS stream over ``stream``, once its handshake completed in time.
+
+        Raises:
+            TimeoutError: the client did not finish the handshake in time.
+            ssl.SSLError: the handshake failed (no or a wrong client certificate).
+        """
+        with trio.fail_after(self.tls_handshake_timeout):
+            # standard_compatible=False: HTTP/2 ends its own connections, and
+            # gRPC clients commonly close without a TLS close_notify.
+            return await anyio.streams.tls.TLSStream.wrap(
+                stream, server_side=True, ssl_context=context, standard_compatible=False
+            )
+
+    async def _serve_stream(self, stream: GRPCProtoStream, peer: str) -> None:
         try:
-            await self._answer(stream)
+            await self._answer(stream, peer)
             await self._discard_rest(stream)
         except (
             anyio.BrokenResourceError,
@@ -194,18 +363,26 @@ class RpcServer:
         finally:
             close_call(stream, h2.errors.ErrorCodes.NO_ERROR)
 
-    async def _answer(self, stream: GRPCProtoStream) -> None:
+    async def _answer(self, stream: GRPCProtoStream, peer: str) -> None:
         """Read the request, run the handler, send the answer: an in-flight call."""
         self._in_flight += 1
+        self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
         self._idle = trio.Event() if self._in_flight == 1 else self._idle
         try:
             await stream.start_response()
             event = await stream.receive_event()
-            status, response = await self._call(stream, event)
+            status, response = await self._call(stream, event, peer)
             if isinstance(response, _Streaming):
                 status = await self._send_stream(stream, response)
             elif response is not None:
-                await stream.send_message(response)
+                with trio.move_on_after(self.stream_stall_timeout) as waited:
+                    await wait_for_send_window(stream, response.ByteSize())
+                if waited.cancelled_caught:
+                    # Ended with a status (trailers are not flow controlled):
+                    # a client that does not read holds no response for long.
+                    status = _STALLED
+                else:
+                    await stream.send_message(response)
             await stream.close(status)
         finally:
             self._in_flight -= 1
@@ -229,17 +406,18 @@ class RpcServer:
         scope = trio.CancelScope()
         self._streams.add(scope)
         try:
-            with scope:
+            with scope, trio.move_on_at(call.deadline) as timed:
                 async with aclosing(call.responses) as responses:
                     async for message in responses:
                         with trio.move_on_after(self.stream_stall_timeout) as waited:
                             await wait_for_send_window(stream, message.ByteSize())
                         if waited.cancelled_caught:
-                            return Status(
-                                StatusCode.RESOURCE_EXHAUSTED,
-                                "The client stopped reading this stream, so the server ended it.",
-                            )
+                            return _STALLED
                         await stream.send_message(message)
+            if timed.cancelled_caught:
+                return Status(
+                    StatusCode.DEADLINE_EXCEEDED, "The call's deadline passed, so it was ended."
+                )
             if scope.cancelled_caught:
                 return Status(
                     StatusCode.UNAVAILABLE, "The server is shutting down; reconnect and resume."
@@ -254,13 +432,14 @@ class RpcServer:
         return Status(StatusCode.OK)
 
     async def _call(
-        self, stream: GRPCProtoStream, event: object
+        self, stream: GRPCProtoStream, event: object, peer: str
     ) -> tuple[Status, Message | _Streaming | None]:
-        """Parse, dispatch and map the outcome to a status: the one place that does."""
+        """Guard, parse, dispatch and map the outcome to a status: the one place that does."""
         if not isinstance(event, RequestReceived):
             return Status(StatusCode.INTERNAL, "Expected request headers."), None
-        method = self._methods.get(event.method_name)
-        if event.service_name != self.service or method is None:
+        service = self._services.get(event.service_name)
+        method = service.methods.get(event.method_name) if service is not None else None
+        if service is None or method is None:
             return (
                 Status(
                     StatusCode.UNIMPLEMENTED,
@@ -268,30 +447,40 @@ class RpcServer:
                 ),
                 None,
             )
+        streaming = isinstance(method.handler, ServerStream | BidiStream)
+        deadline = self._deadline(event, capped=not streaming)
+        applying = False
         try:
-            body = await _one_message(stream)
-            if isinstance(body, OversizedMessage):
-                return (
-                    Status(
-                        StatusCode.RESOURCE_EXHAUSTED,
-                        f"The request is {body.length} bytes; the limit is "
-                        f"{self.max_request_bytes} bytes, so split the batch.",
-                    ),
-                    None,
+            if service.guard is not None:
+                service.guard(
+                    CallInfo(event.service_name, event.method_name, _metadata(event), peer)
                 )
-            try:
-                request = method.request_type.FromString(body)
-            except DecodeError:
-                name = method.request_type.DESCRIPTOR.full_name
-                raise _BadBody(f"The request body is not a valid {name} message.") from None
-            if isinstance(method.handler, ServerStream):
-                # Errors before the first response still come back as a status.
+            if isinstance(method.handler, BidiStream):
+                requests = _RequestStream(stream, method.request_type, self.max_request_bytes)
                 return Status(StatusCode.OK), _Streaming(
-                    event.method_name, method.handler.handler(request)
+                    event.method_name, method.handler.handler(requests), deadline
                 )
-            response = await method.handler(request)
-        except _BadBody as exc:
-            return Status(StatusCode.INVALID_ARGUMENT, str(exc)), None
+            with trio.move_on_at(deadline) as timed:
+                request = _parse(
+                    method.request_type, await _one_message(stream), self.max_request_bytes
+                )
+                if trio.current_time() >= deadline:
+                    raise DeadlineExceededError(
+                        "The deadline passed before the request could be applied; nothing was done."
+                    )
+                if isinstance(method.handler, ServerStream):
+                    # Errors before the first response still come back as a status.
+                    return Status(StatusCode.OK), _Streaming(
+                        event.method_name, method.handler.handler(request), deadline
+                    )
+                applying = True
+                response = await method.handler(request)
+            if timed.cancelled_caught:
+                raise DeadlineExceededError(
+                    "The deadline passed while waiting for the outcome, which is unknown."
+                    if applying
+                    else "The deadline passed before the request was read; nothing was done."
+                )
         except MkvError as exc:
             return Status(exc.code, exc.message), None
         except Exception:
@@ -299,23 +488,96 @@ class RpcServer:
             return Status(StatusCode.INTERNAL, "Internal error; the server log has details."), None
         return Status(StatusCode.OK), response
 
+    def _deadline(self, event: RequestReceived, *, capped: bool) -> float:
+        """When the call must be over, on Trio's clock: the client's
+        ``grpc-timeout`` and, for a unary call, the server's cap."""
+        budget = math.inf if event.timeout is None else event.timeout.total_seconds()
+        if capped and self.deadline_cap is not None:
+            budget = min(budget, self.deadline_cap)
+        return trio.current_time() + budget
+
+
+_STALLED = Status(
+    StatusCode.RESOURCE_EXHAUSTED, "The client stopped reading this call, so the server ended it."
+)
+
 
 @attrs.frozen
 class _Streaming:
     method: str
     responses: AsyncGenerator[Message, None]
+    deadline: float
 
 
-class _BadBody(Exception):
-    """The request body is not what the method takes; the message says how."""
+def _peer_host(stream: anyio.abc.SocketStream) -> str:
+    address = stream.extra(anyio.abc.SocketAttribute.remote_address)
+    return str(address[0]) if isinstance(address, tuple) else str(address)
 
 
-async def _one_message(stream: GRPCProtoStream) -> bytes | OversizedMessage:
-    """The single request message of a unary call: its bytes, or that it was too large."""
-    body = await stream.receive_message()
+def _metadata(event: RequestReceived) -> dict[str, str]:
+    return {str(name).lower(): str(value) for name, value in event.custom_metadata}
+
+
+def _parse(
+    request_type: type[Message], body: bytes | OversizedMessage | CompressedMessage, limit: int
+) -> Message:
+    """The request message in ``body``.
+
+    Raises:
+        ResourceExhaustedError: it was over ``limit`` bytes.
+        UnimplementedError: it was compressed.
+        InvalidArgumentError: it is not a ``request_type`` message.
+    """
     if isinstance(body, OversizedMessage):
+        raise ResourceExhaustedError(
+            f"The request is {body.length} bytes; the limit is {limit} bytes, so split the batch."
+        )
+    if isinstance(body, CompressedMessage):
+        raise UnimplementedError(
+            "This server does not accept compressed requests; send them uncompressed."
+        )
+    try:
+        return request_type.FromString(body)
+    except DecodeError:
+        name = request_type.DESCRIPTOR.full_name
+        raise InvalidArgumentError(f"The request body is not a valid {name} message.") from None
+
+
+async def _one_message(stream: GRPCProtoStream) -> bytes | OversizedMessage | CompressedMessage:
+    """The single request message of a unary call: its bytes, or a marker of
+    one too large (discarded as it arrives) or compressed.
+
+    Raises:
+        InvalidArgumentError: no message, or more than one.
+    """
+    body = await stream.receive_message()
+    if isinstance(body, OversizedMessage | CompressedMessage):
         return body  # answered at once; the rest is discarded as it arrives
     if body is None or await stream.receive_message() is not None:
-        raise _BadBody("A unary call takes exactly one request message.")
+        raise InvalidArgumentError("A unary call takes exactly one request message.")
     assert isinstance(body, bytes)
     return body
+
+
+class _RequestStream:
+    """The request messages of a bidirectional call, parsed, as an async iterator.
+
+    A class rather than an async generator, so a handler that stops reading
+    leaves nothing for the garbage collector to finalize.
+
+    Raises (while iterating): as ``_parse``.
+    """
+
+    def __init__(self, stream: GRPCProtoStream, request_type: type[Message], limit: int) -> None:
+        self._stream = stream
+        self._request_type = request_type
+        self._limit = limit
+
+    def __aiter__(self) -> _RequestStream:
+        return self
+
+    async def __anext__(self) -> Message:
+        body = await self._stream.receive_message()
+        if body is None:
+            raise StopAsyncIteration
+        return _parse(self._request_type, body, self._limit)

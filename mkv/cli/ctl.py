@@ -12,6 +12,12 @@ Addresses come from ``--data-addr`` / ``--control-addr``, else the environment
 (``MKV_DATA_ADDR`` / ``MKV_CONTROL_ADDR``), else the server's defaults. Options
 may go before or after the command.
 
+A token (the control plane's, or the data plane's when it requires one) comes
+from ``--token-file PATH``, else ``MKV_TOKEN`` (partitions) / ``MKV_DATA_TOKEN``
+(keys); never from a flag's value, which ``ps`` would show. TLS: ``--ca`` (the
+CA that signed the server), ``--cert`` and ``--key`` (a client certificate,
+for mTLS), or ``--tls`` alone to verify against the system's CAs.
+
 Keys, values and range bounds are UTF-8 text, or hex with ``--hex`` (which also
 prints them as hex in human output). ``get`` writes the value's exact bytes, adding a newline
 only when stdout is a terminal; a missing key is exit status 1 with
@@ -40,7 +46,7 @@ import trio
 
 from mkv.admin import AdminClient, PartitionInfo
 from mkv.client import Client
-from mkv.config import DEFAULT_CONTROL_ADDR, DEFAULT_DATA_ADDR
+from mkv.config import DEFAULT_CONTROL_ADDR, DEFAULT_DATA_ADDR, ConfigError
 from mkv.errors import MkvError
 from mkv.router import format_key
 from mkv.wire import Address, parse_address
@@ -80,6 +86,25 @@ class Request:
     partition_id: str | None = None
     store: str | None = None
     pipeline: tuple[str, ...] | None = None
+    # Credentials (read when connecting): a token file, else the token from
+    # the environment; TLS files.
+    token_file: str | None = None
+    token: str | None = attrs.field(default=None, repr=False)
+    tls: bool = False
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    def credentials(self) -> dict[str, Any]:
+        """Keyword arguments of ``Client.connect`` / ``AdminClient.connect``."""
+        return {
+            "token": self.token if self.token_file is None else None,
+            "token_file": self.token_file,
+            "tls": self.tls,
+            "ca": self.ca,
+            "cert": self.cert,
+            "key": self.key,
+        }
 
 
 class _Parser(argparse.ArgumentParser):
@@ -105,6 +130,18 @@ def _build_parser() -> _Parser:
         "--control-addr",
         metavar="HOST:PORT",
         help=f"control plane HOST:PORT (default {DEFAULT_CONTROL_ADDR})",
+    )
+    common.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="file holding the token (default $MKV_TOKEN, or $MKV_DATA_TOKEN for keys)",
+    )
+    common.add_argument("--tls", action="store_true", help="connect over TLS")
+    common.add_argument("--ca", metavar="PATH", help="TLS: CA bundle to verify the server (PEM)")
+    common.add_argument("--cert", metavar="PATH", help="TLS: client certificate (PEM), for mTLS")
+    # dest: "key" is the KEY of put and get.
+    common.add_argument(
+        "--key", dest="cert_key", metavar="PATH", help="TLS: client certificate's key (PEM)"
     )
     common.add_argument("--json", action="store_true", help="print one JSON document")
     common.add_argument("--hex", action="store_true", help="keys, values and bounds are hex")
@@ -201,12 +238,21 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Request:
             fields.update(value=raw(args.value, "VALUE"))
     elif command == "del":
         fields.update(keys=tuple(raw(key, "KEY") for key in args.keys))
+    if (opts.get("cert") is None) != (opts.get("cert_key") is None):
+        parser.error("give --cert and --key together")
+    token_var = "MKV_TOKEN" if plane == "control" else "MKV_DATA_TOKEN"
     return Request(
         command=command,
         address=address,
         json=bool(opts.get("json", False)),
         hex=as_hex,
         timeout=timeout,
+        token_file=opts.get("token_file"),
+        token=env.get(token_var) or None,
+        tls=bool(opts.get("tls", False)),
+        ca=opts.get("ca"),
+        cert=opts.get("cert"),
+        key=opts.get("cert_key"),
         **fields,
     )
 
@@ -294,7 +340,7 @@ def _render_partitions(infos: Sequence[PartitionInfo], as_hex: bool = False) -> 
 
 
 async def _partitions_list(request: Request) -> bytes:
-    async with AdminClient.connect(request.address) as admin:
+    async with AdminClient.connect(request.address, **request.credentials()) as admin:
         infos = await admin.list_partitions()
     if request.json:
         return _json({"partitions": [_partition_json(p) for p in infos]})
@@ -302,7 +348,7 @@ async def _partitions_list(request: Request) -> bytes:
 
 
 async def _partitions_add(request: Request) -> bytes:
-    async with AdminClient.connect(request.address) as admin:
+    async with AdminClient.connect(request.address, **request.credentials()) as admin:
         info = await admin.add_partition(
             start=request.start,
             end=request.end,
@@ -317,7 +363,7 @@ async def _partitions_add(request: Request) -> bytes:
 
 async def _partitions_remove(request: Request) -> bytes:
     assert request.partition_id is not None
-    async with AdminClient.connect(request.address) as admin:
+    async with AdminClient.connect(request.address, **request.credentials()) as admin:
         info = await admin.remove_partition(request.partition_id)
     if request.json:
         return _json(_partition_json(info))
@@ -326,7 +372,7 @@ async def _partitions_remove(request: Request) -> bytes:
 
 
 async def _put(request: Request) -> bytes:
-    async with Client.connect(request.address) as client:
+    async with Client.connect(request.address, **request.credentials()) as client:
         # One key lives in one partition, so there is exactly one acknowledgement.
         (ack,) = await client.upsert([(request.keys[0], request.value)])
     if request.json:
@@ -336,7 +382,7 @@ async def _put(request: Request) -> bytes:
 
 async def _get(request: Request) -> bytes:
     key = request.keys[0]
-    async with Client.connect(request.address) as client:
+    async with Client.connect(request.address, **request.credentials()) as client:
         item = await client.get_item(key)
     if item is None:
         raise CommandError(f"key not found: {_text(key, request.hex)}")
@@ -348,7 +394,7 @@ async def _get(request: Request) -> bytes:
 
 
 async def _del(request: Request) -> bytes:
-    async with Client.connect(request.address) as client:
+    async with Client.connect(request.address, **request.credentials()) as client:
         acks = await client.remove(*request.keys)
     removed = sum(ack.count for ack in acks)
     if request.json:
@@ -388,6 +434,8 @@ async def execute(request: Request, stdout: BinaryIO, stderr: TextIO) -> int:
             error = str(exc)
         except MkvError as exc:
             error = exc.message
+        except ConfigError as exc:
+            error = f"{exc}."
     if deadline.cancelled_caught:
         error = f"No answer from mkv at {request.address} within {request.timeout:g} seconds."
     if error:

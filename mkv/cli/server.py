@@ -3,6 +3,7 @@
 mkv serve                                   # 127.0.0.1:7070 / :7071, ./mkv-data
 mkv serve --data-addr 0.0.0.0:7070 --data-dir /var/lib/mkv
 mkv serve --config mkv.toml                 # same names, in TOML
+MKV_TOKEN=... mkv serve --control-addr 0.0.0.0:7071   # or --token-file PATH
 """
 
 from __future__ import annotations
@@ -52,6 +53,26 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="memory bound of each caching partition's cache (default 67108864: 64 MiB)",
     )
+    serve.add_argument(
+        "--token-file",
+        type=Path,
+        help="file holding the control plane's token (else $MKV_TOKEN; else loopback only)",
+    )
+    serve.add_argument(
+        "--data-token-file",
+        type=Path,
+        help="file holding the data plane's token (else $MKV_DATA_TOKEN; else none)",
+    )
+    serve.add_argument("--tls-cert", type=Path, help="serve TLS: certificate chain (PEM)")
+    serve.add_argument("--tls-key", type=Path, help="serve TLS: private key (PEM)")
+    serve.add_argument(
+        "--tls-client-ca", type=Path, help="require client certificates signed by this CA (mTLS)"
+    )
+    serve.add_argument(
+        "--shutdown-grace",
+        type=float,
+        help="seconds of NOT_SERVING health before the ports close on shutdown (default 0)",
+    )
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return parser
 
@@ -59,9 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
 async def serve(config: Config) -> None:
     # Signals are caught before anything starts, so a Ctrl-C during start-up
     # is a clean shutdown too rather than a KeyboardInterrupt mid-open.
+    unstarted = Node(config)  # a ConfigError (token, TLS files) surfaces here, unwrapped
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            node: Node = await nursery.start(Node(config).run)
+            node: Node = await nursery.start(unstarted.run)
             # Printed (not logged) and flushed: scripts and tests wait for these lines.
             print(f"mkv: data plane listening on {node.data_address}", flush=True)
             print(f"mkv: control plane listening on {node.control_address}", flush=True)
@@ -90,12 +112,21 @@ def main(argv: list[str] | None = None) -> int:
             default_pipeline=args.default_pipeline,
             durable_dir=args.durable_dir,
             cache_bytes=args.cache_bytes,
+            token_file=args.token_file,
+            data_token_file=args.data_token_file,
+            tls_cert_file=args.tls_cert,
+            tls_key_file=args.tls_key,
+            tls_client_ca_file=args.tls_client_ca,
+            shutdown_grace=args.shutdown_grace,
         )
     except ConfigError as exc:
         print(f"mkv: configuration error: {exc}", file=sys.stderr)
         return 2
     try:
         trio.run(serve, config)
+    except ConfigError as exc:
+        print(f"mkv: configuration error: {exc}", file=sys.stderr)
+        return 2
     except (OSError, MkvError, BaseExceptionGroup) as exc:
         leaves = _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
         if not all(isinstance(leaf, OSError | MkvError) for leaf in leaves):
