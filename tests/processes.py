@@ -32,10 +32,11 @@ class ServerProcess:
         self.control_addr = ""
         self.stderr_path = data_dir.parent / f"{data_dir.name}-stderr.log"
 
-    async def start(self, *, same_ports: bool = False) -> None:
+    async def start(self, *, same_ports: bool = False, env: dict[str, str] | None = None) -> None:
         """Start and wait until both ports listen.
 
         Args:
+            env: the server's environment (default: this process's).
             same_ports: listen where the previous run did (clients that
                 reconnect by address find the restarted server).
         """
@@ -61,7 +62,7 @@ class ServerProcess:
                 ],
                 stdout=subprocess.PIPE,
                 stderr=stderr,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"},
             )
         finally:
             stderr.close()
