@@ -72,7 +72,9 @@ def tolerate_late_frames(grpc_socket: GRPCSocket) -> None:
     grpc_socket._streams = _CallTable(grpc_socket._streams)
 
 
-def close_call(stream: GRPCProtoStream, reset_code: h2.errors.ErrorCodes) -> None:
+def close_call(
+    stream: GRPCProtoStream, reset_code: h2.errors.ErrorCodes, *, always_reset: bool = False
+) -> None:
     """Release what purerpc keeps per call, which it never releases itself.
 
     purerpc leaves each call's event queue open (the garbage collector closes
@@ -81,10 +83,11 @@ def close_call(stream: GRPCProtoStream, reset_code: h2.errors.ErrorCodes) -> Non
     call is forgotten, and reset unless the peer has finished sending
     (``CANCEL`` from a client; a server first reads the rest, see
     ``RpcServer``); any frame still in flight for it is dropped (see
-    ``tolerate_late_frames``).
+    ``tolerate_late_frames``). ``always_reset``: reset even so (a response
+    cut off mid-message can end no other way).
     """
     if stream.state is not GRPCStreamState.CLOSED:
-        if stream.end_stream_event is None:
+        if stream.end_stream_event is None or always_reset:
             connection = stream._grpc_connection.h2_connection
             with contextlib.suppress(h2.exceptions.ProtocolError):
                 connection.reset_stream(stream.stream_id, reset_code)

@@ -122,5 +122,5 @@ class ReflectionService:
                 self._with_imports(dependency, ordered)
 
     def _answer_error(self, response: Any, code: StatusCode, message: str) -> None:
-        response.error_response.error_code = int(code)
+        response.error_response.error_code = code.value
         response.error_response.error_message = message

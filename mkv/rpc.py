@@ -350,6 +350,9 @@ class RpcServer:
         try:
             await self._answer(stream, peer)
             await self._discard_rest(stream)
+        except _Abandoned:
+            log.debug("abandoned a call whose client stopped reading mid-message (%s)", peer)
+            close_call(stream, h2.errors.ErrorCodes.CANCEL, always_reset=True)
         except (
             anyio.BrokenResourceError,
             anyio.ClosedResourceError,
@@ -375,19 +378,34 @@ class RpcServer:
             if isinstance(response, _Streaming):
                 status = await self._send_stream(stream, response)
             elif response is not None:
-                with trio.move_on_after(self.stream_stall_timeout) as waited:
-                    await wait_for_send_window(stream, response.ByteSize())
-                if waited.cancelled_caught:
-                    # Ended with a status (trailers are not flow controlled):
-                    # a client that does not read holds no response for long.
-                    status = _STALLED
-                else:
-                    await stream.send_message(response)
+                status = await self._send(stream, response) or status
             await stream.close(status)
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
+
+    async def _send(self, stream: GRPCProtoStream, message: Message) -> Status | None:
+        """Send one response message unless its client stopped reading.
+
+        Returns:
+            None once sent; a RESOURCE_EXHAUSTED status to end the call with
+            when the client gave no room for the message within
+            ``stream_stall_timeout`` (trailers are not flow controlled).
+
+        Raises:
+            _Abandoned: the client stopped reading in the middle of a message
+                larger than its window, where only a reset can end the call.
+        """
+        with trio.move_on_after(self.stream_stall_timeout) as waited:
+            await wait_for_send_window(stream, message.ByteSize())
+        if waited.cancelled_caught:
+            return _STALLED
+        with trio.move_on_after(self.stream_stall_timeout) as sending:
+            await stream.send_message(message)
+        if sending.cancelled_caught:
+            raise _Abandoned
+        return None
 
     async def _discard_rest(self, stream: GRPCProtoStream) -> None:
         """Read and drop what the client still sends after an early answer.
@@ -409,11 +427,8 @@ class RpcServer:
             with scope, trio.move_on_at(call.deadline) as timed:
                 async with aclosing(call.responses) as responses:
                     async for message in responses:
-                        with trio.move_on_after(self.stream_stall_timeout) as waited:
-                            await wait_for_send_window(stream, message.ByteSize())
-                        if waited.cancelled_caught:
-                            return _STALLED
-                        await stream.send_message(message)
+                        if stalled := await self._send(stream, message):
+                            return stalled
             if timed.cancelled_caught:
                 return Status(
                     StatusCode.DEADLINE_EXCEEDED, "The call's deadline passed, so it was ended."
@@ -424,8 +439,10 @@ class RpcServer:
                 )
         except MkvError as exc:
             return Status(exc.code, exc.message)
+        except _Abandoned:
+            raise
         except Exception:
-            log.exception("%s/%s failed", self.service, call.method)
+            log.exception("%s failed", call.method)
             return Status(StatusCode.INTERNAL, "Internal error; the server log has details.")
         finally:
             self._streams.discard(scope)
@@ -458,7 +475,9 @@ class RpcServer:
             if isinstance(method.handler, BidiStream):
                 requests = _RequestStream(stream, method.request_type, self.max_request_bytes)
                 return Status(StatusCode.OK), _Streaming(
-                    event.method_name, method.handler.handler(requests), deadline
+                    f"{event.service_name}/{event.method_name}",
+                    method.handler.handler(requests),
+                    deadline,
                 )
             with trio.move_on_at(deadline) as timed:
                 request = _parse(
@@ -471,7 +490,9 @@ class RpcServer:
                 if isinstance(method.handler, ServerStream):
                     # Errors before the first response still come back as a status.
                     return Status(StatusCode.OK), _Streaming(
-                        event.method_name, method.handler.handler(request), deadline
+                        f"{event.service_name}/{event.method_name}",
+                        method.handler.handler(request),
+                        deadline,
                     )
                 applying = True
                 response = await method.handler(request)
@@ -502,9 +523,13 @@ _STALLED = Status(
 )
 
 
+class _Abandoned(Exception):
+    """A call given up mid-message: its client stopped reading."""
+
+
 @attrs.frozen
 class _Streaming:
-    method: str
+    method: str  # service/method
     responses: AsyncGenerator[Message, None]
     deadline: float
 
