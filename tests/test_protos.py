@@ -36,3 +36,48 @@ def test_every_rpc_in_the_protos_is_served() -> None:
         ),
     }
     assert served == declared
+
+
+def test_every_rpc_of_every_service_on_each_port_has_a_handler(tmp_path: Path) -> None:
+    """Health, reflection and the planes: what a port lists is what it serves."""
+    from google.protobuf import descriptor_pool
+
+    from mkv.config import Config
+    from mkv.server import Node
+
+    node = Node(Config(data_dir=tmp_path), environ={})
+    for server in (node._data_server, node._control_server):
+        assert len(server.service_names) == 4, server.service_names
+        for name in server.service_names:
+            declared = descriptor_pool.Default().FindServiceByName(name).methods_by_name
+            served = server._services[name].methods
+            assert set(served) == set(declared), name
+            for method_name, method in served.items():
+                assert (
+                    method.request_type.DESCRIPTOR.full_name
+                    == declared[method_name].input_type.full_name
+                )
+
+
+def test_vendored_protos_match_grpcios_byte_for_byte() -> None:
+    """One descriptor pool holds one file per name: ours and grpcio's packages
+    can be imported together only while the two are identical."""
+    from grpc_health.v1 import health_pb2
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    from mkv.std import health_v1_pb2, reflection_v1_pb2, reflection_v1alpha_pb2
+
+    assert health_v1_pb2.DESCRIPTOR.serialized_pb == health_pb2.DESCRIPTOR.serialized_pb
+    assert (
+        reflection_v1alpha_pb2.DESCRIPTOR.serialized_pb == reflection_pb2.DESCRIPTOR.serialized_pb
+    )
+    # v1 is v1alpha with another package name (grpcio-reflection has no v1 yet).
+    v1 = {
+        m.name: [f.name for f in m.fields]
+        for m in reflection_v1_pb2.DESCRIPTOR.message_types_by_name.values()
+    }
+    alpha = {
+        m.name: [f.name for f in m.fields]
+        for m in reflection_v1alpha_pb2.DESCRIPTOR.message_types_by_name.values()
+    }
+    assert v1 == alpha
