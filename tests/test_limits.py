@@ -316,3 +316,59 @@ async def test_a_client_that_never_reads_is_cut_off_and_others_are_served() -> N
                 await eventually(lambda: server.statistics().calls_in_flight == 0)
             finally:
                 await raw.aclose()
+
+
+# -- a partition's inbox -----------------------------------------------------
+
+
+async def test_a_full_inbox_answers_unavailable_and_applies_nothing(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store stalls; its partition's window and inbox fill; what cannot
+    get in within the enqueue timeout is refused UNAVAILABLE (retryable) and
+    never applied."""
+    import threading
+
+    from mkv import partition
+    from mkv.store.memory import MemoryStore
+
+    monkeypatch.setattr(partition, "INBOX_SIZE", 3)
+    monkeypatch.setattr(partition, "WINDOW_SIZE", 2)
+    monkeypatch.setattr(partition, "ENQUEUE_TIMEOUT", 0.3)
+    release = threading.Event()
+    apply = MemoryStore.apply
+
+    def stalled_apply(self: MemoryStore, writes: Any) -> Any:
+        release.wait(20)  # on the partition's worker thread
+        return apply(self, writes)
+
+    monkeypatch.setattr(MemoryStore, "apply", stalled_apply)
+    outcomes: dict[int, str] = {}
+    async with (
+        running_node(tmp_path / "data", default_store="memory") as node,
+        mkv.Client.connect(node.data_address) as client,
+    ):
+
+        async def put(i: int) -> None:
+            try:
+                await client.upsert({f"k{i}": b"v"})
+                outcomes[i] = "ok"
+            except mkv.UnavailableError as exc:
+                outcomes[i] = exc.message
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                for i in range(12):
+                    nursery.start_soon(put, i)
+                await eventually(lambda: len(outcomes) >= 1)
+                release.set()
+            refused = [i for i, outcome in outcomes.items() if outcome != "ok"]
+            accepted = [i for i, outcome in outcomes.items() if outcome == "ok"]
+            assert refused, outcomes
+            assert accepted, outcomes
+            for i in refused:
+                assert "overloaded" in outcomes[i]
+                assert_clear_message(outcomes[i])
+                assert await client.get(f"k{i}") is None
+            for i in accepted:
+                assert await client.get(f"k{i}") == b"v"
