@@ -336,7 +336,7 @@ class RpcServer:
         """The TLS stream over ``stream``, once its handshake completed in time.
 
         Raises:
-            TimeoutError: the client did not finish the handshake in time.
+            trio.TooSlowError: the client did not finish the handshake in time.
             ssl.SSLError: the handshake failed (no or a wrong client certificate).
         """
         with trio.fail_after(self.tls_handshake_timeout):
