@@ -53,9 +53,12 @@ BATCH_GET_KEYS = 1000
 WATCH_MIN_BACKOFF = 0.05
 WATCH_MAX_BACKOFF = 5.0
 
+T = TypeVar("T")
 Key = bytes | str
 Value = bytes | str
-T = TypeVar("T")
+# Mapping is invariant in its key type: a dict[bytes, bytes] is not a
+# Mapping[bytes | str, ...], so both key types are spelled out.
+KeyMap = Mapping[bytes, T] | Mapping[str, T]
 
 
 @attrs.frozen
@@ -243,10 +246,10 @@ class Client:
 
     async def upsert(
         self,
-        items: Mapping[Key, Value] | Iterable[tuple[Key, Value]],
+        items: KeyMap[Value] | Iterable[tuple[Key, Value]],
         *,
-        if_seq: Mapping[Key, int] | None = None,
-        if_value: Mapping[Key, Value] | None = None,
+        if_seq: KeyMap[int] | None = None,
+        if_value: KeyMap[Value] | None = None,
     ) -> list[WriteAck]:
         """Store every key/value pair; later pairs for the same key win.
 
@@ -302,8 +305,8 @@ class Client:
     async def remove(
         self,
         *keys: Key,
-        if_seq: Mapping[Key, int] | None = None,
-        if_value: Mapping[Key, Value] | None = None,
+        if_seq: KeyMap[int] | None = None,
+        if_value: KeyMap[Value] | None = None,
     ) -> list[WriteAck]:
         """Remove ``keys``; a missing key is not an error. ``WriteAck.count`` says
         how many existed. Conditions as in ``upsert``.
@@ -348,9 +351,7 @@ class Client:
         [value] = await self.increment_many([(key, delta)])
         return value
 
-    async def increment_many(
-        self, deltas: Mapping[Key, int] | Iterable[tuple[Key, int]]
-    ) -> list[int]:
+    async def increment_many(self, deltas: KeyMap[int] | Iterable[tuple[Key, int]]) -> list[int]:
         """Apply several increments atomically (one partition); the new value
         after each delta, in order."""
         given = deltas.items() if isinstance(deltas, Mapping) else deltas
@@ -532,9 +533,7 @@ class Client:
         raise BadNodeError(response.hint.message or "No partition on this node owns the key.")
 
 
-def _conditions(
-    if_seq: Mapping[Key, int] | None, if_value: Mapping[Key, Value] | None
-) -> list[pb.Condition]:
+def _conditions(if_seq: KeyMap[int] | None, if_value: KeyMap[Value] | None) -> list[pb.Condition]:
     conditions = [pb.Condition(key=_bytes(k), seq=seq) for k, seq in (if_seq or {}).items()]
     conditions += [
         pb.Condition(key=_bytes(k), value=_bytes(v)) for k, v in (if_value or {}).items()
