@@ -95,24 +95,25 @@ def test_reads_may_not_see_concurrent_writes_in_two_orders() -> None:
     assert check(history).status is Status.NOT_LINEARIZABLE
 
 
-def test_two_cas_from_the_same_value_cannot_both_succeed() -> None:
-    """The lost update: both saw "a", both swapped, one of the swaps is lost."""
+@pytest.mark.parametrize(
+    ("swapped", "seen", "linearizable"),
+    [
+        ((True, True), "c", False),  # the lost update: both swapped, one swap is lost
+        ((False, True), "c", True),
+        ((True, False), "b", True),
+        ((False, True), "b", False),  # the read saw the swap that failed
+    ],
+)
+def test_two_cas_from_the_same_value_one_wins(
+    swapped: tuple[bool, bool], seen: str, linearizable: bool
+) -> None:
     history = sequential(("write", ("a",), None))
     first = call(history, 1, "cas", "a", "b")
     second = call(history, 2, "cas", "a", "c")
-    history.complete(first, OK, True)
-    history.complete(second, OK, True)
-    assert check(history).status is Status.NOT_LINEARIZABLE
-
-
-def test_two_cas_from_the_same_value_one_wins() -> None:
-    history = sequential(("write", ("a",), None))
-    first = call(history, 1, "cas", "a", "b")
-    second = call(history, 2, "cas", "a", "c")
-    history.complete(first, OK, False)
-    history.complete(second, OK, True)
-    history.complete(call(history, 3, "read"), OK, "c")
-    assert check(history).linearizable
+    history.complete(first, OK, swapped[0])
+    history.complete(second, OK, swapped[1])
+    history.complete(call(history, 3, "read"), OK, seen)
+    assert check(history).linearizable is linearizable
 
 
 def test_cas_expecting_none_means_the_key_must_not_exist() -> None:
