@@ -26,14 +26,14 @@ soak *ARGS:
     {{bin}}/pytest -m slow {{ARGS}}
 
 lint:
-    {{bin}}/ruff format --check mkv tests tools
-    {{bin}}/ruff check mkv tests tools
+    {{bin}}/ruff format --check mkv tests tools examples
+    {{bin}}/ruff check mkv tests tools examples
     {{bin}}/mypy
 
 # Reformat and apply ruff's safe fixes.
 fix:
-    {{bin}}/ruff format mkv tests tools
-    {{bin}}/ruff check --fix mkv tests tools
+    {{bin}}/ruff format mkv tests tools examples
+    {{bin}}/ruff check --fix mkv tests tools examples
 
 # Regenerate mkv/v1 from protos/ (tests fail while it is stale).
 protos:

@@ -33,6 +33,7 @@ __all__ = [
     "OversizedMessage",
     "bound_messages",
     "close_call",
+    "close_remaining_calls",
     "limit_concurrent_streams",
     "tolerate_late_frames",
     "wait_for_send_window",
@@ -98,6 +99,20 @@ def close_call(
     send, receive = stream._incoming_events
     send.close()
     receive.close()
+
+
+def close_remaining_calls(grpc_socket: GRPCSocket) -> None:
+    """Release the calls a dead connection still holds.
+
+    purerpc allocates a call (and its event queue) before handing it over,
+    across a checkpoint: a connection ended at that moment leaves a call that
+    no task owns, whose queue only the garbage collector would close.
+    """
+    for stream in list(grpc_socket._streams.values()):
+        send, receive = stream._incoming_events
+        send.close()
+        receive.close()
+    grpc_socket._streams.clear()
 
 
 @attrs.frozen

@@ -63,6 +63,7 @@ from mkv.purerpc_compat import (
     OversizedMessage,
     bound_messages,
     close_call,
+    close_remaining_calls,
     limit_concurrent_streams,
     tolerate_late_frames,
     wait_for_send_window,
@@ -313,14 +314,18 @@ class RpcServer:
                     transport = await self._tls_handshake(stream, self.ssl_context)
                 grpc_socket = GRPCProtoSocket(self._config, transport)
                 limit_concurrent_streams(grpc_socket, self.max_concurrent_streams)
-                async with grpc_socket, trio.open_nursery() as nursery:
-                    tolerate_late_frames(grpc_socket)
-                    bound_messages(grpc_socket, self.max_request_bytes)
-                    async for grpc_stream in grpc_socket.listen():
-                        nursery.start_soon(self._serve_stream, grpc_stream, peer)
-                    # The peer is gone: nobody is left to answer, and a response
-                    # stream waiting for news would otherwise wait forever.
-                    nursery.cancel_scope.cancel()
+                try:
+                    async with grpc_socket, trio.open_nursery() as nursery:
+                        tolerate_late_frames(grpc_socket)
+                        bound_messages(grpc_socket, self.max_request_bytes)
+                        async for grpc_stream in grpc_socket.listen():
+                            nursery.start_soon(self._serve_stream, grpc_stream, peer)
+                        # The peer is gone: nobody is left to answer, and a
+                        # response stream waiting for news would otherwise
+                        # wait forever.
+                        nursery.cancel_scope.cancel()
+                finally:
+                    close_remaining_calls(grpc_socket)
         except Exception as exc:
             # A peer that breaks the protocol, fails its TLS handshake or
             # vanishes costs only its own connection.

@@ -89,7 +89,10 @@ class RawH2:
     async def receive(self) -> list[h2.events.Event]:
         """Read once from the socket; the events it gave (acked, so the server
         may send more). Sets ``closed`` at EOF."""
-        data = await self.stream.receive_some(65536)
+        try:
+            data = await self.stream.receive_some(65536)
+        except trio.BrokenResourceError:  # reset by the server
+            data = b""
         if not data:
             self.closed = True
             return []

@@ -190,7 +190,8 @@ async def test_streams_beyond_the_limit_end_the_connection(opened: int) -> None:
                 else:
                     with pytest.raises(EOFError):
                         await raw.receive_until(lambda e: isinstance(e, h2.events.PingAckReceived))
-                    assert any(isinstance(e, h2.events.ConnectionTerminated) for e in raw.events)
+                    # Ended: a GOAWAY, when it gets out before the close.
+                    assert raw.closed
             finally:
                 await raw.aclose()
         # Other connections are served all along.

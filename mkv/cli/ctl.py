@@ -6,6 +6,9 @@ mkvctl partitions remove users              # deletes the partition's data too
 mkvctl put greeting hello
 mkvctl get greeting                         # the value's bytes, as stored
 mkvctl del greeting other                   # how many of the keys existed
+mkvctl incr visits 5                        # add to a counter; prints its new value
+mkvctl scan user: user;                     # KEY<TAB>VALUE lines, in key order
+mkvctl watch user: user; --from-seq 42      # SEQ<TAB>put|del<TAB>KEY[<TAB>VALUE], live
 mkvctl --json partitions list               # one JSON document, for scripts
 
 Addresses come from ``--data-addr`` / ``--control-addr``, else the environment
@@ -25,7 +28,12 @@ only when stdout is a terminal; a missing key is exit status 1 with
 
 In ``--json`` output every bytes field ``x`` comes as two members: ``x``, the
 text when it is valid UTF-8 (else null), and ``x_base64``, always exact. An
-unbounded range end is ``"end": null, "end_base64": null``.
+unbounded range end is ``"end": null, "end_base64": null``. ``scan`` and
+``watch`` print one JSON document per line (JSON Lines), since they stream.
+
+``watch`` runs until interrupted, or until ``--count`` changes were printed;
+``--timeout`` does not apply to it (it applies to connecting and to every
+other command, ``scan`` included).
 
 Exit status: 0 on success, 1 when mkv (or the network) refuses or fails, with
 one line ``mkvctl: <message>`` on stderr; 2 for a usage error.
@@ -36,6 +44,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import math
 import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -86,6 +95,11 @@ class Request:
     partition_id: str | None = None
     store: str | None = None
     pipeline: tuple[str, ...] | None = None
+    delta: int = 1
+    keys_only: bool = False
+    limit: int | None = None
+    from_seq: int = 0
+    count: int | None = None
     # Credentials (read when connecting): a token file, else the token from
     # the environment; TLS files.
     token_file: str | None = None
@@ -183,6 +197,25 @@ def _build_parser() -> _Parser:
         "del", parents=[common], help="remove keys; print how many existed"
     )
     delete.add_argument("keys", metavar="KEY", nargs="+")
+    incr = commands.add_parser(
+        "incr", parents=[common], help="add DELTA (default 1) to the counter at KEY"
+    )
+    incr.add_argument("key", metavar="KEY")
+    incr.add_argument("delta", metavar="DELTA", nargs="?", type=int, default=1)
+    scan = commands.add_parser("scan", parents=[common], help="list keys in [START, END)")
+    scan.add_argument("start", metavar="START", nargs="?", default="")
+    scan.add_argument("end", metavar="END", nargs="?", default="", help="default: unbounded")
+    scan.add_argument("--keys-only", action="store_true", help="print keys, not values")
+    scan.add_argument("--limit", type=int, metavar="N", help="stop after N keys")
+    watch = commands.add_parser(
+        "watch", parents=[common], help="print changes to keys in [START, END) as they happen"
+    )
+    watch.add_argument("start", metavar="START", nargs="?", default="")
+    watch.add_argument("end", metavar="END", nargs="?", default="", help="default: unbounded")
+    watch.add_argument(
+        "--from-seq", type=int, default=0, metavar="SEQ", help="changes after SEQ (default: now)"
+    )
+    watch.add_argument("--count", type=int, metavar="N", help="exit after N changes")
     return parser
 
 
@@ -238,6 +271,19 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Request:
             fields.update(value=raw(args.value, "VALUE"))
     elif command == "del":
         fields.update(keys=tuple(raw(key, "KEY") for key in args.keys))
+    elif command == "incr":
+        fields.update(keys=(raw(args.key, "KEY"),), delta=args.delta)
+    elif command in ("scan", "watch"):
+        end = raw(args.end, "END")
+        fields.update(start=raw(args.start, "START"), end=end or None)
+        if command == "scan":
+            if args.limit is not None and args.limit < 1:
+                parser.error("--limit must be at least 1")
+            fields.update(keys_only=args.keys_only, limit=args.limit)
+        else:
+            if args.from_seq < 0 or (args.count is not None and args.count < 1):
+                parser.error("--from-seq must be 0 or more, and --count at least 1")
+            fields.update(from_seq=args.from_seq, count=args.count)
     if (opts.get("cert") is None) != (opts.get("cert_key") is None):
         parser.error("give --cert and --key together")
     token_var = "MKV_TOKEN" if plane == "control" else "MKV_DATA_TOKEN"
@@ -278,6 +324,11 @@ def _json_bytes(name: str, data: bytes | None) -> dict[str, str | None]:
 
 def _json(document: Any) -> bytes:
     return (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode()
+
+
+def _json_line(document: Any) -> bytes:
+    """One document on one line (JSON Lines), for the commands that stream."""
+    return (json.dumps(document, ensure_ascii=False) + "\n").encode()
 
 
 def _size(n: int) -> str:
@@ -409,6 +460,62 @@ async def _del(request: Request) -> bytes:
     return f"{removed}\n".encode()
 
 
+async def _incr(request: Request) -> bytes:
+    async with Client.connect(request.address, **request.credentials()) as client:
+        value = await client.increment(request.keys[0], request.delta)
+    if request.json:
+        return _json({**_json_bytes("key", request.keys[0]), "value": value})
+    return f"{value}\n".encode()
+
+
+def _item_line(request: Request, key: bytes, value: bytes | None, seq: int, kind: str) -> bytes:
+    if request.json:
+        document: dict[str, Any] = {"seq": seq, **_json_bytes("key", key)}
+        if kind == "watch":
+            document["op"] = "del" if value is None else "put"
+        if value is not None and not request.keys_only:
+            document.update(_json_bytes("value", value))
+        return _json_line(document)
+    fields = [_text(key, request.hex)]
+    if kind == "watch":
+        fields.insert(0, str(seq))
+        fields.insert(1, "del" if value is None else "put")
+    if value is not None and not request.keys_only:
+        fields.append(_text(value, request.hex))
+    return ("\t".join(fields) + "\n").encode()
+
+
+async def _scan(request: Request, stdout: BinaryIO) -> None:
+    async with Client.connect(request.address, **request.credentials()) as client:
+        count = 0
+        async for key, item in client.scan(request.start, request.end, keys_only=request.keys_only):
+            stdout.write(_item_line(request, key, item.value, item.seq, "scan"))
+            count += 1
+            if request.limit is not None and count >= request.limit:
+                break
+        stdout.flush()
+
+
+async def _watch(request: Request, stdout: BinaryIO) -> None:
+    async with (
+        Client.connect(request.address, **request.credentials()) as client,
+        client.watch(request.start, request.end, from_seq=request.from_seq) as changes,
+    ):
+        count = 0
+        async for change in changes:
+            stdout.write(_item_line(request, change.key, change.value, change.seq, "watch"))
+            stdout.flush()  # a live feed: each line as it happens
+            count += 1
+            if request.count is not None and count >= request.count:
+                return
+
+
+# Commands that print as they go, rather than returning their output.
+_STREAMING: dict[str, Callable[[Request, BinaryIO], Awaitable[None]]] = {
+    "scan": _scan,
+    "watch": _watch,
+}
+
 _COMMANDS: dict[str, Callable[[Request], Awaitable[bytes]]] = {
     "partitions list": _partitions_list,
     "partitions add": _partitions_add,
@@ -416,6 +523,7 @@ _COMMANDS: dict[str, Callable[[Request], Awaitable[bytes]]] = {
     "put": _put,
     "get": _get,
     "del": _del,
+    "incr": _incr,
 }
 
 
@@ -427,9 +535,14 @@ async def execute(request: Request, stdout: BinaryIO, stderr: TextIO) -> int:
     """
     output = b""
     error = ""
-    with trio.move_on_after(request.timeout) as deadline:
+    # A watch is meant to run until stopped: no deadline.
+    limit = math.inf if request.command == "watch" else request.timeout
+    with trio.move_on_after(limit) as deadline:
         try:
-            output = await _COMMANDS[request.command](request)
+            if request.command in _STREAMING:
+                await _STREAMING[request.command](request, stdout)
+            else:
+                output = await _COMMANDS[request.command](request)
         except CommandError as exc:
             error = str(exc)
         except MkvError as exc:
