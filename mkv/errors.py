@@ -52,9 +52,18 @@ class InvalidArgumentError(MkvError):
 
 
 class ResourceExhaustedError(MkvError):
-    """The request is over a limit (size, key length)."""
+    """The request is over a limit (size, key length, a rate).
+
+    Args:
+        retry_after: seconds until a retry may succeed, when the limit is a
+            rate (sent as the trailing metadata ``retry-after`` too).
+    """
 
     code = StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class UnavailableError(MkvError):

@@ -384,7 +384,7 @@ class RpcServer:
                 status = await self._send_stream(stream, response)
             elif response is not None:
                 status = await self._send(stream, response) or status
-            await stream.close(status)
+            await stream.close(status, custom_metadata=getattr(status, "trailers", ()))
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
@@ -443,7 +443,7 @@ class RpcServer:
                     StatusCode.UNAVAILABLE, "The server is shutting down; reconnect and resume."
                 )
         except MkvError as exc:
-            return Status(exc.code, exc.message)
+            return _status_of(exc)
         except _Abandoned:
             raise
         except Exception:
@@ -508,7 +508,7 @@ class RpcServer:
                     else "The deadline passed before the request was read; nothing was done."
                 )
         except MkvError as exc:
-            return Status(exc.code, exc.message), None
+            return _status_of(exc), None
         except Exception:
             log.exception("%s/%s failed", event.service_name, event.method_name)
             return Status(StatusCode.INTERNAL, "Internal error; the server log has details."), None
@@ -526,6 +526,24 @@ class RpcServer:
 _STALLED = Status(
     StatusCode.RESOURCE_EXHAUSTED, "The client stopped reading this call, so the server ended it."
 )
+
+
+class _TrailedStatus(Status):  # type: ignore[misc]  # purerpc is untyped
+    """A status with trailing metadata (``retry-after``)."""
+
+    def __init__(self, code: StatusCode, message: str, trailers: tuple[tuple[str, str], ...]):
+        super().__init__(code, message)
+        self.trailers = trailers
+
+
+def _status_of(exc: MkvError) -> Status:
+    """The status an MkvError travels as: its code and message, and for a
+    rate limit the seconds to wait as ``retry-after`` (as in HTTP; purerpc
+    refuses the reserved ``grpc-retry-pushback-ms``)."""
+    if isinstance(exc, ResourceExhaustedError) and exc.retry_after is not None:
+        seconds = f"{max(exc.retry_after, 0.001):.3f}"
+        return _TrailedStatus(exc.code, exc.message, (("retry-after", seconds),))
+    return Status(exc.code, exc.message)
 
 
 class _Abandoned(Exception):

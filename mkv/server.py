@@ -176,7 +176,8 @@ def _rate_limit(bucket: TokenBucket) -> Guard:
         wait = bucket.take(trio.current_time())
         if wait > 0:
             raise ResourceExhaustedError(
-                f"Too many control-plane requests; retry after {max(wait, 0.01):.2f} seconds."
+                f"Too many control-plane requests; retry after {max(wait, 0.01):.2f} seconds.",
+                retry_after=wait,
             )
 
     return admit

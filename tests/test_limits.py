@@ -143,6 +143,14 @@ async def test_a_burst_gets_the_configured_number_through(tmp_path: Any) -> None
             for i in range(50):
                 await client.upsert({f"k{i}": b"v"})
             assert await client.get(b"k49") == b"v"
+            # grpcio sees the wait as trailing metadata too.
+            with grpcio_channel(node.control_address) as channel:
+                refused = await call_error(
+                    raw_method(channel, "/mkv.v1.ControlPlane/ListPartitions"), b""
+                )
+                assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                trailers = dict(refused.trailing_metadata())  # type: ignore[attr-defined]
+                assert float(trailers["retry-after"]) > 0
             # Health on the control port is not rate limited either.
             with grpcio_channel(node.control_address) as channel:
                 health = health_pb2_grpc.HealthStub(channel)
