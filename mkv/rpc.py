@@ -138,6 +138,8 @@ STREAM_STALL_TIMEOUT = 30.0
 MAX_CONCURRENT_STREAMS = 100
 # Per client IP address, on each port; 0: no limit.
 MAX_CONNECTIONS_PER_ADDRESS = 256
+# At most one warning about refused connections this often, in seconds.
+_REFUSAL_LOG_INTERVAL = 10.0
 # How long a client has to finish its TLS handshake.
 TLS_HANDSHAKE_TIMEOUT = 10.0
 
@@ -200,6 +202,7 @@ class RpcServer:
         self.tls_handshake_timeout = tls_handshake_timeout
         self._connections: collections.Counter[str] = collections.Counter()
         self._refused = 0
+        self._next_refusal_log = -math.inf
         self._peak_in_flight = 0
         # One per response stream in progress: a stopping server ends them
         # (they may never end on their own) while unary calls drain.
@@ -292,7 +295,15 @@ class RpcServer:
                 # Closed before a byte is read: one address cannot hold more
                 # than ``limit`` connections' worth of buffers and tasks.
                 self._refused += 1
-                log.warning("refused a connection from %s: it has %d already", peer, limit)
+                # Throttled: a flood of refusals must not become a flood of logs.
+                if trio.current_time() >= self._next_refusal_log:
+                    self._next_refusal_log = trio.current_time() + _REFUSAL_LOG_INTERVAL
+                    log.warning(
+                        "refused a connection from %s: it has %d already (%d refused in all)",
+                        peer,
+                        limit,
+                        self._refused,
+                    )
                 with trio.CancelScope(shield=True):
                     await stream.aclose()
                 continue
