@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, Sequence
 import trio
 
 from mkv.errors import ConditionFailedError, InvalidArgumentError, ResourceExhaustedError
+from mkv.logs import note_partition
 from mkv.mutations import Condition
 from mkv.partition import Get, Increment, Partition, Read, Remove, Upsert, WriteResult
 from mkv.registry import PartitionRegistry
@@ -294,8 +295,11 @@ class DataPlane:
             if map_version and map_version != router.version:
                 return None  # split by an old map: BAD_NODE tells the client to re-route
             raise
+        if partition_id is None:
+            return None
+        note_partition(partition_id)  # for the request log, should the call fail
         # A partition removed since the router was read is as gone as one never had.
-        return None if partition_id is None else self._registry.partition(partition_id)
+        return self._registry.partition(partition_id)
 
     def _ranges(self) -> list[pb.PartitionRange]:
         return [

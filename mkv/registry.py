@@ -20,6 +20,7 @@ import trio
 from mkv.catalog import Catalog, CatalogEntry, check_partition_id
 from mkv.errors import AlreadyExistsError, NotFoundError, UnavailableError, shown
 from mkv.feed import WATCH_RETENTION_BYTES
+from mkv.logs import fields
 from mkv.partition import Partition, PartitionState
 from mkv.pipeline import check_pipeline, default_pipeline
 from mkv.router import KeyRange, Router
@@ -106,6 +107,7 @@ class PartitionRegistry:
                     "no catalog in %s: creating partition %r owning every key",
                     self.data_dir,
                     DEFAULT_PARTITION_ID,
+                    extra=fields(event="catalog_created", partition=DEFAULT_PARTITION_ID),
                 )
                 await self.add(DEFAULT_PARTITION_ID, KeyRange(b"", None), self.default_store)
             else:
@@ -223,7 +225,13 @@ class PartitionRegistry:
                     await trio.to_thread.run_sync(self._delete_files, partition_id)
                 raise
             self._publish(version)
-            log.info("added partition %s %s (%s)", partition_id, key_range, store)
+            log.info(
+                "added partition %s %s (%s)",
+                partition_id,
+                key_range,
+                store,
+                extra=fields(event="partition_added", partition=partition_id, store=store),
+            )
             return partition
 
     async def remove(self, partition_id: str) -> PartitionReport:
@@ -245,7 +253,12 @@ class PartitionRegistry:
             await partition.wait_stopped()
             await self._save_catalog(version)
             await trio.to_thread.run_sync(self._delete_files, partition_id)
-            log.info("removed partition %s %s", partition_id, partition.range)
+            log.info(
+                "removed partition %s %s",
+                partition_id,
+                partition.range,
+                extra=fields(event="partition_removed", partition=partition_id),
+            )
             # Statistics are from when removal began (the store is closed now);
             # the sequence number covers the writes drained since.
             return attrs.evolve(info, state=PartitionState.STOPPED, last_seq=partition.last_seq())

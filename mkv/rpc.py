@@ -15,9 +15,10 @@ purerpc), so a body that fails to parse is ours to answer: INVALID_ARGUMENT.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
@@ -42,11 +43,21 @@ from mkv.purerpc_compat import (
 )
 from mkv.wire import MAX_REQUEST_BYTES, Address
 
-__all__ = ["Handler", "RpcServer", "ServerStream"]
+__all__ = ["Handler", "RpcObserver", "RpcServer", "ServerStream"]
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any], Awaitable[Message]]
+
+
+class RpcObserver(Protocol):
+    """Told of every call (metrics, the request log); called on the event loop,
+    so it must be quick. ``method`` is a method this server serves, or
+    ``"unknown"``: never a name a client made up."""
+
+    def call_started(self, service: str, method: str) -> None: ...
+
+    def call_finished(self, service: str, method: str, status: Status, seconds: float) -> None: ...
 
 
 @attrs.frozen
@@ -90,8 +101,10 @@ class RpcServer:
         max_request_bytes: int = MAX_REQUEST_BYTES,
         drain_timeout: float = 10.0,
         stream_stall_timeout: float = STREAM_STALL_TIMEOUT,
+        observer: RpcObserver | None = None,
     ) -> None:
         self.service = service
+        self.observer = observer
         self._methods = {name: Method(t, h) for name, (t, h) in methods.items()}
         self.address = address
         self.max_request_bytes = max_request_bytes
@@ -198,19 +211,35 @@ class RpcServer:
         """Read the request, run the handler, send the answer: an in-flight call."""
         self._in_flight += 1
         self._idle = trio.Event() if self._in_flight == 1 else self._idle
+        observer, method, started = self.observer, "", 0.0
+        # A call that ends in an exception lost its client (or the server is
+        # stopping) before its status was sent: it is counted as CANCELLED.
+        outcome = Status(StatusCode.CANCELLED)
         try:
             await stream.start_response()
             event = await stream.receive_event()
+            if observer is not None:
+                started = time.perf_counter()
+                served = (
+                    isinstance(event, RequestReceived)
+                    and event.service_name == self.service
+                    and event.method_name in self._methods
+                )
+                method = event.method_name if served else "unknown"
+                observer.call_started(self.service, method)
             status, response = await self._call(stream, event)
             if isinstance(response, _Streaming):
                 status = await self._send_stream(stream, response)
             elif response is not None:
                 await stream.send_message(response)
             await stream.close(status)
+            outcome = status
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
+            if observer is not None and method:
+                observer.call_finished(self.service, method, outcome, time.perf_counter() - started)
 
     async def _discard_rest(self, stream: GRPCProtoStream) -> None:
         """Read and drop what the client still sends after an early answer.

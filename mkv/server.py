@@ -9,8 +9,11 @@ import trio
 from mkv.config import Config
 from mkv.controlplane import ControlPlane
 from mkv.dataplane import DataPlane
+from mkv.logs import RequestLog, fields
+from mkv.metrics import NodeMetrics, RequestMetrics
+from mkv.metrics_http import MetricsServer
 from mkv.registry import PartitionRegistry
-from mkv.rpc import RpcServer
+from mkv.rpc import RpcObserver, RpcServer, ServerStream
 from mkv.wire import CONTROL_SERVICE, DATA_SERVICE, Address
 
 __all__ = ["Node"]
@@ -37,20 +40,50 @@ class Node:
             cache_bytes=config.cache_bytes,
         )
         self._data = DataPlane(self.registry)
+        data_methods = self._data.methods()
+        control_methods = ControlPlane(self.registry).methods()
+        streaming = frozenset(
+            (service, name)
+            for service, methods in (
+                (DATA_SERVICE, data_methods),
+                (CONTROL_SERVICE, control_methods),
+            )
+            for name, (_, handler) in methods.items()
+            if isinstance(handler, ServerStream)
+        )
+        request_log = RequestLog(config.slow_request_seconds, streaming)
+        # Without a metrics endpoint nothing is counted: the request log alone.
+        observer: RpcObserver = request_log
+        self.metrics: NodeMetrics | None = None
+        self._metrics_server: MetricsServer | None = None
+        if config.metrics_addr is not None:
+            requests = RequestMetrics(
+                [(DATA_SERVICE, name, (DATA_SERVICE, name) in streaming) for name in data_methods]
+                + [
+                    (CONTROL_SERVICE, name, (CONTROL_SERVICE, name) in streaming)
+                    for name in control_methods
+                ],
+                request_log,
+            )
+            observer = requests
+            self.metrics = NodeMetrics(self.registry, requests)
+            self._metrics_server = MetricsServer(config.metrics_addr, self.metrics.render)
         self._data_server = RpcServer(
             DATA_SERVICE,
-            self._data.methods(),
+            data_methods,
             config.data_addr,
             max_request_bytes=config.max_request_bytes,
             drain_timeout=config.drain_timeout,
             stream_stall_timeout=config.stream_stall_timeout,
+            observer=observer,
         )
         self._control_server = RpcServer(
             CONTROL_SERVICE,
-            ControlPlane(self.registry).methods(),
+            control_methods,
             config.control_addr,
             max_request_bytes=config.max_request_bytes,
             drain_timeout=config.drain_timeout,
+            observer=observer,
         )
         self._stopping = trio.Event()
 
@@ -62,6 +95,11 @@ class Node:
     def control_address(self) -> Address:
         return self._control_server.address
 
+    @property
+    def metrics_address(self) -> Address | None:
+        """Where ``/metrics`` is served; None when metrics are off."""
+        return None if self._metrics_server is None else self._metrics_server.address
+
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until ``stop()``; then stop accepting, answer what is in flight,
         drain the partitions and close their stores.
@@ -70,6 +108,12 @@ class Node:
             OSError: a port cannot be bound (for example, it is in use).
             StorageError: the data directory or a store cannot be opened.
         """
+        log.info(
+            "starting: data in %s",
+            self.config.data_dir,
+            extra=fields(event="node_starting", data_dir=str(self.config.data_dir)),
+        )
+        metrics_scope = trio.CancelScope()
         async with trio.open_nursery() as nursery:
             await nursery.start(self.registry.run)
             try:
@@ -77,20 +121,44 @@ class Node:
                     await servers.start(self._data_server.run)
                     self._data.advertised_address = str(self.data_address)
                     await servers.start(self._control_server.run)
+                    await nursery.start(self._serve_metrics, metrics_scope)
                     log.info(
                         "serving data plane on %s, control plane on %s, data in %s",
                         self.data_address,
                         self.control_address,
                         self.config.data_dir,
+                        extra=fields(
+                            event="listening",
+                            data_addr=str(self.data_address),
+                            control_addr=str(self.control_address),
+                        ),
                     )
                     task_status.started(self)
                     await self._stopping.wait()
-                    log.info("shutting down: draining in-flight requests")
+                    log.info(
+                        "shutting down: draining in-flight requests",
+                        extra=fields(event="drain"),
+                    )
                     self._data_server.stop()
                     self._control_server.stop()
             finally:
                 # Only after the servers have answered what they took in.
                 self.registry.close()
+                metrics_scope.cancel()
+        log.info("stopped", extra=fields(event="node_stopped"))
+
+    async def _serve_metrics(
+        self, scope: trio.CancelScope, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        """Serve /metrics (when configured) until ``scope`` is cancelled."""
+        if self._metrics_server is None or self.metrics is None:
+            task_status.started()
+            return
+        with scope:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self._metrics_server.run)
+                nursery.start_soon(self.metrics.refresh_store_stats)
+                task_status.started()
 
     def stop(self) -> None:
         """Begin a graceful shutdown; ``run`` returns when it is complete."""
