@@ -24,6 +24,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import IO, Any, Literal
 
 from purerpc.grpclib.status import Status, StatusCode
@@ -57,6 +58,10 @@ _PRESSURE = frozenset({StatusCode.UNAVAILABLE, StatusCode.RESOURCE_EXHAUSTED})
 _partition: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "mkv_request_partition", default=None
 )
+
+# Libraries whose debug lines show request headers (an authorization token
+# among them) or frames: never below WARNING, whatever the server's level.
+_UNSAFE_DEBUG_LOGGERS = ("hpack", "h2", "purerpc")
 
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -131,6 +136,8 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric)
+    for name in _UNSAFE_DEBUG_LOGGERS:
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
 
 
 class RequestLog:
@@ -141,13 +148,18 @@ class RequestLog:
             (streams last as long as their client wants, so never); 0 or
             less: none are.
         streaming: the (service, method) pairs that are response streams.
+        clock: seconds, for the rate limit's windows.
     """
 
     def __init__(
-        self, slow_seconds: float = 1.0, streaming: frozenset[tuple[str, str]] = frozenset()
+        self,
+        slow_seconds: float = 1.0,
+        streaming: frozenset[tuple[str, str]] = frozenset(),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.slow_seconds = slow_seconds if slow_seconds > 0 else float("inf")
         self._streaming = streaming
+        self._clock = clock
         # (service, method, code) -> [window start, lines written, lines suppressed]
         self._windows: dict[tuple[str, str, StatusCode], list[float]] = {}
 
@@ -180,7 +192,7 @@ class RequestLog:
         if not log.isEnabledFor(level):
             return
         code = status.status_code
-        now = time.monotonic()
+        now = self._clock()
         window = self._windows.get((service, method, code))
         if window is None or now - window[0] >= ERROR_WINDOW_SECONDS:
             suppressed = 0 if window is None else int(window[2])
