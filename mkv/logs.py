@@ -167,11 +167,11 @@ class RequestLog:
         pass
 
     def call_finished(self, service: str, method: str, status: Status, seconds: float) -> None:
-        code = status.status_code
-        if code is StatusCode.OK:
+        if status.int_value == 0:  # OK; an Enum comparison costs ten times as much
             if seconds >= self.slow_seconds and (service, method) not in self._streaming:
                 self._write(logging.WARNING, "slow", service, method, status, seconds)
             return
+        code = status.status_code
         if code in _SERVER_FAULTS:
             level = logging.ERROR
         elif code in _PRESSURE:

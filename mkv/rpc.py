@@ -70,6 +70,9 @@ class ServerStream:
 # Responses may be a little larger than requests (a Get of a value that
 # filled a whole request, plus its sequence number and partition id).
 _RESPONSE_HEADROOM = 64 * 1024
+# What a call that ends in an exception (its client went away, or the server
+# is stopping) before its status was sent is reported as to the observer.
+_LOST = Status(StatusCode.CANCELLED, "The call ended before its status was sent.")
 # How long an answered call may go on sending before it is reset.
 _DISCARD_TIMEOUT = 5.0
 # How long a response stream may wait for its client to read (HTTP/2 flow
@@ -212,9 +215,7 @@ class RpcServer:
         self._in_flight += 1
         self._idle = trio.Event() if self._in_flight == 1 else self._idle
         observer, method, started = self.observer, "", 0.0
-        # A call that ends in an exception lost its client (or the server is
-        # stopping) before its status was sent: it is counted as CANCELLED.
-        outcome = Status(StatusCode.CANCELLED)
+        outcome = _LOST
         try:
             await stream.start_response()
             event = await stream.receive_event()
