@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import attrs
+import outcome
 import trio
 
 from mkv.errors import InternalError, MkvError, NotFoundError, UnavailableError, shown
@@ -187,25 +188,36 @@ class OperationRegistry:
             )
 
 
-async def run_stoppable(fn: Callable[[threading.Event], T]) -> T:
-    """Run ``fn(stop)`` in a thread; if cancelled meanwhile, set ``stop`` and
-    wait for ``fn`` to return (it should check ``stop`` often and raise
-    ``Stopped``), so no thread outlives the operation that started it.
+async def run_stoppable(
+    fn: Callable[[threading.Event], T],
+    *,
+    name: str = "mkv-operation",
+    setup: Callable[[], None] | None = None,
+) -> T:
+    """Run ``fn(stop)`` in a thread of its own; if cancelled meanwhile, set
+    ``stop`` and wait for ``fn`` to return (it should check ``stop`` often and
+    raise ``Stopped``), so no thread outlives the operation that started it.
+
+    A new thread, not one of Trio's cached ones, so ``setup`` (run in it
+    first) may change it for good, e.g. lower its priority.
     """
     stop = threading.Event()
     finished = trio.Event()
     token = trio.lowlevel.current_trio_token()
+    result: list[outcome.Outcome[T]] = []
 
-    def work() -> T:
-        try:
-            return fn(stop)
-        finally:
-            token.run_sync_soon(finished.set)
+    def body() -> None:
+        if setup is not None:
+            setup()
+        result.append(outcome.capture(fn, stop))
+        token.run_sync_soon(finished.set)
 
+    threading.Thread(target=body, name=name, daemon=True).start()
     try:
-        return await trio.to_thread.run_sync(work, abandon_on_cancel=True)
-    except trio.Cancelled:
-        stop.set()
-        with trio.CancelScope(shield=True):
-            await finished.wait()
-        raise
+        await finished.wait()
+    finally:
+        if not finished.is_set():
+            stop.set()
+            with trio.CancelScope(shield=True):
+                await finished.wait()
+    return result[0].unwrap()

@@ -4,7 +4,9 @@ The order is what makes a crash at any moment harmless:
 
 1. the state is captured at one sequence number (a ``Read``: between writes);
 2. it is written to ``.mkv-snapshot-<operation>.tmp`` in the target
-   directory (a name no snapshot has), then fsynced, and hashed meanwhile;
+   directory (a name no snapshot has), hashed and fsynced, in a thread of
+   lowered priority that keeps the file's dirty pages few (see
+   ``mkv.snapshots.writeback``): writers of the partition come first;
 3. it is linked under its final name, ``<partition>-<seq>.sqlite3`` (or with
    ``-2``, ``-3``... when that name is taken: ``link`` never replaces a
    file), the temporary name removed and the directory fsynced;
@@ -18,9 +20,11 @@ temporary files no running operation owns.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,15 +32,21 @@ import attrs
 import trio
 
 from mkv.errors import InvalidArgumentError, StorageError
-from mkv.operations import Operation, run_stoppable
+from mkv.operations import Operation, Stopped, run_stoppable
 from mkv.partition import Partition, Read
 from mkv.snapshots.manifest import Manifest, fd_sha256, utc_now, write_manifest_at
 from mkv.snapshots.paths import Target
 from mkv.snapshots.stores import Capture, begin_capture
+from mkv.snapshots.writeback import Writeback, lower_thread_priority
 
 __all__ = ["SnapshotResult", "take_snapshot"]
 
+log = logging.getLogger(__name__)
+
 TEMP_PREFIX = ".mkv-snapshot-"
+# The copying thread's nice value: on a busy machine the partition's own
+# threads (the event loop, the log's fsyncs) get the CPU first.
+SNAPSHOT_NICENESS = 10
 _TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"([0-9a-f]+)\.tmp")
 # How many "-N" suffixes to try before giving up on a free name.
 _MAX_SUFFIX = 1000
@@ -75,10 +85,11 @@ async def take_snapshot(
         operation.report("copy", 0, 0)
         fd = await trio.to_thread.run_sync(_create, directory, temp)
         try:
-            await run_stoppable(lambda stop: _copy(capture, directory, temp, fd, operation, stop))
-            size = os.fstat(fd).st_size
-            operation.report("checksum", 0, size)
-            sha256 = await _sync_and_hash(fd, operation, size)
+            size, sha256 = await run_stoppable(
+                lambda stop: _write(capture, directory, temp, fd, operation, stop),
+                name=f"mkv-snapshot-{partition.id}",
+                setup=lambda: lower_thread_priority(SNAPSHOT_NICENESS),
+            )
         finally:
             os.close(fd)
         base = f"{partition.id}-{capture.seq}"
@@ -129,16 +140,22 @@ def _create(directory: int, name: str) -> int:
         raise StorageError(f"Cannot create the snapshot file ({exc.strerror}).") from exc
 
 
-def _copy(
+def _write(
     capture: Capture,
     directory: int,
     name: str,
     fd: int,
     operation: Operation,
     stop: threading.Event,
-) -> None:
+) -> tuple[int, str]:
+    """Write the captured state into the file ``fd`` (``name`` in
+    ``directory``), hash it and fsync it; blocking. Returns its size and SHA-256."""
+    began = time.monotonic()
+    writeback = Writeback(fd)
+
     def report(done: int, total: int, unit: str) -> None:
         operation.report("copy", done, total, unit)
+        writeback.advance(done if unit == "bytes" else os.fstat(fd).st_size)
 
     capture.write(_by_name(directory, name), report, stop)
     # SQLite opened the file by name. If that name led anywhere but to the
@@ -149,6 +166,24 @@ def _copy(
         raise InvalidArgumentError(
             "The snapshot directory changed while the snapshot was written; it was abandoned."
         )
+    size = ours.st_size
+    copied = time.monotonic()
+
+    def hashed(done: int) -> None:
+        if stop.is_set():
+            raise Stopped
+        operation.report("checksum", done, size)
+
+    # Hashed first, while the tail is still being written back.
+    sha256 = fd_sha256(fd, hashed)
+    checked = time.monotonic()
+    os.fsync(fd)
+    log.info(
+        "snapshot of %s at seq %d: %d bytes, copy %.2f s, checksum %.2f s, fsync %.2f s",
+        operation.partition_id, capture.seq, size,
+        copied - began, checked - copied, time.monotonic() - checked,
+    )  # fmt: skip
+    return size, sha256
 
 
 def _by_name(directory: int, name: str) -> str:
@@ -157,24 +192,6 @@ def _by_name(directory: int, name: str) -> str:
     if via_proc.is_dir():
         return str(via_proc / name)
     raise StorageError("Snapshots need /proc (Linux) to open files in a checked directory.")
-
-
-async def _sync_and_hash(fd: int, operation: Operation, size: int) -> str:
-    """fsync the file and hash it side by side: one is disk-bound, the other
-    CPU-bound on pages still in memory, and both release the GIL."""
-
-    def report(done: int) -> None:
-        operation.report("checksum", done, size)
-
-    digest: list[str] = []
-
-    async def hash_it() -> None:
-        digest.append(await trio.to_thread.run_sync(fd_sha256, fd, report))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(hash_it)
-        await trio.to_thread.run_sync(os.fsync, fd)
-    return digest[0]
 
 
 def _publish(directory: int, temp: str, base: str) -> str:
