@@ -170,3 +170,13 @@ def test_a_missing_directory_is_not_created_for_a_restore(layout: tuple[Path, Pa
     assert not (root / "nowhere").exists()
     with pytest.raises(mkv.InvalidArgumentError, match="not a file"):
         snapshot_root.check_file("")
+
+
+def test_the_snapshot_root_setting(tmp_path: Path) -> None:
+    assert mkv.Config(data_dir=tmp_path).snapshot_dir == tmp_path / "snapshots"
+    config_file = tmp_path / "mkv.toml"
+    config_file.write_text(f'snapshot_root = "{tmp_path / "elsewhere"}"\n')
+    assert mkv.Config.load(config_file).snapshot_dir == tmp_path / "elsewhere"
+    assert mkv.Config.load(config_file, snapshot_root=tmp_path / "flag").snapshot_dir == (
+        tmp_path / "flag"
+    )

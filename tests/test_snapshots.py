@@ -8,7 +8,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from mkv.operations import Operation, OperationRegistry, OperationState
 from mkv.pipeline.write import Write
 from mkv.snapshots import stores
 from mkv.snapshots.manifest import verify_snapshot
+from mkv.store import Item, MemoryStore, StoreStats
 from mkv.store.sqlite import LayoutReader, SqliteStore
 from mkv.testing import running_node
 
@@ -500,3 +501,80 @@ def test_a_pinned_view_ignores_later_writes_and_sync_does_not_wait_for_it(
         assert wal.stat().st_size == 0, "with the view gone, the WAL is checkpointed away"
     finally:
         store.close()
+
+
+class WriteThrough:
+    """A store kind registered the way applications register theirs: a memory
+    cache in front of a durable SQLite store, exposed as ``durable`` as the
+    caching store does. Snapshots must come from the durable store, and
+    restores into it go through ``apply``."""
+
+    kind = "write-through"
+    persistent = True
+
+    def __init__(self, directory: Path, logged: bool) -> None:
+        self.durable = SqliteStore(directory / "durable.sqlite3", logged=logged)
+        self.cache = MemoryStore()
+
+    def last_seq(self) -> int:
+        return self.durable.last_seq()
+
+    def last_timestamp(self) -> int:
+        return self.durable.last_timestamp()
+
+    def get(self, key: bytes) -> Item | None:
+        return self.cache.get(key) or self.durable.get(key)
+
+    def get_many(self, keys: Sequence[bytes]) -> list[Item | None]:
+        return self.durable.get_many(keys)
+
+    def scan(
+        self, start: bytes, end: bytes | None, limit: int, *, keys_only: bool = False
+    ) -> list[tuple[bytes, Item]]:
+        return self.durable.scan(start, end, limit, keys_only=keys_only)
+
+    def apply(self, writes: Sequence[Write]) -> list[int]:
+        removed = self.durable.apply(writes)
+        self.cache.apply(writes)
+        return removed
+
+    def sync(self) -> int:
+        return self.durable.sync()
+
+    def stats(self) -> StoreStats:
+        return self.durable.stats()
+
+    def close(self) -> None:
+        self.cache.close()
+        self.durable.close()
+
+
+async def test_a_store_with_a_durable_inside_snapshots_and_restores_through_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(mkv.store._FACTORIES, "write-through", WriteThrough)
+    with trio.fail_after(TIMEOUT):
+        async with running_node(tmp_path / "a") as node, clients(node) as (client, admin):
+            await admin.remove_partition("default")
+            await admin.add_partition(partition_id="w", end=b"m", store="write-through")
+            await client.upsert({b"a": b"1", b"b": b"2"})
+            await client.remove(b"b")
+            done = await admin.wait_operation(await admin.snapshot("w", ""))
+            assert done.snapshot is not None
+            assert done.snapshot.manifest.store_kind == "write-through"
+            assert file_state(node.config.snapshot_dir / done.snapshot.data_path) == (
+                2,
+                {b"a": (b"1", 1)},
+            )
+            await admin.remove_partition("w")
+            # Back into the same kind: filled through apply, seq kept.
+            info = await admin.add_partition(
+                partition_id="again", snapshot=done.snapshot.manifest_path
+            )
+            assert (info.store, info.last_seq, info.key_count) == ("write-through", 2, 1)
+            item = await client.get_item(b"a")
+            assert item is not None
+            assert (item.value, item.seq) == (b"1", 1)
+            assert await client.get(b"b") is None
+            (ack,) = await client.upsert({b"c": b"3"})
+            assert ack.seq == 3
