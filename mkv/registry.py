@@ -177,7 +177,7 @@ class PartitionRegistry:
         store: str,
         pipeline: Sequence[str] | None = None,
         *,
-        prepare: Callable[[Path], Awaitable[None]] | None = None,
+        prepare: Callable[[Path, StoreOptions], Awaitable[None]] | None = None,
     ) -> Partition:
         """Create a partition, persist it in the catalog, and start routing to it.
 
@@ -185,9 +185,11 @@ class PartitionRegistry:
             pipeline: stage specs; None for the node's default pipeline, or
                 else the store kind's.
             prepare: called with the partition's directory (not yet created)
-                once the id and range are known to be free, before the store
-                is opened: a restore puts the snapshot's data there. If it
-                raises, the directory is removed and nothing is added.
+                and its store options once the id and range are known to be
+                free, before the store is opened: a restore puts the
+                snapshot's data there. If it raises, the directory (and a
+                caching store's durable directory) is removed and nothing is
+                added.
 
         Raises:
             InvalidArgumentError: bad id, store kind or pipeline.
@@ -220,7 +222,7 @@ class PartitionRegistry:
             await trio.to_thread.run_sync(self._delete_files, partition_id)
             try:
                 if prepare is not None:
-                    await prepare(self._directory(partition_id))
+                    await prepare(self._directory(partition_id), self._store_options(partition_id))
                 partition = await self._start(
                     CatalogEntry(partition_id, key_range, store, pipeline)
                 )

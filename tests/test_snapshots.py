@@ -22,7 +22,7 @@ from mkv.operations import Operation, OperationRegistry, OperationState
 from mkv.pipeline.write import Write
 from mkv.snapshots import stores
 from mkv.snapshots.manifest import verify_snapshot
-from mkv.store import Item, MemoryStore, StoreStats
+from mkv.store import Item, MemoryStore, StoreOptions, StoreStats
 from mkv.store.sqlite import LayoutReader, SqliteStore
 from mkv.testing import running_node
 
@@ -515,7 +515,7 @@ class WriteThrough:
     kind = "write-through"
     persistent = True
 
-    def __init__(self, directory: Path, logged: bool) -> None:
+    def __init__(self, directory: Path, logged: bool, options: StoreOptions) -> None:
         self.durable = SqliteStore(directory / "durable.sqlite3", logged=logged)
         self.cache = MemoryStore()
 
@@ -581,3 +581,45 @@ async def test_a_store_with_a_durable_inside_snapshots_and_restores_through_it(
             assert await client.get(b"b") is None
             (ack,) = await client.upsert({b"c": b"3"})
             assert ack.seq == 3
+
+
+async def test_caching_partitions_snapshot_their_durable_store_and_restore_into_it(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "snapshots"
+    managed = tmp_path / "managed-disk"
+    with trio.fail_after(TIMEOUT):
+        async with (
+            running_node(tmp_path / "a", snapshot_root=root, durable_dir=managed) as node,
+            clients(node) as (client, admin),
+        ):
+            await admin.remove_partition("default")
+            await admin.add_partition(partition_id="c", store="caching")
+            await client.upsert({b"k%03d" % i: b"v%d" % i for i in range(100)})
+            await client.remove(b"k007")
+            assert await client.get(b"k001") == b"v1"  # in the cache too
+            done = await admin.wait_operation(await admin.snapshot("c", "cached"))
+            assert done.snapshot is not None
+            manifest = done.snapshot.manifest
+            assert (manifest.store_kind, manifest.seq) == ("caching", 2)
+            _, rows = file_state(root / done.snapshot.data_path)
+            assert len(rows) == 99
+            assert b"k007" not in rows
+            await admin.remove_partition("c")
+            info = await admin.add_partition(
+                partition_id="back", snapshot=done.snapshot.manifest_path
+            )
+            assert (info.store, info.key_count, info.last_seq) == ("caching", 99, 2)
+            # Its durable store is on the managed disk, where the store expects it.
+            assert (managed / "back" / "store.sqlite3").exists()
+            assert await client.get(b"k050") == b"v50"
+            assert await client.get(b"k007") is None
+            (ack,) = await client.upsert({b"after": b"1"})
+            assert ack.seq == 3
+        # And after a restart (cache cold), from the durable store.
+        async with (
+            running_node(tmp_path / "a", snapshot_root=root, durable_dir=managed) as node,
+            clients(node) as (client, _),
+        ):
+            assert await client.get(b"k099") == b"v99"
+            assert await client.get(b"after") == b"1"

@@ -22,6 +22,7 @@ from mkv.router import KeyRange
 from mkv.snapshots.manifest import Manifest, SnapshotCorruptError, read_manifest_at
 from mkv.snapshots.paths import SnapshotRoot
 from mkv.snapshots.stores import check_layout, install
+from mkv.store import StoreOptions
 
 __all__ = ["RestoreSource", "restored_range"]
 
@@ -71,9 +72,9 @@ class RestoreSource:
             os.close(self._data_fd)
             self._data_fd = -1
 
-    def restore_into(self, directory: Path, store_kind: str) -> None:
+    def restore_into(self, directory: Path, store_kind: str, options: StoreOptions) -> None:
         """Copy, check and install the snapshot as the store of a new partition
-        in ``directory`` (created here); blocking.
+        in ``directory`` (created here) with ``options``; blocking.
 
         Raises:
             SnapshotCorruptError: the data file's size or SHA-256 is not the manifest's.
@@ -85,7 +86,7 @@ class RestoreSource:
         try:
             self._copy_checked(copy)
             check_layout(copy, self.manifest.seq)
-            install(store_kind, directory, copy)
+            install(store_kind, directory, copy, options)
         except OSError as exc:
             raise StorageError(f"Cannot write the restored partition ({exc.strerror}).") from exc
         finally:

@@ -20,6 +20,7 @@ from mkv.registry import PartitionRegistry
 from mkv.snapshots.paths import SnapshotRoot
 from mkv.snapshots.restore import RestoreSource, restored_range
 from mkv.snapshots.take import take_snapshot
+from mkv.store import StoreOptions
 
 __all__ = ["SNAPSHOT", "SnapshotService"]
 
@@ -86,8 +87,8 @@ class SnapshotService:
             key_range = restored_range(start, end, source.manifest)
             kind = store or source.manifest.store_kind
 
-            async def prepare(directory: Path) -> None:
-                await trio.to_thread.run_sync(source.restore_into, directory, kind)
+            async def prepare(directory: Path, options: StoreOptions) -> None:
+                await trio.to_thread.run_sync(source.restore_into, directory, kind, options)
 
             return await self.registry.add(partition_id, key_range, kind, pipeline, prepare=prepare)
         finally:

@@ -19,14 +19,17 @@ thread while writes go on.
   holds every acknowledged write (the cache in front holds a subset).
 
 Restore (``install``) turns the verified copy of a snapshot into the state a
-new partition's store opens with: the database itself for ``sqlite``, the base
-file a ``memory`` store loads at every start, and for any other kind, a new
-store of that kind filled through ``apply``.
+new partition's store opens with: the database itself for ``sqlite``; for
+``caching``, its durable database (wherever ``durable_dir`` puts it; the
+cache starts cold); the base file a ``memory`` store loads at every start;
+and for any other kind, a new store of that kind filled through ``apply``.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -36,7 +39,8 @@ from typing import Protocol
 from mkv.errors import InvalidArgumentError, StorageError, shown
 from mkv.operations import Stopped
 from mkv.pipeline.write import Write
-from mkv.store import MEMORY_BASE_FILE, SQLITE_FILE, StateStore, open_store
+from mkv.store import MEMORY_BASE_FILE, SQLITE_FILE, StateStore, StoreOptions, open_store
+from mkv.store.caching import DURABLE_FILE, durable_directory
 from mkv.store.files import fsync_directory
 from mkv.store.memory import MemoryStore
 from mkv.store.sqlite import LayoutReader, SqliteStore, create_layout
@@ -183,7 +187,7 @@ def check_layout(path: Path, seq: int) -> None:
         )
 
 
-def install(kind: str, directory: Path, data: Path) -> None:
+def install(kind: str, directory: Path, data: Path, options: StoreOptions) -> None:
     """Make the checked snapshot file ``data`` (in ``directory``) the state a
     new store of ``kind`` in ``directory`` opens with; blocking.
 
@@ -192,21 +196,42 @@ def install(kind: str, directory: Path, data: Path) -> None:
     """
     if kind == "sqlite":
         os.replace(data, directory / SQLITE_FILE)
+    elif kind == "caching":
+        durable = durable_directory(directory, options)
+        durable.mkdir(parents=True, exist_ok=True)
+        _move(data, durable / DURABLE_FILE)
+        fsync_directory(durable)
     elif kind == "memory":
         os.replace(data, directory / MEMORY_BASE_FILE)
     else:
-        _fill(kind, directory, data)
+        _fill(kind, directory, data, options)
         data.unlink()
     fsync_directory(directory)
 
 
-def _fill(kind: str, directory: Path, data: Path) -> None:
+def _move(source: Path, target: Path) -> None:
+    """Rename, or copy and fsync when ``target`` is on another file system
+    (a caching store's managed disk)."""
+    try:
+        os.replace(source, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        partial = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(source, partial)
+        with open(partial, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(partial, target)
+        source.unlink()
+
+
+def _fill(kind: str, directory: Path, data: Path, options: StoreOptions) -> None:
     """Fill a new store of ``kind`` with the snapshot's rows, through ``apply``.
 
     Each row keeps its own sequence number and timestamp; a last, empty write
     at the snapshot's sequence number leaves the store's ``last_seq`` there.
     """
-    store = open_store(kind, directory)
+    store = open_store(kind, directory, options=options)
     try:
         with LayoutReader(data) as reader:
             for batch in reader.batches(_ROWS_PER_APPLY):
