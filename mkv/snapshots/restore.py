@@ -23,6 +23,7 @@ from mkv.snapshots.manifest import Manifest, SnapshotCorruptError, read_manifest
 from mkv.snapshots.paths import SnapshotRoot
 from mkv.snapshots.stores import check_layout, install
 from mkv.store import StoreOptions
+from mkv.store.files import fsync_directory
 
 __all__ = ["RestoreSource", "restored_range"]
 
@@ -81,9 +82,11 @@ class RestoreSource:
             InvalidArgumentError: the data is not an mkv store at the manifest's seq.
             StorageError: the partition's directory cannot be written.
         """
-        directory.mkdir(exist_ok=True)
         copy = directory / _COPY_NAME
         try:
+            directory.mkdir(exist_ok=True)
+            # The new directory's entry must last as long as what goes in it.
+            fsync_directory(directory.parent)
             self._copy_checked(copy)
             check_layout(copy, self.manifest.seq)
             install(store_kind, directory, copy, options)
