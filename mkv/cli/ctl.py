@@ -147,7 +147,9 @@ def _build_parser() -> _Parser:
     )
     parser = _Parser(prog="mkvctl", parents=[common], description="Manage and query an mkv node.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    partitions = commands.add_parser("partitions", parents=[common], help="list, add or remove")
+    partitions = commands.add_parser(
+        "partitions", parents=[common], help="list, add, remove or restore"
+    )
     actions = partitions.add_subparsers(dest="action", metavar="ACTION", required=True)
     actions.add_parser("list", parents=[common], help="show every partition")
     add = actions.add_parser("add", parents=[common], help="create a partition for [START, END)")
