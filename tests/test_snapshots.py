@@ -506,6 +506,34 @@ def test_a_pinned_view_ignores_later_writes_and_sync_does_not_wait_for_it(
         store.close()
 
 
+def test_without_a_pinned_view_the_backup_takes_in_later_writes(tmp_path: Path) -> None:
+    """The contrast to the test above, and SQLite's documented behaviour: a
+    backup from a connection with no open read transaction restarts when
+    another connection commits, and so ends with whatever was committed
+    last. Consistency at one sequence number comes from the pin alone."""
+    store = SqliteStore(tmp_path / "s.sqlite3", logged=True)
+    try:
+        store.apply([Write(puts=[(b"k%04d" % i, b"x" * 500)], seq=i + 1) for i in range(2000)])
+        conn = sqlite3.connect(tmp_path / "s.sqlite3", isolation_level=None)
+        target = sqlite3.connect(tmp_path / "copy.sqlite3")
+        steps = 0
+
+        def progress(status: int, remaining: int, total: int) -> None:
+            nonlocal steps
+            steps += 1
+            if steps <= 10:  # then let it finish
+                store.apply([Write(puts=[(b"new%04d" % steps, b"y")], seq=2000 + steps)])
+
+        conn.backup(target, pages=4, progress=progress)
+        target.close()
+        conn.close()
+        last_seq, rows = file_state(tmp_path / "copy.sqlite3")
+        assert last_seq == 2010
+        assert sum(key.startswith(b"new") for key in rows) == 10
+    finally:
+        store.close()
+
+
 class WriteThrough:
     """A store kind registered the way applications register theirs: a memory
     cache in front of a durable SQLite store, exposed as ``durable`` as the
