@@ -13,8 +13,9 @@ thread while writes go on.
   restarts a backup when the source changes under it through another
   connection, but only when the backup's own connection begins a new read
   transaction, which it does not while one is open).
-- ``memory``: the dict is copied (a shallow copy: values are immutable bytes),
-  then written in key order into a new file in the SQLite layout.
+- ``memory``: the dict is copied (a shallow copy: its values are immutable
+  packed bytes), then unpacked and written in key order into a new file in
+  the SQLite layout, off the worker thread.
 - a store with a ``durable`` store inside (``caching``): the durable one. It
   holds every acknowledged write (the cache in front holds a subset).
 
@@ -42,7 +43,7 @@ from mkv.pipeline.write import Write
 from mkv.store import MEMORY_BASE_FILE, SQLITE_FILE, StateStore, StoreOptions, open_store
 from mkv.store.caching import DURABLE_FILE, durable_directory
 from mkv.store.files import fsync_directory
-from mkv.store.memory import MemoryStore
+from mkv.store.memory import MemoryStore, unpack_item
 from mkv.store.sqlite import LayoutReader, SqliteStore, create_layout
 
 __all__ = ["Capture", "Report", "begin_capture", "check_layout", "install"]
@@ -149,12 +150,12 @@ class _MemoryCapture:
             for start in range(0, len(keys), _ROWS_PER_BATCH):
                 if stop.is_set():
                     raise Stopped
-                batch = keys[start : start + _ROWS_PER_BATCH]
-                target.executemany(
-                    "INSERT INTO kv (key, value, seq, ts) VALUES (?, ?, ?, ?)",
-                    [(k, items[k].value, items[k].seq, items[k].timestamp) for k in batch],
-                )
-                report(start + len(batch), len(keys), "keys")
+                rows = []
+                for key in keys[start : start + _ROWS_PER_BATCH]:
+                    item = unpack_item(items[key])
+                    rows.append((key, item.value, item.seq, item.timestamp))
+                target.executemany("INSERT INTO kv (key, value, seq, ts) VALUES (?, ?, ?, ?)", rows)
+                report(start + len(rows), len(keys), "keys")
             target.executemany(
                 "UPDATE meta SET value = ? WHERE name = ?",
                 [(self.seq, "last_seq"), (self.timestamp, "last_ts")],
