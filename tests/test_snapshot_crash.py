@@ -23,8 +23,9 @@ async def test_kill_9_during_a_snapshot(tmp_path: Path) -> None:
     await trio.to_thread.run_sync(
         lambda: prefill_sqlite_partition(data_dir, keys=KEYS, value_size=VALUE_SIZE)
     )
-    server = ServerProcess(data_dir)
-    root = data_dir / "snapshots"
+    # Outside the data directory, through the flag.
+    root = tmp_path / "backups"
+    server = ServerProcess(data_dir, "--snapshot-root", str(root))
     with trio.fail_after(180):
         await server.start()
         try:
