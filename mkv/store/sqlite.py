@@ -226,14 +226,20 @@ class SqliteStore:
             if not pinned:
                 # A TRUNCATE checkpoint copies SQLite's WAL into the database
                 # file and fsyncs it, whatever the synchronous setting.
-                self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                return self._last_seq
-            # A snapshot reads an older view: a TRUNCATE checkpoint would wait
-            # for it (the busy timeout, 5 s, holding up every write) and then
-            # give up with frames left in the WAL. Committed frames in an
-            # fsynced WAL are as durable as checkpointed ones, so copy what
-            # can be copied without waiting and fsync the WAL itself.
-            self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                (busy, _, _) = self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if not busy:
+                    return self._last_seq
+                # Another reader (a statistics count) outlasted the busy
+                # timeout: frames are left in the WAL; the fsync below keeps
+                # them as durable as checkpointed ones.
+            else:
+                # A snapshot reads an older view: a TRUNCATE checkpoint would
+                # wait for it (the busy timeout, 5 s, holding up every write)
+                # and then give up with frames left in the WAL. Committed
+                # frames in an fsynced WAL are as durable as checkpointed
+                # ones, so copy what can be copied without waiting and fsync
+                # the WAL itself.
+                self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)")
             _fsync_file(self.path.with_name(self.path.name + "-wal"))
         except sqlite3.Error as exc:
             raise StorageError("Checkpointing the SQLite store failed.") from exc
