@@ -9,6 +9,7 @@ A TOML file holds the same names as the flags, with underscores::
     default_pipeline = ["timestamp", "wal:always"]
     durable_dir = "/mnt/managed-disk/mkv"
     cache_bytes = 268435456
+    snapshot_root = "/var/lib/mkv/snapshots"
 """
 
 from __future__ import annotations
@@ -72,6 +73,11 @@ class Config:
     durable_dir: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     # The byte bound of each ``caching`` partition's memory cache.
     cache_bytes: int = attrs.field(default=DEFAULT_CACHE_BYTES, validator=_byte_count)
+    # Snapshots are written, and restored from, only inside this directory;
+    # None: <data_dir>/snapshots.
+    snapshot_root: Path | None = attrs.field(
+        default=None, converter=attrs.converters.optional(Path)
+    )
     max_request_bytes: int = MAX_REQUEST_BYTES
     # How long shutdown waits for in-flight requests before closing connections.
     drain_timeout: float = 10.0
@@ -81,6 +87,11 @@ class Config:
     # How long a response stream (Scan, Watch) waits for a client that does
     # not read before ending it with RESOURCE_EXHAUSTED.
     stream_stall_timeout: float = STREAM_STALL_TIMEOUT
+
+    @property
+    def snapshot_dir(self) -> Path:
+        """The snapshot root in effect."""
+        return self.snapshot_root if self.snapshot_root is not None else self.data_dir / "snapshots"
 
     @classmethod
     def load(cls, path: Path | None = None, **overrides: Any) -> Config:

@@ -9,8 +9,11 @@ import trio
 from mkv.config import Config
 from mkv.controlplane import ControlPlane
 from mkv.dataplane import DataPlane
+from mkv.operations import OperationRegistry
 from mkv.registry import PartitionRegistry
 from mkv.rpc import RpcServer
+from mkv.snapshots.paths import SnapshotRoot
+from mkv.snapshots.service import SnapshotService
 from mkv.wire import CONTROL_SERVICE, DATA_SERVICE, Address
 
 __all__ = ["Node"]
@@ -36,6 +39,9 @@ class Node:
             durable_dir=config.durable_dir,
             cache_bytes=config.cache_bytes,
         )
+        self.operations = OperationRegistry()
+        # Set in run(): creating the root is disk work, not for the constructor.
+        self.snapshots: SnapshotService | None = None
         self._data = DataPlane(self.registry)
         self._data_server = RpcServer(
             DATA_SERVICE,
@@ -45,13 +51,7 @@ class Node:
             drain_timeout=config.drain_timeout,
             stream_stall_timeout=config.stream_stall_timeout,
         )
-        self._control_server = RpcServer(
-            CONTROL_SERVICE,
-            ControlPlane(self.registry).methods(),
-            config.control_addr,
-            max_request_bytes=config.max_request_bytes,
-            drain_timeout=config.drain_timeout,
-        )
+        self._control_server: RpcServer | None = None
         self._stopping = trio.Event()
 
     @property
@@ -60,6 +60,7 @@ class Node:
 
     @property
     def control_address(self) -> Address:
+        assert self._control_server is not None, "not running"
         return self._control_server.address
 
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
@@ -70,13 +71,23 @@ class Node:
             OSError: a port cannot be bound (for example, it is in use).
             StorageError: the data directory or a store cannot be opened.
         """
+        root = await trio.to_thread.run_sync(SnapshotRoot, self.config.snapshot_dir)
+        self.snapshots = SnapshotService(self.registry, self.operations, root)
+        control_server = self._control_server = RpcServer(
+            CONTROL_SERVICE,
+            ControlPlane(self.registry, self.snapshots).methods(),
+            self.config.control_addr,
+            max_request_bytes=self.config.max_request_bytes,
+            drain_timeout=self.config.drain_timeout,
+        )
         async with trio.open_nursery() as nursery:
             await nursery.start(self.registry.run)
+            await nursery.start(self.operations.run)
             try:
                 async with trio.open_nursery() as servers:
                     await servers.start(self._data_server.run)
                     self._data.advertised_address = str(self.data_address)
-                    await servers.start(self._control_server.run)
+                    await servers.start(control_server.run)
                     log.info(
                         "serving data plane on %s, control plane on %s, data in %s",
                         self.data_address,
@@ -87,9 +98,11 @@ class Node:
                     await self._stopping.wait()
                     log.info("shutting down: draining in-flight requests")
                     self._data_server.stop()
-                    self._control_server.stop()
+                    control_server.stop()
             finally:
-                # Only after the servers have answered what they took in.
+                # Only after the servers have answered what they took in; the
+                # operations first, as they read from partitions.
+                self.operations.close()
                 self.registry.close()
 
     def stop(self) -> None:

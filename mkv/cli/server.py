@@ -3,6 +3,7 @@
 mkv serve                                   # 127.0.0.1:7070 / :7071, ./mkv-data
 mkv serve --data-addr 0.0.0.0:7070 --data-dir /var/lib/mkv
 mkv serve --config mkv.toml                 # same names, in TOML
+mkv serve --snapshot-root /backups/mkv      # where snapshots may go (default DATA_DIR/snapshots)
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="memory bound of each caching partition's cache (default 67108864: 64 MiB)",
     )
+    serve.add_argument(
+        "--snapshot-root",
+        type=Path,
+        help="the only directory snapshots are written to and restored from "
+        "(default DATA_DIR/snapshots)",
+    )
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return parser
 
@@ -66,6 +73,8 @@ async def serve(config: Config) -> None:
             print(f"mkv: data plane listening on {node.data_address}", flush=True)
             print(f"mkv: control plane listening on {node.control_address}", flush=True)
             print(f"mkv: data directory {config.data_dir.resolve()}", flush=True)
+            if node.snapshots is not None:
+                print(f"mkv: snapshot root {node.snapshots.root.path}", flush=True)
             async for signum in signals:
                 log.info("received %s: shutting down", signal.Signals(signum).name)
                 node.stop()
@@ -90,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             default_pipeline=args.default_pipeline,
             durable_dir=args.durable_dir,
             cache_bytes=args.cache_bytes,
+            snapshot_root=args.snapshot_root,
         )
     except ConfigError as exc:
         print(f"mkv: configuration error: {exc}", file=sys.stderr)
