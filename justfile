@@ -26,14 +26,14 @@ soak *ARGS:
     {{bin}}/pytest -m slow {{ARGS}}
 
 lint:
-    {{bin}}/ruff format --check mkv tests tools
-    {{bin}}/ruff check mkv tests tools
+    {{bin}}/ruff format --check mkv tests tools examples
+    {{bin}}/ruff check mkv tests tools examples
     {{bin}}/mypy
 
 # Reformat and apply ruff's safe fixes.
 fix:
-    {{bin}}/ruff format mkv tests tools
-    {{bin}}/ruff check --fix mkv tests tools
+    {{bin}}/ruff format mkv tests tools examples
+    {{bin}}/ruff check --fix mkv tests tools examples
 
 # Regenerate mkv/v1 from protos/ (tests fail while it is stale).
 protos:
@@ -50,3 +50,6 @@ bench-quick *ARGS:
 # Point-read latency of the caching store: cache hit against SQLite read.
 bench-cache *ARGS:
     {{bin}}/python tools/bench_cache.py {{ARGS}}
+# Snapshot throughput against the bare sqlite3 backup API, and upsert p99 during one (1 GiB).
+bench-snapshot *ARGS:
+    {{bin}}/python tools/bench_snapshot.py {{ARGS}}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mkv.admin import AdminClient, PartitionInfo
+from mkv.admin import AdminClient, OperationInfo, PartitionInfo, SnapshotInfo
 from mkv.client import Change, Client, Item, PartitionRange, WriteAck
 from mkv.config import Config
 from mkv.errors import (
@@ -42,10 +42,12 @@ __all__ = [
     "MkvError",
     "Node",
     "NotFoundError",
+    "OperationInfo",
     "PartitionInfo",
     "PartitionRange",
     "PermissionDeniedError",
     "ResourceExhaustedError",
+    "SnapshotInfo",
     "StorageError",
     "UnavailableError",
     "WriteAck",

@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import itertools
 import logging
-import random
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar
 
 import attrs
 import trio
 
-from mkv.channel import Channel, ResponseStream, open_channel
+from mkv.channel import Channel, open_channel
+from mkv.client_streams import Change, Scan, Watch
 from mkv.config import DEFAULT_DATA_ADDR
 from mkv.errors import (
     BadNodeError,
@@ -36,9 +36,9 @@ from mkv.errors import (
     InvalidArgumentError,
     MkvError,
     ResourceExhaustedError,
-    UnavailableError,
 )
 from mkv.router import KeyRange, Router
+from mkv.store.base import Item
 from mkv.v1 import data_pb2 as pb
 from mkv.wire import DATA_SERVICE as SERVICE
 from mkv.wire import MAX_REQUEST_BYTES, Address
@@ -49,24 +49,13 @@ log = logging.getLogger(__name__)
 
 # How many keys one BatchGet request carries.
 BATCH_GET_KEYS = 1000
-# A watch reconnects after a lost connection with exponential backoff.
-WATCH_MIN_BACKOFF = 0.05
-WATCH_MAX_BACKOFF = 5.0
 
+T = TypeVar("T")
 Key = bytes | str
 Value = bytes | str
-T = TypeVar("T")
-
-
-@attrs.frozen
-class Item:
-    """A value with the sequence number and timestamp of the write that produced it."""
-
-    value: bytes
-    seq: int
-    # Hybrid logical time (ms since the epoch << 16 | counter); 0 without a
-    # timestamp stage. mkv.pipeline.clock.format_timestamp prints it.
-    timestamp: int = 0
+# Mapping is invariant in its key type: a dict[bytes, bytes] is not a
+# Mapping[bytes | str, ...], so both key types are spelled out.
+KeyMap = Mapping[bytes, T] | Mapping[str, T]
 
 
 @attrs.frozen
@@ -77,17 +66,6 @@ class WriteAck:
     partition_id: str
     seq: int
     count: int
-    timestamp: int = 0
-
-
-@attrs.frozen
-class Change:
-    """One mutation seen by ``Client.watch``: a key's new value, or its removal."""
-
-    key: bytes
-    # None: the key was removed.
-    value: bytes | None
-    seq: int
     timestamp: int = 0
 
 
@@ -204,7 +182,7 @@ class Client:
         page: a key written between pages is seen or not depending on where
         it falls. Stopping early is fine (nothing is left open between pages).
         """
-        return _Scan(
+        return Scan(
             self._channel, _bytes(start), None if end is None else _bytes(end), keys_only, page_size
         )
 
@@ -243,10 +221,10 @@ class Client:
 
     async def upsert(
         self,
-        items: Mapping[Key, Value] | Iterable[tuple[Key, Value]],
+        items: KeyMap[Value] | Iterable[tuple[Key, Value]],
         *,
-        if_seq: Mapping[Key, int] | None = None,
-        if_value: Mapping[Key, Value] | None = None,
+        if_seq: KeyMap[int] | None = None,
+        if_value: KeyMap[Value] | None = None,
     ) -> list[WriteAck]:
         """Store every key/value pair; later pairs for the same key win.
 
@@ -302,8 +280,8 @@ class Client:
     async def remove(
         self,
         *keys: Key,
-        if_seq: Mapping[Key, int] | None = None,
-        if_value: Mapping[Key, Value] | None = None,
+        if_seq: KeyMap[int] | None = None,
+        if_value: KeyMap[Value] | None = None,
     ) -> list[WriteAck]:
         """Remove ``keys``; a missing key is not an error. ``WriteAck.count`` says
         how many existed. Conditions as in ``upsert``.
@@ -348,9 +326,7 @@ class Client:
         [value] = await self.increment_many([(key, delta)])
         return value
 
-    async def increment_many(
-        self, deltas: Mapping[Key, int] | Iterable[tuple[Key, int]]
-    ) -> list[int]:
+    async def increment_many(self, deltas: KeyMap[int] | Iterable[tuple[Key, int]]) -> list[int]:
         """Apply several increments atomically (one partition); the new value
         after each delta, in order."""
         given = deltas.items() if isinstance(deltas, Mapping) else deltas
@@ -532,145 +508,12 @@ class Client:
         raise BadNodeError(response.hint.message or "No partition on this node owns the key.")
 
 
-def _conditions(
-    if_seq: Mapping[Key, int] | None, if_value: Mapping[Key, Value] | None
-) -> list[pb.Condition]:
+def _conditions(if_seq: KeyMap[int] | None, if_value: KeyMap[Value] | None) -> list[pb.Condition]:
     conditions = [pb.Condition(key=_bytes(k), seq=seq) for k, seq in (if_seq or {}).items()]
     conditions += [
         pb.Condition(key=_bytes(k), value=_bytes(v)) for k, v in (if_value or {}).items()
     ]
     return conditions
-
-
-class _Scan:
-    """The iterator ``Client.scan`` returns: one Scan call per page, each read
-    whole before its items are handed out, so no call is left open."""
-
-    def __init__(
-        self,
-        channel: Channel,
-        start: bytes,
-        end: bytes | None,
-        keys_only: bool,
-        page_size: int,
-    ) -> None:
-        self._channel = channel
-        self._position = start
-        self._end = end
-        self._keys_only = keys_only
-        self._page_size = page_size
-        self._page: deque[tuple[bytes, Item]] = deque()
-        self._done = False
-
-    def __aiter__(self) -> _Scan:
-        return self
-
-    async def __anext__(self) -> tuple[bytes, Item]:
-        while not self._page:
-            if self._done:
-                raise StopAsyncIteration
-            await self._fetch()
-        return self._page.popleft()
-
-    async def _fetch(self) -> None:
-        if self._end is not None and self._position >= self._end:
-            self._done = True
-            return
-        request = pb.ScanRequest(
-            start=self._position,
-            end=self._end or b"",
-            limit=self._page_size,
-            keys_only=self._keys_only,
-        )
-        last: pb.ScanResponse | None = None
-        async with self._channel.open_stream(
-            SERVICE, "Scan", request, pb.ScanResponse
-        ) as responses:
-            async for response in responses:
-                if response.status != pb.OK:
-                    raise BadNodeError(
-                        response.hint.message or "No partition on this node owns the key."
-                    )
-                self._page.extend(
-                    (kv.key, Item(kv.value, kv.seq, kv.timestamp)) for kv in response.items
-                )
-                last = response
-        if last is None or not last.more:
-            self._done = True
-        else:
-            self._position = last.next_start
-
-
-class Watch:
-    """The changes ``Client.watch`` delivers, as an async iterator.
-
-    Attributes:
-        position: every change up to this sequence number has been handed
-            out; a later watch ``from_seq=position`` carries on exactly.
-    """
-
-    def __init__(self, channel: Channel, request: pb.WatchRequest) -> None:
-        self._channel = channel
-        self._request = request
-        self._pending: deque[Change] = deque()
-        self._stream: AsyncExitStack | None = None
-        self._responses: ResponseStream[pb.WatchResponse] | None = None
-        self._backoff = WATCH_MIN_BACKOFF
-        # Where the changes in _pending end (the last response's progress).
-        self._received = request.from_seq
-        self.position = request.from_seq
-
-    def __aiter__(self) -> Watch:
-        return self
-
-    async def __anext__(self) -> Change:
-        while not self._pending:
-            self.position = self._received
-            await self._receive()
-        change = self._pending.popleft()
-        if not self._pending:
-            self.position = self._received
-        elif self._pending[0].seq > change.seq:
-            self.position = change.seq
-        else:
-            self.position = change.seq - 1  # the rest of this write is still to come
-        return change
-
-    async def aclose(self) -> None:
-        if self._stream is not None:
-            stream, self._stream, self._responses = self._stream, None, None
-            await stream.aclose()
-
-    async def _receive(self) -> None:
-        """Read the next response, (re)opening the call as needed."""
-        while True:
-            try:
-                if self._responses is None:
-                    self._request.from_seq = self._received
-                    self._stream = AsyncExitStack()
-                    self._responses = await self._stream.enter_async_context(
-                        self._channel.open_stream(SERVICE, "Watch", self._request, pb.WatchResponse)
-                    )
-                response = await self._responses.__anext__()
-            except (UnavailableError, ResourceExhaustedError, StopAsyncIteration) as exc:
-                # A lost connection, a server going down, or a watcher that
-                # fell behind: all resume from the last position.
-                await self.aclose()
-                log.info("watch interrupted (%r); resuming after seq %d", exc, self._received)
-                await trio.sleep(self._backoff * random.uniform(0.5, 1.0))
-                self._backoff = min(self._backoff * 2, WATCH_MAX_BACKOFF)
-                continue
-            if response.status != pb.OK:
-                raise BadNodeError(
-                    response.hint.message or "No partition on this node owns the key."
-                )
-            self._backoff = WATCH_MIN_BACKOFF
-            self._pending.extend(
-                Change(c.key, None if c.removed else c.value, c.seq, c.timestamp)
-                for c in response.changes
-            )
-            self._received = response.progress_seq
-            return
 
 
 @attrs.frozen

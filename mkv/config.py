@@ -9,6 +9,7 @@ A TOML file holds the same names as the flags, with underscores::
     default_pipeline = ["timestamp", "wal:always"]
     durable_dir = "/mnt/managed-disk/mkv"
     cache_bytes = 268435456
+    snapshot_root = "/var/lib/mkv/snapshots"
     metrics_addr = "127.0.0.1:9464"   # Prometheus /metrics; off when absent
     log_format = "json"               # or "human" (the default)
     log_level = "INFO"
@@ -97,6 +98,11 @@ class Config:
     durable_dir: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     # The byte bound of each ``caching`` partition's memory cache.
     cache_bytes: int = attrs.field(default=DEFAULT_CACHE_BYTES, validator=_byte_count)
+    # Snapshots are written, and restored from, only inside this directory;
+    # None: <data_dir>/snapshots.
+    snapshot_root: Path | None = attrs.field(
+        default=None, converter=attrs.converters.optional(Path)
+    )
     max_request_bytes: int = MAX_REQUEST_BYTES
     # How long shutdown waits for in-flight requests before closing connections.
     drain_timeout: float = 10.0
@@ -124,6 +130,11 @@ class Config:
                 f"metrics_addr {addr} is not a loopback address; the metrics endpoint has "
                 "no authentication, so set metrics_allow_remote to serve it there anyway"
             )
+
+    @property
+    def snapshot_dir(self) -> Path:
+        """The snapshot root in effect."""
+        return self.snapshot_root if self.snapshot_root is not None else self.data_dir / "snapshots"
 
     @classmethod
     def load(cls, path: Path | None = None, **overrides: Any) -> Config:

@@ -207,10 +207,7 @@ class DataPlane:
 
     async def scan(self, request: pb.ScanRequest) -> AsyncGenerator[pb.ScanResponse, None]:
         start, end = request.start, request.end or None
-        if len(start) > MAX_KEY_BYTES:
-            raise InvalidArgumentError(f"The scan's start is over {MAX_KEY_BYTES} bytes.")
-        partition_id = self._registry.router.lookup(start)
-        partition = None if partition_id is None else self._registry.partition(partition_id)
+        partition = self._owner_of_start(start, "scan")
         if partition is None:
             yield pb.ScanResponse(status=pb.BAD_NODE, hint=self._hint())
             return
@@ -254,10 +251,7 @@ class DataPlane:
 
     async def watch(self, request: pb.WatchRequest) -> AsyncGenerator[pb.WatchResponse, None]:
         start, end = request.start, request.end or None
-        if len(start) > MAX_KEY_BYTES:
-            raise InvalidArgumentError(f"The watch's start is over {MAX_KEY_BYTES} bytes.")
-        partition_id = self._registry.router.lookup(start)
-        partition = None if partition_id is None else self._registry.partition(partition_id)
+        partition = self._owner_of_start(start, "watch")
         if partition is None:
             yield pb.WatchResponse(status=pb.BAD_NODE, hint=self._hint())
             return
@@ -299,6 +293,20 @@ class DataPlane:
             return None
         note_partition(partition_id)  # for the request log, should the call fail
         # A partition removed since the router was read is as gone as one never had.
+        return self._registry.partition(partition_id)
+
+    def _owner_of_start(self, start: bytes, what: str) -> Partition | None:
+        """The partition owning the first key of a range (None: BAD_NODE).
+
+        Raises:
+            InvalidArgumentError: ``start`` is longer than any key may be.
+        """
+        if len(start) > MAX_KEY_BYTES:
+            raise InvalidArgumentError(f"The {what}'s start is over {MAX_KEY_BYTES} bytes.")
+        partition_id = self._registry.router.lookup(start)
+        if partition_id is None:
+            return None
+        note_partition(partition_id)  # for the request log, should the call fail
         return self._registry.partition(partition_id)
 
     def _ranges(self) -> list[pb.PartitionRange]:

@@ -147,21 +147,25 @@ class RequestLog:
         slow_seconds: unary calls that take at least this long are logged
             (streams last as long as their client wants, so never); 0 or
             less: none are.
-        streaming: the (service, method) pairs that are response streams.
         clock: seconds, for the rate limit's windows.
     """
 
     def __init__(
         self,
         slow_seconds: float = 1.0,
-        streaming: frozenset[tuple[str, str]] = frozenset(),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.slow_seconds = slow_seconds if slow_seconds > 0 else float("inf")
-        self._streaming = streaming
+        # (service, method) of response streams (see ``declare``).
+        self._streaming: set[tuple[str, str]] = set()
         self._clock = clock
         # (service, method, code) -> [window start, lines written, lines suppressed]
         self._windows: dict[tuple[str, str, StatusCode], list[float]] = {}
+
+    def declare(self, service: str, method: str, *, streaming: bool) -> None:
+        """Say whether a served method is a response stream (never logged as slow)."""
+        if streaming:
+            self._streaming.add((service, method))
 
     def call_started(self, service: str, method: str) -> None:
         pass

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import trio
@@ -128,22 +128,21 @@ class _MethodStats:
 class RequestMetrics:
     """Counts gRPC calls by service, method and status; an ``mkv.rpc`` observer.
 
+    Methods are declared up front (``declare``) so that every one is
+    reported, at zero, before its first call; response streams are counted
+    but kept out of the latency histogram (a Watch lasts as long as its
+    client wants).
+
     Args:
-        methods: every (service, method) served, and whether it is a response
-            stream; streams are counted but kept out of the latency histogram
-            (a Watch lasts as long as its client wants).
         request_log: also told of every finished call (errors, slow calls).
     """
 
-    def __init__(
-        self,
-        methods: Iterable[tuple[str, str, bool]],
-        request_log: RequestLog | None = None,
-    ) -> None:
-        self._stats: dict[tuple[str, str], _MethodStats] = {
-            (service, method): _MethodStats(streaming) for service, method, streaming in methods
-        }
+    def __init__(self, request_log: RequestLog | None = None) -> None:
+        self._stats: dict[tuple[str, str], _MethodStats] = {}
         self._request_log = request_log
+
+    def declare(self, service: str, method: str, *, streaming: bool) -> None:
+        self._stats[(service, method)] = _MethodStats(streaming)
 
     def _method(self, service: str, method: str) -> _MethodStats:
         stats = self._stats.get((service, method))

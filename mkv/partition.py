@@ -3,15 +3,18 @@
 Every request for the partition's range goes through its inbox, in arrival
 order, into the partition's pipeline (see ``mkv.pipeline``):
 
-1. synchronous stages (timestamp, filters) run in this task, one write at a
-   time; a write they let through gets the next sequence number;
+1. conditional writes and increments are decided here, against the state
+   every earlier write leaves (``mkv.decisions``); then synchronous stages
+   (timestamp, filters) run in this task, one write at a time; a write they
+   let through gets the next sequence number;
 2. every request then takes a place in the reorder window (a full window makes
    this task wait: backpressure on the inbox, never unbounded buffering);
 3. asynchronous stages (the write-ahead log) finish writes in any order;
 4. the releaser takes finished requests out of the window strictly in order,
    applies each run of writes to the store in one transaction on the
    partition's worker thread, answers reads against the store after the
-   writes before them, and answers every client in arrival order.
+   writes before them, appends what it applied to the watch feed
+   (``mkv.feed``), and answers every client in arrival order.
 
 So a read that starts after a write was acknowledged sees it, no read sees a
 write that is not yet durable under the pipeline's policy (the store only
@@ -23,26 +26,27 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 import trio
 
-from mkv.errors import (
-    AbortedError,
-    ConditionFailedError,
-    InternalError,
-    MkvError,
-    StorageError,
-    UnavailableError,
-    shown,
+from mkv.commands import (
+    Command,
+    Get,
+    Increment,
+    Mutation,
+    Read,
+    Remove,
+    Upsert,
+    WriteResult,
 )
+from mkv.decisions import Decisions
+from mkv.errors import InternalError, MkvError, StorageError, UnavailableError
 from mkv.feed import WATCH_RETENTION_BYTES, ChangeFeed, FeedEntry, entry_cost
 from mkv.logs import fields
-from mkv.mutations import Condition, Failure, add_deltas, first_failure
-from mkv.pending import PendingWrites
 from mkv.pipeline import (
     Pipeline,
     Recovered,
@@ -56,7 +60,7 @@ from mkv.pipeline import (
 from mkv.pipeline.payload import decode_write
 from mkv.pipeline.reorder import OrderedWindow
 from mkv.router import KeyRange
-from mkv.store import Item, StateStore, StoreOptions, StoreStats, open_store
+from mkv.store import StateStore, StoreOptions, StoreStats, open_store
 from mkv.worker import WorkerThread
 
 __all__ = [
@@ -84,9 +88,6 @@ MAX_APPLY_BYTES = 8 * 1024 * 1024
 # Synchronous stages run on a thread for writes larger than this, so a
 # sanitizer parsing a megabyte of JSON does not hold up the event loop.
 INLINE_STAGE_BYTES = 64 * 1024
-# Reads for a decision (conditions, counters) beyond this many keys go to the
-# worker thread as one batch rather than point reads on the event loop.
-INLINE_DECISION_KEYS = 16
 
 
 class PartitionState(enum.Enum):
@@ -94,50 +95,6 @@ class PartitionState(enum.Enum):
     ACTIVE = "active"
     DRAINING = "draining"
     STOPPED = "stopped"
-
-
-@attrs.frozen
-class Upsert:
-    puts: Sequence[tuple[bytes, bytes]]
-    size: int
-    # The request's bytes, which are also its log payload (mkv.pipeline.payload).
-    payload: bytes | None = None
-    # Applied only if every condition holds against the state before it.
-    conditions: Sequence[tuple[bytes, Condition]] = ()
-
-
-@attrs.frozen
-class Remove:
-    keys: Sequence[bytes]
-    size: int
-    conditions: Sequence[tuple[bytes, Condition]] = ()
-
-
-@attrs.frozen
-class Increment:
-    """Add signed deltas to counters (mkv.mutations), atomically."""
-
-    deltas: Sequence[tuple[bytes, int]]
-    size: int
-
-
-@attrs.frozen
-class Get:
-    key: bytes
-
-
-@attrs.frozen
-class Read:
-    """Run ``fn(store)`` on the worker thread after every write admitted
-    before it is applied, and before any admitted after: a consistent view at
-    one sequence number (scans, batch reads, snapshots). Writes wait while it
-    runs, so it should be short."""
-
-    fn: Callable[[StateStore], Any]
-
-
-Command = Upsert | Remove | Increment | Get | Read
-_Mutation = Upsert | Remove | Increment
 
 
 @attrs.frozen
@@ -151,15 +108,6 @@ class PartitionStatistics:
     wal_synced_seq: int | None
     wal_segments: int
     wal_bytes: int = 0
-
-
-@attrs.frozen
-class WriteResult:
-    seq: int
-    timestamp: int = 0
-    removed: int = 0
-    # An increment's new values, one per delta.
-    values: Sequence[int] = ()
 
 
 class _Pending:
@@ -220,10 +168,7 @@ class Partition:
         self._window: OrderedWindow[_Pending, None] | None = None
         # One per asynchronous stage after the first: writes enter in seq order.
         self._turnstiles: list[_Turnstile] = []
-        self._pending_writes = PendingWrites()
-        # Numbered writes that failed, while a write admitted with them in
-        # flight may still depend on them (pruned after WINDOW_SIZE more).
-        self._failed_seqs: set[int] = set()
+        self._decisions = Decisions(partition_id, horizon=WINDOW_SIZE)
         self._watch_retention_bytes = watch_retention_bytes
         self.feed = ChangeFeed(watch_retention_bytes, retained_after=0)
         self._feed_changed = trio.Event()
@@ -379,25 +324,33 @@ class Partition:
         if self._broken is not None:
             window.fail(ticket, self._broken)
             return
+        assert self._store is not None
+        assert self._worker is not None
         try:
-            write = await self._decide(pending, command)
+            decided = await self._decisions.decide(command, self._store, self._worker)
+            pending.depends, pending.values = decided.depends, decided.values
+            if decided.write is None:
+                assert decided.refusal is not None
+                # Answered in its turn, after the writes it was decided on.
+                window.fail(ticket, decided.refusal)
+                return
+            write = decided.write
             if pipeline.sync:
                 staged = await self._through_sync_stages(pipeline, write, command.size)
                 # Encoded bytes describe the puts as they came: not a changed copy.
                 write = staged if staged.puts is write.puts else attrs.evolve(staged, payload=None)
         except MkvError as exc:
-            # Answered in its turn, like every outcome decided on in-flight writes.
             window.fail(ticket, exc)
             return
         write = pending.write = attrs.evolve(write, seq=self._next_seq)
         self._next_seq += 1
-        self._pending_writes.numbered(write)
+        self._decisions.numbered(write)
         if not pipeline.async_:
             window.complete(ticket, None)
             return
         # Submitted here, so the first asynchronous stage takes writes in order.
         first: Awaitable[None] | MkvError
-        if (aborted := self._aborted(pending.depends)) is not None:
+        if (aborted := self._decisions.aborted(pending.depends)) is not None:
             first = aborted
         else:
             try:
@@ -407,71 +360,6 @@ class Partition:
         nursery.start_soon(
             self._through_async_stages, window, ticket, pipeline, write, first, pending.depends
         )
-
-    async def _decide(self, pending: _Pending, command: _Mutation) -> Write:
-        """The write ``command`` makes, decided against the state every earlier
-        write leaves: conditions checked, counters added.
-
-        Raises:
-            ConditionFailedError: a condition does not hold.
-            FailedPreconditionError: an increment meets a non-counter or overflows.
-        """
-        if isinstance(command, Upsert | Remove) and not command.conditions:
-            return self._plain_write(command)  # the hot path: nothing to read
-        if isinstance(command, Increment):
-            keys = [key for key, _ in command.deltas]
-        else:
-            keys = [key for key, _ in command.conditions]
-        states, pending.depends = await self._states(keys)
-        if isinstance(command, Increment):
-            puts, pending.values = add_deltas(command.deltas, states.__getitem__)
-            return Write(puts=puts)
-        failure = first_failure(command.conditions, states.__getitem__)
-        if failure is not None:
-            raise _condition_failed(failure)
-        return self._plain_write(command)
-
-    @staticmethod
-    def _plain_write(command: Upsert | Remove) -> Write:
-        if isinstance(command, Upsert):
-            return Write(puts=command.puts, payload=command.payload)
-        return Write(deletes=command.keys)
-
-    async def _states(
-        self, keys: Sequence[bytes]
-    ) -> tuple[dict[bytes, Item | None], tuple[int, ...]]:
-        """Each key's state after every write admitted so far, and the writes
-        still in flight that it came from."""
-        states: dict[bytes, Item | None] = {}
-        depends: set[int] = set()
-        unwritten: list[bytes] = []
-        for key in dict.fromkeys(keys):
-            found = self._pending_writes.lookup(key)
-            if found is None:
-                unwritten.append(key)
-            else:
-                states[key], seq = found
-                depends.add(seq)
-        store, worker = self._store, self._worker
-        assert store is not None
-        assert worker is not None
-        # No write in flight touches these keys, and none is admitted while
-        # this task waits, so the store's answer for them cannot go stale.
-        if len(unwritten) <= INLINE_DECISION_KEYS:
-            states.update((key, store.get(key)) for key in unwritten)
-        else:
-            items = await worker.run_sync(lambda: store.get_many(unwritten))
-            states.update(zip(unwritten, items, strict=True))
-        return states, tuple(sorted(depends))
-
-    def _aborted(self, depends: tuple[int, ...]) -> AbortedError | None:
-        """An error when a write this one's decision read from has failed."""
-        if depends and not self._failed_seqs.isdisjoint(depends):
-            return AbortedError(
-                f"A write this one depended on failed, so partition {self.id} did not "
-                "apply it either; retry."
-            )
-        return None
 
     async def _through_sync_stages(self, pipeline: Pipeline, write: Write, size: int) -> Write:
         def run_stages() -> Write:
@@ -509,11 +397,11 @@ class Partition:
         goes no further (so never into the log after it)."""
         error = first if isinstance(first, MkvError) else await _outcome(first)
         if error is not None:
-            self._failed_seqs.add(write.seq)
+            self._decisions.failed(write.seq)
         for stage, turnstile in zip(pipeline.async_[1:], self._turnstiles, strict=True):
             await turnstile.wait_turn(write.seq)
             pending_stage: Awaitable[None] | None = None
-            if error is None and (error := self._aborted(depends)) is None:
+            if error is None and (error := self._decisions.aborted(depends)) is None:
                 try:
                     pending_stage = stage.submit(write)
                 except MkvError as exc:
@@ -522,7 +410,7 @@ class Partition:
             if pending_stage is not None:
                 error = await _outcome(pending_stage)
             if error is not None:
-                self._failed_seqs.add(write.seq)
+                self._decisions.failed(write.seq)
         if error is None:
             window.complete(ticket, None)
         else:
@@ -551,10 +439,13 @@ class Partition:
             pending = item.item
             command = pending.command
             error = item.error
-            if pending.depends and (aborted := self._aborted(pending.depends)) is not None:
+            if (
+                pending.depends
+                and (aborted := self._decisions.aborted(pending.depends)) is not None
+            ):
                 # Decided on a write that failed after this one was admitted.
                 error = aborted
-            if error is None and isinstance(command, _Mutation):
+            if error is None and isinstance(command, Mutation):
                 run.append(pending)
                 size += command.size
                 if size >= MAX_APPLY_BYTES:
@@ -622,30 +513,21 @@ class Partition:
         self._last_applied = writes[-1].seq
         feed = self.feed
         for pending, write, count in zip(run, writes, removed, strict=True):
-            self._pending_writes.released(write.seq)
+            self._decisions.released(write.seq, applied=True)
             command = pending.command
-            assert isinstance(command, _Mutation)
+            assert isinstance(command, Mutation)
             keys = len(write.puts) + len(write.deletes)
             cost = entry_cost(write, write.payload, command.size, keys)
             feed.append(FeedEntry(write.seq, write.timestamp, cost, write=write))
             pending.resolve(WriteResult(write.seq, write.timestamp, count, pending.values))
-        self._prune_failed(self._last_applied)
         self._feed_changed.set()
         self._feed_changed = trio.Event()
 
     def _unapplied(self, seq: int) -> None:
-        """The numbered write ``seq`` failed: it leaves the in-flight state."""
-        self._pending_writes.released(seq)
+        """The numbered write ``seq`` failed: it leaves the in-flight state,
+        and the feed is complete past it."""
+        self._decisions.released(seq, applied=False)
         self.feed.skip_to(seq)
-        self._failed_seqs.add(seq)
-        self._prune_failed(seq)
-
-    def _prune_failed(self, released_seq: int) -> None:
-        # Only a write admitted while a failed one was in flight can depend on
-        # it, and at most WINDOW_SIZE requests are in flight at once.
-        if self._failed_seqs and min(self._failed_seqs) + WINDOW_SIZE < released_seq:
-            horizon = released_seq - WINDOW_SIZE
-            self._failed_seqs = {seq for seq in self._failed_seqs if seq >= horizon}
 
     async def wait_for_changes(self, after_seq: int) -> None:
         """Wait until the feed holds a write numbered above ``after_seq``.
@@ -738,13 +620,3 @@ def _replay(store: StateStore, wal: WalStage, feed: ChangeFeed) -> int:
         store.apply(batch)
         count += len(batch)
     return count
-
-
-def _condition_failed(failure: Failure) -> ConditionFailedError:
-    seq = 0 if failure.item is None else failure.item.seq
-    state = "does not exist" if failure.item is None else f"is at seq {seq}"
-    return ConditionFailedError(
-        f"The condition on key '{shown(failure.key)}' does not hold: the key {state}.",
-        key=failure.key,
-        current_seq=seq,
-    )

@@ -4,14 +4,15 @@ The registry's nursery owns every partition task. Control-plane changes run
 one at a time (a lock) and in a crash-safe order: a new partition's store is
 opened before the catalog names it, and a removed partition leaves the catalog
 before its files are deleted, so a crash never leaves the catalog naming a
-partition that has no files.
+partition that has no files. A partition restored from a snapshot gets its
+files (``prepare``) before its store is opened, so the same holds.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 import attrs
@@ -177,12 +178,20 @@ class PartitionRegistry:
         key_range: KeyRange,
         store: str,
         pipeline: Sequence[str] | None = None,
+        *,
+        prepare: Callable[[Path, StoreOptions], Awaitable[None]] | None = None,
     ) -> Partition:
         """Create a partition, persist it in the catalog, and start routing to it.
 
         Args:
             pipeline: stage specs; None for the node's default pipeline, or
                 else the store kind's.
+            prepare: called with the partition's directory (not yet created)
+                and its store options once the id and range are known to be
+                free, before the store is opened: a restore puts the
+                snapshot's data there. If it raises, the directory (and a
+                caching store's durable directory) is removed and nothing is
+                added.
 
         Raises:
             InvalidArgumentError: bad id, store kind or pipeline.
@@ -213,7 +222,17 @@ class PartitionRegistry:
             # Files left by a partition that never made it into the catalog
             # (a crash during an earlier add) must not leak into this one.
             await trio.to_thread.run_sync(self._delete_files, partition_id)
-            partition = await self._start(CatalogEntry(partition_id, key_range, store, pipeline))
+            try:
+                if prepare is not None:
+                    await prepare(self._directory(partition_id), self._store_options(partition_id))
+                partition = await self._start(
+                    CatalogEntry(partition_id, key_range, store, pipeline)
+                )
+            except BaseException:
+                # Not in the catalog: whatever was written is garbage.
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(self._delete_files, partition_id)
+                raise
             version = self._router.version + 1
             try:
                 await self._save_catalog(version)

@@ -19,7 +19,6 @@ import trio
 
 from mkv.errors import CompactedError, InvalidArgumentError, ResourceExhaustedError
 from mkv.feed import Change
-from mkv.logs import note_partition
 from mkv.partition import Partition
 from mkv.router import format_key
 from mkv.v1 import data_pb2 as pb
@@ -47,7 +46,6 @@ async def watch_partition(
 ) -> AsyncGenerator[pb.WatchResponse, None]:
     """The responses of one Watch call on ``partition``, counted among its
     feed's watchers while it runs (see ``_watch`` for what it raises)."""
-    note_partition(partition.id)
     feed = partition.feed
     feed.watchers += 1
     try:

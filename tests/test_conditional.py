@@ -3,13 +3,17 @@ partition's order, atomic, and exact under concurrency."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import attrs
 import grpc
 import pytest
 import trio
+import trio.testing
 
 import mkv
+from mkv.pipeline import Write, register_stage
 from mkv.testing import running_node
 from mkv.v1 import data_pb2 as pb
 from tests.grpcio_stubs import GrpcioStubs, call, call_error, connect
@@ -189,3 +193,75 @@ async def test_grpcio_sees_condition_failed_and_counter_errors(
             ),
         )
         assert no_test.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@attrs.frozen
+class FailSlowly:
+    """An asynchronous stage (before the log) that holds writes touching a
+    ``doomed`` key for a while, then fails them."""
+
+    name: str = "test-fail-slowly"
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+
+    def submit(self, write: Write) -> Awaitable[None]:
+        return self._work(write)
+
+    async def _work(self, write: Write) -> None:
+        if any(key == b"doomed" for key, _ in write.puts):
+            await trio.sleep(2)
+            raise mkv.UnavailableError("The test stage failed this write.")
+
+    def close(self) -> None:
+        pass
+
+
+register_stage("test-fail-slowly", lambda argument, context: FailSlowly())
+
+
+async def test_a_decision_on_a_write_that_then_fails_is_aborted(tmp_path: Path) -> None:
+    """An increment and a CAS read a write still in flight; that write fails,
+    so they must not apply (nor reach the log: a restart replays nothing)."""
+    async with running_node(tmp_path / "data") as node:
+        async with mkv.AdminClient.connect(node.control_address) as admin:
+            await admin.remove_partition("default")
+            await admin.add_partition(
+                partition_id="p", pipeline=["timestamp", "test-fail-slowly", "wal"]
+            )
+        async with mkv.Client.connect(node.data_address) as client:
+            outcomes: dict[str, BaseException | None] = {}
+
+            async def doomed() -> None:
+                with pytest.raises(mkv.UnavailableError):
+                    await client.upsert({b"doomed": b"", b"n": b"41", b"v": b"seen"})
+
+            async def attempt(name: str, call: Callable[[], Awaitable[object]]) -> None:
+                try:
+                    await call()
+                    outcomes[name] = None
+                except mkv.MkvError as exc:
+                    outcomes[name] = exc
+
+            with trio.fail_after(30):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(doomed)
+                    # Everything idle: the doomed write is held in the stage.
+                    await trio.testing.wait_all_tasks_blocked()
+                    nursery.start_soon(attempt, "incr", lambda: client.increment(b"n"))
+                    nursery.start_soon(
+                        attempt,
+                        "cas",
+                        lambda: client.upsert({b"w": b"x"}, if_value={b"v": b"seen"}),
+                    )
+            assert isinstance(outcomes["incr"], mkv.AbortedError)
+            assert isinstance(outcomes["cas"], mkv.AbortedError)
+            assert await client.batch_get([b"n", b"v", b"w"]) == [None, None, None]
+            assert await client.increment(b"n") == 1, "the store never saw 41 or 42"
+    async with (
+        running_node(tmp_path / "data") as node,
+        mkv.Client.connect(node.data_address) as client,
+    ):
+        [n, w] = await client.batch_get([b"n", b"w"])
+        assert n is not None
+        assert (n.value, w) == (b"1", None), "replay brought back nothing aborted"

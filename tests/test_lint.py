@@ -15,8 +15,8 @@ BIN = Path(sys.executable).parent
 @pytest.mark.parametrize(
     "command",
     [
-        ["ruff", "format", "--check", "mkv", "tests", "tools"],
-        ["ruff", "check", "mkv", "tests", "tools"],
+        ["ruff", "format", "--check", "mkv", "tests", "tools", "examples"],
+        ["ruff", "check", "mkv", "tests", "tools", "examples"],
         ["mypy"],
     ],
     ids=["ruff-format", "ruff-check", "mypy"],

@@ -145,7 +145,9 @@ def test_request_log_limits_repeated_errors(caplog: pytest.LogCaptureFixture) ->
 
 
 def test_request_log_reports_slow_unary_calls_only(caplog: pytest.LogCaptureFixture) -> None:
-    request_log = RequestLog(slow_seconds=0.5, streaming=frozenset({("svc", "Watch")}))
+    request_log = RequestLog(slow_seconds=0.5)
+    request_log.declare("svc", "Get", streaming=False)
+    request_log.declare("svc", "Watch", streaming=True)
     ok = Status(StatusCode.OK)
     with caplog.at_level(logging.INFO, logger="mkv.requests"):
         request_log.call_finished("svc", "Get", ok, 0.1)

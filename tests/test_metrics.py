@@ -147,6 +147,19 @@ async def test_store_size_comes_from_the_refreshed_cache(
     assert value(samples, "mkv_partition_store_bytes", partition="default") > 0
 
 
+async def test_snapshot_durations_are_observed(node: mkv.Node, client: mkv.Client) -> None:
+    with trio.fail_after(TIMEOUT):
+        await client.upsert({f"key{i}": b"value" for i in range(10)})
+        before = await scrape(node)
+        async with mkv.AdminClient.connect(node.control_address) as admin:
+            done = await admin.wait_operation(await admin.snapshot("default"))
+        after = await scrape(node)
+    assert done.state == "done"
+    taken = value(after, "mkv_snapshot_seconds_count") - value(before, "mkv_snapshot_seconds_count")
+    assert taken == 1
+    assert value(after, "mkv_snapshot_seconds_sum") > value(before, "mkv_snapshot_seconds_sum")
+
+
 async def test_partitions_appear_and_disappear(node: mkv.Node) -> None:
     with trio.fail_after(TIMEOUT):
         async with mkv.AdminClient.connect(node.control_address) as admin:

@@ -394,3 +394,43 @@ async def test_process_with_no_server() -> None:
             assert b"Traceback" not in result.stderr
             [line] = result.stderr.decode().splitlines()
             assert line.startswith(f"mkvctl: Cannot connect to mkv at 127.0.0.1:{port}")
+
+
+async def test_incr_scan_and_keys_only(ctl: Ctl, mkv_client: mkv.Client) -> None:
+    assert (await ctl("incr", "visits")).text == "1\n"
+    assert (await ctl("incr", "visits", "41")).text == "42\n"
+    assert (await ctl("incr", "visits", "--", "-2")).text == "40\n"
+    assert (await ctl("--json", "incr", "visits")).json()["value"] == 41
+    await mkv_client.upsert({b"user:1": b"ada", b"user:2": b"grace", b"zebra": b"z"})
+    assert (await ctl("scan", "user:", "user;")).text == "user:1\tada\nuser:2\tgrace\n"
+    assert (await ctl("scan", "user:", "--keys-only")).text == "user:1\nuser:2\nvisits\nzebra\n"
+    assert (await ctl("scan", "--limit", "1", "--keys-only")).text == "user:1\n"
+    lines = (await ctl("--json", "scan", "user:", "user;")).text.splitlines()
+    assert [json.loads(line)["value"] for line in lines] == ["ada", "grace"]
+    failed = await ctl("incr", "zebra")
+    assert_one_error_line(failed, "not a counter")
+
+
+async def test_watch_prints_changes_as_they_happen(
+    mkv_node: mkv.Node, mkv_client: mkv.Client
+) -> None:
+    [start] = await mkv_client.upsert({b"other": b""})
+    out, err = io.BytesIO(), io.StringIO()
+    argv = [f"--data-addr={mkv_node.data_address}", "watch", "user:", "user;"]
+    argv += ["--from-seq", str(start.seq), "--count", "3"]
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            codes: list[int] = []
+
+            async def watch() -> None:
+                codes.append(await run(argv, out, err, env={}))
+
+            nursery.start_soon(watch)
+            await mkv_client.upsert({b"user:1": b"ada"})
+            await mkv_client.upsert({b"skipped": b"out of range"})
+            [removed] = await mkv_client.remove(b"user:1")
+            [last] = await mkv_client.upsert({b"user:2": b"grace"})
+    assert codes == [0], err.getvalue()
+    lines = out.getvalue().decode().splitlines()
+    assert lines[1:] == [f"{removed.seq}\tdel\tuser:1", f"{last.seq}\tput\tuser:2\tgrace"]
+    assert lines[0].endswith("\tput\tuser:1\tada")

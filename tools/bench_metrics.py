@@ -131,7 +131,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="off/on server pairs")
     args = parser.parse_args()
     request_log = RequestLog()
-    metrics = RequestMetrics([(SERVICE, "Get", False)], request_log)
+    metrics = RequestMetrics(request_log)
+    metrics.declare(SERVICE, "Get", streaming=False)
     baseline = per_call(hook(None))
     rows = [
         ("no observer (the loop itself)", baseline),

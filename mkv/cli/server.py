@@ -3,6 +3,7 @@
 mkv serve                                   # 127.0.0.1:7070 / :7071, ./mkv-data
 mkv serve --data-addr 0.0.0.0:7070 --data-dir /var/lib/mkv
 mkv serve --config mkv.toml                 # same names, in TOML
+mkv serve --snapshot-root /backups/mkv      # where snapshots may go (default DATA_DIR/snapshots)
 mkv serve --metrics-addr 127.0.0.1:9464 --log-format json
 """
 
@@ -55,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="memory bound of each caching partition's cache (default 67108864: 64 MiB)",
     )
     serve.add_argument(
+        "--snapshot-root",
+        type=Path,
+        help="the only directory snapshots are written to and restored from "
+        "(default DATA_DIR/snapshots)",
+    )
+    serve.add_argument(
         "--metrics-addr",
         help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)",
     )
@@ -86,6 +93,8 @@ async def serve(config: Config) -> None:
             print(f"mkv: data plane listening on {node.data_address}", flush=True)
             print(f"mkv: control plane listening on {node.control_address}", flush=True)
             print(f"mkv: data directory {config.data_dir.resolve()}", flush=True)
+            if node.snapshots is not None:
+                print(f"mkv: snapshot root {node.snapshots.root.path}", flush=True)
             if node.metrics_address is not None:
                 print(f"mkv: metrics on http://{node.metrics_address}/metrics", flush=True)
             async for signum in signals:
@@ -110,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             default_pipeline=args.default_pipeline,
             durable_dir=args.durable_dir,
             cache_bytes=args.cache_bytes,
+            snapshot_root=args.snapshot_root,
             metrics_addr=args.metrics_addr,
             metrics_allow_remote=args.metrics_allow_remote,
             log_level=args.log_level,

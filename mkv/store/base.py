@@ -24,10 +24,16 @@ DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 
 @attrs.frozen
 class Item:
-    """A stored value, with the sequence number and timestamp of the write that set it."""
+    """A value, with the sequence number and timestamp of the write that set it.
+
+    The same record on both sides: stores return it, and ``mkv.Client``
+    hands it to applications (``mkv.Item``).
+    """
 
     value: bytes
     seq: int
+    # Hybrid logical time (ms since the epoch << 16 | counter); 0 without a
+    # timestamp stage. mkv.pipeline.clock.format_timestamp prints it.
     timestamp: int = 0
 
 

@@ -1,0 +1,173 @@
+"""The client's server streams: the pages of a scan, and a resuming watch.
+
+Both are iterator classes, not async generators: Trio reports an async
+generator dropped before it is exhausted (a ``break``) as a ResourceWarning,
+and a watch owns a call that must be closed, so it lives in ``async with
+client.watch(...)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import deque
+from contextlib import AsyncExitStack
+
+import attrs
+import trio
+
+from mkv.channel import Channel, ResponseStream
+from mkv.errors import BadNodeError, ResourceExhaustedError, UnavailableError
+from mkv.store.base import Item
+from mkv.v1 import data_pb2 as pb
+from mkv.wire import DATA_SERVICE as SERVICE
+
+__all__ = ["Change", "Scan", "Watch"]
+
+log = logging.getLogger(__name__)
+
+# A watch reconnects after a lost connection with exponential backoff.
+WATCH_MIN_BACKOFF = 0.05
+WATCH_MAX_BACKOFF = 5.0
+
+
+@attrs.frozen
+class Change:
+    """One mutation seen by ``Client.watch``: a key's new value, or its removal."""
+
+    key: bytes
+    # None: the key was removed.
+    value: bytes | None
+    seq: int
+    timestamp: int = 0
+
+
+class Scan:
+    """The iterator ``Client.scan`` returns: one Scan call per page, each read
+    whole before its items are handed out, so no call is left open."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        start: bytes,
+        end: bytes | None,
+        keys_only: bool,
+        page_size: int,
+    ) -> None:
+        self._channel = channel
+        self._position = start
+        self._end = end
+        self._keys_only = keys_only
+        self._page_size = page_size
+        self._page: deque[tuple[bytes, Item]] = deque()
+        self._done = False
+
+    def __aiter__(self) -> Scan:
+        return self
+
+    async def __anext__(self) -> tuple[bytes, Item]:
+        while not self._page:
+            if self._done:
+                raise StopAsyncIteration
+            await self._fetch()
+        return self._page.popleft()
+
+    async def _fetch(self) -> None:
+        if self._end is not None and self._position >= self._end:
+            self._done = True
+            return
+        request = pb.ScanRequest(
+            start=self._position,
+            end=self._end or b"",
+            limit=self._page_size,
+            keys_only=self._keys_only,
+        )
+        last: pb.ScanResponse | None = None
+        async with self._channel.open_stream(
+            SERVICE, "Scan", request, pb.ScanResponse
+        ) as responses:
+            async for response in responses:
+                if response.status != pb.OK:
+                    raise BadNodeError(
+                        response.hint.message or "No partition on this node owns the key."
+                    )
+                self._page.extend(
+                    (kv.key, Item(kv.value, kv.seq, kv.timestamp)) for kv in response.items
+                )
+                last = response
+        if last is None or not last.more:
+            self._done = True
+        else:
+            self._position = last.next_start
+
+
+class Watch:
+    """The changes ``Client.watch`` delivers, as an async iterator.
+
+    Attributes:
+        position: every change up to this sequence number has been handed
+            out; a later watch ``from_seq=position`` carries on exactly.
+    """
+
+    def __init__(self, channel: Channel, request: pb.WatchRequest) -> None:
+        self._channel = channel
+        self._request = request
+        self._pending: deque[Change] = deque()
+        self._stream: AsyncExitStack | None = None
+        self._responses: ResponseStream[pb.WatchResponse] | None = None
+        self._backoff = WATCH_MIN_BACKOFF
+        # Where the changes in _pending end (the last response's progress).
+        self._received = request.from_seq
+        self.position = request.from_seq
+
+    def __aiter__(self) -> Watch:
+        return self
+
+    async def __anext__(self) -> Change:
+        while not self._pending:
+            self.position = self._received
+            await self._receive()
+        change = self._pending.popleft()
+        if not self._pending:
+            self.position = self._received
+        elif self._pending[0].seq > change.seq:
+            self.position = change.seq
+        else:
+            self.position = change.seq - 1  # the rest of this write is still to come
+        return change
+
+    async def aclose(self) -> None:
+        if self._stream is not None:
+            stream, self._stream, self._responses = self._stream, None, None
+            await stream.aclose()
+
+    async def _receive(self) -> None:
+        """Read the next response, (re)opening the call as needed."""
+        while True:
+            try:
+                if self._responses is None:
+                    self._request.from_seq = self._received
+                    self._stream = AsyncExitStack()
+                    self._responses = await self._stream.enter_async_context(
+                        self._channel.open_stream(SERVICE, "Watch", self._request, pb.WatchResponse)
+                    )
+                response = await self._responses.__anext__()
+            except (UnavailableError, ResourceExhaustedError, StopAsyncIteration) as exc:
+                # A lost connection, a server going down, or a watcher that
+                # fell behind: all resume from the last position.
+                await self.aclose()
+                log.info("watch interrupted (%r); resuming after seq %d", exc, self._received)
+                await trio.sleep(self._backoff * random.uniform(0.5, 1.0))
+                self._backoff = min(self._backoff * 2, WATCH_MAX_BACKOFF)
+                continue
+            if response.status != pb.OK:
+                raise BadNodeError(
+                    response.hint.message or "No partition on this node owns the key."
+                )
+            self._backoff = WATCH_MIN_BACKOFF
+            self._pending.extend(
+                Change(c.key, None if c.removed else c.value, c.seq, c.timestamp)
+                for c in response.changes
+            )
+            self._received = response.progress_seq
+            return
