@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -232,7 +233,7 @@ async def test_other_paths_and_methods_are_refused(node: mkv.Node) -> None:
     assert int(head[1]["content-length"]) > 0
 
 
-async def test_metrics_are_off_by_default(tmp_path: object) -> None:
+async def test_metrics_are_off_by_default() -> None:
     assert Config().metrics_addr is None
     with trio.fail_after(TIMEOUT):
         async with running_node() as node:
@@ -249,3 +250,34 @@ def test_a_remote_metrics_address_must_be_asked_for() -> None:
     assert Config.load(metrics_addr="[::1]:9464").metrics_addr == Address("::1", 9464)
     allowed = Config.load(metrics_addr="0.0.0.0:9464", metrics_allow_remote=True)
     assert allowed.metrics_addr == Address("0.0.0.0", 9464)
+
+
+async def test_metrics_never_show_keys_or_values(node: mkv.Node, client: mkv.Client) -> None:
+    assert node.metrics_address is not None
+    key, secret = b"key-e4da3b7fbbce2345d7772b0674a318d5", b"VALUE-1679091c5a880faf6fb5e6087eb1b2dc"
+    with trio.fail_after(TIMEOUT):
+        await client.upsert({key: secret})
+        await client.get(key)
+        with pytest.raises(mkv.FailedPreconditionError):
+            await client.increment(key)  # an error whose message names the key
+        _, _, body = await http(node.metrics_address, b"GET /metrics HTTP/1.1\r\n\r\n")
+    assert b"e4da3b7fbbce2345d7772b0674a318d5" not in body
+    assert b"1679091c5a880faf6fb5e6087eb1b2dc" not in body
+
+
+def test_observability_settings_from_toml(tmp_path: Path) -> None:
+    path = tmp_path / "mkv.toml"
+    path.write_text(
+        'metrics_addr = "127.0.0.1:9464"\nlog_format = "json"\nlog_level = "DEBUG"\n'
+        "slow_request_seconds = 0.25\n"
+    )
+    config = Config.load(path)
+    assert config.metrics_addr == Address("127.0.0.1", 9464)
+    assert (config.log_format, config.log_level, config.slow_request_seconds) == (
+        "json",
+        "DEBUG",
+        0.25,
+    )
+    path.write_text('log_format = "xml"\n')
+    with pytest.raises(ConfigError, match="log_format"):
+        Config.load(path)
