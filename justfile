@@ -50,3 +50,6 @@ bench-quick *ARGS:
 # Point-read latency of the caching store: cache hit against SQLite read.
 bench-cache *ARGS:
     {{bin}}/python tools/bench_cache.py {{ARGS}}
+# Snapshot throughput against the bare sqlite3 backup API, and upsert p99 during one (1 GiB).
+bench-snapshot *ARGS:
+    {{bin}}/python tools/bench_snapshot.py {{ARGS}}

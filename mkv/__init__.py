@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mkv.admin import AdminClient, PartitionInfo
+from mkv.admin import AdminClient, OperationInfo, PartitionInfo, SnapshotInfo
 from mkv.client import Change, Client, Item, PartitionRange, WriteAck
 from mkv.config import Config
 from mkv.errors import (
@@ -46,10 +46,12 @@ __all__ = [
     "MkvError",
     "Node",
     "NotFoundError",
+    "OperationInfo",
     "PartitionInfo",
     "PartitionRange",
     "PermissionDeniedError",
     "ResourceExhaustedError",
+    "SnapshotInfo",
     "StorageError",
     "UnauthenticatedError",
     "UnavailableError",

@@ -1,30 +1,46 @@
-"""The async client for the control plane: add, remove and list partitions.
+"""The async client for the control plane: partitions, snapshots and restores.
 
 async with mkv.AdminClient.connect("127.0.0.1:7071") as admin:
     await admin.add_partition(start=b"m", end=None, partition_id="upper")
     for p in await admin.list_partitions():
         print(p.id, p.range, p.key_count)
+    operation_id = await admin.snapshot("upper", "nightly")
+    done = await admin.wait_operation(operation_id)
+    await admin.add_partition(partition_id="copy", snapshot=done.snapshot.manifest_path)
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import attrs
+import trio
+from google.protobuf.message import Message
+from purerpc.grpclib.status import StatusCode
 
 from mkv.auth import CONTROL_TOKEN_ENV
 from mkv.channel import Channel, open_channel
 from mkv.config import DEFAULT_CONTROL_ADDR
 from mkv.credentials import client_credentials
+from mkv.errors import MkvError, ResourceExhaustedError, error_for_status
 from mkv.router import KeyRange
+from mkv.snapshots.manifest import Manifest
 from mkv.v1 import control_pb2 as pb
 from mkv.wire import CONTROL_SERVICE as SERVICE
 from mkv.wire import Address
 
-__all__ = ["AdminClient", "PartitionInfo"]
+__all__ = ["AdminClient", "OperationInfo", "PartitionInfo", "SnapshotInfo"]
+
+# How often wait_operation asks for news.
+POLL_INTERVAL = 0.2
+# How long one call may wait out the node's control-plane rate limit, in all.
+RATE_LIMIT_WAIT = 60.0
+
+M = TypeVar("M", bound=Message)
 
 
 @attrs.frozen
@@ -55,11 +71,106 @@ class PartitionInfo:
         )
 
 
+@attrs.frozen
+class SnapshotInfo:
+    """A finished snapshot: its manifest, and where its files are."""
+
+    manifest: Manifest
+    # Both relative to the server's snapshot root; restore takes manifest_path.
+    data_path: str
+    manifest_path: str
+
+    @classmethod
+    def from_proto(cls, result: pb.SnapshotResult) -> SnapshotInfo:
+        manifest = Manifest(
+            partition_id=result.partition_id,
+            start=result.start,
+            end=result.end or None,
+            store_kind=result.store_kind,
+            seq=result.seq,
+            timestamp=result.timestamp,
+            file=result.data_path.rpartition("/")[2],
+            size=result.size,
+            sha256=result.sha256,
+            created=result.created,
+        )
+        return cls(manifest, result.data_path, result.manifest_path)
+
+
+@attrs.frozen
+class OperationInfo:
+    """What the control plane reports about a long-running operation."""
+
+    id: str
+    kind: str
+    partition_id: str
+    # "running", "done" or "failed"
+    state: str
+    # What it is doing, and how far: done of total (0 while unknown), in unit.
+    phase: str
+    done: int
+    total: int
+    unit: str
+    # Set when done (a snapshot operation).
+    snapshot: SnapshotInfo | None
+    # Set when failed: the error the operation ended with.
+    error: MkvError | None
+    # Seconds since the epoch; finished is None while running.
+    started: float
+    finished: float | None
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @classmethod
+    def from_proto(cls, op: pb.Operation) -> OperationInfo:
+        error = None
+        if op.state == pb.FAILED:
+            error = error_for_status(StatusCode(op.error_code), op.error_message)
+        return cls(
+            id=op.id,
+            kind=op.kind,
+            partition_id=op.partition_id,
+            state=pb.OperationState.Name(op.state).lower(),
+            phase=op.phase,
+            done=op.progress_done,
+            total=op.progress_total,
+            unit=op.progress_unit,
+            snapshot=SnapshotInfo.from_proto(op.snapshot) if op.HasField("snapshot") else None,
+            error=error,
+            started=op.started,
+            finished=op.finished or None,
+        )
+
+
 class AdminClient:
     """A connection to one node's control plane. Use ``AdminClient.connect``."""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, *, rate_limit_wait: float = RATE_LIMIT_WAIT) -> None:
         self._channel = channel
+        self.rate_limit_wait = rate_limit_wait
+
+    async def _unary(
+        self, service: str, method: str, request: Message, response_type: type[M]
+    ) -> M:
+        """One call; refused by the node's rate limit, it is made again after
+        the wait the node asks for (nothing was applied), for up to
+        ``rate_limit_wait`` seconds in all.
+
+        Raises:
+            ResourceExhaustedError: still refused after that.
+        """
+        waited = 0.0
+        while True:
+            try:
+                return await self._channel.unary(service, method, request, response_type)
+            except ResourceExhaustedError as exc:
+                wait = exc.retry_after
+                if wait is None or waited + wait > self.rate_limit_wait:
+                    raise
+            await trio.sleep(wait)
+            waited += wait
 
     @classmethod
     @asynccontextmanager
@@ -74,6 +185,7 @@ class AdminClient:
         cert: Path | str | None = None,
         key: Path | str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        rate_limit_wait: float = RATE_LIMIT_WAIT,
     ) -> AsyncIterator[AdminClient]:
         """Connect to the control plane at ``address`` (``HOST:PORT``).
 
@@ -81,6 +193,8 @@ class AdminClient:
             token, token_file: the control plane's token (default:
                 ``$MKV_TOKEN`` when set; a node without one serves only loopback).
             tls, ca, cert, key, ssl_context: TLS, as ``mkv.credentials.client_credentials``.
+            rate_limit_wait: how long, in all, one call may wait out the
+                node's rate limit before ResourceExhaustedError (0: never waits).
 
         Raises:
             UnavailableError: nothing answers there, or the TLS handshake failed.
@@ -99,7 +213,7 @@ class AdminClient:
         async with open_channel(
             address, metadata=credentials.metadata, ssl_context=credentials.ssl_context
         ) as channel:
-            yield cls(channel)
+            yield cls(channel, rate_limit_wait=rate_limit_wait)
 
     async def add_partition(
         self,
@@ -109,15 +223,22 @@ class AdminClient:
         partition_id: str | None = None,
         store: str | None = None,
         pipeline: Sequence[str] | None = None,
+        snapshot: str | None = None,
     ) -> PartitionInfo:
         """Create a partition owning ``[start, end)`` (``end=None``: unbounded).
 
         ``pipeline`` lists stage specs in order (see ``mkv.pipeline``); None
         gives the store kind's default.
 
+        With ``snapshot`` (a manifest's path in the server's snapshot root),
+        the partition starts from that snapshot: its range is the snapshot's
+        (leave ``start`` and ``end`` out, or give exactly that range), its
+        store kind the snapshot's unless ``store`` says otherwise.
+
         Raises:
             AlreadyExistsError: the id is taken or the range overlaps another.
-            InvalidArgumentError: a malformed id, range or store kind.
+            InvalidArgumentError: a malformed id, range or store kind; or a
+                bad snapshot path, a corrupt snapshot, or another range.
         """
         request = pb.AddPartitionRequest(
             id=partition_id or "",
@@ -125,10 +246,9 @@ class AdminClient:
             end=end or b"",
             store=store or "",
             pipeline=pipeline or (),
+            snapshot=snapshot or "",
         )
-        response = await self._channel.unary(
-            SERVICE, "AddPartition", request, pb.AddPartitionResponse
-        )
+        response = await self._unary(SERVICE, "AddPartition", request, pb.AddPartitionResponse)
         return PartitionInfo.from_proto(response.partition)
 
     async def remove_partition(self, partition_id: str) -> PartitionInfo:
@@ -138,13 +258,64 @@ class AdminClient:
             NotFoundError: no such partition.
         """
         request = pb.RemovePartitionRequest(id=partition_id)
-        response = await self._channel.unary(
+        response = await self._unary(
             SERVICE, "RemovePartition", request, pb.RemovePartitionResponse
         )
         return PartitionInfo.from_proto(response.partition)
 
     async def list_partitions(self) -> list[PartitionInfo]:
-        response = await self._channel.unary(
+        response = await self._unary(
             SERVICE, "ListPartitions", pb.ListPartitionsRequest(), pb.ListPartitionsResponse
         )
         return [PartitionInfo.from_proto(p) for p in response.partitions]
+
+    async def snapshot(self, partition_id: str, path: str = "") -> str:
+        """Start a snapshot of a partition into ``path`` (a directory in the
+        server's snapshot root; "" for the root); returns the operation id.
+
+        Raises:
+            NotFoundError: no such partition.
+            InvalidArgumentError: the path is malformed or leaves the root.
+            AlreadyExistsError: a snapshot of the partition is already running.
+        """
+        request = pb.SnapshotRequest(partition_id=partition_id, path=path)
+        response = await self._unary(SERVICE, "Snapshot", request, pb.SnapshotResponse)
+        return response.operation_id
+
+    async def get_operation(self, operation_id: str) -> OperationInfo:
+        """Raises:
+        NotFoundError: the server knows no such operation (or no longer).
+        """
+        response = await self._unary(
+            SERVICE,
+            "GetOperation",
+            pb.GetOperationRequest(id=operation_id),
+            pb.GetOperationResponse,
+        )
+        return OperationInfo.from_proto(response.operation)
+
+    async def wait_operation(
+        self,
+        operation_id: str,
+        *,
+        on_progress: Callable[[OperationInfo], None] | None = None,
+        poll_interval: float = POLL_INTERVAL,
+    ) -> OperationInfo:
+        """Poll until the operation finishes; ``on_progress`` sees every answer.
+
+        Returns:
+            The finished operation (``snapshot`` holds a snapshot's result).
+
+        Raises:
+            MkvError: the operation failed, as the error it failed with.
+            NotFoundError: the server knows no such operation.
+        """
+        while True:
+            info = await self.get_operation(operation_id)
+            if on_progress is not None:
+                on_progress(info)
+            if not info.running:
+                if info.error is not None:
+                    raise info.error
+                return info
+            await trio.sleep(poll_interval)

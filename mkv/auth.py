@@ -9,12 +9,11 @@ constant time. Missing → UNAUTHENTICATED, wrong → PERMISSION_DENIED.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from mkv.config import ConfigError
+from mkv.config import ConfigError, is_loopback
 from mkv.errors import PermissionDeniedError, UnauthenticatedError
 from mkv.rpc import CallInfo
 
@@ -95,13 +94,3 @@ class TokenCheck:
         # much of the token was right.
         if not hmac.compare_digest(header.encode(), self._expected):
             raise PermissionDeniedError(f"The token is not the {self._plane}'s token.")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names only this machine (127.0.0.0/8, ::1, localhost)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

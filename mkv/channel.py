@@ -211,7 +211,11 @@ class Channel:
             response: M = await extract_message_from_singleton_stream(stream)
             return response
         except RpcFailedError as exc:
-            raise error_for_status(exc.status.status_code, exc.status.status_message) from None
+            raise error_for_status(
+                exc.status.status_code,
+                exc.status.status_message,
+                retry_after=_retry_after(stream.end_stream_event),
+            ) from None
         except _CONNECTION_ERRORS as exc:
             raise self._lost(exc) from exc
         finally:
@@ -315,6 +319,17 @@ async def open_channel(
                 yield channel
             finally:
                 channel.close()
+
+
+def _retry_after(ended: object) -> float | None:
+    """The seconds of a ``retry-after`` trailer (a rate limit's hint), if any."""
+    for name, value in getattr(ended, "custom_metadata", ()):
+        if name == "retry-after":
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                return None
+    return None
 
 
 async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:

@@ -9,6 +9,11 @@ A TOML file holds the same names as the flags, with underscores::
     default_pipeline = ["timestamp", "wal:always"]
     durable_dir = "/mnt/managed-disk/mkv"
     cache_bytes = 268435456
+    snapshot_root = "/var/lib/mkv/snapshots"
+    metrics_addr = "127.0.0.1:9464"   # Prometheus /metrics; off when absent
+    log_format = "json"               # or "human" (the default)
+    log_level = "INFO"
+    slow_request_seconds = 0.5        # log unary calls at least this slow
     token_file = "/etc/mkv/token"          # or MKV_TOKEN; never a flag value
     tls_cert_file = "/etc/mkv/node.pem"
     tls_key_file = "/etc/mkv/node.key"
@@ -20,6 +25,7 @@ plane may only listen on loopback.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -27,6 +33,7 @@ from typing import Any
 import attrs
 
 from mkv.feed import WATCH_RETENTION_BYTES
+from mkv.logs import LOG_FORMATS, LogFormat
 from mkv.rpc import MAX_CONCURRENT_STREAMS, MAX_CONNECTIONS_PER_ADDRESS, STREAM_STALL_TIMEOUT
 from mkv.store.base import DEFAULT_CACHE_BYTES
 from mkv.wire import MAX_REQUEST_BYTES, Address, parse_address
@@ -48,6 +55,25 @@ def _address(value: str | Address) -> Address:
         return parse_address(value)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _optional_address(value: str | Address | None) -> Address | None:
+    return None if value is None else _address(value)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (or ``localhost``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve anywhere
+
+
+def _log_format(_: object, attribute: attrs.Attribute[str], value: object) -> None:
+    if value not in LOG_FORMATS:
+        raise ValueError(f"{attribute.name} must be one of {', '.join(LOG_FORMATS)}, not {value!r}")
 
 
 def _stage_list(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -79,6 +105,11 @@ class Config:
     durable_dir: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     # The byte bound of each ``caching`` partition's memory cache.
     cache_bytes: int = attrs.field(default=DEFAULT_CACHE_BYTES, validator=_byte_count)
+    # Snapshots are written, and restored from, only inside this directory;
+    # None: <data_dir>/snapshots.
+    snapshot_root: Path | None = attrs.field(
+        default=None, converter=attrs.converters.optional(Path)
+    )
     max_request_bytes: int = MAX_REQUEST_BYTES
     # How long shutdown waits for in-flight requests before closing connections.
     drain_timeout: float = 10.0
@@ -88,6 +119,30 @@ class Config:
     # How long a response stream (Scan, Watch) waits for a client that does
     # not read before ending it with RESOURCE_EXHAUSTED.
     stream_stall_timeout: float = STREAM_STALL_TIMEOUT
+    # Where to serve Prometheus metrics over HTTP (``/metrics``); None: nowhere.
+    metrics_addr: Address | None = attrs.field(default=None, converter=_optional_address)
+    # The metrics hold no keys or values, but do describe the workload and
+    # the partitions: a non-loopback address must be asked for explicitly.
+    metrics_allow_remote: bool = False
+    # "human" lines or "json" lines, on stderr.
+    log_format: LogFormat = attrs.field(default="human", validator=_log_format)
+    log_level: str = "INFO"
+    # Unary calls taking at least this long are logged; 0 or less: none.
+    slow_request_seconds: float = 1.0
+
+    def __attrs_post_init__(self) -> None:
+        self._check_tls()
+        addr = self.metrics_addr
+        if addr is not None and not self.metrics_allow_remote and not is_loopback(addr.host):
+            raise ValueError(
+                f"metrics_addr {addr} is not a loopback address; the metrics endpoint has "
+                "no authentication, so set metrics_allow_remote to serve it there anyway"
+            )
+
+    @property
+    def snapshot_dir(self) -> Path:
+        """The snapshot root in effect."""
+        return self.snapshot_root if self.snapshot_root is not None else self.data_dir / "snapshots"
 
     # -- security and limits (docs/security.md) --------------------------
     # A file holding the control plane's token (else MKV_TOKEN; else none,
@@ -124,7 +179,7 @@ class Config:
     # serves, so that load balancers stop sending before the ports close.
     shutdown_grace: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
 
-    def __attrs_post_init__(self) -> None:
+    def _check_tls(self) -> None:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file must be given together")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:

@@ -1,14 +1,17 @@
-"""The ControlPlane service: AddPartition, RemovePartition, ListPartitions."""
+"""The ControlPlane service: partitions (add, restore, remove, list), snapshots, operations."""
 
 from __future__ import annotations
 
 import trio
 
-from mkv.errors import NotFoundError
+from mkv.errors import InvalidArgumentError, NotFoundError
+from mkv.operations import Operation, OperationState
 from mkv.partition import PartitionState
 from mkv.registry import PartitionRegistry, PartitionReport
 from mkv.router import KeyRange
 from mkv.rpc import Handler
+from mkv.snapshots.service import SnapshotService
+from mkv.snapshots.take import SnapshotResult
 from mkv.v1 import control_pb2 as pb
 
 __all__ = ["ControlPlane"]
@@ -21,24 +24,54 @@ _STATES = {
 }
 
 
+_OPERATION_STATES = {
+    OperationState.RUNNING: pb.RUNNING,
+    OperationState.DONE: pb.DONE,
+    OperationState.FAILED: pb.FAILED,
+}
+
+
 class ControlPlane:
-    def __init__(self, registry: PartitionRegistry) -> None:
+    def __init__(self, registry: PartitionRegistry, snapshots: SnapshotService) -> None:
         self._registry = registry
+        self._snapshots = snapshots
 
     def methods(self) -> dict[str, tuple[type, Handler]]:
         return {
             "AddPartition": (pb.AddPartitionRequest, self.add_partition),
             "RemovePartition": (pb.RemovePartitionRequest, self.remove_partition),
             "ListPartitions": (pb.ListPartitionsRequest, self.list_partitions),
+            "Snapshot": (pb.SnapshotRequest, self.snapshot),
+            "GetOperation": (pb.GetOperationRequest, self.get_operation),
         }
 
     async def add_partition(self, request: pb.AddPartitionRequest) -> pb.AddPartitionResponse:
         key_range = KeyRange.from_wire(request.start, request.end)
-        store = request.store or self._registry.default_store
         pipeline = list(request.pipeline) if request.pipeline else None
-        partition = await self._registry.add(request.id or None, key_range, store, pipeline)
+        if request.snapshot:
+            partition = await self._snapshots.restore(
+                request.snapshot,
+                partition_id=request.id or None,
+                start=key_range.start,
+                end=key_range.end,
+                store=request.store or None,
+                pipeline=pipeline,
+            )
+        else:
+            store = request.store or self._registry.default_store
+            partition = await self._registry.add(request.id or None, key_range, store, pipeline)
         info = await self._registry.info(partition)
         return pb.AddPartitionResponse(partition=_to_proto(info))
+
+    async def snapshot(self, request: pb.SnapshotRequest) -> pb.SnapshotResponse:
+        if not request.partition_id:
+            raise InvalidArgumentError("Snapshot needs the id of a partition.")
+        operation = await self._snapshots.snapshot(request.partition_id, request.path)
+        return pb.SnapshotResponse(operation_id=operation.id)
+
+    async def get_operation(self, request: pb.GetOperationRequest) -> pb.GetOperationResponse:
+        operation = self._snapshots.operations.get(request.id)
+        return pb.GetOperationResponse(operation=_operation_to_proto(operation))
 
     async def remove_partition(
         self, request: pb.RemovePartitionRequest
@@ -76,3 +109,40 @@ def _to_proto(info: PartitionReport) -> pb.PartitionInfo:
         size_bytes=info.stats.size_bytes,
         last_seq=info.last_seq,
     )
+
+
+def _operation_to_proto(operation: Operation) -> pb.Operation:
+    progress = operation.progress
+    message = pb.Operation(
+        id=operation.id,
+        kind=operation.kind,
+        partition_id=operation.partition_id,
+        state=_OPERATION_STATES[operation.state],
+        phase=progress.phase,
+        progress_done=progress.done,
+        progress_total=progress.total,
+        progress_unit=progress.unit,
+        started=operation.started,
+        finished=operation.finished or 0.0,
+    )
+    if operation.error is not None:
+        message.error_code = operation.error.code.value
+        message.error_message = operation.error.message
+    if isinstance(operation.result, SnapshotResult):
+        result, manifest = operation.result, operation.result.manifest
+        message.snapshot.CopyFrom(
+            pb.SnapshotResult(
+                data_path=result.data_path,
+                manifest_path=result.manifest_path,
+                partition_id=manifest.partition_id,
+                start=manifest.start,
+                end=manifest.end or b"",
+                store_kind=manifest.store_kind,
+                seq=manifest.seq,
+                timestamp=manifest.timestamp,
+                size=manifest.size,
+                sha256=manifest.sha256,
+                created=manifest.created,
+            )
+        )
+    return message

@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, Sequence
 import trio
 
 from mkv.errors import ConditionFailedError, InvalidArgumentError, ResourceExhaustedError
+from mkv.logs import note_partition
 from mkv.mutations import Condition
 from mkv.partition import Get, Increment, Partition, Read, Remove, Upsert, WriteResult
 from mkv.registry import PartitionRegistry
@@ -288,8 +289,11 @@ class DataPlane:
             if map_version and map_version != router.version:
                 return None  # split by an old map: BAD_NODE tells the client to re-route
             raise
+        if partition_id is None:
+            return None
+        note_partition(partition_id)  # for the request log, should the call fail
         # A partition removed since the router was read is as gone as one never had.
-        return None if partition_id is None else self._registry.partition(partition_id)
+        return self._registry.partition(partition_id)
 
     def _owner_of_start(self, start: bytes, what: str) -> Partition | None:
         """The partition owning the first key of a range (None: BAD_NODE).
@@ -300,7 +304,10 @@ class DataPlane:
         if len(start) > MAX_KEY_BYTES:
             raise InvalidArgumentError(f"The {what}'s start is over {MAX_KEY_BYTES} bytes.")
         partition_id = self._registry.router.lookup(start)
-        return None if partition_id is None else self._registry.partition(partition_id)
+        if partition_id is None:
+            return None
+        note_partition(partition_id)  # for the request log, should the call fail
+        return self._registry.partition(partition_id)
 
     def _ranges(self) -> list[pb.PartitionRange]:
         return [

@@ -208,7 +208,12 @@ _BY_CODE: dict[StatusCode, type[MkvError]] = {
 }
 
 
-def error_for_status(code: StatusCode, message: str) -> MkvError:
-    """The typed error a client raises for a gRPC status that is not OK."""
+def error_for_status(
+    code: StatusCode, message: str, *, retry_after: float | None = None
+) -> MkvError:
+    """The typed error a client raises for a gRPC status that is not OK
+    (``retry_after``: the server's ``retry-after`` trailer, if any)."""
+    if code is StatusCode.RESOURCE_EXHAUSTED:
+        return ResourceExhaustedError(message or code.name, retry_after=retry_after)
     cls = _BY_CODE.get(code, MkvError)
     return cls(message or code.name)

@@ -80,6 +80,8 @@ class ChangeFeed:
         self._head = 0
         self._bytes = 0
         self._total = 0
+        # Watch streams reading this feed now (mkv.watching counts them), for metrics.
+        self.watchers = 0
 
     @property
     def bytes_retained(self) -> int:

@@ -46,6 +46,7 @@ from mkv.commands import (
 from mkv.decisions import Decisions
 from mkv.errors import InternalError, MkvError, StorageError, UnavailableError
 from mkv.feed import WATCH_RETENTION_BYTES, ChangeFeed, FeedEntry, entry_cost
+from mkv.logs import fields
 from mkv.pipeline import (
     Pipeline,
     Recovered,
@@ -106,6 +107,7 @@ class PartitionStatistics:
     # The last sequence number the log has fsynced; None without a log.
     wal_synced_seq: int | None
     wal_segments: int
+    wal_bytes: int = 0
 
 
 class _Pending:
@@ -209,6 +211,7 @@ class Partition:
             in_flight=0 if self._window is None else self._window.statistics().in_flight,
             wal_synced_seq=None if wal_stats is None else wal_stats.synced_seq,
             wal_segments=0 if wal_stats is None else wal_stats.segments,
+            wal_bytes=0 if wal_stats is None else wal_stats.bytes,
         )
 
     async def store_stats(self) -> StoreStats:
@@ -253,7 +256,12 @@ class Partition:
                 feed = self.feed = ChangeFeed(self._watch_retention_bytes, wal.base_seq)
                 replayed = await worker.run_sync(lambda: _replay(store, wal, feed))
                 if replayed:
-                    log.info("partition %s: replayed %d writes from its log", self.id, replayed)
+                    log.info(
+                        "partition %s: replayed %d writes from its log",
+                        self.id,
+                        replayed,
+                        extra=fields(event="replayed", partition=self.id, writes=replayed),
+                    )
             feed.skip_to(store.last_seq())
             restore(pipeline, recovered)
             self._next_seq = recovered.last_seq + 1
@@ -269,8 +277,12 @@ class Partition:
                     self.state = PartitionState.ACTIVE
                 log.info(
                     "partition %s serving %s from seq %d through %s",
-                    self.id, self.range, self._next_seq, " ".join(pipeline.specs) or "no stages",
-                )  # fmt: skip
+                    self.id,
+                    self.range,
+                    self._next_seq,
+                    " ".join(pipeline.specs) or "no stages",
+                    extra=fields(event="partition_started", partition=self.id, seq=self._next_seq),
+                )
                 task_status.started()
                 async with self._inbox:
                     async for pending in self._inbox:
@@ -290,7 +302,11 @@ class Partition:
                     await worker.run_sync(self._store.close)
                 await worker.stop()
             self._stopped.set()
-            log.info("partition %s stopped", self.id)
+            log.info(
+                "partition %s stopped",
+                self.id,
+                extra=fields(event="partition_stopped", partition=self.id, seq=self._last_applied),
+            )
 
     async def _admit(
         self,
@@ -536,7 +552,13 @@ class Partition:
         # brings back the same retention.
         dropped = await wal.checkpoint(min(durable, self.feed.retained_after))
         log.info(
-            "partition %s: checkpoint at seq %d dropped %d log segments", self.id, durable, dropped
+            "partition %s: checkpoint at seq %d dropped %d log segments",
+            self.id,
+            durable,
+            dropped,
+            extra=fields(
+                event="checkpoint", partition=self.id, seq=durable, segments_dropped=dropped
+            ),
         )
 
 

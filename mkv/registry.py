@@ -4,14 +4,15 @@ The registry's nursery owns every partition task. Control-plane changes run
 one at a time (a lock) and in a crash-safe order: a new partition's store is
 opened before the catalog names it, and a removed partition leaves the catalog
 before its files are deleted, so a crash never leaves the catalog naming a
-partition that has no files.
+partition that has no files. A partition restored from a snapshot gets its
+files (``prepare``) before its store is opened, so the same holds.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 import attrs
@@ -20,6 +21,7 @@ import trio
 from mkv.catalog import Catalog, CatalogEntry, check_partition_id
 from mkv.errors import AlreadyExistsError, NotFoundError, UnavailableError, shown
 from mkv.feed import WATCH_RETENTION_BYTES
+from mkv.logs import fields
 from mkv.partition import Partition, PartitionState
 from mkv.pipeline import check_pipeline, default_pipeline
 from mkv.router import KeyRange, Router
@@ -106,6 +108,7 @@ class PartitionRegistry:
                     "no catalog in %s: creating partition %r owning every key",
                     self.data_dir,
                     DEFAULT_PARTITION_ID,
+                    extra=fields(event="catalog_created", partition=DEFAULT_PARTITION_ID),
                 )
                 await self.add(DEFAULT_PARTITION_ID, KeyRange(b"", None), self.default_store)
             else:
@@ -175,12 +178,20 @@ class PartitionRegistry:
         key_range: KeyRange,
         store: str,
         pipeline: Sequence[str] | None = None,
+        *,
+        prepare: Callable[[Path, StoreOptions], Awaitable[None]] | None = None,
     ) -> Partition:
         """Create a partition, persist it in the catalog, and start routing to it.
 
         Args:
             pipeline: stage specs; None for the node's default pipeline, or
                 else the store kind's.
+            prepare: called with the partition's directory (not yet created)
+                and its store options once the id and range are known to be
+                free, before the store is opened: a restore puts the
+                snapshot's data there. If it raises, the directory (and a
+                caching store's durable directory) is removed and nothing is
+                added.
 
         Raises:
             InvalidArgumentError: bad id, store kind or pipeline.
@@ -211,7 +222,17 @@ class PartitionRegistry:
             # Files left by a partition that never made it into the catalog
             # (a crash during an earlier add) must not leak into this one.
             await trio.to_thread.run_sync(self._delete_files, partition_id)
-            partition = await self._start(CatalogEntry(partition_id, key_range, store, pipeline))
+            try:
+                if prepare is not None:
+                    await prepare(self._directory(partition_id), self._store_options(partition_id))
+                partition = await self._start(
+                    CatalogEntry(partition_id, key_range, store, pipeline)
+                )
+            except BaseException:
+                # Not in the catalog: whatever was written is garbage.
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(self._delete_files, partition_id)
+                raise
             version = self._router.version + 1
             try:
                 await self._save_catalog(version)
@@ -223,7 +244,13 @@ class PartitionRegistry:
                     await trio.to_thread.run_sync(self._delete_files, partition_id)
                 raise
             self._publish(version)
-            log.info("added partition %s %s (%s)", partition_id, key_range, store)
+            log.info(
+                "added partition %s %s (%s)",
+                partition_id,
+                key_range,
+                store,
+                extra=fields(event="partition_added", partition=partition_id, store=store),
+            )
             return partition
 
     async def remove(self, partition_id: str) -> PartitionReport:
@@ -245,7 +272,12 @@ class PartitionRegistry:
             await partition.wait_stopped()
             await self._save_catalog(version)
             await trio.to_thread.run_sync(self._delete_files, partition_id)
-            log.info("removed partition %s %s", partition_id, partition.range)
+            log.info(
+                "removed partition %s %s",
+                partition_id,
+                partition.range,
+                extra=fields(event="partition_removed", partition=partition_id),
+            )
             # Statistics are from when removal began (the store is closed now);
             # the sequence number covers the writes drained since.
             return attrs.evolve(info, state=PartitionState.STOPPED, last_seq=partition.last_seq())

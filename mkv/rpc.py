@@ -33,9 +33,10 @@ import collections
 import logging
 import math
 import ssl
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
@@ -75,6 +76,7 @@ __all__ = [
     "CallInfo",
     "Guard",
     "Handler",
+    "RpcObserver",
     "RpcServer",
     "RpcStatistics",
     "ServerStream",
@@ -83,6 +85,16 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any], Awaitable[Message]]
+
+
+class RpcObserver(Protocol):
+    """Told of every call (metrics, the request log); called on the event loop,
+    so it must be quick. ``method`` is a method this server serves, or
+    ``"unknown"``: never a name a client made up."""
+
+    def call_started(self, service: str, method: str) -> None: ...
+
+    def call_finished(self, service: str, method: str, status: Status, seconds: float) -> None: ...
 
 
 @attrs.frozen
@@ -129,6 +141,9 @@ class RpcStatistics:
 # Responses may be a little larger than requests (a Get of a value that
 # filled a whole request, plus its sequence number and partition id).
 _RESPONSE_HEADROOM = 64 * 1024
+# What a call that ends in an exception (its client went away, or the server
+# is stopping) before its status was sent is reported as to the observer.
+_LOST = Status(StatusCode.CANCELLED, "The call ended before its status was sent.")
 # How long an answered call may go on sending before it is reset.
 _DISCARD_TIMEOUT = 5.0
 # How long a response stream may wait for its client to read (HTTP/2 flow
@@ -187,8 +202,10 @@ class RpcServer:
         max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
         ssl_context: ssl.SSLContext | None = None,
         tls_handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT,
+        observer: RpcObserver | None = None,
     ) -> None:
         self.service = service
+        self.observer = observer
         self._services: dict[str, _Service] = {}
         self.add_service(service, methods, guard=guard)
         self.address = address
@@ -387,19 +404,37 @@ class RpcServer:
         self._in_flight += 1
         self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
         self._idle = trio.Event() if self._in_flight == 1 else self._idle
+        observer, observed_service, method, started = self.observer, self.service, "", 0.0
+        outcome = _LOST
         try:
             await stream.start_response()
             event = await stream.receive_event()
+            if observer is not None:
+                started = time.perf_counter()
+                service = event.service_name if isinstance(event, RequestReceived) else ""
+                served = service in self._services and (
+                    event.method_name in self._services[service].methods
+                )
+                # Never a name a client made up: unknown calls count against
+                # the port's main service.
+                observed_service = service if served else self.service
+                method = event.method_name if served else "unknown"
+                observer.call_started(observed_service, method)
             status, response = await self._call(stream, event, peer)
             if isinstance(response, _Streaming):
                 status = await self._send_stream(stream, response)
             elif response is not None:
                 status = await self._send(stream, response) or status
             await stream.close(status, custom_metadata=getattr(status, "trailers", ()))
+            outcome = status
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
+            if observer is not None and method:
+                observer.call_finished(
+                    observed_service, method, outcome, time.perf_counter() - started
+                )
 
     async def _send(self, stream: GRPCProtoStream, message: Message) -> Status | None:
         """Send one response message unless its client stopped reading.

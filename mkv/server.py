@@ -11,6 +11,7 @@ import logging
 import os
 import ssl
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -20,12 +21,21 @@ from mkv.controlplane import ControlPlane
 from mkv.dataplane import DataPlane
 from mkv.errors import ResourceExhaustedError
 from mkv.health import HEALTH_SERVICE, HealthService
+from mkv.logs import RequestLog, fields
+from mkv.metrics import NodeMetrics, RequestMetrics
+from mkv.metrics_http import MetricsServer
+from mkv.operations import OperationRegistry
 from mkv.ratelimit import TokenBucket
 from mkv.reflection import REFLECTION_VERSIONS, ReflectionService
 from mkv.registry import PartitionRegistry
-from mkv.rpc import CallInfo, Guard, RpcServer
+from mkv.rpc import AnyHandler, BidiStream, CallInfo, Guard, RpcObserver, RpcServer, ServerStream
+from mkv.snapshots.paths import SnapshotRoot
+from mkv.snapshots.service import SnapshotService
 from mkv.tls import server_context
 from mkv.wire import CONTROL_SERVICE, DATA_SERVICE, Address
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
 
 __all__ = ["Node"]
 
@@ -52,17 +62,17 @@ class Node:
     def __init__(self, config: Config, *, environ: Mapping[str, str] | None = None) -> None:
         self.config = config
         environ = os.environ if environ is None else environ
-        control_token = load_token(config.token_file, CONTROL_TOKEN_ENV, environ)
+        self._control_token = load_token(config.token_file, CONTROL_TOKEN_ENV, environ)
         data_token = load_token(config.data_token_file, DATA_TOKEN_ENV, environ)
-        if control_token is None and not is_loopback(config.control_addr.host):
+        if self._control_token is None and not is_loopback(config.control_addr.host):
             raise ConfigError(
                 f"the control plane has no token, so it may only listen on loopback, "
                 f"not {config.control_addr}: set token_file or {CONTROL_TOKEN_ENV}"
             )
-        self.control_authenticated = control_token is not None
-        tls: ssl.SSLContext | None = None
+        self.control_authenticated = self._control_token is not None
+        self._tls: ssl.SSLContext | None = None
         if config.tls_cert_file is not None and config.tls_key_file is not None:
-            tls = server_context(
+            self._tls = server_context(
                 config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file
             )
         self.health = HealthService([DATA_SERVICE, CONTROL_SERVICE])
@@ -74,41 +84,35 @@ class Node:
             durable_dir=config.durable_dir,
             cache_bytes=config.cache_bytes,
         )
+        self.operations = OperationRegistry()
+        # Set in run(): creating the root is disk work, not for the constructor.
+        self.snapshots: SnapshotService | None = None
+        self._request_log = RequestLog(config.slow_request_seconds)
+        # Without a metrics endpoint nothing is counted: the request log alone.
+        self._observer: RpcObserver = self._request_log
+        self.metrics: NodeMetrics | None = None
+        self._metrics_server: MetricsServer | None = None
+        if config.metrics_addr is not None:
+            requests = self._observer = RequestMetrics(request_log=self._request_log)
+            self.metrics = NodeMetrics(self.registry, requests)
+            self._metrics_server = MetricsServer(config.metrics_addr, self.metrics.render)
         self._data = DataPlane(self.registry)
         self._data_server = RpcServer(
             DATA_SERVICE,
-            self._data.methods(),
+            self._observed(DATA_SERVICE, self._data.methods()),
             config.data_addr,
             max_request_bytes=config.max_request_bytes,
             drain_timeout=config.drain_timeout,
             stream_stall_timeout=config.stream_stall_timeout,
+            observer=self._observer,
             guard=TokenCheck(data_token, "data plane") if data_token is not None else None,
             deadline_cap=config.data_deadline_cap,
             max_concurrent_streams=config.max_concurrent_streams,
             max_connections_per_address=config.max_connections_per_address,
-            ssl_context=tls,
+            ssl_context=self._tls,
         )
-        bucket = TokenBucket(config.control_rate, config.control_burst)
-        control_guards: list[Guard] = [_rate_limit(bucket)]
-        if control_token is not None:
-            control_guards.insert(0, TokenCheck(control_token, "control plane"))
-        self._control_server = RpcServer(
-            CONTROL_SERVICE,
-            ControlPlane(self.registry).methods(),
-            config.control_addr,
-            max_request_bytes=config.max_request_bytes,
-            drain_timeout=config.drain_timeout,
-            guard=_all_of(control_guards),
-            deadline_cap=config.control_deadline_cap,
-            max_concurrent_streams=config.max_concurrent_streams,
-            max_connections_per_address=config.max_connections_per_address,
-            ssl_context=tls,
-        )
-        for server in (self._data_server, self._control_server):
-            server.add_service(HEALTH_SERVICE, self.health.methods())
-            names = [*server.service_names, *REFLECTION_VERSIONS]
-            for version in REFLECTION_VERSIONS:
-                server.add_service(version, ReflectionService(version, names).methods())
+        self._add_standard_services(self._data_server)
+        self._control_server: RpcServer | None = None
         self._stopping = trio.Event()
 
     @property
@@ -117,7 +121,32 @@ class Node:
 
     @property
     def control_address(self) -> Address:
+        assert self._control_server is not None, "not running"
         return self._control_server.address
+
+    @property
+    def metrics_address(self) -> Address | None:
+        """Where ``/metrics`` is served; None when metrics are off."""
+        return None if self._metrics_server is None else self._metrics_server.address
+
+    def _observed(
+        self, service: str, methods: Mapping[str, tuple[type[Message], AnyHandler]]
+    ) -> Mapping[str, tuple[type[Message], AnyHandler]]:
+        """``methods``, after telling the request log and metrics which they are."""
+        for name, (_, handler) in methods.items():
+            streaming = isinstance(handler, ServerStream | BidiStream)
+            self._request_log.declare(service, name, streaming=streaming)
+            if isinstance(self._observer, RequestMetrics):
+                self._observer.declare(service, name, streaming=streaming)
+        return methods
+
+    def _add_standard_services(self, server: RpcServer) -> None:
+        """Health and reflection (both versions) on ``server``'s port."""
+        server.add_service(HEALTH_SERVICE, self._observed(HEALTH_SERVICE, self.health.methods()))
+        names = [*server.service_names, *REFLECTION_VERSIONS]
+        for version in REFLECTION_VERSIONS:
+            methods = ReflectionService(version, names).methods()
+            server.add_service(version, self._observed(version, methods))
 
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until ``stop()``; then stop accepting, answer what is in flight,
@@ -127,18 +156,51 @@ class Node:
             OSError: a port cannot be bound (for example, it is in use).
             StorageError: the data directory or a store cannot be opened.
         """
+        root = await trio.to_thread.run_sync(SnapshotRoot, self.config.snapshot_dir)
+        self.snapshots = SnapshotService(self.registry, self.operations, root)
+        bucket = TokenBucket(self.config.control_rate, self.config.control_burst)
+        control_guards: list[Guard] = [_rate_limit(bucket)]
+        if self._control_token is not None:
+            control_guards.insert(0, TokenCheck(self._control_token, "control plane"))
+        control_server = self._control_server = RpcServer(
+            CONTROL_SERVICE,
+            self._observed(CONTROL_SERVICE, ControlPlane(self.registry, self.snapshots).methods()),
+            self.config.control_addr,
+            max_request_bytes=self.config.max_request_bytes,
+            drain_timeout=self.config.drain_timeout,
+            observer=self._observer,
+            guard=_all_of(control_guards),
+            deadline_cap=self.config.control_deadline_cap,
+            max_concurrent_streams=self.config.max_concurrent_streams,
+            max_connections_per_address=self.config.max_connections_per_address,
+            ssl_context=self._tls,
+        )
+        self._add_standard_services(control_server)
+        log.info(
+            "starting: data in %s",
+            self.config.data_dir,
+            extra=fields(event="node_starting", data_dir=str(self.config.data_dir)),
+        )
+        metrics_scope = trio.CancelScope()
         async with trio.open_nursery() as nursery:
             await nursery.start(self.registry.run)
+            await nursery.start(self.operations.run)
             try:
                 async with trio.open_nursery() as servers:
                     await servers.start(self._data_server.run)
                     self._data.advertised_address = str(self.data_address)
-                    await servers.start(self._control_server.run)
+                    await servers.start(control_server.run)
+                    await nursery.start(self._serve_metrics, metrics_scope)
                     log.info(
                         "serving data plane on %s, control plane on %s, data in %s",
                         self.data_address,
                         self.control_address,
                         self.config.data_dir,
+                        extra=fields(
+                            event="listening",
+                            data_addr=str(self.data_address),
+                            control_addr=str(self.control_address),
+                        ),
                     )
                     if not self.control_authenticated:
                         # Like Redis's protected mode: safe only because
@@ -148,6 +210,7 @@ class Node:
                             "set token_file or %s to require one",
                             self.control_address,
                             CONTROL_TOKEN_ENV,
+                            extra=fields(event="unauthenticated_control_plane"),
                         )
                     self.health.set_serving(True)
                     task_status.started(self)
@@ -157,14 +220,34 @@ class Node:
                         log.info(
                             "shutting down: health is NOT_SERVING; serving %.1f s more",
                             self.config.shutdown_grace,
+                            extra=fields(event="shutdown_grace"),
                         )
                         await trio.sleep(self.config.shutdown_grace)
-                    log.info("shutting down: draining in-flight requests")
+                    log.info(
+                        "shutting down: draining in-flight requests", extra=fields(event="drain")
+                    )
                     self._data_server.stop()
-                    self._control_server.stop()
+                    control_server.stop()
             finally:
-                # Only after the servers have answered what they took in.
+                # Only after the servers have answered what they took in; the
+                # operations first, as they read from partitions.
+                self.operations.close()
                 self.registry.close()
+                metrics_scope.cancel()
+        log.info("stopped", extra=fields(event="node_stopped"))
+
+    async def _serve_metrics(
+        self, scope: trio.CancelScope, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        """Serve /metrics (when configured) until ``scope`` is cancelled."""
+        if self._metrics_server is None or self.metrics is None:
+            task_status.started()
+            return
+        with scope:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self._metrics_server.run)
+                nursery.start_soon(self.metrics.refresh_store_stats)
+                task_status.started()
 
     def stop(self) -> None:
         """Begin a graceful shutdown; ``run`` returns when it is complete."""

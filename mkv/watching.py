@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 import trio
 
 from mkv.errors import CompactedError, InvalidArgumentError, ResourceExhaustedError
 from mkv.feed import Change
 from mkv.partition import Partition
+from mkv.router import format_key
 from mkv.v1 import data_pb2 as pb
 
 __all__ = ["watch_partition"]
@@ -42,6 +44,21 @@ def _change(change: Change) -> pb.Change:
 async def watch_partition(
     partition: Partition, start: bytes, end: bytes | None, from_seq: int
 ) -> AsyncGenerator[pb.WatchResponse, None]:
+    """The responses of one Watch call on ``partition``, counted among its
+    feed's watchers while it runs (see ``_watch`` for what it raises)."""
+    feed = partition.feed
+    feed.watchers += 1
+    try:
+        async with aclosing(_watch(partition, start, end, from_seq)) as responses:
+            async for response in responses:
+                yield response
+    finally:
+        feed.watchers -= 1
+
+
+async def _watch(
+    partition: Partition, start: bytes, end: bytes | None, from_seq: int
+) -> AsyncGenerator[pb.WatchResponse, None]:
     """The responses of one Watch call on ``partition``.
 
     Raises:
@@ -57,7 +74,7 @@ async def watch_partition(
     if owned.end is not None and (end is None or end > owned.end):
         raise InvalidArgumentError(
             f"The watched range leaves partition {partition.id} (which ends at "
-            f"{owned.end!r}); sequence numbers are per partition, so watch each "
+            f"{format_key(owned.end)}); sequence numbers are per partition, so watch each "
             "partition's part separately."
         )
     feed = partition.feed

@@ -123,7 +123,8 @@ async def test_a_burst_gets_the_configured_number_through(tmp_path: Any) -> None
     burst = 5
     async with (
         running_node(tmp_path / "data", control_rate=0.001, control_burst=burst) as node,
-        mkv.AdminClient.connect(node.control_address) as admin,
+        # rate_limit_wait=0: see the refusals rather than wait them out.
+        mkv.AdminClient.connect(node.control_address, rate_limit_wait=0) as admin,
         mkv.Client.connect(node.data_address) as client,
     ):
         with trio.fail_after(20):
@@ -157,6 +158,29 @@ async def test_a_burst_gets_the_configured_number_through(tmp_path: Any) -> None
                 for _ in range(10):
                     checked = await call(health.Check, health_pb2.HealthCheckRequest())
                     assert checked.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_the_admin_client_waits_out_the_rate_limit(tmp_path: Any) -> None:
+    """The refusal comes before anything is applied, with the wait in a
+    trailer: AdminClient sleeps that long and calls again."""
+    async with (
+        running_node(tmp_path / "data", control_rate=20.0, control_burst=2) as node,
+        mkv.AdminClient.connect(node.control_address) as admin,
+    ):
+        with trio.fail_after(20):
+            start = trio.current_time()
+            for _ in range(6):
+                assert len(await admin.list_partitions()) == 1
+            # Two at once, then four at 20 a second.
+            assert trio.current_time() - start >= 0.15
+            admin.rate_limit_wait = 0
+
+            async def burst() -> None:
+                for _ in range(5):
+                    await admin.list_partitions()
+
+            with pytest.raises(mkv.ResourceExhaustedError):
+                await burst()
 
 
 def test_token_bucket_refills_at_its_rate() -> None:

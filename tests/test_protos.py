@@ -38,15 +38,16 @@ def test_every_rpc_in_the_protos_is_served() -> None:
     assert served == declared
 
 
-def test_every_rpc_of_every_service_on_each_port_has_a_handler(tmp_path: Path) -> None:
+async def test_every_rpc_of_every_service_on_each_port_has_a_handler(tmp_path: Path) -> None:
     """Health, reflection and the planes: what a port lists is what it serves."""
     from google.protobuf import descriptor_pool
 
-    from mkv.config import Config
-    from mkv.server import Node
+    from mkv.testing import running_node
 
-    node = Node(Config(data_dir=tmp_path), environ={})
-    for server in (node._data_server, node._control_server):
+    async with running_node(tmp_path / "data") as node:
+        servers = [node._data_server, node._control_server]
+    for server in servers:
+        assert server is not None
         assert len(server.service_names) == 4, server.service_names
         for name in server.service_names:
             declared = descriptor_pool.Default().FindServiceByName(name).methods_by_name

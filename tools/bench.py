@@ -59,6 +59,8 @@ class Settings:
     store: str = "sqlite"
     # The workloads' partition pipeline; None for the store kind's default.
     pipeline: str | None = None
+    # More `mkv serve` flags, e.g. ("--metrics-addr", "127.0.0.1:0") to measure metrics' cost.
+    server_args: tuple[str, ...] = ()
 
 
 def _modes() -> dict[str, Settings]:
@@ -109,6 +111,7 @@ def mkv_server(
                 *("--data-addr", "127.0.0.1:0", "--control-addr", "127.0.0.1:0"),
                 *("--default-store", settings.store, "--log-level", "WARNING"),
                 *(("--default-pipeline", pipeline) if pipeline is not None else ()),
+                *settings.server_args,
             ],
             stderr=log,
         )
@@ -387,6 +390,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="the measured partitions' pipeline (default: the store's), e.g. 'timestamp' "
         "for SQLite's own fsync without mkv's log",
     )
+    parser.add_argument(
+        "--server-args",
+        metavar="'FLAG ...'",
+        help="more flags for mkv serve, e.g. '--metrics-addr 127.0.0.1:0'",
+    )
     parser.add_argument("--json", type=Path, help="where to write the JSON results")
     return parser.parse_args(argv)
 
@@ -401,6 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "clients": args.clients,
         "store": args.store,
         "pipeline": args.pipeline,
+        "server_args": None if args.server_args is None else tuple(args.server_args.split()),
     }
     settings = attrs.evolve(settings, **{k: v for k, v in overrides.items() if v is not None})
     only = set(args.only or WORKLOADS + BASELINES)

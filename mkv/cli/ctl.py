@@ -3,6 +3,9 @@
 mkvctl partitions list                      # a table: id, range, store, state, ...
 mkvctl partitions add --id users --start user: --end user;
 mkvctl partitions remove users              # deletes the partition's data too
+mkvctl partitions restore nightly/users-42.sqlite3.manifest.json --id users
+mkvctl snapshot users nightly --wait        # progress on stderr, the manifest at the end
+mkvctl operations get 3f9a0c1d2e4b5a69      # a snapshot's state, progress and result
 mkvctl put greeting hello
 mkvctl get greeting                         # the value's bytes, as stored
 mkvctl del greeting other                   # how many of the keys existed
@@ -35,6 +38,12 @@ unbounded range end is ``"end": null, "end_base64": null``. ``scan`` and
 ``--timeout`` does not apply to it (it applies to connecting and to every
 other command, ``scan`` included).
 
+Snapshot and manifest paths are relative to the server's snapshot root.
+``snapshot`` without ``--wait`` prints only the operation id, for scripts.
+With ``--wait`` it polls until the snapshot is done, drawing a progress bar on
+stderr, and ``--timeout`` bounds each call to the server rather than the
+whole wait (the snapshot itself goes on if mkvctl is interrupted).
+
 Exit status: 0 on success, 1 when mkv (or the network) refuses or fails, with
 one line ``mkvctl: <message>`` on stderr; 2 for a usage error.
 """
@@ -53,7 +62,7 @@ from typing import Any, BinaryIO, NoReturn, TextIO
 import attrs
 import trio
 
-from mkv.admin import AdminClient, PartitionInfo
+from mkv.admin import AdminClient, OperationInfo, PartitionInfo, SnapshotInfo
 from mkv.client import Client
 from mkv.config import DEFAULT_CONTROL_ADDR, DEFAULT_DATA_ADDR, ConfigError
 from mkv.errors import MkvError
@@ -100,6 +109,11 @@ class Request:
     limit: int | None = None
     from_seq: int = 0
     count: int | None = None
+    # snapshot, operations get, partitions restore
+    path: str = ""
+    wait: bool = False
+    operation_id: str = ""
+
     # Credentials (read when connecting): a token file, else the token from
     # the environment; TLS files.
     token_file: str | None = None
@@ -119,6 +133,10 @@ class Request:
             "cert": self.cert,
             "key": self.key,
         }
+
+
+# Commands that talk to the control plane (the rest use the data plane).
+_CONTROL_COMMANDS = ("partitions", "snapshot", "operations")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -167,7 +185,9 @@ def _build_parser() -> _Parser:
     )
     parser = _Parser(prog="mkvctl", parents=[common], description="Manage and query an mkv node.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    partitions = commands.add_parser("partitions", parents=[common], help="list, add or remove")
+    partitions = commands.add_parser(
+        "partitions", parents=[common], help="list, add, remove or restore"
+    )
     actions = partitions.add_subparsers(dest="action", metavar="ACTION", required=True)
     actions.add_parser("list", parents=[common], help="show every partition")
     add = actions.add_parser("add", parents=[common], help="create a partition for [START, END)")
@@ -188,6 +208,32 @@ def _build_parser() -> _Parser:
     )
     remove = actions.add_parser("remove", parents=[common], help="drain and delete a partition")
     remove.add_argument("id", help="partition id")
+    restore = actions.add_parser(
+        "restore", parents=[common], help="add a partition that starts from a snapshot"
+    )
+    restore.add_argument(
+        "manifest", metavar="MANIFEST", help="a manifest path in the snapshot root"
+    )
+    restore.add_argument("--id", help="partition id (default: the server picks one)")
+    restore.add_argument("--store", help="store kind (default: the snapshot's)")
+    restore.add_argument("--stage", action="append", metavar="SPEC", help="as for add")
+    restore.add_argument("--pipeline", metavar="'SPEC SPEC ...'", help="as for add")
+    snapshot = commands.add_parser(
+        "snapshot", parents=[common], help="snapshot a partition into a directory"
+    )
+    snapshot.add_argument("partition", metavar="PARTITION", help="partition id")
+    snapshot.add_argument(
+        "path", metavar="PATH", help="directory in the snapshot root ('' for the root)"
+    )
+    snapshot.add_argument(
+        "--wait", action="store_true", help="show progress until done, then print the manifest"
+    )
+    operations = commands.add_parser("operations", parents=[common], help="follow operations")
+    operation_actions = operations.add_subparsers(dest="action", metavar="ACTION", required=True)
+    get_operation = operation_actions.add_parser(
+        "get", parents=[common], help="show an operation's state, progress and result"
+    )
+    get_operation.add_argument("operation_id", metavar="ID")
     put = commands.add_parser("put", parents=[common], help="store VALUE under KEY")
     put.add_argument("key", metavar="KEY")
     put.add_argument("value", metavar="VALUE")
@@ -229,8 +275,9 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Request:
     args = parser.parse_args(argv)
     opts = vars(args)
     as_hex = bool(opts.get("hex", False))
-    command = f"partitions {args.action}" if args.command == "partitions" else args.command
-    plane = "control" if args.command == "partitions" else "data"
+    grouped = args.command in ("partitions", "operations")
+    command = f"{args.command} {args.action}" if grouped else args.command
+    plane = "control" if args.command in _CONTROL_COMMANDS else "data"
 
     def raw(text: str, what: str) -> bytes:
         if not as_hex:
@@ -265,6 +312,16 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Request:
         fields.update(pipeline=None if stages is None else tuple(stages))
     elif command == "partitions remove":
         fields.update(partition_id=args.id)
+    elif command == "partitions restore":
+        fields.update(path=args.manifest, partition_id=args.id, store=args.store)
+        if args.stage and args.pipeline is not None:
+            parser.error("give --stage or --pipeline, not both")
+        stages = args.stage or (args.pipeline.split() if args.pipeline is not None else None)
+        fields.update(pipeline=None if stages is None else tuple(stages))
+    elif command == "snapshot":
+        fields.update(partition_id=args.partition, path=args.path, wait=args.wait)
+    elif command == "operations get":
+        fields.update(operation_id=args.operation_id)
     elif command in ("put", "get"):
         fields.update(keys=(raw(args.key, "KEY"),))
         if command == "put":
@@ -516,10 +573,180 @@ _STREAMING: dict[str, Callable[[Request, BinaryIO], Awaitable[None]]] = {
     "watch": _watch,
 }
 
+
+# -- snapshots and operations -------------------------------------------------
+
+
+def _snapshot_json(info: SnapshotInfo) -> dict[str, Any]:
+    return {
+        "manifest_path": info.manifest_path,
+        "data_path": info.data_path,
+        "manifest": info.manifest.to_json(),
+    }
+
+
+def _render_snapshot(info: SnapshotInfo, as_hex: bool) -> list[tuple[str, str]]:
+    m = info.manifest
+    end = "∞" if m.end is None else _text(m.end, as_hex)
+    return [
+        ("manifest", info.manifest_path),
+        ("data", info.data_path),
+        ("partition", f"{m.partition_id} [{_text(m.start, as_hex)}, {end}) ({m.store_kind})"),
+        ("seq", str(m.seq)),
+        ("size", f"{_size(m.size)} ({m.size} bytes)"),
+        ("sha256", m.sha256),
+        ("created", m.created),
+    ]
+
+
+def _fields(rows: Sequence[tuple[str, str]]) -> str:
+    width = max(len(name) for name, _ in rows)
+    return "".join(f"{name.ljust(width)}  {value}\n" for name, value in rows)
+
+
+def _amount(n: int, unit: str) -> str:
+    return _size(n) if unit == "bytes" else f"{n} {unit}"
+
+
+def _progress_text(op: OperationInfo) -> str:
+    """ "copy 45% (450.0 MiB of 1.0 GiB)", or without a percentage while the total is unknown."""
+    if op.total <= 0:
+        return f"{op.phase} {_amount(op.done, op.unit)}" if op.done else op.phase
+    percent = min(100, op.done * 100 // op.total)
+    return f"{op.phase} {percent}% ({_amount(op.done, op.unit)} of {_amount(op.total, op.unit)})"
+
+
+def _operation_json(op: OperationInfo) -> dict[str, Any]:
+    return {
+        "id": op.id,
+        "kind": op.kind,
+        "partition": op.partition_id,
+        "state": op.state,
+        "phase": op.phase,
+        "progress": {"done": op.done, "total": op.total, "unit": op.unit},
+        "snapshot": None if op.snapshot is None else _snapshot_json(op.snapshot),
+        "error": None if op.error is None else op.error.message,
+        "started": op.started,
+        "finished": op.finished,
+    }
+
+
+def _render_operation(op: OperationInfo, as_hex: bool) -> str:
+    rows = [
+        ("id", op.id),
+        ("kind", op.kind),
+        ("partition", op.partition_id),
+        ("state", op.state),
+    ]
+    if op.running:
+        rows.append(("progress", _progress_text(op)))
+    if op.error is not None:
+        rows.append(("error", op.error.message))
+    if op.snapshot is not None:
+        rows.extend(_render_snapshot(op.snapshot, as_hex))
+    return _fields(rows)
+
+
+class _ProgressBar:
+    """Draws an operation's progress on stderr: redrawn in place on a terminal,
+    else a line at each phase and every tenth of the way (logs stay short)."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._tty = stream.isatty()
+        self._last: tuple[str, int] | None = None
+
+    def show(self, op: OperationInfo) -> None:
+        fraction = min(1.0, op.done / op.total) if op.total > 0 else 0.0
+        filled = int(fraction * self.WIDTH)
+        line = f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {_progress_text(op)}"
+        if self._tty:
+            self._stream.write(f"\r\x1b[K{line}")
+        else:
+            step = (op.phase, int(fraction * 10))
+            if step == self._last:
+                return
+            self._last = step
+            self._stream.write(line + "\n")
+        self._stream.flush()
+
+    def close(self) -> None:
+        if self._tty:
+            self._stream.write("\n")
+            self._stream.flush()
+
+
+async def _partitions_restore(request: Request) -> bytes:
+    async with AdminClient.connect(request.address, **request.credentials()) as admin:
+        info = await admin.add_partition(
+            partition_id=request.partition_id,
+            store=request.store,
+            pipeline=request.pipeline,
+            snapshot=request.path,
+        )
+    if request.json:
+        return _json(_partition_json(info))
+    return (
+        f"restored partition {info.id} {_range(info, request.hex)} ({info.store}) "
+        f"at seq {info.last_seq} from {request.path}\n"
+    ).encode()
+
+
+async def _snapshot(request: Request, stderr: TextIO) -> bytes:
+    assert request.partition_id is not None
+
+    async def call(work: Awaitable[Any]) -> Any:
+        # With --wait the whole command may take hours: each call is bounded instead.
+        with trio.move_on_after(request.timeout) as scope:
+            return await work
+        if scope.cancelled_caught:
+            raise CommandError(
+                f"No answer from mkv at {request.address} within {request.timeout:g} seconds."
+            )
+
+    async with AdminClient.connect(request.address, **request.credentials()) as admin:
+        operation_id = await call(admin.snapshot(request.partition_id, request.path))
+        if not request.wait:
+            if request.json:
+                return _json({"operation_id": operation_id})
+            return f"{operation_id}\n".encode()
+        bar = _ProgressBar(stderr)
+        try:
+            while True:
+                op: OperationInfo = await call(admin.get_operation(operation_id))
+                bar.show(op)
+                if not op.running:
+                    break
+                await trio.sleep(_POLL_INTERVAL)
+        finally:
+            bar.close()
+    if op.error is not None:
+        raise op.error
+    assert op.snapshot is not None
+    if request.json:
+        return _json({"operation_id": op.id, **_snapshot_json(op.snapshot)})
+    return _fields(_render_snapshot(op.snapshot, request.hex)).encode()
+
+
+async def _operations_get(request: Request) -> bytes:
+    async with AdminClient.connect(request.address, **request.credentials()) as admin:
+        op = await admin.get_operation(request.operation_id)
+    if request.json:
+        return _json(_operation_json(op))
+    return _render_operation(op, request.hex).encode()
+
+
+# How often ``snapshot --wait`` asks for progress.
+_POLL_INTERVAL = 0.2
+
 _COMMANDS: dict[str, Callable[[Request], Awaitable[bytes]]] = {
     "partitions list": _partitions_list,
     "partitions add": _partitions_add,
     "partitions remove": _partitions_remove,
+    "partitions restore": _partitions_restore,
+    "operations get": _operations_get,
     "put": _put,
     "get": _get,
     "del": _del,
@@ -535,12 +762,15 @@ async def execute(request: Request, stdout: BinaryIO, stderr: TextIO) -> int:
     """
     output = b""
     error = ""
-    # A watch is meant to run until stopped: no deadline.
-    limit = math.inf if request.command == "watch" else request.timeout
-    with trio.move_on_after(limit) as deadline:
+    # A watch is meant to run until stopped, and snapshot --wait bounds each of
+    # its calls instead (see _snapshot): no deadline for either.
+    unbounded = request.command == "watch" or request.wait
+    with trio.move_on_after(math.inf if unbounded else request.timeout) as deadline:
         try:
             if request.command in _STREAMING:
                 await _STREAMING[request.command](request, stdout)
+            elif request.command == "snapshot":
+                output = await _snapshot(request, stderr)
             else:
                 output = await _COMMANDS[request.command](request)
         except CommandError as exc:

@@ -4,6 +4,8 @@ mkv serve                                   # 127.0.0.1:7070 / :7071, ./mkv-data
 mkv serve --data-addr 0.0.0.0:7070 --data-dir /var/lib/mkv
 mkv serve --config mkv.toml                 # same names, in TOML
 MKV_TOKEN=... mkv serve --control-addr 0.0.0.0:7071   # or --token-file PATH
+mkv serve --snapshot-root /backups/mkv      # where snapshots may go (default DATA_DIR/snapshots)
+mkv serve --metrics-addr 127.0.0.1:9464 --log-format json
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import trio
 
 from mkv.config import DEFAULT_CONTROL_ADDR, DEFAULT_DATA_ADDR, Config, ConfigError
 from mkv.errors import MkvError
+from mkv.logs import LOG_FORMATS, configure_logging, fields
 from mkv.server import Node
 
 __all__ = ["main"]
@@ -54,6 +57,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="memory bound of each caching partition's cache (default 67108864: 64 MiB)",
     )
     serve.add_argument(
+        "--snapshot-root",
+        type=Path,
+        help="the only directory snapshots are written to and restored from "
+        "(default DATA_DIR/snapshots)",
+    )
+    serve.add_argument(
+        "--metrics-addr",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)",
+    )
+    serve.add_argument(
+        "--metrics-allow-remote",
+        action="store_true",
+        default=None,
+        help="allow a non-loopback --metrics-addr (the endpoint has no authentication)",
+    )
+    serve.add_argument("--log-level", help="DEBUG, INFO (default), WARNING or ERROR")
+    serve.add_argument(
+        "--log-format", choices=LOG_FORMATS, help="human lines (default) or JSON lines, on stderr"
+    )
+    serve.add_argument(
+        "--slow-request-seconds",
+        type=float,
+        help="log unary calls at least this slow (default 1.0; 0: never)",
+    )
+    serve.add_argument(
         "--token-file",
         type=Path,
         help="file holding the control plane's token (else $MKV_TOKEN; else loopback only)",
@@ -73,7 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="seconds of NOT_SERVING health before the ports close on shutdown (default 0)",
     )
-    serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return parser
 
 
@@ -88,8 +115,15 @@ async def serve(config: Config) -> None:
             print(f"mkv: data plane listening on {node.data_address}", flush=True)
             print(f"mkv: control plane listening on {node.control_address}", flush=True)
             print(f"mkv: data directory {config.data_dir.resolve()}", flush=True)
+            if node.snapshots is not None:
+                print(f"mkv: snapshot root {node.snapshots.root.path}", flush=True)
+            if node.metrics_address is not None:
+                print(f"mkv: metrics on http://{node.metrics_address}/metrics", flush=True)
             async for signum in signals:
-                log.info("received %s: shutting down", signal.Signals(signum).name)
+                name = signal.Signals(signum).name
+                log.info(
+                    "received %s: shutting down", name, extra=fields(event="signal", signal=name)
+                )
                 node.stop()
                 break
     print("mkv: stopped", flush=True)
@@ -97,11 +131,6 @@ async def serve(config: Config) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     try:
         config = Config.load(
             args.config,
@@ -112,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
             default_pipeline=args.default_pipeline,
             durable_dir=args.durable_dir,
             cache_bytes=args.cache_bytes,
+            snapshot_root=args.snapshot_root,
+            metrics_addr=args.metrics_addr,
+            metrics_allow_remote=args.metrics_allow_remote,
+            log_level=args.log_level,
+            log_format=args.log_format,
+            slow_request_seconds=args.slow_request_seconds,
             token_file=args.token_file,
             data_token_file=args.data_token_file,
             tls_cert_file=args.tls_cert,
@@ -119,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             tls_client_ca_file=args.tls_client_ca,
             shutdown_grace=args.shutdown_grace,
         )
-    except ConfigError as exc:
+        configure_logging(config.log_level, config.log_format)
+    except (ConfigError, ValueError) as exc:
         print(f"mkv: configuration error: {exc}", file=sys.stderr)
         return 2
     try:

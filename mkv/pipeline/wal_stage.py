@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import attrs
 import trio
 
 from mkv.errors import InvalidArgumentError, MkvError, StorageError, UnavailableError
+from mkv.metrics import WAL_FSYNC_SECONDS, WAL_GROUP_WRITES
 from mkv.pipeline.base import Recovered, StageContext
 from mkv.pipeline.payload import decode_write, encode_write
 from mkv.pipeline.write import Write
@@ -108,7 +110,8 @@ class WalStage:
         self._wakeup = trio.Event()
         self._closed = False
         self._failed: MkvError | None = None
-        self._unsynced = False
+        # Writes appended since the last fsync (interval policy), for metrics.
+        self._unsynced = 0
 
     @classmethod
     def from_spec(cls, argument: str, context: StageContext) -> WalStage:
@@ -204,7 +207,7 @@ class WalStage:
             def flush(records: list[tuple[int, int, bytes]] = records) -> None:
                 wal.append(records)
                 if always:
-                    wal.sync()
+                    _timed_sync(wal, len(records))
 
             try:
                 await self._thread.run_sync(flush)
@@ -218,7 +221,8 @@ class WalStage:
                     waiter.done.set()
                 self._queue = []
                 return
-            self._unsynced = not always
+            if not always:
+                self._unsynced += len(records)
             for _, waiter in group:
                 waiter.done.set()
 
@@ -228,9 +232,9 @@ class WalStage:
         wal = self._log
         while True:
             await trio.sleep(self.options.interval_ms / 1000)
-            if self._unsynced:
-                self._unsynced = False
-                await self._thread.run_sync(wal.sync)
+            if writes := self._unsynced:
+                self._unsynced = 0
+                await self._thread.run_sync(lambda: _timed_sync(wal, writes))
 
     async def aclose(self) -> None:
         """Sync and close the log and its thread; safe to call more than once."""
@@ -248,3 +252,11 @@ class WalStage:
 
             await thread.run_sync(sync_and_close)
         await thread.stop()
+
+
+def _timed_sync(wal: WriteAheadLog, writes: int) -> None:
+    """fsync the log, recording how long it took and how many writes it covered."""
+    started = time.perf_counter()
+    wal.sync()
+    WAL_FSYNC_SECONDS.observe(time.perf_counter() - started)
+    WAL_GROUP_WRITES.observe(writes)

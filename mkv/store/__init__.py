@@ -2,6 +2,11 @@
 ``caching`` (a bounded memory cache in front of SQLite kept on another path).
 
 Applications register their own kinds with ``register_store``.
+
+A partition restored from a snapshot (``mkv.snapshots.stores``) finds its
+data in its directory: a SQLite partition as its database, ``SQLITE_FILE``;
+a memory partition as ``MEMORY_BASE_FILE``, loaded at every start (the log,
+if any, then replays what came after it).
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ from mkv.errors import InvalidArgumentError, shown
 from mkv.store.base import DEFAULT_CACHE_BYTES, Item, StateStore, StoreOptions, StoreStats
 from mkv.store.caching import CachingStore, open_caching_store
 from mkv.store.memory import MemoryStore
-from mkv.store.sqlite import SqliteStore
+from mkv.store.sqlite import LayoutReader, SqliteStore
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
+    "MEMORY_BASE_FILE",
+    "SQLITE_FILE",
     "CachingStore",
     "Item",
     "MemoryStore",
@@ -34,10 +41,23 @@ __all__ = [
 # the node's settings for stores (StoreOptions).
 StoreFactory = Callable[[Path, bool, StoreOptions], StateStore]
 
-_FACTORIES: dict[str, StoreFactory] = {
-    "sqlite": lambda directory, logged, _: SqliteStore(directory / "store.sqlite3", logged=logged),
+SQLITE_FILE = "store.sqlite3"
+MEMORY_BASE_FILE = "base.sqlite3"
+
+
+def _open_memory(directory: Path, logged: bool, options: StoreOptions) -> MemoryStore:
     # With a log, the log keeps the sequence numbers (and the data).
-    "memory": lambda directory, logged, _: MemoryStore(None if logged else directory),
+    store = MemoryStore(None if logged else directory)
+    base = directory / MEMORY_BASE_FILE
+    if base.exists():
+        with LayoutReader(base) as reader:
+            store.load(reader.batches(), reader.last_seq, reader.last_ts)
+    return store
+
+
+_FACTORIES: dict[str, StoreFactory] = {
+    "sqlite": lambda directory, logged, _: SqliteStore(directory / SQLITE_FILE, logged=logged),
+    "memory": _open_memory,
     "caching": lambda directory, logged, options: open_caching_store(
         directory, logged=logged, options=options
     ),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mkv.errors import StorageError
@@ -24,7 +24,7 @@ from mkv.pipeline.write import Write
 from mkv.store.base import Item, StoreStats
 from mkv.store.files import write_atomically
 
-__all__ = ["MemoryStore"]
+__all__ = ["MemoryStore", "unpack_item"]
 
 # One small fsync'd write per this many sequence numbers.
 SEQ_RESERVATION = 100_000
@@ -33,8 +33,11 @@ _HEADER = struct.Struct("<QQ")
 
 
 def _item(packed: bytes | None) -> Item | None:
-    if packed is None:
-        return None
+    return None if packed is None else unpack_item(packed)
+
+
+def unpack_item(packed: bytes) -> Item:
+    """The item a stored value packs (see ``MemoryStore.copy_items``)."""
     seq, timestamp = _HEADER.unpack_from(packed)
     return Item(packed[_HEADER.size :], seq, timestamp)
 
@@ -130,6 +133,30 @@ class MemoryStore:
 
     def sync(self) -> int:
         return self._last_seq  # nothing to flush; and nothing survives a restart
+
+    def copy_items(self) -> tuple[dict[bytes, bytes], int, int]:
+        """Every key's packed item (``unpack_item``), with ``last_seq`` and
+        ``last_ts``: one view, for a snapshot.
+
+        Call between applies (a partition's ``Read``): writes wait for it. A
+        shallow copy of the dict, O(keys), values shared (bytes are
+        immutable); unpacking is left to the caller, off the worker thread.
+        """
+        return dict(self._data), self._last_seq, self._last_timestamp
+
+    def load(
+        self, batches: Iterable[Sequence[tuple[bytes, Item]]], last_seq: int, last_ts: int
+    ) -> None:
+        """Start from a snapshot's items (a restored partition), before any apply."""
+        data = self._data
+        for batch in batches:
+            for key, item in batch:
+                if key not in data:
+                    self._order.added(key)
+                data[key] = _HEADER.pack(item.seq, item.timestamp) + item.value
+        # A reservation from before a restart may already be above the snapshot.
+        self._last_seq = max(self._last_seq, last_seq)
+        self._last_timestamp = max(self._last_timestamp, last_ts)
 
     def stats(self) -> StoreStats:
         return StoreStats(key_count=len(self._data), size_bytes=0)

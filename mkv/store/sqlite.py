@@ -13,12 +13,21 @@ last commit without waiting on the writer.
 Layout: ``kv(key, value, seq, ts)`` keyed by the key (``WITHOUT ROWID``, so
 the table is the only B-tree) and ``meta(name, value)`` holding ``last_seq``
 and ``last_ts``, updated in the same transaction as the data they describe.
+Snapshots are files in this same layout, whatever the partition's store kind
+(``create_layout``, ``LayoutReader``).
+
+A snapshot reads a consistent view through a connection of its own that holds
+a read transaction open for the whole copy (``open_pinned_reader``). WAL mode
+lets the writer go on meanwhile, but no checkpoint can move the WAL past a
+view still being read, so ``sync`` then fsyncs the WAL instead of waiting.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import sqlite_utils
@@ -27,7 +36,7 @@ from mkv.errors import StorageError
 from mkv.pipeline.write import Write
 from mkv.store.base import Item, StoreStats
 
-__all__ = ["SqliteStore"]
+__all__ = ["LayoutReader", "SqliteStore", "create_layout"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -45,6 +54,8 @@ INSERT OR IGNORE INTO meta (name, value) VALUES ('last_seq', 0), ('last_ts', 0);
 
 # Well under SQLite's default limit on bound parameters (32766 since 3.32).
 _VARIABLES_PER_QUERY = 500
+
+Row = tuple[bytes, Item]
 
 _UPSERT = (
     "INSERT INTO kv (key, value, seq, ts) VALUES (?, ?, ?, ?) "
@@ -89,6 +100,10 @@ class SqliteStore:
         except sqlite3.Error as exc:
             self._writer.close()
             raise StorageError(f"Could not open the SQLite store at {path}.") from exc
+        # Connections handed out by open_pinned_reader and not yet released;
+        # released from whichever thread finished the snapshot.
+        self._pinned: set[sqlite3.Connection] = set()
+        self._pinned_lock = threading.Lock()
 
     @staticmethod
     def _connect(path: Path, check_same_thread: bool = True) -> sqlite3.Connection:
@@ -205,13 +220,66 @@ class SqliteStore:
         return removed
 
     def sync(self) -> int:
-        # A TRUNCATE checkpoint copies SQLite's WAL into the database file and
-        # fsyncs it, whatever the synchronous setting.
+        with self._pinned_lock:
+            pinned = bool(self._pinned)
         try:
-            self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if not pinned:
+                # A TRUNCATE checkpoint copies SQLite's WAL into the database
+                # file and fsyncs it, whatever the synchronous setting.
+                (busy, _, _) = self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if not busy:
+                    return self._last_seq
+                # Another reader (a statistics count) outlasted the busy
+                # timeout: frames are left in the WAL; the fsync below keeps
+                # them as durable as checkpointed ones.
+            else:
+                # A snapshot reads an older view: a TRUNCATE checkpoint would
+                # wait for it (the busy timeout, 5 s, holding up every write)
+                # and then give up with frames left in the WAL. Committed
+                # frames in an fsynced WAL are as durable as checkpointed
+                # ones, so copy what can be copied without waiting and fsync
+                # the WAL itself.
+                self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            _fsync_file(self.path.with_name(self.path.name + "-wal"))
         except sqlite3.Error as exc:
             raise StorageError("Checkpointing the SQLite store failed.") from exc
+        except OSError as exc:
+            raise StorageError("Syncing the SQLite store's WAL failed.") from exc
         return self._last_seq
+
+    def open_pinned_reader(self) -> tuple[sqlite3.Connection, int, int]:
+        """A connection holding a read transaction on everything applied so far.
+
+        Call from the worker thread between applies (a partition's ``Read``),
+        so the view is exactly at ``last_seq()``. The connection may then be
+        used from any one thread at a time; writes go on meanwhile and it
+        keeps seeing this view. Give it back with ``release_pinned_reader``.
+
+        Returns:
+            The connection, and the ``last_seq`` and ``last_ts`` its view holds.
+
+        Raises:
+            StorageError: the database cannot be opened or read.
+        """
+        conn = self._connect(self.path, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA query_only=ON")
+            # A deferred BEGIN takes no snapshot until the first read: the
+            # SELECT pins it, and the transaction stays open until release.
+            conn.execute("BEGIN")
+            meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StorageError("Could not open a snapshot view of the SQLite store.") from exc
+        with self._pinned_lock:
+            self._pinned.add(conn)
+        return conn, int(meta["last_seq"]), int(meta["last_ts"])
+
+    def release_pinned_reader(self, conn: sqlite3.Connection) -> None:
+        """End the read transaction and close ``conn``; from any thread."""
+        with self._pinned_lock:
+            self._pinned.discard(conn)
+        conn.close()
 
     def stats(self) -> StoreStats:
         # A connection of its own: this runs in a thread of the control plane,
@@ -230,6 +298,66 @@ class SqliteStore:
     def close(self) -> None:
         self._reader.close()
         self._writer.close()
+
+
+def create_layout(conn: sqlite3.Connection) -> None:
+    """Create mkv's tables in an empty database (a snapshot of a memory store)."""
+    conn.executescript(_SCHEMA)
+
+
+class LayoutReader:
+    """A file in mkv's layout (a snapshot), read in key order; blocking.
+
+    Use as a context manager; ``last_seq`` and ``last_ts`` are its ``meta``.
+
+    Raises:
+        StorageError: the file is not a database in mkv's layout.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._conn = sqlite3.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StorageError(f"Could not open {path}.") from exc
+        try:
+            self._conn.execute("PRAGMA query_only=ON")
+            meta = dict(self._conn.execute("SELECT name, value FROM meta").fetchall())
+            self.last_seq = int(meta["last_seq"])
+            self.last_ts = int(meta.get("last_ts", 0))
+            self._conn.execute("SELECT key, value, seq, ts FROM kv LIMIT 0").fetchall()
+        except (sqlite3.Error, KeyError, TypeError, ValueError) as exc:
+            self._conn.close()
+            raise StorageError(f"{path} is not a database in mkv's layout.") from exc
+
+    def batches(self, size: int = 10_000) -> Iterator[list[Row]]:
+        """Every row, in key order, ``size`` at a time."""
+        try:
+            cursor = self._conn.execute("SELECT key, value, seq, ts FROM kv ORDER BY key")
+            while rows := cursor.fetchmany(size):
+                yield [(row[0], Item(row[1], row[2], row[3])) for row in rows]
+        except sqlite3.Error as exc:
+            raise StorageError(f"Reading {self.path} failed.") from exc
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> LayoutReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _fsync_file(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return  # no WAL: nothing written since the last checkpoint
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:

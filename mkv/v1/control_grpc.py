@@ -12,6 +12,12 @@ class ControlPlaneServicer(purerpc.Servicer):
     async def ListPartitions(self, input_message):
         raise NotImplementedError()
 
+    async def Snapshot(self, input_message):
+        raise NotImplementedError()
+
+    async def GetOperation(self, input_message):
+        raise NotImplementedError()
+
     @property
     def service(self) -> purerpc.Service:
         service_obj = purerpc.Service(
@@ -42,6 +48,24 @@ class ControlPlaneServicer(purerpc.Servicer):
                 purerpc.Cardinality.UNARY_UNARY,
                 mkv_dot_v1_dot_control__pb2.ListPartitionsRequest,
                 mkv_dot_v1_dot_control__pb2.ListPartitionsResponse,
+            )
+        )
+        service_obj.add_method(
+            "Snapshot",
+            self.Snapshot,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.SnapshotRequest,
+                mkv_dot_v1_dot_control__pb2.SnapshotResponse,
+            )
+        )
+        service_obj.add_method(
+            "GetOperation",
+            self.GetOperation,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.GetOperationRequest,
+                mkv_dot_v1_dot_control__pb2.GetOperationResponse,
             )
         )
         return service_obj
@@ -75,5 +99,21 @@ class ControlPlaneStub:
                 purerpc.Cardinality.UNARY_UNARY,
                 mkv_dot_v1_dot_control__pb2.ListPartitionsRequest,
                 mkv_dot_v1_dot_control__pb2.ListPartitionsResponse,
+            )
+        )
+        self.Snapshot = self._client.get_method_stub(
+            "Snapshot",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.SnapshotRequest,
+                mkv_dot_v1_dot_control__pb2.SnapshotResponse,
+            )
+        )
+        self.GetOperation = self._client.get_method_stub(
+            "GetOperation",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.GetOperationRequest,
+                mkv_dot_v1_dot_control__pb2.GetOperationResponse,
             )
         )

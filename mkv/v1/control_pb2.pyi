@@ -14,11 +14,22 @@ class PartitionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACTIVE: _ClassVar[PartitionState]
     DRAINING: _ClassVar[PartitionState]
     STOPPED: _ClassVar[PartitionState]
+
+class OperationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OPERATION_STATE_UNSPECIFIED: _ClassVar[OperationState]
+    RUNNING: _ClassVar[OperationState]
+    DONE: _ClassVar[OperationState]
+    FAILED: _ClassVar[OperationState]
 PARTITION_STATE_UNSPECIFIED: PartitionState
 STARTING: PartitionState
 ACTIVE: PartitionState
 DRAINING: PartitionState
 STOPPED: PartitionState
+OPERATION_STATE_UNSPECIFIED: OperationState
+RUNNING: OperationState
+DONE: OperationState
+FAILED: OperationState
 
 class PartitionInfo(_message.Message):
     __slots__ = ("id", "start", "end", "store", "state", "key_count", "size_bytes", "last_seq", "pipeline")
@@ -43,18 +54,20 @@ class PartitionInfo(_message.Message):
     def __init__(self, id: _Optional[str] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., store: _Optional[str] = ..., state: _Optional[_Union[PartitionState, str]] = ..., key_count: _Optional[int] = ..., size_bytes: _Optional[int] = ..., last_seq: _Optional[int] = ..., pipeline: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AddPartitionRequest(_message.Message):
-    __slots__ = ("id", "start", "end", "store", "pipeline")
+    __slots__ = ("id", "start", "end", "store", "pipeline", "snapshot")
     ID_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     STORE_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     id: str
     start: bytes
     end: bytes
     store: str
     pipeline: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., store: _Optional[str] = ..., pipeline: _Optional[_Iterable[str]] = ...) -> None: ...
+    snapshot: str
+    def __init__(self, id: _Optional[str] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., store: _Optional[str] = ..., pipeline: _Optional[_Iterable[str]] = ..., snapshot: _Optional[str] = ...) -> None: ...
 
 class AddPartitionResponse(_message.Message):
     __slots__ = ("partition",)
@@ -83,3 +96,85 @@ class ListPartitionsResponse(_message.Message):
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     partitions: _containers.RepeatedCompositeFieldContainer[PartitionInfo]
     def __init__(self, partitions: _Optional[_Iterable[_Union[PartitionInfo, _Mapping]]] = ...) -> None: ...
+
+class SnapshotRequest(_message.Message):
+    __slots__ = ("partition_id", "path")
+    PARTITION_ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    partition_id: str
+    path: str
+    def __init__(self, partition_id: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+
+class SnapshotResponse(_message.Message):
+    __slots__ = ("operation_id",)
+    OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    operation_id: str
+    def __init__(self, operation_id: _Optional[str] = ...) -> None: ...
+
+class GetOperationRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class SnapshotResult(_message.Message):
+    __slots__ = ("data_path", "manifest_path", "partition_id", "start", "end", "store_kind", "seq", "timestamp", "size", "sha256", "created")
+    DATA_PATH_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_PATH_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_ID_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    STORE_KIND_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    data_path: str
+    manifest_path: str
+    partition_id: str
+    start: bytes
+    end: bytes
+    store_kind: str
+    seq: int
+    timestamp: int
+    size: int
+    sha256: str
+    created: str
+    def __init__(self, data_path: _Optional[str] = ..., manifest_path: _Optional[str] = ..., partition_id: _Optional[str] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., store_kind: _Optional[str] = ..., seq: _Optional[int] = ..., timestamp: _Optional[int] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., created: _Optional[str] = ...) -> None: ...
+
+class Operation(_message.Message):
+    __slots__ = ("id", "kind", "partition_id", "state", "phase", "progress_done", "progress_total", "progress_unit", "snapshot", "error_code", "error_message", "started", "finished")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_DONE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_UNIT_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    kind: str
+    partition_id: str
+    state: OperationState
+    phase: str
+    progress_done: int
+    progress_total: int
+    progress_unit: str
+    snapshot: SnapshotResult
+    error_code: int
+    error_message: str
+    started: float
+    finished: float
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., partition_id: _Optional[str] = ..., state: _Optional[_Union[OperationState, str]] = ..., phase: _Optional[str] = ..., progress_done: _Optional[int] = ..., progress_total: _Optional[int] = ..., progress_unit: _Optional[str] = ..., snapshot: _Optional[_Union[SnapshotResult, _Mapping]] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ...) -> None: ...
+
+class GetOperationResponse(_message.Message):
+    __slots__ = ("operation",)
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    operation: Operation
+    def __init__(self, operation: _Optional[_Union[Operation, _Mapping]] = ...) -> None: ...
