@@ -192,20 +192,7 @@ class Channel:
             MkvError: the server answered a non-OK status (typed by its code).
             UnavailableError: the connection failed or was lost.
         """
-        grpc_socket = await self._connected()
-        try:
-            stream = await grpc_socket.start_request(
-                self._scheme,
-                service,
-                method,
-                request.DESCRIPTOR.full_name,
-                str(self.address),
-                timeout=None if grpc_timeout is None else datetime.timedelta(seconds=grpc_timeout),
-                custom_metadata=self._metadata,
-            )
-        except _CONNECTION_ERRORS as exc:
-            raise self._lost(exc) from exc
-        stream.expect_message_type(response_type)
+        stream = await self._start_call(service, method, request, response_type, grpc_timeout)
         try:
             await send_single_message_client(stream, request)
             response: M = await extract_message_from_singleton_stream(stream)
@@ -231,19 +218,7 @@ class Channel:
         Raises:
             UnavailableError: the connection failed or was lost.
         """
-        grpc_socket = await self._connected()
-        try:
-            stream = await grpc_socket.start_request(
-                self._scheme,
-                service,
-                method,
-                request.DESCRIPTOR.full_name,
-                str(self.address),
-                custom_metadata=self._metadata,
-            )
-        except _CONNECTION_ERRORS as exc:
-            raise self._lost(exc) from exc
-        stream.expect_message_type(response_type)
+        stream = await self._start_call(service, method, request, response_type)
         try:
             try:
                 await send_single_message_client(stream, request)
@@ -252,6 +227,31 @@ class Channel:
             yield ResponseStream(self, stream)
         finally:
             close_call(stream, h2.errors.ErrorCodes.CANCEL)
+
+    async def _start_call(
+        self,
+        service: str,
+        method: str,
+        request: Message,
+        response_type: type[Message],
+        grpc_timeout: float | None = None,
+    ) -> Any:
+        """Open one call on the connection (dialling first if needed)."""
+        grpc_socket = await self._connected()
+        try:
+            stream = await grpc_socket.start_request(
+                self._scheme,
+                service,
+                method,
+                request.DESCRIPTOR.full_name,
+                str(self.address),
+                timeout=None if grpc_timeout is None else datetime.timedelta(seconds=grpc_timeout),
+                custom_metadata=self._metadata,
+            )
+        except _CONNECTION_ERRORS as exc:
+            raise self._lost(exc) from exc
+        stream.expect_message_type(response_type)
+        return stream
 
     def _lost(self, exc: BaseException) -> UnavailableError:
         return UnavailableError(
