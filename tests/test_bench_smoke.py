@@ -13,13 +13,14 @@ from pathlib import Path
 import trio
 
 BENCH = Path(__file__).resolve().parents[1] / "tools" / "bench.py"
-WORKLOADS = {"batch-upsert", "single-upsert", "get", "get-zipf", "mix"}
-BASELINES = {"sqlite", "echo", "rpc-echo", "fsync-each"}
+WORKLOADS = {"batch-upsert", "single-upsert", "get", "get-zipf", "mix", "partitions"}
+BASELINES = {"sqlite", "echo", "rpc-echo", "fsync-each", "one-partition"}
+FIGURES = {"memory-rss", "sqlite-rss", "restart", "replay"}
 
 
 async def test_bench_smoke_mode_reports_every_workload(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    with trio.fail_after(120):
+    with trio.fail_after(180):
         done = await trio.run_process(
             [sys.executable, str(BENCH), "--smoke", "--json", str(out)],
             capture_stdout=True,
@@ -27,7 +28,8 @@ async def test_bench_smoke_mode_reports_every_workload(tmp_path: Path) -> None:
             check=False,
         )
     assert done.returncode == 0, done.stderr.decode()
-    results = json.loads(out.read_text())["results"]
+    report = json.loads(out.read_text())
+    results = report["results"]
 
     assert {r["name"] for r in results} == WORKLOADS | BASELINES
     for r in results:
@@ -39,10 +41,26 @@ async def test_bench_smoke_mode_reports_every_workload(tmp_path: Path) -> None:
         if r["name"] in WORKLOADS:
             assert r["ratio"] is not None, r
             assert r["ratio"] > 0, r
-            assert r["baseline"] in {"sqlite"} | {f"echo c={r['concurrency']}"}, r
-            if r["name"] != "batch-upsert":
+            expected = {
+                "sqlite",
+                f"echo c={r['concurrency']}",
+                f"one-partition c={r['concurrency']}",
+            }
+            assert r["baseline"] in expected, r
+            if r["name"] not in {"batch-upsert", "partitions"}:
                 assert r["rpc_ratio"] is not None, r
             if r["name"] == "single-upsert":
                 assert r["group_commit_ratio"] is not None, r
-    # The table went to stdout too, one line per result under its header.
-    assert len(done.stdout.decode().strip().splitlines()) == len(results) + 2
+    figures = report["figures"]
+    assert {f["name"] for f in figures} == FIGURES
+    for f in figures:
+        assert f["value"] > 0, f
+        assert f["target"], f
+    restart = next(f for f in figures if f["name"] == "restart")
+    # Every size's node started and found the last key it was built with.
+    assert [s["keys"] for s in restart["detail"]["sizes"]] == [2_000, 8_000]
+    assert all(s["first_get_s"] > 0 and s["rss_mb"] > 0 for s in restart["detail"]["sizes"])
+    # The tables went to stdout too: one line per result or figure under two
+    # headers and their rules, with a blank line between the tables.
+    lines = done.stdout.decode().strip().splitlines()
+    assert len(lines) == len(results) + 2 + 1 + len(figures) + 2

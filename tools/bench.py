@@ -12,6 +12,14 @@ in-process sqlite3 (storage), and a purerpc echo server driven by the same
 load generators at the same concurrency (transport). Results go to stdout as a
 table and to bench-results/<timestamp>.json; progress goes to stderr.
 
+Workload (e) runs the same spread single-key upserts against a node of 64
+partitions and one of a single partition. Memory, restart and replay are
+figures measured once each: server RSS after loading keys into a memory
+store; the first Get after starting on SQLite stores of growing size (built
+straight on disk by tools/bench_data.py) and RSS under load at each size; and
+start-up with a log of one-key records no store has applied. Each figure, and
+each workload that has one, is reported with issue 7's target.
+
 This is a measuring tool: nothing here asserts on a timing.
 """
 
@@ -33,9 +41,23 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from bench_procs import Child, Sampler, Usage, busy_elsewhere, watch
-from bench_report import BASELINES, CEILING, WORKLOADS, Result, compute_ratios, percentiles, table
-from bench_worker import BATCH_ENTRIES, batch_pairs, bench_value
+from bench_data import extend_sqlite, partition_dir, spread_ranges, write_catalog, write_log
+from bench_procs import Child, Sampler, Usage, busy_elsewhere, rss_mb, watch
+from bench_report import (
+    BASELINES,
+    CEILING,
+    FIGURES,
+    WORKLOADS,
+    Figure,
+    Result,
+    compute_ratios,
+    figures_table,
+    percentiles,
+    table,
+)
+from bench_worker import BATCH_ENTRIES, batch_pairs, bench_value, state_key
+
+from mkv.router import KeyRange
 
 TOOLS = Path(__file__).resolve().parent
 RESULTS_DIR = TOOLS.parent / "bench-results"
@@ -61,6 +83,15 @@ class Settings:
     pipeline: str | None = None
     # More `mkv serve` flags, e.g. ("--metrics-addr", "127.0.0.1:0") to measure metrics' cost.
     server_args: tuple[str, ...] = ()
+    # Workload (e): this many partitions against one.
+    partitions: int = 64
+    # Keys loaded into a memory-store server before its RSS is read.
+    memory_keys: int = 1_000_000
+    # SQLite stores of these sizes, built on disk and grown in turn: the first
+    # Get after each start, and RSS under load at each size.
+    state_sizes: tuple[int, ...] = (1_000_000, 4_000_000, 10_000_000)
+    # One-key records in a log no store has applied, replayed at start.
+    replay_records: int = 1_000_000
 
 
 def _modes() -> dict[str, Settings]:
@@ -70,6 +101,7 @@ def _modes() -> dict[str, Settings]:
         "get": (1, 16, 64),
         "get-zipf": (16,),
         "mix": (16,),
+        "partitions": (64,),
     }
     smoke = {
         "batch-upsert": (1,),
@@ -77,11 +109,31 @@ def _modes() -> dict[str, Settings]:
         "get": (1, 4),
         "get-zipf": (4,),
         "mix": (4,),
+        "partitions": (4,),
     }
     return {
         "full": Settings("full", duration=8.0, warmup=2.0, preload=1_000_000, concurrency=full),
-        "quick": Settings("quick", duration=1.5, warmup=0.5, preload=20_000, concurrency=full),
-        "smoke": Settings("smoke", duration=0.3, warmup=0.1, preload=2_000, concurrency=smoke),
+        "quick": Settings(
+            "quick",
+            duration=1.5,
+            warmup=0.5,
+            preload=20_000,
+            concurrency=full,
+            memory_keys=100_000,
+            state_sizes=(100_000, 400_000),
+            replay_records=100_000,
+        ),
+        "smoke": Settings(
+            "smoke",
+            duration=0.3,
+            warmup=0.1,
+            preload=2_000,
+            concurrency=smoke,
+            partitions=4,
+            memory_keys=5_000,
+            state_sizes=(2_000, 8_000),
+            replay_records=2_000,
+        ),
     }
 
 
@@ -94,22 +146,31 @@ def progress(text: str) -> None:
 
 @contextmanager
 def mkv_server(
-    settings: Settings, scratch: Path, name: str, pipeline: str | None = None
+    settings: Settings,
+    scratch: Path,
+    name: str,
+    pipeline: str | None = None,
+    *,
+    data_dir: Path | None = None,
+    store: str | None = None,
 ) -> Iterator[tuple[Child, str]]:
-    """``mkv serve`` on a fresh data directory, stopped and deleted afterwards.
+    """``mkv serve`` on a fresh data directory (or ``data_dir``), stopped afterwards.
 
     Args:
         pipeline: the default partition's pipeline; None for ``settings.pipeline``.
+        store: the default partition's store; None for ``settings.store``.
     """
     pipeline = pipeline if pipeline is not None else settings.pipeline
-    data_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=scratch))
+    store = store or settings.store
+    if data_dir is None:
+        data_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=scratch))
     with open(scratch / f"{name}-stderr.log", "wb") as log:
         server = Child(
             "mkv serve",
             [
                 *(sys.executable, "-m", "mkv.cli.server", "serve", "--data-dir", str(data_dir)),
                 *("--data-addr", "127.0.0.1:0", "--control-addr", "127.0.0.1:0"),
-                *("--default-store", settings.store, "--log-level", "WARNING"),
+                *("--default-store", store, "--log-level", "WARNING"),
                 *(("--default-pipeline", pipeline) if pipeline is not None else ()),
                 *settings.server_args,
             ],
@@ -272,6 +333,145 @@ def sqlite_baseline(settings: Settings, scratch: Path) -> Result:
     )
 
 
+# -- memory, restart and replay ------------------------------------------------------
+
+MB = 1024 * 1024
+# Smaller runs than this are too short to project a 1M-key figure from.
+PROJECT_FROM = 100_000
+
+
+def first_get(pool: Pool, server: Child, address: str, key: bytes) -> float:
+    """Seconds from the server's process start to a Get of ``key`` that finds it.
+
+    The server prints its address once it serves (every partition started,
+    its log replayed), and one load generator, already running, then
+    connects and reads: the time includes that hop (a few ms), not the load
+    generator's own start.
+    """
+    worker = pool.workers[0]
+    worker.send({"cmd": "job", "kind": "first-get", "addr": address, "key": key.hex()})
+    reply = worker.receive(timeout=600)
+    return float(reply["end"]) - server.started
+
+
+def memory_figure(pool: Pool, settings: Settings, scratch: Path) -> Figure:
+    """Server RSS with the memory store after loading ``memory_keys`` keys
+    (16-byte keys, 100-byte values) through the RPC path."""
+    keys = settings.memory_keys
+    with mkv_server(settings, scratch, "memory", store="memory") as (server, address):
+        time.sleep(0.5)
+        empty = rss_mb(server.pid)
+        pool.preload(address, keys)
+        time.sleep(1.0)  # let the last requests' buffers go
+        loaded = rss_mb(server.pid)
+    per_key = (loaded - empty) * MB / keys
+    projected = empty + per_key * 1_000_000 / MB
+    full = keys >= 1_000_000
+    return Figure(
+        name="memory-rss",
+        value=loaded,
+        unit="MB",
+        target="<= 300 MB with 1M keys" + ("" if full else " (projected from this run)"),
+        met=(loaded if full else projected) <= 300 if keys >= PROJECT_FROM else None,
+        detail={
+            "keys": keys,
+            "empty_mb": empty,
+            "bytes_per_key": per_key,
+            "projected_1m_mb": projected,
+        },
+    )
+
+
+def state_figures(pool: Pool, settings: Settings, scratch: Path) -> list[Figure]:
+    """Restart and SQLite RSS on stores of ``state_sizes`` keys, grown in turn:
+    the first Get after each start, then RSS under a 50/50 Get/upsert load
+    over the whole key space at concurrency 16."""
+    data_dir = scratch / "state"
+    write_catalog(data_dir, [KeyRange(b"", None)])
+    directory = partition_dir(data_dir)
+    value = bench_value(0)
+    built = 0
+    sizes: list[dict[str, float]] = []
+    for size in settings.state_sizes:
+        progress(f"   building a SQLite store of {size:,} keys")
+        start = time.monotonic()
+        extend_sqlite(directory, built, size, value)
+        built_s, built = time.monotonic() - start, size
+        progress(f"   built in {built_s:.1f} s; starting a node on it")
+        with mkv_server(settings, scratch, f"state-{size}", data_dir=data_dir) as (server, address):
+            first = first_get(pool, server, address, state_key(size - 1))
+            spec = {"kind": "mix", "addr": address, "seed": 7, "keyspace": size}
+            load = run_load(pool, "mix", {**spec, "key_format": "state"}, 16, settings, server)
+        progress(f"   first Get {first:.2f} s after start; RSS {load.usage.server_rss_mb:.0f} MB")
+        sizes.append(
+            {
+                "keys": size,
+                "first_get_s": first,
+                "rss_mb": load.usage.server_rss_mb,
+                "mix_ops_s": load.throughput,
+                "build_s": built_s,
+                "db_mb": (directory / "store.sqlite3").stat().st_size / MB,
+            }
+        )
+    largest, smallest = sizes[-1], sizes[0]
+    restart_full = largest["keys"] >= 10_000_000
+    growth = largest["rss_mb"] / smallest["rss_mb"]
+    return [
+        Figure(
+            name="restart",
+            value=largest["first_get_s"],
+            unit="s",
+            target="first Get <= 1 s after start, 10M keys on SQLite"
+            + ("" if restart_full else f" (this run: {largest['keys']:,})"),
+            met=largest["first_get_s"] <= 1.0 if restart_full else None,
+            detail={"sizes": sizes},
+        ),
+        Figure(
+            name="sqlite-rss",
+            value=growth,
+            unit=f"x RSS ({largest['keys']:,} keys over {smallest['keys']:,})",
+            target="RSS independent of data size (<= 1.10x)",
+            met=growth <= 1.10,
+            detail={"sizes": sizes},
+        ),
+    ]
+
+
+def replay_figure(pool: Pool, settings: Settings, scratch: Path) -> Figure:
+    """Start-up with ``replay_records`` logged one-key upserts the store has
+    not applied, less the start-up of a node with nothing to replay."""
+    value = bench_value(0)
+    empty_dir = scratch / "start-empty"
+    write_catalog(empty_dir, [KeyRange(b"", None)])
+    extend_sqlite(partition_dir(empty_dir), 0, 1, value)
+    with mkv_server(settings, scratch, "start-empty", data_dir=empty_dir) as (server, address):
+        empty = first_get(pool, server, address, state_key(0))
+    records = settings.replay_records
+    data_dir = scratch / "replay"
+    write_catalog(data_dir, [KeyRange(b"", None)])
+    start = time.monotonic()
+    last_key = write_log(partition_dir(data_dir), records, value)
+    progress(f"   wrote {records:,} log records in {time.monotonic() - start:.1f} s")
+    with mkv_server(settings, scratch, "replay", data_dir=data_dir) as (server, address):
+        started = first_get(pool, server, address, last_key)
+    replay = started - empty
+    full = records >= 1_000_000
+    per_record_us = replay * 1e6 / records
+    return Figure(
+        name="replay",
+        value=replay,
+        unit=f"s for {records:,} records",
+        target="<= 10 s for 1M records" + ("" if full else " (projected: <= 10 us a record)"),
+        met=replay <= 10 if full else per_record_us <= 10 if records >= PROJECT_FROM else None,
+        detail={
+            "records": records,
+            "start_s": started,
+            "empty_start_s": empty,
+            "per_record_us": per_record_us,
+        },
+    )
+
+
 # -- the plan ---------------------------------------------------------------------
 
 
@@ -281,10 +481,15 @@ def run_suite(settings: Settings, only: set[str], scratch: Path) -> dict[str, An
     echo_conc = sorted({c for w, cs in conc.items() if CEILING[w] == "echo" for c in cs})
     if not echo_conc and only & {"echo", "rpc-echo"}:
         echo_conc = sorted({c for w in WORKLOADS[1:] for c in settings.concurrency[w]})
-    echoes = [e for e in ("echo", "rpc-echo") if e in only or conc.keys() - {"batch-upsert"}]
+    echoes = [
+        e for e in ("echo", "rpc-echo") if e in only or conc.keys() - {"batch-upsert", "partitions"}
+    ]
     runs = sum(map(len, conc.values())) + len(echo_conc) * len(echoes)
     runs += "batch-upsert" in conc or "sqlite" in only
     runs += len(conc.get("single-upsert", ()))  # the fsync-each baseline
+    runs += len(conc.get("partitions", ()))  # the one-partition baseline
+    runs += len(only & set(FIGURES))
+    figures: list[Figure] = []
     step = iter(range(1, runs + 1))
     preload_seconds = None
 
@@ -302,8 +507,8 @@ def run_suite(settings: Settings, only: set[str], scratch: Path) -> dict[str, An
             )
         )
 
-    def announce(name: str, concurrency: int) -> None:
-        progress(f"[{next(step)}/{runs}] {name} c={concurrency}")
+    def announce(name: str, concurrency: int | None = None) -> None:
+        progress(f"[{next(step)}/{runs}] {name}" + (f" c={concurrency}" if concurrency else ""))
 
     if "batch-upsert" in conc or "sqlite" in only:
         announce("sqlite baseline", 1)
@@ -356,12 +561,40 @@ def run_suite(settings: Settings, only: set[str], scratch: Path) -> dict[str, An
                             "keyspace": settings.preload,
                         }
                         report(run_load(pool, name, spec, c, settings, server))
+        if "partitions" in conc:
+            # Single-key durable upserts on keys drawn from the whole key
+            # space: one partition takes them all, or 64 take a share each.
+            for name, count in (("one-partition", 1), ("partitions", settings.partitions)):
+                data_dir = scratch / f"partitions-{count}"
+                write_catalog(data_dir, spread_ranges(count))
+                with mkv_server(settings, scratch, name, data_dir=data_dir) as (server, address):
+                    for c in conc["partitions"]:
+                        announce(f"{name} ({count} partitions)", c)
+                        spec = {"kind": "spread", "addr": address, "seed": c}
+                        report(run_load(pool, name, spec, c, settings, server))
+
+        def figure(new: Figure) -> None:
+            figures.append(new)
+            verdict = {True: "met", False: "MISSED", None: "too small to tell"}[new.met]
+            progress(f"   {new.name}: {new.value:,.2f} {new.unit} ({new.target}: {verdict})")
+
+        if "memory-rss" in only:
+            announce(f"memory store RSS, {settings.memory_keys:,} keys")
+            figure(memory_figure(pool, settings, scratch))
+        if only & {"restart", "sqlite-rss"}:
+            announce("restart and SQLite RSS")
+            for new in state_figures(pool, settings, scratch):
+                figure(new)
+        if "replay" in only:
+            announce(f"replay of {settings.replay_records:,} log records")
+            figure(replay_figure(pool, settings, scratch))
     finally:
         pool.close()
     compute_ratios(results)
     return {
         "preload": {"keys": settings.preload, "seconds": preload_seconds},
         "results": [attrs.asdict(r) for r in results],
+        "figures": [attrs.asdict(f) for f in figures],
     }
 
 
@@ -373,9 +606,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=WORKLOADS + BASELINES,
+        choices=WORKLOADS + BASELINES + FIGURES,
         metavar="WORKLOAD",
-        help=f"run only these (ceilings they need still run): {', '.join(WORKLOADS + BASELINES)}",
+        help="run only these (ceilings they need still run): "
+        + ", ".join(WORKLOADS + BASELINES + FIGURES),
     )
     parser.add_argument("--duration", type=float, help="seconds measured per run")
     parser.add_argument("--warmup", type=float, help="seconds of warm-up before each run")
@@ -412,7 +646,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "server_args": None if args.server_args is None else tuple(args.server_args.split()),
     }
     settings = attrs.evolve(settings, **{k: v for k, v in overrides.items() if v is not None})
-    only = set(args.only or WORKLOADS + BASELINES)
+    only = set(args.only or WORKLOADS + BASELINES + FIGURES)
     started = datetime.now()
     begin = time.monotonic()
     # The machine is often shared (tests running alongside): say so up front,
@@ -440,6 +674,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(table(report["results"]))
+    if report["figures"]:
+        print()
+        print(figures_table(report["figures"]))
     progress(f"done in {report['seconds']:.0f} s; results in {path}")
     return 0
 

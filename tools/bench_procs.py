@@ -40,6 +40,8 @@ class Child:
 
     def __init__(self, name: str, argv: Sequence[str], *, stderr: IO[bytes] | None = None) -> None:
         self.name = name
+        # Just before the process exists (time.monotonic): start-up is timed from here.
+        self.started = time.monotonic()
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,

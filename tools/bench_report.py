@@ -8,12 +8,44 @@ from typing import Any
 import attrs
 from bench_procs import Usage
 
-WORKLOADS = ("batch-upsert", "single-upsert", "get", "get-zipf", "mix")
-BASELINES = ("sqlite", "echo", "rpc-echo", "fsync-each")
+WORKLOADS = ("batch-upsert", "single-upsert", "get", "get-zipf", "mix", "partitions")
+BASELINES = ("sqlite", "echo", "rpc-echo", "fsync-each", "one-partition")
+# Measured once each, not as a load: memory and start-up (see tools/bench.py).
+FIGURES = ("memory-rss", "sqlite-rss", "restart", "replay")
 # What each workload's figure is divided by: the storage ceiling for batches,
 # the purerpc echo for single calls (and, as a second figure, the echo through
-# mkv's own RPC layer).
-CEILING = {"batch-upsert": "sqlite"} | {w: "echo" for w in WORKLOADS[1:]}
+# mkv's own RPC layer); 64 partitions against one under the same load.
+CEILING = {"batch-upsert": "sqlite", "partitions": "one-partition"} | {
+    w: "echo" for w in ("single-upsert", "get", "get-zipf", "mix")
+}
+# Issue 7's targets: workload → (concurrency or None for any, least ratio to
+# the ceiling, most p99/p50 or None).
+TARGETS: dict[str, tuple[int | None, float, float | None]] = {
+    "batch-upsert": (None, 0.5, None),
+    "get": (16, 0.8, 3.0),
+    "single-upsert": (64, 0.6, None),
+    "partitions": (None, 0.9, None),
+}
+
+
+def target_of(name: str, concurrency: int) -> tuple[float, float | None] | None:
+    """The (ratio, p99/p50) target of a workload at a concurrency, if it has one."""
+    target = TARGETS.get(name)
+    if target is None or target[0] not in (None, concurrency):
+        return None
+    return target[1], target[2]
+
+
+@attrs.define
+class Figure:
+    """A figure measured once, with its target: memory, restart and replay."""
+
+    name: str
+    value: float
+    unit: str
+    target: str  # said for a person, e.g. "<= 300 MB at 1M keys"
+    met: bool | None  # None: the run was too small to tell
+    detail: dict[str, Any] = attrs.Factory(dict)
 
 
 @attrs.define
@@ -38,6 +70,9 @@ class Result:
     # Single upserts only: over the same load with one fsync per request
     # (wal:always,group=off): what group commit buys.
     group_commit_ratio: float | None = None
+    # Issue 7's target for this figure, and whether this run met it.
+    target: str | None = None
+    met: bool | None = None
 
 
 def percentiles(latencies_s: Sequence[float]) -> dict[str, float]:
@@ -59,13 +94,25 @@ def compute_ratios(results: list[Result]) -> None:
     echo = {r.concurrency: r for r in results if r.name == "echo"}
     rpc_echo = {r.concurrency: r for r in results if r.name == "rpc-echo"}
     fsync_each = {r.concurrency: r for r in results if r.name == "fsync-each"}
+    one = {r.concurrency: r for r in results if r.name == "one-partition"}
     for r in results:
         if r.kind != "workload":
             continue
-        ceiling = sqlite if CEILING[r.name] == "sqlite" else echo.get(r.concurrency)
+        ceiling = {"sqlite": sqlite, "echo": echo.get(r.concurrency)}.get(
+            CEILING[r.name], one.get(r.concurrency)
+        )
         if ceiling is not None and ceiling.throughput > 0:
-            r.baseline = ceiling.name if ceiling.name == "sqlite" else f"echo c={r.concurrency}"
+            r.baseline = (
+                f"{ceiling.name} c={r.concurrency}" if ceiling.name != "sqlite" else "sqlite"
+            )
             r.ratio = r.throughput / ceiling.throughput
+        target = target_of(r.name, r.concurrency)
+        if target is not None:
+            ratio, spread = target
+            r.target = f">= {ratio:.2f}x" + (f", p99 <= {spread:.0f}x p50" if spread else "")
+            if r.ratio is not None:
+                p50, p99 = r.latency_ms["p50"], r.latency_ms["p99"]
+                r.met = r.ratio >= ratio and (spread is None or p99 <= spread * p50)
         rpc = rpc_echo.get(r.concurrency) if CEILING[r.name] == "echo" else None
         if rpc is not None and rpc.throughput > 0:
             r.rpc_ratio = r.throughput / rpc.throughput
@@ -89,6 +136,7 @@ def table(results: Sequence[dict[str, Any]]) -> str:
         "vs ceiling",
         "vs rpc-echo",
         "vs fsync-each",
+        "target",
     )
     rows = [header]
     for r in results:
@@ -111,11 +159,12 @@ def table(results: Sequence[dict[str, Any]]) -> str:
                 ratio,
                 f"{r['rpc_ratio']:.2f}" if r["rpc_ratio"] is not None else "",
                 f"{r['group_commit_ratio']:.2f}" if r.get("group_commit_ratio") else "",
+                _target(r.get("target"), r.get("met")),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     # Text columns to the left, numbers to the right.
-    left = {0, len(header) - 3}
+    left = {0, len(header) - 4, len(header) - 1}
     lines = [
         "  ".join(
             c.ljust(w) if i in left else c.rjust(w)
@@ -123,5 +172,23 @@ def table(results: Sequence[dict[str, Any]]) -> str:
         )
         for row in rows
     ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _target(target: str | None, met: bool | None) -> str:
+    if target is None:
+        return ""
+    return f"{target}: " + {True: "met", False: "MISSED", None: "not measured"}[met]
+
+
+def figures_table(figures: Sequence[dict[str, Any]]) -> str:
+    """Memory, restart and replay figures, one line each, with their targets."""
+    rows = [("figure", "value", "target", "")]
+    for f in figures:
+        shown = {True: "met", False: "MISSED", None: "too small a run to tell"}[f["met"]]
+        rows.append((f["name"], f"{f['value']:,.2f} {f['unit']}", f["target"], shown))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(line.rstrip() for line in lines)

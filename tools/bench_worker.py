@@ -55,6 +55,12 @@ def preload_key(i: int) -> bytes:
     return b"g" + i.to_bytes(KEY_BYTES - 1, "big")
 
 
+def state_key(i: int) -> bytes:
+    """Key number ``i`` of a state built on disk by tools/bench_data.py (restart,
+    RSS): ASCII digits, so that SQLite can make it in SQL."""
+    return b"r" + b"%0*d" % (KEY_BYTES - 1, i)
+
+
 def fresh_keys(tag: bytes, task: int, start: int, count: int) -> list[bytes]:
     """``count`` keys never written before by this run: tag, task number, counter.
 
@@ -180,13 +186,22 @@ def _make_op(
             return 1
 
         return single, _nothing
+    if kind == "spread":
+        # Keys drawn uniformly from the whole key space: spread evenly over
+        # partitions cut at even prefixes (tools/bench_data.spread_ranges).
+        async def spread() -> int:
+            await client.upsert([(rng.randbytes(KEY_BYTES), value)])
+            return 1
+
+        return spread, _nothing
+    key_of = state_key if spec.get("key_format") == "state" else preload_key
     draw: Callable[[], int] = (
         Zipfian(keyspace, rng=rng) if spec.get("zipf") else lambda: rng.randrange(keyspace)
     )
     if kind == "get":
 
         async def get() -> int:
-            if await client.get(preload_key(draw())) is None:
+            if await client.get(key_of(draw())) is None:
                 raise RuntimeError("a preloaded key is missing")
             return 1
 
@@ -194,7 +209,7 @@ def _make_op(
     if kind == "mix":
 
         async def mix() -> int:
-            key = preload_key(draw())
+            key = key_of(draw())
             if rng.random() < 0.5:
                 await client.get(key)
             else:
@@ -289,6 +304,28 @@ async def _preload(spec: dict[str, Any]) -> dict[str, Any]:
     return {"event": "result", "keys": hi - lo}
 
 
+async def _first_get(spec: dict[str, Any]) -> dict[str, Any]:
+    """Get ``spec["key"]`` (hex) until it is found; say when (monotonic) and
+    after how many attempts. A node still starting may refuse or stall a call."""
+    key = bytes.fromhex(spec["key"])
+    attempts = 0
+    with trio.fail_after(spec.get("timeout", 300)):
+        while True:
+            attempts += 1
+            try:
+                with trio.move_on_after(5):
+                    async with mkv.Client.connect(spec["addr"]) as client:
+                        if await client.get(key) is not None:
+                            return {
+                                "event": "result",
+                                "end": time.monotonic(),
+                                "attempts": attempts,
+                            }
+            except (MkvError, OSError):
+                pass
+            await trio.sleep(0.005)
+
+
 def main() -> None:
     while True:
         line = sys.stdin.readline()
@@ -297,7 +334,8 @@ def main() -> None:
         command = json.loads(line)
         if command["cmd"] == "exit":
             return
-        job = _preload if command["kind"] == "preload" else _timed_job
+        jobs = {"preload": _preload, "first-get": _first_get}
+        job = jobs.get(command["kind"], _timed_job)
         _emit(trio.run(job, command))
 
 
