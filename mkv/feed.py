@@ -107,6 +107,13 @@ class ChangeFeed:
             del self._cumulative[: self._head]
             self._head = 0
 
+    def restart_after(self, seq: int) -> None:
+        """Let the (empty) feed start after ``seq``: writes up to it are not
+        retained. For loading only the newest logged writes at start."""
+        assert not self._entries, "only an empty feed restarts"
+        self.retained_after = max(self.retained_after, seq)
+        self.last_seq = max(self.last_seq, seq)
+
     def skip_to(self, seq: int) -> None:
         """Sequence numbers up to ``seq`` were used without a change being
         applied (a failed write): the feed is still complete through them."""

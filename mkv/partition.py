@@ -57,8 +57,8 @@ from mkv.pipeline import (
     build_pipeline,
     restore,
 )
-from mkv.pipeline.payload import decode_write
 from mkv.pipeline.reorder import OrderedWindow
+from mkv.recovery import replay_log
 from mkv.router import KeyRange
 from mkv.store import StateStore, StoreOptions, StoreStats, open_store
 from mkv.worker import WorkerThread
@@ -254,7 +254,7 @@ class Partition:
             if wal is not None:
                 recovered = recovered.later(await wal.open())
                 feed = self.feed = ChangeFeed(self._watch_retention_bytes, wal.base_seq)
-                replayed = await worker.run_sync(lambda: _replay(store, wal, feed))
+                replayed = await worker.run_sync(lambda: replay_log(store, wal, feed))
                 if replayed:
                     log.info(
                         "partition %s: replayed %d writes from its log",
@@ -590,33 +590,3 @@ async def _outcome(stage_work: Awaitable[None]) -> MkvError | None:
         log.exception("an asynchronous pipeline stage failed")
         return InternalError(f"A pipeline stage failed ({type(exc).__name__}).")
     return None
-
-
-def _replay(store: StateStore, wal: WalStage, feed: ChangeFeed) -> int:
-    """Apply the logged writes the store has not seen, and load every logged
-    write into the watch feed; blocking (worker thread). Returns how many
-    were applied."""
-    count = 0
-    batch: list[Write] = []
-    size = 0
-    applied = store.last_seq()
-    for record in wal.records(wal.base_seq):
-        payload = record.payload
-        feed.append(
-            FeedEntry(
-                record.seq, record.timestamp, entry_cost(None, payload, 0, 0), payload=payload
-            )
-        )
-        if record.seq <= applied:
-            continue
-        batch.append(decode_write(payload, record.seq, record.timestamp))
-        # Summing key and value lengths per write was a sixth of replay time.
-        size += len(payload)
-        if size >= MAX_APPLY_BYTES:
-            store.apply(batch)
-            count += len(batch)
-            batch, size = [], 0
-    if batch:
-        store.apply(batch)
-        count += len(batch)
-    return count

@@ -141,6 +141,12 @@ class WalStage:
         assert self._log is not None
         return self._log.replay(after_seq)
 
+    def record_batches(self, after_seq: int) -> Iterator[list[tuple[int, int, bytes]]]:
+        """As :meth:`records`, as ``(seq, timestamp, payload)`` tuples a read
+        chunk at a time (bulk replay: mkv.recovery); blocking (a thread)."""
+        assert self._log is not None
+        return self._log.replay_batches(after_seq)
+
     def replay(self, after_seq: int) -> Iterator[Write]:
         """Every logged write after ``after_seq``, in order; blocking (a thread)."""
         assert self._log is not None

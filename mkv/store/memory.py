@@ -105,13 +105,7 @@ class MemoryStore:
         if not writes:
             return []
         top = writes[-1].seq
-        if self._seq_file is not None and top > self._reserved:
-            reserved = top + SEQ_RESERVATION
-            try:
-                write_atomically(self._seq_file, str(reserved).encode())
-            except OSError as exc:
-                raise StorageError("Could not reserve sequence numbers on disk.") from exc
-            self._reserved = reserved
+        self._reserve(top)
         data = self._data
         order = self._order
         removed: list[int] = []
@@ -130,6 +124,29 @@ class MemoryStore:
             self._last_timestamp = write.timestamp or self._last_timestamp
         self._last_seq = top
         return removed
+
+    def apply_puts(self, rows: Sequence[tuple[bytes, bytes, int, int]]) -> None:
+        """Replay's fast path (mkv.recovery): ``(key, value, seq, ts)`` rows, no ``Write`` each."""
+        if not rows:
+            return
+        top = rows[-1][2]
+        self._reserve(top)
+        data, order, pack = self._data, self._order, _HEADER.pack
+        for key, value, seq, timestamp in rows:
+            if key not in data:
+                order.added(key)
+            data[key] = pack(seq, timestamp) + value
+            self._last_timestamp = timestamp or self._last_timestamp
+        self._last_seq = top
+
+    def _reserve(self, top: int) -> None:
+        if self._seq_file is not None and top > self._reserved:
+            reserved = top + SEQ_RESERVATION
+            try:
+                write_atomically(self._seq_file, str(reserved).encode())
+            except OSError as exc:
+                raise StorageError("Could not reserve sequence numbers on disk.") from exc
+            self._reserved = reserved
 
     def sync(self) -> int:
         return self._last_seq  # nothing to flush; and nothing survives a restart

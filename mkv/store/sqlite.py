@@ -219,6 +219,31 @@ class SqliteStore:
         self._last_seq, self._last_timestamp = top, timestamp
         return removed
 
+    def apply_puts(self, rows: Sequence[tuple[bytes, bytes, int, int]]) -> None:
+        """Replay's fast path (mkv.recovery): ``(key, value, seq, ts)`` rows
+        straight to one ``executemany``, no ``Write`` per row."""
+        if not rows:
+            return
+        conn = self._writer
+        top = rows[-1][2]
+        timestamp = next((row[3] for row in reversed(rows) if row[3]), self._last_timestamp)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(_UPSERT, rows)
+                conn.executemany(
+                    "UPDATE meta SET value = ? WHERE name = ?",
+                    [(top, "last_seq"), (timestamp, "last_ts")],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StorageError("Writing to the SQLite store failed; nothing was applied.") from exc
+        self._last_seq, self._last_timestamp = top, timestamp
+
     def sync(self) -> int:
         with self._pinned_lock:
             pinned = bool(self._pinned)

@@ -272,6 +272,12 @@ class WriteAheadLog:
             WalGapError: (at once) records above ``after_seq`` were checkpointed away.
             WalCorruptError, StorageError: (while iterating) a file changed under us.
         """
+        batches = self.replay_batches(after_seq)
+        return (Record(*record) for batch in batches for record in batch)
+
+    def replay_batches(self, after_seq: int = 0) -> Iterator[list[tuple[int, int, bytes]]]:
+        """As :meth:`replay`, as lists of ``(seq, timestamp, payload)`` (one per
+        chunk read; never empty): no object per record, for bulk replay."""
         self._check_open()
         if after_seq < self.base_seq:
             raise WalGapError(
@@ -383,11 +389,10 @@ def _recover(directory: Path) -> tuple[list[_Segment], RecoveryReport]:
         segment = _Segment(path, previous_seq)
         decoder = SegmentDecoder()
         with open(path, "rb") as file:
-            for record in _read(file, decoder, None):
-                segment.first_seq = segment.first_seq or record.seq
-                segment.last_seq = record.seq
-                last_timestamp = record.timestamp
-                records += 1
+            for batch in _read(file, decoder, None):
+                segment.first_seq = segment.first_seq or batch[0][0]
+                segment.last_seq, last_timestamp, _ = batch[-1]
+                records += len(batch)
             stop = decoder.end_of_input()
             size = os.fstat(file.fileno()).st_size
         if decoder.header is not None and decoder.header.previous_seq != previous_seq:
@@ -425,12 +430,15 @@ def _truncate(path: Path, stop: DecodeStop, previous_seq: int) -> None:
         os.fsync(file.fileno())
 
 
-def _read(file: BinaryIO, decoder: SegmentDecoder, limit: int | None) -> Iterator[Record]:
-    """Feed ``file`` (up to ``limit`` bytes) through ``decoder`` a chunk at a time."""
+def _read(
+    file: BinaryIO, decoder: SegmentDecoder, limit: int | None
+) -> Iterator[list[tuple[int, int, bytes]]]:
+    """Feed ``file`` (up to ``limit`` bytes) through ``decoder`` a chunk at a
+    time; yields the records of each chunk (never an empty list)."""
     remaining = limit
     while True:
-        while (record := decoder.next_record()) is not None:
-            yield record
+        if records := decoder.next_records():
+            yield records
         if decoder.stop is not None:
             return
         size = _READ_CHUNK if remaining is None else min(_READ_CHUNK, remaining)
@@ -442,14 +450,19 @@ def _read(file: BinaryIO, decoder: SegmentDecoder, limit: int | None) -> Iterato
         decoder.feed(chunk)
 
 
-def _replay(segments: list[tuple[Path, int]], after_seq: int) -> Iterator[Record]:
+def _replay(
+    segments: list[tuple[Path, int]], after_seq: int
+) -> Iterator[list[tuple[int, int, bytes]]]:
     for path, size in segments:
         decoder = SegmentDecoder()
         try:
             with open(path, "rb") as file:
-                for record in _read(file, decoder, size):
-                    if record.seq > after_seq:
-                        yield record
+                for batch in _read(file, decoder, size):
+                    if batch[-1][0] <= after_seq:
+                        continue
+                    if batch[0][0] <= after_seq:
+                        batch = [record for record in batch if record[0] > after_seq]
+                    yield batch
         except OSError as exc:
             raise StorageError(f"Reading the write-ahead log segment {path} failed.") from exc
         stop = decoder.end_of_input()

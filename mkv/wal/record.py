@@ -23,6 +23,8 @@ import struct
 import attrs
 import google_crc32c
 
+_crc32c = google_crc32c.value
+
 __all__ = [
     "HEADER_SIZE",
     "MAX_PAYLOAD",
@@ -129,7 +131,9 @@ class SegmentDecoder:
 
     def __init__(self, *, max_payload: int = MAX_PAYLOAD) -> None:
         self._max_payload = max_payload
-        self._buffer = bytearray()
+        # Bytes, not a bytearray: slices of it go to the CRC and become
+        # payloads with one copy each (the CRC takes no mutable buffer).
+        self._buffer = b""
         self._pos = 0  # index into _buffer of the first undecoded byte
         self._consumed = 0  # segment offset of _buffer[0]
         self.header: SegmentHeader | None = None
@@ -145,43 +149,58 @@ class SegmentDecoder:
         if self.stop is not None:
             return
         # Drop decoded bytes first, so the buffer holds at most one record and a chunk.
-        del self._buffer[: self._pos]
+        self._buffer = self._buffer[self._pos :] + data
         self._consumed += self._pos
         self._pos = 0
-        self._buffer += data
 
     def next_record(self) -> Record | None:
         """The next complete, valid record, or None: see :attr:`stop`, or feed more."""
+        records = self.next_records(limit=1)
+        return Record(*records[0]) if records else None
+
+    def next_records(self, limit: int | None = None) -> list[tuple[int, int, bytes]]:
+        """Every complete, valid record fed so far (at most ``limit``), as
+        ``(seq, timestamp, payload)``; empty: see :attr:`stop`, or feed more.
+
+        One tight loop over the buffer and no object per record beyond its
+        tuple: replay and recovery read every record of the log through here
+        (a Record per record cost a fifth of replay time).
+        """
+        records: list[tuple[int, int, bytes]] = []
         if self.stop is not None:
-            return None
+            return records
         if self.header is None and not self._read_header():
-            return None
-        available = len(self._buffer) - self._pos
-        if available < _RECORD_HEAD.size:
-            return None
-        length, seq, timestamp = _RECORD_HEAD.unpack_from(self._buffer, self._pos)
-        if length > self._max_payload:
-            self._stopped(StopReason.BAD_LENGTH)
-            return None
-        end = self._pos + _RECORD_HEAD.size + length
-        if available < _RECORD_HEAD.size + length + _CRC.size:
-            return None
-        (crc,) = _CRC.unpack_from(self._buffer, end)
-        # One pass over the bytes in place; the view must be gone before the
-        # next feed() resizes the buffer, hence no named slices outliving it.
-        with memoryview(self._buffer) as view:
-            if google_crc32c.value(bytes(view[self._pos : end])) != crc:
-                self._stopped(StopReason.CRC_MISMATCH)
-                return None
-            payload = bytes(view[self._pos + _RECORD_HEAD.size : end])
-        # Checked after the CRC: a record that passes it was written as it is,
-        # so an out-of-order seq is a writer's bug or a misplaced file, not a crash.
-        if seq <= self.last_seq:
-            self._stopped(StopReason.SEQ_ORDER)
-            return None
-        self._pos = end + _CRC.size
-        self.last_seq = seq
-        return Record(seq, timestamp, payload)
+            return records
+        buffer, pos, last_seq = self._buffer, self._pos, self.last_seq
+        size, max_payload = len(buffer), self._max_payload
+        unpack_head, unpack_crc, crc32c = _RECORD_HEAD.unpack_from, _CRC.unpack_from, _crc32c
+        head = _RECORD_HEAD.size
+        stop = None
+        while limit is None or len(records) < limit:
+            if size - pos < head:
+                break
+            length, seq, timestamp = unpack_head(buffer, pos)
+            if length > max_payload:
+                stop = StopReason.BAD_LENGTH
+                break
+            end = pos + head + length
+            if end + _CRC.size > size:
+                break
+            if crc32c(buffer[pos:end]) != unpack_crc(buffer, end)[0]:
+                stop = StopReason.CRC_MISMATCH
+                break
+            # Checked after the CRC: a record that passes it was written as it
+            # is, so an out-of-order seq is a writer's bug or a misplaced file.
+            if seq <= last_seq:
+                stop = StopReason.SEQ_ORDER
+                break
+            records.append((seq, timestamp, buffer[pos + head : end]))
+            pos = end + _CRC.size
+            last_seq = seq
+        self._pos, self.last_seq = pos, last_seq
+        if stop is not None:
+            self._stopped(stop)
+        return records
 
     def end_of_input(self) -> DecodeStop:
         """Why decoding ended, once the caller has no more bytes to feed."""
@@ -221,7 +240,5 @@ def decode_segment(
     """Decode a whole segment held in memory: header, valid records, and the stop."""
     decoder = SegmentDecoder(max_payload=max_payload)
     decoder.feed(data)
-    records = []
-    while (record := decoder.next_record()) is not None:
-        records.append(record)
+    records = [Record(*record) for record in decoder.next_records()]
     return decoder.header, records, decoder.end_of_input()
