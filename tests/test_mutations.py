@@ -3,6 +3,9 @@ writes, and the change feed watchers read."""
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -124,6 +127,20 @@ def test_the_feed_compacts_its_lists_and_still_reads_right() -> None:
     assert [e.seq for e in feed.read(4995, 10_000)] == [4996, 4997, 4998, 4999]
     assert feed.lag_bytes(4990) == 900
     assert feed.retained_after == 4989
+
+
+def test_the_feed_lets_go_of_an_evicted_write_at_once() -> None:
+    """Not only at the next compaction of its lists, which waits for 1,024
+    evictions: with 1 MiB batches that kept a gigabyte alive."""
+    feed = ChangeFeed(max_bytes=300, retained_after=0)
+    first = Write(puts=[(b"k", b"v")], seq=1)
+    feed.append(FeedEntry(1, 0, 200, write=first))
+    alive = weakref.ref(first)
+    del first
+    feed.append(FeedEntry(2, 0, 200, write=Write(puts=[(b"k", b"w")], seq=2)))
+    gc.collect()
+    assert alive() is None
+    assert [e.seq for e in feed.read(1, 1000)] == [2]
 
 
 def test_feed_entries_from_the_log_decode_and_filter_by_range() -> None:
