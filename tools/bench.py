@@ -336,6 +336,9 @@ def sqlite_baseline(settings: Settings, scratch: Path) -> Result:
 # -- memory, restart and replay ------------------------------------------------------
 
 MB = 1024 * 1024
+# Starts of a node at each store size: the machine is shared, so one start
+# can take twice as long as the next; the median is reported.
+RESTARTS = 3
 # Smaller runs than this are too short to project a 1M-key figure from.
 PROJECT_FROM = 100_000
 
@@ -398,15 +401,25 @@ def state_figures(pool: Pool, settings: Settings, scratch: Path) -> list[Figure]
         extend_sqlite(directory, built, size, value)
         built_s, built = time.monotonic() - start, size
         progress(f"   built in {built_s:.1f} s; starting a node on it")
-        with mkv_server(settings, scratch, f"state-{size}", data_dir=data_dir) as (server, address):
-            first = first_get(pool, server, address, state_key(size - 1))
-            spec = {"kind": "mix", "addr": address, "seed": 7, "keyspace": size}
-            load = run_load(pool, "mix", {**spec, "key_format": "state"}, 16, settings, server)
-        progress(f"   first Get {first:.2f} s after start; RSS {load.usage.server_rss_mb:.0f} MB")
+        starts: list[float] = []
+        for attempt in range(RESTARTS):
+            name = f"state-{size}-{attempt}"
+            with mkv_server(settings, scratch, name, data_dir=data_dir) as (server, address):
+                starts.append(first_get(pool, server, address, state_key(size - 1)))
+                if attempt == 0:
+                    spec = {"kind": "mix", "addr": address, "seed": 7, "keyspace": size}
+                    spec["key_format"] = "state"
+                    load = run_load(pool, "mix", spec, 16, settings, server)
+        first = sorted(starts)[len(starts) // 2]
+        progress(
+            f"   first Get {', '.join(f'{s:.2f}' for s in starts)} s after start; "
+            f"RSS {load.usage.server_rss_mb:.0f} MB under load"
+        )
         sizes.append(
             {
                 "keys": size,
-                "first_get_s": first,
+                "first_get_s": first,  # the median of RESTARTS starts
+                "first_get_all_s": starts,
                 "rss_mb": load.usage.server_rss_mb,
                 "mix_ops_s": load.throughput,
                 "build_s": built_s,
