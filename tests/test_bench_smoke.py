@@ -54,7 +54,13 @@ async def test_bench_smoke_mode_reports_every_workload(tmp_path: Path) -> None:
     figures = report["figures"]
     assert {f["name"] for f in figures} == FIGURES
     for f in figures:
-        assert f["value"] > 0, f
+        # Replay is a start-up less an empty node's: with the smoke test's
+        # few records that difference is noise, and may be below zero.
+        if f["name"] == "replay":
+            assert f["detail"]["start_s"] > 0, f
+            assert f["detail"]["records"] == 2_000, f
+        else:
+            assert f["value"] > 0, f
         assert f["target"], f
     restart = next(f for f in figures if f["name"] == "restart")
     # Every size's node started and found the last key it was built with.
