@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from mkv.errors import StorageError
@@ -175,46 +175,33 @@ class SqliteStore:
     def apply(self, writes: Sequence[Write]) -> list[int]:
         if not writes:
             return []
-        conn = self._writer
         removed: list[int] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                timestamp = self._last_timestamp
-                # Puts of consecutive writes go in one executemany: a group
-                # commit or a replay of many small writes is one statement
-                # loop, not one per write. Deletes flush them first, to keep
-                # the writes' order.
-                rows: list[tuple[bytes, bytes, int, int]] = []
-                for write in writes:
-                    seq, ts = write.seq, write.timestamp
-                    rows.extend((k, v, seq, ts) for k, v in write.puts)
-                    count = 0
-                    if write.deletes:
-                        if rows:
-                            conn.executemany(_UPSERT, rows)
-                            rows = []
-                        cursor = conn.executemany(
-                            "DELETE FROM kv WHERE key = ?", [(k,) for k in write.deletes]
-                        )
-                        count = cursor.rowcount
-                    removed.append(count)
-                    timestamp = ts or timestamp
-                if rows:
-                    conn.executemany(_UPSERT, rows)
-                top = writes[-1].seq
-                conn.executemany(
-                    "UPDATE meta SET value = ? WHERE name = ?",
-                    [(top, "last_seq"), (timestamp, "last_ts")],
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise StorageError("Writing to the SQLite store failed; nothing was applied.") from exc
-        self._last_seq, self._last_timestamp = top, timestamp
+
+        def write_all(conn: sqlite3.Connection) -> int:
+            timestamp = self._last_timestamp
+            # Puts of consecutive writes go in one executemany: a group commit
+            # of many small writes is one statement loop, not one per write.
+            # Deletes flush them first, to keep the writes' order.
+            rows: list[tuple[bytes, bytes, int, int]] = []
+            for write in writes:
+                seq, ts = write.seq, write.timestamp
+                rows.extend((k, v, seq, ts) for k, v in write.puts)
+                count = 0
+                if write.deletes:
+                    if rows:
+                        conn.executemany(_UPSERT, rows)
+                        rows = []
+                    cursor = conn.executemany(
+                        "DELETE FROM kv WHERE key = ?", [(k,) for k in write.deletes]
+                    )
+                    count = cursor.rowcount
+                removed.append(count)
+                timestamp = ts or timestamp
+            if rows:
+                conn.executemany(_UPSERT, rows)
+            return timestamp
+
+        self._transaction(write_all, writes[-1].seq)
         return removed
 
     def apply_puts(self, rows: Sequence[tuple[bytes, bytes, int, int]]) -> None:
@@ -222,13 +209,25 @@ class SqliteStore:
         straight to one ``executemany``, no ``Write`` per row."""
         if not rows:
             return
+
+        def write_all(conn: sqlite3.Connection) -> int:
+            conn.executemany(_UPSERT, rows)
+            return next((row[3] for row in reversed(rows) if row[3]), self._last_timestamp)
+
+        self._transaction(write_all, rows[-1][2])
+
+    def _transaction(self, write_all: Callable[[sqlite3.Connection], int], top: int) -> None:
+        """Run ``write_all`` (which returns the last timestamp it wrote) in one
+        ``BEGIN IMMEDIATE`` … ``COMMIT`` with ``meta`` moved to ``top``; all or none.
+
+        Raises:
+            StorageError: nothing was applied.
+        """
         conn = self._writer
-        top = rows[-1][2]
-        timestamp = next((row[3] for row in reversed(rows) if row[3]), self._last_timestamp)
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(_UPSERT, rows)
+                timestamp = write_all(conn)
                 conn.executemany(
                     "UPDATE meta SET value = ? WHERE name = ?",
                     [(top, "last_seq"), (timestamp, "last_ts")],
