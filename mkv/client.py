@@ -158,7 +158,8 @@ class Client:
 
     async def get_item(self, key: Key) -> Item | None:
         """The value and its sequence number, or None when the key is absent."""
-        response = await self._get(pb.GetRequest(key=_bytes(key)))
+        request = pb.GetRequest(key=_bytes(key))
+        response = await self._routed("Get", lambda: request, pb.GetResponse)
         if not response.found:
             return None
         return Item(response.value, response.seq, response.timestamp)
@@ -173,22 +174,15 @@ class Client:
         found: dict[bytes, Item | None] = {}
 
         async def fetch(chunk: list[bytes]) -> None:
-            for attempt in range(2):
-                request = pb.BatchGetRequest(keys=chunk, map_version=self._map_version())
-                response = await self._channel.unary(
-                    SERVICE, "BatchGet", request, pb.BatchGetResponse
+            response = await self._routed(
+                "BatchGet",
+                lambda: pb.BatchGetRequest(keys=chunk, map_version=self._map_version()),
+                pb.BatchGetResponse,
+            )
+            for key, lookup in zip(chunk, response.items, strict=True):
+                found[key] = (
+                    Item(lookup.value, lookup.seq, lookup.timestamp) if lookup.found else None
                 )
-                if response.status == pb.OK:
-                    for key, lookup in zip(chunk, response.items, strict=True):
-                        found[key] = (
-                            Item(lookup.value, lookup.seq, lookup.timestamp)
-                            if lookup.found
-                            else None
-                        )
-                    return
-                if attempt == 0:
-                    await self._refresh_router()
-            raise BadNodeError(response.hint.message or "No partition on this node owns the key.")
 
         async with trio.open_nursery() as nursery:
             for group in await self._group(list(dict.fromkeys(raw)), lambda key: key):
@@ -371,19 +365,15 @@ class Client:
                 raise InvalidArgumentError(
                     f"The delta for key {key!r} is outside the signed 64-bit range."
                 )
-        for attempt in range(2):
-            request = pb.IncrementRequest(
+        response = await self._routed(
+            "Increment",
+            lambda: pb.IncrementRequest(
                 deltas=[pb.CounterDelta(key=k, delta=d) for k, d in pairs],
                 map_version=self._map_version(),
-            )
-            response = await self._channel.unary(
-                SERVICE, "Increment", request, pb.IncrementResponse
-            )
-            if response.status == pb.OK:
-                return list(response.values)
-            if attempt == 0:
-                await self._refresh_router()
-        raise BadNodeError(response.hint.message or "No partition on this node owns the key.")
+            ),
+            pb.IncrementResponse,
+        )
+        return list(response.values)
 
     async def _conditional(
         self,
@@ -397,28 +387,27 @@ class Client:
             raise InvalidArgumentError(
                 "A conditional write must keep its keys and its conditions' keys in one partition."
             )
-        for attempt in range(2):
+
+        def checked() -> Any:
             request = build()
             if request.ByteSize() > self._max_request_bytes:
                 raise ResourceExhaustedError(
                     f"The conditional write is {request.ByteSize()} bytes; it cannot be split, "
                     f"and a request is at most {self._max_request_bytes} bytes."
                 )
-            response = await self._channel.unary(SERVICE, method, request, response_type)
-            if response.status == pb.CONDITION_FAILED:
-                failure = response.failure
-                state = f"is at seq {failure.seq}" if failure.found else "does not exist"
-                raise ConditionFailedError(
-                    f"The condition on key {failure.key!r} does not hold: the key {state}.",
-                    key=failure.key,
-                    current_seq=failure.seq,
-                )
-            if response.status == pb.OK:
-                count = int(getattr(response, "removed", 0))
-                return WriteAck(response.partition_id, response.seq, count, response.timestamp)
-            if attempt == 0:
-                await self._refresh_router()
-        raise BadNodeError(response.hint.message or "No partition on this node owns the key.")
+            return request
+
+        response = await self._routed(method, checked, response_type)
+        if response.status == pb.CONDITION_FAILED:
+            failure = response.failure
+            state = f"is at seq {failure.seq}" if failure.found else "does not exist"
+            raise ConditionFailedError(
+                f"The condition on key {failure.key!r} does not hold: the key {state}.",
+                key=failure.key,
+                current_seq=failure.seq,
+            )
+        count = int(getattr(response, "removed", 0))
+        return WriteAck(response.partition_id, response.seq, count, response.timestamp)
 
     # -- routing ------------------------------------------------------------
 
@@ -531,10 +520,19 @@ class Client:
     def _map_version(self) -> int:
         return self._router.version if self._router is not None else 0
 
-    async def _get(self, request: pb.GetRequest) -> pb.GetResponse:
+    async def _routed(self, method: str, build: Callable[[], Any], response_type: type[Any]) -> Any:
+        """One request that must not be split: sent, and on BAD_NODE built
+        again (with the refreshed map's version) and sent once more.
+
+        Returns:
+            The first answer that is not BAD_NODE.
+
+        Raises:
+            BadNodeError: the node owns none of it even by its current map.
+        """
         for attempt in range(2):
-            response = await self._channel.unary(SERVICE, "Get", request, pb.GetResponse)
-            if response.status == pb.OK:
+            response = await self._channel.unary(SERVICE, method, build(), response_type)
+            if response.status != pb.BAD_NODE:
                 return response
             if attempt == 0:
                 await self._refresh_router()
