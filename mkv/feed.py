@@ -132,7 +132,7 @@ class ChangeFeed:
         Raises:
             CompactedError: entries above ``after_seq`` were already dropped.
         """
-        self._check_retained(after_seq)
+        self.check_retained(after_seq)
         start = bisect.bisect_right(self._seqs, after_seq, lo=self._head)
         out: list[FeedEntry] = []
         size = 0
@@ -155,7 +155,10 @@ class ChangeFeed:
         assert entry is not None  # at or after _head
         return self._total - self._cumulative[start] + entry.cost
 
-    def _check_retained(self, after_seq: int) -> None:
+    def check_retained(self, after_seq: int) -> None:
+        """Raises:
+        CompactedError: writes numbered above ``after_seq`` were already dropped.
+        """
         if after_seq < self.retained_after:
             raise CompactedError(
                 f"Changes after seq {after_seq} are no longer retained (the oldest kept "

@@ -84,7 +84,7 @@ async def _watch(
             f"Partition {partition.id} has applied writes only up to seq {feed.last_seq}, "
             f"not {cursor} (was it restored from an older state?); resync with a scan."
         )
-    feed.read(cursor, 0)  # raises CompactedError when the position is gone
+    feed.check_retained(cursor)
     # The first message confirms the watch: everything after it is delivered.
     yield pb.WatchResponse(status=pb.OK, partition_id=partition.id, progress_seq=cursor)
     last_sent = time.monotonic()
