@@ -34,6 +34,7 @@ __all__ = [
     "bound_messages",
     "close_call",
     "close_remaining_calls",
+    "fits_send_window",
     "limit_concurrent_streams",
     "tolerate_late_frames",
     "wait_for_send_window",
@@ -223,6 +224,14 @@ _OUR_SETTINGS = (
     h2.settings.SettingCodes.MAX_FRAME_SIZE,
     h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE,
 )
+
+
+def fits_send_window(stream: GRPCProtoStream, message_bytes: int) -> bool:
+    """Whether HTTP/2 flow control lets ``stream`` send the whole message now,
+    so that sending it cannot wait."""
+    connection = stream._grpc_connection.h2_connection
+    window: int = connection.local_flow_control_window(stream._stream_id)
+    return window >= message_bytes + _MESSAGE_PREFIX
 
 
 async def wait_for_send_window(stream: GRPCProtoStream, message_bytes: int) -> None:
