@@ -34,9 +34,8 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
-from typing import Any, Protocol
 
 import anyio
 import anyio.abc
@@ -45,7 +44,7 @@ import attrs
 import h2.errors
 import h2.exceptions
 import trio
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 from purerpc.grpc_proto import GRPCProtoSocket, GRPCProtoStream
 from purerpc.grpclib.config import GRPCConfiguration
 from purerpc.grpclib.events import RequestReceived
@@ -54,14 +53,10 @@ from purerpc.grpclib.status import Status, StatusCode
 
 from mkv.errors import (
     DeadlineExceededError,
-    InvalidArgumentError,
     MkvError,
     ResourceExhaustedError,
-    UnimplementedError,
 )
 from mkv.purerpc_compat import (
-    CompressedMessage,
-    OversizedMessage,
     bound_messages,
     close_call,
     close_remaining_calls,
@@ -70,13 +65,27 @@ from mkv.purerpc_compat import (
     tolerate_late_frames,
     wait_for_send_window,
 )
+from mkv.rpc_requests import RequestStream, call_metadata, one_message, parse_request
+from mkv.rpc_types import (
+    AnyHandler,
+    BidiStream,
+    CallInfo,
+    Guard,
+    Handler,
+    Method,
+    RpcObserver,
+    RpcStatistics,
+    ServerStream,
+)
 from mkv.wire import MAX_REQUEST_BYTES, Address
 
 __all__ = [
+    "AnyHandler",
     "BidiStream",
     "CallInfo",
     "Guard",
     "Handler",
+    "Method",
     "RpcObserver",
     "RpcServer",
     "RpcStatistics",
@@ -84,60 +93,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[Any], Awaitable[Message]]
-
-
-class RpcObserver(Protocol):
-    """Told of every call (metrics, the request log); called on the event loop,
-    so it must be quick. ``method`` is a method this server serves, or
-    ``"unknown"``: never a name a client made up."""
-
-    def call_started(self, service: str, method: str) -> None: ...
-
-    def call_finished(self, service: str, method: str, status: Status, seconds: float) -> None: ...
-
-
-@attrs.frozen
-class ServerStream:
-    """Marks a server-streaming method: ``handler(request)`` yields the responses."""
-
-    handler: Callable[[Any], AsyncGenerator[Message, None]]
-
-
-@attrs.frozen
-class BidiStream:
-    """Marks a bidirectional-streaming method: ``handler(requests)`` yields the
-    responses while it reads the requests (an async iterator of messages)."""
-
-    handler: Callable[[AsyncIterator[Any]], AsyncGenerator[Message, None]]
-
-
-@attrs.frozen
-class CallInfo:
-    """What a guard sees of a call before its body is read."""
-
-    service: str
-    method: str
-    # Custom request metadata, by lower-case name (the last value of a repeated one).
-    metadata: Mapping[str, str]
-    # The client's address.
-    peer: str
-
-
-# Runs before a call of its service is read; raises an MkvError to refuse it.
-Guard = Callable[[CallInfo], None]
-
-
-@attrs.frozen
-class RpcStatistics:
-    connections: int
-    calls_in_flight: int
-    # The most calls that were in flight at once since the server started.
-    peak_calls_in_flight: int
-    # Connections closed at accept: their address had too many already.
-    connections_refused: int
-
 
 # Responses may be a little larger than requests (a Get of a value that
 # filled a whole request, plus its sequence number and partition id).
@@ -158,15 +113,6 @@ MAX_CONNECTIONS_PER_ADDRESS = 256
 _REFUSAL_LOG_INTERVAL = 10.0
 # How long a client has to finish its TLS handshake.
 TLS_HANDSHAKE_TIMEOUT = 10.0
-
-
-AnyHandler = Handler | ServerStream | BidiStream
-
-
-@attrs.frozen
-class Method:
-    request_type: type[Message]
-    handler: AnyHandler
 
 
 @attrs.frozen
@@ -530,18 +476,18 @@ class RpcServer:
         try:
             if service.guard is not None:
                 service.guard(
-                    CallInfo(event.service_name, event.method_name, _metadata(event), peer)
+                    CallInfo(event.service_name, event.method_name, call_metadata(event), peer)
                 )
             if isinstance(method.handler, BidiStream):
-                requests = _RequestStream(stream, method.request_type, self.max_request_bytes)
+                requests = RequestStream(stream, method.request_type, self.max_request_bytes)
                 return Status(StatusCode.OK), _Streaming(
                     f"{event.service_name}/{event.method_name}",
                     method.handler.handler(requests),
                     deadline,
                 )
             with trio.move_on_at(deadline) as timed:
-                request = _parse(
-                    method.request_type, await _one_message(stream), self.max_request_bytes
+                request = parse_request(
+                    method.request_type, await one_message(stream), self.max_request_bytes
                 )
                 if trio.current_time() >= deadline:
                     raise DeadlineExceededError(
@@ -615,72 +561,3 @@ class _Streaming:
 def _peer_host(stream: anyio.abc.SocketStream) -> str:
     address = stream.extra(anyio.abc.SocketAttribute.remote_address)
     return str(address[0]) if isinstance(address, tuple) else str(address)
-
-
-def _metadata(event: RequestReceived) -> dict[str, str]:
-    return {str(name).lower(): str(value) for name, value in event.custom_metadata}
-
-
-def _parse(
-    request_type: type[Message], body: bytes | OversizedMessage | CompressedMessage, limit: int
-) -> Message:
-    """The request message in ``body``.
-
-    Raises:
-        ResourceExhaustedError: it was over ``limit`` bytes.
-        UnimplementedError: it was compressed.
-        InvalidArgumentError: it is not a ``request_type`` message.
-    """
-    if isinstance(body, OversizedMessage):
-        raise ResourceExhaustedError(
-            f"The request is {body.length} bytes; the limit is {limit} bytes, so split the batch."
-        )
-    if isinstance(body, CompressedMessage):
-        raise UnimplementedError(
-            "This server does not accept compressed requests; send them uncompressed."
-        )
-    try:
-        return request_type.FromString(body)
-    except DecodeError:
-        name = request_type.DESCRIPTOR.full_name
-        raise InvalidArgumentError(f"The request body is not a valid {name} message.") from None
-
-
-async def _one_message(stream: GRPCProtoStream) -> bytes | OversizedMessage | CompressedMessage:
-    """The single request message of a unary call: its bytes, or a marker of
-    one too large (discarded as it arrives) or compressed.
-
-    Raises:
-        InvalidArgumentError: no message, or more than one.
-    """
-    body = await stream.receive_message()
-    if isinstance(body, OversizedMessage | CompressedMessage):
-        return body  # answered at once; the rest is discarded as it arrives
-    if body is None or await stream.receive_message() is not None:
-        raise InvalidArgumentError("A unary call takes exactly one request message.")
-    assert isinstance(body, bytes)
-    return body
-
-
-class _RequestStream:
-    """The request messages of a bidirectional call, parsed, as an async iterator.
-
-    A class rather than an async generator, so a handler that stops reading
-    leaves nothing for the garbage collector to finalize.
-
-    Raises (while iterating): as ``_parse``.
-    """
-
-    def __init__(self, stream: GRPCProtoStream, request_type: type[Message], limit: int) -> None:
-        self._stream = stream
-        self._request_type = request_type
-        self._limit = limit
-
-    def __aiter__(self) -> _RequestStream:
-        return self
-
-    async def __anext__(self) -> Message:
-        body = await self._stream.receive_message()
-        if body is None:
-            raise StopAsyncIteration
-        return _parse(self._request_type, body, self._limit)
