@@ -27,6 +27,7 @@ from mkv.store.files import write_atomically
 from mkv.store.records import (
     META,
     SortedRecords,
+    by_prefix,
     key_bound,
     key_prefix,
     record_item,
@@ -115,9 +116,8 @@ class MemoryStore:
         for write in writes:
             meta = META.pack(write.seq, write.timestamp)
             # In key order, each search starts near the last one (warm in the
-            # CPU's cache); sort is stable, so of two puts of one key the
-            # later still wins.
-            puts = sorted([(key_prefix(key), value) for key, value in write.puts], key=_first)
+            # CPU's cache).
+            puts = by_prefix(write.puts)
             records.put_sorted(
                 [(prefix, b"".join((prefix, meta, value))) for prefix, value in puts]
             )

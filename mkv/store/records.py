@@ -29,7 +29,8 @@ import operator
 import struct
 import time
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from operator import itemgetter
 
 from mkv.store.base import Item
 
@@ -37,6 +38,7 @@ __all__ = [
     "CHUNK",
     "META",
     "SortedRecords",
+    "by_prefix",
     "key_bound",
     "key_prefix",
     "record_item",
@@ -52,6 +54,7 @@ META = struct.Struct("<QQ")
 _ZERO = b"\x00"
 _ESCAPED_ZERO = b"\x00\xff"
 _END = b"\x00\x00"
+_first = itemgetter(0)
 
 
 def key_bound(key: bytes) -> bytes:
@@ -62,6 +65,14 @@ def key_bound(key: bytes) -> bytes:
 def key_prefix(key: bytes) -> bytes:
     """What the record of ``key``, and no other record, starts with."""
     return key.replace(_ZERO, _ESCAPED_ZERO) + _END
+
+
+def by_prefix(pairs: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``(key_prefix(key), value)`` for each pair, sorted by prefix; stable, so
+    of two pairs of one key the later is still the later (and wins a ``put``)."""
+    out = [(key.replace(_ZERO, _ESCAPED_ZERO) + _END, value) for key, value in pairs]
+    out.sort(key=_first)
+    return out
 
 
 def record_key(record: bytes) -> tuple[bytes, int]:
@@ -165,12 +176,13 @@ class SortedRecords:
         ci = -1
         chunk: list[bytes] = []
         top = b""
+        added = 0
         for prefix, record in pairs:
             if ci < 0 or prefix > top:
                 chunks, maxes = self._index
                 ci = bisect_left(maxes, prefix, max(ci, 0))
                 if ci == len(chunks):
-                    self.put(prefix, record)  # above every key
+                    self.put(prefix, record)  # above every key; counts itself
                     ci = -1
                     continue
                 chunk, top, i = chunks[ci], maxes[ci], 0
@@ -183,10 +195,11 @@ class SortedRecords:
             self._changes += 1
             chunk.insert(i, record)
             self._changes += 1
-            self._count += 1
+            added += 1
             if len(chunk) > 2 * CHUNK:
                 self._split(ci)
                 ci = -1
+        self._count += added
 
     def remove(self, prefix: bytes) -> bool:
         """Drop the record starting with ``prefix``; False when there is none."""
