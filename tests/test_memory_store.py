@@ -204,3 +204,33 @@ def test_a_key_costs_its_record_and_a_list_slot() -> None:
         tracemalloc.stop()
     assert store.stats().key_count == len(keys)
     assert 167 <= per_key < 185
+
+
+def pairs_of(keys: list[bytes]) -> list[tuple[bytes, bytes]]:
+    return [(key_prefix(key), record(key, 1, b"v")) for key in keys]
+
+
+def test_a_run_of_new_keys_goes_in_whole_only_where_no_key_falls_among_it(
+    small_chunks: None,
+) -> None:
+    held = records.SortedRecords()
+    assert held.splice(pairs_of([b"a", b"m", b"z"]))  # an empty store
+    run = [b"n%03d" % i for i in range(50)]
+    assert held.splice(pairs_of(run))
+    assert held.splice(pairs_of([b"zz", b"zzz"]))  # above every key
+    assert held.splice(pairs_of([b"", b"\x00"]))  # below every key
+    # Refused, changing nothing: a held key among the run, a held key as its
+    # first or last, and one key twice.
+    assert not held.splice(pairs_of([b"l", b"n"]))
+    assert not held.splice(pairs_of([b"m", b"mm"]))
+    assert not held.splice(pairs_of([b"ma", b"n000"]))
+    assert not held.splice(pairs_of([b"y", b"y"]))
+    assert not held.splice(pairs_of([b"z"]))
+    want = sorted([b"", b"\x00", b"a", b"m", b"z", b"zz", b"zzz", *run])
+    assert [record_key(r)[0] for r in held.iter_from(b"")] == want
+    assert len(held) == len(want)
+    chunks, maxes = held._index
+    assert all(1 <= len(chunk) <= 2 * records.CHUNK for chunk in chunks)
+    assert maxes == [chunk[-1] for chunk in chunks]
+    for key in want:
+        assert held.find(key_prefix(key)) is not None

@@ -117,10 +117,13 @@ class MemoryStore:
             meta = META.pack(write.seq, write.timestamp)
             # In key order, each search starts near the last one (warm in the
             # CPU's cache).
-            puts = by_prefix(write.puts)
-            records.put_sorted(
-                [(prefix, b"".join((prefix, meta, value))) for prefix, value in puts]
-            )
+            pairs = [
+                (prefix, b"".join((prefix, meta, value))) for prefix, value in by_prefix(write.puts)
+            ]
+            # New keys that no key held falls among (sequential or
+            # time-ordered keys) go in whole; any others one at a time.
+            if not records.splice(pairs):
+                records.put_sorted(pairs)
             count = 0
             for key in write.deletes:
                 count += records.remove(key_prefix(key))
@@ -140,9 +143,9 @@ class MemoryStore:
         puts = sorted(
             [(key_prefix(key), pack(seq, ts), value) for key, value, seq, ts in rows], key=_first
         )
-        self._records.put_sorted(
-            [(prefix, b"".join((prefix, meta, value))) for prefix, meta, value in puts]
-        )
+        pairs = [(prefix, b"".join((prefix, meta, value))) for prefix, meta, value in puts]
+        if not self._records.splice(pairs):
+            self._records.put_sorted(pairs)
         last_ts = next((row[3] for row in reversed(rows) if row[3]), 0)
         self._last_timestamp = last_ts or self._last_timestamp
         self._last_seq = top
