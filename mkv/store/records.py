@@ -17,7 +17,12 @@ key: 64 with its header), the dict slot (~42 bytes) and the list of keys a
 scan needs in order (8): about 275 bytes a key for a 100-byte value. Sorted
 records cost the record and a list slot: about 190-205 (see
 docs/performance.md), and a scan needs no sort. The price is a binary search
-(~20 comparisons) per lookup instead of a hash probe.
+(~20 comparisons, over records scattered in memory) per lookup instead of a
+hash probe: a get takes a few microseconds more, and a batch of updates or
+of scattered new keys applies several times slower than a dict's (measured
+at 1M keys: 22-40 ms for 9k random keys, against 3-9). A run of new keys
+that no held key falls among (sequential or time-ordered keys) goes in whole
+(``splice``). A key's 00 bytes cost one byte each in its record.
 
 ``SortedRecords`` keeps the records in chunks of up to ``2 * CHUNK`` (as
 sortedcontainers does), so an insertion moves at most a chunk's pointers.
