@@ -13,9 +13,9 @@ thread while writes go on.
   restarts a backup when the source changes under it through another
   connection, but only when the backup's own connection begins a new read
   transaction, which it does not while one is open).
-- ``memory``: the dict is copied (a shallow copy: its values are immutable
-  packed bytes), then unpacked and written in key order into a new file in
-  the SQLite layout, off the worker thread.
+- ``memory``: the lists of its sorted records are copied (not the records:
+  bytes are immutable), then unpacked and written, already in key order,
+  into a new file in the SQLite layout, off the worker thread.
 - a store with a ``durable`` store inside (``caching``): the durable one. It
   holds every acknowledged write (the cache in front holds a subset).
 
@@ -43,7 +43,7 @@ from mkv.pipeline.write import Write
 from mkv.store import MEMORY_BASE_FILE, SQLITE_FILE, StateStore, StoreOptions, open_store
 from mkv.store.caching import DURABLE_FILE, durable_directory
 from mkv.store.files import fsync_directory
-from mkv.store.memory import MemoryStore, unpack_item
+from mkv.store.memory import MemoryStore, unpack_record
 from mkv.store.sqlite import LayoutReader, SqliteStore, create_layout
 
 __all__ = ["Capture", "Report", "begin_capture", "check_layout", "install"]
@@ -54,6 +54,7 @@ __all__ = ["Capture", "Report", "begin_capture", "check_layout", "install"]
 BACKUP_STEP_PAGES = 2048
 # Rows per INSERT batch when writing a memory store's snapshot.
 _ROWS_PER_BATCH = 10_000
+_INSERT_ROW = "INSERT INTO kv (key, value, seq, ts) VALUES (?, ?, ?, ?)"
 # Rows per apply when filling a store of another kind from a snapshot.
 _ROWS_PER_APPLY = 10_000
 
@@ -133,10 +134,10 @@ class _SqliteCapture:
 
 class _MemoryCapture:
     def __init__(self, store: MemoryStore) -> None:
-        self._items, self.seq, self.timestamp = store.copy_items()
+        self._chunks, self.seq, self.timestamp = store.copy_records()
 
     def write(self, path: str, report: Report, stop: threading.Event) -> None:
-        keys = sorted(self._items)
+        total = sum(map(len, self._chunks))
         try:
             target = sqlite3.connect(path, isolation_level=None)
         except sqlite3.Error as exc:
@@ -146,29 +147,34 @@ class _MemoryCapture:
             target.execute("PRAGMA synchronous=OFF")
             create_layout(target)
             target.execute("BEGIN")
-            items = self._items
-            for start in range(0, len(keys), _ROWS_PER_BATCH):
+            done = 0
+            rows: list[tuple[bytes, bytes, int, int]] = []
+            # The records are already in key order: no sort.
+            for chunk in self._chunks:
                 if stop.is_set():
                     raise Stopped
-                rows = []
-                for key in keys[start : start + _ROWS_PER_BATCH]:
-                    item = unpack_item(items[key])
+                for record in chunk:
+                    key, item = unpack_record(record)
                     rows.append((key, item.value, item.seq, item.timestamp))
-                target.executemany("INSERT INTO kv (key, value, seq, ts) VALUES (?, ?, ?, ?)", rows)
-                report(start + len(rows), len(keys), "keys")
+                if len(rows) >= _ROWS_PER_BATCH:
+                    target.executemany(_INSERT_ROW, rows)
+                    done += len(rows)
+                    rows = []
+                    report(done, total, "keys")
+            target.executemany(_INSERT_ROW, rows)
             target.executemany(
                 "UPDATE meta SET value = ? WHERE name = ?",
                 [(self.seq, "last_seq"), (self.timestamp, "last_ts")],
             )
             target.execute("COMMIT")
-            report(len(keys), len(keys), "keys")
+            report(total, total, "keys")
         except sqlite3.Error as exc:
             raise StorageError("Writing the memory store's snapshot failed.") from exc
         finally:
             target.close()
 
     def close(self) -> None:
-        self._items = {}
+        self._chunks = []
 
 
 def check_layout(path: Path, seq: int) -> None:

@@ -1,45 +1,51 @@
-"""A store that keeps everything in a dict: fast, and gone at restart.
+"""A store that keeps everything in memory: compact, and gone at restart.
 
 With the ``wal`` stage in its pipeline, a memory partition replays its whole
 log at start and so recovers its full state. Without one its data is lost on
 restart, but its sequence numbers still never go back: they are reserved in
 blocks in a small file, so a restarted partition never reuses one.
 
-Each key maps to one bytes object: the value's sequence number and timestamp
-packed in front of the value (``_HEADER``). An ``Item`` per key, with its two
-ints, cost about 70 bytes more a key: a fifth of the memory of a million
-small values (measured with 1M 16-byte keys and 100-byte values: 349 → 277
-bytes a key).
+Each key is one bytes object, its record: the key, escaped so that records
+sort as keys do, then the value's sequence number and timestamp, then the
+value (``mkv.store.records``). The records are kept sorted, so a scan reads
+them in order and a snapshot copies them in order, and the store holds no
+object per key but the record: about 190-205 bytes a key for 16-byte keys
+and 100-byte values, against 275 for the dict of key → packed value it
+replaced (measured with 1M keys; docs/performance.md).
 """
 
 from __future__ import annotations
 
-import bisect
-import struct
 from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from pathlib import Path
 
 from mkv.errors import StorageError
 from mkv.pipeline.write import Write
 from mkv.store.base import Item, StoreStats
 from mkv.store.files import write_atomically
+from mkv.store.records import (
+    META,
+    SortedRecords,
+    by_prefix,
+    key_bound,
+    key_prefix,
+    record_item,
+    record_key,
+)
 
-__all__ = ["MemoryStore", "unpack_item"]
+__all__ = ["MemoryStore", "unpack_record"]
 
 # One small fsync'd write per this many sequence numbers.
 SEQ_RESERVATION = 100_000
-# seq, timestamp: in front of each stored value.
-_HEADER = struct.Struct("<QQ")
+
+_first = itemgetter(0)
 
 
-def _item(packed: bytes | None) -> Item | None:
-    return None if packed is None else unpack_item(packed)
-
-
-def unpack_item(packed: bytes) -> Item:
-    """The item a stored value packs (see ``MemoryStore.copy_items``)."""
-    seq, timestamp = _HEADER.unpack_from(packed)
-    return Item(packed[_HEADER.size :], seq, timestamp)
+def unpack_record(record: bytes) -> tuple[bytes, Item]:
+    """The key and item a record holds (see ``MemoryStore.copy_records``)."""
+    key, meta = record_key(record)
+    return key, record_item(record, meta)
 
 
 class MemoryStore:
@@ -51,8 +57,7 @@ class MemoryStore:
         directory: where to keep the sequence reservation; None when the
             partition's log keeps the numbers (or for scratch use).
         """
-        self._data: dict[bytes, bytes] = {}
-        self._order = _KeyOrder()
+        self._records = SortedRecords()
         self._seq_file = directory / "seq-reserved" if directory is not None else None
         self._reserved = 0
         if self._seq_file is not None and self._seq_file.exists():
@@ -69,11 +74,12 @@ class MemoryStore:
         return self._last_timestamp
 
     def get(self, key: bytes) -> Item | None:
-        return _item(self._data.get(key))
+        prefix = key_prefix(key)
+        record = self._records.find(prefix)
+        return None if record is None else record_item(record, len(prefix))
 
     def get_many(self, keys: Sequence[bytes]) -> list[Item | None]:
-        data = self._data
-        return [_item(data.get(key)) for key in keys]
+        return [self.get(key) for key in keys]
 
     def scan(
         self,
@@ -84,20 +90,19 @@ class MemoryStore:
         keys_only: bool = False,
         max_bytes: int | None = None,
     ) -> list[tuple[bytes, Item]]:
-        keys = self._order.sorted_keys(self._data)
-        data = self._data
+        stop = None if end is None else key_bound(end)
         page: list[tuple[bytes, Item]] = []
         size = 0
-        for i in range(bisect.bisect_left(keys, start), len(keys)):
-            key = keys[i]
-            if len(page) >= limit or (end is not None and key >= end):
+        if limit <= 0:
+            return page
+        for record in self._records.iter_from(key_bound(start)):
+            if stop is not None and record >= stop:
                 break
-            packed = data[key]
-            seq, timestamp = _HEADER.unpack_from(packed)
-            item = Item(b"" if keys_only else packed[_HEADER.size :], seq, timestamp)
+            key, meta = record_key(record)
+            item = record_item(record, meta, keys_only=keys_only)
             page.append((key, item))
             size += len(key) + len(item.value)
-            if max_bytes is not None and size >= max_bytes:
+            if len(page) >= limit or (max_bytes is not None and size >= max_bytes):
                 break
         return page
 
@@ -106,20 +111,22 @@ class MemoryStore:
             return []
         top = writes[-1].seq
         self._reserve(top)
-        data = self._data
-        order = self._order
+        records = self._records
         removed: list[int] = []
         for write in writes:
-            header = _HEADER.pack(write.seq, write.timestamp)
-            for key, value in write.puts:
-                if key not in data:
-                    order.added(key)
-                data[key] = header + value
+            meta = META.pack(write.seq, write.timestamp)
+            # In key order, each search starts near the last one (warm in the
+            # CPU's cache).
+            pairs = [
+                (prefix, b"".join((prefix, meta, value))) for prefix, value in by_prefix(write.puts)
+            ]
+            # New keys that no key held falls among (sequential or
+            # time-ordered keys) go in whole; any others one at a time.
+            if not records.splice(pairs):
+                records.put_sorted(pairs)
             count = 0
             for key in write.deletes:
-                if data.pop(key, None) is not None:
-                    order.removed()
-                    count += 1
+                count += records.remove(key_prefix(key))
             removed.append(count)
             self._last_timestamp = write.timestamp or self._last_timestamp
         self._last_seq = top
@@ -131,12 +138,16 @@ class MemoryStore:
             return
         top = rows[-1][2]
         self._reserve(top)
-        data, order, pack = self._data, self._order, _HEADER.pack
-        for key, value, seq, timestamp in rows:
-            if key not in data:
-                order.added(key)
-            data[key] = pack(seq, timestamp) + value
-            self._last_timestamp = timestamp or self._last_timestamp
+        pack = META.pack
+        # Sorted as in apply: of two rows of one key, the later (stable sort) wins.
+        puts = sorted(
+            [(key_prefix(key), pack(seq, ts), value) for key, value, seq, ts in rows], key=_first
+        )
+        pairs = [(prefix, b"".join((prefix, meta, value))) for prefix, meta, value in puts]
+        if not self._records.splice(pairs):
+            self._records.put_sorted(pairs)
+        last_ts = next((row[3] for row in reversed(rows) if row[3]), 0)
+        self._last_timestamp = last_ts or self._last_timestamp
         self._last_seq = top
 
     def _reserve(self, top: int) -> None:
@@ -151,67 +162,40 @@ class MemoryStore:
     def sync(self) -> int:
         return self._last_seq  # nothing to flush; and nothing survives a restart
 
-    def copy_items(self) -> tuple[dict[bytes, bytes], int, int]:
-        """Every key's packed item (``unpack_item``), with ``last_seq`` and
-        ``last_ts``: one view, for a snapshot.
+    def copy_records(self) -> tuple[list[list[bytes]], int, int]:
+        """Every record (``unpack_record``) in key order, in chunks, with
+        ``last_seq`` and ``last_ts``: one view, for a snapshot.
 
-        Call between applies (a partition's ``Read``): writes wait for it. A
-        shallow copy of the dict, O(keys), values shared (bytes are
-        immutable); unpacking is left to the caller, off the worker thread.
+        Call between applies (a partition's ``Read``): writes wait for it. It
+        copies the lists of records, O(keys) pointers, not the records
+        (bytes are immutable); unpacking is left to the caller, off the
+        worker thread.
         """
-        return dict(self._data), self._last_seq, self._last_timestamp
+        return self._records.copy(), self._last_seq, self._last_timestamp
 
     def load(
         self, batches: Iterable[Sequence[tuple[bytes, Item]]], last_seq: int, last_ts: int
     ) -> None:
         """Start from a snapshot's items (a restored partition), before any apply."""
-        data = self._data
+        records = self._records
         for batch in batches:
-            for key, item in batch:
-                if key not in data:
-                    self._order.added(key)
-                data[key] = _HEADER.pack(item.seq, item.timestamp) + item.value
+            pairs = [
+                (
+                    prefix := key_prefix(key),
+                    b"".join((prefix, META.pack(item.seq, item.timestamp), item.value)),
+                )
+                for key, item in batch
+            ]
+            # A snapshot's rows come in key order: appended whole, no search each.
+            if not records.extend([record for _, record in pairs]):
+                for prefix, record in pairs:
+                    records.put(prefix, record)
         # A reservation from before a restart may already be above the snapshot.
         self._last_seq = max(self._last_seq, last_seq)
         self._last_timestamp = max(self._last_timestamp, last_ts)
 
     def stats(self) -> StoreStats:
-        return StoreStats(key_count=len(self._data), size_bytes=0)
+        return StoreStats(key_count=len(self._records), size_bytes=0)
 
     def close(self) -> None:
-        self._data.clear()
-
-
-class _KeyOrder:
-    """The dict's keys in byte order, kept lazily for scans.
-
-    Keeping a sorted list exact on every put would cost a list insertion per
-    new key (O(n) each); instead new keys are appended to a list (8 bytes
-    each) and merged at the next scan: one sort, which Timsort does in about
-    linear time for a sorted list plus a run, and one pass that drops keys
-    no longer in the store.
-    """
-
-    def __init__(self) -> None:
-        self._sorted: list[bytes] = []
-        self._added: list[bytes] = []
-        self._removed = False
-
-    def added(self, key: bytes) -> None:
-        self._added.append(key)
-
-    def removed(self) -> None:
-        self._removed = True
-
-    def sorted_keys(self, data: dict[bytes, bytes]) -> list[bytes]:
-        if self._added or self._removed:
-            keys = self._sorted
-            keys.extend(self._added)
-            keys.sort()
-            # A key removed and added again appears twice; a removed one is gone.
-            self._sorted = [
-                key for i, key in enumerate(keys) if key in data and (i == 0 or keys[i - 1] != key)
-            ]
-            self._added = []
-            self._removed = False
-        return self._sorted
+        self._records.clear()
