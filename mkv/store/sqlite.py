@@ -13,6 +13,8 @@ last commit without waiting on the writer.
 Layout: ``kv(key, value, seq, ts)`` keyed by the key (``WITHOUT ROWID``, so
 the table is the only B-tree) and ``meta(name, value)`` holding ``last_seq``
 and ``last_ts``, updated in the same transaction as the data they describe.
+New stores have 16 KiB pages (``PAGE_SIZE``); stores made earlier with
+SQLite's default 4 KiB keep them, and open and work as before.
 Snapshots are files in this same layout, whatever the partition's store kind
 (``create_layout``, ``LayoutReader``).
 
@@ -50,6 +52,15 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 INSERT OR IGNORE INTO meta (name, value) VALUES ('last_seq', 0), ('last_ts', 0);
 """
+
+# The page size of a new store (SQLite's default is 4 KiB). With 4 KiB pages
+# a row of a WITHOUT ROWID table over ~1 KB spills into overflow pages, and a
+# 1 MiB batch of 1 KB values took 20-24 ms to apply against 5 ms with 16 KiB
+# pages (or in a rowid table); with 100-byte values 16 KiB pages are ~20%
+# faster too (fewer pages and WAL frames, and SQLite's automatic checkpoint,
+# every 1000 pages, comes a quarter as often). SQLite's page cache is sized
+# in bytes (2 MB), so memory is unchanged.
+PAGE_SIZE = 16 * 1024
 
 # Well under SQLite's default limit on bound parameters (32766 since 3.32).
 _VARIABLES_PER_QUERY = 500
@@ -96,6 +107,9 @@ class SqliteStore:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves.
         self._writer = self._connect(path)
         try:
+            # Only a new, empty database takes it (before WAL mode writes the
+            # header); an existing store keeps the page size it was made with.
+            self._writer.execute(f"PRAGMA page_size={PAGE_SIZE}")
             self._writer.execute("PRAGMA journal_mode=WAL")
             # FULL: fsync SQLite's WAL at every commit, so an acknowledged
             # write survives power loss, not only a process crash.
@@ -379,7 +393,9 @@ def _insert_rows(
 
 
 def create_layout(conn: sqlite3.Connection) -> None:
-    """Create mkv's tables in an empty database (a snapshot of a memory store)."""
+    """Create mkv's tables in an empty database (a snapshot of a memory store),
+    with a store's page size unless the database is already in WAL mode."""
+    conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
     conn.executescript(_SCHEMA)
 
 
