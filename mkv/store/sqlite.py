@@ -27,6 +27,7 @@ view still being read, so ``sync`` then fsyncs the WAL instead of waiting.
 from __future__ import annotations
 
 import itertools
+import operator
 import os
 import sqlite3
 import threading
@@ -76,6 +77,16 @@ _UPSERT = f"INSERT INTO kv (key, value, seq, ts) VALUES (?, ?, ?, ?) {_ON_CONFLI
 # 2 parameters a row and the write's seq and ts stay under 999, the limit of
 # SQLite before 3.32.
 ROWS_PER_INSERT = 256
+# Rows of many small writes (a group commit, or replay) go four parameters
+# a row (key, value, seq, ts), this many rows a statement: under 999 too.
+GATHERED_ROWS_PER_INSERT = 249
+_UPSERT_GATHERED = (
+    "INSERT INTO kv (key, value, seq, ts) VALUES "
+    + ",".join(["(?, ?, ?, ?)"] * GATHERED_ROWS_PER_INSERT)
+    + f" {_ON_CONFLICT}"
+)
+# The columns of a (key, value, seq, ts) row.
+_KEY, _VALUE, _SEQ, _TS = map(operator.itemgetter, range(4))
 _UPSERT_ROWS = (
     "INSERT INTO kv (key, value, seq, ts) VALUES "
     + ",".join(
@@ -207,25 +218,25 @@ class SqliteStore:
 
         def write_all(conn: sqlite3.Connection) -> int:
             timestamp = self._last_timestamp
-            # Puts of consecutive writes go in one executemany: a group commit
-            # of many small writes is one statement loop, not one per write.
-            # A large write's puts go in statements of many rows; the rows
-            # gathered before it, and deletes, are flushed first, to keep the
-            # writes' order.
+            # Puts of consecutive small writes are gathered and go together
+            # (_upsert_gathered): a group commit of many small writes is a few
+            # statements, not one per write. A large write's puts go in
+            # statements of their own (_insert_rows); the rows gathered before
+            # it, and deletes, are flushed first, to keep the writes' order.
             rows: list[tuple[bytes, bytes, int, int]] = []
             for write in writes:
                 seq, ts = write.seq, write.timestamp
                 puts = write.puts
                 if len(puts) >= ROWS_PER_INSERT:
                     if rows:
-                        conn.executemany(_UPSERT, rows)
+                        _upsert_gathered(conn, rows)
                         rows = []
                     puts = _insert_rows(conn, puts, seq, ts)
                 rows.extend((k, v, seq, ts) for k, v in puts)
                 count = 0
                 if write.deletes:
                     if rows:
-                        conn.executemany(_UPSERT, rows)
+                        _upsert_gathered(conn, rows)
                         rows = []
                     cursor = conn.executemany(
                         "DELETE FROM kv WHERE key = ?", [(k,) for k in write.deletes]
@@ -234,7 +245,7 @@ class SqliteStore:
                 removed.append(count)
                 timestamp = ts or timestamp
             if rows:
-                conn.executemany(_UPSERT, rows)
+                _upsert_gathered(conn, rows)
             return timestamp
 
         self._transaction(write_all, writes[-1].seq)
@@ -242,12 +253,12 @@ class SqliteStore:
 
     def apply_puts(self, rows: Sequence[tuple[bytes, bytes, int, int]]) -> None:
         """Replay's fast path (mkv.recovery): ``(key, value, seq, ts)`` rows
-        straight to one ``executemany``, no ``Write`` per row."""
+        straight to SQLite, no ``Write`` per row."""
         if not rows:
             return
 
         def write_all(conn: sqlite3.Connection) -> int:
-            conn.executemany(_UPSERT, rows)
+            _upsert_gathered(conn, rows)
             return next((row[3] for row in reversed(rows) if row[3]), self._last_timestamp)
 
         self._transaction(write_all, rows[-1][2])
@@ -390,6 +401,35 @@ def _insert_rows(
     for start in range(0, len(flat), step):
         conn.execute(_UPSERT_ROWS, (*flat[start : start + step], seq, ts))
     return puts[whole:]
+
+
+def _upsert_gathered(
+    conn: sqlite3.Connection, rows: Sequence[tuple[bytes, bytes, int, int]]
+) -> None:
+    """Upsert ``(key, value, seq, ts)`` rows, in order: as many as fill whole
+    statements of ``GATHERED_ROWS_PER_INSERT`` rows that way, the rest by
+    ``executemany`` (see ``_insert_rows`` for why).
+
+    Raises:
+        TypeError: a key or value is not bytes.
+        sqlite3.Error: from SQLite.
+    """
+    whole = len(rows) - len(rows) % GATHERED_ROWS_PER_INSERT
+    if whole:
+        head = rows[:whole]
+        # Flattened, keys and values as bytearrays, by map and zip in C.
+        columns = (
+            map(bytearray, map(_KEY, head)),
+            map(bytearray, map(_VALUE, head)),
+            map(_SEQ, head),
+            map(_TS, head),
+        )
+        flat = list(itertools.chain.from_iterable(zip(*columns, strict=True)))
+        step = 4 * GATHERED_ROWS_PER_INSERT
+        for start in range(0, len(flat), step):
+            conn.execute(_UPSERT_GATHERED, flat[start : start + step])
+    if whole < len(rows):
+        conn.executemany(_UPSERT, rows[whole:])
 
 
 def create_layout(conn: sqlite3.Connection) -> None:
