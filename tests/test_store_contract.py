@@ -11,6 +11,7 @@ import pytest
 from mkv.errors import StorageError
 from mkv.pipeline.write import Write
 from mkv.store import Item, SqliteStore, StateStore, StoreOptions, open_store, store_kinds
+from mkv.store.sqlite import ROWS_PER_INSERT
 
 # Every kind with default settings, and the caching store again with a cache
 # so small (a few entries) that most reads miss and writes evict.
@@ -81,6 +82,67 @@ def test_any_bytes_are_keys_and_values(store: StateStore) -> None:
         assert store.get(key) == Item(value, 1)
 
 
+def test_large_writes_and_small_ones_in_one_apply_take_effect_in_order(
+    store: StateStore,
+) -> None:
+    """Large writes take SQLite's many-rows-a-statement path (ROWS_PER_INSERT),
+    small ones executemany; the order of puts and deletes must survive both."""
+    big = [(b"k%04d" % (i % 700), b"big-%d" % i) for i in range(1500)]  # repeats keys
+    writes = [
+        Write(seq=1, puts=[(b"k0001", b"small-before"), (b"other", b"1")], timestamp=10),
+        Write(seq=2, puts=big, timestamp=20),
+        Write(seq=3, deletes=[b"k0002"]),
+        Write(seq=4, puts=[(b"k0003", b"small-after")], timestamp=40),
+        Write(seq=5, puts=big[: ROWS_PER_INSERT + 5], timestamp=50),
+    ]
+    store.apply(writes)
+    model: dict[bytes, Item] = {}
+    for write in writes:
+        for key, value in write.puts:
+            model[key] = Item(value, write.seq, write.timestamp)
+        for key in write.deletes:
+            model.pop(key, None)
+    assert {k: item for k, item in store.scan(b"", None, 10_000)} == model
+    # Within write 2, the last put of a key wins, across statements.
+    assert store.get(b"k0300") == Item(b"big-1000", 2, 20)
+    assert store.get(b"k0001") == Item(b"big-1", 5, 50)
+    assert store.get(b"k0002") == Item(b"big-2", 5, 50)  # deleted by 3, put again by 5
+    assert store.last_seq() == 5
+
+
+def test_a_group_commit_of_many_small_writes_takes_effect_in_order(store: StateStore) -> None:
+    """Small writes' puts are gathered into statements of many rows
+    (GATHERED_ROWS_PER_INSERT) across writes; each keeps its own seq and ts."""
+    writes = [
+        Write(seq=seq, puts=[(b"k%03d" % (seq % 300), b"v%d" % seq)], timestamp=1000 + seq)
+        for seq in range(1, 700)
+    ]
+    writes[400] = Write(seq=401, deletes=[b"k%03d" % (401 % 300), b"k%03d" % (300 % 300)])
+    store.apply(writes)
+    model: dict[bytes, Item] = {}
+    for write in writes:
+        for key, value in write.puts:
+            model[key] = Item(value, write.seq, write.timestamp)
+        for key in write.deletes:
+            model.pop(key, None)
+    assert dict(store.scan(b"", None, 10_000)) == model
+    assert store.get(b"k005") == Item(b"v605", 605, 1605)
+    assert store.last_seq() == 699
+    assert store.last_timestamp() == 1699
+
+
+def test_replayed_rows_take_effect_in_order(store: StateStore) -> None:
+    if not hasattr(store, "apply_puts"):
+        pytest.skip(f"{store.kind} stores have no bulk replay path")
+    rows = [(b"r%03d" % (i % 200), b"v%d" % i, i + 1, 0 if i % 3 else 50 + i) for i in range(600)]
+    store.apply_puts(rows)
+    assert dict(store.scan(b"", None, 10_000)) == {
+        key: Item(value, seq, ts) for key, value, seq, ts in rows
+    }
+    assert store.last_seq() == 600
+    assert store.last_timestamp() == 50 + 597  # the last row with a timestamp
+
+
 def test_last_seq_never_goes_back_after_reopening(
     kind: str, options: StoreOptions, tmp_path: Path
 ) -> None:
@@ -121,6 +183,14 @@ def test_sqlite_applies_all_or_nothing(tmp_path: Path) -> None:
         assert store.last_seq() == 1
         store.apply([Write(seq=2, puts=[(b"k", b"after")])])
         assert store.get(b"k") == Item(b"after", 2)
+        # The same in a write large enough for the many-rows-a-statement path.
+        many: Any = [(b"m%d" % i, b"ok") for i in range(3 * ROWS_PER_INSERT)]
+        many[ROWS_PER_INSERT + 1] = (b"bad", None)
+        with pytest.raises(StorageError, match="nothing was applied"):
+            store.apply([Write(seq=3, puts=[(b"k", b"new")]), Write(seq=4, puts=many)])
+        assert store.get(b"k") == Item(b"after", 2)
+        assert store.get(b"m0") is None
+        assert store.last_seq() == 2
     finally:
         store.close()
 
