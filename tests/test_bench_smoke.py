@@ -14,7 +14,7 @@ import trio
 
 BENCH = Path(__file__).resolve().parents[1] / "tools" / "bench.py"
 WORKLOADS = {"batch-upsert", "single-upsert", "get", "get-zipf", "mix", "partitions"}
-BASELINES = {"sqlite", "echo", "rpc-echo", "fsync-each", "one-partition"}
+BASELINES = {"sqlite", "sqlite-tuned", "echo", "rpc-echo", "fsync-each", "one-partition"}
 FIGURES = {"memory-rss", "sqlite-rss", "restart", "replay"}
 
 
