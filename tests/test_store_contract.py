@@ -82,6 +82,17 @@ def test_any_bytes_are_keys_and_values(store: StateStore) -> None:
         assert store.get(key) == Item(value, 1)
 
 
+def model_of(writes: list[Write]) -> dict[bytes, Item]:
+    """What applying ``writes`` in order leaves, by the rules of the protocol."""
+    model: dict[bytes, Item] = {}
+    for write in writes:
+        for key, value in write.puts:
+            model[key] = Item(value, write.seq, write.timestamp)
+        for key in write.deletes:
+            model.pop(key, None)
+    return model
+
+
 def test_large_writes_and_small_ones_in_one_apply_take_effect_in_order(
     store: StateStore,
 ) -> None:
@@ -96,13 +107,7 @@ def test_large_writes_and_small_ones_in_one_apply_take_effect_in_order(
         Write(seq=5, puts=big[: ROWS_PER_INSERT + 5], timestamp=50),
     ]
     store.apply(writes)
-    model: dict[bytes, Item] = {}
-    for write in writes:
-        for key, value in write.puts:
-            model[key] = Item(value, write.seq, write.timestamp)
-        for key in write.deletes:
-            model.pop(key, None)
-    assert {k: item for k, item in store.scan(b"", None, 10_000)} == model
+    assert dict(store.scan(b"", None, 10_000)) == model_of(writes)
     # Within write 2, the last put of a key wins, across statements.
     assert store.get(b"k0300") == Item(b"big-1000", 2, 20)
     assert store.get(b"k0001") == Item(b"big-1", 5, 50)
@@ -119,13 +124,7 @@ def test_a_group_commit_of_many_small_writes_takes_effect_in_order(store: StateS
     ]
     writes[400] = Write(seq=401, deletes=[b"k%03d" % (401 % 300), b"k%03d" % (300 % 300)])
     store.apply(writes)
-    model: dict[bytes, Item] = {}
-    for write in writes:
-        for key, value in write.puts:
-            model[key] = Item(value, write.seq, write.timestamp)
-        for key in write.deletes:
-            model.pop(key, None)
-    assert dict(store.scan(b"", None, 10_000)) == model
+    assert dict(store.scan(b"", None, 10_000)) == model_of(writes)
     assert store.get(b"k005") == Item(b"v605", 605, 1605)
     assert store.last_seq() == 699
     assert store.last_timestamp() == 1699
