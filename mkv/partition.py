@@ -25,7 +25,7 @@ A point read that arrives while no write or ``Read`` is queued or in flight
 skips the inbox and the window: it is answered at once from the store, which
 then holds exactly what every earlier request left, so the answer and its
 order are the ones the queue would have given, for a fraction of the work
-(no task hand-offs; a third of the server's CPU per Get).
+(no task hand-offs: a fifth of the server's CPU per Get).
 """
 
 from __future__ import annotations
