@@ -44,7 +44,7 @@ from mkv.errors import (
 )
 from mkv.router import KeyRange, Router
 from mkv.store.base import Item
-from mkv.upsert_encoding import EntryBatch, cut_batches
+from mkv.upsert_encoding import EntryBatch, cut_batches, field_size
 from mkv.v1 import data_pb2 as pb
 from mkv.wire import DATA_SERVICE as SERVICE
 from mkv.wire import MAX_REQUEST_BYTES, Address
@@ -85,16 +85,6 @@ class PartitionRange:
 
 def _bytes(data: Key) -> bytes:
     return data.encode() if isinstance(data, str) else bytes(data)
-
-
-def _varint_size(n: int) -> int:
-    return max(1, (n.bit_length() + 6) // 7)
-
-
-def _field_size(length: int) -> int:
-    """Bytes a length-delimited protobuf field of ``length`` bytes takes (tag < 16),
-    or 0 for an empty one (proto3 leaves it out)."""
-    return 1 + _varint_size(length) + length if length else 0
 
 
 class Client:
@@ -548,7 +538,7 @@ def _same(key: bytes) -> bytes:
 
 def _key_size(key: bytes) -> int:
     """Bytes a key takes in a ``RemoveRequest`` (an empty one still takes two)."""
-    return _field_size(len(key)) or 2
+    return field_size(len(key)) or 2
 
 
 @attrs.frozen

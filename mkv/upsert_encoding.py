@@ -26,7 +26,7 @@ import attrs
 from mkv.errors import ResourceExhaustedError
 from mkv.v1 import data_pb2 as pb
 
-__all__ = ["EntryBatch", "cut_batches", "encode_varint", "entry_size"]
+__all__ = ["EntryBatch", "cut_batches", "encode_varint", "entry_size", "field_size"]
 
 # Field 1 of UpsertRequest (entries) and of Entry (key), and Entry's field 2
 # (value): (number << 3) | 2, "length-delimited".
@@ -46,6 +46,13 @@ def encode_varint(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+def field_size(length: int) -> int:
+    """Bytes a length-delimited field of ``length`` bytes takes in any request
+    (a one-byte tag: field numbers below 16), or 0 for an empty one, which
+    protobuf leaves out. Arithmetic, for sizing without encoding."""
+    return 1 + max(1, (length.bit_length() + 6) // 7) + length if length else 0
 
 
 def _field(tag: bytes, length: int) -> bytes:

@@ -8,7 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mkv.errors import ResourceExhaustedError
-from mkv.upsert_encoding import MAP_VERSION_ROOM, cut_batches, encode_varint, entry_size
+from mkv.upsert_encoding import (
+    MAP_VERSION_ROOM,
+    cut_batches,
+    encode_varint,
+    entry_size,
+    field_size,
+)
 from mkv.v1 import data_pb2 as pb
 
 # Around each boundary where a varint grows by a byte.
@@ -71,3 +77,9 @@ def test_batches_keep_every_pair_in_order_and_fit_the_limit(
             first = batches[i + 1].pairs[0]
             grown = len(batch.encoded) + entry_size(len(first[0]), len(first[1]))
             assert grown > limit - MAP_VERSION_ROOM
+
+
+@given(st.integers(min_value=0, max_value=1 << 21))
+def test_field_size_is_what_protobuf_writes_for_a_field(length: int) -> None:
+    request = pb.RemoveRequest(keys=[b"k" * length]) if length else pb.RemoveRequest()
+    assert field_size(length) == len(request.SerializeToString())
