@@ -122,8 +122,7 @@ class MemoryStore:
             ]
             # New keys that no key held falls among (sequential or
             # time-ordered keys) go in whole; any others one at a time.
-            if not records.splice(pairs):
-                records.put_sorted(pairs)
+            records.put_all(pairs)
             count = 0
             for key in write.deletes:
                 count += records.remove(key_prefix(key))
@@ -144,8 +143,7 @@ class MemoryStore:
             [(key_prefix(key), pack(seq, ts), value) for key, value, seq, ts in rows], key=_first
         )
         pairs = [(prefix, b"".join((prefix, meta, value))) for prefix, meta, value in puts]
-        if not self._records.splice(pairs):
-            self._records.put_sorted(pairs)
+        self._records.put_all(pairs)
         last_ts = next((row[3] for row in reversed(rows) if row[3]), 0)
         self._last_timestamp = last_ts or self._last_timestamp
         self._last_seq = top

@@ -206,6 +206,13 @@ class SortedRecords:
                 ci = -1
         self._count += added
 
+    def put_all(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        """``put`` each ``(prefix, record)`` of a batch sorted by prefix: in
+        one step when they are new keys no held key falls among (``splice``),
+        else one at a time (``put_sorted``)."""
+        if not self.splice(pairs):
+            self.put_sorted(pairs)
+
     def splice(self, pairs: list[tuple[bytes, bytes]]) -> bool:
         """Insert ``(prefix, record)`` pairs of new keys, sorted, in one step,
         if no key held falls among them (a run of sequential or time-ordered
