@@ -66,7 +66,7 @@ from mkv.pipeline import (
 from mkv.pipeline.reorder import OrderedWindow
 from mkv.recovery import replay_log
 from mkv.router import KeyRange
-from mkv.store import StateStore, StoreOptions, StoreStats, open_store
+from mkv.store import Item, StateStore, StoreOptions, StoreStats, open_store
 from mkv.worker import WorkerThread
 
 __all__ = [
@@ -212,20 +212,25 @@ class Partition:
             InvalidArgumentError, PermissionDeniedError: a pipeline stage refused it.
             StorageError: the store or log failed; the write was not acknowledged.
         """
-        is_get = isinstance(command, Get)
-        if is_get and self._unanswered.count == 0 and self.state is PartitionState.ACTIVE:
-            # Nothing ahead of it: the store holds what the queue would show it.
-            pending = _Pending(command, None)
-            self._read(pending)
-        else:
-            pending = _Pending(command, None if is_get else self._unanswered)
-            try:
-                with trio.move_on_after(ENQUEUE_TIMEOUT) as scope:
-                    await self._send.send(pending)
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                pending.fail(UnavailableError(f"Partition {self.id} is shutting down; retry."))
-            if scope.cancelled_caught:
-                pending.fail(UnavailableError(f"Partition {self.id} is overloaded; retry later."))
+        tally: _Tally | None = self._unanswered
+        if isinstance(command, Get):
+            if self._unanswered.count == 0 and self.state is PartitionState.ACTIVE:
+                # Nothing ahead of it: the store holds what the queue would
+                # show it. Read before yielding, so nothing can come between.
+                try:
+                    item = self._get(command.key)
+                finally:
+                    await trio.lowlevel.checkpoint()
+                return item
+            tally = None  # point reads are not counted
+        pending = _Pending(command, tally)
+        try:
+            with trio.move_on_after(ENQUEUE_TIMEOUT) as scope:
+                await self._send.send(pending)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pending.fail(UnavailableError(f"Partition {self.id} is shutting down; retry."))
+        if scope.cancelled_caught:
+            pending.fail(UnavailableError(f"Partition {self.id} is overloaded; retry later."))
         await pending.done.wait()
         if pending.error is not None:
             raise pending.error
@@ -501,13 +506,24 @@ class Partition:
         await self._apply(run)
 
     def _read(self, pending: _Pending) -> None:
-        assert self._store is not None
         assert isinstance(pending.command, Get)
         try:
-            pending.resolve(self._store.get(pending.command.key))
+            pending.resolve(self._get(pending.command.key))
+        except StorageError as exc:
+            pending.fail(exc)
+
+    def _get(self, key: bytes) -> Item | None:
+        """A point read from the store, inline (a store's ``get`` is cheap).
+
+        Raises:
+            StorageError: the store failed (and it is logged).
+        """
+        assert self._store is not None
+        try:
+            return self._store.get(key)
         except StorageError as exc:
             log.error("partition %s: read failed", self.id, exc_info=exc)
-            pending.fail(exc)
+            raise
 
     async def _run_read(self, pending: _Pending, command: Read) -> None:
         store, worker = self._store, self._worker
