@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import trio
 
-BENCH = Path(__file__).resolve().parents[1] / "tools" / "bench_cache.py"
+from tests.tool_runs import run_tool
 
 
 async def test_bench_cache_smoke_mode_reports_every_workload(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
     with trio.fail_after(60):
-        done = await trio.run_process(
-            [sys.executable, str(BENCH), "--smoke", "--json", str(out)],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
-    assert done.returncode == 0, done.stderr.decode()
-    results = {r["name"]: r for r in json.loads(out.read_text())["results"]}
+        report, _ = await run_tool("bench_cache.py", "--smoke", json_out=tmp_path / "bench.json")
+    results = {r["name"]: r for r in report["results"]}
     assert set(results) == {"miss", "hit", "hit-absent", "sqlite", "dict", "zipf", "memory"}
     for name in ("miss", "hit", "hit-absent", "sqlite", "dict", "zipf"):
         assert results[name]["reads"] > 0

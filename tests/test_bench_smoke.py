@@ -6,29 +6,20 @@ shared CI machine say nothing about a change.
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import trio
 
-BENCH = Path(__file__).resolve().parents[1] / "tools" / "bench.py"
+from tests.tool_runs import run_tool
+
 WORKLOADS = {"batch-upsert", "single-upsert", "get", "get-zipf", "mix", "partitions"}
 BASELINES = {"sqlite", "sqlite-tuned", "echo", "rpc-echo", "fsync-each", "one-partition"}
 FIGURES = {"memory-rss", "sqlite-rss", "restart", "replay"}
 
 
 async def test_bench_smoke_mode_reports_every_workload(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
     with trio.fail_after(180):
-        done = await trio.run_process(
-            [sys.executable, str(BENCH), "--smoke", "--json", str(out)],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
-    assert done.returncode == 0, done.stderr.decode()
-    report = json.loads(out.read_text())
+        report, done = await run_tool("bench.py", "--smoke", json_out=tmp_path / "bench.json")
     results = report["results"]
 
     assert {r["name"] for r in results} == WORKLOADS | BASELINES
