@@ -212,6 +212,11 @@ class WriteAheadLog:
         return self._last_timestamp
 
     @property
+    def broken(self) -> bool:
+        """A write or fsync failed so that only reopening the log is safe."""
+        return self._broken
+
+    @property
     def synced_seq(self) -> int:
         """The highest sequence number known to be fsynced."""
         return self._synced_seq
