@@ -697,10 +697,15 @@ class Partition:
         store, stats = self._store, wal.statistics()
         if store is None or not store.persistent or stats is None or stats.segments <= 1:
             return
+        # The log also keeps what watchers may still ask for, so a restart
+        # brings back the same retention. Until that and the store are past
+        # the oldest segment, a checkpoint would fsync the store for nothing,
+        # on every write.
+        keep_after = min(self._last_applied, self.feed.retained_after)
+        if keep_after < stats.oldest_segment_end_seq:
+            return
         assert self._worker is not None
         durable = await self._worker.run_sync(store.sync)
-        # The log also keeps what watchers may still ask for, so a restart
-        # brings back the same retention.
         dropped = await wal.checkpoint(min(durable, self.feed.retained_after))
         log.info(
             "partition %s: checkpoint at seq %d dropped %d log segments",
