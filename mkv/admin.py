@@ -51,7 +51,7 @@ class PartitionInfo:
     range: KeyRange
     store: str
     pipeline: tuple[str, ...]
-    # "starting", "active", "draining" or "stopped"
+    # "starting", "active", "draining", "stopped" or "failed"
     state: str
     key_count: int
     size_bytes: int
@@ -64,7 +64,8 @@ class PartitionInfo:
             range=KeyRange(info.start, info.end or None),
             store=info.store,
             pipeline=tuple(info.pipeline),
-            state=pb.PartitionState.Name(info.state).lower(),
+            # PARTITION_FAILED is prefixed only to keep proto enum names unique.
+            state=pb.PartitionState.Name(info.state).lower().removeprefix("partition_"),
             key_count=info.key_count,
             size_bytes=info.size_bytes,
             last_seq=info.last_seq,
@@ -260,6 +261,20 @@ class AdminClient:
         request = pb.RemovePartitionRequest(id=partition_id)
         response = await self._unary(
             SERVICE, "RemovePartition", request, pb.RemovePartitionResponse
+        )
+        return PartitionInfo.from_proto(response.partition)
+
+    async def reopen_partition(self, partition_id: str) -> PartitionInfo:
+        """Reopen a failed partition on its files, as a restart would.
+
+        Raises:
+            NotFoundError: no such partition.
+            FailedPreconditionError: the partition has not failed.
+            InternalError: it cannot be opened yet (the message says why).
+        """
+        request = pb.ReopenPartitionRequest(id=partition_id)
+        response = await self._unary(
+            SERVICE, "ReopenPartition", request, pb.ReopenPartitionResponse
         )
         return PartitionInfo.from_proto(response.partition)
 

@@ -21,6 +21,7 @@ _STATES = {
     PartitionState.ACTIVE: pb.ACTIVE,
     PartitionState.DRAINING: pb.DRAINING,
     PartitionState.STOPPED: pb.STOPPED,
+    PartitionState.FAILED: pb.PARTITION_FAILED,
 }
 
 
@@ -40,6 +41,7 @@ class ControlPlane:
         return {
             "AddPartition": (pb.AddPartitionRequest, self.add_partition),
             "RemovePartition": (pb.RemovePartitionRequest, self.remove_partition),
+            "ReopenPartition": (pb.ReopenPartitionRequest, self.reopen_partition),
             "ListPartitions": (pb.ListPartitionsRequest, self.list_partitions),
             "Snapshot": (pb.SnapshotRequest, self.snapshot),
             "GetOperation": (pb.GetOperationRequest, self.get_operation),
@@ -80,6 +82,15 @@ class ControlPlane:
             raise NotFoundError("RemovePartition needs the id of a partition.")
         info = await self._registry.remove(request.id)
         return pb.RemovePartitionResponse(partition=_to_proto(info))
+
+    async def reopen_partition(
+        self, request: pb.ReopenPartitionRequest
+    ) -> pb.ReopenPartitionResponse:
+        if not request.id:
+            raise NotFoundError("ReopenPartition needs the id of a partition.")
+        partition = await self._registry.reopen(request.id)
+        info = await self._registry.info(partition)
+        return pb.ReopenPartitionResponse(partition=_to_proto(info))
 
     async def list_partitions(self, request: pb.ListPartitionsRequest) -> pb.ListPartitionsResponse:
         partitions = sorted(self._registry, key=lambda p: p.range.start)

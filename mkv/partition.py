@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Awaitable, Sequence
+import os
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,9 @@ class PartitionState(enum.Enum):
     ACTIVE = "active"
     DRAINING = "draining"
     STOPPED = "stopped"
+    # The log or store failed, or the task itself: writes are refused until
+    # the registry reopens the partition (a new Partition on the same files).
+    FAILED = "failed"
 
 
 @attrs.frozen
@@ -174,7 +178,12 @@ class Partition:
         *,
         watch_retention_bytes: int = WATCH_RETENTION_BYTES,
         store_options: StoreOptions | None = None,
+        on_failure: Callable[[Partition], None] | None = None,
     ):
+        """Args:
+        on_failure: called once, in the partition's task, when the partition
+            fails (see :meth:`probe` and ``PartitionRegistry.reopen``).
+        """
         self.id = partition_id
         self.range = key_range
         self.store_kind = store_kind
@@ -189,6 +198,11 @@ class Partition:
         self._last_applied = 0
         # Set when the store or log failed: nothing more is safe to apply.
         self._broken: StorageError | None = None
+        self._on_failure = on_failure
+        # Every queued command, so a task that dies can still answer each.
+        self._outstanding: set[_Pending] = set()
+        # The task has finished (or is closing its store): nothing is served.
+        self._ended = False
         self._pipeline: Pipeline | None = None
         self._window: OrderedWindow[_Pending, None] | None = None
         # One per asynchronous stage after the first: writes enter in seq order.
@@ -224,14 +238,21 @@ class Partition:
                 return item
             tally = None  # point reads are not counted
         pending = _Pending(command, tally)
+        self._outstanding.add(pending)
         try:
-            with trio.move_on_after(ENQUEUE_TIMEOUT) as scope:
-                await self._send.send(pending)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pending.fail(UnavailableError(f"Partition {self.id} is shutting down; retry."))
-        if scope.cancelled_caught:
-            pending.fail(UnavailableError(f"Partition {self.id} is overloaded; retry later."))
-        await pending.done.wait()
+            try:
+                with trio.move_on_after(ENQUEUE_TIMEOUT) as scope:
+                    await self._send.send(pending)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                pending.fail(
+                    self._broken
+                    or UnavailableError(f"Partition {self.id} is shutting down; retry.")
+                )
+            if scope.cancelled_caught:
+                pending.fail(UnavailableError(f"Partition {self.id} is overloaded; retry later."))
+            await pending.done.wait()
+        finally:
+            self._outstanding.discard(pending)
         if pending.error is not None:
             raise pending.error
         return pending.result
@@ -255,7 +276,7 @@ class Partition:
 
     async def store_stats(self) -> StoreStats:
         store = self._store
-        if store is None or self.state is PartitionState.STOPPED:
+        if store is None or self._ended:
             return StoreStats(key_count=0, size_bytes=0)
         # Counting may scan the whole table: off the event loop, and not in the
         # worker thread either, so writes are not held up by the control plane.
@@ -263,12 +284,36 @@ class Partition:
 
     def close(self) -> None:
         """Accept nothing more; the task drains what is queued, then stops."""
-        if self.state is not PartitionState.STOPPED:
+        if self.state not in (PartitionState.STOPPED, PartitionState.FAILED):
             self.state = PartitionState.DRAINING
         self._send.close()
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
+
+    def probe(self) -> bool:
+        """Whether every directory the partition writes takes a new file now:
+        a cheap sign that what made it fail (a full, read-only or replaced
+        file system) is gone, before a reopen is tried. Blocking (a thread)."""
+        directories = [self.directory]
+        if self._pipeline is not None and self._pipeline.wal is not None:
+            directories.append(self._pipeline.wal.directory)
+        if self.store_options is not None and self.store_options.durable_directory is not None:
+            directories.append(self.store_options.durable_directory)
+        for directory in directories:
+            # Not a segment or store name: recovery never mistakes it for one.
+            path = directory / ".mkv-probe"
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                try:
+                    os.write(fd, bytes(4096))
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                    path.unlink(missing_ok=True)
+            except OSError:
+                return False
+        return True
 
     # -- the inside: the partition task -----------------------------------------
 
@@ -279,6 +324,7 @@ class Partition:
             self.pipeline_specs, StageContext(self.id, self.directory)
         )
         wal = pipeline.wal
+        started = False
         try:
             store = self._store = await worker.run_sync(
                 lambda: open_store(
@@ -323,6 +369,7 @@ class Partition:
                     extra=fields(event="partition_started", partition=self.id, seq=self._next_seq),
                 )
                 task_status.started()
+                started = True
                 async with self._inbox:
                     async for pending in self._inbox:
                         await self._admit(pending, window, pipeline, nursery)
@@ -331,21 +378,67 @@ class Partition:
                 await releaser_done.wait()
                 for stage in pipeline.async_:
                     stage.close()
+        except Exception as exc:
+            if not started:
+                raise  # whoever started it says why it cannot open
+            # A bug or a failure nobody caught: it ends this partition, never
+            # the node. Everyone waiting gets an answer.
+            self._fail(f"its task failed ({type(exc).__name__})", exc)
+            self._send.close()
+            assert self._broken is not None
+            for pending in list(self._outstanding):
+                if not pending.done.is_set():
+                    pending.fail(self._broken)
         finally:
-            self.state = PartitionState.STOPPED
+            self._ended = True
+            if self.state is not PartitionState.FAILED:
+                self.state = PartitionState.STOPPED
             self._feed_changed.set()  # watchers see the partition stopped
             with trio.CancelScope(shield=True):
-                if wal is not None:
-                    await wal.aclose()
-                if self._store is not None:
-                    await worker.run_sync(self._store.close)
-                await worker.stop()
+                await self._close_files(worker, wal)
             self._stopped.set()
             log.info(
                 "partition %s stopped",
                 self.id,
                 extra=fields(event="partition_stopped", partition=self.id, seq=self._last_applied),
             )
+
+    async def _close_files(self, worker: WorkerThread, wal: WalStage | None) -> None:
+        """Close the log and the store; a failure here is logged, not raised:
+        there is nothing left to refuse, and the node must go on."""
+        store = self._store
+        for what, close in (
+            ("log", None if wal is None else wal.aclose),
+            ("store", None if store is None else lambda: worker.run_sync(store.close)),
+        ):
+            if close is None:
+                continue
+            try:
+                await close()
+            except Exception:
+                log.exception("partition %s: closing its %s failed", self.id, what)
+        await worker.stop()
+
+    def _fail(self, cause: str, exc: BaseException | None) -> None:
+        """From here on refuse every write: the log or store is in a state
+        nothing can vouch for. Reads go on from the store while the task
+        runs (it only ever holds what the log made durable)."""
+        if self._broken is not None:
+            return
+        self._broken = StorageError(
+            f"Partition {self.id} failed ({cause}) and refuses writes until it is "
+            "reopened; see the server log."
+        )
+        self.state = PartitionState.FAILED
+        log.error(
+            "partition %s failed: %s; it refuses writes until reopened",
+            self.id,
+            cause,
+            exc_info=exc,
+            extra=fields(event="partition_failed", partition=self.id),
+        )
+        if self._on_failure is not None:
+            self._on_failure(self)
 
     async def _admit(
         self,
@@ -437,6 +530,7 @@ class Partition:
         error = first if isinstance(first, MkvError) else await _outcome(first)
         if error is not None:
             self._decisions.failed(write.seq)
+            self._stage_failed(error)
         for stage, turnstile in zip(pipeline.async_[1:], self._turnstiles, strict=True):
             await turnstile.wait_turn(write.seq)
             pending_stage: Awaitable[None] | None = None
@@ -448,12 +542,19 @@ class Partition:
             turnstile.advance(write.seq)
             if pending_stage is not None:
                 error = await _outcome(pending_stage)
+                self._stage_failed(error)
             if error is not None:
                 self._decisions.failed(write.seq)
         if error is None:
             window.complete(ticket, None)
         else:
             window.fail(ticket, error)
+
+    def _stage_failed(self, error: MkvError | None) -> None:
+        """A stage's storage failure (the log's) leaves its files in a state
+        nothing can vouch for: the partition fails, as for the store's."""
+        if isinstance(error, StorageError):
+            self._fail("its write-ahead log failed", error)
 
     async def _release(
         self,
@@ -465,8 +566,11 @@ class Partition:
         try:
             async for released in window:
                 await self._apply_in_order(released)
-                if pipeline.wal is not None:
-                    await self._checkpoint(pipeline.wal)
+                if pipeline.wal is not None and self._broken is None:
+                    try:
+                        await self._checkpoint(pipeline.wal)
+                    except StorageError as exc:
+                        self._fail("a checkpoint failed", exc)
         finally:
             done.set()
 
@@ -550,10 +654,7 @@ class Partition:
             except StorageError as exc:
                 # The writes may be in the log but are not in the store: applying
                 # anything after them would break the order, so stop writing.
-                log.error(
-                    "partition %s: applying %d writes failed", self.id, len(writes), exc_info=exc
-                )
-                self._broken = StorageError(f"Partition {self.id} failed writing to its store.")
+                self._fail(f"applying {len(writes)} writes to its store failed", exc)
         if self._broken is not None:
             for write in writes:
                 self._unapplied(write.seq)
@@ -586,7 +687,7 @@ class Partition:
             UnavailableError: the partition stopped (removed, or shutting down).
         """
         while self.feed.last_seq <= after_seq:
-            if self.state is PartitionState.STOPPED:
+            if self._ended:
                 raise UnavailableError(f"Partition {self.id} stopped; reconnect and resume.")
             await self._feed_changed.wait()
 
@@ -596,10 +697,15 @@ class Partition:
         store, stats = self._store, wal.statistics()
         if store is None or not store.persistent or stats is None or stats.segments <= 1:
             return
+        # The log also keeps what watchers may still ask for, so a restart
+        # brings back the same retention. Until that and the store are past
+        # the oldest segment, a checkpoint would fsync the store for nothing,
+        # on every write.
+        keep_after = min(self._last_applied, self.feed.retained_after)
+        if keep_after < stats.oldest_segment_end_seq:
+            return
         assert self._worker is not None
         durable = await self._worker.run_sync(store.sync)
-        # The log also keeps what watchers may still ask for, so a restart
-        # brings back the same retention.
         dropped = await wal.checkpoint(min(durable, self.feed.retained_after))
         log.info(
             "partition %s: checkpoint at seq %d dropped %d log segments",

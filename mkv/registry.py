@@ -6,6 +6,11 @@ opened before the catalog names it, and a removed partition leaves the catalog
 before its files are deleted, so a crash never leaves the catalog naming a
 partition that has no files. A partition restored from a snapshot gets its
 files (``prepare``) before its store is opened, so the same holds.
+
+A partition that fails (its log or store cannot be written) ends alone: it
+refuses writes, and is reopened on the same files, as a restart would open
+it, by ``reopen`` or by the registry itself once a probe of its directories
+succeeds (retried with backoff).
 """
 
 from __future__ import annotations
@@ -19,7 +24,15 @@ import attrs
 import trio
 
 from mkv.catalog import Catalog, CatalogEntry, check_partition_id
-from mkv.errors import AlreadyExistsError, NotFoundError, UnavailableError, shown
+from mkv.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    MkvError,
+    NotFoundError,
+    StorageError,
+    UnavailableError,
+    shown,
+)
 from mkv.feed import WATCH_RETENTION_BYTES
 from mkv.logs import fields
 from mkv.partition import Partition, PartitionState
@@ -32,6 +45,10 @@ __all__ = ["PartitionRegistry", "PartitionReport"]
 log = logging.getLogger(__name__)
 
 DEFAULT_PARTITION_ID = "default"
+# A failed partition is probed (and reopened when the probe succeeds) after
+# these many seconds, doubling each time up to the second.
+REOPEN_FIRST_DELAY = 1.0
+REOPEN_MAX_DELAY = 30.0
 
 
 @attrs.frozen
@@ -149,10 +166,44 @@ class PartitionRegistry:
             directory,
             watch_retention_bytes=self.watch_retention_bytes,
             store_options=self._store_options(entry.id),
+            on_failure=self._partition_failed,
         )
         await self._nursery.start(partition.run)
         self._partitions[entry.id] = partition
         return partition
+
+    def _partition_failed(self, partition: Partition) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(self._reopen_when_possible, partition)
+
+    async def _reopen_when_possible(self, partition: Partition) -> None:
+        """Reopen a failed partition once its directories take writes again.
+
+        Until the probe succeeds the failed partition is left alone, so it
+        keeps answering reads; a reopen that fails after a good probe leaves
+        it stopped (and FAILED), and the retries go on.
+        """
+        delay = REOPEN_FIRST_DELAY
+        while True:
+            with trio.move_on_after(delay):
+                await self._closing.wait()
+            delay = min(delay * 2, REOPEN_MAX_DELAY)
+            if self._closing.is_set() or self._partitions.get(partition.id) is not partition:
+                return  # shutting down, removed, or reopened by hand
+            if not await trio.to_thread.run_sync(partition.probe):
+                continue
+            try:
+                await self.reopen(partition.id)
+            except MkvError as exc:
+                log.warning(
+                    "partition %s: reopening failed (%s); retrying in %.0f s",
+                    partition.id,
+                    exc,
+                    delay,
+                    extra=fields(event="reopen_failed", partition=partition.id),
+                )
+                continue
+            return
 
     def _publish(self, map_version: int) -> None:
         """Swap in a router over the current partitions."""
@@ -281,6 +332,47 @@ class PartitionRegistry:
             # Statistics are from when removal began (the store is closed now);
             # the sequence number covers the writes drained since.
             return attrs.evolve(info, state=PartitionState.STOPPED, last_seq=partition.last_seq())
+
+    async def reopen(self, partition_id: str) -> Partition:
+        """Replace a failed partition by a new one on the same files, opened as
+        a restart opens it: the store, then the log replayed after it, so
+        nothing acknowledged is lost or applied twice and sequence numbers
+        go on from the last one logged.
+
+        Raises:
+            NotFoundError: no such partition.
+            FailedPreconditionError: the partition has not failed.
+            StorageError: it cannot be opened yet; it stays failed.
+            UnavailableError: the node is shutting down.
+        """
+        async with self._lock:
+            if self._closing.is_set():
+                raise UnavailableError("The server is shutting down.")
+            failed = self._partitions.get(partition_id)
+            if failed is None:
+                raise NotFoundError(f"No partition with id {shown(partition_id)}.")
+            if failed.state is not PartitionState.FAILED:
+                raise FailedPreconditionError(
+                    f"Partition {partition_id} is {failed.state.value}, not failed: "
+                    "there is nothing to reopen."
+                )
+            # Its log and store must be closed before another opens them.
+            failed.close()
+            await failed.wait_stopped()
+            entry = CatalogEntry(failed.id, failed.range, failed.store_kind, failed.pipeline_specs)
+            try:
+                partition = await self._start(entry)
+            except MkvError:
+                raise
+            except Exception as exc:
+                raise StorageError(f"Reopening partition {partition_id} failed: {exc}") from exc
+            log.info(
+                "reopened partition %s from seq %d",
+                partition_id,
+                partition.last_seq(),
+                extra=fields(event="partition_reopened", partition=partition_id),
+            )
+            return partition
 
     async def info(self, partition: Partition) -> PartitionReport:
         return PartitionReport(

@@ -434,3 +434,14 @@ async def test_watch_prints_changes_as_they_happen(
     lines = out.getvalue().decode().splitlines()
     assert lines[1:] == [f"{removed.seq}\tdel\tuser:1", f"{last.seq}\tput\tuser:2\tgrace"]
     assert lines[0].endswith("\tput\tuser:1\tada")
+
+
+async def test_partitions_reopen_refuses_a_partition_that_has_not_failed(ctl: Ctl) -> None:
+    # Reopening a failed one is tests/test_isolation.py's, against a real disk failure.
+    with trio.fail_after(30):
+        active = await ctl("partitions", "reopen", "default")
+        missing = await ctl("partitions", "reopen", "nope")
+        [info] = (await ctl("--json", "partitions", "list")).json()["partitions"]
+    assert_one_error_line(active, "default is active, not failed")
+    assert_one_error_line(missing, "No partition with id")
+    assert info["state"] == "active"

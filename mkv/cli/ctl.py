@@ -3,6 +3,7 @@
 mkvctl partitions list                      # a table: id, range, store, state, ...
 mkvctl partitions add --id users --start user: --end user;
 mkvctl partitions remove users              # deletes the partition's data too
+mkvctl partitions reopen users              # a failed partition, on its files, as a restart
 mkvctl partitions restore nightly/users-42.sqlite3.manifest.json --id users
 mkvctl snapshot users nightly --wait        # progress on stderr, the manifest at the end
 mkvctl operations get 3f9a0c1d2e4b5a69      # a snapshot's state, progress and result
@@ -186,7 +187,7 @@ def _build_parser() -> _Parser:
     parser = _Parser(prog="mkvctl", parents=[common], description="Manage and query an mkv node.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     partitions = commands.add_parser(
-        "partitions", parents=[common], help="list, add, remove or restore"
+        "partitions", parents=[common], help="list, add, remove, reopen or restore"
     )
     actions = partitions.add_subparsers(dest="action", metavar="ACTION", required=True)
     actions.add_parser("list", parents=[common], help="show every partition")
@@ -208,6 +209,10 @@ def _build_parser() -> _Parser:
     )
     remove = actions.add_parser("remove", parents=[common], help="drain and delete a partition")
     remove.add_argument("id", help="partition id")
+    reopen = actions.add_parser(
+        "reopen", parents=[common], help="reopen a failed partition, as a restart would"
+    )
+    reopen.add_argument("id", help="partition id")
     restore = actions.add_parser(
         "restore", parents=[common], help="add a partition that starts from a snapshot"
     )
@@ -310,7 +315,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Request:
             parser.error("give --stage or --pipeline, not both")
         stages = args.stage or (args.pipeline.split() if args.pipeline is not None else None)
         fields.update(pipeline=None if stages is None else tuple(stages))
-    elif command == "partitions remove":
+    elif command in ("partitions remove", "partitions reopen"):
         fields.update(partition_id=args.id)
     elif command == "partitions restore":
         fields.update(path=args.manifest, partition_id=args.id, store=args.store)
@@ -477,6 +482,15 @@ async def _partitions_remove(request: Request) -> bytes:
         return _json(_partition_json(info))
     keys = "1 key" if info.key_count == 1 else f"{info.key_count} keys"
     return f"removed partition {info.id} {_range(info, request.hex)} and its {keys}\n".encode()
+
+
+async def _partitions_reopen(request: Request) -> bytes:
+    assert request.partition_id is not None
+    async with AdminClient.connect(request.address, **request.credentials()) as admin:
+        info = await admin.reopen_partition(request.partition_id)
+    if request.json:
+        return _json(_partition_json(info))
+    return f"reopened partition {info.id} at seq {info.last_seq}\n".encode()
 
 
 async def _put(request: Request) -> bytes:
@@ -745,6 +759,7 @@ _COMMANDS: dict[str, Callable[[Request], Awaitable[bytes]]] = {
     "partitions list": _partitions_list,
     "partitions add": _partitions_add,
     "partitions remove": _partitions_remove,
+    "partitions reopen": _partitions_reopen,
     "partitions restore": _partitions_restore,
     "operations get": _operations_get,
     "put": _put,

@@ -252,7 +252,10 @@ class WalStage:
 
             def sync_and_close() -> None:
                 try:
-                    wal.sync()
+                    # A broken log refuses a sync: what it holds is for the
+                    # next open to recover, as after a crash.
+                    if not wal.broken:
+                        wal.sync()
                 finally:
                     wal.close()
 

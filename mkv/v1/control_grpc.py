@@ -9,6 +9,9 @@ class ControlPlaneServicer(purerpc.Servicer):
     async def RemovePartition(self, input_message):
         raise NotImplementedError()
 
+    async def ReopenPartition(self, input_message):
+        raise NotImplementedError()
+
     async def ListPartitions(self, input_message):
         raise NotImplementedError()
 
@@ -39,6 +42,15 @@ class ControlPlaneServicer(purerpc.Servicer):
                 purerpc.Cardinality.UNARY_UNARY,
                 mkv_dot_v1_dot_control__pb2.RemovePartitionRequest,
                 mkv_dot_v1_dot_control__pb2.RemovePartitionResponse,
+            )
+        )
+        service_obj.add_method(
+            "ReopenPartition",
+            self.ReopenPartition,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.ReopenPartitionRequest,
+                mkv_dot_v1_dot_control__pb2.ReopenPartitionResponse,
             )
         )
         service_obj.add_method(
@@ -91,6 +103,14 @@ class ControlPlaneStub:
                 purerpc.Cardinality.UNARY_UNARY,
                 mkv_dot_v1_dot_control__pb2.RemovePartitionRequest,
                 mkv_dot_v1_dot_control__pb2.RemovePartitionResponse,
+            )
+        )
+        self.ReopenPartition = self._client.get_method_stub(
+            "ReopenPartition",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.ReopenPartitionRequest,
+                mkv_dot_v1_dot_control__pb2.ReopenPartitionResponse,
             )
         )
         self.ListPartitions = self._client.get_method_stub(

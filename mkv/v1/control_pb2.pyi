@@ -14,6 +14,7 @@ class PartitionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACTIVE: _ClassVar[PartitionState]
     DRAINING: _ClassVar[PartitionState]
     STOPPED: _ClassVar[PartitionState]
+    PARTITION_FAILED: _ClassVar[PartitionState]
 
 class OperationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -26,6 +27,7 @@ STARTING: PartitionState
 ACTIVE: PartitionState
 DRAINING: PartitionState
 STOPPED: PartitionState
+PARTITION_FAILED: PartitionState
 OPERATION_STATE_UNSPECIFIED: OperationState
 RUNNING: OperationState
 DONE: OperationState
@@ -82,6 +84,18 @@ class RemovePartitionRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class RemovePartitionResponse(_message.Message):
+    __slots__ = ("partition",)
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    partition: PartitionInfo
+    def __init__(self, partition: _Optional[_Union[PartitionInfo, _Mapping]] = ...) -> None: ...
+
+class ReopenPartitionRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ReopenPartitionResponse(_message.Message):
     __slots__ = ("partition",)
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     partition: PartitionInfo

@@ -109,6 +109,9 @@ class WalStatistics:
     first_seq: int
     last_seq: int
     synced_seq: int
+    # The last seq the oldest segment holds: a checkpoint at or above it can
+    # delete that segment (0 with no segments).
+    oldest_segment_end_seq: int = 0
 
 
 @attrs.define
@@ -210,6 +213,11 @@ class WriteAheadLog:
     @property
     def last_timestamp(self) -> int:
         return self._last_timestamp
+
+    @property
+    def broken(self) -> bool:
+        """A write or fsync failed so that only reopening the log is safe."""
+        return self._broken
 
     @property
     def synced_seq(self) -> int:
@@ -314,6 +322,7 @@ class WriteAheadLog:
             first_seq=self.first_seq,
             last_seq=self.last_seq,
             synced_seq=self._synced_seq,
+            oldest_segment_end_seq=self._segments[0].end_seq if self._segments else 0,
         )
 
     def close(self) -> None:
