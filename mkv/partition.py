@@ -31,6 +31,7 @@ order are the ones the queue would have given, for a fraction of the work
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 from collections.abc import Awaitable, Sequence
 from pathlib import Path
@@ -64,9 +65,9 @@ from mkv.pipeline import (
     restore,
 )
 from mkv.pipeline.reorder import OrderedWindow
-from mkv.recovery import replay_log
+from mkv.recovery import replay_log, set_aside_for_rebuild
 from mkv.router import KeyRange
-from mkv.store import Item, StateStore, StoreOptions, StoreStats, open_store
+from mkv.store import Item, StateStore, StoreDamagedError, StoreOptions, StoreStats, open_store
 from mkv.worker import WorkerThread
 
 __all__ = [
@@ -201,6 +202,9 @@ class Partition:
         self.feed = ChangeFeed(watch_retention_bytes, retained_after=0)
         self._feed_changed = trio.Event()
         self._stopped = trio.Event()
+        # Why the partition could not start (set by the registry): every
+        # request gets it.
+        self.refusal: UnavailableError | None = None
 
     # -- the outside: called by request handlers and the registry ---------------
 
@@ -228,7 +232,9 @@ class Partition:
             with trio.move_on_after(ENQUEUE_TIMEOUT) as scope:
                 await self._send.send(pending)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pending.fail(UnavailableError(f"Partition {self.id} is shutting down; retry."))
+            pending.fail(
+                self.refusal or UnavailableError(f"Partition {self.id} is shutting down; retry.")
+            )
         if scope.cancelled_caught:
             pending.fail(UnavailableError(f"Partition {self.id} is overloaded; retry later."))
         await pending.done.wait()
@@ -270,6 +276,18 @@ class Partition:
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 
+    def refuse(self) -> None:
+        """The partition failed to start: refuse every request. Why is in the
+        server's log, not on the wire (it names files)."""
+        self.refusal = UnavailableError(
+            f"Partition {self.id} did not start: its files failed the checks on start; "
+            "the server's log says why."
+        )
+        self.close()
+        # Its task has ended (or never began): nothing will drain or stop it.
+        self.state = PartitionState.STOPPED
+        self._stopped.set()
+
     # -- the inside: the partition task -----------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -279,19 +297,37 @@ class Partition:
             self.pipeline_specs, StageContext(self.id, self.directory)
         )
         wal = pipeline.wal
-        try:
-            store = self._store = await worker.run_sync(
-                lambda: open_store(
-                    self.store_kind,
-                    self.directory,
-                    logged=wal is not None,
-                    options=self.store_options,
-                )
+
+        def open_it() -> StateStore:
+            return open_store(
+                self.store_kind, self.directory, logged=wal is not None, options=self.store_options
             )
+
+        try:
+            logged: Recovered | None = None
+            try:
+                store = self._store = await worker.run_sync(open_it)
+            except StoreDamagedError as damaged:
+                if wal is None:
+                    raise
+                # The log may still hold every write: then the store is
+                # rebuilt from it, and the damaged file kept for a look.
+                logged = await wal.open()
+                aside = await worker.run_sync(
+                    functools.partial(set_aside_for_rebuild, damaged, wal)
+                )
+                log.warning(
+                    "partition %s: %s; moved to %s and rebuilding from the log",
+                    self.id,
+                    damaged,
+                    aside,
+                    extra=fields(event="store_rebuilt", partition=self.id),
+                )
+                store = self._store = await worker.run_sync(open_it)
             recovered = Recovered(store.last_seq(), store.last_timestamp())
             feed = self.feed = ChangeFeed(self._watch_retention_bytes, store.last_seq())
             if wal is not None:
-                recovered = recovered.later(await wal.open())
+                recovered = recovered.later(logged or await wal.open())
                 feed = self.feed = ChangeFeed(self._watch_retention_bytes, wal.base_seq)
                 replayed = await worker.run_sync(lambda: replay_log(store, wal, feed))
                 if replayed:

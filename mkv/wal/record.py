@@ -23,6 +23,8 @@ import struct
 import attrs
 import google_crc32c
 
+from mkv.limits import MAX_LOADED
+
 _crc32c = google_crc32c.value
 
 __all__ = [
@@ -88,6 +90,7 @@ class StopReason(enum.Enum):
     CRC_MISMATCH = "CRC mismatch"
     BAD_HEADER = "not a write-ahead log segment, or a format version this build cannot read"
     SEQ_ORDER = "sequence numbers not strictly increasing"
+    OUT_OF_RANGE = f"a sequence number or timestamp above {MAX_LOADED}, more than mkv can handle"
 
 
 @attrs.frozen
@@ -194,6 +197,10 @@ class SegmentDecoder:
             if seq <= last_seq:
                 stop = StopReason.SEQ_ORDER
                 break
+            # A u64 on disk, but the store keeps signed 64 bits (mkv.limits).
+            if seq > MAX_LOADED or timestamp > MAX_LOADED:
+                stop = StopReason.OUT_OF_RANGE
+                break
             records.append((seq, timestamp, buffer[pos + head : end]))
             pos = end + _CRC.size
             last_seq = seq
@@ -224,6 +231,9 @@ class SegmentDecoder:
         _magic, version, flags, previous_seq = _HEADER.unpack_from(self._buffer, 0)
         if flags != 0:  # reserved: a later version may use them, and we would misread it
             self._stopped(StopReason.BAD_HEADER)
+            return False
+        if previous_seq > MAX_LOADED:
+            self._stopped(StopReason.OUT_OF_RANGE)
             return False
         self.header = SegmentHeader(previous_seq, version)
         self.last_seq = previous_seq
