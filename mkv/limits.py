@@ -2,18 +2,20 @@
 everything it reads from disk.
 
 SQLite keeps integers as signed 64-bit, so a store cannot hold a seq or a
-timestamp above 2^63 - 1 (Python raises ``OverflowError`` at the bind). A
-file may therefore name at most ``MAX_LOADED`` = 2^63 - 2^32: it leaves room
-for four billion more writes, so a partition that starts at the bound still
-works. Numbering itself stops at ``MAX_STORED``: past it a write is refused,
-never a crash. Pure code, no I/O.
+timestamp above ``MAX_STORED`` = 2^63 - 1 (Python raises ``OverflowError``
+at the bind): a log record above it can never be applied. Where a partition
+starts numbering from (store meta, the log's last record, a reservation, a
+snapshot) may be at most ``MAX_LOADED`` = 2^63 - 2^32, and a partition gives
+out nothing above it either (a write that would is refused), so what mkv
+writes always loads again, and a value above it on disk is damage or
+forgery, never something mkv wrote. Pure code, no I/O.
 """
 
 from __future__ import annotations
 
 from mkv.errors import StorageError
 
-__all__ = ["MAX_LOADED", "MAX_STORED", "check_loaded"]
+__all__ = ["MAX_LOADED", "MAX_STORED", "check_loaded", "in_range"]
 
 # The largest integer SQLite stores (signed 64-bit).
 MAX_STORED = 2**63 - 1

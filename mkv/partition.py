@@ -53,6 +53,7 @@ from mkv.commands import (
 from mkv.decisions import Decisions
 from mkv.errors import InternalError, MkvError, StorageError, UnavailableError
 from mkv.feed import WATCH_RETENTION_BYTES, ChangeFeed, FeedEntry, entry_cost
+from mkv.limits import MAX_LOADED, check_loaded
 from mkv.logs import fields
 from mkv.pipeline import (
     Pipeline,
@@ -328,6 +329,11 @@ class Partition:
             feed = self.feed = ChangeFeed(self._watch_retention_bytes, store.last_seq())
             if wal is not None:
                 recovered = recovered.later(logged or await wal.open())
+                check_loaded(
+                    f"The write-ahead log of partition {self.id}",
+                    last_seq=recovered.last_seq,
+                    last_ts=recovered.last_timestamp,
+                )
                 feed = self.feed = ChangeFeed(self._watch_retention_bytes, wal.base_seq)
                 replayed = await worker.run_sync(lambda: replay_log(store, wal, feed))
                 if replayed:
@@ -416,6 +422,10 @@ class Partition:
                 write = staged if staged.puts is write.puts else attrs.evolve(staged, payload=None)
         except MkvError as exc:
             window.fail(ticket, exc)
+            return
+        if self._next_seq > MAX_LOADED or write.timestamp > MAX_LOADED:
+            # Never written, so that every file still loads (mkv.limits).
+            window.fail(ticket, StorageError(f"Partition {self.id} has used up its numbers."))
             return
         write = pending.write = attrs.evolve(write, seq=self._next_seq)
         self._next_seq += 1

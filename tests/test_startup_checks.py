@@ -11,7 +11,10 @@ import pytest
 import trio
 
 import mkv
-from mkv.limits import MAX_STORED
+from mkv.errors import StorageError
+from mkv.limits import MAX_LOADED, MAX_STORED
+from mkv.pipeline.write import Write
+from mkv.store import SqliteStore
 from mkv.wal.record import encode_record
 from tests.processes import ServerProcess
 
@@ -219,7 +222,44 @@ async def test_an_out_of_range_seq_in_a_log_record_refuses_only_its_partition(
 
         await server.start()
         try:
-            await _refused_alone(server, "more than mkv can handle")
+            await _refused_alone(server, f"last_seq {MAX_STORED} is outside")
         finally:
             assert await server.stop() == 0
     assert segment.stat().st_size == size, "the log is left as it was"
+
+
+def test_a_seq_past_what_sqlite_holds_is_a_store_failure_not_a_crash(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "store.sqlite3", logged=True)
+    try:
+        store.apply([Write(puts=[(b"a", b"1")], seq=MAX_STORED, timestamp=1)])
+        with pytest.raises(StorageError, match="nothing was applied"):
+            store.apply([Write(puts=[(b"b", b"2")], seq=MAX_STORED + 1, timestamp=2)])
+        assert store.get(b"b") is None
+        assert store.last_seq() == MAX_STORED
+    finally:
+        store.close()
+
+
+async def test_a_partition_at_the_bound_refuses_writes_and_still_starts(tmp_path: Path) -> None:
+    """Nothing past the bound is written, so what mkv wrote always loads again."""
+    server = ServerProcess(tmp_path / "mkv-data")
+    with trio.fail_after(90):
+        await server.start()
+        await _two_partitions(server)
+        await _write(server, range(10))
+        assert await server.stop() == 0
+        conn = sqlite3.connect(_store(server.data_dir, "low"))
+        with conn:
+            conn.execute("UPDATE meta SET value = ? WHERE name = 'last_seq'", (MAX_LOADED,))
+        conn.close()
+
+        for _ in range(2):
+            await server.start()
+            try:
+                async with mkv.Client.connect(server.data_addr) as client:
+                    with pytest.raises(mkv.InternalError, match="used up its numbers"):
+                        await client.upsert({b"k00001": b"x"})
+                    assert await client.get(b"k00001") == _value(1)
+                    await client.upsert({b"z": b"still here"})
+            finally:
+                assert await server.stop() == 0
