@@ -204,6 +204,13 @@ class PartitionRegistry:
         reason, and the node and the other partitions go on."""
         partition = self._new_partition(entry)
         try:
+            # Made when the partition was added: gone now means deleted or not
+            # mounted, and starting it empty would hide that its data is lost.
+            if not await trio.to_thread.run_sync(partition.directory.is_dir):
+                raise StorageError(
+                    f"The catalog names partition {entry.id}, but its directory "
+                    f"{partition.directory} is missing; put it back, or remove the partition."
+                )
             await self._run(partition)
         except Exception as exc:
             # Any failure, not only a StorageError: whatever one partition's

@@ -182,6 +182,26 @@ async def test_a_damaged_store_the_log_cannot_rebuild_refuses_only_its_partition
     assert store.stat().st_size == size, "the damaged store is left as it was"
 
 
+async def test_a_missing_partition_directory_refuses_only_its_partition(
+    tmp_path: Path,
+) -> None:
+    server = ServerProcess(tmp_path / "mkv-data")
+    with trio.fail_after(90):
+        await server.start()
+        await _two_partitions(server)
+        await _write(server, range(10))
+        assert await server.stop() == 0
+        low = server.data_dir / "partitions" / "low"
+        low.rename(tmp_path / "low-aside")
+
+        await server.start()
+        try:
+            await _refused_alone(server, "is missing")
+        finally:
+            assert await server.stop() == 0
+        assert not low.exists(), "no empty partition was made in its place"
+
+
 async def test_an_out_of_range_seq_in_store_meta_refuses_only_its_partition(
     tmp_path: Path,
 ) -> None:
