@@ -318,7 +318,7 @@ class Partition:
                     functools.partial(set_aside_for_rebuild, damaged, wal)
                 )
                 log.warning(
-                    "partition %s: %s; moved to %s and rebuilding from the log",
+                    "partition %s: %s Moved it to %s; rebuilding it from the log.",
                     self.id,
                     damaged,
                     aside,
