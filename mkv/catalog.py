@@ -78,6 +78,11 @@ class Catalog:
         doc = json.loads(data)
         if doc.get("format") != FORMAT:
             raise ValueError(f"unsupported catalog format {doc.get('format')!r}")
+        for p in doc["partitions"]:
+            # Ids name directories: one that is not path-safe could point
+            # anywhere on disk.
+            if not isinstance(p["id"], str) or not _ID_PATTERN.fullmatch(p["id"]):
+                raise ValueError(f"bad partition id {p['id']!r}")
         return cls(
             partitions=[
                 CatalogEntry(
@@ -111,7 +116,10 @@ class Catalog:
         try:
             return Catalog.from_json(data)
         except (ValueError, KeyError, TypeError) as exc:
-            raise StorageError(f"The partition catalog {path} is damaged.") from exc
+            raise StorageError(
+                f"The partition catalog {path} is damaged ({exc}); put it back from a "
+                "backup (the node will not guess which partitions it had)."
+            ) from exc
 
     def save(self, path: Path) -> None:
         """Replace the catalog at ``path`` atomically; blocking."""

@@ -31,6 +31,7 @@ __all__ = [
     "UnavailableError",
     "UnimplementedError",
     "error_for_status",
+    "leaves",
     "shown",
 ]
 
@@ -171,6 +172,13 @@ class ConditionFailedError(MkvError):
         super().__init__(message)
         self.key = key
         self.current_seq = current_seq
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions in ``exc``, nested groups flattened (nurseries nest them)."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return [exc]
+    return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
 
 
 def shown(text: str | bytes, limit: int = 40) -> str:

@@ -31,6 +31,7 @@ order are the ones the queue would have given, for a fraction of the work
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
@@ -53,6 +54,7 @@ from mkv.commands import (
 from mkv.decisions import Decisions
 from mkv.errors import InternalError, MkvError, StorageError, UnavailableError
 from mkv.feed import WATCH_RETENTION_BYTES, ChangeFeed, FeedEntry, entry_cost
+from mkv.limits import MAX_LOADED, check_loaded
 from mkv.logs import fields
 from mkv.pipeline import (
     Pipeline,
@@ -65,9 +67,9 @@ from mkv.pipeline import (
     restore,
 )
 from mkv.pipeline.reorder import OrderedWindow
-from mkv.recovery import replay_log
+from mkv.recovery import replay_log, set_aside_for_rebuild
 from mkv.router import KeyRange
-from mkv.store import Item, StateStore, StoreOptions, StoreStats, open_store
+from mkv.store import Item, StateStore, StoreDamagedError, StoreOptions, StoreStats, open_store
 from mkv.worker import WorkerThread
 
 __all__ = [
@@ -215,6 +217,9 @@ class Partition:
         self.feed = ChangeFeed(watch_retention_bytes, retained_after=0)
         self._feed_changed = trio.Event()
         self._stopped = trio.Event()
+        # Why the partition could not start (set by the registry): every
+        # request gets it.
+        self.refusal: UnavailableError | None = None
 
     # -- the outside: called by request handlers and the registry ---------------
 
@@ -246,6 +251,7 @@ class Partition:
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 pending.fail(
                     self._broken
+                    or self.refusal
                     or UnavailableError(f"Partition {self.id} is shutting down; retry.")
                 )
             if scope.cancelled_caught:
@@ -315,6 +321,21 @@ class Partition:
                 return False
         return True
 
+    def refuse(self) -> None:
+        """The partition failed to start: refuse every request. Why is in the
+        server's log, not on the wire (it names files)."""
+        self.refusal = UnavailableError(
+            f"Partition {self.id} did not start: its files failed the checks on start; "
+            "the server's log says why."
+        )
+        self.close()
+        # Its task has ended (or never began): nothing will drain or stop it.
+        # FAILED, so that a reopen (by hand, once the cause is fixed) can
+        # start it again; nothing retries by itself, as damage does not heal.
+        self.state = PartitionState.FAILED
+        self._ended = True
+        self._stopped.set()
+
     # -- the inside: the partition task -----------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -325,19 +346,42 @@ class Partition:
         )
         wal = pipeline.wal
         started = False
-        try:
-            store = self._store = await worker.run_sync(
-                lambda: open_store(
-                    self.store_kind,
-                    self.directory,
-                    logged=wal is not None,
-                    options=self.store_options,
-                )
+
+        def open_it() -> StateStore:
+            return open_store(
+                self.store_kind, self.directory, logged=wal is not None, options=self.store_options
             )
+
+        try:
+            logged: Recovered | None = None
+            try:
+                store = self._store = await worker.run_sync(open_it)
+            except StoreDamagedError as damaged:
+                if wal is None:
+                    raise
+                # The log may still hold every write: then the store is
+                # rebuilt from it, and the damaged file kept for a look.
+                logged = await wal.open()
+                aside = await worker.run_sync(
+                    functools.partial(set_aside_for_rebuild, damaged, wal)
+                )
+                log.warning(
+                    "partition %s: %s Moved it to %s; rebuilding it from the log.",
+                    self.id,
+                    damaged,
+                    aside,
+                    extra=fields(event="store_rebuilt", partition=self.id),
+                )
+                store = self._store = await worker.run_sync(open_it)
             recovered = Recovered(store.last_seq(), store.last_timestamp())
             feed = self.feed = ChangeFeed(self._watch_retention_bytes, store.last_seq())
             if wal is not None:
-                recovered = recovered.later(await wal.open())
+                recovered = recovered.later(logged or await wal.open())
+                check_loaded(
+                    f"The write-ahead log of partition {self.id}",
+                    last_seq=recovered.last_seq,
+                    last_ts=recovered.last_timestamp,
+                )
                 feed = self.feed = ChangeFeed(self._watch_retention_bytes, wal.base_seq)
                 replayed = await worker.run_sync(lambda: replay_log(store, wal, feed))
                 if replayed:
@@ -473,6 +517,10 @@ class Partition:
                 write = staged if staged.puts is write.puts else attrs.evolve(staged, payload=None)
         except MkvError as exc:
             window.fail(ticket, exc)
+            return
+        if self._next_seq > MAX_LOADED or write.timestamp > MAX_LOADED:
+            # Never written, so that every file still loads (mkv.limits).
+            window.fail(ticket, StorageError(f"Partition {self.id} has used up its numbers."))
             return
         write = pending.write = attrs.evolve(write, seq=self._next_seq)
         self._next_seq += 1

@@ -24,17 +24,23 @@ Blocking throughout: runs on the partition's worker thread.
 
 from __future__ import annotations
 
+import os
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from mkv.errors import StorageError
 from mkv.feed import ENTRY_OVERHEAD, ChangeFeed, FeedEntry, entry_cost
 from mkv.pipeline.payload import decode_write
 from mkv.pipeline.write import Write
 from mkv.store.base import StateStore
+from mkv.store.files import fsync_directory
+from mkv.store.sqlite import StoreDamagedError
 from mkv.v1 import wal_pb2
 
-__all__ = ["PutApplying", "replay_log"]
+__all__ = ["PutApplying", "replay_log", "set_aside_for_rebuild"]
 
 Record = tuple[int, int, bytes]  # seq, timestamp, payload
 Row = tuple[bytes, bytes, int, int]  # key, value, seq, timestamp
@@ -89,6 +95,48 @@ def replay_log(store: StateStore, wal: _Source, feed: ChangeFeed) -> int:
     count += _apply(store, pending)
     tail.load_into(feed)
     return count
+
+
+def set_aside_for_rebuild(damaged: StoreDamagedError, wal: _Source) -> Path:
+    """Move a damaged store's files aside, so that a new, empty store opened
+    in their place is rebuilt by ``replay_log``; returns where they went.
+
+    Only when the log holds every write from the first: nothing checkpointed
+    away (``base_seq`` 0) and a first record numbered 1. A store restored
+    from a snapshot has a log that starts after the snapshot, so it is never
+    "rebuilt" into an empty one.
+
+    Raises:
+        StoreDamagedError: the log does not hold every write; nothing moved.
+        StorageError: the files could not be moved.
+    """
+    if wal.base_seq != 0:
+        starts: str | None = f"starts after seq {wal.base_seq}"
+    else:
+        # (Read from 0 only now: below base_seq it would be a WalGapError.)
+        first = next(iter(wal.record_batches(0)), [(0, 0, b"")])[0][0]
+        starts = None if first == 1 else "is empty" if first == 0 else f"starts at seq {first}"
+    if starts is not None:
+        raise StoreDamagedError(
+            damaged.path,
+            f"{damaged.detail}; its write-ahead log {starts}, so it cannot rebuild the "
+            "store: restore the partition from a snapshot, or remove it",
+        ) from damaged
+    path = damaged.path
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    try:
+        for suffix in ("", "-wal", "-shm"):
+            source = path.with_name(path.name + suffix)
+            if source.exists():
+                os.replace(source, aside.with_name(aside.name + suffix))
+        # An empty file in its place: a caching store refuses to start when
+        # its durable database is missing (it could be an unmounted disk).
+        path.touch()
+        fsync_directory(path.parent)
+    except OSError as exc:
+        raise StorageError(f"Could not move the damaged store {path} aside.") from exc
+    return aside
 
 
 def one_put(payload: bytes) -> bool:

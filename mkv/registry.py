@@ -31,6 +31,7 @@ from mkv.errors import (
     NotFoundError,
     StorageError,
     UnavailableError,
+    leaves,
     shown,
 )
 from mkv.feed import WATCH_RETENTION_BYTES
@@ -118,6 +119,8 @@ class PartitionRegistry:
             check_pipeline(self.default_pipeline)
         await trio.to_thread.run_sync(self._prepare_data_dir)
         catalog = await trio.to_thread.run_sync(Catalog.load, self._catalog_path)
+        if catalog is None:
+            await trio.to_thread.run_sync(self._check_no_orphans)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             if catalog is None:
@@ -130,7 +133,7 @@ class PartitionRegistry:
                 await self.add(DEFAULT_PARTITION_ID, KeyRange(b"", None), self.default_store)
             else:
                 for entry in catalog.partitions:
-                    await self._start(entry)
+                    await self._start_catalogued(entry)
                 self._publish(catalog.map_version)
             task_status.started()
             await self._closing.wait()
@@ -147,6 +150,34 @@ class PartitionRegistry:
         if self.durable_dir is not None:
             self.durable_dir.mkdir(parents=True, exist_ok=True)
 
+    def _check_no_orphans(self) -> None:
+        """Refuse to start on partition files without a catalog; blocking.
+
+        Without one the node would create the default partition, and adding
+        it wipes whatever its directory holds: a lost or deleted catalog.json
+        would silently cost every key.
+
+        Raises:
+            StorageError: naming what was found and how to recover.
+        """
+        roots = [self.data_dir / "partitions"]
+        if self.durable_dir is not None:
+            roots.append(self.durable_dir)
+        found = sorted(
+            str(directory)
+            for root in roots
+            for directory in root.iterdir()
+            if directory.is_dir() and any(p.is_file() for p in directory.rglob("*"))
+        )
+        if found:
+            raise StorageError(
+                f"{self._catalog_path} is missing but partition data is present "
+                f"({', '.join(found[:5])}{', ...' if len(found) > 5 else ''}); "
+                "refusing to start rather than create an empty default partition. "
+                "Put catalog.json back from a backup, or move those directories aside "
+                "to start empty."
+            )
+
     def _directory(self, partition_id: str) -> Path:
         return self.data_dir / "partitions" / partition_id
 
@@ -155,22 +186,58 @@ class PartitionRegistry:
         return StoreOptions(durable_directory=durable, cache_bytes=self.cache_bytes)
 
     async def _start(self, entry: CatalogEntry) -> Partition:
+        partition = self._new_partition(entry)
+        await self._run(partition)
+        return partition
+
+    async def _run(self, partition: Partition) -> None:
+        """Start ``partition`` in the registry's nursery and route to it."""
         assert self._nursery is not None
-        directory = self._directory(entry.id)
-        await trio.to_thread.run_sync(lambda: directory.mkdir(exist_ok=True))
-        partition = Partition(
+        await trio.to_thread.run_sync(lambda: partition.directory.mkdir(exist_ok=True))
+        await self._nursery.start(partition.run)
+        self._partitions[partition.id] = partition
+
+    def _new_partition(self, entry: CatalogEntry) -> Partition:
+        return Partition(
             entry.id,
             entry.range,
             entry.store,
             entry.pipeline,
-            directory,
+            self._directory(entry.id),
             watch_retention_bytes=self.watch_retention_bytes,
             store_options=self._store_options(entry.id),
             on_failure=self._partition_failed,
         )
-        await self._nursery.start(partition.run)
-        self._partitions[entry.id] = partition
-        return partition
+
+    async def _start_catalogued(self, entry: CatalogEntry) -> None:
+        """Start a partition the catalog names; if it cannot start, it stays
+        in the catalog and the router, refusing every request with the
+        reason, and the node and the other partitions go on."""
+        partition = self._new_partition(entry)
+        try:
+            # Made when the partition was added: gone now means deleted or not
+            # mounted, and starting it empty would hide that its data is lost.
+            if not await trio.to_thread.run_sync(partition.directory.is_dir):
+                raise StorageError(
+                    f"The catalog names partition {entry.id}, but its directory "
+                    f"{partition.directory} is missing; put it back, or remove the partition."
+                )
+            await self._run(partition)
+        except Exception as exc:
+            # Any failure, not only a StorageError: whatever one partition's
+            # files hold must not keep the others from serving.
+            # One line for what mkv itself refused, a traceback for anything else.
+            causes = leaves(exc)
+            expected = all(isinstance(cause, MkvError) for cause in causes)
+            log.error(
+                "partition %s refused to start: %s",
+                entry.id,
+                "; ".join(str(cause) if expected else repr(cause) for cause in causes),
+                exc_info=None if expected else exc,
+                extra=fields(event="partition_refused", partition=entry.id),
+            )
+            partition.refuse()
+            self._partitions[entry.id] = partition
 
     def _partition_failed(self, partition: Partition) -> None:
         if self._nursery is not None:

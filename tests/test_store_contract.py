@@ -197,7 +197,7 @@ def test_sqlite_applies_all_or_nothing(tmp_path: Path) -> None:
 def test_sqlite_refuses_a_file_that_is_not_a_database(tmp_path: Path) -> None:
     path = tmp_path / "db"
     path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StorageError, match="Could not open"):
+    with pytest.raises(StorageError, match="not a database"):
         SqliteStore(path)
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import struct
 
+import google_crc32c
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mkv.limits import MAX_STORED
 from mkv.wal import (
     HEADER_SIZE,
     MAX_PAYLOAD,
@@ -21,7 +23,8 @@ from mkv.wal import (
     encode_record,
 )
 
-U64 = st.integers(min_value=0, max_value=2**64 - 1)
+# What a store can hold (signed 64 bits), though the fields are u64 on disk.
+NUMBERS = st.integers(min_value=0, max_value=MAX_STORED)
 
 
 @st.composite
@@ -29,7 +32,7 @@ def record_lists(draw: st.DrawFn) -> list[Record]:
     """Records as a writer makes them: sequence numbers rise, with gaps."""
     seq, records = 0, []
     for gap, timestamp, payload in draw(
-        st.lists(st.tuples(st.integers(1, 1000), U64, st.binary(max_size=200)), max_size=8)
+        st.lists(st.tuples(st.integers(1, 1000), NUMBERS, st.binary(max_size=200)), max_size=8)
     ):
         seq += gap
         records.append(Record(seq, timestamp, payload))
@@ -53,7 +56,7 @@ def test_format_is_stable() -> None:
     assert RECORD_OVERHEAD == 24
 
 
-@given(seq=st.integers(1, 2**64 - 1), timestamp=U64, payload=st.binary(max_size=300))
+@given(seq=st.integers(1, MAX_STORED), timestamp=NUMBERS, payload=st.binary(max_size=300))
 def test_round_trip(seq: int, timestamp: int, payload: bytes) -> None:
     data = encode_header(seq - 1) + encode_record(seq, timestamp, payload)
     header, records, stop = decode_segment(data)
@@ -147,6 +150,21 @@ def test_a_foreign_file_is_a_bad_header(data: bytes) -> None:
     assert (stop.reason, stop.offset) == (StopReason.BAD_HEADER, 0)
 
 
+@pytest.mark.parametrize(("seq", "timestamp"), [(2**63, 0), (2**64 - 1, 0), (2, 2**63)])
+def test_a_number_no_store_can_hold_is_never_taken_for_a_torn_tail(
+    seq: int, timestamp: int
+) -> None:
+    """A record with a right CRC was written as it is: out of range is damage
+    or forgery, and the log keeps it for a person to look at."""
+    head = struct.pack("<IQQ", 0, seq, timestamp)
+    data = segment([Record(1, 0, b"")]) + head + struct.pack("<I", google_crc32c.value(head))
+    _, records, stop = decode_segment(data)
+    assert records == [Record(1, 0, b"")]
+    assert (stop.reason, stop.offset) == (StopReason.OUT_OF_RANGE, HEADER_SIZE + RECORD_OVERHEAD)
+    _, _, stop = decode_segment(encode_header(0)[:16] + struct.pack("<Q", 2**63))
+    assert stop.reason is StopReason.OUT_OF_RANGE
+
+
 def test_a_short_header_is_torn_not_foreign() -> None:
     for cut in range(HEADER_SIZE):
         _, _, stop = decode_segment(encode_header(3)[:cut])
@@ -155,7 +173,7 @@ def test_a_short_header_is_torn_not_foreign() -> None:
 
 @pytest.mark.parametrize(
     ("seq", "timestamp", "size"),
-    [(-1, 0, 0), (2**64, 0, 0), (1, -1, 0), (1, 2**64, 0), (1, 0, MAX_PAYLOAD + 1)],
+    [(-1, 0, 0), (2**63, 0, 0), (1, -1, 0), (1, 2**63, 0), (1, 0, MAX_PAYLOAD + 1)],
 )
 def test_encode_refuses_what_a_reader_would_reject(seq: int, timestamp: int, size: int) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 (the message is not the point)

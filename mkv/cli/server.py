@@ -19,7 +19,7 @@ from pathlib import Path
 import trio
 
 from mkv.config import DEFAULT_CONTROL_ADDR, DEFAULT_DATA_ADDR, Config, ConfigError
-from mkv.errors import MkvError
+from mkv.errors import MkvError, leaves
 from mkv.logs import LOG_FORMATS, configure_logging, fields
 from mkv.server import Node
 
@@ -164,21 +164,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mkv: configuration error: {exc}", file=sys.stderr)
         return 2
     except (OSError, MkvError, BaseExceptionGroup) as exc:
-        leaves = _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
-        if not all(isinstance(leaf, OSError | MkvError) for leaf in leaves):
+        causes = leaves(exc)
+        if not all(isinstance(leaf, OSError | MkvError) for leaf in causes):
             raise
-        for leaf in leaves:
+        for leaf in causes:
             print(f"mkv: cannot start: {leaf}", file=sys.stderr)
         return 1
     return 0
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    """The exceptions in ``group``, nested groups flattened (nurseries nest them)."""
-    leaves: list[BaseException] = []
-    for exc in group.exceptions:
-        leaves.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return leaves
 
 
 if __name__ == "__main__":

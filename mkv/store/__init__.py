@@ -18,7 +18,7 @@ from mkv.errors import InvalidArgumentError, shown
 from mkv.store.base import DEFAULT_CACHE_BYTES, Item, StateStore, StoreOptions, StoreStats
 from mkv.store.caching import CachingStore, open_caching_store
 from mkv.store.memory import MemoryStore
-from mkv.store.sqlite import LayoutReader, SqliteStore
+from mkv.store.sqlite import LayoutReader, SqliteStore, StoreDamagedError
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
@@ -29,6 +29,7 @@ __all__ = [
     "MemoryStore",
     "SqliteStore",
     "StateStore",
+    "StoreDamagedError",
     "StoreOptions",
     "StoreStats",
     "open_store",

@@ -21,6 +21,7 @@ from operator import itemgetter
 from pathlib import Path
 
 from mkv.errors import StorageError
+from mkv.limits import check_loaded
 from mkv.pipeline.write import Write
 from mkv.store.base import Item, StoreStats
 from mkv.store.files import write_atomically
@@ -61,7 +62,7 @@ class MemoryStore:
         self._seq_file = directory / "seq-reserved" if directory is not None else None
         self._reserved = 0
         if self._seq_file is not None and self._seq_file.exists():
-            self._reserved = int(self._seq_file.read_text())
+            self._reserved = _read_reservation(self._seq_file)
         # After a restart everything up to the old reservation may have been
         # handed out, so numbering resumes above it.
         self._last_seq = self._reserved
@@ -197,3 +198,21 @@ class MemoryStore:
 
     def close(self) -> None:
         self._records.clear()
+
+
+def _read_reservation(path: Path) -> int:
+    """The ceiling in ``seq-reserved``; blocking.
+
+    Raises:
+        StorageError: unreadable, not a number, or out of range.
+    """
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StorageError(f"Could not read the sequence reservation {path}.") from exc
+    try:
+        reserved = int(text)
+    except ValueError:
+        raise StorageError(f"{path} does not hold a sequence number: {text[:40]!r}.") from None
+    check_loaded(str(path), reserved_seq=reserved)
+    return reserved

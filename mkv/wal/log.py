@@ -55,7 +55,7 @@ _READ_CHUNK = 1024 * 1024
 _SEGMENT_NAME = re.compile(r"^(\d{20})\.wal$")
 # A torn tail is what a crash leaves; these mean the bytes were written wrong or
 # by something else, so cutting them off could throw away acknowledged writes.
-_NEVER_TRUNCATED = (StopReason.BAD_HEADER, StopReason.SEQ_ORDER)
+_NEVER_TRUNCATED = (StopReason.BAD_HEADER, StopReason.SEQ_ORDER, StopReason.OUT_OF_RANGE)
 
 
 class WalCorruptError(StorageError):

@@ -23,6 +23,8 @@ import struct
 import attrs
 import google_crc32c
 
+from mkv.limits import MAX_STORED
+
 _crc32c = google_crc32c.value
 
 __all__ = [
@@ -54,7 +56,6 @@ RECORD_OVERHEAD = _RECORD_HEAD.size + _CRC.size  # 24
 # is what stops a flipped high bit in `length` from making us wait for (or
 # allocate) gigabytes before the CRC could tell us it is garbage.
 MAX_PAYLOAD = 64 * 1024 * 1024
-_U64_MAX = 2**64 - 1
 
 
 @attrs.frozen
@@ -88,6 +89,7 @@ class StopReason(enum.Enum):
     CRC_MISMATCH = "CRC mismatch"
     BAD_HEADER = "not a write-ahead log segment, or a format version this build cannot read"
     SEQ_ORDER = "sequence numbers not strictly increasing"
+    OUT_OF_RANGE = f"a sequence number or timestamp above {MAX_STORED}, more than a store holds"
 
 
 @attrs.frozen
@@ -99,8 +101,8 @@ class DecodeStop:
 
 
 def encode_header(previous_seq: int) -> bytes:
-    if not 0 <= previous_seq <= _U64_MAX:
-        raise ValueError("previous_seq must fit in an unsigned 64-bit integer")
+    if not 0 <= previous_seq <= MAX_STORED:
+        raise ValueError("previous_seq must fit in a signed 64-bit integer")
     return _HEADER.pack(MAGIC, VERSION, 0, previous_seq)
 
 
@@ -108,11 +110,12 @@ def encode_record(seq: int, timestamp: int, payload: bytes) -> bytes:
     """The bytes of one record.
 
     Raises:
-        ValueError: seq or timestamp do not fit in a u64, or the payload is over
+        ValueError: seq or timestamp are negative or above ``MAX_STORED`` (a
+            store could not hold them), or the payload is over
             :data:`MAX_PAYLOAD` (a reader would take it for damage).
     """
-    if not 0 <= seq <= _U64_MAX or not 0 <= timestamp <= _U64_MAX:
-        raise ValueError("seq and timestamp must fit in an unsigned 64-bit integer")
+    if not 0 <= seq <= MAX_STORED or not 0 <= timestamp <= MAX_STORED:
+        raise ValueError("seq and timestamp must fit in a signed 64-bit integer")
     if len(payload) > MAX_PAYLOAD:
         raise ValueError("payload is over the write-ahead log's record limit")
     head = _RECORD_HEAD.pack(len(payload), seq, timestamp)
@@ -194,6 +197,10 @@ class SegmentDecoder:
             if seq <= last_seq:
                 stop = StopReason.SEQ_ORDER
                 break
+            # A u64 on disk, but the store keeps signed 64 bits (mkv.limits).
+            if seq > MAX_STORED or timestamp > MAX_STORED:
+                stop = StopReason.OUT_OF_RANGE
+                break
             records.append((seq, timestamp, buffer[pos + head : end]))
             pos = end + _CRC.size
             last_seq = seq
@@ -224,6 +231,9 @@ class SegmentDecoder:
         _magic, version, flags, previous_seq = _HEADER.unpack_from(self._buffer, 0)
         if flags != 0:  # reserved: a later version may use them, and we would misread it
             self._stopped(StopReason.BAD_HEADER)
+            return False
+        if previous_seq > MAX_STORED:
+            self._stopped(StopReason.OUT_OF_RANGE)
             return False
         self.header = SegmentHeader(previous_seq, version)
         self.last_seq = previous_seq
