@@ -266,7 +266,8 @@ def check_schema(conn: sqlite3.Connection, schema: str) -> None:
     if extra:
         kind, name, _ = extra[0]
         raise _refused(
-            f"it holds a {kind} {shown(str(name))} that mkv never creates"
+            f"it holds {'an' if kind == 'index' else 'a'} {kind} '{shown(str(name))}' "
+            "that mkv never creates"
             + (f" (and {len(extra) - 1} more objects)" if len(extra) > 1 else "")
         )
     missing = sorted(set(expected_objects) - set(objects))
