@@ -123,6 +123,14 @@ def test_numbers_and_pipelines_out_of_what_mkv_writes_are_refused(
         Manifest.from_json(document)
 
 
+@pytest.mark.parametrize(("start", "end"), [("6d", "6d"), ("6d", "61"), ("", "")])
+def test_an_empty_range_is_refused(tmp_path: Path, start: str, end: str) -> None:
+    document = _document(tmp_path)
+    document["range"] = {"start": start, "end": end}
+    with pytest.raises(InvalidArgumentError, match="range is empty"):
+        Manifest.from_json(document)
+
+
 def test_a_seq_at_the_bound_is_accepted(tmp_path: Path) -> None:
     document = _document(tmp_path)
     document.update(seq=MAX_LOADED, timestamp=MAX_LOADED)

@@ -139,6 +139,11 @@ class Manifest:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InvalidArgumentError(f"The snapshot manifest is malformed ({exc}).") from None
+        if manifest.end is not None and manifest.end <= manifest.start:
+            # A partition with that range would own no key: not one mkv had.
+            raise InvalidArgumentError(
+                "The snapshot manifest's range is empty (its end is not after its start)."
+            )
         if Path(manifest.file).name != manifest.file or manifest.file in ("", ".", ".."):
             raise InvalidArgumentError("The snapshot manifest names a file outside its directory.")
         return manifest
