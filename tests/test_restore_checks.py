@@ -22,8 +22,9 @@ import trio
 import mkv
 from mkv.limits import MAX_LOADED, MAX_STORED
 from mkv.pipeline.write import Write
-from mkv.snapshots.manifest import read_manifest, verify_snapshot
-from mkv.store import SqliteStore
+from mkv.snapshots.check import SnapshotFile, check_snapshot_file
+from mkv.snapshots.manifest import Manifest, read_manifest, verify_snapshot
+from mkv.store import LayoutReader, SqliteStore
 from mkv.testing import running_node
 from tests.test_snapshot_cli import mkvctl
 
@@ -162,6 +163,21 @@ FORGERIES: dict[str, tuple[Callable[[sqlite3.Connection], None], str]] = {
             """
         ),
         "index 'sqlite_autoindex_kv_1'",
+    ),
+    "check constraint": (
+        lambda c: c.executescript(
+            """
+            BEGIN;
+            CREATE TABLE kv2 (key BLOB PRIMARY KEY NOT NULL, value BLOB NOT NULL,
+                seq INTEGER NOT NULL CHECK (seq > 1), ts INTEGER NOT NULL DEFAULT 0)
+                WITHOUT ROWID;
+            INSERT INTO kv2 SELECT * FROM kv WHERE seq > 1;
+            DROP TABLE kv;
+            ALTER TABLE kv2 RENAME TO kv;
+            COMMIT;
+            """
+        ),
+        "its table definitions differ from mkv's",
     ),
     "extra meta": (
         lambda c: c.execute("INSERT INTO meta (name, value) VALUES ('owner', 1)"),
@@ -508,3 +524,39 @@ async def test_the_sidecar_download_refuses_a_forged_snapshot(tmp_path: Path) ->
                     partition_id="bad", snapshot=f"fetched/{snapshot.manifest.name}"
                 )
             await assert_nothing_left(node, client, admin, "bad")
+
+
+def test_a_store_made_by_mkv_0_1_and_upgraded_passes_the_schema_check(tmp_path: Path) -> None:
+    """Its CREATE text differs (ts added by ALTER TABLE); its layout does not."""
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(
+        """
+        CREATE TABLE IF NOT EXISTS kv (
+            key BLOB PRIMARY KEY NOT NULL,
+            value BLOB NOT NULL,
+            seq INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS meta (
+            name TEXT PRIMARY KEY NOT NULL,
+            value INTEGER NOT NULL
+        );
+        INSERT OR IGNORE INTO meta (name, value) VALUES ('last_seq', 0);
+        INSERT INTO kv VALUES (x'61', x'31', 1);
+        """
+    )
+    conn.close()
+    SqliteStore(path).close()  # upgrades it, as a node would
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE meta SET value = 1 WHERE name = 'last_seq'")
+    conn.close()
+    manifest = Manifest(
+        partition_id="old", start=b"", end=None, store_kind="sqlite", seq=1, timestamp=0,
+        file=path.name, size=0, sha256="", created="",
+    )  # fmt: skip
+    check_snapshot_file(path, manifest)
+    with SnapshotFile(path, manifest) as snapshot:
+        snapshot.copy_into(tmp_path / "fresh.sqlite3")
+    with LayoutReader(tmp_path / "fresh.sqlite3") as reader:
+        assert [(k, i.value, i.seq) for b in reader.batches() for k, i in b] == [(b"a", b"1", 1)]

@@ -14,10 +14,10 @@ write. So a restore never serves the snapshot's file. It:
    (``mkv.store.sqlite.create_layout``, built in memory for the comparison):
    exactly the tables ``kv`` and ``meta`` and meta's primary-key index,
    with the same columns (name, declared type, NOT NULL, default, primary
-   key), indexes, foreign keys and ``WITHOUT ROWID``; a trigger, view,
-   extra table or index, or a changed column is refused. (The structure is
-   compared, not the ``CREATE`` text, which differs for stores made by mkv
-   0.1 and upgraded by ``ALTER TABLE``.);
+   key), indexes, foreign keys and ``WITHOUT ROWID``, and the same
+   ``CREATE`` text once spaces and quotes are normalized (for what no
+   pragma shows: a CHECK or COLLATE clause); a trigger, view, extra table
+   or index, or a changed column is refused;
 3. checks ``meta``: ``last_seq`` and ``last_ts`` only, integers in the range
    mkv handles (``mkv.limits``), equal to the manifest's ``seq`` and
    ``timestamp``;
@@ -40,6 +40,7 @@ Anything else is refused with ``InvalidArgumentError`` naming what was found.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -305,22 +306,32 @@ def check_schema(conn: sqlite3.Connection, schema: str) -> None:
     if missing:
         kind, name, _ = missing[0]
         raise _refused(f"it has no {kind} {name}")
-    for key in sorted(expected):
-        if found[key] != expected[key]:
-            raise _refused(f"its {key.replace('_', ' ')} is not mkv's layout")
+    # The text last: a changed column is better named by its pragma.
+    for key in sorted(expected, key=lambda key: (key == "definitions", key)):
+        if found.get(key) == expected[key]:
+            continue
+        if key == "definitions":
+            raise _refused(
+                "its table definitions differ from mkv's (a CHECK, COLLATE or other "
+                "clause mkv never writes)"
+            )
+        raise _refused(f"its {key.replace('_', ' ')} is not mkv's layout")
     raise _refused("its schema is not mkv's layout")  # pragma: no cover (every key differs above)
 
 
 def _layout(conn: sqlite3.Connection, schema: str) -> dict[str, Any]:
     """What defines a layout, as comparable values: every schema object, and
     for each table its columns, indexes, foreign keys and storage."""
-    objects = sorted(
-        (str(kind), str(name), str(table))
-        for kind, name, table in conn.execute(
-            f"SELECT type, name, tbl_name FROM {schema}.sqlite_schema"
-        )
-    )
+    rows = conn.execute(f"SELECT type, name, tbl_name, sql FROM {schema}.sqlite_schema").fetchall()
+    objects = sorted((str(kind), str(name), str(table)) for kind, name, table, _ in rows)
     layout: dict[str, Any] = {"objects": objects}
+    # The CREATE text too, for what no pragma shows (a CHECK or COLLATE
+    # clause), normalized so that the same definition spelled differently
+    # compares equal: a store made by mkv 0.1 had ts added by ALTER TABLE,
+    # which SQLite appends to the text as `, "ts" INTEGER ...`.
+    layout["definitions"] = sorted(
+        (str(name), _normalized(sql)) for _, name, _, sql in rows if isinstance(sql, str)
+    )
     tables = {name: (kind, ncol, wr, strict) for _, name, kind, ncol, wr, strict in
               conn.execute(f"PRAGMA {schema}.table_list")}  # fmt: skip
     for table in _TABLES:
@@ -336,6 +347,17 @@ def _layout(conn: sqlite3.Connection, schema: str) -> dict[str, Any]:
         layout[f"{table}_storage"] = tables.get(table)
     return layout
 
+
+def _normalized(sql: str) -> str:
+    """``sql`` lower case, without identifier quotes, spaces around
+    punctuation, or runs of spaces."""
+    text = _QUOTES.sub("", sql.lower())
+    text = _AROUND_PUNCTUATION.sub(r"\1", text)
+    return " ".join(text.split())
+
+
+_QUOTES = re.compile(r'["`\[\]]')
+_AROUND_PUNCTUATION = re.compile(r"\s*([(),])\s*")
 
 _REFERENCE: dict[str, Any] | None = None
 
