@@ -56,14 +56,13 @@ from mkv.errors import (
     MkvError,
     ResourceExhaustedError,
 )
+from mkv.flow_control import Stalled, fits_send_window, send_message
 from mkv.purerpc_compat import (
     bound_messages,
     close_call,
     close_remaining_calls,
-    fits_send_window,
     limit_concurrent_streams,
     tolerate_late_frames,
-    wait_for_send_window,
 )
 from mkv.rpc_requests import RequestStream, call_metadata, one_message, parse_request
 from mkv.rpc_types import (
@@ -388,12 +387,13 @@ class RpcServer:
 
         Returns:
             None once sent; a RESOURCE_EXHAUSTED status to end the call with
-            when the client gave no room for the message within
-            ``stream_stall_timeout`` (trailers are not flow controlled).
+            when the client gave no room at all within
+            ``stream_stall_timeout`` before the message started (trailers
+            are not flow controlled).
 
         Raises:
-            _Abandoned: the client stopped reading in the middle of a message
-                larger than its window, where only a reset can end the call.
+            _Abandoned: the client stopped reading in the middle of a message,
+                where only a reset can end the call.
         """
         size = message.ByteSize()
         if fits_send_window(stream, size):
@@ -401,14 +401,15 @@ class RpcServer:
             # timeouts to arm (most answers, and a tenth of a Get's CPU).
             await stream.send_message(message)
             return None
-        with trio.move_on_after(self.stream_stall_timeout) as waited:
-            await wait_for_send_window(stream, size)
-        if waited.cancelled_caught:
+        # Sent as the windows open, never waiting for room for the whole
+        # message: a client with default windows grants more only after it
+        # has read more (see mkv/flow_control.py).
+        try:
+            await send_message(stream, message, stall_timeout=self.stream_stall_timeout)
+        except Stalled as stalled:
+            if stalled.sent:
+                raise _Abandoned from stalled
             return _STALLED
-        with trio.move_on_after(self.stream_stall_timeout) as sending:
-            await stream.send_message(message)
-        if sending.cancelled_caught:
-            raise _Abandoned
         return None
 
     async def _discard_rest(self, stream: GRPCProtoStream) -> None:

@@ -132,5 +132,17 @@ class RawH2:
         headers = dict(event.headers)  # type: ignore[attr-defined]
         return int(headers["grpc-status"]), headers.get("grpc-message", "")
 
+    async def response(self, stream_id: int) -> tuple[bytes, int, str]:
+        """A call's response body (its DATA, gRPC framing included), then its
+        grpc-status and grpc-message, once its trailers arrive. Data is
+        acknowledged as it is read, as a client with default windows would."""
+        code, message = await self.status(stream_id)
+        body = b"".join(
+            event.data
+            for event in self.events
+            if isinstance(event, h2.events.DataReceived) and event.stream_id == stream_id
+        )
+        return body, code, message
+
     async def aclose(self) -> None:
         await self.stream.aclose()

@@ -1,0 +1,73 @@
+"""Interoperability with clients that keep HTTP/2's default windows and with
+clients that send malformed request headers (issue 12, items 1 and 2).
+
+grpcio auto-tunes its flow-control windows, so it never finds a server that
+waits for more window than a client grants by default; grpc-js (Node) keeps
+65,535 bytes per stream and per connection. The raw h2 client here does the
+same, and a real grpc-js client runs too (tests/js)."""
+
+from __future__ import annotations
+
+import time
+
+import trio
+
+import mkv
+from mkv.v1 import data_pb2 as pb
+from mkv.wire import DATA_SERVICE
+from tests.h2_raw import RawH2, grpc_frame
+
+GET = f"/{DATA_SERVICE}/Get"
+# HTTP/2's initial window, which grpc-js never raises.
+DEFAULT_WINDOW = 65_535
+
+
+def get_body(key: bytes) -> bytes:
+    return grpc_frame(pb.GetRequest(key=key).SerializeToString())
+
+
+def parse_get(body: bytes) -> pb.GetResponse:
+    """The one GetResponse a Get's response body holds (5 bytes of gRPC framing first)."""
+    assert body[0] == 0
+    assert int.from_bytes(body[1:5], "big") == len(body) - 5
+    return pb.GetResponse.FromString(body[5:])
+
+
+async def test_default_windows_get_values_larger_than_the_window(
+    mkv_node: mkv.Node, mkv_client: mkv.Client
+) -> None:
+    values = {b"64k": b"a" * 64 * 1024, b"500k": bytes(range(256)) * 2000}
+    await mkv_client.upsert(values)
+    with trio.fail_after(20):
+        raw = await RawH2.connect(str(mkv_node.data_address))
+        try:
+            assert raw.conn.local_settings.initial_window_size == DEFAULT_WINDOW
+            for key, value in values.items():
+                started = time.perf_counter()
+                body, code, message = await raw.response(await raw.call(GET, get_body(key)))
+                assert (code, message) == (0, "")
+                got = parse_get(body)
+                assert got.found
+                assert got.value == value
+                print(f"Get of {len(value)} bytes: {time.perf_counter() - started:.3f}s")
+        finally:
+            await raw.aclose()
+
+
+async def test_default_windows_ten_concurrent_gets_of_60k(
+    mkv_node: mkv.Node, mkv_client: mkv.Client
+) -> None:
+    value = b"v" * 60 * 1024
+    await mkv_client.upsert({b"60k": value})
+    with trio.fail_after(20):
+        raw = await RawH2.connect(str(mkv_node.data_address))
+        try:
+            started = time.perf_counter()
+            streams = [await raw.call(GET, get_body(b"60k")) for _ in range(10)]
+            for stream_id in streams:
+                body, code, message = await raw.response(stream_id)
+                assert (code, message) == (0, "")
+                assert parse_get(body).value == value
+            print(f"10 concurrent Gets of 60 KiB: {time.perf_counter() - started:.3f}s")
+        finally:
+            await raw.aclose()
