@@ -8,8 +8,14 @@ same, and a real grpc-js client runs too (tests/js)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
 import time
+from pathlib import Path
 
+import pytest
 import trio
 
 import mkv
@@ -71,3 +77,55 @@ async def test_default_windows_ten_concurrent_gets_of_60k(
             print(f"10 concurrent Gets of 60 KiB: {time.perf_counter() - started:.3f}s")
         finally:
             await raw.aclose()
+
+
+# -- a real grpc-js client ---------------------------------------------------
+
+JS_DIR = Path(__file__).parent / "js"
+PROTOS = Path(__file__).parent.parent / "protos"
+
+
+async def js_client_ready() -> Path:
+    """The node executable, once tests/js/node_modules matches the lock file
+    (``npm ci`` runs only when it does not: the result is cached).
+
+    Skips when node or npm is missing, except under CI=true, where the test
+    must run (CI installs both)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("node and npm are required under CI=true (tests/js needs them)")
+        pytest.skip("node/npm not installed: the grpc-js interoperability test needs them")
+    lock = hashlib.sha256((JS_DIR / "package-lock.json").read_bytes()).hexdigest()
+    stamp = JS_DIR / "node_modules" / ".mkv-lock-sha256"
+    if not stamp.exists() or stamp.read_text() != lock:
+        with trio.fail_after(300):
+            await trio.run_process(
+                [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                cwd=JS_DIR,
+                capture_stdout=True,
+                capture_stderr=True,
+            )
+        stamp.write_text(lock)
+    return Path(node)
+
+
+async def test_grpc_js_with_default_options_reads_large_values(mkv_node: mkv.Node) -> None:
+    """Upsert and Get of 64 KiB and 500 KiB values, then 10 concurrent Gets of
+    60 KiB, from grpc-js with its default 65,535-byte windows (each call has a
+    15 s deadline, which every one of them hit before the fix)."""
+    node = await js_client_ready()
+    with trio.fail_after(60):
+        done = await trio.run_process(
+            [str(node), "interop.js", str(mkv_node.data_address), str(PROTOS)],
+            cwd=JS_DIR,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    report = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    print("grpc-js:", report["steps"])
+    assert report["ok"], report["steps"]
+    for name, step in report["steps"].items():
+        assert step["seconds"] < 10, (name, step)
