@@ -64,6 +64,8 @@ from mkv.purerpc_compat import (
     limit_concurrent_streams,
     tolerate_late_frames,
 )
+from mkv.request_headers import Rejection
+from mkv.request_screen import RejectedRequest, answer_rejection, screen_requests
 from mkv.rpc_requests import RequestStream, call_metadata, one_message, parse_request
 from mkv.rpc_types import (
     AnyHandler,
@@ -166,6 +168,8 @@ class RpcServer:
         self._connections: collections.Counter[str] = collections.Counter()
         self._refused = 0
         self._next_refusal_log = -math.inf
+        self._rejected = 0
+        self._next_rejection_log = -math.inf
         self._peak_in_flight = 0
         # One per response stream in progress: a stopping server ends them
         # (they may never end on their own) while unary calls drain.
@@ -292,6 +296,7 @@ class RpcServer:
                     async with grpc_socket, trio.open_nursery() as nursery:
                         tolerate_late_frames(grpc_socket)
                         bound_messages(grpc_socket, self.max_request_bytes)
+                        screen_requests(grpc_socket)
                         async for grpc_stream in grpc_socket.listen():
                             nursery.start_soon(self._serve_stream, grpc_stream, peer)
                         # The peer is gone: nobody is left to answer, and a
@@ -353,7 +358,6 @@ class RpcServer:
         observer, observed_service, method, started = self.observer, self.service, "", 0.0
         outcome = _LOST
         try:
-            await stream.start_response()
             event = await stream.receive_event()
             if observer is not None:
                 started = time.perf_counter()
@@ -366,6 +370,10 @@ class RpcServer:
                 observed_service = service if served else self.service
                 method = event.method_name if served else "unknown"
                 observer.call_started(observed_service, method)
+            if isinstance(event, RejectedRequest):
+                outcome = await self._reject(stream, event.rejection, peer)
+                return
+            await stream.start_response()
             status, response = await self._call(stream, event, peer)
             if isinstance(response, _Streaming):
                 status = await self._send_stream(stream, response)
@@ -381,6 +389,26 @@ class RpcServer:
                 observer.call_finished(
                     observed_service, method, outcome, time.perf_counter() - started
                 )
+
+    async def _reject(self, stream: GRPCProtoStream, rejection: Rejection, peer: str) -> Status:
+        """Answer a call whose headers are malformed, on its stream alone; log it."""
+        self._rejected += 1
+        # Throttled: a client sending nothing but bad headers must not flood the log.
+        if trio.current_time() >= self._next_rejection_log:
+            self._next_rejection_log = trio.current_time() + _REFUSAL_LOG_INTERVAL
+            log.warning(
+                "answered a call from %s with malformed headers %s (HTTP %d): %s "
+                "(%d such calls in all)",
+                peer,
+                rejection.code.name,
+                rejection.http_status,
+                rejection.message,
+                self._rejected,
+            )
+        else:
+            log.debug("malformed headers from %s: %s", peer, rejection.message)
+        await answer_rejection(stream, rejection)
+        return Status(rejection.code, rejection.message)
 
     async def _send(self, stream: GRPCProtoStream, message: Message) -> Status | None:
         """Send one response message unless its client stopped reading.

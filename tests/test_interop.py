@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,112 @@ async def test_grpc_js_with_default_options_reads_large_values(mkv_node: mkv.Nod
     assert report["ok"], report["steps"]
     for name, step in report["steps"].items():
         assert step["seconds"] < 10, (name, step)
+
+
+# -- malformed request headers -----------------------------------------------
+
+INVALID_ARGUMENT, UNIMPLEMENTED = 3, 12
+
+# header → (value sent, grpc-status, HTTP status, a word the message must hold)
+MALFORMED = {
+    "timeout abc": ({"grpc-timeout": "abc"}, INVALID_ARGUMENT, 200, "grpc-timeout"),
+    "timeout empty": ({"grpc-timeout": ""}, INVALID_ARGUMENT, 200, "grpc-timeout"),
+    "timeout 11 digits": ({"grpc-timeout": "99999999999H"}, INVALID_ARGUMENT, 200, "grpc-timeout"),
+    "timeout NUL": ({"grpc-timeout": "5\0S"}, INVALID_ARGUMENT, 200, "grpc-timeout"),
+    "timeout 30 digits": ({"grpc-timeout": "1" * 30}, INVALID_ARGUMENT, 200, "grpc-timeout"),
+    "timeout no unit": ({"grpc-timeout": "5"}, INVALID_ARGUMENT, 200, "grpc-timeout"),
+    "timeout unknown unit": ({"grpc-timeout": "5s"}, INVALID_ARGUMENT, 200, "grpc-timeout"),
+    "timeout negative": ({"grpc-timeout": "-5S"}, INVALID_ARGUMENT, 200, "grpc-timeout"),
+    "content-type text/html": ({"content-type": "text/html"}, INVALID_ARGUMENT, 415, "content"),
+    "content-type empty": ({"content-type": ""}, INVALID_ARGUMENT, 415, "content-type"),
+    "content-type missing": ({"content-type": None}, INVALID_ARGUMENT, 415, "content-type"),
+    "content-type grpc-web": (
+        {"content-type": "application/grpc-web"},
+        INVALID_ARGUMENT,
+        415,
+        "content-type",
+    ),
+    "path /nope": ({":path": "/nope"}, UNIMPLEMENTED, 200, "/nope"),
+    "path *": ({":path": "*"}, UNIMPLEMENTED, 200, "path"),
+    "path too deep": ({":path": f"/{DATA_SERVICE}/Get/x"}, UNIMPLEMENTED, 200, "path"),
+    "method GET": ({":method": "GET"}, UNIMPLEMENTED, 405, "POST"),
+    "scheme ftp": ({":scheme": "ftp"}, INVALID_ARGUMENT, 200, "scheme"),
+    "te missing": ({"te": None}, INVALID_ARGUMENT, 200, "te"),
+    "binary metadata not base64": ({"x-trace-bin": "%%%"}, INVALID_ARGUMENT, 200, "base64"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+async def test_malformed_headers_are_answered_on_their_stream_alone(
+    case: str, mkv_node: mkv.Node, mkv_client: mkv.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    replace, code, http_status, word = MALFORMED[case]
+    await mkv_client.upsert({b"k": b"v"})
+    with trio.fail_after(20):
+        raw = await RawH2.connect(str(mkv_node.data_address))
+        try:
+            # A call in flight on the same connection: its body is not sent yet.
+            pending = raw.start_call(GET)
+            await raw.flush()
+            bad = await raw.call(GET, get_body(b"k"), replace=replace)
+            headers = await raw.final_headers(bad)
+            assert int(headers[":status"]) == http_status
+            assert int(headers["grpc-status"]) == code
+            message = urllib.parse.unquote(headers["grpc-message"])
+            assert word in message
+            # The other call goes on, and new ones start, on the same connection.
+            raw.conn.send_data(pending, get_body(b"k"), end_stream=True)
+            await raw.flush()
+            body, status, _ = await raw.response(pending)
+            assert status == 0
+            assert parse_get(body).value == b"v"
+            body, status, _ = await raw.response(await raw.call(GET, get_body(b"k")))
+            assert (status, parse_get(body).value) == (0, b"v")
+            assert not raw.closed
+        finally:
+            await raw.aclose()
+    assert any("malformed headers" in r.getMessage() for r in caplog.records), caplog.records
+
+
+async def test_repeated_headers_and_a_request_without_body_keep_the_connection(
+    mkv_node: mkv.Node, mkv_client: mkv.Client
+) -> None:
+    """Headers purerpc reads as one value, sent twice, and a unary call whose
+    headers end the request (no message at all)."""
+    await mkv_client.upsert({b"k": b"v"})
+    with trio.fail_after(20):
+        raw = await RawH2.connect(str(mkv_node.data_address))
+        try:
+            for name, value in [("content-type", "application/grpc"), ("grpc-timeout", "5S")]:
+                bad = await raw.call(GET, get_body(b"k"), metadata=[(name, value), (name, value)])
+                code, message = await raw.status(bad)
+                assert code == INVALID_ARGUMENT
+                assert "repeated" in message
+            empty = raw.start_call(GET, end=True)
+            await raw.flush()
+            code, message = await raw.status(empty)
+            assert code == INVALID_ARGUMENT
+            assert "one request message" in message
+            body, status, _ = await raw.response(await raw.call(GET, get_body(b"k")))
+            assert (status, parse_get(body).value) == (0, b"v")
+        finally:
+            await raw.aclose()
+
+
+async def test_well_formed_timeouts_in_every_unit_are_accepted(
+    mkv_node: mkv.Node, mkv_client: mkv.Client
+) -> None:
+    await mkv_client.upsert({b"k": b"v"})
+    with trio.fail_after(20):
+        raw = await RawH2.connect(str(mkv_node.data_address))
+        try:
+            for timeout in ["99999999H", "1M", "30S", "5000m", "5000000u", "99999999n"]:
+                _, status, message = await raw.response(
+                    await raw.call(GET, get_body(b"k"), replace={"grpc-timeout": timeout})
+                )
+                assert (status, message) == (0, ""), timeout
+            # Well formed and already over: the deadline, not the format, answers.
+            stream_id = await raw.call(GET, get_body(b"k"), replace={"grpc-timeout": "1n"})
+            assert (await raw.status(stream_id))[0] == 4  # DEADLINE_EXCEEDED
+        finally:
+            await raw.aclose()
