@@ -92,7 +92,7 @@ def parse_timeout(value: str) -> float:
     """
     match = _TIMEOUT.fullmatch(value.encode("utf-8", "replace"))
     if match is None:
-        raise ValueError(value)
+        raise ValueError(f"malformed grpc-timeout {value!r}")
     return int(match[1]) * _UNIT_SECONDS[match[2].decode()]
 
 
