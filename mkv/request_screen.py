@@ -15,10 +15,14 @@ early answer.
 from __future__ import annotations
 
 import logging
+import math
+import time
 import urllib.parse
 from typing import Any
 
+import h2.errors
 import h2.events
+import h2.exceptions
 from purerpc.grpc_proto import GRPCProtoStream
 from purerpc.grpc_socket import GRPCSocket
 from purerpc.grpclib.buffers import MessageReadBuffer
@@ -74,6 +78,61 @@ def screen_requests(grpc_socket: GRPCSocket) -> None:
         return [RejectedRequest(event.stream_id, rejection)]
 
     connection._request_received = request_received
+    _reset_malformed_http(grpc_socket)
+
+
+def _reset_malformed_http(grpc_socket: GRPCSocket) -> None:
+    """Reset the stream, not the connection, of a request h2 finds malformed.
+
+    h2 checks HTTP/2's own header rules (lowercase names, no
+    connection-specific headers, pseudo-headers first, UTF-8 here) and
+    raises for the whole connection, which purerpc then drops without a
+    GOAWAY. HTTP/2 makes a malformed request a stream error (RFC 9113,
+    8.1.1): the stream is reset with PROTOCOL_ERROR and the others go on.
+    Only once the headers were decoded and opened the stream, so the
+    connection's HPACK state is intact; any other error (a header block
+    that does not decode, too many streams, a bad stream id) still ends
+    the connection.
+    """
+    h2_connection = grpc_socket._grpc_connection.h2_connection
+    # h2 dispatches frames through a table of bound methods made at its
+    # start (frame class → method), so the entry is replaced, not the method.
+    table = h2_connection._frame_dispatch_table
+    receive_headers = h2_connection._receive_headers_frame
+    (headers_frame,) = (kind for kind, method in table.items() if method == receive_headers)
+
+    def receive_headers_frame(frame: Any) -> Any:
+        new = frame.stream_id not in h2_connection.streams
+        try:
+            return receive_headers(frame)
+        except (h2.exceptions.ProtocolError, UnicodeDecodeError) as exc:
+            if (
+                not new
+                or isinstance(exc, h2.exceptions.TooManyStreamsError)
+                or frame.stream_id not in h2_connection.streams
+            ):
+                raise
+            _throttled_warning("reset a request with malformed HTTP/2 headers: %s", exc)
+            h2_connection.reset_stream(frame.stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            return [], []
+
+    table[headers_frame] = receive_headers_frame
+
+
+# At most one warning this often, in seconds: a client sending nothing but
+# malformed requests must not flood the log (the rest go to debug).
+_LOG_INTERVAL = 10.0
+_next_warning = -math.inf
+
+
+def _throttled_warning(message: str, *args: object) -> None:
+    global _next_warning
+    now = time.monotonic()
+    if now >= _next_warning:
+        _next_warning = now + _LOG_INTERVAL
+        log.warning(message, *args)
+    else:
+        log.debug(message, *args)
 
 
 async def answer_rejection(stream: GRPCProtoStream, rejection: Rejection) -> None:

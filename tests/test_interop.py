@@ -16,6 +16,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
+import h2.errors
+import h2.events
 import pytest
 import trio
 
@@ -237,5 +239,41 @@ async def test_well_formed_timeouts_in_every_unit_are_accepted(
             # Well formed and already over: the deadline, not the format, answers.
             stream_id = await raw.call(GET, get_body(b"k"), replace={"grpc-timeout": "1n"})
             assert (await raw.status(stream_id))[0] == 4  # DEADLINE_EXCEEDED
+        finally:
+            await raw.aclose()
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("X-Upper", "v"),  # HTTP/2 header names are lowercase
+        ("connection", "keep-alive"),  # connection-specific: not in HTTP/2
+        ("x-latin1", b"caf\xe9"),  # not UTF-8
+    ],
+)
+async def test_requests_malformed_for_http2_reset_their_stream_alone(
+    header: tuple[str, str | bytes], mkv_node: mkv.Node, mkv_client: mkv.Client
+) -> None:
+    """h2 itself refuses these; HTTP/2 makes a malformed request a stream
+    error (RST_STREAM PROTOCOL_ERROR), not a connection error."""
+    await mkv_client.upsert({b"k": b"v"})
+    with trio.fail_after(20):
+        raw = await RawH2.connect(str(mkv_node.data_address))
+        try:
+            raw.conn.config.validate_outbound_headers = False
+            raw.conn.config.normalize_outbound_headers = False
+            pending = raw.start_call(GET)
+            await raw.flush()
+            bad = await raw.call(GET, get_body(b"k"), metadata=[header])  # type: ignore[list-item]
+            reset = await raw.receive_until(
+                lambda e: isinstance(e, h2.events.StreamReset) and e.stream_id == bad
+            )
+            assert reset.error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR  # type: ignore[attr-defined]
+            raw.conn.send_data(pending, get_body(b"k"), end_stream=True)
+            await raw.flush()
+            body, status, _ = await raw.response(pending)
+            assert (status, parse_get(body).value) == (0, b"v")
+            body, status, _ = await raw.response(await raw.call(GET, get_body(b"k")))
+            assert (status, parse_get(body).value) == (0, b"v")
         finally:
             await raw.aclose()
