@@ -22,8 +22,9 @@ import pytest
 import trio
 
 import mkv
+from mkv.rpc import RpcServer
 from mkv.v1 import data_pb2 as pb
-from mkv.wire import DATA_SERVICE
+from mkv.wire import DATA_SERVICE, parse_address
 from tests.h2_raw import RawH2, grpc_frame
 
 GET = f"/{DATA_SERVICE}/Get"
@@ -277,3 +278,45 @@ async def test_requests_malformed_for_http2_reset_their_stream_alone(
             assert (status, parse_get(body).value) == (0, b"v")
         finally:
             await raw.aclose()
+
+
+async def test_a_slow_reader_with_default_windows_is_not_taken_for_a_stalled_one() -> None:
+    """The stall timeout counts from the last window the client granted, not
+    from the start of a message: a 500 KiB answer read in 0.1 s steps takes
+    well over the 0.5 s timeout, and arrives whole."""
+    value = bytes(range(256)) * 2000
+
+    async def big_get(request: pb.GetRequest) -> pb.GetResponse:
+        return pb.GetResponse(found=True, value=value)
+
+    server = RpcServer(
+        DATA_SERVICE,
+        {"Get": (pb.GetRequest, big_get)},
+        parse_address("127.0.0.1:0"),
+        stream_stall_timeout=0.5,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        try:
+            with trio.fail_after(20):
+                raw = await RawH2.connect(str(server.address))
+                try:
+                    started = trio.current_time()
+                    stream_id = await raw.call(GET, get_body(b"k"))
+                    while not any(
+                        isinstance(e, h2.events.StreamEnded | h2.events.StreamReset)
+                        and e.stream_id == stream_id
+                        for e in raw.events
+                    ):
+                        assert not raw.closed
+                        await raw.receive()
+                        await trio.sleep(0.1)
+                    assert not any(isinstance(e, h2.events.StreamReset) for e in raw.events)
+                    assert trio.current_time() - started > 1.0
+                    body, code, message = await raw.response(stream_id)
+                    assert (code, message) == (0, "")
+                    assert parse_get(body).value == value
+                finally:
+                    await raw.aclose()
+        finally:
+            server.stop()
