@@ -28,6 +28,7 @@ libfuse2). It recovers STATE first, then serves until killed or unmounted.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -343,10 +344,8 @@ def _remove(path: str) -> None:
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path, ignore_errors=True)
     else:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        except FileNotFoundError:
-            pass
 
 
 def recover(backing: Path, state: Path) -> list[str]:
