@@ -599,6 +599,14 @@ def _check_after_crash(path: Path) -> None:
 
 
 def _check_pages(conn: sqlite3.Connection, path: Path) -> None:
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not {"kv", "meta"} <= tables:
+        # A store whose creation a crash cut short: its schema (committed
+        # without an fsync when a log is in front) never reached the disk.
+        # It holds nothing to check; opening it makes the schema, and replay
+        # brings back every write from the log (or refuses, if the log was
+        # checkpointed: that fsyncs the schema first, so it cannot happen).
+        return
     db_size, wal_size, _ = (p.stat().st_size if p.exists() else 0 for p in _database_files(path))
     page_size = conn.execute("PRAGMA page_size").fetchone()[0]
     pages = conn.execute("PRAGMA page_count").fetchone()[0]
