@@ -33,6 +33,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 MEMORY_WAL = ("--default-store", "memory", "--default-pipeline", "timestamp wal")
+# 1 MiB log segments: the log rolls to a new segment every batch or so, and
+# (behind SQLite) checkpoints delete old ones, all under power cuts.
+SMALL_SEGMENTS = ("--default-pipeline", "timestamp wal:always,segment=1048576")
 
 
 @pytest.fixture
@@ -98,6 +101,10 @@ async def _cycles(fs: LazyFS, server_args: tuple[str, ...], cycles: int, seed: i
             power=fs,
             server_log=fs.root / "server.log",
         )
+    print(
+        f"{cycles} power cuts: {model.acks} writes acknowledged"
+        f" ({sum(model.batch_acknowledged.values())} of them 1 MiB batches)"
+    )
     assert fs.cuts == cycles
     assert model.acks > 5 * cycles, "the writers got real work done between cuts"
     assert sum(model.batch_acknowledged.values()) > 0, "some 1 MiB batches were acknowledged"
@@ -110,7 +117,23 @@ async def test_power_cut_loses_no_acknowledged_write(lazyfs: LazyFS) -> None:
 
 async def test_power_cut_memory_partition_with_log(lazyfs: LazyFS) -> None:
     """A memory store keeps nothing: after each cut only the log can bring a write back."""
-    await _cycles(lazyfs, MEMORY_WAL, cycles=6, seed=20261206)
+    await _cycles(lazyfs, (*MEMORY_WAL[:3], f"{MEMORY_WAL[3]}:always,segment=1048576"), 6, 20261206)
+
+
+async def test_power_cut_while_log_segments_roll_and_checkpoint(lazyfs: LazyFS) -> None:
+    # A small watch retention, so checkpoints need not wait for 16 MiB of log.
+    config = lazyfs.root / "mkv.toml"
+    await trio.Path(config).write_text("watch_retention_bytes = 65536\n")
+    await _cycles(lazyfs, (*SMALL_SEGMENTS, "--config", str(config)), 6, 20261207)
+    segments = await trio.Path(lazyfs.backing / "data/partitions/default/wal").iterdir()
+    assert "00000000000000000001.wal" not in {p.name for p in segments}, (
+        "checkpoints deleted old segments"
+    )
+
+
+async def test_power_cut_caching_partition(lazyfs: LazyFS) -> None:
+    """A caching store: its durable SQLite behind the log, its cache in memory."""
+    await _cycles(lazyfs, ("--default-store", "caching", *SMALL_SEGMENTS), 6, 20261208)
 
 
 @pytest.mark.slow
