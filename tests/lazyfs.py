@@ -285,6 +285,13 @@ class LazyOperations:
         self._record("rename", [_parent(old), _parent(new)], trash=trash, old=old, new=new)
         return 0
 
+    def link(self, target: str, source: str) -> int:
+        """A new name ``target`` for the file ``source``: undone like a creation."""
+        real = self._real(target)
+        os.link(self._real(source), real)
+        self._record("create", [_parent(target)], path=target, ino=os.lstat(real).st_ino)
+        return 0
+
     def create(self, path: str, mode: int, flags: int = 0) -> int:
         real = self._real(path)
         existed = os.path.lexists(real)

@@ -22,8 +22,12 @@ from pathlib import Path
 import pytest
 import trio
 
+import mkv
+from mkv.snapshots.manifest import verify_snapshot
+from mkv.store.files import make_directory
 from tests.crash import crash_cycles
 from tests.powercut import LazyFS, fuse_unusable, mounted
+from tests.processes import ServerProcess
 
 _UNUSABLE = fuse_unusable()
 # Under CI a missing FUSE must fail the run, never skip it silently.
@@ -89,6 +93,71 @@ async def test_lazyfs_keeps_only_what_was_fsynced(lazyfs: LazyFS) -> None:
     await trio.to_thread.run_sync(_write_some_fsynced_some_not, lazyfs.mountpoint)
     await lazyfs.cut()
     await trio.to_thread.run_sync(_check_only_fsynced_is_left, lazyfs.mountpoint)
+
+
+def _make_directories(root: Path) -> None:
+    make_directory(root / "made" / "by" / "mkv")
+    (root / "plain" / "mkdir").mkdir(parents=True)
+
+
+async def test_make_directory_survives_a_power_cut(lazyfs: LazyFS) -> None:
+    await trio.to_thread.run_sync(_make_directories, lazyfs.mountpoint)
+    await lazyfs.cut()
+    assert (lazyfs.mountpoint / "made" / "by" / "mkv").is_dir()
+    # What mkv did before make_directory: gone (the test file system works).
+    assert not (lazyfs.mountpoint / "plain").exists()
+
+
+async def _write_keys(server: ServerProcess, keys: range) -> None:
+    async with mkv.Client.connect(server.data_addr) as client:
+        for start in range(keys.start, keys.stop, 100):
+            await client.upsert({b"k%05d" % i: b"v%05d" % i for i in range(start, start + 100)})
+
+
+async def test_snapshots_and_restores_survive_a_power_cut(lazyfs: LazyFS) -> None:
+    """A snapshot (its directories, file and manifest) and a partition restored
+    from it are on disk once acknowledged: a power cut right after keeps them."""
+    root = lazyfs.mountpoint / "backups"
+    source = ServerProcess(
+        lazyfs.mountpoint / "a", "--snapshot-root", str(root), stderr_path=lazyfs.root / "a.log"
+    )
+    target = ServerProcess(
+        lazyfs.mountpoint / "b", "--snapshot-root", str(root), stderr_path=lazyfs.root / "b.log"
+    )
+    with trio.fail_after(120):
+        try:
+            await source.start()
+            await _write_keys(source, range(500))
+            async with mkv.AdminClient.connect(source.control_addr) as admin:
+                done = await admin.wait_operation(await admin.snapshot("default", "nightly/deep"))
+            await source.kill()
+            await lazyfs.cut()
+            assert done.snapshot is not None
+            manifest, _ = await trio.to_thread.run_sync(
+                verify_snapshot, root / done.snapshot.manifest_path
+            )
+            assert manifest.seq == 5
+
+            await target.start()
+            async with mkv.AdminClient.connect(target.control_addr) as admin:
+                await admin.remove_partition("default")
+                await admin.add_partition(
+                    partition_id="restored", snapshot=done.snapshot.manifest_path
+                )
+            async with mkv.Client.connect(target.data_addr) as client:
+                await client.upsert({b"after": b"restore"})
+            await target.kill()
+            await lazyfs.cut()
+
+            await target.start()
+            async with mkv.Client.connect(target.data_addr) as client:
+                assert await client.get(b"after") == b"restore"
+                for i in range(0, 500, 7):
+                    assert await client.get(b"k%05d" % i) == b"v%05d" % i
+            await target.stop()
+        finally:
+            await source.kill()
+            await target.kill()
 
 
 async def _cycles(fs: LazyFS, server_args: tuple[str, ...], cycles: int, seed: int) -> None:
