@@ -242,7 +242,10 @@ class LazyOperations:
         return 0
 
     def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
-        os.utime(self._real(path), ns=times)
+        if times is None:
+            os.utime(self._real(path))
+        else:
+            os.utime(self._real(path), ns=times)
         return 0
 
     def fsyncdir(self, path: str, datasync: int, fh: int) -> int:
