@@ -206,7 +206,11 @@ async def test_power_cut_caching_partition(lazyfs: LazyFS) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("server_args", [(), MEMORY_WAL], ids=["sqlite-wal", "memory-wal"])
+@pytest.mark.parametrize(
+    "server_args",
+    [(), MEMORY_WAL, SMALL_SEGMENTS, ("--default-store", "caching", *SMALL_SEGMENTS)],
+    ids=["sqlite-wal", "memory-wal", "sqlite-small-segments", "caching"],
+)
 async def test_soak_power_cut(lazyfs: LazyFS, server_args: tuple[str, ...]) -> None:
     seed = int(os.environ.get("MKV_SOAK_SEED") or random.randrange(2**32))
     cycles = int(os.environ.get("MKV_SOAK_CYCLES", "100"))
