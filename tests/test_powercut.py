@@ -179,21 +179,34 @@ async def _cycles(fs: LazyFS, server_args: tuple[str, ...], cycles: int, seed: i
     assert sum(model.batch_acknowledged.values()) > 0, "some 1 MiB batches were acknowledged"
 
 
+async def _server_args(variant: str, fs: LazyFS) -> tuple[str, ...]:
+    """``mkv serve`` arguments for the default partition of each variant."""
+    if variant == "sqlite-wal":
+        return ()
+    if variant == "memory-wal":
+        return (*MEMORY_WAL[:3], f"{MEMORY_WAL[3]}:always,segment=1048576")
+    if variant == "small-segments":
+        # A small watch retention, so checkpoints need not wait for 16 MiB of log.
+        config = fs.root / "mkv.toml"
+        await trio.Path(config).write_text("watch_retention_bytes = 65536\n")
+        return (*SMALL_SEGMENTS, "--config", str(config))
+    assert variant == "caching"
+    durable = ("--durable-dir", str(fs.mountpoint / "durable"))
+    return ("--default-store", "caching", *durable, *SMALL_SEGMENTS)
+
+
 async def test_power_cut_loses_no_acknowledged_write(lazyfs: LazyFS) -> None:
     """The default partition: SQLite (commits not fsynced) behind the log."""
-    await _cycles(lazyfs, (), cycles=6, seed=20261205)
+    await _cycles(lazyfs, await _server_args("sqlite-wal", lazyfs), 6, 20261205)
 
 
 async def test_power_cut_memory_partition_with_log(lazyfs: LazyFS) -> None:
     """A memory store keeps nothing: after each cut only the log can bring a write back."""
-    await _cycles(lazyfs, (*MEMORY_WAL[:3], f"{MEMORY_WAL[3]}:always,segment=1048576"), 6, 20261206)
+    await _cycles(lazyfs, await _server_args("memory-wal", lazyfs), 6, 20261206)
 
 
 async def test_power_cut_while_log_segments_roll_and_checkpoint(lazyfs: LazyFS) -> None:
-    # A small watch retention, so checkpoints need not wait for 16 MiB of log.
-    config = lazyfs.root / "mkv.toml"
-    await trio.Path(config).write_text("watch_retention_bytes = 65536\n")
-    await _cycles(lazyfs, (*SMALL_SEGMENTS, "--config", str(config)), 6, 20261207)
+    await _cycles(lazyfs, await _server_args("small-segments", lazyfs), 6, 20261207)
     segments = await trio.Path(lazyfs.backing / "data/partitions/default/wal").iterdir()
     assert "00000000000000000001.wal" not in {p.name for p in segments}, (
         "checkpoints deleted old segments"
@@ -201,18 +214,15 @@ async def test_power_cut_while_log_segments_roll_and_checkpoint(lazyfs: LazyFS) 
 
 
 async def test_power_cut_caching_partition(lazyfs: LazyFS) -> None:
-    """A caching store: its durable SQLite behind the log, its cache in memory."""
-    await _cycles(lazyfs, ("--default-store", "caching", *SMALL_SEGMENTS), 6, 20261208)
+    """A caching store: its durable SQLite behind the log, its cache in memory,
+    and the durable store in a directory of its own (``--durable-dir``)."""
+    await _cycles(lazyfs, await _server_args("caching", lazyfs), 6, 20261208)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "server_args",
-    [(), MEMORY_WAL, SMALL_SEGMENTS, ("--default-store", "caching", *SMALL_SEGMENTS)],
-    ids=["sqlite-wal", "memory-wal", "sqlite-small-segments", "caching"],
-)
-async def test_soak_power_cut(lazyfs: LazyFS, server_args: tuple[str, ...]) -> None:
+@pytest.mark.parametrize("variant", ["sqlite-wal", "memory-wal", "small-segments", "caching"])
+async def test_soak_power_cut(lazyfs: LazyFS, variant: str) -> None:
     seed = int(os.environ.get("MKV_SOAK_SEED") or random.randrange(2**32))
     cycles = int(os.environ.get("MKV_SOAK_CYCLES", "100"))
-    print(f"soak: {cycles} power cuts, MKV_SOAK_SEED={seed}")
-    await _cycles(lazyfs, server_args, cycles=cycles, seed=seed)
+    print(f"soak: {cycles} power cuts of {variant}, MKV_SOAK_SEED={seed}")
+    await _cycles(lazyfs, await _server_args(variant, lazyfs), cycles=cycles, seed=seed)
