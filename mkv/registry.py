@@ -40,6 +40,7 @@ from mkv.partition import Partition, PartitionState
 from mkv.pipeline import check_pipeline, default_pipeline
 from mkv.router import KeyRange, Router
 from mkv.store import DEFAULT_CACHE_BYTES, StoreOptions, StoreStats, check_store_kind
+from mkv.store.files import make_directory
 
 __all__ = ["PartitionRegistry", "PartitionReport"]
 
@@ -153,9 +154,11 @@ class PartitionRegistry:
         self._closing.set()
 
     def _prepare_data_dir(self) -> None:
-        (self.data_dir / "partitions").mkdir(parents=True, exist_ok=True)
+        # Durable names: after a power cut a data directory that was never
+        # fsynced into its parent would be gone, with every partition in it.
+        make_directory(self.data_dir / "partitions")
         if self.durable_dir is not None:
-            self.durable_dir.mkdir(parents=True, exist_ok=True)
+            make_directory(self.durable_dir)
 
     def _check_no_orphans(self) -> None:
         """Refuse to start on partition files without a catalog; blocking.
@@ -200,7 +203,7 @@ class PartitionRegistry:
     async def _run(self, partition: Partition) -> None:
         """Start ``partition`` in the registry's nursery and route to it."""
         assert self._nursery is not None
-        await trio.to_thread.run_sync(lambda: partition.directory.mkdir(exist_ok=True))
+        await trio.to_thread.run_sync(make_directory, partition.directory)
         await self._nursery.start(partition.run)
         self._partitions[partition.id] = partition
 

@@ -1,9 +1,11 @@
 """Kill -9 a real server under load, again and again, and check what it kept.
 
-Used by tests/test_crash.py (a short run in CI) and `just soak` (a long one).
-Each cycle starts ``mkv serve`` on the same data directory, checks every
-acknowledged write so far, runs concurrent writers (single upserts and
-~1 MiB batches) for a random while, and kills the server with SIGKILL.
+Used by tests/test_crash.py (a short run in CI) and `just soak` (a long one),
+and with a power cut after each kill by tests/test_powercut.py. Each cycle
+starts ``mkv serve`` on the same data directory, checks every acknowledged
+write so far, runs concurrent writers (single upserts and ~1 MiB batches)
+for a random while, and kills the server with SIGKILL (then, given a
+``power``, cuts the power under it).
 
 What must hold after every restart:
 - every acknowledged write is there, with its value or a later one;
@@ -18,6 +20,7 @@ import random
 import sqlite3
 from collections import defaultdict
 from pathlib import Path
+from typing import Protocol
 
 import attrs
 import trio
@@ -30,6 +33,12 @@ BATCH_WRITERS = 2
 KEYS_PER_WRITER = 20
 BATCH_KEYS = 7000  # of 100-byte values: one request just under 1 MiB
 VALUE_PAD = 90
+
+
+class Power(Protocol):
+    async def cut(self) -> None:
+        """Lose whatever the data directory's storage holds but did not fsync,
+        and be ready for the next start. Called with the server dead."""
 
 
 @attrs.define
@@ -117,11 +126,28 @@ def integrity_check(data_dir: Path) -> None:
         assert result == "ok", f"{database}: {result}"
 
 
-async def crash_cycles(data_dir: Path, cycles: int, seed: int) -> Model:
-    """Run ``cycles`` kill -9 cycles; raise AssertionError on the first violation."""
+async def crash_cycles(
+    data_dir: Path,
+    cycles: int,
+    seed: int,
+    *,
+    server_args: tuple[str, ...] = (),
+    power: Power | None = None,
+    server_log: Path | None = None,
+) -> Model:
+    """Run ``cycles`` kill -9 cycles; raise AssertionError on the first violation.
+
+    Args:
+        server_args: more ``mkv serve`` arguments (a partition's store and
+            pipeline, say).
+        power: cut after every kill -9, so each restart sees only what was
+            fsynced.
+        server_log: where the server's log goes (off the storage a power cut
+            takes away); default next to ``data_dir``.
+    """
     rng = random.Random(seed)
     model = Model()
-    server = ServerProcess(data_dir)
+    server = ServerProcess(data_dir, *server_args, stderr_path=server_log)
     for cycle in range(cycles):
         await server.start()
         try:
@@ -142,6 +168,8 @@ async def crash_cycles(data_dir: Path, cycles: int, seed: int) -> Model:
             raise
         finally:
             await server.kill()
+            if power is not None:
+                await power.cut()
         integrity_check(data_dir)
     await server.start()
     try:

@@ -24,13 +24,16 @@ class ServerProcess:
     The same object can be started again on the same data dir.
     """
 
-    def __init__(self, data_dir: Path, *extra_args: str) -> None:
+    def __init__(self, data_dir: Path, *extra_args: str, stderr_path: Path | None = None) -> None:
+        """Args:
+        stderr_path: where the server's log goes (default: next to ``data_dir``).
+        """
         self.data_dir = data_dir
         self.extra_args = extra_args
         self.process: trio.Process | None = None
         self.data_addr = ""
         self.control_addr = ""
-        self.stderr_path = data_dir.parent / f"{data_dir.name}-stderr.log"
+        self.stderr_path = stderr_path or data_dir.parent / f"{data_dir.name}-stderr.log"
 
     async def start(self, *, same_ports: bool = False, env: dict[str, str] | None = None) -> None:
         """Start and wait until both ports listen.

@@ -4,6 +4,7 @@ files), rebuilds what its log can rebuild, and never deletes data."""
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -306,3 +307,46 @@ async def test_a_partition_at_the_bound_refuses_writes_and_still_starts(tmp_path
                     await client.upsert({b"z": b"still here"})
             finally:
                 assert await server.stop() == 0
+
+
+def _creation_cut_short(store: Path) -> None:
+    """Leave what a power cut during a store's creation leaves: SQLite's
+    header and an empty -wal (its unclean-stop sign), but not the schema,
+    which was committed to the WAL without an fsync."""
+    for path in store.parent.glob("store.sqlite3*"):
+        path.unlink()
+    scratch = store.parent / "scratch" / store.name
+    scratch.parent.mkdir()
+    conn = sqlite3.connect(scratch, isolation_level=None)
+    try:
+        conn.execute("PRAGMA page_size=16384")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
+        # While the connection is open its -wal exists: copy both as they are.
+        for suffix in ("", "-wal"):
+            shutil.copyfile(f"{scratch}{suffix}", f"{store}{suffix}")
+    finally:
+        conn.close()
+    shutil.rmtree(scratch.parent)
+
+
+async def test_a_store_whose_creation_a_power_cut_took_is_replayed_from_the_log(
+    tmp_path: Path,
+) -> None:
+    server = ServerProcess(tmp_path / "mkv-data")
+    store = _store(server.data_dir, "default")
+    with trio.fail_after(120):
+        await server.start()
+        await _write(server, range(300))
+        await server.kill()
+        _creation_cut_short(store)
+        assert store.with_name("store.sqlite3-wal").exists()
+
+        await server.start()
+        try:
+            async with mkv.Client.connect(server.data_addr) as client:
+                for i in range(300):
+                    assert await client.get(_key(i)) == _value(i), i
+        finally:
+            await server.stop()
+    assert "refused" not in server.stderr()

@@ -17,7 +17,7 @@ from mkv.errors import shown
 from mkv.sidecar.destination import Destination, TransferOptions
 from mkv.sidecar.errors import DestinationError, SidecarStopped
 from mkv.snapshots.manifest import file_sha256
-from mkv.store.files import fsync_directory, write_atomically
+from mkv.store.files import fsync_directory, make_directory, write_atomically
 
 __all__ = ["DirectoryDestination", "Throttle", "copy_file"]
 
@@ -116,7 +116,7 @@ class DirectoryDestination(Destination):
         path = self._path(key)
         part = path.with_name(f".{path.name}.part")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_directory(path.parent)
             copy_file(source, part, rate=self.options.max_bandwidth, stop=stop)
             os.replace(part, path)
             fsync_directory(path.parent)
@@ -126,7 +126,7 @@ class DirectoryDestination(Destination):
     def put_small(self, key: str, data: bytes) -> None:
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_directory(path.parent)
             write_atomically(path, data)
         except OSError as exc:
             raise _failed("write", path, exc) from None

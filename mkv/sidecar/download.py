@@ -27,7 +27,7 @@ from mkv.snapshots.manifest import (
     SnapshotCorruptError,
     file_sha256,
 )
-from mkv.store.files import fsync_directory, write_atomically
+from mkv.store.files import fsync_directory, make_directory, write_atomically
 
 __all__ = ["download_snapshot"]
 
@@ -77,7 +77,7 @@ def download_snapshot(
                 f"There is no snapshot manifest at {shown(location, 80)}.", retryable=False
             )
         manifest = _parse(raw, name)
-        local_dir.mkdir(parents=True, exist_ok=True)
+        make_directory(local_dir)
         local_manifest = local_dir / name
         local_data = local_dir / manifest.file
         if local_manifest.exists():

@@ -27,6 +27,7 @@ from pathlib import Path
 import attrs
 
 from mkv.errors import InvalidArgumentError, StorageError, shown
+from mkv.store.files import make_directory
 
 __all__ = ["MAX_NAME_BYTES", "MAX_PATH_BYTES", "SnapshotRoot", "Target"]
 
@@ -60,7 +61,7 @@ class SnapshotRoot:
     """
 
     def __init__(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
+        make_directory(path)
         self.path = Path(os.path.realpath(path))
 
     def check_directory(self, text: str) -> Target:

@@ -27,7 +27,7 @@ from mkv.snapshots.manifest import Manifest, SnapshotCorruptError, read_manifest
 from mkv.snapshots.paths import SnapshotRoot
 from mkv.snapshots.stores import install
 from mkv.store import StoreOptions
-from mkv.store.files import fsync_directory
+from mkv.store.files import make_directory
 
 __all__ = ["RestoreSource", "restored_range"]
 
@@ -91,9 +91,8 @@ class RestoreSource:
         copy = directory / _COPY_NAME
         fresh = directory / _FRESH_NAME
         try:
-            directory.mkdir(exist_ok=True)
             # The new directory's entry must last as long as what goes in it.
-            fsync_directory(directory.parent)
+            make_directory(directory)
             self._copy_checked(copy)
             with SnapshotFile(copy, self.manifest) as snapshot:
                 snapshot.copy_into(fresh)

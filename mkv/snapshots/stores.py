@@ -43,7 +43,7 @@ from mkv.operations import Stopped
 from mkv.pipeline.write import Write
 from mkv.store import MEMORY_BASE_FILE, SQLITE_FILE, StateStore, StoreOptions, open_store
 from mkv.store.caching import DURABLE_FILE, durable_directory
-from mkv.store.files import fsync_directory
+from mkv.store.files import fsync_directory, make_directory
 from mkv.store.memory import MemoryStore, unpack_record
 from mkv.store.sqlite import LayoutReader, SqliteStore, create_layout
 
@@ -190,7 +190,7 @@ def install(kind: str, directory: Path, data: Path, options: StoreOptions) -> No
         os.replace(data, directory / SQLITE_FILE)
     elif kind == "caching":
         durable = durable_directory(directory, options)
-        durable.mkdir(parents=True, exist_ok=True)
+        make_directory(durable)
         _move(data, durable / DURABLE_FILE)
         fsync_directory(durable)
     elif kind == "memory":

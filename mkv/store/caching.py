@@ -48,7 +48,7 @@ import attrs
 from mkv.errors import StorageError
 from mkv.pipeline.write import Write
 from mkv.store.base import Item, StoreOptions, StoreStats
-from mkv.store.files import write_atomically
+from mkv.store.files import make_directory, write_atomically
 from mkv.store.lru import BoundedLru
 from mkv.store.sqlite import SqliteStore
 
@@ -269,7 +269,7 @@ def open_caching_store(directory: Path, *, logged: bool, options: StoreOptions) 
                 f"The durable store of the partition in {directory} is missing from "
                 f"{location}; is its disk mounted?"
             )
-        durable_dir.mkdir(parents=True, exist_ok=True)
+        make_directory(durable_dir)
     except OSError as exc:
         raise StorageError(f"Could not reach the durable store directory {location}.") from exc
     durable = SqliteStore(database, logged=logged)

@@ -38,6 +38,7 @@ from mkv.errors import StorageError
 from mkv.limits import MAX_LOADED, check_loaded
 from mkv.pipeline.write import Write
 from mkv.store.base import Item, StoreStats
+from mkv.store.files import fsync_directory
 
 __all__ = ["LayoutReader", "SqliteStore", "StoreDamagedError", "create_layout"]
 
@@ -144,6 +145,7 @@ class SqliteStore:
         # left over means the last process to use the store died with it open.
         if _database_files(path)[1].exists():
             _check_after_crash(path)
+        created = not path.exists()
         # isolation_level=None: we issue BEGIN/COMMIT ourselves.
         self._writer = self._connect(path)
         try:
@@ -156,6 +158,11 @@ class SqliteStore:
             self._writer.execute(f"PRAGMA synchronous={'NORMAL' if logged else 'FULL'}")
             self._writer.executescript(_SCHEMA)
             _upgrade(self._writer)
+            if created:
+                # The file's name, like any new file's, lasts through a power
+                # cut only once its directory is fsynced; a log checkpointed
+                # into a store whose name was then lost could not be replayed.
+                fsync_directory(path.parent)
             meta = dict(self._writer.execute("SELECT name, value FROM meta").fetchall())
             check_loaded(
                 f"The store meta of {path}",
@@ -176,6 +183,9 @@ class SqliteStore:
         except StorageError:
             self._writer.close()
             raise
+        except OSError as exc:
+            self._writer.close()
+            raise StorageError(f"Could not open the SQLite store at {path}.") from exc
         # Connections handed out by open_pinned_reader and not yet released;
         # released from whichever thread finished the snapshot.
         self._pinned: set[sqlite3.Connection] = set()
@@ -589,6 +599,14 @@ def _check_after_crash(path: Path) -> None:
 
 
 def _check_pages(conn: sqlite3.Connection, path: Path) -> None:
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not {"kv", "meta"} <= tables:
+        # A store whose creation a crash cut short: its schema (committed
+        # without an fsync when a log is in front) never reached the disk.
+        # It holds nothing to check; opening it makes the schema, and replay
+        # brings back every write from the log (or refuses, if the log was
+        # checkpointed: that fsyncs the schema first, so it cannot happen).
+        return
     db_size, wal_size, _ = (p.stat().st_size if p.exists() else 0 for p in _database_files(path))
     page_size = conn.execute("PRAGMA page_size").fetchone()[0]
     pages = conn.execute("PRAGMA page_count").fetchone()[0]

@@ -28,7 +28,7 @@ from typing import BinaryIO
 import attrs
 
 from mkv.errors import StorageError
-from mkv.store.files import fsync_directory, write_atomically
+from mkv.store.files import fsync_directory, make_directory, write_atomically
 from mkv.wal.record import (
     HEADER_SIZE,
     DecodeStop,
@@ -172,9 +172,7 @@ class WriteAheadLog:
         directory = Path(directory)
         file = None
         try:
-            if not directory.is_dir():
-                directory.mkdir(parents=True)
-                fsync_directory(directory.parent)
+            make_directory(directory)
             segments, report = _recover(directory)
             # Whatever this log replays must stay replayable after a power cut,
             # even if the previous process died before fsyncing it.
