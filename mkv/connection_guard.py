@@ -27,6 +27,7 @@ The sans-I/O counting is in ``mkv.connection_limits``.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -174,12 +175,17 @@ class ConnectionGuard(anyio.abc.ByteStream):
                 self._h2.acknowledge_received_data(held, stream_id)
             self._flush()
 
-    def close(self) -> None:
-        """The connection ended: release everything it still counts."""
-        for stream_id in list(self.buffers._streams):
+    async def close(self) -> None:
+        """The connection ended: release everything it still counts, and
+        once much has been freed node-wide, give it back to the OS."""
+        for stream_id in self.buffers.stream_ids():
             self.release(stream_id)
-        self.buffers.release_all()
         self._reset_early.clear()
+        if self.buffers.node.should_trim() and _malloc_trim is not None:
+            # A few ms over a large heap: on a thread, and shielded so that
+            # a connection ended by shutdown still does it.
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(_malloc_trim, 0)
 
     def _stream_reset(self, stream_id: int) -> None:
         scope = self._calls.get(stream_id)
@@ -289,6 +295,20 @@ class ConnectionGuard(anyio.abc.ByteStream):
     def _flush(self) -> None:
         if self._grpc_socket is not None:
             self._grpc_socket._socket._flush_event.set()
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where there is none (musl, macOS)."""
+    try:
+        function = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_size_t]
+    function.restype = ctypes.c_int
+    return function
+
+
+_malloc_trim = _find_malloc_trim()
 
 
 def _type_name(frame: Frame) -> str:

@@ -38,6 +38,8 @@ __all__ = [
 # RFC 9113 §3.4: what a client sends before its first frame.
 CLIENT_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _FRAME_HEADER = 9
+# Freed request bytes worth handing back to the OS (see ``should_trim``).
+_TRIM_AFTER = 16 * 1024 * 1024
 _END_STREAM = 0x1
 _ACK = 0x1
 
@@ -143,6 +145,7 @@ class RequestMemory:
         self.limit = limit
         self.used = 0
         self.peak = 0
+        self._peak_since_trim = 0
 
     @property
     def exhausted(self) -> bool:
@@ -151,6 +154,19 @@ class RequestMemory:
     def add(self, count: int) -> None:
         self.used += count
         self.peak = max(self.peak, self.used)
+        self._peak_since_trim = max(self._peak_since_trim, self.used)
+
+    def should_trim(self) -> bool:
+        """Whether enough was freed since the last time this said so that
+        the allocator should be asked to give memory back to the OS.
+
+        Request bytes arrive as thousands of 16 KiB pieces interleaved with
+        longer-lived objects; freed, they leave holes that glibc keeps.
+        """
+        if self._peak_since_trim < _TRIM_AFTER or self.used * 4 > self._peak_since_trim:
+            return False
+        self._peak_since_trim = self.used
+        return True
 
 
 class ConnectionBuffers:
@@ -191,9 +207,9 @@ class ConnectionBuffers:
             self.node.add(-held)
         return held
 
-    def release_all(self) -> None:
-        for stream_id in list(self._streams):
-            self.release(stream_id)
+    def stream_ids(self) -> list[int]:
+        """The streams that hold (or held and were not released) bytes."""
+        return list(self._streams)
 
 
 @attrs.frozen(kw_only=True)

@@ -317,7 +317,7 @@ class RpcServer:
                         nursery.cancel_scope.cancel()
                 finally:
                     close_remaining_calls(grpc_socket)
-                    guard.close()
+                    await guard.close()
         except Exception as exc:
             # A peer that breaks the protocol, fails its TLS handshake or
             # vanishes costs only its own connection.
