@@ -320,6 +320,39 @@ async def test_a_burst_of_pings_within_the_budget_is_answered(tmp_path: Path) ->
             await attacker.aclose()
 
 
+async def test_connections_take_fair_turns(tmp_path: Path) -> None:
+    """With the flood budget out of the way, a connection that sends PINGs as
+    fast as it can (and reads the answers) still gets only its turns: the
+    well-behaved client is answered meanwhile."""
+    settings = "idle_frame_burst = 1000000000\nidle_frame_rate = 1e9\n"
+    sent = 0
+
+    async def flood_and_read() -> None:
+        nonlocal sent
+        attacker = await Attacker.connect(process.data_addr)
+        chunk = ping() * 60_000  # about 1 MiB: what purerpc would parse at once
+
+        async def drain() -> None:
+            while await attacker.stream.receive_some(1 << 20):
+                pass
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(drain)
+                with trio.move_on_after(4.0):
+                    while await attacker.send(chunk, 60_000):
+                        sent += 60_000
+                nursery.cancel_scope.cancel()
+        finally:
+            await attacker.aclose()
+
+    async with node(tmp_path, settings) as process:
+        served, before, _, after = await under_attack(process, flood_and_read)
+    print(f"{sent} PINGs sent")
+    assert sent > 100_000  # it was served too
+    assert_served(served, before, after)
+
+
 # -- rapid reset (CVE-2023-44487) --------------------------------------------
 
 
