@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -62,6 +63,10 @@ _READ_BYTES = 64 * 1024
 _WRITE_BYTES = 64 * 1024
 # How long a connection being ended for abuse has to take its GOAWAY.
 _GOAWAY_TIMEOUT = 1.0
+# At most one warning about connections ended for abuse this often (s).
+_CALM_LOG_INTERVAL = 10.0
+_calmed = 0
+_next_calm_log = -math.inf
 # The HTTP/2 connection window every connection starts with (RFC 9113 §6.9.2).
 _INITIAL_WINDOW = 65535
 
@@ -107,6 +112,7 @@ class ConnectionGuard(anyio.abc.ByteStream):
         self._calls: dict[int, trio.CancelScope] = {}
         self._reset_early: set[int] = set()
         self._write_timeout = limits.output_stall_timeout
+        self._writing: trio.CancelScope | None = None  # the piece being written
 
     # -- hooks into purerpc --------------------------------------------------
 
@@ -235,6 +241,9 @@ class ConnectionGuard(anyio.abc.ByteStream):
                 self._flush()
                 await self._written.wait()
         if self._backlog() > limit:
+            # Nothing more is written to it either: the connection ends now,
+            # not after a last wait for its writer.
+            self._stop_writing()
             raise _PeerNotReading(
                 f"{self.peer} read none of {self._backlog()} bytes waiting for it"
             )
@@ -250,14 +259,21 @@ class ConnectionGuard(anyio.abc.ByteStream):
             for start in range(0, len(view), _WRITE_BYTES):
                 piece = view[start : start + _WRITE_BYTES]
                 with trio.move_on_after(self._write_timeout) as waited:
+                    self._writing = waited
                     await self._transport.send(piece)  # type: ignore[arg-type]
                 if waited.cancelled_caught:
                     raise _PeerNotReading(f"{self.peer} stopped reading")
                 self._unsent -= len(piece)
                 self._wake_reader()
         finally:
+            self._writing = None
             self._unsent = 0
             self._wake_reader()
+
+    def _stop_writing(self) -> None:
+        self._write_timeout = 0.0
+        if self._writing is not None:
+            self._writing.cancel()
 
     def _wake_reader(self) -> None:
         self._written.set()
@@ -276,7 +292,17 @@ class ConnectionGuard(anyio.abc.ByteStream):
     # -- ending an abusive connection ----------------------------------------
 
     async def _calm(self, reason: str) -> None:
-        log.warning("ended a connection from %s: too many %s", self.peer, reason)
+        global _calmed, _next_calm_log
+        _calmed += 1
+        # Throttled: an attacker that reconnects must not flood the log too.
+        if trio.current_time() >= _next_calm_log:
+            _next_calm_log = trio.current_time() + _CALM_LOG_INTERVAL
+            log.warning(
+                "ended a connection from %s: too many %s (%d connections ended so)",
+                self.peer,
+                reason,
+                _calmed,
+            )
         # The GOAWAY goes out through purerpc's writer, behind what is
         # already queued; a peer that does not read it is closed anyway.
         self._write_timeout = _GOAWAY_TIMEOUT
@@ -290,6 +316,7 @@ class ConnectionGuard(anyio.abc.ByteStream):
             with trio.move_on_after(_GOAWAY_TIMEOUT):
                 while self._backlog():
                     await self._written.wait()
+        self._stop_writing()
         raise EnhanceYourCalm(f"{self.peer} sent too many {reason}")
 
     def _flush(self) -> None:

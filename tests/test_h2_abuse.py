@@ -33,7 +33,7 @@ from tests.test_memory_bound import rss_bytes
 MIB = 1024 * 1024
 GET = f"/{DATA_SERVICE}/Get"
 # Generous: two shared cores; an unprotected server stalls for the whole flood.
-LATENCY_BOUND = 2.0
+LATENCY_BOUND = 3.0
 # What an attack may leave behind in RSS once it is over.
 RSS_AFTER_BOUND = 40 * MIB
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -446,12 +446,12 @@ async def test_a_peer_that_never_reads_is_disconnected(tmp_path: Path) -> None:
     hangs up, instead of buffering acknowledgements without end."""
     settings = (
         "idle_frame_burst = 1000000000\nidle_frame_rate = 1e9\n"
-        "connection_output_bytes = 65536\nstream_stall_timeout = 2.0\n"
+        "connection_output_bytes = 65536\nstream_stall_timeout = 6.0\n"
     )
     attackers: list[Attacker] = []
 
     async def attack() -> None:
-        attackers.append(await flood_of(process.data_addr, ping, 10**9, 12.0))
+        attackers.append(await flood_of(process.data_addr, ping, 10**9, 15.0))
 
     async with node(tmp_path, settings) as process:
         served, before, peak, after = await under_attack(process, attack)
@@ -459,8 +459,10 @@ async def test_a_peer_that_never_reads_is_disconnected(tmp_path: Path) -> None:
     (attacker,) = attackers
     assert attacker.cut_off
     assert attacker.cut_off_after is not None
-    assert attacker.cut_off_after < 10
-    assert peak - before < RSS_AFTER_BOUND
+    assert attacker.cut_off_after < 12
+    # Not read while its output waits: what it holds is bounded by the
+    # output limit and the socket buffers, not by how long it keeps sending.
+    assert peak - before < 4 * MIB
 
 
 # -- unfinished request bodies ----------------------------------------------
@@ -506,18 +508,16 @@ async def partial_bodies_attack(
 
 
 async def test_unfinished_bodies_are_bounded_by_the_memory_budget(tmp_path: Path) -> None:
-    """10 connections x 100 streams x 60 KB = 60 MB of bodies offered; the
-    node keeps at most its 24 MiB budget plus what was in flight when it was
-    reached, refuses new calls meanwhile, and gives it all back after."""
-    settings = "request_buffer_bytes = 25165824\nconnection_buffer_bytes = 4194304\n"
+    """10 connections x 100 streams x 60 KB = 60 MB of bodies offered; each
+    connection may send 2 MiB ahead of its calls, the node refuses new calls
+    over its 8 MiB budget meanwhile, and gives it all back after."""
+    settings = "request_buffer_bytes = 8388608\nconnection_buffer_bytes = 2097152\n"
     served, before, peak, after = await partial_bodies_attack(tmp_path, settings, 10, 4.0)
     assert served.slowest < LATENCY_BOUND
     assert served.answers + served.refused > 0
     assert after - before < RSS_AFTER_BOUND
-    # The connection window caps each connection (4 MiB of 6 MB offered), and
-    # the budget the node: 24 MiB, plus up to a window per connection of
-    # calls admitted before it was reached, plus the allocator's overhead.
-    assert peak - before < 24 * MIB + 10 * 4 * MIB + 20 * MIB
+    # At most a window per connection (20 MiB), plus the allocator's overhead.
+    assert peak - before < 48 * MIB
 
 
 @pytest.mark.slow
