@@ -140,6 +140,12 @@ class Config:
                 f"connection_buffer_bytes ({self.connection_buffer_bytes}) must be at least "
                 f"twice max_request_bytes ({self.max_request_bytes})"
             )
+        if self.request_buffer_bytes < 2 * self.max_request_bytes:
+            # New calls need room for a largest request in the budget.
+            raise ValueError(
+                f"request_buffer_bytes ({self.request_buffer_bytes}) must be at least "
+                f"twice max_request_bytes ({self.max_request_bytes})"
+            )
         addr = self.metrics_addr
         if addr is not None and not self.metrics_allow_remote and not is_loopback(addr.host):
             raise ValueError(

@@ -19,8 +19,10 @@ stream (the call waits on, and its buffered request bytes stay). A
   ``output_stall_timeout`` is disconnected, not buffered for.
 - Request memory: the connection window is ``connection_buffer_bytes``;
   bytes received and not yet read are counted per stream, per connection and
-  node-wide (``RequestMemory``, which ``RpcServer`` checks before starting a
-  call); a reset stream's call is cancelled and its bytes released at once.
+  node-wide (``RequestMemory``: ``RpcServer`` refuses new calls unless it has
+  room for one more request; a call whose bytes take it over the budget is
+  reset REFUSED_STREAM); a reset stream's call is cancelled and its bytes
+  released at once.
 
 The sans-I/O counting is in ``mkv.connection_limits``.
 """
@@ -135,7 +137,19 @@ class ConnectionGuard(anyio.abc.ByteStream):
         acknowledge = connection.acknowledge_received_data
 
         def _data_received(event: h2.events.DataReceived) -> Any:
+            if event.stream_id not in connection.message_read_buffers:
+                # Its call ended or was shed (earlier in this same batch,
+                # perhaps): purerpc would fail the connection on it. Its
+                # bytes go straight back to the connection window.
+                with suppress(h2.exceptions.ProtocolError):
+                    h2_connection.acknowledge_received_data(
+                        event.flow_controlled_length, event.stream_id
+                    )
+                return []
             self.buffers.received(event.stream_id, event.flow_controlled_length)
+            if self.buffers.node.over:
+                self._shed(event.stream_id)
+                return []
             return data_received(event)
 
         def acknowledge_received_data(stream_id: int, flow_controlled_length: int) -> None:
@@ -192,6 +206,15 @@ class ConnectionGuard(anyio.abc.ByteStream):
             # a connection ended by shutdown still does it.
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(_malloc_trim, 0)
+
+    def _shed(self, stream_id: int) -> None:
+        """Refuse a call whose request bytes took the node over its memory
+        budget: reset REFUSED_STREAM (clients know that nothing was done and
+        that they may retry), its call cancelled, its bytes released."""
+        if self._h2 is not None:
+            with suppress(h2.exceptions.ProtocolError):  # closed already
+                self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+        self._stream_reset(stream_id)
 
     def _stream_reset(self, stream_id: int) -> None:
         scope = self._calls.get(stream_id)

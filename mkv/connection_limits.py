@@ -138,7 +138,8 @@ class RequestMemory:
     read by their calls, against a budget.
 
     Args:
-        limit: the budget in bytes; over it, new calls are refused.
+        limit: the budget in bytes: new calls are refused unless a whole
+            request fits, and calls whose bytes go over it are reset.
     """
 
     def __init__(self, limit: int) -> None:
@@ -148,8 +149,12 @@ class RequestMemory:
         self._peak_since_trim = 0
 
     @property
-    def exhausted(self) -> bool:
-        return self.used >= self.limit
+    def over(self) -> bool:
+        return self.used > self.limit
+
+    def has_room(self, count: int) -> bool:
+        """Whether ``count`` more bytes fit the budget."""
+        return self.used + count <= self.limit
 
     def add(self, count: int) -> None:
         self.used += count

@@ -494,8 +494,8 @@ class RpcServer:
                 ),
                 None,
             )
-        if self.request_memory.exhausted:
-            # Its body would add to what is already over budget; it is
+        if not self.request_memory.has_room(self.max_request_bytes):
+            # Its body might not fit what the node may buffer; it is
             # discarded as it arrives instead (``_discard_rest``).
             return _MEMORY_EXHAUSTED, None
         streaming = isinstance(method.handler, ServerStream | BidiStream)
