@@ -531,8 +531,11 @@ async def test_unfinished_bodies_full_size(tmp_path: Path) -> None:
     """The issue's numbers: 60 connections x 100 streams x 60 KB, default limits."""
     served, before, peak, after = await partial_bodies_attack(tmp_path, "", 60, 20.0)
     assert served.slowest < LATENCY_BOUND
-    assert after - before < RSS_AFTER_BOUND
+    # The 256 MiB budget of bodies, and the objects of up to 6,000 calls.
     assert peak - before < 400 * MIB
+    # The bodies are given back; what stays is the small-object arenas of
+    # 6,000 calls at once, which Python frees only when wholly empty.
+    assert after - before < 100 * MIB
 
 
 @pytest.mark.slow
