@@ -41,6 +41,7 @@ import anyio.abc
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.utilities
 import trio
 from purerpc.grpc_socket import GRPCSocket
 
@@ -63,6 +64,8 @@ _READ_BYTES = 64 * 1024
 # Output is written in pieces of this size, each of which must get out within
 # the stall timeout: a peer reading nothing is noticed whatever the backlog.
 _WRITE_BYTES = 64 * 1024
+# Closed streams h2 remembers per connection (see ``attach``).
+_CLOSED_STREAMS_KEPT = 4096
 # How long a connection being ended for abuse has to take its GOAWAY.
 _GOAWAY_TIMEOUT = 1.0
 # At most one warning about connections ended for abuse this often (s).
@@ -124,6 +127,10 @@ class ConnectionGuard(anyio.abc.ByteStream):
         self._grpc_socket = grpc_socket
         connection = grpc_socket._grpc_connection
         self._h2 = h2_connection = connection.h2_connection
+        # h2 remembers how each of the last 65,536 closed streams ended: 8 MB
+        # on every connection that served that many calls. It needs only the
+        # recent ones (to ignore late frames of a stream it reset).
+        h2_connection._closed_streams = h2.utilities.SizeLimitDict(size_limit=_CLOSED_STREAMS_KEPT)
         window = self.limits.connection_buffer_bytes
 
         def initiate_connection() -> None:

@@ -442,6 +442,39 @@ async def test_a_reset_frees_its_calls_buffers_at_once(tmp_path: Path) -> None:
             await attacker.aclose()
 
 
+@pytest.mark.slow
+async def test_many_streams_on_one_connection_leave_nothing_behind(tmp_path: Path) -> None:
+    """80,000 streams opened and reset on one connection (the reset budget
+    out of the way) cost no memory once they are gone: h2 would otherwise
+    remember how each of the last 65,536 ended (8 MB a connection)."""
+    settings = "reset_burst = 1000000000\nreset_rate = 1e9\n"
+    async with node(tmp_path, settings) as process:
+        attacker = await Attacker.connect(process.data_addr)
+        try:
+            stream_id = 1
+            for _ in range(4):  # the same code paths, and the allocator, warm
+                assert await attacker.send(resets(stream_id, 500), 1000)
+                stream_id += 1000
+            await trio.sleep(1)
+            before = rss_bytes(process.pid)
+            for _ in range(160):
+                assert await attacker.send(resets(stream_id, 500), 1000)
+                stream_id += 1000
+            # The server has handled them all once it answers a PING behind them.
+            assert await attacker.send(frame(PING, 0, 0, b"lastping"), 1)
+            data = b""
+            with trio.fail_after(120):
+                while b"lastping" not in data:
+                    chunk = await attacker.stream.receive_some(1 << 20)
+                    assert chunk
+                    data = data[-16:] + chunk
+            after = rss_bytes(process.pid)
+        finally:
+            await attacker.aclose()
+    print(f"RSS before {before / MIB:.1f} MiB, after 80,000 streams {after / MIB:.1f} MiB")
+    assert after - before < 4 * MIB
+
+
 # -- a peer that never reads ------------------------------------------------
 
 
