@@ -40,6 +40,7 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 ENHANCE_YOUR_CALM = 0xB
 
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY = 0x0, 0x1, 0x3, 0x4, 0x6, 0x7
+CONTINUATION = 0x9
 END_STREAM, END_HEADERS = 0x1, 0x4
 
 
@@ -351,6 +352,31 @@ async def test_connections_take_fair_turns(tmp_path: Path) -> None:
     print(f"{sent} PINGs sent")
     assert sent > 100_000  # it was served too
     assert_served(served, before, after)
+
+
+async def test_a_continuation_flood_is_cut_off(tmp_path: Path) -> None:
+    """A header block that never ends (HEADERS without END_HEADERS, then
+    CONTINUATION after CONTINUATION: the 2024 advisories) is not buffered
+    without end: the connection is ended once the block is far past any
+    header list the server accepts."""
+    continuation = frame(CONTINUATION, 0, 1, b"\x00" * 16384)
+    attackers: list[Attacker] = []
+
+    async def attack() -> None:
+        attacker = await Attacker.connect(process.data_addr)
+        try:
+            assert await attacker.send(frame(HEADERS, 0, 1, call_headers()), 1)
+            await attacker.flood(continuation * 64, 64, 4000, 5.0)  # 64 MB
+        finally:
+            await attacker.aclose()
+        attackers.append(attacker)
+
+    async with node(tmp_path) as process:
+        served, before, peak, after = await under_attack(process, attack)
+    assert_served(served, before, after)
+    (attacker,) = attackers
+    assert attacker.cut_off
+    assert peak - before < 16 * MIB
 
 
 # -- rapid reset (CVE-2023-44487) --------------------------------------------
