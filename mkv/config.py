@@ -134,8 +134,8 @@ class Config:
     def __attrs_post_init__(self) -> None:
         self._check_tls()
         if self.connection_buffer_bytes < 2 * self.max_request_bytes:
-            # Partial requests hold the window until they are whole: a
-            # largest request must fit beside another.
+            # A largest request must fit beside another, or a client that
+            # sends two at once would have one of them refused.
             raise ValueError(
                 f"connection_buffer_bytes ({self.connection_buffer_bytes}) must be at least "
                 f"twice max_request_bytes ({self.max_request_bytes})"
@@ -196,9 +196,9 @@ class Config:
     # limits"): frames that do no work (PING, SETTINGS, empty DATA ...) and
     # stream resets a second and at once, before GOAWAY ENHANCE_YOUR_CALM;
     # frames handled per turn before other connections get theirs; unsent
-    # output before the connection stops being read; request bytes sent
-    # ahead of their calls, per connection and across the node (over that,
-    # new calls get RESOURCE_EXHAUSTED).
+    # output before the connection stops being read; request bytes buffered
+    # ahead of their calls, per connection and across the node (over them,
+    # calls are refused).
     idle_frame_rate: float = attrs.field(default=100.0, validator=attrs.validators.gt(0))
     idle_frame_burst: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
     reset_rate: float = attrs.field(default=100.0, validator=attrs.validators.gt(0))

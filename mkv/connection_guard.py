@@ -17,12 +17,13 @@ stream (the call waits on, and its buffered request bytes stay). A
 - Unsent output: over ``connection_output_bytes``, the connection is not
   read until its peer reads; a peer that reads nothing for
   ``output_stall_timeout`` is disconnected, not buffered for.
-- Request memory: the connection window is ``connection_buffer_bytes``;
-  bytes received and not yet read are counted per stream, per connection and
-  node-wide (``RequestMemory``: ``RpcServer`` refuses new calls unless it has
-  room for one more request; a call whose bytes take it over the budget is
-  reset REFUSED_STREAM); a reset stream's call is cancelled and its bytes
-  released at once.
+- Request memory: bytes received and not yet read by their calls are
+  counted per stream, per connection and node-wide (``RequestMemory``):
+  ``RpcServer`` refuses new calls unless the node has room for one more
+  request, and a call whose bytes take its connection over
+  ``connection_buffer_bytes`` or the node over its budget is reset
+  REFUSED_STREAM; a reset stream's call is cancelled and its bytes released
+  at once.
 
 The sans-I/O counting is in ``mkv.connection_limits``.
 """
@@ -72,8 +73,6 @@ _GOAWAY_TIMEOUT = 1.0
 _CALM_LOG_INTERVAL = 10.0
 _calmed = 0
 _next_calm_log = -math.inf
-# The HTTP/2 connection window every connection starts with (RFC 9113 §6.9.2).
-_INITIAL_WINDOW = 65535
 
 
 class EnhanceYourCalm(Exception):
@@ -131,14 +130,6 @@ class ConnectionGuard(anyio.abc.ByteStream):
         # on every connection that served that many calls. It needs only the
         # recent ones (to ignore late frames of a stream it reset).
         h2_connection._closed_streams = h2.utilities.SizeLimitDict(size_limit=_CLOSED_STREAMS_KEPT)
-        window = self.limits.connection_buffer_bytes
-
-        def initiate_connection() -> None:
-            # purerpc grants 1 GiB; a connection may have sent at most this
-            # much that its calls have not read yet.
-            h2_connection.initiate_connection()
-            if window > _INITIAL_WINDOW:
-                h2_connection.increment_flow_control_window(window - _INITIAL_WINDOW)
 
         data_received = connection._data_received
         acknowledge = connection.acknowledge_received_data
@@ -154,7 +145,11 @@ class ConnectionGuard(anyio.abc.ByteStream):
                     )
                 return []
             self.buffers.received(event.stream_id, event.flow_controlled_length)
-            if self.buffers.node.over:
+            # Not a smaller connection window: purerpc acknowledges bytes
+            # only once their message is whole, so a window smaller than
+            # all its streams' windows deadlocks a client that sends many
+            # large requests at once (grpcio interleaves them).
+            if self.buffers.node.over or self.buffers.total > self.limits.connection_buffer_bytes:
                 self._shed(event.stream_id)
                 return []
             return data_received(event)
@@ -168,7 +163,6 @@ class ConnectionGuard(anyio.abc.ByteStream):
             self._stream_reset(event.stream_id)
             return []
 
-        connection.initiate_connection = initiate_connection
         connection._data_received = _data_received
         connection.acknowledge_received_data = acknowledge_received_data
         connection._stream_reset = _stream_reset

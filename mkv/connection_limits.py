@@ -233,10 +233,11 @@ class ConnectionLimits:
             unsent; over it the connection is not read until its peer reads.
         output_stall_timeout: how long a peer may read nothing while output
             waits for it before the connection ends.
-        connection_buffer_bytes: request bytes one connection may send ahead
-            of its calls (its HTTP/2 connection window).
-        request_buffer_bytes: the same across the node; over it, new calls
-            are answered RESOURCE_EXHAUSTED.
+        connection_buffer_bytes: request bytes one connection may have
+            buffered that its calls have not read; the call whose bytes go
+            over it is reset (REFUSED_STREAM).
+        request_buffer_bytes: the same across the node; besides, new calls
+            are answered RESOURCE_EXHAUSTED unless a largest request fits.
     """
 
     frames_per_turn: int = attrs.field(default=64, validator=attrs.validators.ge(1))

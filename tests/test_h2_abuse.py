@@ -26,6 +26,7 @@ import mkv
 from mkv.errors import ResourceExhaustedError
 from mkv.v1 import data_pb2 as pb
 from mkv.wire import DATA_SERVICE
+from tests.grpcio_stubs import grpcio_channel
 from tests.h2_raw import grpc_frame
 from tests.processes import ServerProcess
 from tests.test_memory_bound import rss_bytes
@@ -377,6 +378,35 @@ async def test_a_continuation_flood_is_cut_off(tmp_path: Path) -> None:
     (attacker,) = attackers
     assert attacker.cut_off
     assert peak - before < 16 * MIB
+
+
+def grpcio_uploads(address: str, count: int, size: int) -> list[int]:
+    with grpcio_channel(address) as channel:
+        upsert = channel.unary_unary(
+            f"/{DATA_SERVICE}/Upsert",
+            request_serializer=pb.UpsertRequest.SerializeToString,
+            response_deserializer=pb.UpsertResponse.FromString,
+        )
+        futures = [
+            upsert.future(
+                pb.UpsertRequest(entries=[pb.Entry(key=b"big%d" % i, value=bytes(size))]),
+                timeout=30,
+            )
+            for i in range(count)
+        ]
+        return [future.result().status for future in futures]
+
+
+async def test_many_large_requests_at_once_on_one_connection_are_served(tmp_path: Path) -> None:
+    """The memory limits must not cost a well-behaved client its calls:
+    grpcio sends 128 requests of 1 MB at once on one connection, their
+    messages interleaved, 128 MB in all (16 times a connection's buffer)."""
+    async with node(tmp_path) as process:
+        with trio.fail_after(60):
+            statuses = await trio.to_thread.run_sync(
+                grpcio_uploads, process.data_addr, 128, 1_000_000
+            )
+    assert statuses == [pb.OK] * 128
 
 
 # -- rapid reset (CVE-2023-44487) --------------------------------------------
