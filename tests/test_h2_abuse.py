@@ -602,16 +602,16 @@ async def partial_bodies_attack(
 
 
 async def test_unfinished_bodies_are_bounded_by_the_memory_budget(tmp_path: Path) -> None:
-    """10 connections x 100 streams x 60 KB = 60 MB of bodies offered, 4 MiB
-    a connection at a time; the node keeps no more than its 8 MiB budget
-    (new calls refused, calls that go over it reset), and gives it back."""
+    """10 connections x 100 streams x 60 KB = 60 MB of bodies offered; the
+    node keeps no more than 4 MiB a connection and its 8 MiB budget (new
+    calls refused, calls that go over a limit reset), and gives it back."""
     settings = "request_buffer_bytes = 8388608\nconnection_buffer_bytes = 4194304\n"
     served, before, peak, after = await partial_bodies_attack(tmp_path, settings, 10, 4.0)
     assert served.slowest < LATENCY_BOUND
     assert served.answers + served.refused > 0
     assert after - before < RSS_AFTER_BOUND
-    # 8 MiB of bodies and what they cost in objects; without the budget it is
-    # the 40 MiB the connection windows allow.
+    # 8 MiB of bodies and what they cost in objects; without the limits, all
+    # 60 MB.
     assert peak - before < 24 * MIB
 
 
