@@ -39,6 +39,7 @@ LATENCY_BOUND = 3.0
 RSS_AFTER_BOUND = 40 * MIB
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 ENHANCE_YOUR_CALM = 0xB
+REFUSED_STREAM = 0x7
 
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY = 0x0, 0x1, 0x3, 0x4, 0x6, 0x7
 CONTINUATION = 0x9
@@ -529,6 +530,47 @@ async def test_many_streams_on_one_connection_leave_nothing_behind(tmp_path: Pat
             await attacker.aclose()
     print(f"RSS before {before / MIB:.1f} MiB, after 80,000 streams {after / MIB:.1f} MiB")
     assert after - before < 4 * MIB
+
+
+async def test_a_connection_over_its_buffer_has_calls_refused(tmp_path: Path) -> None:
+    """One connection's unfinished bodies over ``connection_buffer_bytes``:
+    the calls that go over are reset REFUSED_STREAM, however much of the
+    node's budget is left."""
+    settings = "connection_buffer_bytes = 2097152\n"
+    async with node(tmp_path, settings) as process:
+        block = call_headers()
+        partial = grpc_frame(b"x" * 60_000)[:50_000]
+        attacker = await Attacker.connect(process.data_addr)
+        try:
+            burst = b""
+            for sid in range(1, 121, 2):  # 60 x 50 KB = 3 MB
+                burst += frame(HEADERS, END_HEADERS, sid, block)
+                for start in range(0, len(partial), 16384):
+                    burst += frame(DATA, 0, sid, partial[start : start + 16384])
+            assert await attacker.send(burst, 0)
+            refused: set[int] = set()
+            data = b""
+            with trio.move_on_after(5):
+                while len(refused) < 15:
+                    chunk = await attacker.stream.receive_some(65536)
+                    assert chunk
+                    data += chunk
+                    offset = 0
+                    while offset + 9 <= len(data):
+                        length = int.from_bytes(data[offset : offset + 3], "big")
+                        if offset + 9 + length > len(data):
+                            break
+                        if data[offset + 3] == RST_STREAM:
+                            code = struct.unpack(">I", data[offset + 9 : offset + 13])[0]
+                            if code == REFUSED_STREAM:
+                                refused.add(int.from_bytes(data[offset + 5 : offset + 9], "big"))
+                        offset += 9 + length
+                    data = data[offset:]
+        finally:
+            await attacker.aclose()
+    # 2 MiB of 3 MB fit: the last third of the calls, at least 15, refused.
+    assert len(refused) >= 15
+    assert min(refused) > 60
 
 
 # -- a peer that never reads ------------------------------------------------
