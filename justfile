@@ -53,3 +53,7 @@ bench-cache *ARGS:
 # Snapshot throughput against the bare sqlite3 backup API, and upsert p99 during one (1 GiB).
 bench-snapshot *ARGS:
     {{bin}}/python tools/bench_snapshot.py {{ARGS}}
+
+# Restore time of a snapshot of 1M keys, into each store kind.
+bench-restore *ARGS:
+    {{bin}}/python tools/bench_restore.py {{ARGS}}

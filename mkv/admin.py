@@ -56,6 +56,9 @@ class PartitionInfo:
     key_count: int
     size_bytes: int
     last_seq: int
+    # Set by add_partition only: what the node could not do as the caller may
+    # expect (a restore from a snapshot that does not record its pipeline).
+    warnings: tuple[str, ...] = ()
 
     @classmethod
     def from_proto(cls, info: pb.PartitionInfo) -> PartitionInfo:
@@ -94,6 +97,7 @@ class SnapshotInfo:
             size=result.size,
             sha256=result.sha256,
             created=result.created,
+            pipeline=tuple(result.pipeline),
         )
         return cls(manifest, result.data_path, result.manifest_path)
 
@@ -234,7 +238,10 @@ class AdminClient:
         With ``snapshot`` (a manifest's path in the server's snapshot root),
         the partition starts from that snapshot: its range is the snapshot's
         (leave ``start`` and ``end`` out, or give exactly that range), its
-        store kind the snapshot's unless ``store`` says otherwise.
+        store kind and pipeline the snapshot's unless ``store`` and
+        ``pipeline`` say otherwise. What the node could not honour (a
+        snapshot that does not record its pipeline) is in the result's
+        ``warnings``.
 
         Raises:
             AlreadyExistsError: the id is taken or the range overlaps another.
@@ -250,7 +257,8 @@ class AdminClient:
             snapshot=snapshot or "",
         )
         response = await self._unary(SERVICE, "AddPartition", request, pb.AddPartitionResponse)
-        return PartitionInfo.from_proto(response.partition)
+        info = PartitionInfo.from_proto(response.partition)
+        return attrs.evolve(info, warnings=tuple(response.warnings))
 
     async def remove_partition(self, partition_id: str) -> PartitionInfo:
         """Drain and delete a partition, its data included.

@@ -10,7 +10,6 @@ Every failure comes out as an ``mkv.errors`` exception.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import ssl
 from collections.abc import AsyncIterator, Sequence
@@ -32,6 +31,7 @@ from purerpc.wrappers import extract_message_from_singleton_stream, send_single_
 
 from mkv.errors import UnavailableError, error_for_status
 from mkv.purerpc_compat import close_call, tolerate_late_frames
+from mkv.request_headers import grpc_timeout as wire_timeout
 from mkv.unwrap import unwrap_single_exception
 from mkv.wire import Address, parse_address
 
@@ -245,7 +245,8 @@ class Channel:
                 method,
                 request.DESCRIPTOR.full_name,
                 str(self.address),
-                timeout=None if grpc_timeout is None else datetime.timedelta(seconds=grpc_timeout),
+                # Within the spec's 8 digits (purerpc would write 100.5 s as 9).
+                timeout=None if grpc_timeout is None else wire_timeout(grpc_timeout),
                 custom_metadata=self._metadata,
             )
         except _CONNECTION_ERRORS as exc:

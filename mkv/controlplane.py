@@ -50,8 +50,9 @@ class ControlPlane:
     async def add_partition(self, request: pb.AddPartitionRequest) -> pb.AddPartitionResponse:
         key_range = KeyRange.from_wire(request.start, request.end)
         pipeline = list(request.pipeline) if request.pipeline else None
+        warnings: tuple[str, ...] = ()
         if request.snapshot:
-            partition = await self._snapshots.restore(
+            restored = await self._snapshots.restore(
                 request.snapshot,
                 partition_id=request.id or None,
                 start=key_range.start,
@@ -59,11 +60,12 @@ class ControlPlane:
                 store=request.store or None,
                 pipeline=pipeline,
             )
+            partition, warnings = restored.partition, restored.warnings
         else:
             store = request.store or self._registry.default_store
             partition = await self._registry.add(request.id or None, key_range, store, pipeline)
         info = await self._registry.info(partition)
-        return pb.AddPartitionResponse(partition=_to_proto(info))
+        return pb.AddPartitionResponse(partition=_to_proto(info), warnings=warnings)
 
     async def snapshot(self, request: pb.SnapshotRequest) -> pb.SnapshotResponse:
         if not request.partition_id:
@@ -154,6 +156,7 @@ def _operation_to_proto(operation: Operation) -> pb.Operation:
                 size=manifest.size,
                 sha256=manifest.sha256,
                 created=manifest.created,
+                pipeline=manifest.pipeline or (),
             )
         )
     return message

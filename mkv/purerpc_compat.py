@@ -37,14 +37,9 @@ __all__ = [
     "bound_messages",
     "close_call",
     "close_remaining_calls",
-    "fits_send_window",
     "limit_concurrent_streams",
     "tolerate_late_frames",
-    "wait_for_send_window",
 ]
-
-# gRPC's framing before each message: a compression flag and a 4-byte length.
-_MESSAGE_PREFIX = 5
 
 
 class _Discard:
@@ -247,28 +242,3 @@ _OUR_SETTINGS = (
     h2.settings.SettingCodes.MAX_FRAME_SIZE,
     h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE,
 )
-
-
-def fits_send_window(stream: GRPCProtoStream, message_bytes: int) -> bool:
-    """Whether HTTP/2 flow control lets ``stream`` send the whole message now,
-    so that sending it cannot wait."""
-    connection = stream._grpc_connection.h2_connection
-    window: int = connection.local_flow_control_window(stream._stream_id)
-    return window >= message_bytes + _MESSAGE_PREFIX
-
-
-async def wait_for_send_window(stream: GRPCProtoStream, message_bytes: int) -> None:
-    """Wait until HTTP/2 flow control lets ``stream`` send a message whole.
-
-    purerpc's send waits for window space in the middle of a message, where
-    it can only be cut off by a reset (which clients report as an internal
-    error). Waiting before a message starts lets a server end the stream of a
-    client that stopped reading with a proper status instead (callers bound
-    this wait); the trailers that carry it are not flow controlled. A message
-    larger than the peer's whole window waits for the whole window, then is
-    sent in parts.
-    """
-    connection = stream._grpc_connection.h2_connection
-    needed = min(message_bytes + _MESSAGE_PREFIX, connection.remote_settings.initial_window_size)
-    while connection.local_flow_control_window(stream._stream_id) < needed:
-        await stream._wait_flow_control_update()

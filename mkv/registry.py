@@ -101,6 +101,13 @@ class PartitionRegistry:
     def router(self) -> Router:
         return self._router
 
+    def pipeline_for(self, store: str) -> tuple[str, ...]:
+        """The pipeline a partition of ``store`` gets when none is named:
+        the node's default, or else the store kind's."""
+        if self.default_pipeline is not None:
+            return tuple(self.default_pipeline)
+        return default_pipeline(store)
+
     def partition(self, partition_id: str) -> Partition | None:
         return self._partitions.get(partition_id)
 
@@ -316,13 +323,7 @@ class PartitionRegistry:
             AlreadyExistsError: the id is taken or the range overlaps another.
         """
         check_store_kind(store)
-        if pipeline is None:
-            pipeline = (
-                self.default_pipeline
-                if self.default_pipeline is not None
-                else default_pipeline(store)
-            )
-        pipeline = tuple(pipeline)
+        pipeline = self.pipeline_for(store) if pipeline is None else tuple(pipeline)
         check_pipeline(pipeline)
         if partition_id:
             check_partition_id(partition_id)

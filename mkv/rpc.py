@@ -61,15 +61,16 @@ from mkv.errors import (
     MkvError,
     ResourceExhaustedError,
 )
+from mkv.flow_control import Stalled, fits_send_window, send_message
 from mkv.purerpc_compat import (
     bound_messages,
     close_call,
     close_remaining_calls,
-    fits_send_window,
     limit_concurrent_streams,
     tolerate_late_frames,
-    wait_for_send_window,
 )
+from mkv.request_headers import Rejection
+from mkv.request_screen import RejectedRequest, answer_rejection, screen_requests
 from mkv.rpc_requests import RequestStream, call_metadata, one_message, parse_request
 from mkv.rpc_types import (
     AnyHandler,
@@ -179,6 +180,8 @@ class RpcServer:
         self._connections: collections.Counter[str] = collections.Counter()
         self._refused = 0
         self._next_refusal_log = -math.inf
+        self._rejected = 0
+        self._next_rejection_log = -math.inf
         self._peak_in_flight = 0
         # One per response stream in progress: a stopping server ends them
         # (they may never end on their own) while unary calls drain.
@@ -309,6 +312,7 @@ class RpcServer:
                     async with grpc_socket, trio.open_nursery() as nursery:
                         tolerate_late_frames(grpc_socket)
                         bound_messages(grpc_socket, self.max_request_bytes)
+                        screen_requests(grpc_socket)
                         async for grpc_stream in grpc_socket.listen():
                             nursery.start_soon(self._serve_guarded, grpc_stream, peer, guard)
                         # The peer is gone: nobody is left to answer, and a
@@ -378,7 +382,6 @@ class RpcServer:
         observer, observed_service, method, started = self.observer, self.service, "", 0.0
         outcome = _LOST
         try:
-            await stream.start_response()
             event = await stream.receive_event()
             if observer is not None:
                 started = time.perf_counter()
@@ -391,6 +394,10 @@ class RpcServer:
                 observed_service = service if served else self.service
                 method = event.method_name if served else "unknown"
                 observer.call_started(observed_service, method)
+            if isinstance(event, RejectedRequest):
+                outcome = await self._reject(stream, event.rejection, peer)
+                return
+            await stream.start_response()
             status, response = await self._call(stream, event, peer)
             if isinstance(response, _Streaming):
                 status = await self._send_stream(stream, response)
@@ -407,17 +414,38 @@ class RpcServer:
                     observed_service, method, outcome, time.perf_counter() - started
                 )
 
+    async def _reject(self, stream: GRPCProtoStream, rejection: Rejection, peer: str) -> Status:
+        """Answer a call whose headers are malformed, on its stream alone; log it."""
+        self._rejected += 1
+        # Throttled: a client sending nothing but bad headers must not flood the log.
+        if trio.current_time() >= self._next_rejection_log:
+            self._next_rejection_log = trio.current_time() + _REFUSAL_LOG_INTERVAL
+            log.warning(
+                "answered a call from %s with malformed headers %s (HTTP %d): %s "
+                "(%d such calls in all)",
+                peer,
+                rejection.code.name,
+                rejection.http_status,
+                rejection.message,
+                self._rejected,
+            )
+        else:
+            log.debug("malformed headers from %s: %s", peer, rejection.message)
+        await answer_rejection(stream, rejection)
+        return Status(rejection.code, rejection.message)
+
     async def _send(self, stream: GRPCProtoStream, message: Message) -> Status | None:
         """Send one response message unless its client stopped reading.
 
         Returns:
             None once sent; a RESOURCE_EXHAUSTED status to end the call with
-            when the client gave no room for the message within
-            ``stream_stall_timeout`` (trailers are not flow controlled).
+            when the client gave no room at all within
+            ``stream_stall_timeout`` before the message started (trailers
+            are not flow controlled).
 
         Raises:
-            _Abandoned: the client stopped reading in the middle of a message
-                larger than its window, where only a reset can end the call.
+            _Abandoned: the client stopped reading in the middle of a message,
+                where only a reset can end the call.
         """
         size = message.ByteSize()
         if fits_send_window(stream, size):
@@ -425,14 +453,15 @@ class RpcServer:
             # timeouts to arm (most answers, and a tenth of a Get's CPU).
             await stream.send_message(message)
             return None
-        with trio.move_on_after(self.stream_stall_timeout) as waited:
-            await wait_for_send_window(stream, size)
-        if waited.cancelled_caught:
+        # Sent as the windows open, never waiting for room for the whole
+        # message: a client with default windows grants more only after it
+        # has read more (see mkv/flow_control.py).
+        try:
+            await send_message(stream, message, stall_timeout=self.stream_stall_timeout)
+        except Stalled as stalled:
+            if stalled.sent:
+                raise _Abandoned from stalled
             return _STALLED
-        with trio.move_on_after(self.stream_stall_timeout) as sending:
-            await stream.send_message(message)
-        if sending.cancelled_caught:
-            raise _Abandoned
         return None
 
     async def _discard_rest(self, stream: GRPCProtoStream) -> None:

@@ -5,7 +5,8 @@ encoder would make, responses never read."""
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+import urllib.parse
+from collections.abc import Mapping, Sequence
 
 import h2.config
 import h2.connection
@@ -55,20 +56,31 @@ class RawH2:
         path: str,
         *,
         metadata: Sequence[tuple[str, str]] = (),
+        replace: Mapping[str, str | None] | None = None,
+        end: bool = False,
     ) -> int:
-        """Send a call's headers (not flushed); return its stream id."""
+        """Send a call's headers (not flushed); return its stream id.
+
+        Args:
+            replace: header name → the value to send instead of the usual
+                one (None: leave the header out); names not sent by default
+                are added.
+            end: the headers end the request (no body at all).
+        """
         stream_id: int = self.conn.get_next_available_stream_id()
+        headers = {
+            ":method": "POST",
+            ":scheme": "http",
+            ":path": path,
+            ":authority": "mkv",
+            "te": "trailers",
+            "content-type": "application/grpc",
+            **(replace or {}),
+        }
         self.conn.send_headers(
             stream_id,
-            [
-                (":method", "POST"),
-                (":scheme", "http"),
-                (":path", path),
-                (":authority", "mkv"),
-                ("te", "trailers"),
-                ("content-type", "application/grpc"),
-                *metadata,
-            ],
+            [*((n, v) for n, v in headers.items() if v is not None), *metadata],
+            end_stream=end,
         )
         return stream_id
 
@@ -78,10 +90,12 @@ class RawH2:
         body: bytes,
         *,
         metadata: Sequence[tuple[str, str]] = (),
+        replace: Mapping[str, str | None] | None = None,
         end: bool = True,
     ) -> int:
-        """Start a call, send ``body`` (already framed) and flush."""
-        stream_id = self.start_call(path, metadata=metadata)
+        """Start a call (``replace``: as in ``start_call``), send ``body``
+        (already framed) and flush."""
+        stream_id = self.start_call(path, metadata=metadata, replace=replace)
         self.conn.send_data(stream_id, body, end_stream=end)
         await self.flush()
         return stream_id
@@ -120,6 +134,12 @@ class RawH2:
 
     async def status(self, stream_id: int) -> tuple[int, str]:
         """The grpc-status and grpc-message of a call, once its trailers arrive."""
+        headers = await self.final_headers(stream_id)
+        return int(headers["grpc-status"]), urllib.parse.unquote(headers.get("grpc-message", ""))
+
+    async def final_headers(self, stream_id: int) -> dict[str, str]:
+        """The headers that carry a call's grpc-status: its trailers, or the
+        response headers of a trailers-only answer (with ``:status``)."""
 
         def ended(event: object) -> bool:
             return (
@@ -129,8 +149,19 @@ class RawH2:
             )
 
         event = await self.receive_until(ended)
-        headers = dict(event.headers)  # type: ignore[attr-defined]
-        return int(headers["grpc-status"]), headers.get("grpc-message", "")
+        return dict(event.headers)  # type: ignore[attr-defined]
+
+    async def response(self, stream_id: int) -> tuple[bytes, int, str]:
+        """A call's response body (its DATA, gRPC framing included), then its
+        grpc-status and grpc-message, once its trailers arrive. Data is
+        acknowledged as it is read, as a client with default windows would."""
+        code, message = await self.status(stream_id)
+        body = b"".join(
+            event.data
+            for event in self.events
+            if isinstance(event, h2.events.DataReceived) and event.stream_id == stream_id
+        )
+        return body, code, message
 
     async def aclose(self) -> None:
         await self.stream.aclose()

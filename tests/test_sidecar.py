@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -38,6 +39,7 @@ from mkv.snapshots.manifest import (
     verify_snapshot,
     write_manifest,
 )
+from mkv.store.sqlite import create_layout
 
 SUBPROCESS_TIMEOUT = 60.0
 MiB = 1 << 20
@@ -207,6 +209,36 @@ def make_snapshot(root: Path, rel: str, size: int = 4096, seed: int = 0) -> Path
         timestamp=0,
         file=data_file.name,
         size=size,
+        sha256=file_sha256(data_file),
+        created="2026-11-26T13:00:00Z",
+    )
+    return write_manifest(data_file, manifest)
+
+
+def make_layout_snapshot(root: Path, rel: str, keys: int) -> Path:
+    """A snapshot whose data file is what mkv writes: its store layout, ``keys``
+    rows at seq 1 .. ``keys``; returns the manifest's path."""
+    data_file = root / rel
+    data_file.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(data_file, isolation_level=None)
+    try:
+        create_layout(conn)
+        conn.executemany(
+            "INSERT INTO kv (key, value, seq, ts) VALUES (?, ?, ?, 0)",
+            ((b"k%06d" % i, b"v" * 100, i + 1) for i in range(keys)),
+        )
+        conn.execute("UPDATE meta SET value = ? WHERE name = 'last_seq'", (keys,))
+    finally:
+        conn.close()
+    manifest = Manifest(
+        partition_id=data_file.stem,
+        start=b"",
+        end=None,
+        store_kind="sqlite",
+        seq=keys,
+        timestamp=0,
+        file=data_file.name,
+        size=data_file.stat().st_size,
         sha256=file_sha256(data_file),
         created="2026-11-26T13:00:00Z",
     )
@@ -501,7 +533,9 @@ def test_download_round_trips_and_refuses_a_corrupt_remote_copy(
     remote: Remote, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = tmp_path / "snapshots"
-    make_snapshot(root, "p1/p1-7.sqlite3", size=300_000)
+    make_layout_snapshot(root, "p1/p1-7.sqlite3", keys=2000)
+    # Random bytes with a manifest that matches them: not what mkv writes.
+    make_snapshot(root, "p2/p2-7.sqlite3", size=300_000)
     assert run(remote, root, "--once") == 0
     capsys.readouterr()
     location = remote.location("p1/p1-7.sqlite3.manifest.json")
@@ -528,6 +562,13 @@ def test_download_round_trips_and_refuses_a_corrupt_remote_copy(
     assert err.count("\n") == 1
     assert "corrupt" in err
     assert list(elsewhere.iterdir()) == []  # nothing kept, not even a temporary file
+
+    location = remote.location("p2/p2-7.sqlite3.manifest.json")
+    assert main(["download", location, str(elsewhere), *remote.args]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "not one mkv wrote" in err
+    assert list(elsewhere.iterdir()) == []
 
     assert (
         main(["download", remote.location("nope.manifest.json"), str(elsewhere), *remote.args]) == 1

@@ -81,7 +81,7 @@ async def test_snapshot_wait_then_restore(mkv_node: mkv.Node, mkv_client: mkv.Cl
         )
         assert code == 0, err
         assert out == (
-            "restored partition back ['', ∞) (memory) at seq 1 "
+            "restored partition back ['', ∞) (memory) [timestamp wal] at seq 1 "
             "from cli/default-1.sqlite3.manifest.json\n"
         )
         assert await mkv_client.get(b"k123") == b"v" * 100

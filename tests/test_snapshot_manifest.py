@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
 
 from mkv.errors import InvalidArgumentError
+from mkv.limits import MAX_LOADED, MAX_STORED
 from mkv.snapshots.manifest import (
     Manifest,
     SnapshotCorruptError,
@@ -85,3 +90,66 @@ def test_a_manifest_cannot_point_outside_its_directory(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace('"p1-7.sqlite3"', '"../p1-7.sqlite3"'))
     with pytest.raises(InvalidArgumentError, match="outside"):
         read_manifest(path)
+
+
+def _document(tmp_path: Path) -> dict[str, Any]:
+    return dict(json.loads(_snapshot(tmp_path).read_text()))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("seq", MAX_STORED, f"seq {MAX_STORED} is outside the range"),
+        ("seq", MAX_LOADED + 1, "is outside the range"),
+        ("seq", -1, "seq -1 is outside the range"),
+        ("seq", "7", "seq '7' is outside the range"),
+        ("seq", 7.0, "seq 7.0 is outside the range"),
+        ("seq", True, "seq True is outside the range"),
+        ("seq", None, "seq None is outside the range"),
+        ("timestamp", MAX_STORED, f"timestamp {MAX_STORED} is outside the range"),
+        ("size", -1, "size -1 is not a number of bytes"),
+        ("size", "14", "is not a number of bytes"),
+        ("pipeline", "timestamp wal", "pipeline is not a list of stage specs"),
+        ("pipeline", ["timestamp", 7], "pipeline is not a list of stage specs"),
+        ("pipeline", ["x" * 2000], "pipeline is not a list of stage specs"),
+    ],
+)
+def test_numbers_and_pipelines_out_of_what_mkv_writes_are_refused(
+    tmp_path: Path, field: str, value: Any, fragment: str
+) -> None:
+    document = _document(tmp_path)
+    document[field] = value
+    with pytest.raises(InvalidArgumentError, match=re.escape(fragment)):
+        Manifest.from_json(document)
+
+
+@pytest.mark.parametrize(("start", "end"), [("6d", "6d"), ("6d", "61"), ("", "")])
+def test_an_empty_range_is_refused(tmp_path: Path, start: str, end: str) -> None:
+    document = _document(tmp_path)
+    document["range"] = {"start": start, "end": end}
+    with pytest.raises(InvalidArgumentError, match="range is empty"):
+        Manifest.from_json(document)
+
+
+def test_a_seq_at_the_bound_is_accepted(tmp_path: Path) -> None:
+    document = _document(tmp_path)
+    document.update(seq=MAX_LOADED, timestamp=MAX_LOADED)
+    assert Manifest.from_json(document).seq == MAX_LOADED
+
+
+def test_the_pipeline_is_an_optional_field_old_readers_ignore(tmp_path: Path) -> None:
+    document = _document(tmp_path)
+    assert document["format"] == "mkv-snapshot/1"
+    # Every field the first version of the format had is still there, as it was.
+    old_fields = {"format", "partition_id", "range", "store_kind", "seq", "timestamp", "file",
+                  "size", "sha256", "created"}  # fmt: skip
+    assert set(document) == old_fields
+    manifest = Manifest.from_json(document)
+    assert manifest.pipeline is None
+    assert "pipeline" not in manifest.to_json()
+
+    with_pipeline = attrs.evolve(manifest, pipeline=("timestamp", "reject-prefix:a/", "wal"))
+    written = with_pipeline.to_json()
+    assert written["pipeline"] == ["timestamp", "reject-prefix:a/", "wal"]
+    assert set(written) - old_fields == {"pipeline"}
+    assert Manifest.from_json(written) == with_pipeline

@@ -692,7 +692,7 @@ class _ProgressBar:
             self._stream.flush()
 
 
-async def _partitions_restore(request: Request) -> bytes:
+async def _partitions_restore(request: Request, stderr: TextIO) -> bytes:
     async with AdminClient.connect(request.address, **request.credentials()) as admin:
         info = await admin.add_partition(
             partition_id=request.partition_id,
@@ -700,11 +700,15 @@ async def _partitions_restore(request: Request) -> bytes:
             pipeline=request.pipeline,
             snapshot=request.path,
         )
+    # On stderr, one line each, whatever the output format: the restore
+    # succeeded, and scripts reading stdout keep their format.
+    for warning in info.warnings:
+        print("mkvctl: warning:", " ".join(warning.split()), file=stderr)
     if request.json:
-        return _json(_partition_json(info))
+        return _json({**_partition_json(info), "warnings": list(info.warnings)})
     return (
         f"restored partition {info.id} {_range(info, request.hex)} ({info.store}) "
-        f"at seq {info.last_seq} from {request.path}\n"
+        f"[{' '.join(info.pipeline)}] at seq {info.last_seq} from {request.path}\n"
     ).encode()
 
 
@@ -760,7 +764,6 @@ _COMMANDS: dict[str, Callable[[Request], Awaitable[bytes]]] = {
     "partitions add": _partitions_add,
     "partitions remove": _partitions_remove,
     "partitions reopen": _partitions_reopen,
-    "partitions restore": _partitions_restore,
     "operations get": _operations_get,
     "put": _put,
     "get": _get,
@@ -786,6 +789,8 @@ async def execute(request: Request, stdout: BinaryIO, stderr: TextIO) -> int:
                 await _STREAMING[request.command](request, stdout)
             elif request.command == "snapshot":
                 output = await _snapshot(request, stderr)
+            elif request.command == "partitions restore":
+                output = await _partitions_restore(request, stderr)
             else:
                 output = await _COMMANDS[request.command](request)
         except CommandError as exc:

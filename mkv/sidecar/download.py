@@ -1,9 +1,11 @@
 """Fetch one snapshot from remote storage into a local directory, ready for restore.
 
 Data first, then the manifest, as everywhere: the data is downloaded under a
-temporary name and checked against the remote manifest's size and SHA-256
-before it takes its real name, so a corrupt remote copy leaves nothing
-behind, and a local manifest exists only beside data that matches it.
+temporary name and checked against the remote manifest's size and SHA-256,
+and then to be what mkv writes (``mkv.snapshots.check``: schema, meta, every
+row; the same checks a restore makes again), before it takes its real name.
+So a corrupt or forged remote copy leaves nothing behind, and a local
+manifest exists only beside data that matches it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from mkv.sidecar.backoff import RetryPolicy, retrying
 from mkv.sidecar.destination import TransferOptions, open_destination, split_location
 from mkv.sidecar.errors import DestinationError, SidecarConfigError
 from mkv.sidecar.scan import MAX_MANIFEST_BYTES
+from mkv.snapshots.check import check_snapshot_file
 from mkv.snapshots.manifest import (
     MANIFEST_SUFFIX,
     Manifest,
@@ -47,6 +50,8 @@ def download_snapshot(
             snapshot already has that name in ``local_dir``.
         InvalidArgumentError: the remote manifest is malformed.
         SnapshotCorruptError: the remote data does not match its manifest.
+        InvalidArgumentError: the remote data is not what mkv writes
+            (``mkv.snapshots.check``); nothing was kept.
         DestinationError: the remote storage failed (after retries) or has no such snapshot.
         SidecarStopped: ``stop`` was set.
     """
@@ -96,6 +101,9 @@ def download_snapshot(
                     "The downloaded data file does not match its manifest's size and "
                     "SHA-256; the remote copy is corrupt and nothing was kept."
                 )
+            # A bucket is no more trusted than the snapshot root: whoever can
+            # write the data can write its manifest too.
+            check_snapshot_file(part, manifest)
             _fsync(part)
             os.replace(part, local_data)
             fsync_directory(local_dir)

@@ -13,7 +13,15 @@ The manifest is JSON, so people and scripts can read it::
      "range": {"start": "", "end": "6d"},   # hex; end null: unbounded
      "store_kind": "sqlite", "seq": 1234, "timestamp": 0,
      "file": "p1-1234.sqlite3", "size": 8192, "sha256": "…",
-     "created": "2026-11-26T13:00:00Z"}
+     "created": "2026-11-26T13:00:00Z",
+     "pipeline": ["timestamp", "reject-prefix:u/internal/", "wal"]}
+
+``pipeline`` (the partition's stage specs) is optional, and absent from
+manifests written before mkv recorded it: a restore then cannot know the
+pipeline and says so. The format name stays ``mkv-snapshot/1`` because the
+field is only added: older mkv reads these manifests and ignores it.
+``seq`` and ``timestamp`` must be integers in the range mkv handles
+(``mkv.limits``), ``size`` a non-negative integer.
 
 The ``*_at`` functions do the same relative to an open directory descriptor,
 never following a symlink in the last component: the server writes and reads
@@ -34,6 +42,7 @@ from typing import Any
 import attrs
 
 from mkv.errors import InvalidArgumentError, shown
+from mkv.limits import MAX_LOADED, in_range
 from mkv.store.files import write_atomically
 
 __all__ = [
@@ -57,6 +66,9 @@ MANIFEST_SUFFIX = ".manifest.json"
 _CHUNK = 1024 * 1024
 _MAX_MANIFEST_BYTES = 64 * 1024
 _MAPPED_CHUNK = 8 * 1024 * 1024
+# A pipeline is a few short specs; anything much longer is not one.
+_MAX_PIPELINE_STAGES = 64
+_MAX_STAGE_SPEC = 1024
 
 
 class SnapshotCorruptError(InvalidArgumentError):
@@ -77,9 +89,12 @@ class Manifest:
     sha256: str
     # UTC, ISO 8601.
     created: str
+    # The partition's stage specs; None: not recorded (a manifest written
+    # before mkv recorded them).
+    pipeline: tuple[str, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "format": FORMAT,
             "partition_id": self.partition_id,
             "range": {
@@ -94,6 +109,9 @@ class Manifest:
             "sha256": self.sha256,
             "created": self.created,
         }
+        if self.pipeline is not None:
+            document["pipeline"] = list(self.pipeline)
+        return document
 
     @classmethod
     def from_json(cls, data: Any) -> Manifest:
@@ -111,18 +129,57 @@ class Manifest:
                 start=bytes.fromhex(data["range"]["start"]),
                 end=None if end is None else bytes.fromhex(end),
                 store_kind=str(data["store_kind"]),
-                seq=int(data["seq"]),
-                timestamp=int(data["timestamp"]),
+                seq=_number(data, "seq"),
+                timestamp=_number(data, "timestamp"),
                 file=str(data["file"]),
-                size=int(data["size"]),
+                size=_size(data),
                 sha256=str(data["sha256"]),
                 created=str(data["created"]),
+                pipeline=_pipeline(data.get("pipeline")),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InvalidArgumentError(f"The snapshot manifest is malformed ({exc}).") from None
+        if manifest.end is not None and manifest.end <= manifest.start:
+            # A partition with that range would own no key: not one mkv had.
+            raise InvalidArgumentError(
+                "The snapshot manifest's range is empty (its end is not after its start)."
+            )
         if Path(manifest.file).name != manifest.file or manifest.file in ("", ".", ".."):
             raise InvalidArgumentError("The snapshot manifest names a file outside its directory.")
         return manifest
+
+
+def _number(data: Any, name: str) -> int:
+    """A seq or timestamp: an integer (not a float or a string) mkv can handle."""
+    value = data[name]
+    if not in_range(value):
+        raise InvalidArgumentError(
+            f"The snapshot manifest's {name} {shown(repr(value))} is outside the range mkv "
+            f"can handle (an integer from 0 to {MAX_LOADED})."
+        )
+    assert isinstance(value, int)
+    return value
+
+
+def _size(data: Any) -> int:
+    value = data["size"]
+    if type(value) is not int or value < 0:
+        raise InvalidArgumentError(
+            f"The snapshot manifest's size {shown(repr(value))} is not a number of bytes."
+        )
+    return value
+
+
+def _pipeline(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or len(value) > _MAX_PIPELINE_STAGES
+        or not all(isinstance(spec, str) and len(spec) <= _MAX_STAGE_SPEC for spec in value)
+    ):
+        raise InvalidArgumentError("The snapshot manifest's pipeline is not a list of stage specs.")
+    return tuple(value)
 
 
 def utc_now() -> str:

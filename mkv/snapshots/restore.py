@@ -1,14 +1,17 @@
-"""Restoring a partition from a snapshot: open, copy while checking, install.
+"""Restoring a partition from a snapshot: open, copy while hashing, check, rebuild, install.
 
 The manifest and its data file are opened through the checked directory
 (``mkv.snapshots.paths``), never following a symlink. The data file is then
 copied into the new partition's directory and hashed as it is copied, so what
-the partition serves is exactly the bytes whose size and SHA-256 matched the
+is checked next is exactly the bytes whose size and SHA-256 matched the
 manifest (checking the file first and copying it after would leave room for
-it to change between the two). Only then is the copy checked to be mkv's
-layout at the manifest's sequence number and installed for the store kind
-(``mkv.snapshots.stores.install``). Any failure removes the copy; the registry
-removes the partition's directory and never names it in its catalog.
+it to change between the two). That private copy is then checked to be what
+mkv writes, and its rows copied into a fresh store (``mkv.snapshots.check``):
+the partition never opens the snapshot's own file, so nothing in it but its
+checked rows reaches the partition. The fresh store is installed for the
+store kind (``mkv.snapshots.stores.install``). Any failure removes both
+files; the registry removes the partition's directory and never names it in
+its catalog.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from pathlib import Path
 
 from mkv.errors import InvalidArgumentError, StorageError, shown
 from mkv.router import KeyRange
+from mkv.snapshots.check import SnapshotFile
 from mkv.snapshots.manifest import Manifest, SnapshotCorruptError, read_manifest_at
 from mkv.snapshots.paths import SnapshotRoot
-from mkv.snapshots.stores import check_layout, install
+from mkv.snapshots.stores import install
 from mkv.store import StoreOptions
 from mkv.store.files import fsync_directory
 
@@ -29,6 +33,7 @@ __all__ = ["RestoreSource", "restored_range"]
 
 _CHUNK = 1024 * 1024
 _COPY_NAME = "restore.sqlite3.tmp"
+_FRESH_NAME = "restore-fresh.sqlite3.tmp"
 
 
 class RestoreSource:
@@ -79,21 +84,26 @@ class RestoreSource:
 
         Raises:
             SnapshotCorruptError: the data file's size or SHA-256 is not the manifest's.
-            InvalidArgumentError: the data is not an mkv store at the manifest's seq.
+            InvalidArgumentError: the data is not what mkv writes at the
+                manifest's seq and range (``mkv.snapshots.check``).
             StorageError: the partition's directory cannot be written.
         """
         copy = directory / _COPY_NAME
+        fresh = directory / _FRESH_NAME
         try:
             directory.mkdir(exist_ok=True)
             # The new directory's entry must last as long as what goes in it.
             fsync_directory(directory.parent)
             self._copy_checked(copy)
-            check_layout(copy, self.manifest.seq)
-            install(store_kind, directory, copy, options)
+            with SnapshotFile(copy, self.manifest) as snapshot:
+                snapshot.copy_into(fresh)
+            copy.unlink()
+            install(store_kind, directory, fresh, options)
         except OSError as exc:
             raise StorageError(f"Cannot write the restored partition ({exc.strerror}).") from exc
         finally:
             copy.unlink(missing_ok=True)
+            fresh.unlink(missing_ok=True)
 
     def _copy_checked(self, copy: Path) -> None:
         manifest = self.manifest
@@ -109,8 +119,8 @@ class RestoreSource:
                 digest.update(chunk)
                 out.write(chunk)
                 done += len(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+        # Not fsynced: only read once, here, and then deleted; the fresh
+        # store built from it is what must be durable.
         if done != manifest.size:
             raise SnapshotCorruptError(
                 f"The snapshot's data file changed size while it was read ({done} bytes)."

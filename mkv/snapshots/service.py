@@ -7,25 +7,53 @@ refused by the call itself; only the copying runs as an operation.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import attrs
 import trio
 
-from mkv.errors import AlreadyExistsError, NotFoundError, shown
+from mkv.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, shown
+from mkv.logs import fields
 from mkv.operations import Operation, OperationRegistry
 from mkv.partition import Partition
+from mkv.pipeline import check_pipeline
 from mkv.registry import PartitionRegistry
 from mkv.snapshots.paths import SnapshotRoot
 from mkv.snapshots.restore import RestoreSource, restored_range
 from mkv.snapshots.take import take_snapshot
 from mkv.store import StoreOptions
 
-__all__ = ["SNAPSHOT", "SnapshotService"]
+__all__ = ["SNAPSHOT", "Restored", "SnapshotService"]
+
+log = logging.getLogger(__name__)
 
 # The kind of a snapshot operation.
 SNAPSHOT = "snapshot"
+
+
+@attrs.frozen
+class Restored:
+    """A partition restored from a snapshot, and what the caller should know."""
+
+    partition: Partition
+    # One sentence each, for the caller (AddPartitionResponse.warnings).
+    warnings: tuple[str, ...] = ()
+
+
+def _check_recorded(pipeline: Sequence[str]) -> None:
+    """Raises:
+    InvalidArgumentError: the snapshot's pipeline does not build on this node.
+    """
+    try:
+        check_pipeline(pipeline)
+    except InvalidArgumentError as exc:
+        raise InvalidArgumentError(
+            f"The snapshot's pipeline '{shown(' '.join(pipeline), 200)}' cannot be used here "
+            f"({exc.message}); name a pipeline in the request to restore it with another."
+        ) from None
 
 
 class SnapshotService:
@@ -74,8 +102,9 @@ class SnapshotService:
         end: bytes | None,
         store: str | None,
         pipeline: Sequence[str] | None,
-    ) -> Partition:
-        """Add a partition that starts from the snapshot at ``manifest_path``.
+    ) -> Restored:
+        """Add a partition that starts from the snapshot at ``manifest_path``,
+        with the request's store kind and pipeline, else the snapshot's.
 
         Raises:
             InvalidArgumentError: a bad path, manifest, range or store kind, or
@@ -84,15 +113,41 @@ class SnapshotService:
         """
         source = await trio.to_thread.run_sync(RestoreSource.open, self.root, manifest_path)
         try:
-            key_range = restored_range(start, end, source.manifest)
-            kind = store or source.manifest.store_kind
+            manifest = source.manifest
+            key_range = restored_range(start, end, manifest)
+            kind = store or manifest.store_kind
+            warnings: list[str] = []
+            if pipeline is None:
+                pipeline = manifest.pipeline
+                if pipeline is None:
+                    pipeline = self.registry.pipeline_for(kind)
+                    warnings.append(
+                        f"The snapshot's manifest does not record the pipeline of partition "
+                        f"{manifest.partition_id} (it was written before mkv recorded it); the "
+                        f"restored partition has the default pipeline "
+                        f"'{' '.join(pipeline)}': name the pipeline in the request if it "
+                        "had another."
+                    )
+                else:
+                    _check_recorded(pipeline)
 
             async def prepare(directory: Path, options: StoreOptions) -> None:
                 await trio.to_thread.run_sync(source.restore_into, directory, kind, options)
 
-            return await self.registry.add(partition_id, key_range, kind, pipeline, prepare=prepare)
+            partition = await self.registry.add(
+                partition_id, key_range, kind, pipeline, prepare=prepare
+            )
         finally:
             source.close()
+        for warning in warnings:
+            log.warning(
+                "restored partition %s from %s: %s",
+                partition.id,
+                source.path,
+                warning,
+                extra=fields(event="restore_warning", partition=partition.id),
+            )
+        return Restored(partition, tuple(warnings))
 
     def _partition(self, partition_id: str) -> Partition:
         partition = self.registry.partition(partition_id)

@@ -19,8 +19,9 @@ thread while writes go on.
 - a store with a ``durable`` store inside (``caching``): the durable one. It
   holds every acknowledged write (the cache in front holds a subset).
 
-Restore (``install``) turns the verified copy of a snapshot into the state a
-new partition's store opens with: the database itself for ``sqlite``; for
+Restore (``install``) turns the fresh store a restore built from a checked
+snapshot (``mkv.snapshots.check``) into the state a new partition's store
+opens with: the database itself for ``sqlite``; for
 ``caching``, its durable database (wherever ``durable_dir`` puts it; the
 cache starts cold); the base file a ``memory`` store loads at every start;
 and for any other kind, a new store of that kind filled through ``apply``.
@@ -46,7 +47,7 @@ from mkv.store.files import fsync_directory
 from mkv.store.memory import MemoryStore, unpack_record
 from mkv.store.sqlite import LayoutReader, SqliteStore, create_layout
 
-__all__ = ["Capture", "Report", "begin_capture", "check_layout", "install"]
+__all__ = ["Capture", "Report", "begin_capture", "install"]
 
 # Pages per backup step: 8 MiB at SQLite's default page size. Each step is one
 # call with the GIL released; between steps progress is reported and a stop
@@ -177,26 +178,10 @@ class _MemoryCapture:
         self._chunks = []
 
 
-def check_layout(path: Path, seq: int) -> None:
-    """Check that ``path`` is a database in mkv's layout at sequence number ``seq``.
-
-    Raises:
-        InvalidArgumentError: it is not, or it is at another sequence number.
-    """
-    try:
-        with LayoutReader(path) as reader:
-            last_seq = reader.last_seq
-    except StorageError:
-        raise InvalidArgumentError("The snapshot's data file is not an mkv store.") from None
-    if last_seq != seq:
-        raise InvalidArgumentError(
-            f"The snapshot's data file is at sequence number {last_seq}; its manifest says {seq}."
-        )
-
-
 def install(kind: str, directory: Path, data: Path, options: StoreOptions) -> None:
-    """Make the checked snapshot file ``data`` (in ``directory``) the state a
-    new store of ``kind`` in ``directory`` opens with; blocking.
+    """Make ``data`` (in ``directory``: a store in mkv's layout that
+    ``mkv.snapshots.check`` built from a checked snapshot) the state a new
+    store of ``kind`` in ``directory`` opens with; blocking.
 
     Raises:
         StorageError: the store of ``kind`` cannot be written.

@@ -109,6 +109,7 @@ async def take_snapshot(
             size=size,
             sha256=sha256,
             created=utc_now(),
+            pipeline=partition.pipeline_specs,
         )
         manifest_name = await trio.to_thread.run_sync(write_manifest_at, directory, manifest)
         SNAPSHOT_SECONDS.observe(time.monotonic() - began)  # complete snapshots only

@@ -24,47 +24,47 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14mkv/v1/control.proto\x12\x06mkv.v1\"\xb8\x01\n\rPartitionInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x0c\x12\r\n\x05store\x18\x04 \x01(\t\x12%\n\x05state\x18\x05 \x01(\x0e\x32\x16.mkv.v1.PartitionState\x12\x11\n\tkey_count\x18\x06 \x01(\x04\x12\x12\n\nsize_bytes\x18\x07 \x01(\x04\x12\x10\n\x08last_seq\x18\x08 \x01(\x04\x12\x10\n\x08pipeline\x18\t \x03(\t\"p\n\x13\x41\x64\x64PartitionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x0c\x12\r\n\x05store\x18\x04 \x01(\t\x12\x10\n\x08pipeline\x18\x05 \x03(\t\x12\x10\n\x08snapshot\x18\x06 \x01(\t\"@\n\x14\x41\x64\x64PartitionResponse\x12(\n\tpartition\x18\x01 \x01(\x0b\x32\x15.mkv.v1.PartitionInfo\"$\n\x16RemovePartitionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"C\n\x17RemovePartitionResponse\x12(\n\tpartition\x18\x01 \x01(\x0b\x32\x15.mkv.v1.PartitionInfo\"$\n\x16ReopenPartitionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"C\n\x17ReopenPartitionResponse\x12(\n\tpartition\x18\x01 \x01(\x0b\x32\x15.mkv.v1.PartitionInfo\"\x17\n\x15ListPartitionsRequest\"C\n\x16ListPartitionsResponse\x12)\n\npartitions\x18\x01 \x03(\x0b\x32\x15.mkv.v1.PartitionInfo\"5\n\x0fSnapshotRequest\x12\x14\n\x0cpartition_id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"(\n\x10SnapshotResponse\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\"!\n\x13GetOperationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xcf\x01\n\x0eSnapshotResult\x12\x11\n\tdata_path\x18\x01 \x01(\t\x12\x15\n\rmanifest_path\x18\x02 \x01(\t\x12\x14\n\x0cpartition_id\x18\x03 \x01(\t\x12\r\n\x05start\x18\x04 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x05 \x01(\x0c\x12\x12\n\nstore_kind\x18\x06 \x01(\t\x12\x0b\n\x03seq\x18\x07 \x01(\x04\x12\x11\n\ttimestamp\x18\x08 \x01(\x04\x12\x0c\n\x04size\x18\t \x01(\x04\x12\x0e\n\x06sha256\x18\n \x01(\t\x12\x0f\n\x07\x63reated\x18\x0b \x01(\t\"\xaf\x02\n\tOperation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x14\n\x0cpartition_id\x18\x03 \x01(\t\x12%\n\x05state\x18\x04 \x01(\x0e\x32\x16.mkv.v1.OperationState\x12\r\n\x05phase\x18\x05 \x01(\t\x12\x15\n\rprogress_done\x18\x06 \x01(\x04\x12\x16\n\x0eprogress_total\x18\x07 \x01(\x04\x12\x15\n\rprogress_unit\x18\x08 \x01(\t\x12(\n\x08snapshot\x18\t \x01(\x0b\x32\x16.mkv.v1.SnapshotResult\x12\x12\n\nerror_code\x18\n \x01(\r\x12\x15\n\rerror_message\x18\x0b \x01(\t\x12\x0f\n\x07started\x18\x0c \x01(\x01\x12\x10\n\x08\x66inished\x18\r \x01(\x01\"<\n\x14GetOperationResponse\x12$\n\toperation\x18\x01 \x01(\x0b\x32\x11.mkv.v1.Operation*|\n\x0ePartitionState\x12\x1f\n\x1bPARTITION_STATE_UNSPECIFIED\x10\x00\x12\x0c\n\x08STARTING\x10\x01\x12\n\n\x06\x41\x43TIVE\x10\x02\x12\x0c\n\x08\x44RAINING\x10\x03\x12\x0b\n\x07STOPPED\x10\x04\x12\x14\n\x10PARTITION_FAILED\x10\x05*T\n\x0eOperationState\x12\x1f\n\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07RUNNING\x10\x01\x12\x08\n\x04\x44ONE\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x32\xdc\x03\n\x0c\x43ontrolPlane\x12I\n\x0c\x41\x64\x64Partition\x12\x1b.mkv.v1.AddPartitionRequest\x1a\x1c.mkv.v1.AddPartitionResponse\x12R\n\x0fRemovePartition\x12\x1e.mkv.v1.RemovePartitionRequest\x1a\x1f.mkv.v1.RemovePartitionResponse\x12R\n\x0fReopenPartition\x12\x1e.mkv.v1.ReopenPartitionRequest\x1a\x1f.mkv.v1.ReopenPartitionResponse\x12O\n\x0eListPartitions\x12\x1d.mkv.v1.ListPartitionsRequest\x1a\x1e.mkv.v1.ListPartitionsResponse\x12=\n\x08Snapshot\x12\x17.mkv.v1.SnapshotRequest\x1a\x18.mkv.v1.SnapshotResponse\x12I\n\x0cGetOperation\x12\x1b.mkv.v1.GetOperationRequest\x1a\x1c.mkv.v1.GetOperationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14mkv/v1/control.proto\x12\x06mkv.v1\"\xb8\x01\n\rPartitionInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x0c\x12\r\n\x05store\x18\x04 \x01(\t\x12%\n\x05state\x18\x05 \x01(\x0e\x32\x16.mkv.v1.PartitionState\x12\x11\n\tkey_count\x18\x06 \x01(\x04\x12\x12\n\nsize_bytes\x18\x07 \x01(\x04\x12\x10\n\x08last_seq\x18\x08 \x01(\x04\x12\x10\n\x08pipeline\x18\t \x03(\t\"p\n\x13\x41\x64\x64PartitionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x0c\x12\r\n\x05store\x18\x04 \x01(\t\x12\x10\n\x08pipeline\x18\x05 \x03(\t\x12\x10\n\x08snapshot\x18\x06 \x01(\t\"R\n\x14\x41\x64\x64PartitionResponse\x12(\n\tpartition\x18\x01 \x01(\x0b\x32\x15.mkv.v1.PartitionInfo\x12\x10\n\x08warnings\x18\x02 \x03(\t\"$\n\x16RemovePartitionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"C\n\x17RemovePartitionResponse\x12(\n\tpartition\x18\x01 \x01(\x0b\x32\x15.mkv.v1.PartitionInfo\"$\n\x16ReopenPartitionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"C\n\x17ReopenPartitionResponse\x12(\n\tpartition\x18\x01 \x01(\x0b\x32\x15.mkv.v1.PartitionInfo\"\x17\n\x15ListPartitionsRequest\"C\n\x16ListPartitionsResponse\x12)\n\npartitions\x18\x01 \x03(\x0b\x32\x15.mkv.v1.PartitionInfo\"5\n\x0fSnapshotRequest\x12\x14\n\x0cpartition_id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"(\n\x10SnapshotResponse\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\"!\n\x13GetOperationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xe1\x01\n\x0eSnapshotResult\x12\x11\n\tdata_path\x18\x01 \x01(\t\x12\x15\n\rmanifest_path\x18\x02 \x01(\t\x12\x14\n\x0cpartition_id\x18\x03 \x01(\t\x12\r\n\x05start\x18\x04 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x05 \x01(\x0c\x12\x12\n\nstore_kind\x18\x06 \x01(\t\x12\x0b\n\x03seq\x18\x07 \x01(\x04\x12\x11\n\ttimestamp\x18\x08 \x01(\x04\x12\x0c\n\x04size\x18\t \x01(\x04\x12\x0e\n\x06sha256\x18\n \x01(\t\x12\x0f\n\x07\x63reated\x18\x0b \x01(\t\x12\x10\n\x08pipeline\x18\x0c \x03(\t\"\xaf\x02\n\tOperation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x14\n\x0cpartition_id\x18\x03 \x01(\t\x12%\n\x05state\x18\x04 \x01(\x0e\x32\x16.mkv.v1.OperationState\x12\r\n\x05phase\x18\x05 \x01(\t\x12\x15\n\rprogress_done\x18\x06 \x01(\x04\x12\x16\n\x0eprogress_total\x18\x07 \x01(\x04\x12\x15\n\rprogress_unit\x18\x08 \x01(\t\x12(\n\x08snapshot\x18\t \x01(\x0b\x32\x16.mkv.v1.SnapshotResult\x12\x12\n\nerror_code\x18\n \x01(\r\x12\x15\n\rerror_message\x18\x0b \x01(\t\x12\x0f\n\x07started\x18\x0c \x01(\x01\x12\x10\n\x08\x66inished\x18\r \x01(\x01\"<\n\x14GetOperationResponse\x12$\n\toperation\x18\x01 \x01(\x0b\x32\x11.mkv.v1.Operation*|\n\x0ePartitionState\x12\x1f\n\x1bPARTITION_STATE_UNSPECIFIED\x10\x00\x12\x0c\n\x08STARTING\x10\x01\x12\n\n\x06\x41\x43TIVE\x10\x02\x12\x0c\n\x08\x44RAINING\x10\x03\x12\x0b\n\x07STOPPED\x10\x04\x12\x14\n\x10PARTITION_FAILED\x10\x05*T\n\x0eOperationState\x12\x1f\n\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07RUNNING\x10\x01\x12\x08\n\x04\x44ONE\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x32\xdc\x03\n\x0c\x43ontrolPlane\x12I\n\x0c\x41\x64\x64Partition\x12\x1b.mkv.v1.AddPartitionRequest\x1a\x1c.mkv.v1.AddPartitionResponse\x12R\n\x0fRemovePartition\x12\x1e.mkv.v1.RemovePartitionRequest\x1a\x1f.mkv.v1.RemovePartitionResponse\x12R\n\x0fReopenPartition\x12\x1e.mkv.v1.ReopenPartitionRequest\x1a\x1f.mkv.v1.ReopenPartitionResponse\x12O\n\x0eListPartitions\x12\x1d.mkv.v1.ListPartitionsRequest\x1a\x1e.mkv.v1.ListPartitionsResponse\x12=\n\x08Snapshot\x12\x17.mkv.v1.SnapshotRequest\x1a\x18.mkv.v1.SnapshotResponse\x12I\n\x0cGetOperation\x12\x1b.mkv.v1.GetOperationRequest\x1a\x1c.mkv.v1.GetOperationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mkv.v1.control_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PARTITIONSTATE']._serialized_start=1417
-  _globals['_PARTITIONSTATE']._serialized_end=1541
-  _globals['_OPERATIONSTATE']._serialized_start=1543
-  _globals['_OPERATIONSTATE']._serialized_end=1627
+  _globals['_PARTITIONSTATE']._serialized_start=1453
+  _globals['_PARTITIONSTATE']._serialized_end=1577
+  _globals['_OPERATIONSTATE']._serialized_start=1579
+  _globals['_OPERATIONSTATE']._serialized_end=1663
   _globals['_PARTITIONINFO']._serialized_start=33
   _globals['_PARTITIONINFO']._serialized_end=217
   _globals['_ADDPARTITIONREQUEST']._serialized_start=219
   _globals['_ADDPARTITIONREQUEST']._serialized_end=331
   _globals['_ADDPARTITIONRESPONSE']._serialized_start=333
-  _globals['_ADDPARTITIONRESPONSE']._serialized_end=397
-  _globals['_REMOVEPARTITIONREQUEST']._serialized_start=399
-  _globals['_REMOVEPARTITIONREQUEST']._serialized_end=435
-  _globals['_REMOVEPARTITIONRESPONSE']._serialized_start=437
-  _globals['_REMOVEPARTITIONRESPONSE']._serialized_end=504
-  _globals['_REOPENPARTITIONREQUEST']._serialized_start=506
-  _globals['_REOPENPARTITIONREQUEST']._serialized_end=542
-  _globals['_REOPENPARTITIONRESPONSE']._serialized_start=544
-  _globals['_REOPENPARTITIONRESPONSE']._serialized_end=611
-  _globals['_LISTPARTITIONSREQUEST']._serialized_start=613
-  _globals['_LISTPARTITIONSREQUEST']._serialized_end=636
-  _globals['_LISTPARTITIONSRESPONSE']._serialized_start=638
-  _globals['_LISTPARTITIONSRESPONSE']._serialized_end=705
-  _globals['_SNAPSHOTREQUEST']._serialized_start=707
-  _globals['_SNAPSHOTREQUEST']._serialized_end=760
-  _globals['_SNAPSHOTRESPONSE']._serialized_start=762
-  _globals['_SNAPSHOTRESPONSE']._serialized_end=802
-  _globals['_GETOPERATIONREQUEST']._serialized_start=804
-  _globals['_GETOPERATIONREQUEST']._serialized_end=837
-  _globals['_SNAPSHOTRESULT']._serialized_start=840
-  _globals['_SNAPSHOTRESULT']._serialized_end=1047
-  _globals['_OPERATION']._serialized_start=1050
-  _globals['_OPERATION']._serialized_end=1353
-  _globals['_GETOPERATIONRESPONSE']._serialized_start=1355
-  _globals['_GETOPERATIONRESPONSE']._serialized_end=1415
-  _globals['_CONTROLPLANE']._serialized_start=1630
-  _globals['_CONTROLPLANE']._serialized_end=2106
+  _globals['_ADDPARTITIONRESPONSE']._serialized_end=415
+  _globals['_REMOVEPARTITIONREQUEST']._serialized_start=417
+  _globals['_REMOVEPARTITIONREQUEST']._serialized_end=453
+  _globals['_REMOVEPARTITIONRESPONSE']._serialized_start=455
+  _globals['_REMOVEPARTITIONRESPONSE']._serialized_end=522
+  _globals['_REOPENPARTITIONREQUEST']._serialized_start=524
+  _globals['_REOPENPARTITIONREQUEST']._serialized_end=560
+  _globals['_REOPENPARTITIONRESPONSE']._serialized_start=562
+  _globals['_REOPENPARTITIONRESPONSE']._serialized_end=629
+  _globals['_LISTPARTITIONSREQUEST']._serialized_start=631
+  _globals['_LISTPARTITIONSREQUEST']._serialized_end=654
+  _globals['_LISTPARTITIONSRESPONSE']._serialized_start=656
+  _globals['_LISTPARTITIONSRESPONSE']._serialized_end=723
+  _globals['_SNAPSHOTREQUEST']._serialized_start=725
+  _globals['_SNAPSHOTREQUEST']._serialized_end=778
+  _globals['_SNAPSHOTRESPONSE']._serialized_start=780
+  _globals['_SNAPSHOTRESPONSE']._serialized_end=820
+  _globals['_GETOPERATIONREQUEST']._serialized_start=822
+  _globals['_GETOPERATIONREQUEST']._serialized_end=855
+  _globals['_SNAPSHOTRESULT']._serialized_start=858
+  _globals['_SNAPSHOTRESULT']._serialized_end=1083
+  _globals['_OPERATION']._serialized_start=1086
+  _globals['_OPERATION']._serialized_end=1389
+  _globals['_GETOPERATIONRESPONSE']._serialized_start=1391
+  _globals['_GETOPERATIONRESPONSE']._serialized_end=1451
+  _globals['_CONTROLPLANE']._serialized_start=1666
+  _globals['_CONTROLPLANE']._serialized_end=2142
 # @@protoc_insertion_point(module_scope)

@@ -72,10 +72,12 @@ class AddPartitionRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., store: _Optional[str] = ..., pipeline: _Optional[_Iterable[str]] = ..., snapshot: _Optional[str] = ...) -> None: ...
 
 class AddPartitionResponse(_message.Message):
-    __slots__ = ("partition",)
+    __slots__ = ("partition", "warnings")
     PARTITION_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     partition: PartitionInfo
-    def __init__(self, partition: _Optional[_Union[PartitionInfo, _Mapping]] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, partition: _Optional[_Union[PartitionInfo, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RemovePartitionRequest(_message.Message):
     __slots__ = ("id",)
@@ -132,7 +134,7 @@ class GetOperationRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class SnapshotResult(_message.Message):
-    __slots__ = ("data_path", "manifest_path", "partition_id", "start", "end", "store_kind", "seq", "timestamp", "size", "sha256", "created")
+    __slots__ = ("data_path", "manifest_path", "partition_id", "start", "end", "store_kind", "seq", "timestamp", "size", "sha256", "created", "pipeline")
     DATA_PATH_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_PATH_FIELD_NUMBER: _ClassVar[int]
     PARTITION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -144,6 +146,7 @@ class SnapshotResult(_message.Message):
     SIZE_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_FIELD_NUMBER: _ClassVar[int]
     data_path: str
     manifest_path: str
     partition_id: str
@@ -155,7 +158,8 @@ class SnapshotResult(_message.Message):
     size: int
     sha256: str
     created: str
-    def __init__(self, data_path: _Optional[str] = ..., manifest_path: _Optional[str] = ..., partition_id: _Optional[str] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., store_kind: _Optional[str] = ..., seq: _Optional[int] = ..., timestamp: _Optional[int] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., created: _Optional[str] = ...) -> None: ...
+    pipeline: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, data_path: _Optional[str] = ..., manifest_path: _Optional[str] = ..., partition_id: _Optional[str] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., store_kind: _Optional[str] = ..., seq: _Optional[int] = ..., timestamp: _Optional[int] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., created: _Optional[str] = ..., pipeline: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Operation(_message.Message):
     __slots__ = ("id", "kind", "partition_id", "state", "phase", "progress_done", "progress_total", "progress_unit", "snapshot", "error_code", "error_message", "started", "finished")
