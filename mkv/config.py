@@ -32,6 +32,7 @@ from typing import Any
 
 import attrs
 
+from mkv.connection_limits import ConnectionLimits
 from mkv.feed import WATCH_RETENTION_BYTES
 from mkv.logs import LOG_FORMATS, LogFormat
 from mkv.rpc import MAX_CONCURRENT_STREAMS, MAX_CONNECTIONS_PER_ADDRESS, STREAM_STALL_TIMEOUT
@@ -132,6 +133,19 @@ class Config:
 
     def __attrs_post_init__(self) -> None:
         self._check_tls()
+        if self.connection_buffer_bytes < 2 * self.max_request_bytes:
+            # A largest request must fit beside another, or a client that
+            # sends two at once would have one of them refused.
+            raise ValueError(
+                f"connection_buffer_bytes ({self.connection_buffer_bytes}) must be at least "
+                f"twice max_request_bytes ({self.max_request_bytes})"
+            )
+        if self.request_buffer_bytes < 2 * self.max_request_bytes:
+            # New calls need room for a largest request in the budget.
+            raise ValueError(
+                f"request_buffer_bytes ({self.request_buffer_bytes}) must be at least "
+                f"twice max_request_bytes ({self.max_request_bytes})"
+            )
         addr = self.metrics_addr
         if addr is not None and not self.metrics_allow_remote and not is_loopback(addr.host):
             raise ValueError(
@@ -178,6 +192,40 @@ class Config:
     # On shutdown, how long health reports NOT_SERVING while the node still
     # serves, so that load balancers stop sending before the ports close.
     shutdown_grace: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    # What one HTTP/2 connection may cost (docs/security.md, "Connection
+    # limits"): frames that do no work (PING, SETTINGS, empty DATA ...) and
+    # stream resets a second and at once, before GOAWAY ENHANCE_YOUR_CALM;
+    # frames handled per turn before other connections get theirs; unsent
+    # output before the connection stops being read; request bytes buffered
+    # ahead of their calls, per connection and across the node (over them,
+    # calls are refused).
+    idle_frame_rate: float = attrs.field(default=100.0, validator=attrs.validators.gt(0))
+    idle_frame_burst: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
+    reset_rate: float = attrs.field(default=100.0, validator=attrs.validators.gt(0))
+    reset_burst: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
+    frames_per_turn: int = attrs.field(default=64, validator=attrs.validators.ge(1))
+    connection_output_bytes: int = attrs.field(
+        default=4 * 1024 * 1024, validator=attrs.validators.ge(64 * 1024)
+    )
+    connection_buffer_bytes: int = attrs.field(
+        default=8 * 1024 * 1024, validator=attrs.validators.ge(65535)
+    )
+    request_buffer_bytes: int = attrs.field(default=256 * 1024 * 1024, validator=_byte_count)
+
+    @property
+    def connection_limits(self) -> ConnectionLimits:
+        """The limits every connection on both ports lives under."""
+        return ConnectionLimits(
+            frames_per_turn=self.frames_per_turn,
+            idle_frame_rate=self.idle_frame_rate,
+            idle_frame_burst=self.idle_frame_burst,
+            reset_rate=self.reset_rate,
+            reset_burst=self.reset_burst,
+            connection_output_bytes=self.connection_output_bytes,
+            output_stall_timeout=self.stream_stall_timeout,
+            connection_buffer_bytes=self.connection_buffer_bytes,
+            request_buffer_bytes=self.request_buffer_bytes,
+        )
 
     def _check_tls(self) -> None:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):

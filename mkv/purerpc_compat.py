@@ -2,7 +2,9 @@
 
 - Each call's event queue is never closed, and a call that ends early stays in
   the connection's table, where a late frame for it kills the connection:
-  ``close_call`` and ``tolerate_late_frames``.
+  ``close_call`` and ``tolerate_late_frames``. The reader looks a call up,
+  then yields before queuing its event: a call that ends (is reset, times
+  out) in between closed its queue, which would kill the connection too.
 - A message over the connection's size limit raises inside the HTTP/2 reader
   and drops the whole connection, after buffering up to that limit:
   ``bound_messages`` turns it into an ``OversizedMessage`` the server answers
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import anyio
 import attrs
 import h2.errors
 import h2.exceptions
@@ -56,12 +59,32 @@ class _EndedCall:
 _ENDED_CALL = _EndedCall()
 
 
+class _LateSafeSend:
+    """A call's event queue's sending end, which drops events that arrive
+    after the call closed its queue."""
+
+    def __init__(self, send: Any) -> None:
+        self._send = send
+
+    async def send(self, event: object) -> None:
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            await self._send.send(event)
+
+    def close(self) -> None:
+        self._send.close()
+
+
 class _CallTable(dict[int, Any]):
     """purerpc's table of calls on a connection, tolerant of frames that arrive
     for a call after mkv ended it (purerpc would raise and drop the connection)."""
 
     def __missing__(self, stream_id: int) -> _EndedCall:
         return _ENDED_CALL
+
+    def __setitem__(self, stream_id: int, stream: Any) -> None:
+        send, receive = stream._incoming_events
+        stream._incoming_events = (_LateSafeSend(send), receive)
+        super().__setitem__(stream_id, stream)
 
 
 def tolerate_late_frames(grpc_socket: GRPCSocket) -> None:

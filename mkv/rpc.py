@@ -24,7 +24,10 @@ connections per client address (more are closed at accept), a request size
 (bigger ones are discarded as they arrive), no compressed requests (purerpc
 would decompress without a bound), and a response that its client does not
 read within ``stream_stall_timeout`` ends the call: a stalled client holds
-at most one response per stream it opened.
+at most one response per stream it opened. What a connection may cost beyond
+that (frame floods, resets, unsent output, buffered request bytes) is bounded
+by its ``ConnectionGuard`` (``mkv.connection_guard``); while the node's
+buffered request bytes are over budget, new calls are refused.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ from purerpc.grpclib.events import RequestReceived
 from purerpc.grpclib.exceptions import GRPCError
 from purerpc.grpclib.status import Status, StatusCode
 
+from mkv.connection_guard import ConnectionGuard
+from mkv.connection_limits import ConnectionLimits, RequestMemory
 from mkv.errors import (
     DeadlineExceededError,
     MkvError,
@@ -151,6 +156,8 @@ class RpcServer:
         ssl_context: ssl.SSLContext | None = None,
         tls_handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT,
         observer: RpcObserver | None = None,
+        connection_limits: ConnectionLimits | None = None,
+        request_memory: RequestMemory | None = None,
     ) -> None:
         self.service = service
         self.observer = observer
@@ -165,6 +172,11 @@ class RpcServer:
         self.max_connections_per_address = max_connections_per_address
         self.ssl_context = ssl_context
         self.tls_handshake_timeout = tls_handshake_timeout
+        self.connection_limits = connection_limits or ConnectionLimits()
+        # Shared by the node's ports (see server.py): one memory budget.
+        self.request_memory = request_memory or RequestMemory(
+            self.connection_limits.request_buffer_bytes
+        )
         self._connections: collections.Counter[str] = collections.Counter()
         self._refused = 0
         self._next_refusal_log = -math.inf
@@ -290,7 +302,11 @@ class RpcServer:
                 transport: anyio.abc.ByteStream = stream
                 if self.ssl_context is not None:
                     transport = await self._tls_handshake(stream, self.ssl_context)
-                grpc_socket = GRPCProtoSocket(self._config, transport)
+                guard = ConnectionGuard(
+                    transport, self.connection_limits, self.request_memory, peer
+                )
+                grpc_socket = GRPCProtoSocket(self._config, guard)
+                guard.attach(grpc_socket)
                 limit_concurrent_streams(grpc_socket, self.max_concurrent_streams)
                 try:
                     async with grpc_socket, trio.open_nursery() as nursery:
@@ -298,13 +314,14 @@ class RpcServer:
                         bound_messages(grpc_socket, self.max_request_bytes)
                         screen_requests(grpc_socket)
                         async for grpc_stream in grpc_socket.listen():
-                            nursery.start_soon(self._serve_stream, grpc_stream, peer)
+                            nursery.start_soon(self._serve_guarded, grpc_stream, peer, guard)
                         # The peer is gone: nobody is left to answer, and a
                         # response stream waiting for news would otherwise
                         # wait forever.
                         nursery.cancel_scope.cancel()
                 finally:
                     close_remaining_calls(grpc_socket)
+                    await guard.close()
         except Exception as exc:
             # A peer that breaks the protocol, fails its TLS handshake or
             # vanishes costs only its own connection.
@@ -329,6 +346,13 @@ class RpcServer:
             return await anyio.streams.tls.TLSStream.wrap(
                 stream, server_side=True, ssl_context=context, standard_compatible=False
             )
+
+    async def _serve_guarded(
+        self, stream: GRPCProtoStream, peer: str, guard: ConnectionGuard
+    ) -> None:
+        # Cancelled if the client resets the call; its buffers go on exit.
+        with guard.call(stream.stream_id):
+            await self._serve_stream(stream, peer)
 
     async def _serve_stream(self, stream: GRPCProtoStream, peer: str) -> None:
         try:
@@ -499,6 +523,10 @@ class RpcServer:
                 ),
                 None,
             )
+        if not self.request_memory.has_room(self.max_request_bytes):
+            # Its body might not fit what the node may buffer; it is
+            # discarded as it arrives instead (``_discard_rest``).
+            return _MEMORY_EXHAUSTED, None
         streaming = isinstance(method.handler, ServerStream | BidiStream)
         deadline = self._deadline(event, capped=not streaming)
         applying = False
@@ -553,6 +581,10 @@ class RpcServer:
         return trio.current_time() + budget
 
 
+_MEMORY_EXHAUSTED = Status(
+    StatusCode.RESOURCE_EXHAUSTED,
+    "The server holds too many unfinished requests; retry later.",
+)
 _STALLED = Status(
     StatusCode.RESOURCE_EXHAUSTED, "The client stopped reading this call, so the server ended it."
 )

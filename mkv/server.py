@@ -17,6 +17,7 @@ import trio
 
 from mkv.auth import CONTROL_TOKEN_ENV, DATA_TOKEN_ENV, TokenCheck, is_loopback, load_token
 from mkv.config import Config, ConfigError
+from mkv.connection_limits import RequestMemory
 from mkv.controlplane import ControlPlane
 from mkv.dataplane import DataPlane
 from mkv.errors import ResourceExhaustedError
@@ -97,6 +98,9 @@ class Node:
             self.metrics = NodeMetrics(self.registry, requests)
             self._metrics_server = MetricsServer(config.metrics_addr, self.metrics.render)
         self._data = DataPlane(self.registry)
+        # One budget for the request bytes buffered on both ports.
+        limits = config.connection_limits
+        self._request_memory = RequestMemory(limits.request_buffer_bytes)
         self._data_server = RpcServer(
             DATA_SERVICE,
             self._observed(DATA_SERVICE, self._data.methods()),
@@ -110,6 +114,8 @@ class Node:
             max_concurrent_streams=config.max_concurrent_streams,
             max_connections_per_address=config.max_connections_per_address,
             ssl_context=self._tls,
+            connection_limits=limits,
+            request_memory=self._request_memory,
         )
         self._add_standard_services(self._data_server)
         self._control_server: RpcServer | None = None
@@ -174,6 +180,8 @@ class Node:
             max_concurrent_streams=self.config.max_concurrent_streams,
             max_connections_per_address=self.config.max_connections_per_address,
             ssl_context=self._tls,
+            connection_limits=self.config.connection_limits,
+            request_memory=self._request_memory,
         )
         self._add_standard_services(control_server)
         log.info(
