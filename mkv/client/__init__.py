@@ -1,0 +1,6 @@
+"""The client side: what a program imports to talk to a node over gRPC.
+
+Data (Client), admin (AdminClient), the channel, the client's streams,
+credentials and batch encoding. Nothing here imports the node, a partition, a
+store, a snapshot, the pipeline or the log (tests/test_layout.py checks).
+"""
