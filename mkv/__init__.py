@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from mkv.admin import AdminClient, OperationInfo, PartitionInfo, SnapshotInfo
-from mkv.client import Change, Client, Item, PartitionRange, WriteAck
-from mkv.config import Config
+from mkv.client.admin import AdminClient, OperationInfo, PartitionInfo, SnapshotInfo
+from mkv.client.data import Change, Client, Item, PartitionRange, WriteAck
 from mkv.errors import (
     AbortedError,
     AlreadyExistsError,
@@ -24,8 +23,9 @@ from mkv.errors import (
     UnavailableError,
     UnimplementedError,
 )
+from mkv.node.config import Config
+from mkv.node.server import Node
 from mkv.router import KeyRange
-from mkv.server import Node
 
 __all__ = [
     "AbortedError",

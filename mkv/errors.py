@@ -1,7 +1,7 @@
 """Every error mkv raises, in one shallow hierarchy.
 
 Each error carries the gRPC status code it travels as, so the server maps
-errors to statuses in one place (``mkv.rpc``) and the client maps them back
+errors to statuses in one place (``mkv.rpc.server``) and the client maps them back
 (``error_for_status``). Messages are one sentence for a person; they go on the
 wire, so they never hold values, stack traces or reprs.
 """

@@ -27,7 +27,7 @@ import outcome
 import trio
 
 from mkv.errors import InternalError, MkvError, NotFoundError, UnavailableError, shown
-from mkv.logs import fields
+from mkv.observe.logs import fields
 
 __all__ = [
     "MAX_FINISHED",

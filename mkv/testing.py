@@ -31,16 +31,16 @@ from typing import Any
 import pytest
 import trio
 
-from mkv.admin import AdminClient
-from mkv.catalog import Catalog, CatalogEntry
-from mkv.client import Client
-from mkv.config import Config
+from mkv.client.admin import AdminClient
+from mkv.client.data import Client
+from mkv.client.unwrap import unwrap_single_exception
+from mkv.node.catalog import Catalog, CatalogEntry
+from mkv.node.config import Config
+from mkv.node.server import Node
 from mkv.pipeline import default_pipeline
 from mkv.router import KeyRange
-from mkv.server import Node
 from mkv.store import SQLITE_FILE
 from mkv.store.sqlite import create_layout
-from mkv.unwrap import unwrap_single_exception
 
 __all__ = [
     "mkv_admin",

@@ -16,10 +16,10 @@ import pytest
 import trio
 
 import mkv
-from mkv.auth import TokenCheck, is_loopback, load_token
 from mkv.cli import ctl
-from mkv.config import Config, ConfigError
-from mkv.rpc import CallInfo
+from mkv.node.config import Config, ConfigError
+from mkv.rpc.auth import TokenCheck, is_loopback, load_token
+from mkv.rpc.server import CallInfo
 from mkv.testing import running_node
 from mkv.v1 import control_pb2, data_pb2
 from mkv.wire import CONTROL_SERVICE, DATA_SERVICE

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mkv
-from mkv.channel import open_channel
+from mkv.client.channel import open_channel
 from mkv.v1 import control_pb2 as cpb
 from mkv.v1 import data_pb2 as pb
 from mkv.wire import MAX_KEY_BYTES, MAX_REQUEST_BYTES

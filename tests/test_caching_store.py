@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from mkv.errors import StorageError
-from mkv.pipeline.write import Write
+from mkv.records import Write
 from mkv.store import CachingStore, Item, SqliteStore, StoreOptions, open_store
 from mkv.store.caching import LOCK_CHUNK, open_caching_store
 from mkv.store.lru import ENTRY_OVERHEAD, BoundedLru, entry_size

@@ -19,7 +19,7 @@ from mkv.pipeline.clock import (
     join_timestamp,
     split_timestamp,
 )
-from mkv.pipeline.write import Write
+from mkv.records import Write
 
 HOUR_MS = 3_600_000
 # 2024-05-01T12:00:00Z

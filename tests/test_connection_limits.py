@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from mkv.config import Config, ConfigError
-from mkv.connection_limits import (
+from mkv.node.config import Config, ConfigError
+from mkv.rpc.connection_limits import (
     CLIENT_PREFACE,
     ConnectionBuffers,
     Frame,

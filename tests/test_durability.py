@@ -10,7 +10,7 @@ import pytest
 import trio
 
 import mkv
-from mkv.partition import Partition
+from mkv.partition.task import Partition
 from mkv.testing import running_node
 from mkv.wal import RECORD_OVERHEAD, decode_segment
 from tests.processes import ServerProcess

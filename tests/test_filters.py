@@ -19,7 +19,7 @@ from mkv.pipeline.filters import (
     SanitizeJson,
     parse_stage_arguments,
 )
-from mkv.pipeline.write import Write
+from mkv.records import Write
 
 SECRET = b"TOPSECRET-value-contents"
 

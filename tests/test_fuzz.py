@@ -26,8 +26,8 @@ from google.protobuf.message_factory import GetMessageClass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mkv.health import HEALTH_SERVICE
-from mkv.reflection import REFLECTION_VERSIONS
+from mkv.rpc.health import HEALTH_SERVICE
+from mkv.rpc.reflection import REFLECTION_VERSIONS
 from mkv.wire import CONTROL_SERVICE, DATA_SERVICE
 from tests.grpcio_stubs import assert_clear_message
 

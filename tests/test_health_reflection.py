@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 import mkv
-from mkv.health import HEALTH_SERVICE
+from mkv.rpc.health import HEALTH_SERVICE
 from mkv.std import reflection_v1_pb2
 from mkv.testing import running_node
 from mkv.wire import CONTROL_SERVICE, DATA_SERVICE

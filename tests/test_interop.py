@@ -22,7 +22,7 @@ import pytest
 import trio
 
 import mkv
-from mkv.rpc import RpcServer
+from mkv.rpc.server import RpcServer
 from mkv.v1 import data_pb2 as pb
 from mkv.wire import DATA_SERVICE, parse_address
 from tests.h2_raw import RawH2, grpc_frame

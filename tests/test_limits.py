@@ -20,7 +20,7 @@ import trio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import mkv
-from mkv.rpc import RpcServer
+from mkv.rpc.server import RpcServer
 from mkv.testing import running_node
 from mkv.v1 import data_pb2 as pb
 from mkv.wire import DATA_SERVICE, parse_address
@@ -184,7 +184,7 @@ async def test_the_admin_client_waits_out_the_rate_limit(tmp_path: Any) -> None:
 
 
 def test_token_bucket_refills_at_its_rate() -> None:
-    from mkv.ratelimit import TokenBucket
+    from mkv.rpc.ratelimit import TokenBucket
 
     bucket = TokenBucket(rate=2.0, burst=3, now=100.0)
     assert [bucket.take(100.0) for _ in range(3)] == [0.0, 0.0, 0.0]
@@ -362,7 +362,7 @@ async def test_a_full_inbox_answers_unavailable_and_applies_nothing(
     never applied."""
     import threading
 
-    from mkv import partition
+    from mkv.partition import task as partition
     from mkv.store.memory import MemoryStore
 
     monkeypatch.setattr(partition, "INBOX_SIZE", 3)

@@ -14,7 +14,7 @@ import trio
 from purerpc.grpclib.status import Status, StatusCode
 
 import mkv
-from mkv.logs import ERROR_LINES_PER_WINDOW, ERROR_WINDOW_SECONDS, RequestLog
+from mkv.observe.logs import ERROR_LINES_PER_WINDOW, ERROR_WINDOW_SECONDS, RequestLog
 from mkv.v1 import data_pb2 as pb
 from tests.grpcio_stubs import GrpcioStubs, call_error, connect
 from tests.processes import ServerProcess

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mkv.pipeline.write import Write
+from mkv.records import Write
 from mkv.store import records
 from mkv.store.base import Item
 from mkv.store.memory import MemoryStore, unpack_record

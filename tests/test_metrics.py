@@ -11,8 +11,8 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 import mkv
-from mkv.config import Config, ConfigError
-from mkv.metrics_http import CONTENT_TYPE
+from mkv.node.config import Config, ConfigError
+from mkv.observe.metrics_http import CONTENT_TYPE
 from mkv.testing import running_node
 from mkv.wire import Address
 from tests.grpcio_stubs import call_error, grpcio_channel, raw_method

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mkv.errors import CompactedError, FailedPreconditionError
-from mkv.feed import ChangeFeed, FeedEntry
-from mkv.mutations import (
+from mkv.partition.feed import ChangeFeed, FeedEntry
+from mkv.partition.mutations import (
     COUNTER_MAX,
     COUNTER_MIN,
     Condition,
@@ -21,9 +21,9 @@ from mkv.mutations import (
     encode_counter,
     first_failure,
 )
-from mkv.pending import PendingWrites
+from mkv.partition.pending import PendingWrites
 from mkv.pipeline.payload import encode_write
-from mkv.pipeline.write import Write
+from mkv.records import Write
 from mkv.store import Item
 
 

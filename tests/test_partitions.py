@@ -8,7 +8,7 @@ import pytest
 import trio
 
 import mkv
-from mkv.channel import open_channel
+from mkv.client.channel import open_channel
 from mkv.testing import running_node
 from mkv.v1 import data_pb2
 from mkv.wire import DATA_SERVICE

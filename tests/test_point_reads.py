@@ -1,5 +1,5 @@
 """Point reads: queued behind the writes before them, straight from the store
-when there are none (mkv.partition's fast path)."""
+when there are none (mkv.partition.task's fast path)."""
 
 from __future__ import annotations
 

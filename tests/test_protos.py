@@ -21,8 +21,8 @@ def test_generated_code_is_fresh() -> None:
 
 def test_every_rpc_in_the_protos_is_served() -> None:
     """A method added to a .proto without a handler would answer UNIMPLEMENTED."""
-    from mkv.controlplane import ControlPlane
-    from mkv.dataplane import DataPlane
+    from mkv.node.controlplane import ControlPlane
+    from mkv.node.dataplane import DataPlane
     from mkv.v1 import control_pb2, data_pb2
 
     served = {

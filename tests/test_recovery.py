@@ -1,4 +1,4 @@
-"""Bulk replay at start (mkv.recovery): the same store and watch feed as
+"""Bulk replay at start (mkv.partition.recovery): the same store and watch feed as
 applying every logged write one by one, through the fast paths and around them."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mkv.feed import ChangeFeed, FeedEntry, entry_cost
+from mkv.partition.feed import ChangeFeed, FeedEntry, entry_cost
+from mkv.partition.recovery import _FeedTail, one_put, replay_log
 from mkv.pipeline.payload import decode_write, encode_write
-from mkv.pipeline.write import Write
-from mkv.recovery import _FeedTail, one_put, replay_log
+from mkv.records import Write
 from mkv.store import StateStore
 from mkv.store.memory import MemoryStore
 from mkv.store.sqlite import SqliteStore

@@ -1,4 +1,4 @@
-"""The request-header rules (mkv/request_headers.py), without a network, and
+"""The request-header rules (mkv/rpc/request_headers.py), without a network, and
 the grpc-timeout mkv's own client sends."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from purerpc.grpclib.connection import GRPCConnection
 from purerpc.grpclib.status import StatusCode
 
 import mkv
-from mkv.request_headers import check_request_headers, grpc_timeout, parse_timeout
+from mkv.rpc.request_headers import check_request_headers, grpc_timeout, parse_timeout
 from mkv.v1 import data_pb2 as pb
 from mkv.wire import DATA_SERVICE
 

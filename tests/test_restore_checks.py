@@ -21,7 +21,7 @@ import trio
 
 import mkv
 from mkv.limits import MAX_LOADED, MAX_STORED
-from mkv.pipeline.write import Write
+from mkv.records import Write
 from mkv.snapshots.check import SnapshotFile, check_snapshot_file
 from mkv.snapshots.manifest import Manifest, read_manifest, verify_snapshot
 from mkv.store import LayoutReader, SqliteStore

@@ -10,7 +10,7 @@ import pytest
 import trio
 
 import mkv
-from mkv.config import Config, ConfigError
+from mkv.node.config import Config, ConfigError
 from mkv.wire import parse_address
 from tests.processes import ServerProcess
 

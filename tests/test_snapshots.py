@@ -19,7 +19,7 @@ import trio
 
 import mkv
 from mkv.operations import Operation, OperationRegistry, OperationState
-from mkv.pipeline.write import Write
+from mkv.records import Write
 from mkv.snapshots import stores
 from mkv.snapshots.manifest import verify_snapshot
 from mkv.store import Item, MemoryStore, StoreOptions, StoreStats

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from mkv.pipeline.write import Write
+from mkv.records import Write
 from mkv.store import Item
 from mkv.store.sqlite import PAGE_SIZE, SqliteStore
 

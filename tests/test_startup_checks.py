@@ -15,7 +15,7 @@ import trio
 import mkv
 from mkv.errors import StorageError
 from mkv.limits import MAX_LOADED, MAX_STORED
-from mkv.pipeline.write import Write
+from mkv.records import Write
 from mkv.store import SqliteStore
 from mkv.wal.record import encode_record
 from tests.processes import ServerProcess

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from mkv.errors import StorageError
-from mkv.pipeline.write import Write
+from mkv.records import Write
 from mkv.store import Item, SqliteStore, StateStore, StoreOptions, open_store, store_kinds
 from mkv.store.sqlite import ROWS_PER_INSERT
 

@@ -14,7 +14,7 @@ import trio
 
 import mkv
 from mkv.cli import ctl
-from mkv.config import ConfigError
+from mkv.node.config import ConfigError
 from mkv.testing import running_node
 from mkv.v1 import data_pb2 as pb
 from mkv.wire import DATA_SERVICE

@@ -7,14 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mkv.errors import ResourceExhaustedError
-from mkv.upsert_encoding import (
+from mkv.client.upsert_encoding import (
     MAP_VERSION_ROOM,
     cut_batches,
     encode_varint,
     entry_size,
     field_size,
 )
+from mkv.errors import ResourceExhaustedError
 from mkv.v1 import data_pb2 as pb
 
 # Around each boundary where a varint grows by a byte.

@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mkv.pipeline.write import Write
+from mkv.records import Write
 from mkv.store import CachingStore, Item, SqliteStore
 from mkv.store.lru import entry_size
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench_worker import KEY_BYTES, state_key
 
-from mkv.catalog import Catalog, CatalogEntry
+from mkv.node.catalog import Catalog, CatalogEntry
 from mkv.pipeline import default_pipeline
 from mkv.router import KeyRange
 from mkv.store.sqlite import SqliteStore

@@ -5,7 +5,7 @@ a Get of a preloaded key (a 100-byte value, a sequence number, the partition
 id), and do no other work:
 
 - ``purerpc``: purerpc's own ``Service``/``Server``, the stack's plain ceiling;
-- ``rpc``: mkv's ``RpcServer`` (mkv.rpc: its own listener and accept loop over
+- ``rpc``: mkv's ``RpcServer`` (mkv.rpc.server: its own listener and accept loop over
   purerpc's connection code), so that what mkv costs on top of it is routing,
   the partition task and the store, not gRPC.
 
@@ -22,7 +22,7 @@ import sys
 import purerpc
 import trio
 
-from mkv.rpc import RpcServer
+from mkv.rpc.server import RpcServer
 from mkv.v1 import data_pb2 as pb
 from mkv.wire import parse_address
 

@@ -3,7 +3,7 @@
     python tools/bench_metrics.py            # the observers alone
     python tools/bench_metrics.py --server   # and a real server's CPU per Get
 
-Times what ``mkv.rpc`` adds to each call when metrics are on (two clock
+Times what ``mkv.rpc.server`` adds to each call when metrics are on (two clock
 reads, ``call_started`` and ``call_finished``), with the request log alone
 (metrics off), and, for comparison, the same counting done with
 prometheus_client's own ``Counter`` and ``Histogram`` (a lock per update),
@@ -34,8 +34,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from purerpc.grpclib.status import Status, StatusCode
 
 import mkv
-from mkv.logs import RequestLog
-from mkv.metrics import LATENCY_BUCKETS, RequestMetrics
+from mkv.observe.logs import RequestLog
+from mkv.observe.metrics import LATENCY_BUCKETS, RequestMetrics
 
 CALLS = 200_000
 SERVICE = "mkv.v1.DataPlane"
@@ -54,7 +54,7 @@ def per_call(body: Callable[[], None], calls: int = CALLS) -> float:
 
 
 def hook(observer: RequestLog | RequestMetrics | None) -> Callable[[], None]:
-    """What mkv.rpc._answer does per call with ``observer``."""
+    """What mkv.rpc.server._answer does per call with ``observer``."""
 
     def call() -> None:
         if observer is not None:
@@ -137,7 +137,7 @@ def main() -> None:
     rows = [
         ("no observer (the loop itself)", baseline),
         ("request log only (metrics off)", per_call(hook(request_log))),
-        ("mkv.metrics.RequestMetrics + request log", per_call(hook(metrics))),
+        ("mkv.observe.metrics.RequestMetrics + request log", per_call(hook(metrics))),
         ("prometheus_client Counter + Histogram", per_call(prometheus_client_hook())),
     ]
     for name, micros in rows:

@@ -64,7 +64,7 @@ class Result:
     first_error: str | None = None
     baseline: str | None = None
     ratio: float | None = None
-    # Over the echo through mkv.rpc.RpcServer at the same concurrency: what
+    # Over the echo through mkv.rpc.server.RpcServer at the same concurrency: what
     # routing, the partition task and the store cost, gRPC aside.
     rpc_ratio: float | None = None
     # Single upserts only: over the same load with one fsync per request

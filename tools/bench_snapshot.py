@@ -141,7 +141,7 @@ async def upserts(address: str, concurrency: int, until: trio.Event) -> list[tup
     return done
 
 
-async def snapshot(admin: mkv.AdminClient, path: str) -> mkv.admin.OperationInfo:
+async def snapshot(admin: mkv.AdminClient, path: str) -> mkv.client.admin.OperationInfo:
     operation_id = await admin.snapshot("default", path)
     return await admin.wait_operation(operation_id, poll_interval=0.05)
 

@@ -32,7 +32,7 @@ from typing import Any
 import trio
 
 import mkv
-from mkv.channel import Channel, open_channel
+from mkv.client.channel import Channel, open_channel
 from mkv.errors import MkvError
 from mkv.v1 import data_pb2 as pb
 from mkv.wire import MAX_REQUEST_BYTES

@@ -63,10 +63,10 @@ from typing import Any, BinaryIO, NoReturn, TextIO
 import attrs
 import trio
 
-from mkv.admin import AdminClient, OperationInfo, PartitionInfo, SnapshotInfo
-from mkv.client import Client
-from mkv.config import DEFAULT_CONTROL_ADDR, DEFAULT_DATA_ADDR, ConfigError
+from mkv.client.admin import AdminClient, OperationInfo, PartitionInfo, SnapshotInfo
+from mkv.client.data import Client
 from mkv.errors import MkvError
+from mkv.node.config import DEFAULT_CONTROL_ADDR, DEFAULT_DATA_ADDR, ConfigError
 from mkv.router import format_key
 from mkv.wire import Address, parse_address
 

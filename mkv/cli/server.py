@@ -18,10 +18,10 @@ from pathlib import Path
 
 import trio
 
-from mkv.config import DEFAULT_CONTROL_ADDR, DEFAULT_DATA_ADDR, Config, ConfigError
 from mkv.errors import MkvError, leaves
-from mkv.logs import LOG_FORMATS, configure_logging, fields
-from mkv.server import Node
+from mkv.node.config import DEFAULT_CONTROL_ADDR, DEFAULT_DATA_ADDR, Config, ConfigError
+from mkv.node.server import Node
+from mkv.observe.logs import LOG_FORMATS, configure_logging, fields
 
 __all__ = ["main"]
 

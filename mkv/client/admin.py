@@ -22,12 +22,12 @@ import trio
 from google.protobuf.message import Message
 from purerpc.grpclib.status import StatusCode
 
-from mkv.auth import CONTROL_TOKEN_ENV
-from mkv.channel import Channel, open_channel
-from mkv.config import DEFAULT_CONTROL_ADDR
-from mkv.credentials import client_credentials
+from mkv.client.channel import Channel, open_channel
+from mkv.client.credentials import client_credentials
 from mkv.errors import MkvError, ResourceExhaustedError, error_for_status
+from mkv.node.config import DEFAULT_CONTROL_ADDR
 from mkv.router import KeyRange
+from mkv.rpc.auth import CONTROL_TOKEN_ENV
 from mkv.snapshots.manifest import Manifest
 from mkv.v1 import control_pb2 as pb
 from mkv.wire import CONTROL_SERVICE as SERVICE
@@ -197,7 +197,7 @@ class AdminClient:
         Args:
             token, token_file: the control plane's token (default:
                 ``$MKV_TOKEN`` when set; a node without one serves only loopback).
-            tls, ca, cert, key, ssl_context: TLS, as ``mkv.credentials.client_credentials``.
+            tls, ca, cert, key, ssl_context: TLS, as ``mkv.client.credentials.client_credentials``.
             rate_limit_wait: how long, in all, one call may wait out the
                 node's rate limit before ResourceExhaustedError (0: never waits).
 

@@ -29,10 +29,10 @@ from purerpc.grpclib.exceptions import GRPCError, RpcFailedError
 from purerpc.grpclib.status import StatusCode
 from purerpc.wrappers import extract_message_from_singleton_stream, send_single_message_client
 
+from mkv.client.unwrap import unwrap_single_exception
 from mkv.errors import UnavailableError, error_for_status
-from mkv.purerpc_compat import close_call, tolerate_late_frames
-from mkv.request_headers import grpc_timeout as wire_timeout
-from mkv.unwrap import unwrap_single_exception
+from mkv.rpc.purerpc_compat import close_call, tolerate_late_frames
+from mkv.rpc.request_headers import grpc_timeout as wire_timeout
 from mkv.wire import Address, parse_address
 
 __all__ = ["Channel", "open_channel"]
@@ -304,8 +304,8 @@ async def open_channel(
     """Connect to ``address`` (``HOST:PORT``); calls dial again after a lost connection.
 
     Args:
-        metadata: sent with every call (``mkv.auth.authorization_metadata``).
-        ssl_context: connect over TLS with it (``mkv.tls.client_context``).
+        metadata: sent with every call (``mkv.rpc.auth.authorization_metadata``).
+        ssl_context: connect over TLS with it (``mkv.rpc.tls.client_context``).
 
     Raises:
         UnavailableError: nothing answers there, or the TLS handshake failed.

@@ -10,8 +10,8 @@ from pathlib import Path
 import attrs
 import trio
 
-from mkv.auth import authorization_metadata, load_token
-from mkv.tls import client_context
+from mkv.rpc.auth import authorization_metadata, load_token
+from mkv.rpc.tls import client_context
 
 __all__ = ["ClientCredentials", "client_credentials"]
 

@@ -30,11 +30,10 @@ from typing import Any, Generic, TypeVar
 import attrs
 import trio
 
-from mkv.auth import DATA_TOKEN_ENV
-from mkv.channel import Channel, open_channel
-from mkv.client_streams import Change, Scan, Watch
-from mkv.config import DEFAULT_DATA_ADDR
-from mkv.credentials import client_credentials
+from mkv.client.channel import Channel, open_channel
+from mkv.client.credentials import client_credentials
+from mkv.client.streams import Change, Scan, Watch
+from mkv.client.upsert_encoding import EntryBatch, cut_batches, field_size
 from mkv.errors import (
     BadNodeError,
     ConditionFailedError,
@@ -42,9 +41,10 @@ from mkv.errors import (
     MkvError,
     ResourceExhaustedError,
 )
+from mkv.node.config import DEFAULT_DATA_ADDR
 from mkv.router import KeyRange, Router
+from mkv.rpc.auth import DATA_TOKEN_ENV
 from mkv.store.base import Item
-from mkv.upsert_encoding import EntryBatch, cut_batches, field_size
 from mkv.v1 import data_pb2 as pb
 from mkv.wire import DATA_SERVICE as SERVICE
 from mkv.wire import MAX_REQUEST_BYTES, Address
@@ -115,7 +115,7 @@ class Client:
         Args:
             token, token_file: the data plane's token, if it requires one
                 (default: ``$MKV_DATA_TOKEN`` when set).
-            tls, ca, cert, key, ssl_context: TLS, as ``mkv.credentials.client_credentials``.
+            tls, ca, cert, key, ssl_context: TLS, as ``mkv.client.credentials.client_credentials``.
 
         Raises:
             UnavailableError: nothing answers there, or the TLS handshake failed.
@@ -256,7 +256,7 @@ class Client:
             BadNodeError: a key belongs to no partition on the node.
         """
         given = items.items() if isinstance(items, Mapping) else items
-        # Plain pairs, encoded by hand (mkv.upsert_encoding): protobuf objects
+        # Plain pairs, encoded by hand (mkv.client.upsert_encoding): protobuf objects
         # are made once per request, never per entry (a 1 MiB batch is ~9k pairs).
         pairs = [
             (k if type(k) is bytes else _bytes(k), v if type(v) is bytes else _bytes(v))
@@ -458,7 +458,7 @@ class Client:
         return partitions
 
     async def _upsert_batches(self, pairs: Sequence[tuple[bytes, bytes]]) -> list[list[EntryBatch]]:
-        """``pairs`` per partition, cut into encoded requests (mkv.upsert_encoding)."""
+        """``pairs`` per partition, cut into encoded requests (mkv.client.upsert_encoding)."""
         groups = await self._group(pairs, operator.itemgetter(0))
         return [cut_batches(group, self._max_request_bytes) for group in groups]
 

@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack
 import attrs
 import trio
 
-from mkv.channel import Channel, ResponseStream
+from mkv.client.channel import Channel, ResponseStream
 from mkv.errors import BadNodeError, ResourceExhaustedError, UnavailableError
 from mkv.store.base import Item
 from mkv.v1 import data_pb2 as pb

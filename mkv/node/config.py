@@ -32,10 +32,10 @@ from typing import Any
 
 import attrs
 
-from mkv.connection_limits import ConnectionLimits
-from mkv.feed import WATCH_RETENTION_BYTES
-from mkv.logs import LOG_FORMATS, LogFormat
-from mkv.rpc import MAX_CONCURRENT_STREAMS, MAX_CONNECTIONS_PER_ADDRESS, STREAM_STALL_TIMEOUT
+from mkv.observe.logs import LOG_FORMATS, LogFormat
+from mkv.partition.feed import WATCH_RETENTION_BYTES
+from mkv.rpc.connection_limits import ConnectionLimits
+from mkv.rpc.server import MAX_CONCURRENT_STREAMS, MAX_CONNECTIONS_PER_ADDRESS, STREAM_STALL_TIMEOUT
 from mkv.store.base import DEFAULT_CACHE_BYTES
 from mkv.wire import MAX_REQUEST_BYTES, Address, parse_address
 

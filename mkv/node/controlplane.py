@@ -5,12 +5,12 @@ from __future__ import annotations
 import trio
 
 from mkv.errors import InvalidArgumentError, NotFoundError
+from mkv.node.registry import PartitionRegistry, PartitionReport
+from mkv.node.snapshot_service import SnapshotService
 from mkv.operations import Operation, OperationState
-from mkv.partition import PartitionState
-from mkv.registry import PartitionRegistry, PartitionReport
+from mkv.partition.task import PartitionState
 from mkv.router import KeyRange
-from mkv.rpc import Handler
-from mkv.snapshots.service import SnapshotService
+from mkv.rpc.server import Handler
 from mkv.snapshots.take import SnapshotResult
 from mkv.v1 import control_pb2 as pb
 

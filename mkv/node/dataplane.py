@@ -3,7 +3,7 @@ Watch and PartitionMap.
 
 Handlers check input, route it, and hand it to the partition; they hold no
 state of their own. Errors are raised as ``mkv.errors`` exceptions and become
-gRPC statuses in ``mkv.rpc``; a key nobody owns is not an error but a
+gRPC statuses in ``mkv.rpc.server``; a key nobody owns is not an error but a
 ``BAD_NODE`` status in the response, with the owned ranges as a hint.
 """
 
@@ -16,14 +16,14 @@ from collections.abc import AsyncGenerator, Sequence
 import trio
 
 from mkv.errors import ConditionFailedError, InvalidArgumentError, ResourceExhaustedError
-from mkv.logs import note_partition
-from mkv.mutations import Condition
-from mkv.partition import Get, Increment, Partition, Read, Remove, Upsert, WriteResult
-from mkv.registry import PartitionRegistry
-from mkv.rpc import Handler, ServerStream
+from mkv.node.registry import PartitionRegistry
+from mkv.node.watching import watch_partition
+from mkv.observe.logs import note_partition
+from mkv.partition.mutations import Condition
+from mkv.partition.task import Get, Increment, Partition, Read, Remove, Upsert, WriteResult
+from mkv.rpc.server import Handler, ServerStream
 from mkv.store import Item, StateStore
 from mkv.v1 import data_pb2 as pb
-from mkv.watching import watch_partition
 from mkv.wire import MAX_KEY_BYTES
 
 __all__ = ["DataPlane"]

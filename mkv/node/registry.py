@@ -23,7 +23,6 @@ from pathlib import Path
 import attrs
 import trio
 
-from mkv.catalog import Catalog, CatalogEntry, check_partition_id
 from mkv.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -34,9 +33,10 @@ from mkv.errors import (
     leaves,
     shown,
 )
-from mkv.feed import WATCH_RETENTION_BYTES
-from mkv.logs import fields
-from mkv.partition import Partition, PartitionState
+from mkv.node.catalog import Catalog, CatalogEntry, check_partition_id
+from mkv.observe.logs import fields
+from mkv.partition.feed import WATCH_RETENTION_BYTES
+from mkv.partition.task import Partition, PartitionState
 from mkv.pipeline import check_pipeline, default_pipeline
 from mkv.router import KeyRange, Router
 from mkv.store import DEFAULT_CACHE_BYTES, StoreOptions, StoreStats, check_store_kind

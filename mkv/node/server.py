@@ -15,24 +15,32 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from mkv.auth import CONTROL_TOKEN_ENV, DATA_TOKEN_ENV, TokenCheck, is_loopback, load_token
-from mkv.config import Config, ConfigError
-from mkv.connection_limits import RequestMemory
-from mkv.controlplane import ControlPlane
-from mkv.dataplane import DataPlane
 from mkv.errors import ResourceExhaustedError
-from mkv.health import HEALTH_SERVICE, HealthService
-from mkv.logs import RequestLog, fields
-from mkv.metrics import NodeMetrics, RequestMetrics
-from mkv.metrics_http import MetricsServer
+from mkv.node.config import Config, ConfigError
+from mkv.node.controlplane import ControlPlane
+from mkv.node.dataplane import DataPlane
+from mkv.node.registry import PartitionRegistry
+from mkv.node.snapshot_service import SnapshotService
+from mkv.observe.logs import RequestLog, fields
+from mkv.observe.metrics import NodeMetrics, RequestMetrics
+from mkv.observe.metrics_http import MetricsServer
 from mkv.operations import OperationRegistry
-from mkv.ratelimit import TokenBucket
-from mkv.reflection import REFLECTION_VERSIONS, ReflectionService
-from mkv.registry import PartitionRegistry
-from mkv.rpc import AnyHandler, BidiStream, CallInfo, Guard, RpcObserver, RpcServer, ServerStream
+from mkv.rpc.auth import CONTROL_TOKEN_ENV, DATA_TOKEN_ENV, TokenCheck, is_loopback, load_token
+from mkv.rpc.connection_limits import RequestMemory
+from mkv.rpc.health import HEALTH_SERVICE, HealthService
+from mkv.rpc.ratelimit import TokenBucket
+from mkv.rpc.reflection import REFLECTION_VERSIONS, ReflectionService
+from mkv.rpc.server import (
+    AnyHandler,
+    BidiStream,
+    CallInfo,
+    Guard,
+    RpcObserver,
+    RpcServer,
+    ServerStream,
+)
+from mkv.rpc.tls import server_context
 from mkv.snapshots.paths import SnapshotRoot
-from mkv.snapshots.service import SnapshotService
-from mkv.tls import server_context
 from mkv.wire import CONTROL_SERVICE, DATA_SERVICE, Address
 
 if TYPE_CHECKING:

@@ -16,11 +16,11 @@ import attrs
 import trio
 
 from mkv.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, shown
-from mkv.logs import fields
+from mkv.node.registry import PartitionRegistry
+from mkv.observe.logs import fields
 from mkv.operations import Operation, OperationRegistry
-from mkv.partition import Partition
+from mkv.partition.task import Partition
 from mkv.pipeline import check_pipeline
-from mkv.registry import PartitionRegistry
 from mkv.snapshots.paths import SnapshotRoot
 from mkv.snapshots.restore import RestoreSource, restored_range
 from mkv.snapshots.take import take_snapshot

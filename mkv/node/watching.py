@@ -1,6 +1,6 @@
 """The Watch stream: a partition's mutations in a key range, in order, then live.
 
-A watcher is a position in its partition's ``ChangeFeed`` (mkv.feed) and
+A watcher is a position in its partition's ``ChangeFeed`` (mkv.partition.feed) and
 nothing else: it reads the feed from its position, sends what falls in its
 range, and waits for more. So watchers cost the server no memory per watcher
 beyond one task, however slowly they read; one that falls too far behind is
@@ -18,8 +18,8 @@ from contextlib import aclosing
 import trio
 
 from mkv.errors import CompactedError, InvalidArgumentError, ResourceExhaustedError
-from mkv.feed import Change
-from mkv.partition import Partition
+from mkv.partition.feed import Change
+from mkv.partition.task import Partition
 from mkv.router import format_key
 from mkv.v1 import data_pb2 as pb
 

@@ -141,7 +141,7 @@ def configure_logging(
 
 
 class RequestLog:
-    """Logs failed and slow gRPC calls; an ``mkv.rpc`` observer.
+    """Logs failed and slow gRPC calls; an ``mkv.rpc.server`` observer.
 
     Args:
         slow_seconds: unary calls that take at least this long are logged

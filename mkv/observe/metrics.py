@@ -2,7 +2,7 @@
 
 Three kinds, each collected the cheapest safe way:
 
-- **Requests** (``RequestMetrics``, an ``mkv.rpc`` observer): counted on the
+- **Requests** (``RequestMetrics``, an ``mkv.rpc.server`` observer): counted on the
   event loop in plain dicts and lists, no locks. prometheus_client's own
   ``Counter`` and ``Histogram`` take a lock on every update; at 100k requests
   a second that is measurable, and every request is counted on one thread
@@ -49,9 +49,9 @@ from mkv.errors import MkvError
 from mkv.store import StoreStats
 
 if TYPE_CHECKING:
-    from mkv.logs import RequestLog
-    from mkv.partition import Partition, PartitionStatistics
-    from mkv.registry import PartitionRegistry
+    from mkv.node.registry import PartitionRegistry
+    from mkv.observe.logs import RequestLog
+    from mkv.partition.task import Partition, PartitionStatistics
 
 __all__ = [
     "LATENCY_BUCKETS",
@@ -126,7 +126,7 @@ class _MethodStats:
 
 
 class RequestMetrics:
-    """Counts gRPC calls by service, method and status; an ``mkv.rpc`` observer.
+    """Counts gRPC calls by service, method and status; an ``mkv.rpc.server`` observer.
 
     Methods are declared up front (``declare``) so that every one is
     reported, at zero, before its first call; response streams are counted
@@ -147,7 +147,7 @@ class RequestMetrics:
     def _method(self, service: str, method: str) -> _MethodStats:
         stats = self._stats.get((service, method))
         if stats is None:
-            # Not declared up front: bounded anyway, since mkv.rpc names only
+            # Not declared up front: bounded anyway, since mkv.rpc.server names only
             # the methods it serves (or UNKNOWN_METHOD).
             stats = self._stats[(service, method)] = _MethodStats(streaming=False)
         return stats

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 import attrs
 import trio
 
-from mkv.logs import fields
+from mkv.observe.logs import fields
 from mkv.wire import Address
 
 __all__ = ["CONTENT_TYPE", "MetricsServer", "parse_request_line"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from mkv.mutations import Condition
+from mkv.partition.mutations import Condition
 from mkv.store import StateStore
 
 __all__ = [
@@ -41,7 +41,7 @@ class Remove:
 
 @attrs.frozen
 class Increment:
-    """Add signed deltas to counters (mkv.mutations), atomically."""
+    """Add signed deltas to counters (mkv.partition.mutations), atomically."""
 
     deltas: Sequence[tuple[bytes, int]]
     size: int

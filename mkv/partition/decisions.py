@@ -3,8 +3,8 @@ decided against the state every earlier write leaves.
 
 The partition task calls ``decide`` for each write it admits, in order. The
 state a decision sees is the store plus the writes numbered but not yet
-applied (``mkv.pending``); the rules themselves are sans-I/O
-(``mkv.mutations``). A decision that read an in-flight write depends on it:
+applied (``mkv.partition.pending``); the rules themselves are sans-I/O
+(``mkv.partition.mutations``). A decision that read an in-flight write depends on it:
 if that write fails, the decision is void (``aborted``), so the dependent
 write must not reach the log or the store either.
 """
@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 import attrs
 
-from mkv.commands import Increment, Mutation, Remove, Upsert
 from mkv.errors import (
     AbortedError,
     ConditionFailedError,
@@ -23,8 +22,9 @@ from mkv.errors import (
     MkvError,
     shown,
 )
-from mkv.mutations import Failure, add_deltas, first_failure
-from mkv.pending import PendingWrites
+from mkv.partition.commands import Increment, Mutation, Remove, Upsert
+from mkv.partition.mutations import Failure, add_deltas, first_failure
+from mkv.partition.pending import PendingWrites
 from mkv.pipeline import Write
 from mkv.store import Item, StateStore
 from mkv.worker import WorkerThread

@@ -18,7 +18,7 @@ import attrs
 
 from mkv.errors import CompactedError
 from mkv.pipeline.payload import decode_write
-from mkv.pipeline.write import Write
+from mkv.records import Write
 
 __all__ = ["WATCH_RETENTION_BYTES", "Change", "ChangeFeed", "FeedEntry"]
 
@@ -81,7 +81,7 @@ class ChangeFeed:
         self._head = 0
         self._bytes = 0
         self._total = 0
-        # Watch streams reading this feed now (mkv.watching counts them), for metrics.
+        # Watch streams reading this feed now (mkv.node.watching counts them), for metrics.
         self.watchers = 0
 
     @property

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from mkv.pipeline.write import Write
+from mkv.records import Write
 from mkv.store.base import Item
 
 __all__ = ["PendingWrites"]

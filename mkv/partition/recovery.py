@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from mkv.errors import StorageError
-from mkv.feed import ENTRY_OVERHEAD, ChangeFeed, FeedEntry, entry_cost
+from mkv.partition.feed import ENTRY_OVERHEAD, ChangeFeed, FeedEntry, entry_cost
 from mkv.pipeline.payload import decode_write
-from mkv.pipeline.write import Write
+from mkv.records import Write
 from mkv.store.base import StateStore
 from mkv.store.files import fsync_directory
 from mkv.store.sqlite import StoreDamagedError

@@ -4,7 +4,7 @@ Every request for the partition's range goes through its inbox, in arrival
 order, into the partition's pipeline (see ``mkv.pipeline``):
 
 1. conditional writes and increments are decided here, against the state
-   every earlier write leaves (``mkv.decisions``); then synchronous stages
+   every earlier write leaves (``mkv.partition.decisions``); then synchronous stages
    (timestamp, filters) run in this task, one write at a time; a write they
    let through gets the next sequence number;
 2. every request then takes a place in the reorder window (a full window makes
@@ -14,7 +14,7 @@ order, into the partition's pipeline (see ``mkv.pipeline``):
    applies each run of writes to the store in one transaction on the
    partition's worker thread, answers reads against the store after the
    writes before them, appends what it applied to the watch feed
-   (``mkv.feed``), and answers every client in arrival order.
+   (``mkv.partition.feed``), and answers every client in arrival order.
 
 So a read that starts after a write was acknowledged sees it, no read sees a
 write that is not yet durable under the pipeline's policy (the store only
@@ -41,7 +41,10 @@ from typing import Any
 import attrs
 import trio
 
-from mkv.commands import (
+from mkv.errors import InternalError, MkvError, StorageError, UnavailableError
+from mkv.limits import MAX_LOADED, check_loaded
+from mkv.observe.logs import fields
+from mkv.partition.commands import (
     Command,
     Get,
     Increment,
@@ -51,11 +54,9 @@ from mkv.commands import (
     Upsert,
     WriteResult,
 )
-from mkv.decisions import Decisions
-from mkv.errors import InternalError, MkvError, StorageError, UnavailableError
-from mkv.feed import WATCH_RETENTION_BYTES, ChangeFeed, FeedEntry, entry_cost
-from mkv.limits import MAX_LOADED, check_loaded
-from mkv.logs import fields
+from mkv.partition.decisions import Decisions
+from mkv.partition.feed import WATCH_RETENTION_BYTES, ChangeFeed, FeedEntry, entry_cost
+from mkv.partition.recovery import replay_log, set_aside_for_rebuild
 from mkv.pipeline import (
     Pipeline,
     Recovered,
@@ -67,7 +68,6 @@ from mkv.pipeline import (
     restore,
 )
 from mkv.pipeline.reorder import OrderedWindow
-from mkv.recovery import replay_log, set_aside_for_rebuild
 from mkv.router import KeyRange
 from mkv.store import Item, StateStore, StoreDamagedError, StoreOptions, StoreStats, open_store
 from mkv.worker import WorkerThread

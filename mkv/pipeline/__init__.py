@@ -26,7 +26,7 @@ from mkv.pipeline.spec import (
     stage_names,
 )
 from mkv.pipeline.wal_stage import WalStage
-from mkv.pipeline.write import Write
+from mkv.records import Write
 
 __all__ = [
     "DEFAULT_PIPELINES",

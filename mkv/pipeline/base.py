@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 import attrs
 import trio
 
-from mkv.pipeline.write import Write
+from mkv.records import Write
 
 __all__ = ["AsyncStage", "Recovered", "Restorable", "StageContext", "SyncStage"]
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from mkv.errors import InternalError, InvalidArgumentError, shown
-from mkv.pipeline.write import Write
+from mkv.records import Write
 
 if TYPE_CHECKING:
     from mkv.pipeline.base import Recovered, StageContext

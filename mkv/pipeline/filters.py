@@ -27,7 +27,7 @@ from urllib.parse import unquote_to_bytes
 import attrs
 
 from mkv.errors import InvalidArgumentError, PermissionDeniedError, shown
-from mkv.pipeline.write import Write
+from mkv.records import Write
 
 if TYPE_CHECKING:
     from mkv.pipeline.base import StageContext

@@ -8,7 +8,7 @@ and are used as they are, unless a stage changed the puts.
 
 from __future__ import annotations
 
-from mkv.pipeline.write import Write
+from mkv.records import Write
 from mkv.v1 import data_pb2, wal_pb2
 
 __all__ = ["decode_write", "encode_write"]

@@ -26,10 +26,10 @@ import attrs
 import trio
 
 from mkv.errors import InvalidArgumentError, MkvError, StorageError, UnavailableError
-from mkv.metrics import WAL_FSYNC_SECONDS, WAL_GROUP_WRITES
+from mkv.observe.metrics import WAL_FSYNC_SECONDS, WAL_GROUP_WRITES
 from mkv.pipeline.base import Recovered, StageContext
 from mkv.pipeline.payload import decode_write, encode_write
-from mkv.pipeline.write import Write
+from mkv.records import Write
 from mkv.wal import DEFAULT_SEGMENT_BYTES, Record, WalStatistics, WriteAheadLog
 from mkv.worker import WorkerThread
 
@@ -143,7 +143,7 @@ class WalStage:
 
     def record_batches(self, after_seq: int) -> Iterator[list[tuple[int, int, bytes]]]:
         """As :meth:`records`, as ``(seq, timestamp, payload)`` tuples a read
-        chunk at a time (bulk replay: mkv.recovery); blocking (a thread)."""
+        chunk at a time (bulk replay: mkv.partition.recovery); blocking (a thread)."""
         assert self._log is not None
         return self._log.replay_batches(after_seq)
 

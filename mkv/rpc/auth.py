@@ -13,9 +13,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from mkv.config import ConfigError, is_loopback
 from mkv.errors import PermissionDeniedError, UnauthenticatedError
-from mkv.rpc import CallInfo
+from mkv.node.config import ConfigError, is_loopback
+from mkv.rpc.server import CallInfo
 
 __all__ = [
     "CONTROL_TOKEN_ENV",
@@ -69,7 +69,7 @@ def authorization_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
 
 
 class TokenCheck:
-    """A guard (``mkv.rpc.Guard``) admitting only calls that carry ``token``.
+    """A guard (``mkv.rpc.server.Guard``) admitting only calls that carry ``token``.
 
     Args:
         token: the token every call must carry.

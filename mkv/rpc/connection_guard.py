@@ -25,7 +25,7 @@ stream (the call waits on, and its buffered request bytes stay). A
   REFUSED_STREAM; a reset stream's call is cancelled and its bytes released
   at once.
 
-The sans-I/O counting is in ``mkv.connection_limits``.
+The sans-I/O counting is in ``mkv.rpc.connection_limits``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ import h2.utilities
 import trio
 from purerpc.grpc_socket import GRPCSocket
 
-from mkv.connection_limits import (
+from mkv.rpc.connection_limits import (
     ConnectionBuffers,
     ConnectionLimits,
     Frame,
@@ -54,7 +54,7 @@ from mkv.connection_limits import (
     FrameType,
     RequestMemory,
 )
-from mkv.ratelimit import TokenBucket
+from mkv.rpc.ratelimit import TokenBucket
 
 __all__ = ["ConnectionGuard", "EnhanceYourCalm"]
 

@@ -13,11 +13,11 @@ send, so servers count them. This module holds the pieces that count:
   and its frames counted by type.
 - ``Frame.idle``: which frames do no work (PING, SETTINGS, PRIORITY, empty
   DATA...); they and stream resets each spend from a token bucket
-  (``mkv.ratelimit``) per connection.
+  (``mkv.rpc.ratelimit``) per connection.
 - ``RequestMemory`` / ``ConnectionBuffers``: the request bytes received but
   not yet read by their calls, per stream, per connection and node-wide.
 
-``mkv.connection_guard`` applies them to a live connection.
+``mkv.rpc.connection_guard`` applies them to a live connection.
 """
 
 from __future__ import annotations

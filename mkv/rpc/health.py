@@ -14,7 +14,7 @@ import trio
 from google.protobuf.message import Message
 
 from mkv.errors import NotFoundError
-from mkv.rpc import AnyHandler, ServerStream
+from mkv.rpc.server import AnyHandler, ServerStream
 from mkv.std import health_v1_pb2 as pb
 
 __all__ = ["HEALTH_SERVICE", "HealthService"]

@@ -17,7 +17,7 @@ from google.protobuf.descriptor import FileDescriptor
 from google.protobuf.message import Message
 from purerpc.grpclib.status import StatusCode
 
-from mkv.rpc import AnyHandler, BidiStream
+from mkv.rpc.server import AnyHandler, BidiStream
 from mkv.std import reflection_v1_pb2, reflection_v1alpha_pb2
 
 __all__ = ["REFLECTION_VERSIONS", "ReflectionService"]

@@ -17,7 +17,7 @@ rules follow the gRPC over HTTP/2 spec (doc/PROTOCOL-HTTP2.md):
 Why here: purerpc parses request headers inside the connection's reader,
 where any error (an ``int()`` of ``abc``, a path without a slash) ends the
 whole connection with no GOAWAY and no status, killing every other call on
-it. ``mkv.request_screen`` runs this check first and answers the one stream.
+it. ``mkv.rpc.request_screen`` runs this check first and answers the one stream.
 
 ``grpc_timeout`` is the client side: the ``grpc-timeout`` a number of
 seconds travels as, within the spec's 8 digits.

@@ -6,7 +6,7 @@ task; a malformed header (a ``grpc-timeout`` of ``abc``, a ``:path`` without
 a slash, a ``content-type`` that is not gRPC, a request with no body)
 raises there and ends the connection without a GOAWAY or a status, losing
 every other call on it. ``screen_requests`` checks the headers first
-(``mkv.request_headers``): a malformed request becomes a ``RejectedRequest``
+(``mkv.rpc.request_headers``): a malformed request becomes a ``RejectedRequest``
 call, which the server answers at once with ``answer_rejection``
 (trailers-only), then reads and drops whatever body follows, as for any
 early answer.
@@ -29,7 +29,7 @@ from purerpc.grpclib.buffers import MessageReadBuffer
 from purerpc.grpclib.events import RequestReceived
 from purerpc.grpclib.status import StatusCode
 
-from mkv.request_headers import Rejection, check_request_headers
+from mkv.rpc.request_headers import Rejection, check_request_headers
 
 __all__ = ["RejectedRequest", "answer_rejection", "screen_requests"]
 

@@ -1,6 +1,6 @@
 """Reading a call's request: its metadata, its one message (a unary call) or
 its messages (a bidirectional one), parsed into the method's type with every
-failure an ``MkvError`` that ``mkv.rpc`` maps to a status."""
+failure an ``MkvError`` that ``mkv.rpc.server`` maps to a status."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from purerpc.grpc_proto import GRPCProtoStream
 from purerpc.grpclib.events import RequestReceived
 
 from mkv.errors import InvalidArgumentError, ResourceExhaustedError, UnimplementedError
-from mkv.purerpc_compat import CompressedMessage, OversizedMessage
+from mkv.rpc.purerpc_compat import CompressedMessage, OversizedMessage
 
 __all__ = ["RequestStream", "call_metadata", "one_message", "parse_request"]
 

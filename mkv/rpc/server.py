@@ -26,7 +26,7 @@ would decompress without a bound), and a response that its client does not
 read within ``stream_stall_timeout`` ends the call: a stalled client holds
 at most one response per stream it opened. What a connection may cost beyond
 that (frame floods, resets, unsent output, buffered request bytes) is bounded
-by its ``ConnectionGuard`` (``mkv.connection_guard``); while the node's
+by its ``ConnectionGuard`` (``mkv.rpc.connection_guard``); while the node's
 buffered request bytes are over budget, new calls are refused.
 """
 
@@ -54,25 +54,25 @@ from purerpc.grpclib.events import RequestReceived
 from purerpc.grpclib.exceptions import GRPCError
 from purerpc.grpclib.status import Status, StatusCode
 
-from mkv.connection_guard import ConnectionGuard
-from mkv.connection_limits import ConnectionLimits, RequestMemory
 from mkv.errors import (
     DeadlineExceededError,
     MkvError,
     ResourceExhaustedError,
 )
-from mkv.flow_control import Stalled, fits_send_window, send_message
-from mkv.purerpc_compat import (
+from mkv.rpc.connection_guard import ConnectionGuard
+from mkv.rpc.connection_limits import ConnectionLimits, RequestMemory
+from mkv.rpc.flow_control import Stalled, fits_send_window, send_message
+from mkv.rpc.purerpc_compat import (
     bound_messages,
     close_call,
     close_remaining_calls,
     limit_concurrent_streams,
     tolerate_late_frames,
 )
-from mkv.request_headers import Rejection
-from mkv.request_screen import RejectedRequest, answer_rejection, screen_requests
-from mkv.rpc_requests import RequestStream, call_metadata, one_message, parse_request
-from mkv.rpc_types import (
+from mkv.rpc.request_headers import Rejection
+from mkv.rpc.request_screen import RejectedRequest, answer_rejection, screen_requests
+from mkv.rpc.requests import RequestStream, call_metadata, one_message, parse_request
+from mkv.rpc.types import (
     AnyHandler,
     BidiStream,
     CallInfo,
@@ -455,7 +455,7 @@ class RpcServer:
             return None
         # Sent as the windows open, never waiting for room for the whole
         # message: a client with default windows grants more only after it
-        # has read more (see mkv/flow_control.py).
+        # has read more (see mkv/rpc/flow_control.py).
         try:
             await send_message(stream, message, stall_timeout=self.stream_stall_timeout)
         except Stalled as stalled:

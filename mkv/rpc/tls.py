@@ -10,7 +10,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-from mkv.config import ConfigError
+from mkv.node.config import ConfigError
 
 __all__ = ["client_context", "server_context"]
 

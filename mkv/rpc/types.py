@@ -1,4 +1,4 @@
-"""What a service served by ``mkv.rpc.RpcServer`` is made of: handlers and
+"""What a service served by ``mkv.rpc.server.RpcServer`` is made of: handlers and
 the markers of streaming ones, guards and what they see of a call, the
 observer told of every call, and the server's statistics."""
 

@@ -40,7 +40,7 @@ from typing import Protocol
 
 from mkv.errors import InvalidArgumentError, StorageError, shown
 from mkv.operations import Stopped
-from mkv.pipeline.write import Write
+from mkv.records import Write
 from mkv.store import MEMORY_BASE_FILE, SQLITE_FILE, StateStore, StoreOptions, open_store
 from mkv.store.caching import DURABLE_FILE, durable_directory
 from mkv.store.files import fsync_directory, make_directory

@@ -32,10 +32,10 @@ import attrs
 import trio
 
 from mkv.errors import InvalidArgumentError, StorageError
-from mkv.logs import fields
-from mkv.metrics import SNAPSHOT_SECONDS
+from mkv.observe.logs import fields
+from mkv.observe.metrics import SNAPSHOT_SECONDS
 from mkv.operations import Operation, Stopped, run_stoppable
-from mkv.partition import Partition, Read
+from mkv.partition.task import Partition, Read
 from mkv.snapshots.manifest import Manifest, fd_sha256, utc_now, write_manifest_at
 from mkv.snapshots.paths import Target
 from mkv.snapshots.stores import Capture, begin_capture

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import attrs
 
-from mkv.pipeline.write import Write
+from mkv.records import Write
 
 __all__ = ["DEFAULT_CACHE_BYTES", "Item", "StateStore", "StoreOptions", "StoreStats", "Write"]
 

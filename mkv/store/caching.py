@@ -46,7 +46,7 @@ from pathlib import Path
 import attrs
 
 from mkv.errors import StorageError
-from mkv.pipeline.write import Write
+from mkv.records import Write
 from mkv.store.base import Item, StoreOptions, StoreStats
 from mkv.store.files import make_directory, write_atomically
 from mkv.store.lru import BoundedLru

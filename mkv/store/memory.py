@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mkv.errors import StorageError
 from mkv.limits import check_loaded
-from mkv.pipeline.write import Write
+from mkv.records import Write
 from mkv.store.base import Item, StoreStats
 from mkv.store.files import write_atomically
 from mkv.store.records import (
@@ -133,7 +133,8 @@ class MemoryStore:
         return removed
 
     def apply_puts(self, rows: Sequence[tuple[bytes, bytes, int, int]]) -> None:
-        """Replay's fast path (mkv.recovery): ``(key, value, seq, ts)`` rows, no ``Write`` each."""
+        """Replay's fast path (mkv.partition.recovery): ``(key, value, seq, ts)`` rows, no
+        ``Write`` each."""
         if not rows:
             return
         top = rows[-1][2]

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from mkv.errors import StorageError
 from mkv.limits import MAX_LOADED, check_loaded
-from mkv.pipeline.write import Write
+from mkv.records import Write
 from mkv.store.base import Item, StoreStats
 from mkv.store.files import fsync_directory
 
@@ -301,7 +301,7 @@ class SqliteStore:
         return removed
 
     def apply_puts(self, rows: Sequence[tuple[bytes, bytes, int, int]]) -> None:
-        """Replay's fast path (mkv.recovery): ``(key, value, seq, ts)`` rows
+        """Replay's fast path (mkv.partition.recovery): ``(key, value, seq, ts)`` rows
         straight to SQLite, no ``Write`` per row."""
         if not rows:
             return
