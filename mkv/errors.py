@@ -18,6 +18,7 @@ __all__ = [
     "BadNodeError",
     "CompactedError",
     "ConditionFailedError",
+    "ConfigError",
     "DeadlineExceededError",
     "FailedPreconditionError",
     "InternalError",
@@ -34,6 +35,15 @@ __all__ = [
     "leaves",
     "shown",
 ]
+
+
+class ConfigError(ValueError):
+    """A setting is missing, unknown or malformed; the message names it.
+
+    Not an ``MkvError``: it never travels on the wire. Raised where settings
+    are read (the node's configuration, token and certificate files on
+    either side), so it lives here rather than with the node's settings.
+    """
 
 
 class MkvError(Exception):

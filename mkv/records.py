@@ -1,4 +1,12 @@
-"""The record a mutation is while it travels through a partition's pipeline."""
+"""Records the client and the server both speak in, in a leaf module.
+
+``Write`` is a mutation on its way through a partition's pipeline to a store;
+``Item`` a stored value as a store returns it and ``mkv.Client`` hands it to
+applications; ``Manifest`` what a snapshot holds, as the control plane reports
+it and the snapshot's JSON file records it. They live here, importing nothing
+of mkv but its errors, so that the client, the stores and the pipeline can
+share them without importing each other (docs/architecture.md).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +14,7 @@ from collections.abc import Sequence
 
 import attrs
 
-__all__ = ["Write"]
+__all__ = ["Item", "Write"]
 
 
 @attrs.frozen
@@ -31,3 +39,18 @@ class Write:
     def size(self) -> int:
         """Payload bytes, for batching bounds."""
         return sum(len(k) + len(v) for k, v in self.puts) + sum(map(len, self.deletes))
+
+
+@attrs.frozen
+class Item:
+    """A value, with the sequence number and timestamp of the write that set it.
+
+    The same record on both sides: stores return it, and ``mkv.Client``
+    hands it to applications (``mkv.Item``).
+    """
+
+    value: bytes
+    seq: int
+    # Hybrid logical time (ms since the epoch << 16 | counter); 0 without a
+    # timestamp stage. mkv.pipeline.clock.format_timestamp prints it.
+    timestamp: int = 0

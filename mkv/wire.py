@@ -3,6 +3,8 @@ names, limits."""
 
 from __future__ import annotations
 
+import ipaddress
+
 import attrs
 
 from mkv.v1 import control_pb2, data_pb2
@@ -10,11 +12,18 @@ from mkv.v1 import control_pb2, data_pb2
 __all__ = [
     "CONTROL_SERVICE",
     "DATA_SERVICE",
+    "DEFAULT_CONTROL_ADDR",
+    "DEFAULT_DATA_ADDR",
     "MAX_KEY_BYTES",
     "MAX_REQUEST_BYTES",
     "Address",
+    "is_loopback",
     "parse_address",
 ]
+
+# Where a node listens, and a client connects, unless told otherwise.
+DEFAULT_DATA_ADDR = "127.0.0.1:7070"
+DEFAULT_CONTROL_ADDR = "127.0.0.1:7071"
 
 DATA_SERVICE: str = data_pb2.DESCRIPTOR.services_by_name["DataPlane"].full_name
 CONTROL_SERVICE: str = control_pb2.DESCRIPTOR.services_by_name["ControlPlane"].full_name
@@ -43,3 +52,13 @@ def parse_address(text: str) -> Address:
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ValueError(f"expected HOST:PORT, got {text!r}")
     return Address(host.removeprefix("[").removesuffix("]"), int(port))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (or ``localhost``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve anywhere

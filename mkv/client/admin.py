@@ -25,13 +25,12 @@ from purerpc.grpclib.status import StatusCode
 from mkv.client.channel import Channel, open_channel
 from mkv.client.credentials import client_credentials
 from mkv.errors import MkvError, ResourceExhaustedError, error_for_status
-from mkv.node.config import DEFAULT_CONTROL_ADDR
 from mkv.router import KeyRange
 from mkv.rpc.auth import CONTROL_TOKEN_ENV
 from mkv.snapshots.manifest import Manifest
 from mkv.v1 import control_pb2 as pb
 from mkv.wire import CONTROL_SERVICE as SERVICE
-from mkv.wire import Address
+from mkv.wire import DEFAULT_CONTROL_ADDR, Address
 
 __all__ = ["AdminClient", "OperationInfo", "PartitionInfo", "SnapshotInfo"]
 

@@ -41,13 +41,12 @@ from mkv.errors import (
     MkvError,
     ResourceExhaustedError,
 )
-from mkv.node.config import DEFAULT_DATA_ADDR
+from mkv.records import Item
 from mkv.router import KeyRange, Router
 from mkv.rpc.auth import DATA_TOKEN_ENV
-from mkv.store.base import Item
 from mkv.v1 import data_pb2 as pb
 from mkv.wire import DATA_SERVICE as SERVICE
-from mkv.wire import MAX_REQUEST_BYTES, Address
+from mkv.wire import DEFAULT_DATA_ADDR, MAX_REQUEST_BYTES, Address
 
 __all__ = ["Change", "Client", "Item", "Key", "PartitionRange", "Watch", "WriteAck"]
 

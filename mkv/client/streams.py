@@ -18,7 +18,7 @@ import trio
 
 from mkv.client.channel import Channel, ResponseStream
 from mkv.errors import BadNodeError, ResourceExhaustedError, UnavailableError
-from mkv.store.base import Item
+from mkv.records import Item
 from mkv.v1 import data_pb2 as pb
 from mkv.wire import DATA_SERVICE as SERVICE
 

@@ -25,28 +25,28 @@ plane may only listen on loopback.
 
 from __future__ import annotations
 
-import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from mkv.errors import ConfigError
 from mkv.observe.logs import LOG_FORMATS, LogFormat
 from mkv.partition.feed import WATCH_RETENTION_BYTES
 from mkv.rpc.connection_limits import ConnectionLimits
 from mkv.rpc.server import MAX_CONCURRENT_STREAMS, MAX_CONNECTIONS_PER_ADDRESS, STREAM_STALL_TIMEOUT
 from mkv.store.base import DEFAULT_CACHE_BYTES
-from mkv.wire import MAX_REQUEST_BYTES, Address, parse_address
+from mkv.wire import (
+    DEFAULT_CONTROL_ADDR,
+    DEFAULT_DATA_ADDR,
+    MAX_REQUEST_BYTES,
+    Address,
+    is_loopback,
+    parse_address,
+)
 
 __all__ = ["DEFAULT_CONTROL_ADDR", "DEFAULT_DATA_ADDR", "Config", "ConfigError"]
-
-DEFAULT_DATA_ADDR = "127.0.0.1:7070"
-DEFAULT_CONTROL_ADDR = "127.0.0.1:7071"
-
-
-class ConfigError(ValueError):
-    """A setting is missing, unknown or malformed; the message names it."""
 
 
 def _address(value: str | Address) -> Address:
@@ -60,16 +60,6 @@ def _address(value: str | Address) -> Address:
 
 def _optional_address(value: str | Address | None) -> Address | None:
     return None if value is None else _address(value)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback address (or ``localhost``)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a name: it may resolve anywhere
 
 
 def _log_format(_: object, attribute: attrs.Attribute[str], value: object) -> None:

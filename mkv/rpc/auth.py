@@ -13,9 +13,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from mkv.errors import PermissionDeniedError, UnauthenticatedError
-from mkv.node.config import ConfigError, is_loopback
+from mkv.errors import ConfigError, PermissionDeniedError, UnauthenticatedError
 from mkv.rpc.server import CallInfo
+from mkv.wire import is_loopback
 
 __all__ = [
     "CONTROL_TOKEN_ENV",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-from mkv.node.config import ConfigError
+from mkv.errors import ConfigError
 
 __all__ = ["client_context", "server_context"]
 

@@ -1,5 +1,8 @@
 """The StateStore protocol every store implements, and the records it speaks in.
 
+``Item`` and ``Write`` are defined in ``mkv.records`` (the client shares
+``Item``) and re-exported here for the stores.
+
 A store is driven by exactly one partition task. Its ``apply``, ``get_many``
 and ``scan`` may block (disk, fsync) and are always called from the
 partition's worker thread, one at a time; its ``get`` must be cheap enough to
@@ -15,26 +18,11 @@ from typing import Protocol
 
 import attrs
 
-from mkv.records import Write
+from mkv.records import Item, Write
 
 __all__ = ["DEFAULT_CACHE_BYTES", "Item", "StateStore", "StoreOptions", "StoreStats", "Write"]
 
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
-
-
-@attrs.frozen
-class Item:
-    """A value, with the sequence number and timestamp of the write that set it.
-
-    The same record on both sides: stores return it, and ``mkv.Client``
-    hands it to applications (``mkv.Item``).
-    """
-
-    value: bytes
-    seq: int
-    # Hybrid logical time (ms since the epoch << 16 | counter); 0 without a
-    # timestamp stage. mkv.pipeline.clock.format_timestamp prints it.
-    timestamp: int = 0
 
 
 @attrs.frozen
