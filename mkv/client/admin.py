@@ -25,9 +25,9 @@ from purerpc.grpclib.status import StatusCode
 from mkv.client.channel import Channel, open_channel
 from mkv.client.credentials import client_credentials
 from mkv.errors import MkvError, ResourceExhaustedError, error_for_status
+from mkv.records import Manifest
 from mkv.router import KeyRange
 from mkv.rpc.auth import CONTROL_TOKEN_ENV
-from mkv.snapshots.manifest import Manifest
 from mkv.v1 import control_pb2 as pb
 from mkv.wire import CONTROL_SERVICE as SERVICE
 from mkv.wire import DEFAULT_CONTROL_ADDR, Address

@@ -37,12 +37,9 @@ import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import attrs
 
 from mkv.errors import InvalidArgumentError, shown
-from mkv.limits import MAX_LOADED, in_range
+from mkv.records import MANIFEST_FORMAT, Manifest
 from mkv.store.files import write_atomically
 
 __all__ = [
@@ -61,125 +58,16 @@ __all__ = [
     "write_manifest_at",
 ]
 
-FORMAT = "mkv-snapshot/1"
+# The record itself is in mkv.records: the admin client reports it too.
+FORMAT = MANIFEST_FORMAT
 MANIFEST_SUFFIX = ".manifest.json"
 _CHUNK = 1024 * 1024
 _MAX_MANIFEST_BYTES = 64 * 1024
 _MAPPED_CHUNK = 8 * 1024 * 1024
-# A pipeline is a few short specs; anything much longer is not one.
-_MAX_PIPELINE_STAGES = 64
-_MAX_STAGE_SPEC = 1024
 
 
 class SnapshotCorruptError(InvalidArgumentError):
     """The data file does not match its manifest (size or checksum)."""
-
-
-@attrs.frozen(kw_only=True)
-class Manifest:
-    partition_id: str
-    start: bytes
-    end: bytes | None
-    store_kind: str
-    seq: int
-    timestamp: int
-    # The data file's name, in the manifest's directory.
-    file: str
-    size: int
-    sha256: str
-    # UTC, ISO 8601.
-    created: str
-    # The partition's stage specs; None: not recorded (a manifest written
-    # before mkv recorded them).
-    pipeline: tuple[str, ...] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        document: dict[str, Any] = {
-            "format": FORMAT,
-            "partition_id": self.partition_id,
-            "range": {
-                "start": self.start.hex(),
-                "end": None if self.end is None else self.end.hex(),
-            },
-            "store_kind": self.store_kind,
-            "seq": self.seq,
-            "timestamp": self.timestamp,
-            "file": self.file,
-            "size": self.size,
-            "sha256": self.sha256,
-            "created": self.created,
-        }
-        if self.pipeline is not None:
-            document["pipeline"] = list(self.pipeline)
-        return document
-
-    @classmethod
-    def from_json(cls, data: Any) -> Manifest:
-        """Raises:
-        InvalidArgumentError: not an mkv snapshot manifest this version reads.
-        """
-        try:
-            if data["format"] != FORMAT:
-                raise InvalidArgumentError(
-                    f"Unknown snapshot format '{shown(str(data['format']))}'; expected {FORMAT}."
-                )
-            end = data["range"]["end"]
-            manifest = cls(
-                partition_id=str(data["partition_id"]),
-                start=bytes.fromhex(data["range"]["start"]),
-                end=None if end is None else bytes.fromhex(end),
-                store_kind=str(data["store_kind"]),
-                seq=_number(data, "seq"),
-                timestamp=_number(data, "timestamp"),
-                file=str(data["file"]),
-                size=_size(data),
-                sha256=str(data["sha256"]),
-                created=str(data["created"]),
-                pipeline=_pipeline(data.get("pipeline")),
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise InvalidArgumentError(f"The snapshot manifest is malformed ({exc}).") from None
-        if manifest.end is not None and manifest.end <= manifest.start:
-            # A partition with that range would own no key: not one mkv had.
-            raise InvalidArgumentError(
-                "The snapshot manifest's range is empty (its end is not after its start)."
-            )
-        if Path(manifest.file).name != manifest.file or manifest.file in ("", ".", ".."):
-            raise InvalidArgumentError("The snapshot manifest names a file outside its directory.")
-        return manifest
-
-
-def _number(data: Any, name: str) -> int:
-    """A seq or timestamp: an integer (not a float or a string) mkv can handle."""
-    value = data[name]
-    if not in_range(value):
-        raise InvalidArgumentError(
-            f"The snapshot manifest's {name} {shown(repr(value))} is outside the range mkv "
-            f"can handle (an integer from 0 to {MAX_LOADED})."
-        )
-    assert isinstance(value, int)
-    return value
-
-
-def _size(data: Any) -> int:
-    value = data["size"]
-    if type(value) is not int or value < 0:
-        raise InvalidArgumentError(
-            f"The snapshot manifest's size {shown(repr(value))} is not a number of bytes."
-        )
-    return value
-
-
-def _pipeline(value: Any) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    if (
-        not isinstance(value, list)
-        or len(value) > _MAX_PIPELINE_STAGES
-        or not all(isinstance(spec, str) and len(spec) <= _MAX_STAGE_SPEC for spec in value)
-    ):
-        raise InvalidArgumentError("The snapshot manifest's pipeline is not a list of stage specs.")
-    return tuple(value)
 
 
 def utc_now() -> str:
