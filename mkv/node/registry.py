@@ -37,7 +37,7 @@ from mkv.node.catalog import Catalog, CatalogEntry, check_partition_id
 from mkv.observe.logs import fields
 from mkv.partition.feed import WATCH_RETENTION_BYTES
 from mkv.partition.task import Partition, PartitionState
-from mkv.pipeline import check_pipeline, default_pipeline
+from mkv.pipeline import UNOBSERVED, StageObserver, check_pipeline, default_pipeline
 from mkv.router import KeyRange, Router
 from mkv.store import DEFAULT_CACHE_BYTES, StoreOptions, StoreStats, check_store_kind
 from mkv.store.files import make_directory
@@ -76,17 +76,20 @@ class PartitionRegistry:
         watch_retention_bytes: int = WATCH_RETENTION_BYTES,
         durable_dir: Path | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        stage_observer: StageObserver = UNOBSERVED,
     ) -> None:
         """Args:
         durable_dir: where stores that keep a durable copy apart (``caching``)
             put it, in a subdirectory per partition; None: in the partition's
             own directory.
         cache_bytes: the bound of each caching partition's memory cache.
+        stage_observer: handed to every partition's pipeline stages (metrics).
         """
         self.data_dir = data_dir
         self.watch_retention_bytes = watch_retention_bytes
         self.durable_dir = durable_dir
         self.cache_bytes = cache_bytes
+        self.stage_observer = stage_observer
         self.default_store = default_store
         self.default_pipeline = default_pipeline
         self._catalog_path = data_dir / "catalog.json"
@@ -217,6 +220,7 @@ class PartitionRegistry:
             watch_retention_bytes=self.watch_retention_bytes,
             store_options=self._store_options(entry.id),
             on_failure=self._partition_failed,
+            stage_observer=self.stage_observer,
         )
 
     async def _start_catalogued(self, entry: CatalogEntry) -> None:

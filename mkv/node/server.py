@@ -21,8 +21,9 @@ from mkv.node.controlplane import ControlPlane
 from mkv.node.dataplane import DataPlane
 from mkv.node.registry import PartitionRegistry
 from mkv.node.snapshot_service import SnapshotService
+from mkv.node.statistics import RegistryStatistics
 from mkv.observe.logs import RequestLog, fields
-from mkv.observe.metrics import NodeMetrics, RequestMetrics
+from mkv.observe.metrics import HISTOGRAMS, NodeMetrics, RequestMetrics
 from mkv.observe.metrics_http import MetricsServer
 from mkv.operations import OperationRegistry
 from mkv.rpc.auth import CONTROL_TOKEN_ENV, DATA_TOKEN_ENV, TokenCheck, is_loopback, load_token
@@ -92,6 +93,8 @@ class Node:
             watch_retention_bytes=config.watch_retention_bytes,
             durable_dir=config.durable_dir,
             cache_bytes=config.cache_bytes,
+            # Process-wide histograms, recorded with or without a /metrics endpoint.
+            stage_observer=HISTOGRAMS,
         )
         self.operations = OperationRegistry()
         # Set in run(): creating the root is disk work, not for the constructor.
@@ -103,7 +106,7 @@ class Node:
         self._metrics_server: MetricsServer | None = None
         if config.metrics_addr is not None:
             requests = self._observer = RequestMetrics(request_log=self._request_log)
-            self.metrics = NodeMetrics(self.registry, requests)
+            self.metrics = NodeMetrics(RegistryStatistics(self.registry), requests)
             self._metrics_server = MetricsServer(config.metrics_addr, self.metrics.render)
         self._data = DataPlane(self.registry)
         # One budget for the request bytes buffered on both ports.

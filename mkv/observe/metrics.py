@@ -8,17 +8,20 @@ Three kinds, each collected the cheapest safe way:
   a second that is measurable, and every request is counted on one thread
   anyway. A scrape copies the numbers on the event loop (a few hundred ints)
   and renders them as metric families.
-- **Partitions** (``NodeCollector``): gauges read from each partition's
-  ``statistics()`` and watch feed at scrape time, so nothing is spent between
-  scrapes, and removed partitions simply stop being reported. Store sizes
-  (``store_stats()`` may count a whole table) come from a cache a background
-  task refreshes every ``STORE_STATS_INTERVAL`` seconds, one partition at a
-  time on a thread: the cost is bounded and never on the event loop.
+- **Partitions** (``NodeCollector``): gauges from the ``PartitionNumbers``
+  the node hands over at scrape time (``PartitionSource``, implemented by
+  ``mkv.node.statistics``), so nothing is spent between scrapes, and removed
+  partitions simply stop being reported. Store sizes (counting may read a
+  whole table) come from a cache a background task refreshes every
+  ``STORE_STATS_INTERVAL`` seconds, one partition at a time on a thread: the
+  cost is bounded and never on the event loop. This module reaches into no
+  partition or registry: it is handed numbers (docs/architecture.md).
 - **Process-wide histograms** observed from other threads or other modules:
   ``WAL_FSYNC_SECONDS``, ``WAL_GROUP_WRITES`` and ``SNAPSHOT_SECONDS``,
   ordinary prometheus_client histograms (thread-safe; updated per fsync or per
-  snapshot, not per request). Snapshot code times itself with
-  ``with SNAPSHOT_SECONDS.time(): ...`` or ``SNAPSHOT_SECONDS.observe(s)``.
+  snapshot, not per request). The write-ahead log stage reports its fsyncs
+  through the observer in its stage context (``HISTOGRAMS`` here); snapshot
+  code times itself with ``SNAPSHOT_SECONDS.observe(s)``.
 
 Rendering the text runs on a thread (it can take milliseconds with many
 partitions) from numbers copied on the event loop, so it never races with
@@ -30,8 +33,9 @@ from __future__ import annotations
 import bisect
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+import attrs
 import trio
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import (
@@ -45,22 +49,21 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from purerpc.grpclib.status import Status, StatusCode
 
-from mkv.errors import MkvError
-from mkv.store import StoreStats
-
 if TYPE_CHECKING:
-    from mkv.node.registry import PartitionRegistry
     from mkv.observe.logs import RequestLog
-    from mkv.partition.task import Partition, PartitionStatistics
 
 __all__ = [
+    "HISTOGRAMS",
     "LATENCY_BUCKETS",
     "SNAPSHOT_SECONDS",
     "WAL_FSYNC_SECONDS",
     "WAL_GROUP_WRITES",
     "NodeCollector",
     "NodeMetrics",
+    "PartitionNumbers",
+    "PartitionSource",
     "RequestMetrics",
+    "StoreSize",
 ]
 
 # Request latency: from 50 µs (a cached read) to 10 s (a deadline's worth).
@@ -96,6 +99,54 @@ SNAPSHOT_SECONDS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0),
     registry=None,
 )
+
+
+class _HistogramObserver:
+    """A pipeline ``StageObserver`` that records into the histograms above."""
+
+    def wal_synced(self, seconds: float, writes: int) -> None:
+        WAL_FSYNC_SECONDS.observe(seconds)
+        WAL_GROUP_WRITES.observe(writes)
+
+
+# What a node hands its partitions' stages (mkv.pipeline.StageObserver).
+HISTOGRAMS = _HistogramObserver()
+
+
+@attrs.frozen
+class PartitionNumbers:
+    """One partition's numbers at the moment of a scrape, as the node hands them over."""
+
+    id: str
+    # "starting", "active", "draining", "stopped" or "failed".
+    state: str
+    inbox_depth: int
+    in_flight: int
+    last_seq: int
+    # None without a write-ahead log (and then segments and bytes are not reported).
+    wal_synced_seq: int | None
+    wal_segments: int
+    wal_bytes: int
+    feed_bytes: int
+    watchers: int
+
+
+@attrs.frozen
+class StoreSize:
+    key_count: int
+    size_bytes: int
+
+
+class PartitionSource(Protocol):
+    """Where a node's metrics get their partition numbers (``mkv.node.statistics``)."""
+
+    def numbers(self) -> list[PartitionNumbers]:
+        """Every partition's numbers now; cheap, on the event loop."""
+        ...
+
+    async def store_sizes(self) -> dict[str, StoreSize]:
+        """Every partition's store size by partition id; may count tables, on threads."""
+        ...
 
 
 _bisect = bisect.bisect_left
@@ -183,25 +234,12 @@ class RequestMetrics:
         return copies
 
 
-class _PartitionSample:
-    """One partition's numbers at the moment of a scrape."""
-
-    __slots__ = ("feed_bytes", "id", "statistics", "store", "watchers")
-
-    def __init__(self, partition: Partition, store: StoreStats | None) -> None:
-        self.id = partition.id
-        self.statistics: PartitionStatistics = partition.statistics()
-        self.feed_bytes = partition.feed.bytes_retained
-        self.watchers = partition.feed.watchers
-        self.store = store
-
-
 class NodeCollector:
     """Renders a scrape's copied numbers as metric families (runs on a thread)."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, _MethodStats]] = []
-        self.partitions: list[_PartitionSample] = []
+        self.partitions: list[tuple[PartitionNumbers, StoreSize | None]] = []
 
     def collect(self) -> Iterator[Metric]:
         yield from self._request_families()
@@ -275,9 +313,8 @@ class NodeCollector:
             "1 for the partition's current state (starting, active, draining, stopped).",
             labels=["partition", "state"],
         )
-        for sample in self.partitions:
-            labels = [sample.id]
-            stats = sample.statistics
+        for stats, store in self.partitions:
+            labels = [stats.id]
             inbox.add_metric(labels, stats.inbox_depth)
             in_flight.add_metric(labels, stats.in_flight)
             applied.add_metric(labels, stats.last_seq)
@@ -285,12 +322,12 @@ class NodeCollector:
                 synced.add_metric(labels, stats.wal_synced_seq)
                 segments.add_metric(labels, stats.wal_segments)
                 wal_bytes.add_metric(labels, stats.wal_bytes)
-            feed.add_metric(labels, sample.feed_bytes)
-            watchers.add_metric(labels, sample.watchers)
-            if sample.store is not None:
-                keys.add_metric(labels, sample.store.key_count)
-                size.add_metric(labels, sample.store.size_bytes)
-            state.add_metric([sample.id, stats.state.value], 1)
+            feed.add_metric(labels, stats.feed_bytes)
+            watchers.add_metric(labels, stats.watchers)
+            if store is not None:
+                keys.add_metric(labels, store.key_count)
+                size.add_metric(labels, store.size_bytes)
+            state.add_metric([stats.id, stats.state], 1)
         yield from (inbox, in_flight, applied, synced, segments, wal_bytes, feed, watchers)
         yield from (keys, size, state)
 
@@ -300,11 +337,11 @@ class NodeMetrics:
     and the standard process metrics (CPU, memory, file descriptors, GC).
 
     Args:
-        partitions: the registry whose partitions are reported.
+        partitions: hands over the numbers of the partitions to report.
         requests: the request counter the node's gRPC servers report to.
     """
 
-    def __init__(self, partitions: PartitionRegistry, requests: RequestMetrics) -> None:
+    def __init__(self, partitions: PartitionSource, requests: RequestMetrics) -> None:
         self.partitions = partitions
         self.requests = requests
         self.registry = CollectorRegistry(auto_describe=False)
@@ -314,7 +351,7 @@ class NodeMetrics:
             self.registry.register(histogram)
         for collector in (ProcessCollector, PlatformCollector, GCCollector):
             collector(registry=self.registry)
-        self._store_stats: dict[str, StoreStats] = {}
+        self._store_sizes: dict[str, StoreSize] = {}
         # One scrape renders at a time: the collector holds one scrape's copy.
         self._rendering = trio.Lock()
 
@@ -323,7 +360,8 @@ class NodeMetrics:
         async with self._rendering:
             self._collector.requests = self.requests.snapshot()
             self._collector.partitions = [
-                _PartitionSample(p, self._store_stats.get(p.id)) for p in self.partitions
+                (numbers, self._store_sizes.get(numbers.id))
+                for numbers in self.partitions.numbers()
             ]
             return await trio.to_thread.run_sync(generate_latest, self.registry)
 
@@ -335,11 +373,5 @@ class NodeMetrics:
             await trio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
     async def refresh_store_stats_once(self) -> None:
-        """Read every partition's store size, one partition at a time, on a thread."""
-        fresh: dict[str, StoreStats] = {}
-        for partition in self.partitions:
-            try:
-                fresh[partition.id] = await partition.store_stats()
-            except MkvError:
-                continue  # a failing store is reported by its requests' errors
-        self._store_stats = fresh
+        """Read every partition's store size (the source does it off the event loop)."""
+        self._store_sizes = await self.partitions.store_sizes()

@@ -58,10 +58,12 @@ from mkv.partition.decisions import Decisions
 from mkv.partition.feed import WATCH_RETENTION_BYTES, ChangeFeed, FeedEntry, entry_cost
 from mkv.partition.recovery import replay_log, set_aside_for_rebuild
 from mkv.pipeline import (
+    UNOBSERVED,
     Pipeline,
     Recovered,
     Released,
     StageContext,
+    StageObserver,
     WalStage,
     Write,
     build_pipeline,
@@ -181,10 +183,12 @@ class Partition:
         watch_retention_bytes: int = WATCH_RETENTION_BYTES,
         store_options: StoreOptions | None = None,
         on_failure: Callable[[Partition], None] | None = None,
+        stage_observer: StageObserver = UNOBSERVED,
     ):
         """Args:
         on_failure: called once, in the partition's task, when the partition
             fails (see :meth:`probe` and ``PartitionRegistry.reopen``).
+        stage_observer: told what the pipeline's stages measure (metrics).
         """
         self.id = partition_id
         self.range = key_range
@@ -192,6 +196,7 @@ class Partition:
         self.pipeline_specs = tuple(pipeline)
         self.directory = directory
         self.store_options = store_options
+        self._stage_observer = stage_observer
         self.state = PartitionState.STARTING
         self._send, self._inbox = trio.open_memory_channel[_Pending](INBOX_SIZE)
         self._worker: WorkerThread | None = None
@@ -342,7 +347,7 @@ class Partition:
         """Open the store, recover from the log, report started, then serve until closed."""
         worker = self._worker = WorkerThread(f"mkv-partition-{self.id}")
         pipeline = self._pipeline = build_pipeline(
-            self.pipeline_specs, StageContext(self.id, self.directory)
+            self.pipeline_specs, StageContext(self.id, self.directory, self._stage_observer)
         )
         wal = pipeline.wal
         started = False

@@ -13,7 +13,14 @@ Applications add their own with ``register_stage``.
 
 from __future__ import annotations
 
-from mkv.pipeline.base import AsyncStage, Recovered, StageContext, SyncStage
+from mkv.pipeline.base import (
+    UNOBSERVED,
+    AsyncStage,
+    Recovered,
+    StageContext,
+    StageObserver,
+    SyncStage,
+)
 from mkv.pipeline.clock import TimestampStage
 from mkv.pipeline.filters import FACTORIES as _FILTERS
 from mkv.pipeline.reorder import OrderedWindow, Released
@@ -30,12 +37,14 @@ from mkv.records import Write
 
 __all__ = [
     "DEFAULT_PIPELINES",
+    "UNOBSERVED",
     "AsyncStage",
     "OrderedWindow",
     "Pipeline",
     "Recovered",
     "Released",
     "StageContext",
+    "StageObserver",
     "SyncStage",
     "WalStage",
     "Write",

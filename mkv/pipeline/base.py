@@ -21,7 +21,15 @@ import trio
 
 from mkv.records import Write
 
-__all__ = ["AsyncStage", "Recovered", "Restorable", "StageContext", "SyncStage"]
+__all__ = [
+    "UNOBSERVED",
+    "AsyncStage",
+    "Recovered",
+    "Restorable",
+    "StageContext",
+    "StageObserver",
+    "SyncStage",
+]
 
 
 @attrs.frozen
@@ -38,6 +46,28 @@ class Recovered:
         )
 
 
+class StageObserver(Protocol):
+    """Told of what stages measure (for metrics); handed to stages in their context.
+
+    Stages report here rather than import the metrics module: the pipeline
+    then needs nothing of whoever listens (docs/architecture.md). Called from
+    a stage's worker thread, so an observer must be thread-safe and quick.
+    """
+
+    def wal_synced(self, seconds: float, writes: int) -> None:
+        """One fsync of a write-ahead log took ``seconds`` and made ``writes`` durable."""
+        ...
+
+
+class _Unobserved:
+    def wal_synced(self, seconds: float, writes: int) -> None:
+        pass
+
+
+# Measurements go nowhere: for stages built outside a node (tests, tools).
+UNOBSERVED: StageObserver = _Unobserved()
+
+
 @attrs.frozen
 class StageContext:
     """What a stage factory may use to build its stage for one partition."""
@@ -45,6 +75,7 @@ class StageContext:
     partition_id: str
     # The partition's own directory: a stage keeps its files under it.
     directory: Path
+    observer: StageObserver = UNOBSERVED
 
 
 @runtime_checkable

@@ -26,8 +26,7 @@ import attrs
 import trio
 
 from mkv.errors import InvalidArgumentError, MkvError, StorageError, UnavailableError
-from mkv.observe.metrics import WAL_FSYNC_SECONDS, WAL_GROUP_WRITES
-from mkv.pipeline.base import Recovered, StageContext
+from mkv.pipeline.base import UNOBSERVED, Recovered, StageContext, StageObserver
 from mkv.pipeline.payload import decode_write, encode_write
 from mkv.records import Write
 from mkv.wal import DEFAULT_SEGMENT_BYTES, Record, WalStatistics, WriteAheadLog
@@ -101,9 +100,12 @@ class _Waiter:
 class WalStage:
     name = "wal"
 
-    def __init__(self, directory: Path, options: WalOptions) -> None:
+    def __init__(
+        self, directory: Path, options: WalOptions, observer: StageObserver = UNOBSERVED
+    ) -> None:
         self.directory = directory
         self.options = options
+        self._observer = observer
         self._log: WriteAheadLog | None = None
         self._thread: WorkerThread | None = None
         self._queue: list[tuple[tuple[int, int, bytes], _Waiter]] = []
@@ -115,7 +117,7 @@ class WalStage:
 
     @classmethod
     def from_spec(cls, argument: str, context: StageContext) -> WalStage:
-        return cls(context.directory / "wal", WalOptions.parse(argument))
+        return cls(context.directory / "wal", WalOptions.parse(argument), context.observer)
 
     # -- recovery, before serving -------------------------------------------
 
@@ -213,7 +215,7 @@ class WalStage:
             def flush(records: list[tuple[int, int, bytes]] = records) -> None:
                 wal.append(records)
                 if always:
-                    _timed_sync(wal, len(records))
+                    _timed_sync(wal, len(records), self._observer)
 
             try:
                 await self._thread.run_sync(flush)
@@ -240,7 +242,7 @@ class WalStage:
             await trio.sleep(self.options.interval_ms / 1000)
             if writes := self._unsynced:
                 self._unsynced = 0
-                await self._thread.run_sync(lambda: _timed_sync(wal, writes))
+                await self._thread.run_sync(lambda: _timed_sync(wal, writes, self._observer))
 
     async def aclose(self) -> None:
         """Sync and close the log and its thread; safe to call more than once."""
@@ -263,9 +265,8 @@ class WalStage:
         await thread.stop()
 
 
-def _timed_sync(wal: WriteAheadLog, writes: int) -> None:
-    """fsync the log, recording how long it took and how many writes it covered."""
+def _timed_sync(wal: WriteAheadLog, writes: int, observer: StageObserver) -> None:
+    """fsync the log, telling ``observer`` how long it took and how many writes it covered."""
     started = time.perf_counter()
     wal.sync()
-    WAL_FSYNC_SECONDS.observe(time.perf_counter() - started)
-    WAL_GROUP_WRITES.observe(writes)
+    observer.wal_synced(time.perf_counter() - started, writes)

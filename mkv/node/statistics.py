@@ -1,0 +1,53 @@
+"""What a node hands its metrics: each partition's numbers, read from the registry.
+
+``mkv.observe.metrics`` renders numbers it is given and imports no partition
+or registry (docs/architecture.md); this module is the node's side of that
+handover, the one place that knows both a ``Partition`` and a
+``PartitionNumbers``.
+"""
+
+from __future__ import annotations
+
+from mkv.errors import MkvError
+from mkv.node.registry import PartitionRegistry
+from mkv.observe.metrics import PartitionNumbers, StoreSize
+
+__all__ = ["RegistryStatistics"]
+
+
+class RegistryStatistics:
+    """A ``PartitionSource`` over a node's partition registry."""
+
+    def __init__(self, registry: PartitionRegistry) -> None:
+        self.registry = registry
+
+    def numbers(self) -> list[PartitionNumbers]:
+        found = []
+        for partition in self.registry:
+            stats = partition.statistics()
+            found.append(
+                PartitionNumbers(
+                    id=partition.id,
+                    state=stats.state.value,
+                    inbox_depth=stats.inbox_depth,
+                    in_flight=stats.in_flight,
+                    last_seq=stats.last_seq,
+                    wal_synced_seq=stats.wal_synced_seq,
+                    wal_segments=stats.wal_segments,
+                    wal_bytes=stats.wal_bytes,
+                    feed_bytes=partition.feed.bytes_retained,
+                    watchers=partition.feed.watchers,
+                )
+            )
+        return found
+
+    async def store_sizes(self) -> dict[str, StoreSize]:
+        """One partition at a time (``Partition.store_stats`` counts on a thread)."""
+        sizes: dict[str, StoreSize] = {}
+        for partition in self.registry:
+            try:
+                stats = await partition.store_stats()
+            except MkvError:
+                continue  # a failing store is reported by its requests' errors
+            sizes[partition.id] = StoreSize(stats.key_count, stats.size_bytes)
+        return sizes
