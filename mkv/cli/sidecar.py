@@ -28,10 +28,11 @@ from types import FrameType
 
 from mkv.errors import MkvError, shown
 from mkv.sidecar.backoff import RetryPolicy
-from mkv.sidecar.destination import Destination, TransferOptions, open_destination
+from mkv.sidecar.destination import Destination, TransferOptions
 from mkv.sidecar.directory import DirectoryDestination
 from mkv.sidecar.download import download_snapshot
 from mkv.sidecar.errors import SidecarConfigError, SidecarStopped
+from mkv.sidecar.locations import open_destination
 from mkv.sidecar.shipper import Shipper
 from mkv.sidecar.state import StateLock
 

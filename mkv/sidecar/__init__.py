@@ -6,9 +6,10 @@ Snapshot RPC writes.
 """
 
 from mkv.sidecar.backoff import RetryPolicy
-from mkv.sidecar.destination import Destination, TransferOptions, open_destination
+from mkv.sidecar.destination import Destination, TransferOptions
 from mkv.sidecar.download import download_snapshot
 from mkv.sidecar.errors import DestinationError, SidecarConfigError, SidecarStopped
+from mkv.sidecar.locations import open_destination
 from mkv.sidecar.shipper import PassReport, Shipper, UploadFailedError
 
 __all__ = [

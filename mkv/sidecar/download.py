@@ -17,8 +17,9 @@ from pathlib import Path, PurePosixPath
 
 from mkv.errors import InvalidArgumentError, shown
 from mkv.sidecar.backoff import RetryPolicy, retrying
-from mkv.sidecar.destination import TransferOptions, open_destination, split_location
+from mkv.sidecar.destination import TransferOptions
 from mkv.sidecar.errors import DestinationError, SidecarConfigError
+from mkv.sidecar.locations import open_destination, split_location
 from mkv.sidecar.scan import MAX_MANIFEST_BYTES
 from mkv.snapshots.check import check_snapshot_file
 from mkv.snapshots.manifest import (
