@@ -39,7 +39,9 @@ __all__ = ["Channel", "open_channel"]
 
 M = TypeVar("M", bound=Message)
 
-log = logging.getLogger(__name__)
+# The logger keeps the module's name from before the move into packages:
+# operators filter and route logs by it (issue 13).
+log = logging.getLogger("mkv.channel")
 
 # What a broken or closed connection raises, from the socket up through h2.
 _CONNECTION_ERRORS = (

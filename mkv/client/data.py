@@ -50,7 +50,9 @@ from mkv.wire import DEFAULT_DATA_ADDR, MAX_REQUEST_BYTES, Address
 
 __all__ = ["Change", "Client", "Item", "Key", "PartitionRange", "Watch", "WriteAck"]
 
-log = logging.getLogger(__name__)
+# The logger keeps the module's name from before the move into packages:
+# operators filter and route logs by it (issue 13).
+log = logging.getLogger("mkv.client")
 
 # How many keys one BatchGet request carries.
 BATCH_GET_KEYS = 1000

@@ -24,7 +24,9 @@ from mkv.wire import DATA_SERVICE as SERVICE
 
 __all__ = ["Change", "Scan", "Watch"]
 
-log = logging.getLogger(__name__)
+# The logger keeps the module's name from before the move into packages:
+# operators filter and route logs by it (issue 13).
+log = logging.getLogger("mkv.client_streams")
 
 # A watch reconnects after a lost connection with exponential backoff.
 WATCH_MIN_BACKOFF = 0.05

@@ -44,7 +44,9 @@ from mkv.store.files import make_directory
 
 __all__ = ["PartitionRegistry", "PartitionReport"]
 
-log = logging.getLogger(__name__)
+# The logger keeps the module's name from before the move into packages:
+# operators filter and route logs by it (issue 13).
+log = logging.getLogger("mkv.registry")
 
 DEFAULT_PARTITION_ID = "default"
 # A failed partition is probed (and reopened when the probe succeeds) after

@@ -49,7 +49,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Node"]
 
-log = logging.getLogger(__name__)
+# The logger keeps the module's name from before the move into packages:
+# operators filter and route logs by it (issue 13).
+log = logging.getLogger("mkv.server")
 
 
 class Node:

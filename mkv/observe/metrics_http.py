@@ -22,7 +22,9 @@ from mkv.wire import Address
 
 __all__ = ["CONTENT_TYPE", "MetricsServer", "parse_request_line"]
 
-log = logging.getLogger(__name__)
+# The logger keeps the module's name from before the move into packages:
+# operators filter and route logs by it (issue 13).
+log = logging.getLogger("mkv.metrics_http")
 
 # The classic text format: every name mkv exports is valid in it, and every
 # Prometheus version reads it (prometheus_client's default now names 1.0.0).

@@ -86,7 +86,9 @@ __all__ = [
     "WriteResult",
 ]
 
-log = logging.getLogger(__name__)
+# The logger keeps the module's name from before the move into packages:
+# operators filter and route logs by it (issue 13).
+log = logging.getLogger("mkv.partition")
 
 # Requests waiting in one partition's inbox before senders wait (and then fail).
 INBOX_SIZE = 1024

@@ -98,7 +98,9 @@ __all__ = [
     "ServerStream",
 ]
 
-log = logging.getLogger(__name__)
+# The logger keeps the module's name from before the move into packages:
+# operators filter and route logs by it (issue 13).
+log = logging.getLogger("mkv.rpc")
 
 # Responses may be a little larger than requests (a Get of a value that
 # filled a whole request, plus its sequence number and partition id).
