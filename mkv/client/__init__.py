@@ -7,7 +7,7 @@ store, a snapshot, the pipeline or the log (tests/test_layout.py checks).
 
 from __future__ import annotations
 
-# ``from mkv.client import Client`` worked when the client was one module; it
+# Importing Client from here worked when the client was one module; it
 # still does. Applications should use ``mkv.Client`` and ``mkv.AdminClient``.
 from mkv.client.data import Change, Client, Item, PartitionRange, WriteAck
 
