@@ -13,8 +13,8 @@ import random
 from collections import deque
 from contextlib import AsyncExitStack
 
+import anyio
 import attrs
-import trio
 
 from mkv.client.channel import Channel, ResponseStream
 from mkv.errors import BadNodeError, ResourceExhaustedError, UnavailableError
@@ -159,7 +159,7 @@ class Watch:
                 # fell behind: all resume from the last position.
                 await self.aclose()
                 log.info("watch interrupted (%r); resuming after seq %d", exc, self._received)
-                await trio.sleep(self._backoff * random.uniform(0.5, 1.0))
+                await anyio.sleep(self._backoff * random.uniform(0.5, 1.0))
                 self._backoff = min(self._backoff * 2, WATCH_MAX_BACKOFF)
                 continue
             if response.status != pb.OK:
