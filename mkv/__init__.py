@@ -1,8 +1,13 @@
-"""mkv: a minimal, partitioned, linearizable key-value server on Trio and gRPC."""
+"""mkv: a minimal, partitioned, linearizable key-value server on Trio and gRPC.
+
+Clients: ``mkv.Client`` and ``mkv.AdminClient`` (async: Trio or asyncio), and
+``mkv.connect`` / ``mkv.BlockingAdminClient`` (blocking, for scripts and threads).
+"""
 
 from __future__ import annotations
 
 from mkv.client.admin import AdminClient, OperationInfo, PartitionInfo, SnapshotInfo
+from mkv.client.blocking import BlockingAdminClient, BlockingClient, BlockingWatch, connect
 from mkv.client.data import Change, Client, Item, PartitionRange, WriteAck
 from mkv.errors import (
     AbortedError,
@@ -32,6 +37,9 @@ __all__ = [
     "AdminClient",
     "AlreadyExistsError",
     "BadNodeError",
+    "BlockingAdminClient",
+    "BlockingClient",
+    "BlockingWatch",
     "Change",
     "Client",
     "CompactedError",
@@ -56,6 +64,7 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "UnimplementedError",
+    "connect",
     "WriteAck",
 ]
 

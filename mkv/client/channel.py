@@ -173,6 +173,11 @@ class Channel:
     def close(self) -> None:
         self._closing.set()
 
+    @property
+    def closed(self) -> bool:
+        """Closed by its owner (not merely disconnected): no call will dial again."""
+        return self._closing.is_set()
+
     async def unary(
         self,
         service: str,
