@@ -180,8 +180,11 @@ class Client:
                     Item(lookup.value, lookup.seq, lookup.timestamp) if lookup.found else None
                 )
 
+        # Routed before the task group opens: an error raised in its body
+        # would come out wrapped in an ExceptionGroup too.
+        groups = await self._group(list(dict.fromkeys(raw)), lambda key: key)
         async with anyio.create_task_group() as nursery:
-            for group in await self._group(list(dict.fromkeys(raw)), lambda key: key):
+            for group in groups:
                 for i in range(0, len(group), BATCH_GET_KEYS):
                     nursery.start_soon(fetch, group[i : i + BATCH_GET_KEYS])
         if errors:
