@@ -35,9 +35,9 @@ import sqlite3
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import sniffio
@@ -62,6 +62,8 @@ __all__ = [
 ]
 
 _PREFILL_ROWS_PER_COMMIT = 50_000
+
+T = TypeVar("T")
 
 
 @asynccontextmanager
@@ -219,13 +221,46 @@ def prefill_sqlite_partition(
     Catalog(partitions=[entry], map_version=1).save(catalog_path)
 
 
+@asynccontextmanager
+async def _in_one_task(manager: AbstractAsyncContextManager[T]) -> AsyncIterator[T]:
+    """Enter and exit ``manager`` in one task, even where a fixture's setup
+    and teardown run in two tasks (pytest-asyncio): a client holds an anyio
+    task group, whose cancel scope must be left by the task that entered it."""
+    if sniffio.current_async_library() != "asyncio":
+        async with manager as value:
+            yield value
+        return
+    import asyncio  # only under asyncio, which is then loaded already
+
+    entered: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        try:
+            async with manager as value:
+                entered.set_result(value)
+                await release.wait()
+        except BaseException as exc:
+            if entered.done():
+                raise
+            entered.set_exception(exc)  # raised by the fixture's setup below
+
+    holder = asyncio.create_task(hold())
+    try:
+        yield await entered
+    finally:
+        release.set()
+        await holder
+
+
 # The fixtures and the check need pytest; everything above does not.
 try:
     import pytest
 except ModuleNotFoundError:
     pytest = None  # type: ignore[assignment]
 
-_ASYNC_FIXTURES = ("mkv_node", "mkv_client", "mkv_admin")
+# The most specific first: a test that asks for mkv_client is told about mkv_client.
+_ASYNC_FIXTURES = ("mkv_client", "mkv_admin", "mkv_node")
 
 if pytest is not None:
 
@@ -238,12 +273,12 @@ if pytest is not None:
 
     @pytest.fixture
     async def mkv_client(mkv_node: Node) -> AsyncIterator[Client]:
-        async with Client.connect(mkv_node.data_address) as client:
+        async with _in_one_task(Client.connect(mkv_node.data_address)) as client:
             yield client
 
     @pytest.fixture
     async def mkv_admin(mkv_node: Node) -> AsyncIterator[AdminClient]:
-        async with AdminClient.connect(mkv_node.control_address) as admin:
+        async with _in_one_task(AdminClient.connect(mkv_node.control_address)) as admin:
             yield admin
 
     @pytest.hookimpl(tryfirst=True)
