@@ -64,8 +64,8 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "UnimplementedError",
-    "connect",
     "WriteAck",
+    "connect",
 ]
 
 __version__ = "0.1.0"
