@@ -198,3 +198,12 @@ def test_a_client_left_open_is_closed_at_interpreter_exit(node: mkv.Node) -> Non
     assert time.monotonic() - started < 30
     with mkv.connect(node.data_address) as db:
         assert db.get(b"left") == b"open"
+
+
+def test_a_callback_on_the_clients_loop_may_not_call_it(node: mkv.Node) -> None:
+    with mkv.BlockingAdminClient.connect(node.control_address) as admin:
+        operation_id = admin.snapshot("default", "callback")
+        with pytest.raises(RuntimeError, match="its own event loop"):
+            admin.wait_operation(operation_id, on_progress=lambda _: admin.list_partitions())
+        # Refused rather than deadlocked: the client still answers.
+        assert admin.wait_operation(operation_id).state == "done"

@@ -203,3 +203,19 @@ def test_asyncio_run_connects() -> None:
 
     with node_in_thread() as node:
         assert asyncio.run(main(node.data_address)) == b"from asyncio"
+
+
+async def cancel_a_waiting_watch(address: str) -> None:
+    async with mkv.Client.connect(address) as db:
+        async with db.watch(b"w:", b"w;") as changes:
+            # Nothing is written: the loop's own timeout cancels the wait.
+            with anyio.move_on_after(0.3) as scope:
+                await changes.__anext__()
+            assert scope.cancelled_caught
+        # The connection is still good after the cancelled call.
+        await db.upsert({b"w:1": b"after"})
+        assert await db.get(b"w:1") == b"after"
+
+
+def test_the_loops_own_timeouts_cancel_a_call(run: Callable[..., Any], node: mkv.Node) -> None:
+    run(cancel_a_waiting_watch, node.data_address)
