@@ -78,6 +78,22 @@ def test_round_trips(run: Callable[..., Any], node: mkv.Node) -> None:
     run(round_trips, node.data_address)
 
 
+async def large_writes(address: str) -> None:
+    async with mkv.Client.connect(address) as db:
+        items = {b"big:%06d" % i: bytes([i % 256]) * 1000 for i in range(3000)}  # ~3 MiB
+        acks = await db.upsert(items)
+        assert len(acks) >= 3  # one batch per MiB, each atomic
+        assert [i and i.value for i in await db.batch_get(items)] == list(items.values())
+        with pytest.raises(mkv.ResourceExhaustedError, match="at most"):
+            await db.upsert({b"huge": b"x" * (1024 * 1024 + 1)})
+
+
+def test_large_writes_are_split_and_oversized_entries_refused(
+    run: Callable[..., Any], node: mkv.Node
+) -> None:
+    run(large_writes, node.data_address)
+
+
 async def scan_and_watch(address: str) -> None:
     async with mkv.Client.connect(address) as db:
         keys = [b"s:%03d" % i for i in range(25)]
