@@ -26,6 +26,7 @@ from mkv.errors import (
 from mkv.node.config import Config
 from mkv.node.server import Node
 from mkv.router import KeyRange
+from mkv.version import __version__
 
 __all__ = [
     "AbortedError",
@@ -57,6 +58,5 @@ __all__ = [
     "UnavailableError",
     "UnimplementedError",
     "WriteAck",
+    "__version__",
 ]
-
-__version__ = "0.1.0"

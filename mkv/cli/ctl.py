@@ -68,6 +68,7 @@ from mkv.client.data import Client
 from mkv.errors import MkvError
 from mkv.node.config import DEFAULT_CONTROL_ADDR, DEFAULT_DATA_ADDR, ConfigError
 from mkv.router import format_key
+from mkv.version import version_line
 from mkv.wire import Address, parse_address
 
 __all__ = ["ParseExit", "Request", "execute", "main", "parse", "run"]
@@ -150,6 +151,16 @@ class _Parser(argparse.ArgumentParser):
         raise ParseExit(2, stderr=f"{self.format_usage()}{self.prog}: error: {message}\n")
 
 
+class _Version(argparse.Action):
+    # argparse's own "version" action prints and exits by itself; this one
+    # raises like the rest of _Parser, so ``run`` owns the output.
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print mkvctl's version and exit")
+
+    def __call__(self, *args: Any) -> NoReturn:
+        raise ParseExit(0, stdout=version_line("mkvctl") + "\n")
+
+
 def _build_parser() -> _Parser:
     # SUPPRESS keeps a subcommand's copy of an option from overwriting the value
     # given before the command, so `mkvctl --json get k` and `get k --json` both work.
@@ -185,6 +196,7 @@ def _build_parser() -> _Parser:
         help=f"seconds to wait for the server (default {DEFAULT_TIMEOUT})",
     )
     parser = _Parser(prog="mkvctl", parents=[common], description="Manage and query an mkv node.")
+    parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     partitions = commands.add_parser(
         "partitions", parents=[common], help="list, add, remove, reopen or restore"
