@@ -598,3 +598,25 @@ async def test_status_as_a_process(server_process: ServerProcess) -> None:
         assert document["version"] == mkv.__version__
         assert document["data_dir"] == str(server_process.data_dir.resolve())
         assert [p["id"] for p in document["partitions"]] == ["default"]
+
+
+async def test_start_up_loads_no_server_code() -> None:
+    # mkvctl's start-up time is mostly imports: it must not load the node,
+    # its stores or its log to read one key (nor the admin client for it).
+    probe = (
+        "import sys, mkv.cli.ctl, mkv.client.data\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('mkv.'))\n"
+        "print(' '.join(loaded))\n"
+        "import mkv\n"
+        "assert mkv.Client is mkv.client.data.Client and mkv.Node.__name__ == 'Node'\n"
+    )
+    with trio.fail_after(60):
+        result = await trio.run_process(
+            [sys.executable, "-c", probe], capture_stdout=True, capture_stderr=True, check=False
+        )
+    assert result.returncode == 0, result.stderr
+    loaded = set(result.stdout.decode().split())
+    assert "mkv.client.data" in loaded
+    server_side = ("mkv.node", "mkv.store", "mkv.partition", "mkv.wal", "mkv.pipeline")
+    assert not {m for m in loaded if m.startswith(server_side)}, loaded
+    assert "mkv.client.admin" not in loaded
