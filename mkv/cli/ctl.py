@@ -7,13 +7,16 @@ mkvctl partitions reopen users              # a failed partition, on its files, 
 mkvctl partitions restore nightly/users-42.sqlite3.manifest.json --id users
 mkvctl snapshot users nightly --wait        # progress on stderr, the manifest at the end
 mkvctl operations get 3f9a0c1d2e4b5a69      # a snapshot's state, progress and result
+mkvctl status                               # version, uptime, directories, partitions' queues
 mkvctl put greeting hello
+mkvctl put photo --file photo.jpg           # the value from a file; `put KEY -`: from stdin
 mkvctl get greeting                         # the value's bytes, as stored
 mkvctl del greeting other                   # how many of the keys existed
 mkvctl incr visits 5                        # add to a counter; prints its new value
-mkvctl scan user: user;                     # KEY<TAB>VALUE lines, in key order
-mkvctl watch user: user; --from-seq 42      # SEQ<TAB>put|del<TAB>KEY[<TAB>VALUE], live
+mkvctl scan user: 'user;'                   # KEY<TAB>VALUE lines, in key order
+mkvctl watch user: 'user;' --from-seq 42    # SEQ<TAB>put|del<TAB>KEY[<TAB>VALUE], live
 mkvctl --json partitions list               # one JSON document, for scripts
+mkvctl --version
 
 Addresses come from ``--data-addr`` / ``--control-addr``, else the environment
 (``MKV_DATA_ADDR`` / ``MKV_CONTROL_ADDR``), else the server's defaults. Options
@@ -34,6 +37,13 @@ In ``--json`` output every bytes field ``x`` comes as two members: ``x``, the
 text when it is valid UTF-8 (else null), and ``x_base64``, always exact. An
 unbounded range end is ``"end": null, "end_base64": null``. ``scan`` and
 ``watch`` print one JSON document per line (JSON Lines), since they stream.
+Every moment is ISO 8601 text in UTC (``2026-05-01T12:00:00.123Z``), never a
+Unix number; ``get`` adds the write's ``timestamp`` (as stored) and ``time``.
+
+``scan`` and ``watch`` refuse (exit status 2) a range whose END does not
+sort after START: an unquoted ``user;`` loses its ``;`` to the shell, and an
+empty answer would read as "no keys". ``put KEY -`` and ``put KEY --file
+PATH`` store the exact bytes read (``--hex`` applies to arguments only).
 
 ``watch`` runs until interrupted, or until ``--count`` changes were printed;
 ``--timeout`` does not apply to it (it applies to connecting and to every
