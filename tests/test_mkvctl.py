@@ -589,6 +589,22 @@ async def test_status_text_and_json(ctl: Ctl, mkv_node: mkv.Node, mkv_client: mk
     assert (memory["id"], memory["wal_synced_seq"], memory["wal_sync_lag"]) == ("mem", None, None)
 
 
+async def test_status_shows_writes_the_log_has_not_fsynced(
+    ctl: Ctl, mkv_client: mkv.Client
+) -> None:
+    with trio.fail_after(20):
+        assert (await ctl("partitions", "remove", "default")).code == 0
+        added = await ctl(
+            "partitions", "add", "--id", "lax", "--start", "", "--pipeline", "timestamp wal:off"
+        )
+        assert added.code == 0, added.err
+        for n in range(3):
+            await mkv_client.upsert({b"k%d" % n: b"v"})
+        [lax] = (await ctl("--json", "status")).json()["partitions"]
+    # wal:off never fsyncs: every acknowledged write is one a power cut could take.
+    assert (lax["last_seq"], lax["wal_sync_lag"]) == (3, 3)
+
+
 async def test_status_as_a_process(server_process: ServerProcess) -> None:
     with trio.fail_after(60):
         control = f"--control-addr={server_process.control_addr}"

@@ -75,7 +75,13 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO
 import attrs
 import trio
 
-from mkv.errors import ConfigError, MkvError, PermissionDeniedError, UnauthenticatedError
+from mkv.errors import (
+    ConfigError,
+    MkvError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+    UnimplementedError,
+)
 from mkv.router import format_key
 from mkv.units import format_size, format_utc, format_utc_millis
 from mkv.version import version_line
@@ -927,7 +933,13 @@ def _render_status(status: NodeStatus, as_hex: bool) -> str:
 
 async def _status(request: Request) -> bytes:
     async with _admin(request) as admin:
-        status = await admin.node_status()
+        try:
+            status = await admin.node_status()
+        except UnimplementedError:
+            raise CommandError(
+                f"The node at {request.address} does not answer NodeStatus: it is older "
+                f"than this mkvctl ({version_line('mkvctl')})."
+            ) from None
     if request.json:
         return _json(_status_json(status))
     return _render_status(status, request.hex).encode()

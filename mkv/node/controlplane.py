@@ -10,7 +10,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from mkv.errors import InvalidArgumentError, NotFoundError, UnimplementedError
+from mkv.errors import InvalidArgumentError, NotFoundError
 from mkv.node.registry import PartitionRegistry, PartitionReport
 from mkv.node.snapshot_service import SnapshotService
 from mkv.operations import Operation, OperationState
@@ -62,12 +62,11 @@ class ControlPlane:
         self,
         registry: PartitionRegistry,
         snapshots: SnapshotService,
-        facts: Callable[[], NodeFacts] | None = None,
+        facts: Callable[[], NodeFacts],
     ) -> None:
         """Args:
         facts: the node's own facts for NodeStatus, asked for at each call
-            (addresses are known only once bound); None: NodeStatus is
-            UNIMPLEMENTED.
+            (addresses are known only once bound).
         """
         self._registry = registry
         self._snapshots = snapshots
@@ -85,8 +84,6 @@ class ControlPlane:
         }
 
     async def node_status(self, request: pb.NodeStatusRequest) -> pb.NodeStatusResponse:
-        if self._facts is None:
-            raise UnimplementedError("This node does not report its status.")
         facts = self._facts()
         build = build_info()
         partitions = []
