@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -636,3 +637,29 @@ async def test_start_up_loads_no_server_code() -> None:
     server_side = ("mkv.node", "mkv.store", "mkv.partition", "mkv.wal", "mkv.pipeline")
     assert not {m for m in loaded if m.startswith(server_side)}, loaded
     assert "mkv.client.admin" not in loaded
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+async def test_bash_completion_comes_from_the_parser() -> None:
+    script = await mkvctl("completion", "bash")
+    assert script.code == 0
+    probe = script.text + (
+        'try() { COMP_WORDS=("$@"); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); _mkvctl; '
+        'echo "${COMPREPLY[*]}"; }\n'
+        "try mkvctl par\n"
+        "try mkvctl --json partitions re\n"
+        "try mkvctl put k --fi\n"
+        "try mkvctl st\n"
+        "try mkvctl --data-addr 127.0.0.1:1 operations ''\n"
+    )
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            ["bash", "-c", probe], capture_stdout=True, capture_stderr=True, check=False
+        )
+    assert (result.returncode, result.stderr) == (0, b"")
+    lines = result.stdout.decode().splitlines()
+    assert lines[0] == "partitions"
+    assert lines[1] == "remove reopen restore"
+    assert lines[2] == "--file"
+    assert lines[3] == "status"
+    assert "get" in lines[4].split()

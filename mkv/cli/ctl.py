@@ -17,6 +17,7 @@ mkvctl scan user: 'user;'                   # KEY<TAB>VALUE lines, in key order
 mkvctl watch user: 'user;' --from-seq 42    # SEQ<TAB>put|del<TAB>KEY[<TAB>VALUE], live
 mkvctl --json partitions list               # one JSON document, for scripts
 mkvctl --version
+source <(mkvctl completion bash)            # tab completion, generated from this parser
 
 Addresses come from ``--data-addr`` / ``--control-addr``, else the environment
 (``MKV_DATA_ADDR`` / ``MKV_CONTROL_ADDR``), else the server's defaults. Options
@@ -286,6 +287,10 @@ def _build_parser() -> _Parser:
         "get", parents=[common], help="show an operation's state, progress and result"
     )
     get_operation.add_argument("operation_id", metavar="ID")
+    completion = commands.add_parser(
+        "completion", help="print a bash completion script: source <(mkvctl completion bash)"
+    )
+    completion.add_argument("shell", choices=["bash"], help="the shell (bash only, for now)")
     commands.add_parser(
         "status",
         parents=[common],
@@ -325,14 +330,52 @@ def _build_parser() -> _Parser:
     return parser
 
 
+def _completion_script(parser: argparse.ArgumentParser) -> str:
+    """A bash completion function generated from the parser itself, so it
+    cannot fall behind the commands: the words that may follow each command
+    path (subcommands and options), and file names where none fit."""
+    table: dict[str, list[str]] = {}
+
+    def walk(node: argparse.ArgumentParser, path: tuple[str, ...]) -> None:
+        words = [option for action in node._actions for option in action.option_strings]
+        for action in node._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    words.append(name)
+                    walk(sub, (*path, name))
+        table[" ".join(path)] = sorted(set(words))
+
+    # Keyed by the whole path, program name first: bash refuses an empty key.
+    walk(parser, ("mkvctl",))
+    entries = "\n".join(f'    ["{path}"]="{" ".join(words)}"' for path, words in table.items())
+    return f"""# bash completion for mkvctl: source <(mkvctl completion bash)
+declare -gA _mkvctl_words=(
+{entries}
+)
+_mkvctl() {{
+    local cur="${{COMP_WORDS[COMP_CWORD]}}" path=mkvctl next i
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        next="$path ${{COMP_WORDS[i]}}"
+        [[ -n "${{_mkvctl_words[$next]+set}}" ]] && path="$next"
+    done
+    COMPREPLY=($(compgen -W "${{_mkvctl_words[$path]}}" -- "$cur"))
+}}
+complete -o default -F _mkvctl mkvctl
+"""
+
+
 def parse(argv: Sequence[str], env: Mapping[str, str]) -> Request:
     """Turn a command line into a ``Request``.
 
     Raises:
-        ParseExit: help was asked for (code 0), or the line is wrong (code 2).
+        ParseExit: help was asked for (code 0), or the line is wrong (code 2),
+            or a completion script was asked for (code 0, the script).
     """
     parser = _build_parser()
     args = parser.parse_args(argv)
+    if args.command == "completion":
+        # Nothing to run: printed like help, before any event loop.
+        raise ParseExit(0, stdout=_completion_script(parser))
     opts = vars(args)
     as_hex = bool(opts.get("hex", False))
     grouped = args.command in ("partitions", "operations")
