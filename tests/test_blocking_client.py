@@ -71,6 +71,7 @@ def test_round_trips_scan_watch_and_typed_errors(node: mkv.Node) -> None:
     with mkv.BlockingAdminClient.connect(node.control_address) as admin:
         [partition] = admin.list_partitions()
         assert partition.key_count == 3
+        assert admin.node_status().version == mkv.__version__
         with pytest.raises(mkv.NotFoundError):
             admin.remove_partition("nope")
         done = admin.wait_operation(admin.snapshot("default", "blocking"), poll_interval=0.05)

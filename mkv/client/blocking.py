@@ -41,7 +41,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 import anyio
 from anyio.from_thread import BlockingPortal
 
-from mkv.client.admin import AdminClient, OperationInfo, PartitionInfo
+from mkv.client.admin import AdminClient, NodeStatus, OperationInfo, PartitionInfo
 from mkv.client.data import Client, Key, KeyMap, PartitionRange, Value, WriteAck
 from mkv.client.streams import Change, Watch
 from mkv.errors import UnavailableError
@@ -384,6 +384,10 @@ class BlockingAdminClient(_Blocking[AdminClient]):
 
     def list_partitions(self) -> list[PartitionInfo]:
         return self._call(self._async.list_partitions)
+
+    def node_status(self) -> NodeStatus:
+        """The node's version, uptime, data directory and per-partition state."""
+        return self._call(self._async.node_status)
 
     def snapshot(self, partition_id: str, path: str = "") -> str:
         return self._call(self._async.snapshot, partition_id, path)
