@@ -5,7 +5,8 @@
 A node runs in a subprocess (so it does not share this process's GIL); the
 same sequential ``get`` of one key is timed through ``mkv.Client`` under
 Trio, under asyncio, through ``mkv.connect`` (the blocking client) from one
-thread, and from several threads at once (throughput). The blocking
+thread, and from several threads at once (throughput); and the hop to a
+blocking client's loop thread alone, with no call behind it. The blocking
 client's overhead is its time per call minus the Trio client's: the hop to
 its event-loop thread and back.
 """
@@ -61,6 +62,23 @@ def blocking_gets(address: str, calls: int, threads: int) -> float:
         return time.perf_counter() - started
 
 
+def hop_only(calls: int) -> float:
+    """The hop alone: a call that does nothing, through a blocking client's loop thread."""
+    from mkv.client.blocking import _LoopThread  # the client's own, no gRPC behind it
+
+    async def nothing() -> None:
+        pass
+
+    loop = _LoopThread("mkv-bench-hop")
+    try:
+        started = time.perf_counter()
+        for _ in range(calls):
+            loop.call(nothing)
+        return time.perf_counter() - started
+    finally:
+        loop.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=3000)
@@ -87,12 +105,13 @@ def main() -> None:
                 f"blocking, {args.threads} threads",
                 lambda: blocking_gets(address, calls, args.threads),
             ),
+            ("hop only (no call)", lambda: hop_only(calls)),
         ]
         results = {}
         for name, run in runs:
             seconds = min(run() for _ in range(3))
             results[name] = seconds / calls * 1e6
-            print(f"{name:24} {results[name]:7.1f} µs/get  {calls / seconds:8.0f} gets/s")
+            print(f"{name:24} {results[name]:7.1f} µs/call {calls / seconds:8.0f} calls/s")
         overhead = results["blocking, 1 thread"] - results["async, Trio"]
         print(f"blocking overhead per call (1 thread, vs async Trio): {overhead:.1f} µs")
     finally:
