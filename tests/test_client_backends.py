@@ -20,6 +20,7 @@ import anyio
 import pytest
 
 import mkv
+from mkv.client.streams import Watch
 from mkv.testing import node_in_thread
 
 BACKENDS = ["trio", "asyncio"]
@@ -235,3 +236,31 @@ async def cancel_a_waiting_watch(address: str) -> None:
 
 def test_the_loops_own_timeouts_cancel_a_call(run: Callable[..., Any], node: mkv.Node) -> None:
     run(cancel_a_waiting_watch, node.data_address)
+
+
+async def watch_past_its_client(address: str) -> None:
+    errors: list[Exception] = []
+    ended = anyio.Event()
+    async with anyio.create_task_group() as tasks:
+        async with mkv.Client.connect(address) as db:
+
+            async def read(watch: contextlib.AbstractAsyncContextManager[Watch]) -> None:
+                try:
+                    async with watch as changes:
+                        async for _ in changes:
+                            pass
+                except mkv.UnavailableError as exc:
+                    errors.append(exc)
+                ended.set()
+
+            tasks.start_soon(read, db.watch(b"w:", b"w;"))
+            await anyio.sleep(0.2)  # the watch is waiting for news
+        # The client is closed: the watch ends rather than redial forever.
+        with anyio.fail_after(10):
+            await ended.wait()
+    assert len(errors) == 1
+    assert "closed" in str(errors[0])
+
+
+def test_a_watch_ends_when_its_client_closes(run: Callable[..., Any], node: mkv.Node) -> None:
+    run(watch_past_its_client, node.data_address)
