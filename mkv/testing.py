@@ -55,6 +55,7 @@ from mkv.store import SQLITE_FILE
 from mkv.store.sqlite import create_layout
 
 __all__ = [
+    "node_for_this_loop",
     "node_in_thread",
     "prefill_key",
     "prefill_sqlite_partition",

@@ -3,6 +3,13 @@ and running_node without pytest.
 
 Each case is a fresh pytest run in a subprocess (pytester), with its own
 ini file, so that this suite's own trio_mode does not decide for it.
+
+The pytest-asyncio cases skip unless it is installed. It is not in the dev
+extra on purpose: installed, it makes every pytest run here fail unless
+``asyncio_default_fixture_loop_scope`` is set, and setting that option where
+it is not installed fails every run too ("Unknown config option" under
+``filterwarnings = error``). To run them: ``pip install pytest-asyncio`` and
+``pytest -o asyncio_default_fixture_loop_scope=function tests/test_testing_plugin.py``.
 """
 
 from __future__ import annotations
