@@ -122,6 +122,8 @@ class OperationInfo:
     # Seconds since the epoch; finished is None while running.
     started: float
     finished: float | None
+    # Set when done (a split): the parent and the new partition at the cut-over.
+    split: tuple[PartitionInfo, PartitionInfo] | None = None
 
     @property
     def running(self) -> bool:
@@ -145,6 +147,14 @@ class OperationInfo:
             error=error,
             started=op.started,
             finished=op.finished or None,
+            split=(
+                (
+                    PartitionInfo.from_proto(op.split.parent),
+                    PartitionInfo.from_proto(op.split.partition),
+                )
+                if op.HasField("split")
+                else None
+            ),
         )
 
 
@@ -302,6 +312,25 @@ class AdminClient:
         """
         request = pb.SnapshotRequest(partition_id=partition_id, path=path)
         response = await self._unary(SERVICE, "Snapshot", request, pb.SnapshotResponse)
+        return response.operation_id
+
+    async def split_partition(
+        self, partition_id: str, at: bytes | str, *, new_id: str | None = None
+    ) -> str:
+        """Start splitting a partition at ``at``: it keeps the keys below, a
+        new partition (``new_id``, or one the server picks) takes ``at`` and
+        above; returns the operation id (``wait_operation`` gives the new
+        partition in its ``split``).
+
+        Raises:
+            NotFoundError: no such partition.
+            InvalidArgumentError: ``at`` is not strictly inside its range, or a bad id.
+            AlreadyExistsError: ``new_id`` is taken.
+            FailedPreconditionError: the partition is not active.
+        """
+        key = at.encode() if isinstance(at, str) else at
+        request = pb.SplitPartitionRequest(id=partition_id, at=key, new_id=new_id or "")
+        response = await self._unary(SERVICE, "SplitPartition", request, pb.SplitPartitionResponse)
         return response.operation_id
 
     async def get_operation(self, operation_id: str) -> OperationInfo:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import trio
 
 from mkv.errors import InvalidArgumentError, NotFoundError
@@ -15,6 +16,15 @@ from mkv.snapshots.take import SnapshotResult
 from mkv.v1 import control_pb2 as pb
 
 __all__ = ["ControlPlane"]
+
+SPLIT = "split"
+
+
+@attrs.frozen
+class SplitDone:
+    parent: PartitionReport
+    partition: PartitionReport
+
 
 _STATES = {
     PartitionState.STARTING: pb.STARTING,
@@ -45,6 +55,7 @@ class ControlPlane:
             "ListPartitions": (pb.ListPartitionsRequest, self.list_partitions),
             "Snapshot": (pb.SnapshotRequest, self.snapshot),
             "GetOperation": (pb.GetOperationRequest, self.get_operation),
+            "SplitPartition": (pb.SplitPartitionRequest, self.split_partition),
         }
 
     async def add_partition(self, request: pb.AddPartitionRequest) -> pb.AddPartitionResponse:
@@ -76,6 +87,22 @@ class ControlPlane:
     async def get_operation(self, request: pb.GetOperationRequest) -> pb.GetOperationResponse:
         operation = self._snapshots.operations.get(request.id)
         return pb.GetOperationResponse(operation=_operation_to_proto(operation))
+
+    async def split_partition(self, request: pb.SplitPartitionRequest) -> pb.SplitPartitionResponse:
+        if not request.id:
+            raise NotFoundError("SplitPartition needs the id of a partition.")
+        # Refused at once when it cannot begin; checked again when it does.
+        self._registry.check_split(request.id, request.at, request.new_id or None)
+        registry = self._registry
+
+        async def work(operation: Operation) -> SplitDone:
+            child = await registry.split(request.id, request.at, request.new_id or None, operation)
+            parent = registry.partition(request.id)
+            assert parent is not None
+            return SplitDone(await registry.info(parent), await registry.info(child))
+
+        operation = self._snapshots.operations.start(SPLIT, request.id, work)
+        return pb.SplitPartitionResponse(operation_id=operation.id)
 
     async def remove_partition(
         self, request: pb.RemovePartitionRequest
@@ -141,6 +168,13 @@ def _operation_to_proto(operation: Operation) -> pb.Operation:
     if operation.error is not None:
         message.error_code = operation.error.code.value
         message.error_message = operation.error.message
+    if isinstance(operation.result, SplitDone):
+        message.split.CopyFrom(
+            pb.SplitResult(
+                parent=_to_proto(operation.result.parent),
+                partition=_to_proto(operation.result.partition),
+            )
+        )
     if isinstance(operation.result, SnapshotResult):
         result, manifest = operation.result, operation.result.manifest
         message.snapshot.CopyFrom(

@@ -26,6 +26,7 @@ import trio
 from mkv.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
+    InvalidArgumentError,
     MkvError,
     NotFoundError,
     StorageError,
@@ -33,13 +34,22 @@ from mkv.errors import (
     leaves,
     shown,
 )
-from mkv.node.catalog import Catalog, CatalogEntry, check_partition_id
+from mkv.node.catalog import Catalog, CatalogEntry, SplitInProgress, check_partition_id
 from mkv.observe.logs import fields
+from mkv.operations import Operation
 from mkv.partition.feed import WATCH_RETENTION_BYTES
-from mkv.partition.task import Partition, PartitionState
+from mkv.partition.task import Cutover, Partition, PartitionState, Read, Remove
 from mkv.pipeline import UNOBSERVED, StageObserver, check_pipeline, default_pipeline
-from mkv.router import KeyRange, Router
-from mkv.store import DEFAULT_CACHE_BYTES, StoreOptions, StoreStats, check_store_kind
+from mkv.router import KeyRange, Router, format_key
+from mkv.snapshots.stores import install
+from mkv.snapshots.transfer import RangeFile, catch_up_to, copy_range
+from mkv.store import (
+    DEFAULT_CACHE_BYTES,
+    StateStore,
+    StoreOptions,
+    StoreStats,
+    check_store_kind,
+)
 from mkv.store.files import make_directory
 
 __all__ = ["PartitionRegistry", "PartitionReport"]
@@ -53,6 +63,11 @@ DEFAULT_PARTITION_ID = "default"
 # these many seconds, doubling each time up to the second.
 REOPEN_FIRST_DELAY = 1.0
 REOPEN_MAX_DELAY = 30.0
+# Keys removed per step of the purge after a split: each is one write of the
+# parent, so its writers wait for at most one small step at a time.
+PURGE_CHUNK = 500
+# The file a split builds its new partition's state in (mkv.snapshots.transfer).
+_SPLIT_FILE = "split.sqlite3.tmp"
 
 
 @attrs.frozen
@@ -98,6 +113,8 @@ class PartitionRegistry:
         self._partitions: dict[str, Partition] = {}
         self._router = Router.build([], version=0)
         self._lock = trio.Lock()
+        # Per partition, the ranges split off whose keys its store may still hold.
+        self._purges: dict[str, tuple[KeyRange, ...]] = {}
         self._nursery: trio.Nursery | None = None
         self._closing = trio.Event()
 
@@ -145,9 +162,16 @@ class PartitionRegistry:
                 )
                 await self.add(DEFAULT_PARTITION_ID, KeyRange(b"", None), self.default_store)
             else:
+                await self._recover_split(catalog)
                 for entry in catalog.partitions:
                     await self._start_catalogued(entry)
+                    if entry.purge:
+                        self._purges[entry.id] = entry.purge
                 self._publish(catalog.map_version)
+                if catalog.split is not None:
+                    await self._save_catalog(catalog.map_version)
+                for partition_id in list(self._purges):
+                    self._start_purge(self._partitions[partition_id])
             task_status.started()
             await self._closing.wait()
             for partition in self._partitions.values():
@@ -294,13 +318,36 @@ class PartitionRegistry:
             ((p.range, p.id) for p in self._partitions.values()), version=map_version
         )
 
-    async def _save_catalog(self, map_version: int) -> None:
+    async def _recover_split(self, catalog: Catalog) -> None:
+        """A split the catalog records as in progress never committed (else
+        the catalog would name its child and no split): the parent has its
+        whole range still, and the child's files are garbage."""
+        if catalog.split is None:
+            return
+        child = catalog.split.child
+        if any(entry.id == child for entry in catalog.partitions):
+            return  # defensive: a committed catalog never records the split
+        log.warning(
+            "the split of partition %s into %s did not finish before the node stopped; "
+            "%s keeps its whole range and %s's files are removed",
+            catalog.split.parent,
+            child,
+            catalog.split.parent,
+            child,
+            extra=fields(event="split_rolled_back", partition=catalog.split.parent),
+        )
+        await trio.to_thread.run_sync(self._delete_files, child)
+
+    async def _save_catalog(self, map_version: int, split: SplitInProgress | None = None) -> None:
         catalog = Catalog(
             partitions=[
-                CatalogEntry(p.id, p.range, p.store_kind, p.pipeline_specs)
+                CatalogEntry(
+                    p.id, p.range, p.store_kind, p.pipeline_specs, self._purges.get(p.id, ())
+                )
                 for p in self._partitions.values()
             ],
             map_version=map_version,
+            split=split,
         )
         await trio.to_thread.run_sync(catalog.save, self._catalog_path)
 
@@ -393,6 +440,7 @@ class PartitionRegistry:
                 raise NotFoundError(f"No partition with id {shown(partition_id)}.")
             info = await self.info(partition)
             del self._partitions[partition_id]
+            self._purges.pop(partition_id, None)
             version = self._router.version + 1
             # New requests get BAD_NODE from here on; queued ones still finish.
             self._publish(version)
@@ -451,6 +499,174 @@ class PartitionRegistry:
             )
             return partition
 
+    async def split(
+        self, partition_id: str, at: bytes, new_id: str | None, operation: Operation
+    ) -> Partition:
+        """Split ``partition_id``'s range ``[start, end)`` at ``at``: it keeps
+        ``[start, at)``, and a new partition (``new_id``, or one the node
+        picks) of the same store kind and pipeline takes ``[at, end)`` with
+        its keys, while both go on serving. Returns the new partition.
+
+        Crash-safe in this order: the catalog records the split in progress;
+        the new partition's state is built in its directory (a copy at one
+        seq, then the parent's writes since); at the cut-over, in the
+        parent's own order, the state is finished at the parent's last seq
+        and the catalog written once with both ranges (the commit); the
+        parent's store then gives up the moved keys in the background.
+
+        Raises:
+            NotFoundError: no such partition.
+            InvalidArgumentError: ``at`` is not inside the range, a bad id,
+                or a store kind that cannot be copied.
+            AlreadyExistsError: ``new_id`` is taken.
+            FailedPreconditionError: the partition is not active.
+            CompactedError: writes came faster than the feed keeps them; retry.
+        """
+        async with self._lock:
+            if self._closing.is_set():
+                raise UnavailableError("The server is shutting down.")
+            parent = self.check_split(partition_id, at, new_id)
+            whole = parent.range
+            child_id = new_id or self._free_id()
+            keep, moved = KeyRange(whole.start, at), KeyRange(at, whole.end)
+            version = self._router.version
+            await self._save_catalog(version, split=SplitInProgress(parent.id, child_id))
+            committed: list[Partition] = []
+            try:
+                await self._build_and_cut_over(parent, child_id, keep, moved, operation, committed)
+            finally:
+                if not committed:
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(self._delete_files, child_id)
+                        await self._save_catalog(self._router.version)
+            child = committed[0]
+            log.info(
+                "split partition %s at %s: %s keeps %s, %s has %s from seq %d",
+                parent.id,
+                format_key(at),
+                parent.id,
+                keep,
+                child.id,
+                moved,
+                child.last_seq() + 1,
+                extra=fields(event="partition_split", partition=parent.id, seq=child.last_seq()),
+            )
+            self._start_purge(parent)
+            return child
+
+    def check_split(self, partition_id: str, at: bytes, new_id: str | None) -> Partition:
+        """The partition to split, if the split may begin now (see ``split``)."""
+        if new_id:
+            check_partition_id(new_id)
+        parent = self._partitions.get(partition_id)
+        if parent is None:
+            raise NotFoundError(f"No partition with id {shown(partition_id)}.")
+        if parent.state is not PartitionState.ACTIVE:
+            raise FailedPreconditionError(
+                f"Partition {partition_id} is {parent.state.value}; only an active "
+                "partition can be split."
+            )
+        whole = parent.range
+        if not (at > whole.start and (whole.end is None or at < whole.end)):
+            raise InvalidArgumentError(
+                f"The split key {format_key(at)} is not inside partition {partition_id}'s "
+                f"range {whole} (it must be after its start and before its end)."
+            )
+        if new_id and new_id in self._partitions:
+            raise AlreadyExistsError(f"A partition with id {new_id} already exists.")
+        return parent
+
+    async def _build_and_cut_over(
+        self,
+        parent: Partition,
+        child_id: str,
+        keep: KeyRange,
+        moved: KeyRange,
+        operation: Operation,
+        committed: list[Partition],
+    ) -> None:
+        await trio.to_thread.run_sync(self._delete_files, child_id)
+        directory = self._directory(child_id)
+        await trio.to_thread.run_sync(make_directory, directory)
+        target = await trio.to_thread.run_sync(RangeFile, directory / _SPLIT_FILE, moved)
+        entry = CatalogEntry(child_id, moved, parent.store_kind, parent.pipeline_specs)
+
+        async def at_release(seq: int, timestamp: int) -> None:
+            # The parent applies nothing until this returns: keep it short.
+            await catch_up_to(parent.feed, target, seq)
+            await trio.to_thread.run_sync(target.finish, seq, timestamp)
+            await trio.to_thread.run_sync(
+                install, entry.store, directory, target.path, self._store_options(child_id)
+            )
+            child = await self._start(entry)
+            version = self._router.version + 1
+            before = self._purges.get(parent.id, ())
+            self._purges[parent.id] = (*before, moved)
+            try:
+                await self._save_catalog(version)  # the commit
+            except BaseException:
+                self._purges[parent.id] = before
+                del self._partitions[child_id]
+                child.close()
+                with trio.CancelScope(shield=True):
+                    await child.wait_stopped()
+                raise
+            committed.append(child)
+            self._publish(version)
+
+        try:
+            await copy_range(operation, parent, moved, target)
+            operation.report("cut-over", 0, 0)
+            await parent.submit(Cutover(keep, moved, child_id, at_release))
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(target.close)
+
+    def _start_purge(self, partition: Partition) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(self._purge, partition)
+
+    async def _purge(self, partition: Partition) -> None:
+        """Remove the keys of the ranges ``partition`` gave away from its
+        store, a small step at a time, through its pipeline (so the log
+        replays the removals after a crash); then clear them from the catalog."""
+        ranges = self._purges.get(partition.id, ())
+        removed = 0
+        try:
+            for rng in ranges:
+                while True:
+                    keys = await partition.submit(Read(_keys_in(rng)))
+                    if not keys:
+                        break
+                    await partition.submit(Remove(keys, size=sum(map(len, keys)), purge=True))
+                    removed += len(keys)
+        except MkvError as exc:
+            # Stopped or failed: the catalog still lists the ranges, and the
+            # next start (or reopen) goes on from there.
+            log.warning(
+                "partition %s: purging moved keys stopped (%s); it resumes at the next start",
+                partition.id,
+                exc,
+                extra=fields(event="purge_stopped", partition=partition.id),
+            )
+            return
+        async with self._lock:
+            if self._partitions.get(partition.id) is not partition:
+                return
+            if self._purges.get(partition.id) == ranges:
+                del self._purges[partition.id]
+            else:  # another split meanwhile: its range is purged by its own task
+                self._purges[partition.id] = tuple(
+                    r for r in self._purges.get(partition.id, ()) if r not in ranges
+                )
+            await self._save_catalog(self._router.version)
+        log.info(
+            "partition %s: purged %d moved keys",
+            partition.id,
+            removed,
+            extra=fields(event="purge_done", partition=partition.id),
+        )
+
     async def info(self, partition: Partition) -> PartitionReport:
         return PartitionReport(
             id=partition.id,
@@ -461,6 +677,10 @@ class PartitionRegistry:
             last_seq=partition.last_seq(),
             stats=await partition.store_stats(),
         )
+
+    def purging(self, partition_id: str) -> tuple[KeyRange, ...]:
+        """Ranges ``partition_id`` gave away whose keys are not purged yet."""
+        return self._purges.get(partition_id, ())
 
     def _free_id(self) -> str:
         n = len(self._partitions) + 1
@@ -473,3 +693,10 @@ class PartitionRegistry:
         # A caching partition's durable store, when it lives apart.
         if (durable := self._store_options(partition_id).durable_directory) is not None:
             shutil.rmtree(durable, ignore_errors=True)
+
+
+def _keys_in(rng: KeyRange) -> Callable[[StateStore], list[bytes]]:
+    def read(store: StateStore) -> list[bytes]:
+        return [key for key, _ in store.scan(rng.start, rng.end, PURGE_CHUNK, keys_only=True)]
+
+    return read

@@ -21,6 +21,9 @@ class ControlPlaneServicer(purerpc.Servicer):
     async def GetOperation(self, input_message):
         raise NotImplementedError()
 
+    async def SplitPartition(self, input_message):
+        raise NotImplementedError()
+
     @property
     def service(self) -> purerpc.Service:
         service_obj = purerpc.Service(
@@ -80,6 +83,15 @@ class ControlPlaneServicer(purerpc.Servicer):
                 mkv_dot_v1_dot_control__pb2.GetOperationResponse,
             )
         )
+        service_obj.add_method(
+            "SplitPartition",
+            self.SplitPartition,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.SplitPartitionRequest,
+                mkv_dot_v1_dot_control__pb2.SplitPartitionResponse,
+            )
+        )
         return service_obj
 
 
@@ -135,5 +147,13 @@ class ControlPlaneStub:
                 purerpc.Cardinality.UNARY_UNARY,
                 mkv_dot_v1_dot_control__pb2.GetOperationRequest,
                 mkv_dot_v1_dot_control__pb2.GetOperationResponse,
+            )
+        )
+        self.SplitPartition = self._client.get_method_stub(
+            "SplitPartition",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.SplitPartitionRequest,
+                mkv_dot_v1_dot_control__pb2.SplitPartitionResponse,
             )
         )
