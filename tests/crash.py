@@ -116,6 +116,49 @@ async def verify(server: ServerProcess, model: Model, rng: random.Random) -> Non
             assert (version or 0) <= attempted
 
 
+# Where splits cut (never inside a batch writer's keys: a batch that spans
+# partitions is not atomic, by design).
+SPLIT_POINTS = [b"b1-", b"c", *(f"s{w:02d}-".encode() for w in range(1, SINGLE_WRITERS))] + [
+    f"s{w:02d}-{k:02d}".encode() for w in range(SINGLE_WRITERS) for k in range(1, KEYS_PER_WRITER)
+]
+
+
+async def splitter(server: ServerProcess, rng: random.Random) -> None:
+    """Split partitions at random points, one after another, until killed."""
+    async with mkv.AdminClient.connect(server.control_addr) as admin:
+        while True:
+            await trio.sleep(rng.uniform(0, 0.2))
+            at = rng.choice(SPLIT_POINTS)
+            try:
+                owners = [
+                    p
+                    for p in await admin.list_partitions()
+                    if at in p.range and at != p.range.start
+                ]
+                if not owners:
+                    continue
+                operation_id = await admin.split_partition(owners[0].id, at)
+                await admin.wait_operation(operation_id, poll_interval=0.01)
+            except (mkv.UnavailableError, mkv.NotFoundError):
+                return
+            except mkv.MkvError:
+                continue  # refused (e.g. a concurrent change): try another
+
+
+async def check_partitions(server: ServerProcess, data_dir: Path) -> None:
+    """The partitions cover every key exactly once, and no directory is left
+    of a split that never committed."""
+    async with mkv.AdminClient.connect(server.control_addr) as admin:
+        parts = sorted(await admin.list_partitions(), key=lambda p: p.range.start)
+    assert parts[0].range.start == b"" and parts[-1].range.end is None, parts
+    for low, high in zip(parts, parts[1:], strict=False):
+        assert low.range.end == high.range.start, f"a gap or overlap: {low} {high}"
+    for p in parts:
+        assert p.state == "active", p
+    on_disk = {d.name for d in (data_dir / "partitions").iterdir() if d.is_dir()}
+    assert on_disk == {p.id for p in parts}, f"left behind: {on_disk - {p.id for p in parts}}"
+
+
 def integrity_check(data_dir: Path) -> None:
     for database in data_dir.glob("partitions/*/store.sqlite3"):
         conn = sqlite3.connect(database)
@@ -134,6 +177,7 @@ async def crash_cycles(
     server_args: tuple[str, ...] = (),
     power: Power | None = None,
     server_log: Path | None = None,
+    splits: bool = False,
 ) -> Model:
     """Run ``cycles`` kill -9 cycles; raise AssertionError on the first violation.
 
@@ -144,6 +188,9 @@ async def crash_cycles(
             fsynced.
         server_log: where the server's log goes (off the storage a power cut
             takes away); default next to ``data_dir``.
+        splits: split partitions online during each cycle, so kills land at
+            every stage of a split; the partitions are checked after each
+            restart to cover every key once.
     """
     rng = random.Random(seed)
     model = Model()
@@ -152,10 +199,14 @@ async def crash_cycles(
         await server.start()
         try:
             await verify(server, model, rng)
+            if splits:
+                await check_partitions(server, data_dir)
             async with (
                 mkv.Client.connect(server.data_addr) as client,
                 trio.open_nursery() as nursery,
             ):
+                if splits:
+                    nursery.start_soon(splitter, server, random.Random(rng.random()))
                 for writer in range(SINGLE_WRITERS):
                     writer_rng = random.Random(rng.random())
                     nursery.start_soon(single_writer, client, writer, model, writer_rng)
@@ -174,6 +225,8 @@ async def crash_cycles(
     await server.start()
     try:
         await verify(server, model, rng)
+        if splits:
+            await check_partitions(server, data_dir)
     finally:
         await server.stop()
     integrity_check(data_dir)

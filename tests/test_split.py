@@ -246,3 +246,24 @@ async def test_mkvctl_split_waits_with_progress(mkv_node: mkv.Node, mkv_client: 
         assert code == 0, stderr.getvalue()
         assert b"users" in stdout.getvalue()
         assert await mkv_client.get(b"v") == b"2"
+
+
+async def test_kill_9_at_random_points_of_splits_loses_nothing(tmp_path: Path) -> None:
+    from tests.crash import crash_cycles
+
+    with trio.fail_after(300):
+        model = await crash_cycles(tmp_path / "data", cycles=20, seed=1414, splits=True)
+    assert model.acks > 100
+
+
+@pytest.mark.slow
+async def test_soak_kill_9_during_splits(tmp_path: Path) -> None:
+    import os
+
+    from tests.crash import crash_cycles
+
+    seed = int(os.environ.get("MKV_SOAK_SEED") or random.randrange(2**32))
+    cycles = int(os.environ.get("MKV_SOAK_CYCLES", "200"))
+    print(f"soak: {cycles} kill -9 cycles during splits, MKV_SOAK_SEED={seed}")
+    with trio.fail_after(cycles * 10):
+        await crash_cycles(tmp_path / "data", cycles=cycles, seed=seed, splits=True)
