@@ -32,45 +32,49 @@ async def split(
 @pytest.mark.parametrize("store", ["sqlite", "memory", "caching"])
 async def test_split_moves_the_upper_keys_and_seqs_go_on(tmp_path: Path, store: str) -> None:
     with trio.fail_after(60):
-        async with running_node(tmp_path / "data", default_store=store) as node:
-            async with (
-                mkv.Client.connect(node.data_address) as client,
-                mkv.AdminClient.connect(node.control_address) as admin,
-            ):
-                keys = {f"k{i:03d}".encode(): f"v{i}".encode() for i in range(200)}
-                await client.upsert(keys)
-                before = {k: (await client.get_item(k)) for k in (b"k000", b"k150")}
-                child = await split(admin, "default", b"k100", "upper")
-                assert child.id == "upper"
-                # The parent's last seq at the cut-over: one upsert.
-                assert child.last_seq == 1
-                parts = {p.id: p for p in await admin.list_partitions()}
-                assert (parts["default"].range.start, parts["default"].range.end) == (b"", b"k100")
-                assert (parts["upper"].range.start, parts["upper"].range.end) == (b"k100", None)
-                assert parts["upper"].key_count == 100
-                assert parts["upper"].store == store
-                # Every key still reads back, with the seq it had.
-                for key, value in keys.items():
-                    assert await client.get(key) == value
-                for key, item in before.items():
-                    assert await client.get_item(key) == item
-                [ack] = await client.upsert({b"k150": b"new"})
-                assert ack.partition_id == "upper"
-                assert ack.seq == child.last_seq + 1
-                assert ack.seq > before[b"k150"].seq
-                # The parent purges the moved keys in the background.
-                with trio.fail_after(20):
-                    while True:
-                        parts = {p.id: p for p in await admin.list_partitions()}
-                        if parts["default"].key_count == 100:
-                            break
-                        await trio.sleep(0.05)
+        async with (
+            running_node(tmp_path / "data", default_store=store) as node,
+            mkv.Client.connect(node.data_address) as client,
+            mkv.AdminClient.connect(node.control_address) as admin,
+        ):
+            keys = {f"k{i:03d}".encode(): f"v{i}".encode() for i in range(200)}
+            await client.upsert(keys)
+            before = {k: (await client.get_item(k)) for k in (b"k000", b"k150")}
+            child = await split(admin, "default", b"k100", "upper")
+            assert child.id == "upper"
+            # The parent's last seq at the cut-over: one upsert.
+            assert child.last_seq == 1
+            parts = {p.id: p for p in await admin.list_partitions()}
+            assert (parts["default"].range.start, parts["default"].range.end) == (b"", b"k100")
+            assert (parts["upper"].range.start, parts["upper"].range.end) == (b"k100", None)
+            assert parts["upper"].key_count == 100
+            assert parts["upper"].store == store
+            # Every key still reads back, with the seq it had.
+            for key, value in keys.items():
+                assert await client.get(key) == value
+            for key, item in before.items():
+                assert await client.get_item(key) == item
+            [ack] = await client.upsert({b"k150": b"new"})
+            assert ack.partition_id == "upper"
+            assert ack.seq == child.last_seq + 1
+            moved = before[b"k150"]
+            assert moved is not None
+            assert ack.seq > moved.seq
+            # The parent purges the moved keys in the background.
+            with trio.fail_after(20):
+                while True:
+                    parts = {p.id: p for p in await admin.list_partitions()}
+                    if parts["default"].key_count == 100:
+                        break
+                    await trio.sleep(0.05)
         # After a restart both partitions come back with their keys.
-        async with running_node(tmp_path / "data", default_store=store) as node:
-            async with mkv.Client.connect(node.data_address) as client:
-                if store != "memory":
-                    assert await client.get(b"k150") == b"new"
-                    assert await client.get(b"k050") == b"v50"
+        async with (
+            running_node(tmp_path / "data", default_store=store) as node,
+            mkv.Client.connect(node.data_address) as client,
+        ):
+            if store != "memory":
+                assert await client.get(b"k150") == b"new"
+                assert await client.get(b"k050") == b"v50"
 
 
 async def test_split_refuses_bad_requests_clearly(
@@ -107,7 +111,8 @@ async def test_the_parent_answers_bad_node_naming_the_new_owner(
             response = await channel.unary(
                 DATA_SERVICE, "Get", data_pb2.GetRequest(key=b"z"), data_pb2.GetResponse
             )
-        assert response.status == data_pb2.OK and response.partition_id == "high"
+        assert response.status == data_pb2.OK
+        assert response.partition_id == "high"
         # A client holding the old map re-routes by itself.
         assert await mkv_client.get(b"z") == b"2"
         [ack] = await mkv_client.upsert({b"zz": b"3"})
@@ -167,12 +172,13 @@ async def test_a_watcher_of_the_moved_range_sees_every_change_once(
                 await trio.sleep(0.2)
                 stop.set()
             await handed_over.wait()
-            while len(seen) < len(written):
+            while len(seen) < len(written):  # noqa: ASYNC110 - the watcher appends, no event
                 await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
         assert [(k, v) for k, v, _ in seen] == written
         seqs = [s for _, _, s in seen]
-        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+        assert seqs == sorted(seqs)
+        assert len(set(seqs)) == len(seqs)
 
 
 async def test_split_under_concurrent_writers_and_readers_is_linearizable(
@@ -183,52 +189,52 @@ async def test_split_under_concurrent_writers_and_readers_is_linearizable(
     acked: dict[bytes, bytes] = {}
     keys = [f"{c}{i}".encode() for c in "agmt" for i in range(5)]
     with trio.fail_after(120):
-        async with running_node(tmp_path / "data") as node:
-            async with (
-                mkv.Client.connect(node.data_address) as client,
-                mkv.AdminClient.connect(node.control_address) as admin,
-            ):
-                await client.upsert({f"fill{i:05d}".encode(): b"x" * 100 for i in range(3000)})
-                stop = trio.Event()
+        async with (
+            running_node(tmp_path / "data") as node,
+            mkv.Client.connect(node.data_address) as client,
+            mkv.AdminClient.connect(node.control_address) as admin,
+        ):
+            await client.upsert({f"fill{i:05d}".encode(): b"x" * 100 for i in range(3000)})
+            stop = trio.Event()
 
-                async def worker(n: int) -> None:
-                    i = 0
-                    while not stop.is_set():
-                        key = rng.choice(keys)
-                        if rng.random() < 0.5:
-                            value = f"{n}-{i}".encode()
-                            token = history.invoke(n, key, "write", (value,))
-                            await client.upsert({key: value})
-                            history.complete(token, Outcome.OK)
-                            acked[key] = value
-                        else:
-                            token = history.invoke(n, key, "read")
-                            got = await client.get(key)
-                            history.complete(token, Outcome.OK, got)
-                        i += 1
+            async def worker(n: int) -> None:
+                i = 0
+                while not stop.is_set():
+                    key = rng.choice(keys)
+                    if rng.random() < 0.5:
+                        value = f"{n}-{i}".encode()
+                        token = history.invoke(n, key, "write", (value,))
+                        await client.upsert({key: value})
+                        history.complete(token, Outcome.OK)
+                        acked[key] = value
+                    else:
+                        token = history.invoke(n, key, "read")
+                        got = await client.get(key)
+                        history.complete(token, Outcome.OK, got)
+                    i += 1
 
-                async with trio.open_nursery() as nursery:
-                    for n in range(8):
-                        nursery.start_soon(worker, n)
-                    await trio.sleep(0.3)
-                    await split(admin, "default", b"g", "upper")
-                    await split(admin, "upper", b"m", "top")
-                    await trio.sleep(0.3)
-                    stop.set()
-                assert_linearizable(history.operations)
-                parts = {p.id: p for p in await admin.list_partitions()}
-                for key in keys:
-                    owner = "default" if key < b"g" else "upper" if key < b"m" else "top"
-                    item = await client.get_item(key)
-                    assert item is not None or key not in acked
-                    [ack] = await client.upsert({key: b"check"})
-                    assert ack.partition_id == owner
-                with trio.fail_after(30):
-                    while True:
-                        parts = {p.id: p for p in await admin.list_partitions()}
-                        if sum(p.key_count for p in parts.values()) == 3000 + len(keys):
-                            break
-                        await trio.sleep(0.1)
+            async with trio.open_nursery() as nursery:
+                for n in range(8):
+                    nursery.start_soon(worker, n)
+                await trio.sleep(0.3)
+                await split(admin, "default", b"g", "upper")
+                await split(admin, "upper", b"m", "top")
+                await trio.sleep(0.3)
+                stop.set()
+            assert_linearizable(history.operations)
+            parts = {p.id: p for p in await admin.list_partitions()}
+            for key in keys:
+                owner = "default" if key < b"g" else "upper" if key < b"m" else "top"
+                item = await client.get_item(key)
+                assert item is not None or key not in acked
+                [ack] = await client.upsert({key: b"check"})
+                assert ack.partition_id == owner
+            with trio.fail_after(30):
+                while True:
+                    parts = {p.id: p for p in await admin.list_partitions()}
+                    if sum(p.key_count for p in parts.values()) == 3000 + len(keys):
+                        break
+                    await trio.sleep(0.1)
 
 
 async def test_mkvctl_split_waits_with_progress(mkv_node: mkv.Node, mkv_client: mkv.Client) -> None:
@@ -239,7 +245,7 @@ async def test_mkvctl_split_waits_with_progress(mkv_node: mkv.Node, mkv_client: 
         stdout, stderr = io.BytesIO(), io.StringIO()
         code = await run(
             ["partitions", "split", "default", "u/", "--new-id", "users", "--wait"],
-            stdout,  # type: ignore[arg-type]
+            stdout,
             stderr,
             env={"MKV_CONTROL_ADDR": str(mkv_node.control_address)},
         )
