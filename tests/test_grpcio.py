@@ -251,3 +251,32 @@ async def test_a_method_of_the_other_plane_is_unimplemented(
         assert (await call(grpcio.data.PartitionMap, pb.PartitionMapRequest())).partitions
         listed = await call(grpcio.control.ListPartitions, cpb.ListPartitionsRequest())
         assert listed.partitions
+
+
+async def test_split_partition_from_the_protos_alone(grpcio: GrpcioClient) -> None:
+    with trio.fail_after(30):
+        for key in (b"apple", b"zebra"):
+            await call(grpcio.data.Upsert, upsert_request({key: b"v"}))
+        started = await call(
+            grpcio.control.SplitPartition,
+            cpb.SplitPartitionRequest(id="default", at=b"m", new_id="high"),
+        )
+        while True:
+            got = await call(
+                grpcio.control.GetOperation, cpb.GetOperationRequest(id=started.operation_id)
+            )
+            if got.operation.state != cpb.RUNNING:
+                break
+            await trio.sleep(0.02)
+        assert got.operation.state == cpb.DONE, got.operation.error_message
+        assert got.operation.kind == "split"
+        assert (got.operation.split.partition.id, got.operation.split.partition.start) == (
+            "high",
+            b"m",
+        )
+        written = await call(grpcio.data.Upsert, upsert_request({b"zebra": b"w"}))
+        assert written.partition_id == "high"
+        refused = await call_error(
+            grpcio.control.SplitPartition, cpb.SplitPartitionRequest(id="default", at=b"q")
+        )
+        assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
