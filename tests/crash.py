@@ -125,17 +125,20 @@ SPLIT_POINTS = [b"b1-", b"c", *(f"s{w:02d}-".encode() for w in range(1, SINGLE_W
 
 
 async def splitter(server: ServerProcess, rng: random.Random) -> None:
-    """Split partitions at random points, one after another, until killed."""
+    """Split partitions at random points, and merge neighbours back, one
+    after another, until killed."""
     async with mkv.AdminClient.connect(server.control_addr) as admin:
         while True:
             await trio.sleep(rng.uniform(0, 0.2))
             at = rng.choice(SPLIT_POINTS)
             try:
-                owners = [
-                    p
-                    for p in await admin.list_partitions()
-                    if at in p.range and at != p.range.start
-                ]
+                parts = sorted(await admin.list_partitions(), key=lambda p: p.range.start)
+                if len(parts) > 1 and rng.random() < 0.4:
+                    i = rng.randrange(len(parts) - 1)
+                    operation_id = await admin.merge_partitions(parts[i].id, parts[i + 1].id)
+                    await admin.wait_operation(operation_id, poll_interval=0.01)
+                    continue
+                owners = [p for p in parts if at in p.range and at != p.range.start]
                 if not owners:
                     continue
                 operation_id = await admin.split_partition(owners[0].id, at)
@@ -143,7 +146,7 @@ async def splitter(server: ServerProcess, rng: random.Random) -> None:
             except (mkv.UnavailableError, mkv.NotFoundError):
                 return
             except mkv.MkvError:
-                continue  # refused (e.g. a concurrent change): try another
+                continue  # refused (still purging, say): try another
 
 
 async def check_partitions(server: ServerProcess, data_dir: Path) -> None:
@@ -190,9 +193,9 @@ async def crash_cycles(
             fsynced.
         server_log: where the server's log goes (off the storage a power cut
             takes away); default next to ``data_dir``.
-        splits: split partitions online during each cycle, so kills land at
-            every stage of a split; the partitions are checked after each
-            restart to cover every key once.
+        splits: split and merge partitions online during each cycle, so
+            kills land at every stage of both; the partitions are checked
+            after each restart to cover every key once.
     """
     rng = random.Random(seed)
     model = Model()

@@ -273,3 +273,82 @@ async def test_soak_kill_9_during_splits(tmp_path: Path) -> None:
     print(f"soak: {cycles} kill -9 cycles during splits, MKV_SOAK_SEED={seed}")
     with trio.fail_after(cycles * 10):
         await crash_cycles(tmp_path / "data", cycles=cycles, seed=seed, splits=True)
+
+
+async def merge(admin: mkv.AdminClient, left: str, right: str) -> PartitionInfo:
+    operation_id = await admin.merge_partitions(left, right)
+    done = await admin.wait_operation(operation_id, poll_interval=0.02)
+    assert done.merged is not None
+    return done.merged
+
+
+async def merge_when_purged(admin: mkv.AdminClient, left: str, right: str) -> PartitionInfo:
+    """Merge, once ``left`` has purged what an earlier split moved out of it."""
+    with trio.fail_after(20):
+        while True:
+            try:
+                return await merge(admin, left, right)
+            except mkv.FailedPreconditionError:
+                await trio.sleep(0.05)
+
+
+@pytest.mark.parametrize("store", ["sqlite", "caching"])
+async def test_merge_joins_adjacent_partitions_and_seqs_go_on(tmp_path: Path, store: str) -> None:
+    with trio.fail_after(60):
+        async with (
+            running_node(tmp_path / "data", default_store=store) as node,
+            mkv.Client.connect(node.data_address) as client,
+            mkv.AdminClient.connect(node.control_address) as admin,
+        ):
+            await client.upsert({f"k{i:03d}".encode(): b"v" for i in range(100)})
+            await split(admin, "default", b"k050", "upper")
+            for i in range(30):
+                await client.upsert({b"k070": f"u{i}".encode()})
+            await client.remove(b"k060", b"k010")
+            seqs = {p.id: p.last_seq for p in await admin.list_partitions()}
+            survivor = await merge_when_purged(admin, "default", "upper")
+            assert survivor.id == "default"
+            assert survivor.range == mkv.KeyRange(b"", None)
+            assert survivor.key_count == 98
+            parts = await admin.list_partitions()
+            assert [p.id for p in parts] == ["default"]
+            assert await client.get(b"k070") == b"u29"
+            assert await client.get(b"k060") is None
+            assert await client.get(b"k010") is None
+            [ack] = await client.upsert({b"k070": b"merged"})
+            assert ack.partition_id == "default"
+            assert ack.seq > max(seqs.values())
+        async with (
+            running_node(tmp_path / "data", default_store=store) as node,
+            mkv.Client.connect(node.data_address) as client,
+            mkv.AdminClient.connect(node.control_address) as admin,
+        ):
+            assert await client.get(b"k070") == b"merged"
+            assert await client.get(b"k060") is None
+            assert [p.key_count for p in await admin.list_partitions()] == [98]
+            assert not (tmp_path / "data" / "partitions" / "upper").exists()
+
+
+async def test_merge_refuses_what_it_cannot_join(
+    mkv_client: mkv.Client, mkv_admin: mkv.AdminClient
+) -> None:
+    with trio.fail_after(30):
+        await split(mkv_admin, "default", b"m", "mid")
+        await split(mkv_admin, "mid", b"t", "top")
+        with pytest.raises(mkv.InvalidArgumentError, match="not adjacent"):
+            await mkv_admin.merge_partitions("default", "top")
+        with pytest.raises(mkv.InvalidArgumentError, match="lower one first"):
+            await mkv_admin.merge_partitions("mid", "default")
+        with pytest.raises(mkv.InvalidArgumentError, match="itself"):
+            await mkv_admin.merge_partitions("mid", "mid")
+        with pytest.raises(mkv.NotFoundError):
+            await mkv_admin.merge_partitions("mid", "nope")
+        top = await merge_when_purged(mkv_admin, "mid", "top")
+        assert top.range == mkv.KeyRange(b"m", None)
+        await mkv_admin.remove_partition("mid")
+        await mkv_admin.add_partition(start=b"m", end=b"t", partition_id="mem", store="memory")
+        await mkv_admin.add_partition(start=b"t", end=None, partition_id="mem2", store="memory")
+        with pytest.raises(mkv.InvalidArgumentError, match="same store kind"):
+            await mkv_admin.merge_partitions("default", "mem")
+        with pytest.raises(mkv.InvalidArgumentError, match="Memory partitions"):
+            await mkv_admin.merge_partitions("mem", "mem2")

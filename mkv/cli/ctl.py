@@ -8,6 +8,7 @@ mkvctl partitions restore nightly/users-42.sqlite3.manifest.json --id users
 mkvctl snapshot users nightly --wait        # progress on stderr, the manifest at the end
 mkvctl operations get 3f9a0c1d2e4b5a69      # a snapshot's state, progress and result
 mkvctl partitions split default u/ --new-id users --wait   # [u/, ∞) moves to "users"
+mkvctl partitions merge default users --wait   # and back
 mkvctl put greeting hello
 mkvctl get greeting                         # the value's bytes, as stored
 mkvctl del greeting other                   # how many of the keys existed
@@ -223,6 +224,16 @@ def _build_parser() -> _Parser:
     split.add_argument(
         "--wait", action="store_true", help="show progress until done, then print both partitions"
     )
+    merge = actions.add_parser(
+        "merge", parents=[common], help="merge RIGHT into LEFT, the partition just below it"
+    )
+    merge.add_argument("left", metavar="LEFT", help="the lower partition: it survives")
+    merge.add_argument(
+        "right", metavar="RIGHT", help="the partition whose range starts at LEFT's end"
+    )
+    merge.add_argument(
+        "--wait", action="store_true", help="wait until done, then print the survivor"
+    )
     restore = actions.add_parser(
         "restore", parents=[common], help="add a partition that starts from a snapshot"
     )
@@ -335,6 +346,8 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Request:
         fields.update(pipeline=None if stages is None else tuple(stages))
     elif command == "snapshot":
         fields.update(partition_id=args.partition, path=args.path, wait=args.wait)
+    elif command == "partitions merge":
+        fields.update(partition_id=args.left, path=args.right, wait=args.wait)
     elif command == "partitions split":
         fields.update(
             partition_id=args.id,
@@ -777,12 +790,16 @@ async def _partitions_split(request: Request, stderr: TextIO) -> bytes:
                 f"No answer from mkv at {request.address} within {request.timeout:g} seconds."
             )
 
+    merging = request.command == "partitions merge"
     async with AdminClient.connect(request.address, **request.credentials()) as admin:
-        operation_id = await call(
-            admin.split_partition(
-                request.partition_id, request.keys[0], new_id=request.path or None
+        if merging:
+            operation_id = await call(admin.merge_partitions(request.partition_id, request.path))
+        else:
+            operation_id = await call(
+                admin.split_partition(
+                    request.partition_id, request.keys[0], new_id=request.path or None
+                )
             )
-        )
         if not request.wait:
             if request.json:
                 return _json({"operation_id": operation_id})
@@ -799,6 +816,14 @@ async def _partitions_split(request: Request, stderr: TextIO) -> bytes:
             bar.close()
     if op.error is not None:
         raise op.error
+    if merging:
+        assert op.merged is not None
+        if request.json:
+            return _json({"operation_id": op.id, "partition": _partition_json(op.merged)})
+        return (
+            f"merged partition {request.path} into {op.merged.id}: "
+            f"{_range(op.merged, request.hex)} from seq {op.merged.last_seq + 1}\n"
+        ).encode()
     assert op.split is not None
     parent, child = op.split
     if request.json:
@@ -858,7 +883,7 @@ async def execute(request: Request, stdout: BinaryIO, stderr: TextIO) -> int:
                 output = await _snapshot(request, stderr)
             elif request.command == "partitions restore":
                 output = await _partitions_restore(request, stderr)
-            elif request.command == "partitions split":
+            elif request.command in ("partitions split", "partitions merge"):
                 output = await _partitions_split(request, stderr)
             else:
                 output = await _COMMANDS[request.command](request)

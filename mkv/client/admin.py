@@ -124,6 +124,8 @@ class OperationInfo:
     finished: float | None
     # Set when done (a split): the parent and the new partition at the cut-over.
     split: tuple[PartitionInfo, PartitionInfo] | None = None
+    # Set when done (a merge): the surviving partition.
+    merged: PartitionInfo | None = None
 
     @property
     def running(self) -> bool:
@@ -155,6 +157,7 @@ class OperationInfo:
                 if op.HasField("split")
                 else None
             ),
+            merged=PartitionInfo.from_proto(op.merged) if op.HasField("merged") else None,
         )
 
 
@@ -331,6 +334,24 @@ class AdminClient:
         key = at.encode() if isinstance(at, str) else at
         request = pb.SplitPartitionRequest(id=partition_id, at=key, new_id=new_id or "")
         response = await self._unary(SERVICE, "SplitPartition", request, pb.SplitPartitionResponse)
+        return response.operation_id
+
+    async def merge_partitions(self, left: str, right: str) -> str:
+        """Start merging the adjacent partitions ``left`` (the lower range) and
+        ``right`` into ``left``; returns the operation id (``wait_operation``
+        gives the survivor in its ``merged``).
+
+        Raises:
+            NotFoundError: no such partition.
+            InvalidArgumentError: not adjacent in that order, different store
+                kinds, or memory partitions.
+            FailedPreconditionError: one is not active, or ``left`` is still
+                purging keys of ``right``'s range.
+        """
+        request = pb.MergePartitionsRequest(left=left, right=right)
+        response = await self._unary(
+            SERVICE, "MergePartitions", request, pb.MergePartitionsResponse
+        )
         return response.operation_id
 
     async def get_operation(self, operation_id: str) -> OperationInfo:

@@ -14,6 +14,10 @@ Two optional fields make splits crash-safe (``docs/partitions.md``):
 child's files, and the parent keeps its whole range. A partition's
 ``"purge"`` lists ranges it gave away whose keys its store may still hold:
 they are removed in the background, and the field cleared once they are.
+``"merge"`` (``{"left": ..., "right": ...}``) names a merge in progress:
+while the catalog still names the right partition it did not commit (the
+left one purges the right one's range from its store, which may hold some of
+it); once it does not, it did, and the right one's files are deleted.
 """
 
 from __future__ import annotations
@@ -29,7 +33,13 @@ from mkv.errors import InvalidArgumentError, StorageError
 from mkv.router import KeyRange
 from mkv.store.files import write_atomically
 
-__all__ = ["Catalog", "CatalogEntry", "SplitInProgress", "check_partition_id"]
+__all__ = [
+    "Catalog",
+    "CatalogEntry",
+    "MergeInProgress",
+    "SplitInProgress",
+    "check_partition_id",
+]
 
 FORMAT = 1
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -66,11 +76,18 @@ class SplitInProgress:
 
 
 @attrs.frozen
+class MergeInProgress:
+    left: str
+    right: str
+
+
+@attrs.frozen
 class Catalog:
     partitions: Sequence[CatalogEntry]
     # Grows on every change, so clients can tell a stale partition map.
     map_version: int
     split: SplitInProgress | None = None
+    merge: MergeInProgress | None = None
 
     def to_json(self) -> bytes:
         doc: dict[str, object] = {
@@ -94,6 +111,8 @@ class Catalog:
         }
         if self.split is not None:
             doc["split"] = {"parent": self.split.parent, "child": self.split.child}
+        if self.merge is not None:
+            doc["merge"] = {"left": self.merge.left, "right": self.merge.right}
         return json.dumps(doc, indent=2).encode() + b"\n"
 
     @classmethod
@@ -112,6 +131,12 @@ class Catalog:
                 if not isinstance(pending[name], str) or not _ID_PATTERN.fullmatch(pending[name]):
                     raise ValueError(f"bad partition id {pending[name]!r} in the split")
             split = SplitInProgress(pending["parent"], pending["child"])
+        merge = None
+        if (merging := doc.get("merge")) is not None:
+            for name in ("left", "right"):
+                if not isinstance(merging[name], str) or not _ID_PATTERN.fullmatch(merging[name]):
+                    raise ValueError(f"bad partition id {merging[name]!r} in the merge")
+            merge = MergeInProgress(merging["left"], merging["right"])
         return cls(
             partitions=[
                 CatalogEntry(
@@ -132,6 +157,7 @@ class Catalog:
             ],
             map_version=int(doc["map_version"]),
             split=split,
+            merge=merge,
         )
 
     @staticmethod

@@ -18,6 +18,12 @@ from mkv.v1 import control_pb2 as pb
 __all__ = ["ControlPlane"]
 
 SPLIT = "split"
+MERGE = "merge"
+
+
+@attrs.frozen
+class MergeDone:
+    partition: PartitionReport
 
 
 @attrs.frozen
@@ -56,6 +62,7 @@ class ControlPlane:
             "Snapshot": (pb.SnapshotRequest, self.snapshot),
             "GetOperation": (pb.GetOperationRequest, self.get_operation),
             "SplitPartition": (pb.SplitPartitionRequest, self.split_partition),
+            "MergePartitions": (pb.MergePartitionsRequest, self.merge_partitions),
         }
 
     async def add_partition(self, request: pb.AddPartitionRequest) -> pb.AddPartitionResponse:
@@ -103,6 +110,21 @@ class ControlPlane:
 
         operation = self._snapshots.operations.start(SPLIT, request.id, work)
         return pb.SplitPartitionResponse(operation_id=operation.id)
+
+    async def merge_partitions(
+        self, request: pb.MergePartitionsRequest
+    ) -> pb.MergePartitionsResponse:
+        if not request.left or not request.right:
+            raise NotFoundError("MergePartitions needs the ids of two partitions.")
+        self._registry.check_merge(request.left, request.right)
+        registry = self._registry
+
+        async def work(operation: Operation) -> MergeDone:
+            merged = await registry.merge(request.left, request.right, operation)
+            return MergeDone(await registry.info(merged))
+
+        operation = self._snapshots.operations.start(MERGE, request.left, work)
+        return pb.MergePartitionsResponse(operation_id=operation.id)
 
     async def remove_partition(
         self, request: pb.RemovePartitionRequest
@@ -175,6 +197,8 @@ def _operation_to_proto(operation: Operation) -> pb.Operation:
                 partition=_to_proto(operation.result.partition),
             )
         )
+    if isinstance(operation.result, MergeDone):
+        message.merged.CopyFrom(_to_proto(operation.result.partition))
     if isinstance(operation.result, SnapshotResult):
         result, manifest = operation.result, operation.result.manifest
         message.snapshot.CopyFrom(

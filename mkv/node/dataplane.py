@@ -205,7 +205,7 @@ class DataPlane:
 
         def read(store: StateStore) -> tuple[int, list[Item | None]]:
             # Between two writes: the range now is the one this view is of.
-            partition.check_owned(*keys)
+            partition.check_owned(*keys, reading=True)
             items = store.get_many(keys)
             size = sum(len(item.value) for item in items if item is not None)
             if size > MAX_BATCH_GET_BYTES:
@@ -243,8 +243,8 @@ class DataPlane:
         def read(store: StateStore) -> tuple[int, list[tuple[bytes, Item]], bytes | None]:
             # The range as of this view (between two writes): a split may
             # have given the upper part away since the scan was routed.
-            partition.check_owned(start)
-            owned_end = partition.range.end
+            partition.check_owned(start, reading=True)
+            owned_end = partition.read_range.end
             stop = end if owned_end is None or (end is not None and end <= owned_end) else owned_end
             if stop is not None and stop <= start:
                 return store.last_seq(), [], stop

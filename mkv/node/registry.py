@@ -34,7 +34,13 @@ from mkv.errors import (
     leaves,
     shown,
 )
-from mkv.node.catalog import Catalog, CatalogEntry, SplitInProgress, check_partition_id
+from mkv.node.catalog import (
+    Catalog,
+    CatalogEntry,
+    MergeInProgress,
+    SplitInProgress,
+    check_partition_id,
+)
 from mkv.observe.logs import fields
 from mkv.operations import Operation
 from mkv.partition.feed import WATCH_RETENTION_BYTES
@@ -42,7 +48,7 @@ from mkv.partition.task import Cutover, Partition, PartitionState, Read, Remove
 from mkv.pipeline import UNOBSERVED, StageObserver, check_pipeline, default_pipeline
 from mkv.router import KeyRange, Router, format_key
 from mkv.snapshots.stores import install
-from mkv.snapshots.transfer import RangeFile, catch_up_to, copy_range
+from mkv.snapshots.transfer import RangeFile, absorb, catch_up_to, copy_range
 from mkv.store import (
     DEFAULT_CACHE_BYTES,
     StateStore,
@@ -68,6 +74,8 @@ REOPEN_MAX_DELAY = 30.0
 PURGE_CHUNK = 500
 # The file a split builds its new partition's state in (mkv.snapshots.transfer).
 _SPLIT_FILE = "split.sqlite3.tmp"
+# The file a merge builds the right partition's state in, in the left one's directory.
+_MERGE_FILE = "merge.sqlite3.tmp"
 
 
 @attrs.frozen
@@ -168,7 +176,8 @@ class PartitionRegistry:
                     if entry.purge:
                         self._purges[entry.id] = entry.purge
                 self._publish(catalog.map_version)
-                if catalog.split is not None:
+                await self._recover_merge(catalog)
+                if catalog.split is not None or catalog.merge is not None:
                     await self._save_catalog(catalog.map_version)
                 for partition_id in list(self._purges):
                     self._start_purge(self._partitions[partition_id])
@@ -338,7 +347,38 @@ class PartitionRegistry:
         )
         await trio.to_thread.run_sync(self._delete_files, child)
 
-    async def _save_catalog(self, map_version: int, split: SplitInProgress | None = None) -> None:
+    async def _recover_merge(self, catalog: Catalog) -> None:
+        """Finish or undo a merge the catalog records as in progress: if the
+        catalog still names the right partition the merge did not commit, and
+        the left one's store may hold some of the right one's keys (purged);
+        if not, it did, and the right one's files go."""
+        if catalog.merge is None:
+            return
+        left, right = catalog.merge.left, catalog.merge.right
+        await trio.to_thread.run_sync(
+            lambda: (self._directory(left) / _MERGE_FILE).unlink(missing_ok=True)
+        )
+        if left not in self._partitions:
+            return
+        if (other := self._partitions.get(right)) is not None:
+            # Purged by the task run() starts for every partition with purges.
+            self._purges[left] = (*self._purges.get(left, ()), other.range)
+            log.warning(
+                "the merge of partitions %s and %s did not finish before the node stopped; "
+                "both keep their ranges",
+                left,
+                right,
+                extra=fields(event="merge_rolled_back", partition=left),
+            )
+        else:
+            await trio.to_thread.run_sync(self._delete_files, right)
+
+    async def _save_catalog(
+        self,
+        map_version: int,
+        split: SplitInProgress | None = None,
+        merge: MergeInProgress | None = None,
+    ) -> None:
         catalog = Catalog(
             partitions=[
                 CatalogEntry(
@@ -348,6 +388,7 @@ class PartitionRegistry:
             ],
             map_version=map_version,
             split=split,
+            merge=merge,
         )
         await trio.to_thread.run_sync(catalog.save, self._catalog_path)
 
@@ -618,6 +659,168 @@ class PartitionRegistry:
             await copy_range(operation, parent, moved, target)
             operation.report("cut-over", 0, 0)
             await parent.submit(Cutover(keep, moved, child_id, at_release))
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(target.close)
+
+    def check_merge(self, left_id: str, right_id: str) -> tuple[Partition, Partition]:
+        """The two partitions to merge, if the merge may begin now (see ``merge``)."""
+        found = []
+        for partition_id in (left_id, right_id):
+            partition = self._partitions.get(partition_id)
+            if partition is None:
+                raise NotFoundError(f"No partition with id {shown(partition_id)}.")
+            if partition.state is not PartitionState.ACTIVE:
+                raise FailedPreconditionError(
+                    f"Partition {partition_id} is {partition.state.value}; only active "
+                    "partitions can be merged."
+                )
+            found.append(partition)
+        left, right = found
+        if left is right:
+            raise InvalidArgumentError("A partition cannot be merged with itself.")
+        if left.range.end != right.range.start:
+            order = " (give the lower one first)" if right.range.end == left.range.start else ""
+            raise InvalidArgumentError(
+                f"Partitions {left.id} {left.range} and {right.id} {right.range} are not "
+                f"adjacent{order}: only a range that ends where the other starts can be merged."
+            )
+        if left.store_kind != right.store_kind:
+            raise InvalidArgumentError(
+                f"Partition {left.id} is {left.store_kind} and {right.id} is "
+                f"{right.store_kind}: only partitions of the same store kind can be merged."
+            )
+        if left.store_kind == "memory":
+            raise InvalidArgumentError(
+                "Memory partitions cannot be merged: the merge reopens the left one, and a "
+                "memory partition keeps its keys only while it runs."
+            )
+        if any(rng.overlaps(right.range) for rng in self._purges.get(left.id, ())):
+            raise FailedPreconditionError(
+                f"Partition {left.id} is still purging keys of {right.range} it gave away; "
+                "retry once it is done."
+            )
+        return left, right
+
+    async def merge(self, left_id: str, right_id: str, operation: Operation) -> Partition:
+        """Merge the adjacent partitions ``left_id`` and ``right_id`` (in key
+        order, same store kind) into ``left_id``, which then owns both ranges
+        and numbers its writes above every seq either had given. Returns it.
+
+        The right one's state is copied at one seq while both serve, then
+        caught up; at the cut-over (in the right one's order) the left one
+        is closed, the copy written into its store, and it is reopened on
+        both ranges; both partitions refuse requests meanwhile (clients
+        retry). Crash-safe: the catalog records the merge first, and one
+        catalog write commits it (see ``_recover_merge``).
+
+        Raises:
+            NotFoundError, InvalidArgumentError, FailedPreconditionError: see
+                ``check_merge``.
+        """
+        async with self._lock:
+            if self._closing.is_set():
+                raise UnavailableError("The server is shutting down.")
+            left, right = self.check_merge(left_id, right_id)
+            version = self._router.version
+            await self._save_catalog(version, merge=MergeInProgress(left.id, right.id))
+            survivor: list[Partition] = []
+            try:
+                await self._merge(left, right, operation, survivor)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(
+                        lambda: (left.directory / _MERGE_FILE).unlink(missing_ok=True)
+                    )
+                    if survivor:
+                        right.close()
+                        await right.wait_stopped()
+                        await trio.to_thread.run_sync(self._delete_files, right.id)
+                    await self._save_catalog(self._router.version)
+            merged = survivor[0]
+            log.info(
+                "merged partition %s into %s: %s from seq %d",
+                right.id,
+                left.id,
+                merged.range,
+                merged.last_seq() + 1,
+                extra=fields(event="partitions_merged", partition=left.id, seq=merged.last_seq()),
+            )
+            return merged
+
+    async def _merge(
+        self, left: Partition, right: Partition, operation: Operation, survivor: list[Partition]
+    ) -> None:
+        target = await trio.to_thread.run_sync(RangeFile, left.directory / _MERGE_FILE, right.range)
+        merged = CatalogEntry(
+            left.id,
+            KeyRange(left.range.start, right.range.end),
+            left.store_kind,
+            left.pipeline_specs,
+            tuple(r for r in self._purges.get(left.id, ()) if not r.overlaps(right.range)),
+        )
+        before = CatalogEntry(
+            left.id, left.range, left.store_kind, left.pipeline_specs, self._purges.get(left.id, ())
+        )
+
+        async def at_release(seq: int, timestamp: int) -> None:
+            # Right applies nothing until this returns; left is closed meanwhile.
+            await catch_up_to(right.feed, target, seq)
+            await trio.to_thread.run_sync(target.finish, seq, timestamp)
+            left.close()
+            await left.wait_stopped()
+            top = max(left.last_seq(), seq)
+            try:
+                await trio.to_thread.run_sync(
+                    absorb,
+                    left.store_kind,
+                    left.directory,
+                    self._store_options(left.id),
+                    target.path,
+                    right.range,
+                    top,
+                    timestamp,
+                )
+                partition = await self._start(merged)
+            except BaseException:
+                # Left goes on with its own range; its store may hold some of
+                # right's keys now, which it purges.
+                with trio.CancelScope(shield=True):
+                    self._purges[left.id] = (*before.purge, right.range)
+                    restarted = await self._start(before)
+                    await self._save_catalog(self._router.version)
+                    self._start_purge(restarted)
+                raise
+            del self._partitions[right.id]
+            self._purges.pop(right.id, None)
+            if merged.purge:
+                self._purges[left.id] = merged.purge
+            else:
+                self._purges.pop(left.id, None)
+            version = self._router.version + 1
+            try:
+                # The commit: the catalog names the merged range, not right.
+                await self._save_catalog(version, merge=MergeInProgress(left.id, right.id))
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    partition.close()
+                    await partition.wait_stopped()
+                    self._partitions[right.id] = right
+                    self._purges[left.id] = (*before.purge, right.range)
+                    restarted = await self._start(before)
+                    self._start_purge(restarted)
+                raise
+            survivor.append(partition)
+            self._publish(version)
+
+        try:
+            await copy_range(operation, right, right.range, target)
+            operation.report("cut-over", 0, 0)
+            await right.submit(
+                Cutover(
+                    KeyRange(right.range.start, right.range.start), right.range, left.id, at_release
+                )
+            )
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(target.close)

@@ -220,6 +220,9 @@ class Partition:
         """
         self.id = partition_id
         self.range = key_range
+        # The range reads are answered for: ``range`` as of the last request
+        # released (see check_owned).
+        self.read_range = key_range
         self.store_kind = store_kind
         self.pipeline_specs = tuple(pipeline)
         self.directory = directory
@@ -272,7 +275,7 @@ class Partition:
                 # Nothing ahead of it: the store holds what the queue would
                 # show it. Read before yielding, so nothing can come between.
                 try:
-                    self.check_owned(command.key)
+                    self.check_owned(command.key, reading=True)
                     item = self._get(command.key)
                 finally:
                     await trio.lowlevel.checkpoint()
@@ -297,18 +300,19 @@ class Partition:
             self._outstanding.discard(pending)
         if pending.error is not None:
             raise pending.error
-        if isinstance(command, Get):
-            # Answered after a cut-over that gave its key away: the answer
-            # may predate writes the new owner has taken since.
-            self.check_owned(command.key)
         return pending.result
 
-    def check_owned(self, *keys: bytes) -> None:
-        """Raises:
-        MovedError: a key is outside the partition's range now (a split
-        gave it away): the caller re-routes.
+    def check_owned(self, *keys: bytes, reading: bool = False) -> None:
+        """Check that the partition owns ``keys``: for a mutation, as of its
+        admission (``range``); for a read, in release order (``read_range``,
+        which a cut-over changes only once every request admitted before it
+        is answered, so a read ordered before it is answered here).
+
+        Raises:
+            MovedError: a key is outside the range (a split or merge gave it
+                away): the caller re-routes.
         """
-        rng = self.range
+        rng = self.read_range if reading else self.range
         low, high = min(keys), max(keys)
         if low >= rng.start and (rng.end is None or high < rng.end):
             return
@@ -760,6 +764,7 @@ class Partition:
                 pending.fail(InternalError(f"The cut-over of partition {self.id} failed."))
                 return
             raise
+        self.read_range = command.keep
         self.moves.append(Move(command.moved, command.owner, seq))
         # Watchers of the moved range end now, even with no write to wake them.
         self._feed_changed.set()
@@ -769,8 +774,9 @@ class Partition:
     def _read(self, pending: _Pending) -> None:
         assert isinstance(pending.command, Get)
         try:
+            self.check_owned(pending.command.key, reading=True)
             pending.resolve(self._get(pending.command.key))
-        except StorageError as exc:
+        except (StorageError, MovedError) as exc:
             pending.fail(exc)
 
     def _get(self, key: bytes) -> Item | None:

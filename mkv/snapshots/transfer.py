@@ -39,14 +39,16 @@ from mkv.partition.task import Partition, Read
 from mkv.records import Write
 from mkv.router import KeyRange
 from mkv.snapshots.stores import Capture, begin_capture
-from mkv.store.sqlite import create_layout
+from mkv.store import StoreOptions, open_store
+from mkv.store.sqlite import LayoutReader, create_layout
 
-__all__ = ["RangeFile", "catch_up_to", "copy_range", "feed_writes"]
+__all__ = ["RangeFile", "absorb", "catch_up_to", "copy_range", "feed_writes"]
 
 # Feed bytes read per catch-up step (each is one transaction on the range file).
 CATCH_UP_BYTES = 4 * 1024 * 1024
 _CAPTURE_NAME = "transfer-capture.sqlite3.tmp"
 _UPSERT = "INSERT OR REPLACE INTO kv (key, value, seq, ts) VALUES (?, ?, ?, ?)"
+_ROWS_PER_APPLY = 10_000
 
 
 class RangeFile:
@@ -235,3 +237,41 @@ async def catch_up_to(feed: ChangeFeed, target: RangeFile, seq: int) -> None:
 def _create_empty(path: Path) -> None:
     path.unlink(missing_ok=True)
     path.touch()
+
+
+def absorb(
+    kind: str,
+    directory: Path,
+    options: StoreOptions,
+    source: Path,
+    key_range: KeyRange,
+    seq: int,
+    timestamp: int,
+) -> None:
+    """Write the range file ``source`` into the closed store of ``kind`` in
+    ``directory`` (a merge's survivor), replacing whatever that store holds in
+    the file's range, and leave the store's ``last_seq`` at ``seq`` (above
+    both partitions' numbers); blocking.
+
+    Raises:
+        StorageError: a store cannot be read or written.
+    """
+    store = open_store(kind, directory, logged=True, options=options)
+    try:
+        # Keys the survivor's store still holds there (from a range it once
+        # gave away, or an earlier merge a crash cut short) must not come
+        # back: only the file's rows stand.
+        while stale := store.scan(key_range.start, key_range.end, _ROWS_PER_APPLY, keys_only=True):
+            store.apply([Write(deletes=[key for key, _ in stale], seq=store.last_seq())])
+        with LayoutReader(source) as reader:
+            for batch in reader.batches(_ROWS_PER_APPLY):
+                store.apply(
+                    [
+                        Write(puts=[(key, item.value)], seq=item.seq, timestamp=item.timestamp)
+                        for key, item in batch
+                    ]
+                )
+        store.apply([Write(seq=seq, timestamp=timestamp)])
+        store.sync()
+    finally:
+        store.close()

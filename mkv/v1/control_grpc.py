@@ -24,6 +24,9 @@ class ControlPlaneServicer(purerpc.Servicer):
     async def SplitPartition(self, input_message):
         raise NotImplementedError()
 
+    async def MergePartitions(self, input_message):
+        raise NotImplementedError()
+
     @property
     def service(self) -> purerpc.Service:
         service_obj = purerpc.Service(
@@ -92,6 +95,15 @@ class ControlPlaneServicer(purerpc.Servicer):
                 mkv_dot_v1_dot_control__pb2.SplitPartitionResponse,
             )
         )
+        service_obj.add_method(
+            "MergePartitions",
+            self.MergePartitions,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.MergePartitionsRequest,
+                mkv_dot_v1_dot_control__pb2.MergePartitionsResponse,
+            )
+        )
         return service_obj
 
 
@@ -155,5 +167,13 @@ class ControlPlaneStub:
                 purerpc.Cardinality.UNARY_UNARY,
                 mkv_dot_v1_dot_control__pb2.SplitPartitionRequest,
                 mkv_dot_v1_dot_control__pb2.SplitPartitionResponse,
+            )
+        )
+        self.MergePartitions = self._client.get_method_stub(
+            "MergePartitions",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.MergePartitionsRequest,
+                mkv_dot_v1_dot_control__pb2.MergePartitionsResponse,
             )
         )
