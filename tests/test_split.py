@@ -352,3 +352,22 @@ async def test_merge_refuses_what_it_cannot_join(
             await mkv_admin.merge_partitions("default", "mem")
         with pytest.raises(mkv.InvalidArgumentError, match="Memory partitions"):
             await mkv_admin.merge_partitions("mem", "mem2")
+
+
+async def test_mkv_client_watch_follows_the_moved_range_by_itself(
+    mkv_client: mkv.Client, mkv_admin: mkv.AdminClient
+) -> None:
+    with trio.fail_after(30):
+        await mkv_client.upsert({b"a": b"0"})  # so that from_seq below is not 0 ("now")
+        [first] = await mkv_client.upsert({b"w/1": b"a"})
+        got: list[tuple[bytes, bytes | None]] = []
+        async with mkv_client.watch(b"w/", b"w0", from_seq=first.seq - 1) as changes:
+            async for change in changes:
+                got.append((change.key, change.value))
+                if len(got) == 1:
+                    await split(mkv_admin, "default", b"t", "upper")
+                    await mkv_client.upsert({b"w/2": b"b"})
+                    await mkv_client.remove(b"w/1")
+                if len(got) == 3:
+                    break
+        assert got == [(b"w/1", b"a"), (b"w/2", b"b"), (b"w/1", None)]
