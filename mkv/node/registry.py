@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -43,7 +44,7 @@ from mkv.node.catalog import (
 )
 from mkv.observe.logs import fields
 from mkv.operations import Operation
-from mkv.partition.feed import WATCH_RETENTION_BYTES
+from mkv.partition.feed import WATCH_RETENTION_BYTES, ChangeFeed
 from mkv.partition.task import Cutover, Partition, PartitionState, Read, Remove
 from mkv.pipeline import UNOBSERVED, StageObserver, check_pipeline, default_pipeline
 from mkv.router import KeyRange, Router, format_key
@@ -634,12 +635,16 @@ class PartitionRegistry:
 
         async def at_release(seq: int, timestamp: int) -> None:
             # The parent applies nothing until this returns: keep it short.
+            began = time.monotonic()
             await catch_up_to(parent.feed, target, seq)
             await trio.to_thread.run_sync(target.finish, seq, timestamp)
             await trio.to_thread.run_sync(
                 install, entry.store, directory, target.path, self._store_options(child_id)
             )
             child = await self._start(entry)
+            # Positions taken on the parent stay good on the child while the
+            # parent's feed still held them (until the child restarts).
+            child.feed.inherit(parent.feed, moved.start, moved.end)
             version = self._router.version + 1
             before = self._purges.get(parent.id, ())
             self._purges[parent.id] = (*before, moved)
@@ -654,6 +659,14 @@ class PartitionRegistry:
                 raise
             committed.append(child)
             self._publish(version)
+            log.info(
+                "partition %s: cut-over to %s at seq %d took %.1f ms",
+                parent.id,
+                child_id,
+                seq,
+                (time.monotonic() - began) * 1000,
+                extra=fields(event="cut_over", partition=parent.id, seq=seq),
+            )
 
         try:
             await copy_range(operation, parent, moved, target)
@@ -763,7 +776,7 @@ class PartitionRegistry:
             left.id, left.range, left.store_kind, left.pipeline_specs, self._purges.get(left.id, ())
         )
 
-        async def at_release(seq: int, timestamp: int) -> None:
+        async def at_release(seq: int, timestamp: int) -> int:
             # Right applies nothing until this returns; left is closed meanwhile.
             await catch_up_to(right.feed, target, seq)
             await trio.to_thread.run_sync(target.finish, seq, timestamp)
@@ -782,6 +795,11 @@ class PartitionRegistry:
                     timestamp,
                 )
                 partition = await self._start(merged)
+                # Left's own history numbers below ``top`` too, and right's is
+                # not in it: a watcher resumes from ``top`` (right's watchers
+                # are told so), and any older position is refused, not
+                # answered with a gap.
+                partition.feed = ChangeFeed(partition.feed.max_bytes, top)
             except BaseException:
                 # Left goes on with its own range; its store may hold some of
                 # right's keys now, which it purges.
@@ -812,6 +830,7 @@ class PartitionRegistry:
                 raise
             survivor.append(partition)
             self._publish(version)
+            return top
 
         try:
             await copy_range(operation, right, right.range, target)

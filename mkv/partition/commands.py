@@ -76,14 +76,16 @@ class Cutover:
     numbered by this partition. In its turn at release, once every write
     admitted before it is applied, ``at_release(seq, timestamp)`` is awaited
     with the partition's last applied seq and timestamp; the partition
-    applies nothing meanwhile (the pause of a split's cut-over). If it
-    raises, the range is given back and the error is the command's answer.
+    applies nothing meanwhile (the pause of a split's cut-over). It returns
+    the seq a watcher of ``moved`` resumes from on ``owner`` (None: the seq
+    it was given). If it raises, the range is given back and the error is
+    the command's answer.
     """
 
     keep: KeyRange
     moved: KeyRange
     owner: str
-    at_release: Callable[[int, int], Awaitable[None]]
+    at_release: Callable[[int, int], Awaitable[int | None]]
 
 
 Command = Upsert | Remove | Increment | Get | Read | Cutover

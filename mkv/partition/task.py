@@ -752,7 +752,7 @@ class Partition:
         assert self._store is not None
         seq = self._last_applied
         try:
-            await command.at_release(seq, self._store.last_timestamp())
+            resume = await command.at_release(seq, self._store.last_timestamp())
         except BaseException as exc:
             # Not handed over: the range is this partition's again.
             self.range = KeyRange(command.keep.start, command.moved.end)
@@ -765,7 +765,7 @@ class Partition:
                 return
             raise
         self.read_range = command.keep
-        self.moves.append(Move(command.moved, command.owner, seq))
+        self.moves.append(Move(command.moved, command.owner, seq if resume is None else resume))
         # Watchers of the moved range end now, even with no write to wake them.
         self._feed_changed.set()
         self._feed_changed = trio.Event()

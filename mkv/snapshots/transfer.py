@@ -119,6 +119,14 @@ class RangeFile:
             raise StorageError(f"Catching up {self.path} failed ({exc}).") from exc
         return self.seq
 
+    def sync(self) -> None:
+        """fsync what is written so far, so that ``finish`` (at a cut-over,
+        while the source waits) has only the catch-up's pages to flush."""
+        try:
+            _fsync(self.path)
+        except OSError as exc:
+            raise StorageError(f"Syncing {self.path} failed ({exc}).") from exc
+
     def finish(self, seq: int, timestamp: int) -> None:
         """Mark the state as the source's at ``seq`` (every write up to it
         applied) and make the file durable; the file is closed."""
@@ -127,11 +135,7 @@ class RangeFile:
             self._set_meta(max(seq, self.seq), max(timestamp, self.timestamp))
             self._conn.execute("COMMIT")
             self._conn.close()
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync(self.path)
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"Finishing {self.path} failed ({exc}).") from exc
 
@@ -218,6 +222,10 @@ async def copy_range(
     while partition.last_seq() - target.seq >= settle_writes:
         operation.report("catch-up", target.seq, partition.last_seq(), "seq")
         await catch_up_to(partition.feed, target, partition.last_seq())
+    operation.report("sync", 0, 0)
+    await trio.to_thread.run_sync(target.sync)
+    # Writes that came during the fsync: the fewer left, the shorter the cut-over.
+    await catch_up_to(partition.feed, target, partition.last_seq())
 
 
 async def catch_up_to(feed: ChangeFeed, target: RangeFile, seq: int) -> None:
@@ -232,6 +240,14 @@ async def catch_up_to(feed: ChangeFeed, target: RangeFile, seq: int) -> None:
             # Only failed writes (numbered, never applied) are left.
             break
         await trio.to_thread.run_sync(target.apply, writes)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _create_empty(path: Path) -> None:
