@@ -371,3 +371,21 @@ async def test_mkv_client_watch_follows_the_moved_range_by_itself(
                 if len(got) == 3:
                     break
         assert got == [(b"w/1", b"a"), (b"w/2", b"b"), (b"w/1", None)]
+
+
+async def test_a_position_taken_on_the_parent_resumes_on_the_new_partition(
+    mkv_client: mkv.Client, mkv_admin: mkv.AdminClient
+) -> None:
+    with trio.fail_after(30):
+        [first] = await mkv_client.upsert({b"w/1": b"a"})
+        await mkv_client.upsert({b"a": b"elsewhere"})
+        await mkv_client.upsert({b"w/2": b"b"})
+        await split(mkv_admin, "default", b"t", "upper")
+        await mkv_client.upsert({b"w/3": b"c"})
+        got = []
+        async with mkv_client.watch(b"w/", b"w0", from_seq=first.seq) as changes:
+            async for change in changes:
+                got.append((change.key, change.value))
+                if len(got) == 2:
+                    break
+        assert got == [(b"w/2", b"b"), (b"w/3", b"c")]
