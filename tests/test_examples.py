@@ -43,7 +43,6 @@ async def test_session_counter_counts_every_click_exactly_once(layout: str) -> N
             # The README's layout: the position and the sessions live in
             # another partition than the clicks, with other numbers.
             await split(node, "default", b"m")
-            await client.upsert({b"zz": b"%d" % i for i in range(50)})
             for i in range(50):
                 await client.upsert({b"zz": b"%d" % i})
 
