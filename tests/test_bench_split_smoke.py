@@ -23,6 +23,7 @@ async def test_bench_split_smoke_run_reports_every_figure(tmp_path: Path) -> Non
             json_out=tmp_path / "bench.json",
         )
     assert results["split_seconds"] > 0
+    assert results["cut_over_ms_server"] > 0
     for side in ("staying", "moving"):
         assert results[side]["before"]["ops"] > 0, side
         assert results[side]["during"]["latency_ms"]["p99"] >= 0, side
