@@ -533,6 +533,9 @@ class PartitionRegistry:
                 raise
             except Exception as exc:
                 raise StorageError(f"Reopening partition {partition_id} failed: {exc}") from exc
+            if partition_id in self._purges:
+                # The failed partition's purge stopped with it.
+                self._start_purge(partition)
             log.info(
                 "reopened partition %s from seq %d",
                 partition_id,
