@@ -159,6 +159,8 @@ async def test_mkvctl_reads_a_token_file_or_the_environment(
     code, err = await mkvctl("partitions", "list", env={})
     assert code == 1
     assert "requires a token" in err
+    # Says where mkvctl takes one from, not only the header a gRPC client sends.
+    assert err.endswith("Give mkvctl the token with --token-file PATH or $MKV_TOKEN.\n")
     code, err = await mkvctl("partitions", "list", "--token-file", str(token_file), env={})
     assert (code, err) == (0, "")
     code, err = await mkvctl("partitions", "list", env={"MKV_TOKEN": TOKEN})
@@ -166,6 +168,7 @@ async def test_mkvctl_reads_a_token_file_or_the_environment(
     code, err = await mkvctl("partitions", "list", env={"MKV_TOKEN": "wrong"})
     assert code == 1
     assert "not the control plane's token" in err
+    assert "--token-file PATH or $MKV_TOKEN" in err
     code, err = await mkvctl(
         "partitions", "list", "--token-file", str(token_file.parent / "missing"), env={}
     )

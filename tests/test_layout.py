@@ -74,7 +74,16 @@ FORBIDDEN: list[tuple[str, tuple[str, ...], str]] = [
 
 # Modules at the top of mkv/ that client and server share: they import only
 # each other and generated code, so either side may use them.
-SHARED_LEAVES = ("mkv.errors", "mkv.wire", "mkv.router", "mkv.records", "mkv.limits", "mkv.worker")
+SHARED_LEAVES = (
+    "mkv.errors",
+    "mkv.wire",
+    "mkv.router",
+    "mkv.records",
+    "mkv.limits",
+    "mkv.worker",
+    "mkv.units",
+    "mkv.version",
+)
 
 # The rows of docs/architecture.md's picture, top first: a package (or
 # top-level module) imports only packages of lower rows. Every package must

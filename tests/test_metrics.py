@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -281,3 +282,14 @@ def test_observability_settings_from_toml(tmp_path: Path) -> None:
     path.write_text('log_format = "xml"\n')
     with pytest.raises(ConfigError, match="log_format"):
         Config.load(path)
+
+
+async def test_build_info_names_the_version(node: mkv.Node) -> None:
+    with trio.fail_after(TIMEOUT):
+        samples = await scrape(node)
+    [(labels, sample)] = [
+        (dict(labels), v) for (name, labels), v in samples.items() if name == "mkv_build_info"
+    ]
+    assert sample == 1
+    assert labels["version"] == mkv.__version__
+    assert labels["python"] == platform.python_version()

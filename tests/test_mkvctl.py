@@ -6,10 +6,13 @@ import base64
 import io
 import json
 import os
+import platform
 import re
+import shutil
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -18,6 +21,7 @@ import trio
 
 import mkv
 from mkv.cli.ctl import run
+from mkv.pipeline.clock import format_timestamp
 from tests.processes import ServerProcess
 
 
@@ -102,19 +106,25 @@ async def test_put_get_del_round_trip(ctl: Ctl, mkv_client: mkv.Client) -> None:
         assert missing.err == "mkvctl: key not found: greeting\n"
 
 
-async def test_json_round_trip(ctl: Ctl) -> None:
+async def test_json_round_trip(ctl: Ctl, mkv_client: mkv.Client) -> None:
     with trio.fail_after(10):
         # Options work after the command as well as before it.
         put = (await ctl("put", "k", "välue", "--json")).json()
         assert put["partition"] == "default"
         got = (await ctl("--json", "get", "k")).json()
+        item = await mkv_client.get_item(b"k")
+        assert item is not None
         assert got == {
             "key": "k",
             "key_base64": base64.b64encode(b"k").decode(),
             "value": "välue",
             "value_base64": base64.b64encode("välue".encode()).decode(),
             "seq": put["seq"],
+            # The write's timestamp as stored, and as ISO 8601 UTC.
+            "timestamp": item.timestamp,
+            "time": format_timestamp(item.timestamp),
         }
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z(/\d+)?", got["time"])
         deleted = (await ctl("--json", "del", "k", "other")).json()
         assert deleted["removed"] == 1
         assert [(a["partition"], a["removed"]) for a in deleted["acks"]] == [("default", 1)]
@@ -181,20 +191,33 @@ async def test_partitions_list_table(ctl: Ctl) -> None:
         header, row, *rest = listing.text.splitlines()
         assert rest == []
         # Columns are separated by two or more spaces; cells hold single spaces.
+        # No PIPELINE column: it made rows too wide (--json has the pipeline).
         assert re.split(r"\s{2,}", header) == [
             "ID",
             "RANGE",
             "STORE",
-            "PIPELINE",
             "STATE",
             "KEYS",
             "SIZE",
             "LAST SEQ",
         ]
         cells = re.split(r"\s{2,}", row)
-        assert cells[:6] == ["default", "['', ∞)", "sqlite", "timestamp wal", "active", "3"]
-        assert re.fullmatch(r"\d+(\.\d)? (B|KiB|MiB)", cells[6])
-        assert cells[7] == "3"  # last seq: three puts, one seq each
+        assert cells[:5] == ["default", "['', ∞)", "sqlite", "active", "3"]
+        assert re.fullmatch(r"\d+(\.\d)? (B|KiB|MiB)", cells[5])
+        assert cells[6] == "3"  # last seq: three puts, one seq each
+        # A long id, a long range and a long pipeline still fit a terminal.
+        long_pipeline = ["timestamp", "max-value-size:64KiB", "sanitize-json:a.b.c", "wal:always"]
+        assert (await ctl("partitions", "remove", "default")).code == 0
+        added = await ctl(
+            "partitions", "add", "--id", "customer-sessions", "--start", "session:2024-01:",
+            "--end", "session:2024-12;", "--store", "caching",
+            "--pipeline", " ".join(long_pipeline),
+        )  # fmt: skip
+        assert added.code == 0, added.err
+        listing = await ctl("partitions", "list")
+        assert max(len(line) for line in listing.text.splitlines()) <= 100
+        [long] = (await ctl("--json", "partitions", "list")).json()["partitions"]
+        assert (long["id"], long["pipeline"]) == ("customer-sessions", long_pipeline)
 
 
 async def test_partitions_add_with_a_pipeline(ctl: Ctl) -> None:
@@ -325,8 +348,15 @@ async def test_usage_errors_exit_2() -> None:
             assert "error:" in result.err
         helped = await mkvctl("--help")
         assert helped.code == 0
-        for command in ("partitions", "put", "get", "del", "--json", "--data-addr"):
+        for command in ("partitions", "put", "get", "del", "status", "--json", "--data-addr"):
             assert command in helped.text
+        # --json says what scan and watch print: not one document but JSON Lines.
+        assert "JSON Lines" in " ".join(helped.text.split())
+        version = await mkvctl("--version")
+        assert (version.code, version.text) == (
+            0,
+            f"mkvctl {mkv.__version__} (Python {platform.python_version()})\n",
+        )
 
 
 async def test_nothing_listening() -> None:
@@ -352,10 +382,11 @@ async def test_a_server_that_never_answers_times_out() -> None:
 # -- as a real command -------------------------------------------------------
 
 
-async def mkvctl_process(*argv: str) -> trio.CompletedProcess[bytes]:
+async def mkvctl_process(*argv: str, stdin: bytes = b"") -> trio.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MKV_")}
     return await trio.run_process(
         [sys.executable, "-m", "mkv.cli.ctl", *argv],
+        stdin=stdin,
         capture_stdout=True,
         capture_stderr=True,
         check=False,
@@ -445,3 +476,190 @@ async def test_partitions_reopen_refuses_a_partition_that_has_not_failed(ctl: Ct
     assert_one_error_line(active, "default is active, not failed")
     assert_one_error_line(missing, "No partition with id")
     assert info["state"] == "active"
+
+
+async def test_put_reads_the_value_from_stdin_or_a_file(
+    ctl: Ctl, mkv_node: mkv.Node, mkv_client: mkv.Client, tmp_path: Path
+) -> None:
+    value = b"\xff\x00 line one\nline two\n"  # exact bytes: no decoding, no stripping
+    (tmp_path / "value.bin").write_bytes(value * 2)
+    addresses = [f"--data-addr={mkv_node.data_address}"]
+    with trio.fail_after(20):
+        out, err = io.BytesIO(), io.StringIO()
+        code = await run(
+            [*addresses, "put", "piped", "-"], out, err, env={}, stdin=io.BytesIO(value)
+        )
+        assert code == 0, err.getvalue()
+        assert await mkv_client.get(b"piped") == value
+        filed = await ctl("put", "filed", "--file", str(tmp_path / "value.bin"))
+        assert filed.code == 0, filed.err
+        assert await mkv_client.get(b"filed") == value * 2
+        # As a process, with a real pipe on stdin.
+        piped = await mkvctl_process(*addresses, "put", "process", "-", stdin=b"from a pipe")
+        assert piped.returncode == 0, piped.stderr
+        assert await mkv_client.get(b"process") == b"from a pipe"
+
+        missing = await ctl("put", "k", "--file", str(tmp_path / "nope"))
+        assert_one_error_line(missing, "cannot read the value from", "No such file or directory")
+        for argv in (["put", "k"], ["put", "k", "v", "--file", str(tmp_path / "value.bin")]):
+            usage = await ctl(*argv)
+            assert usage.code == 2
+            assert "give VALUE, '-' (stdin) or --file PATH: exactly one" in usage.err
+    assert await mkv_client.get(b"k") is None
+
+
+async def test_scan_refuses_a_reversed_range_as_watch_does(
+    ctl: Ctl, mkv_client: mkv.Client
+) -> None:
+    with trio.fail_after(20):
+        await mkv_client.upsert({b"user:1": b"ada"})
+        # `mkvctl scan user: user; --keys-only` unquoted: the shell passes `user`.
+        for command in ("scan", "watch"):
+            for end in ("user", "user:"):
+                refused = await ctl(command, "user:", end)
+                assert refused.code == 2, (command, end)
+                assert refused.out == b""
+                assert f"the range [user:, {end}) is empty" in refused.err
+                assert "quote arguments" in refused.err
+        hexed = await ctl("--hex", "scan", "75", "70")
+        assert hexed.code == 2
+        assert "[75, 70) is empty" in hexed.err
+        quoted = await ctl("scan", "user:", "user;", "--keys-only")
+        assert (quoted.code, quoted.text) == (0, "user:1\n")
+        # The server refuses a reversed Scan too, for every client.
+        with pytest.raises(mkv.InvalidArgumentError, match="end is before its start"):
+            async for _ in mkv_client.scan(b"user:", b"user"):
+                pass
+        # An empty range [k, k) is allowed to the server (a page may end exactly there).
+        assert [key async for key, _ in mkv_client.scan(b"user:1", b"user:1")] == []
+
+
+async def test_status_text_and_json(ctl: Ctl, mkv_node: mkv.Node, mkv_client: mkv.Client) -> None:
+    with trio.fail_after(20):
+        assert (await ctl("partitions", "remove", "default")).code == 0
+        assert (
+            await ctl("partitions", "add", "--id", "low", "--start", "", "--end", "z")
+        ).code == 0
+        added = await ctl("partitions", "add", "--id", "mem", "--start", "z", "--store", "memory")
+        assert added.code == 0, added.err
+        await mkv_client.upsert({b"a": b"1"})
+        await mkv_client.upsert({b"b": b"2"})
+        text = await ctl("status")
+        assert text.code == 0, text.err
+        document = (await ctl("--json", "status")).json()
+    head, _, table = text.text.partition("\n\n")
+    shown = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in head.splitlines())
+    assert shown["version"] == f"mkv {mkv.__version__} (Python {platform.python_version()})"
+    assert shown["data dir"] == str(mkv_node.config.data_dir.absolute())
+    assert shown["data"] == str(mkv_node.data_address)
+    assert shown["control"] == str(mkv_node.control_address)
+    assert re.fullmatch(r"(\d+[dhm] )*\d+[dhms]", shown["uptime"]), shown["uptime"]
+    header, *rows = table.splitlines()
+    assert re.split(r"\s{2,}", header) == [
+        "ID", "RANGE", "STATE", "INBOX", "IN FLIGHT", "LAST SEQ", "WAL LAG", "WATCHERS",
+    ]  # fmt: skip
+    cells = [re.split(r"\s{2,}", row) for row in rows]
+    assert cells == [
+        ["low", "['', z)", "active", "0", "0", "2", "0", "0"],
+        ["mem", "[z, ∞)", "active", "0", "0", "0", "-", "0"],
+    ]
+
+    assert document["version"] == mkv.__version__
+    assert document["python_version"] == platform.python_version()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", document["started"])
+    assert 0 <= document["uptime_seconds"] < 600
+    assert document["data_dir"] == str(mkv_node.config.data_dir.absolute())
+    assert document["snapshot_root"] == str(mkv_node.config.snapshot_dir.resolve())
+    low, memory = document["partitions"]
+    assert low == {
+        "id": "low",
+        "start": "",
+        "start_base64": "",
+        "end": "z",
+        "end_base64": "eg==",
+        "store": "sqlite",
+        "state": "active",
+        "inbox_depth": 0,
+        "in_flight": 0,
+        "last_seq": 2,
+        "wal_synced_seq": 2,
+        "wal_sync_lag": 0,
+        "watchers": 0,
+    }
+    # No log: no sync to lag behind.
+    assert (memory["id"], memory["wal_synced_seq"], memory["wal_sync_lag"]) == ("mem", None, None)
+
+
+async def test_status_shows_writes_the_log_has_not_fsynced(
+    ctl: Ctl, mkv_client: mkv.Client
+) -> None:
+    with trio.fail_after(20):
+        assert (await ctl("partitions", "remove", "default")).code == 0
+        added = await ctl(
+            "partitions", "add", "--id", "lax", "--start", "", "--pipeline", "timestamp wal:off"
+        )
+        assert added.code == 0, added.err
+        for n in range(3):
+            await mkv_client.upsert({b"k%d" % n: b"v"})
+        [lax] = (await ctl("--json", "status")).json()["partitions"]
+    # wal:off never fsyncs: every acknowledged write is one a power cut could take.
+    assert (lax["last_seq"], lax["wal_sync_lag"]) == (3, 3)
+
+
+async def test_status_as_a_process(server_process: ServerProcess) -> None:
+    with trio.fail_after(60):
+        control = f"--control-addr={server_process.control_addr}"
+        result = await mkvctl_process(control, "status", "--json")
+        assert result.returncode == 0, result.stderr
+        document = json.loads(result.stdout)
+        assert document["version"] == mkv.__version__
+        assert document["data_dir"] == str(server_process.data_dir.resolve())
+        assert [p["id"] for p in document["partitions"]] == ["default"]
+
+
+async def test_start_up_loads_no_server_code() -> None:
+    # mkvctl's start-up time is mostly imports: it must not load the node,
+    # its stores or its log to read one key (nor the admin client for it).
+    probe = (
+        "import sys, mkv.cli.ctl, mkv.client.data\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('mkv.'))\n"
+        "print(' '.join(loaded))\n"
+        "import mkv\n"
+        "assert mkv.Client is mkv.client.data.Client and mkv.Node.__name__ == 'Node'\n"
+    )
+    with trio.fail_after(60):
+        result = await trio.run_process(
+            [sys.executable, "-c", probe], capture_stdout=True, capture_stderr=True, check=False
+        )
+    assert result.returncode == 0, result.stderr
+    loaded = set(result.stdout.decode().split())
+    assert "mkv.client.data" in loaded
+    server_side = ("mkv.node", "mkv.store", "mkv.partition", "mkv.wal", "mkv.pipeline")
+    assert not {m for m in loaded if m.startswith(server_side)}, loaded
+    assert "mkv.client.admin" not in loaded
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+async def test_bash_completion_comes_from_the_parser() -> None:
+    script = await mkvctl("completion", "bash")
+    assert script.code == 0
+    probe = script.text + (
+        'try() { COMP_WORDS=("$@"); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); _mkvctl; '
+        'echo "${COMPREPLY[*]}"; }\n'
+        "try mkvctl par\n"
+        "try mkvctl --json partitions re\n"
+        "try mkvctl put k --fi\n"
+        "try mkvctl st\n"
+        "try mkvctl --data-addr 127.0.0.1:1 operations ''\n"
+    )
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            ["bash", "-c", probe], capture_stdout=True, capture_stderr=True, check=False
+        )
+    assert (result.returncode, result.stderr) == (0, b"")
+    lines = result.stdout.decode().splitlines()
+    assert lines[0] == "partitions"
+    assert lines[1] == "remove reopen restore"
+    assert lines[2] == "--file"
+    assert lines[3] == "status"
+    assert "get" in lines[4].split()

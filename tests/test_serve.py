@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import signal
 import sys
 from pathlib import Path
@@ -77,8 +78,12 @@ async def test_settings_come_from_a_toml_file_and_flags_win(tmp_path: Path) -> N
         ('data_adr = "127.0.0.1:1"\n', "unknown setting(s): data_adr"),
         ('data_addr = "nonsense"\n', "expected HOST:PORT"),
         ("data_addr = [\n", "cannot read config file"),
-        ("cache_bytes = -1\n", "cache_bytes must be a number of bytes, 0 or more (got -1)"),
-        ('cache_bytes = "64MiB"\n', "cache_bytes must be a number of bytes"),
+        (
+            "cache_bytes = -1\n",
+            "cache_bytes must be a number of bytes, 0 or more, or a size such as 64MiB (got -1)",
+        ),
+        ('cache_bytes = "64MB"\n', "cache_bytes must be a number of bytes, 0 or more, or a size"),
+        ("cache_bytes = 1.5\n", "cache_bytes must be a number of bytes"),
     ],
 )
 async def test_a_bad_config_file_is_refused_in_one_line(
@@ -106,3 +111,40 @@ def test_default_addresses_are_loopback() -> None:
     config = Config()
     assert (str(config.data_addr), str(config.control_addr)) == ("127.0.0.1:7070", "127.0.0.1:7071")
     assert config.data_dir == Path("mkv-data")
+
+
+def test_sizes_take_units_like_stage_arguments(tmp_path: Path) -> None:
+    config_file = tmp_path / "mkv.toml"
+    config_file.write_text('cache_bytes = "64MiB"\nwatch_retention_bytes = "8MiB"\n')
+    config = Config.load(config_file, request_buffer_bytes="1GiB")
+    assert config.cache_bytes == 64 << 20
+    assert config.watch_retention_bytes == 8 << 20
+    assert config.request_buffer_bytes == 1 << 30
+    assert Config.load(None, cache_bytes="4096").cache_bytes == 4096
+
+
+async def test_cache_bytes_flag_takes_a_unit(tmp_path: Path) -> None:
+    server = ServerProcess(
+        tmp_path / "data", "--cache-bytes", "64MiB", "--default-store", "caching"
+    )
+    await server.start()
+    assert await server.stop() == 0
+    refused = await serve("--cache-bytes", "64MB", "--data-dir", str(tmp_path / "other"))
+    assert refused.returncode == 2
+    assert refused.stderr.decode().splitlines() == [
+        "mkv: configuration error: cache_bytes must be a number of bytes, 0 or more, "
+        "or a size such as 64MiB (got '64MB')"
+    ]
+
+
+async def test_version() -> None:
+    for argv in (["-m", "mkv.cli.server", "--version"], ["-m", "mkv.cli.ctl", "--version"]):
+        with trio.fail_after(30):
+            result = await trio.run_process(
+                [sys.executable, *argv], capture_stdout=True, capture_stderr=True, check=False
+            )
+        assert result.returncode == 0, result.stderr
+        name = "mkv" if "server" in argv[1] else "mkvctl"
+        assert result.stdout.decode() == (
+            f"{name} {mkv.__version__} (Python {platform.python_version()})\n"
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,10 @@ async def mkvctl(node: mkv.Node, *argv: str) -> tuple[int, str, str]:
     addresses = [f"--data-addr={node.data_address}", f"--control-addr={node.control_address}"]
     code = await run([*addresses, *argv], out, err, env={})
     return code, out.getvalue().decode(), err.getvalue()
+
+
+# ISO 8601, UTC, with or without milliseconds.
+ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z")
 
 
 def fields(text: str) -> dict[str, str]:
@@ -61,9 +66,22 @@ async def test_snapshot_wait_then_restore(mkv_node: mkv.Node, mkv_client: mkv.Cl
         shown = fields(out)
         assert (shown["id"], shown["state"], shown["kind"]) == (operation_id, "done", "snapshot")
         assert shown["data"] == "cli/default-1-2.sqlite3"
+        # The partition once, in its long form (it used to come twice).
+        assert [line.split()[0] for line in out.splitlines()].count("partition") == 1
+        assert shown["partition"] == "default ['', ∞) (sqlite)"
+        assert ISO_UTC.fullmatch(shown["started"]), shown
+        assert ISO_UTC.fullmatch(shown["finished"]), shown
         code, out, err = await mkvctl(mkv_node, "--json", "operations", "get", operation_id)
         document = json.loads(out)
         assert document["state"] == "done"
+        # Every moment in JSON is ISO 8601 UTC text, never a unix float.
+        for moment in (
+            document["started"],
+            document["finished"],
+            document["snapshot"]["manifest"]["created"],
+        ):
+            assert isinstance(moment, str)
+            assert ISO_UTC.fullmatch(moment), moment
         assert document["snapshot"]["manifest"]["seq"] == 1
         assert document["snapshot"]["manifest"]["format"] == "mkv-snapshot/1"
 

@@ -202,3 +202,26 @@ def test_bad_tls_files_are_a_clear_configuration_error(tmp_path: Path, pki: Pki)
         )
     with pytest.raises(ConfigError, match="together"):
         mkv.Config.load(None, tls_cert_file=pki.server.cert)
+
+
+async def test_tls_against_a_plaintext_port_says_so(mkv_node: mkv.Node, pki: Pki) -> None:
+    with trio.fail_after(20):
+        with pytest.raises(mkv.UnavailableError) as refused:
+            async with mkv.Client.connect(mkv_node.data_address, ca=pki.ca.cert) as client:
+                await client.get(b"k")
+        out, err = io.BytesIO(), io.StringIO()
+        argv = ["get", "k", "--data-addr", str(mkv_node.data_address), "--ca", str(pki.ca.cert)]
+        assert await ctl.run(argv, out, err, {}) == 1
+    # What probably went wrong first, then OpenSSL's own word for it.
+    assert "does not speak TLS there (is it a plaintext port?" in refused.value.message
+    assert "[WRONG_VERSION_NUMBER]" in refused.value.message
+    [line] = err.getvalue().splitlines()
+    assert line.startswith("mkvctl: The TLS handshake with mkv at ")
+    assert "does not speak TLS there" in line
+
+
+async def test_an_untrusted_server_certificate_says_which_ca(tls_node: mkv.Node, pki: Pki) -> None:
+    with trio.fail_after(20), pytest.raises(mkv.UnavailableError) as refused:
+        async with mkv.Client.connect(tls_node.data_address, ca=pki.stranger_ca.cert) as client:
+            await client.get(b"k")
+    assert "not signed by a CA this client trusts" in refused.value.message

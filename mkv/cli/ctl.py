@@ -9,13 +9,17 @@ mkvctl snapshot users nightly --wait        # progress on stderr, the manifest a
 mkvctl operations get 3f9a0c1d2e4b5a69      # a snapshot's state, progress and result
 mkvctl partitions split default u/ --new-id users --wait   # [u/, ∞) moves to "users"
 mkvctl partitions merge default users --wait   # and back
+mkvctl status                               # version, uptime, directories, partitions' queues
 mkvctl put greeting hello
+mkvctl put photo --file photo.jpg           # the value from a file; `put KEY -`: from stdin
 mkvctl get greeting                         # the value's bytes, as stored
 mkvctl del greeting other                   # how many of the keys existed
 mkvctl incr visits 5                        # add to a counter; prints its new value
-mkvctl scan user: user;                     # KEY<TAB>VALUE lines, in key order
-mkvctl watch user: user; --from-seq 42      # SEQ<TAB>put|del<TAB>KEY[<TAB>VALUE], live
+mkvctl scan user: 'user;'                   # KEY<TAB>VALUE lines, in key order
+mkvctl watch user: 'user;' --from-seq 42    # SEQ<TAB>put|del<TAB>KEY[<TAB>VALUE], live
 mkvctl --json partitions list               # one JSON document, for scripts
+mkvctl --version
+source <(mkvctl completion bash)            # tab completion, generated from this parser
 
 Addresses come from ``--data-addr`` / ``--control-addr``, else the environment
 (``MKV_DATA_ADDR`` / ``MKV_CONTROL_ADDR``), else the server's defaults. Options
@@ -36,6 +40,13 @@ In ``--json`` output every bytes field ``x`` comes as two members: ``x``, the
 text when it is valid UTF-8 (else null), and ``x_base64``, always exact. An
 unbounded range end is ``"end": null, "end_base64": null``. ``scan`` and
 ``watch`` print one JSON document per line (JSON Lines), since they stream.
+Every moment is ISO 8601 text in UTC (``2026-05-01T12:00:00.123Z``), never a
+Unix number; ``get`` adds the write's ``timestamp`` (as stored) and ``time``.
+
+``scan`` and ``watch`` refuse (exit status 2) a range whose END does not
+sort after START: an unquoted ``user;`` loses its ``;`` to the shell, and an
+empty answer would read as "no keys". ``put KEY -`` and ``put KEY --file
+PATH`` store the exact bytes read (``--hex`` applies to arguments only).
 
 ``watch`` runs until interrupted, or until ``--count`` changes were printed;
 ``--timeout`` does not apply to it (it applies to connecting and to every
@@ -60,17 +71,37 @@ import math
 import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, BinaryIO, NoReturn, TextIO
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO
 
 import attrs
 import trio
 
-from mkv.client.admin import AdminClient, OperationInfo, PartitionInfo, SnapshotInfo
-from mkv.client.data import Client
-from mkv.errors import MkvError
-from mkv.node.config import DEFAULT_CONTROL_ADDR, DEFAULT_DATA_ADDR, ConfigError
+from mkv.errors import (
+    ConfigError,
+    MkvError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+    UnimplementedError,
+)
 from mkv.router import format_key
-from mkv.wire import Address, parse_address
+from mkv.units import format_size, format_utc, format_utc_millis
+from mkv.version import version_line
+from mkv.wire import DEFAULT_CONTROL_ADDR, DEFAULT_DATA_ADDR, Address, parse_address
+
+if TYPE_CHECKING:
+    # Imported where used: each command loads only the client it needs, and
+    # `--help`, `--version` and usage errors load neither (start-up time).
+    from mkv.client.admin import (
+        AdminClient,
+        NodeStatus,
+        OperationInfo,
+        PartitionInfo,
+        PartitionStatus,
+        SnapshotInfo,
+    )
+    from mkv.client.data import Client
 
 __all__ = ["ParseExit", "Request", "execute", "main", "parse", "run"]
 
@@ -102,6 +133,8 @@ class Request:
     timeout: float = DEFAULT_TIMEOUT
     keys: tuple[bytes, ...] = ()
     value: bytes = b""
+    # put: read the value from this file ("-": stdin) when running, not here.
+    value_file: str | None = None
     start: bytes = b""
     end: bytes | None = None
     partition_id: str | None = None
@@ -139,7 +172,7 @@ class Request:
 
 
 # Commands that talk to the control plane (the rest use the data plane).
-_CONTROL_COMMANDS = ("partitions", "snapshot", "operations")
+_CONTROL_COMMANDS = ("partitions", "snapshot", "operations", "status")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -150,6 +183,16 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise ParseExit(2, stderr=f"{self.format_usage()}{self.prog}: error: {message}\n")
+
+
+class _Version(argparse.Action):
+    # argparse's own "version" action prints and exits by itself; this one
+    # raises like the rest of _Parser, so ``run`` owns the output.
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print mkvctl's version and exit")
+
+    def __call__(self, *args: Any) -> NoReturn:
+        raise ParseExit(0, stdout=version_line("mkvctl") + "\n")
 
 
 def _build_parser() -> _Parser:
@@ -178,7 +221,11 @@ def _build_parser() -> _Parser:
     common.add_argument(
         "--key", dest="cert_key", metavar="PATH", help="TLS: client certificate's key (PEM)"
     )
-    common.add_argument("--json", action="store_true", help="print one JSON document")
+    common.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON: one document, or one per line (JSON Lines) for scan and watch",
+    )
     common.add_argument("--hex", action="store_true", help="keys, values and bounds are hex")
     common.add_argument(
         "--timeout",
@@ -187,6 +234,7 @@ def _build_parser() -> _Parser:
         help=f"seconds to wait for the server (default {DEFAULT_TIMEOUT})",
     )
     parser = _Parser(prog="mkvctl", parents=[common], description="Manage and query an mkv node.")
+    parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     partitions = commands.add_parser(
         "partitions", parents=[common], help="list, add, remove, reopen or restore"
@@ -260,9 +308,21 @@ def _build_parser() -> _Parser:
         "get", parents=[common], help="show an operation's state, progress and result"
     )
     get_operation.add_argument("operation_id", metavar="ID")
-    put = commands.add_parser("put", parents=[common], help="store VALUE under KEY")
+    completion = commands.add_parser(
+        "completion", help="print a bash completion script: source <(mkvctl completion bash)"
+    )
+    completion.add_argument("shell", choices=["bash"], help="the shell (bash only, for now)")
+    commands.add_parser(
+        "status",
+        parents=[common],
+        help="the node's version, uptime, directories and each partition's queues",
+    )
+    put = commands.add_parser(
+        "put", parents=[common], help="store VALUE (or stdin with '-', or --file PATH) under KEY"
+    )
     put.add_argument("key", metavar="KEY")
-    put.add_argument("value", metavar="VALUE")
+    put.add_argument("value", metavar="VALUE", nargs="?", help="the value; '-' reads it from stdin")
+    put.add_argument("--file", metavar="PATH", help="read the value from this file")
     get = commands.add_parser("get", parents=[common], help="print the value stored under KEY")
     get.add_argument("key", metavar="KEY")
     delete = commands.add_parser(
@@ -291,14 +351,52 @@ def _build_parser() -> _Parser:
     return parser
 
 
+def _completion_script(parser: argparse.ArgumentParser) -> str:
+    """A bash completion function generated from the parser itself, so it
+    cannot fall behind the commands: the words that may follow each command
+    path (subcommands and options), and file names where none fit."""
+    table: dict[str, list[str]] = {}
+
+    def walk(node: argparse.ArgumentParser, path: tuple[str, ...]) -> None:
+        words = [option for action in node._actions for option in action.option_strings]
+        for action in node._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    words.append(name)
+                    walk(sub, (*path, name))
+        table[" ".join(path)] = sorted(set(words))
+
+    # Keyed by the whole path, program name first: bash refuses an empty key.
+    walk(parser, ("mkvctl",))
+    entries = "\n".join(f'    ["{path}"]="{" ".join(words)}"' for path, words in table.items())
+    return f"""# bash completion for mkvctl: source <(mkvctl completion bash)
+declare -gA _mkvctl_words=(
+{entries}
+)
+_mkvctl() {{
+    local cur="${{COMP_WORDS[COMP_CWORD]}}" path=mkvctl next i
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        next="$path ${{COMP_WORDS[i]}}"
+        [[ -n "${{_mkvctl_words[$next]+set}}" ]] && path="$next"
+    done
+    COMPREPLY=($(compgen -W "${{_mkvctl_words[$path]}}" -- "$cur"))
+}}
+complete -o default -F _mkvctl mkvctl
+"""
+
+
 def parse(argv: Sequence[str], env: Mapping[str, str]) -> Request:
     """Turn a command line into a ``Request``.
 
     Raises:
-        ParseExit: help was asked for (code 0), or the line is wrong (code 2).
+        ParseExit: help was asked for (code 0), or the line is wrong (code 2),
+            or a completion script was asked for (code 0, the script).
     """
     parser = _build_parser()
     args = parser.parse_args(argv)
+    if args.command == "completion":
+        # Nothing to run: printed like help, before any event loop.
+        raise ParseExit(0, stdout=_completion_script(parser))
     opts = vars(args)
     as_hex = bool(opts.get("hex", False))
     grouped = args.command in ("partitions", "operations")
@@ -360,14 +458,29 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Request:
     elif command in ("put", "get"):
         fields.update(keys=(raw(args.key, "KEY"),))
         if command == "put":
-            fields.update(value=raw(args.value, "VALUE"))
+            if (args.value is None) == (args.file is None):
+                parser.error("give VALUE, '-' (stdin) or --file PATH: exactly one")
+            if args.file is not None:
+                fields.update(value_file=args.file)
+            elif args.value == "-":
+                fields.update(value_file="-")
+            else:
+                fields.update(value=raw(args.value, "VALUE"))
     elif command == "del":
         fields.update(keys=tuple(raw(key, "KEY") for key in args.keys))
     elif command == "incr":
         fields.update(keys=(raw(args.key, "KEY"),), delta=args.delta)
     elif command in ("scan", "watch"):
-        end = raw(args.end, "END")
-        fields.update(start=raw(args.start, "START"), end=end or None)
+        start, end = raw(args.start, "START"), raw(args.end, "END")
+        if end and end <= start:
+            # What a shell makes of an unquoted `user;` (the ';' ends the
+            # command), and a range nothing can be in: refused rather than an
+            # empty answer that looks like "no keys".
+            parser.error(
+                f"the range [{_text(start, as_hex)}, {_text(end, as_hex)}) is empty: END must "
+                "sort after START (quote arguments holding shell characters: 'user;')"
+            )
+        fields.update(start=start, end=end or None)
         if command == "scan":
             if args.limit is not None and args.limit < 1:
                 parser.error("--limit must be at least 1")
@@ -414,6 +527,22 @@ def _json_bytes(name: str, data: bytes | None) -> dict[str, str | None]:
     return {name: text, f"{name}_base64": base64.b64encode(data).decode("ascii")}
 
 
+def _json_timestamp(timestamp: int) -> dict[str, Any]:
+    """A write's hybrid timestamp: the number as stored, and as ISO 8601 UTC
+    (``time``: milliseconds, ``/N`` when its logical counter is not zero);
+    both null for a partition without a timestamp stage."""
+    if not timestamp:
+        return {"timestamp": None, "time": None}
+    physical, logical = timestamp >> 16, timestamp & 0xFFFF
+    text = format_utc_millis(physical)
+    return {"timestamp": timestamp, "time": f"{text}/{logical}" if logical else text}
+
+
+def _json_time(seconds: float | None) -> str | None:
+    """Every moment in --json output is ISO 8601 UTC text (None: not yet)."""
+    return None if seconds is None else format_utc(seconds)
+
+
 def _json(document: Any) -> bytes:
     return (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode()
 
@@ -421,16 +550,6 @@ def _json(document: Any) -> bytes:
 def _json_line(document: Any) -> bytes:
     """One document on one line (JSON Lines), for the commands that stream."""
     return (json.dumps(document, ensure_ascii=False) + "\n").encode()
-
-
-def _size(n: int) -> str:
-    if n < 1024:
-        return f"{n} B"
-    size, units = n / 1024, ["KiB", "MiB", "GiB", "TiB"]
-    while size >= 1024 and len(units) > 1:
-        size /= 1024
-        units.pop(0)
-    return f"{size:.1f} {units[0]}"
 
 
 def _partition_json(info: PartitionInfo) -> dict[str, Any]:
@@ -447,32 +566,37 @@ def _partition_json(info: PartitionInfo) -> dict[str, Any]:
     }
 
 
-def _range(info: PartitionInfo, as_hex: bool) -> str:
+def _range(info: PartitionInfo | PartitionStatus, as_hex: bool) -> str:
     end = "∞" if info.range.end is None else _text(info.range.end, as_hex)
     return f"[{_text(info.range.start, as_hex)}, {end})"
 
 
 def _render_partitions(infos: Sequence[PartitionInfo], as_hex: bool = False) -> str:
-    """A table, numbers right-aligned so their magnitudes line up."""
-    header = ("ID", "RANGE", "STORE", "PIPELINE", "STATE", "KEYS", "SIZE", "LAST SEQ")
+    """A table, numbers right-aligned so their magnitudes line up. Pipelines
+    are left out (they made rows too wide to read): --json has them."""
+    header = ("ID", "RANGE", "STORE", "STATE", "KEYS", "SIZE", "LAST SEQ")
     rows = [header] + [
         (
             p.id,
             _range(p, as_hex),
             p.store,
-            " ".join(p.pipeline) or "-",
             p.state,
             str(p.key_count),
-            _size(p.size_bytes),
+            format_size(p.size_bytes),
             str(p.last_seq),
         )
         for p in infos
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return _table(rows, first_number=4)
+
+
+def _table(rows: Sequence[Sequence[str]], first_number: int) -> str:
+    """Columns two spaces apart; from ``first_number`` on, right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for row in rows:
         cells = [
-            cell.rjust(width) if i >= 5 else cell.ljust(width)
+            cell.rjust(width) if i >= first_number else cell.ljust(width)
             for i, (cell, width) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
@@ -482,8 +606,20 @@ def _render_partitions(infos: Sequence[PartitionInfo], as_hex: bool = False) -> 
 # -- running: one async function per command, returning what to print ---------
 
 
+def _admin(request: Request) -> AbstractAsyncContextManager[AdminClient]:
+    from mkv.client.admin import AdminClient  # here: see the TYPE_CHECKING imports
+
+    return AdminClient.connect(request.address, **request.credentials())
+
+
+def _client(request: Request) -> AbstractAsyncContextManager[Client]:
+    from mkv.client.data import Client  # here: see the TYPE_CHECKING imports
+
+    return Client.connect(request.address, **request.credentials())
+
+
 async def _partitions_list(request: Request) -> bytes:
-    async with AdminClient.connect(request.address, **request.credentials()) as admin:
+    async with _admin(request) as admin:
         infos = await admin.list_partitions()
     if request.json:
         return _json({"partitions": [_partition_json(p) for p in infos]})
@@ -491,7 +627,7 @@ async def _partitions_list(request: Request) -> bytes:
 
 
 async def _partitions_add(request: Request) -> bytes:
-    async with AdminClient.connect(request.address, **request.credentials()) as admin:
+    async with _admin(request) as admin:
         info = await admin.add_partition(
             start=request.start,
             end=request.end,
@@ -506,7 +642,7 @@ async def _partitions_add(request: Request) -> bytes:
 
 async def _partitions_remove(request: Request) -> bytes:
     assert request.partition_id is not None
-    async with AdminClient.connect(request.address, **request.credentials()) as admin:
+    async with _admin(request) as admin:
         info = await admin.remove_partition(request.partition_id)
     if request.json:
         return _json(_partition_json(info))
@@ -516,7 +652,7 @@ async def _partitions_remove(request: Request) -> bytes:
 
 async def _partitions_reopen(request: Request) -> bytes:
     assert request.partition_id is not None
-    async with AdminClient.connect(request.address, **request.credentials()) as admin:
+    async with _admin(request) as admin:
         info = await admin.reopen_partition(request.partition_id)
     if request.json:
         return _json(_partition_json(info))
@@ -524,7 +660,7 @@ async def _partitions_reopen(request: Request) -> bytes:
 
 
 async def _put(request: Request) -> bytes:
-    async with Client.connect(request.address, **request.credentials()) as client:
+    async with _client(request) as client:
         # One key lives in one partition, so there is exactly one acknowledgement.
         (ack,) = await client.upsert([(request.keys[0], request.value)])
     if request.json:
@@ -534,19 +670,24 @@ async def _put(request: Request) -> bytes:
 
 async def _get(request: Request) -> bytes:
     key = request.keys[0]
-    async with Client.connect(request.address, **request.credentials()) as client:
+    async with _client(request) as client:
         item = await client.get_item(key)
     if item is None:
         raise CommandError(f"key not found: {_text(key, request.hex)}")
     if request.json:
         return _json(
-            {**_json_bytes("key", key), **_json_bytes("value", item.value), "seq": item.seq}
+            {
+                **_json_bytes("key", key),
+                **_json_bytes("value", item.value),
+                "seq": item.seq,
+                **_json_timestamp(item.timestamp),
+            }
         )
     return (item.value.hex() + "\n").encode() if request.hex else item.value
 
 
 async def _del(request: Request) -> bytes:
-    async with Client.connect(request.address, **request.credentials()) as client:
+    async with _client(request) as client:
         acks = await client.remove(*request.keys)
     removed = sum(ack.count for ack in acks)
     if request.json:
@@ -562,7 +703,7 @@ async def _del(request: Request) -> bytes:
 
 
 async def _incr(request: Request) -> bytes:
-    async with Client.connect(request.address, **request.credentials()) as client:
+    async with _client(request) as client:
         value = await client.increment(request.keys[0], request.delta)
     if request.json:
         return _json({**_json_bytes("key", request.keys[0]), "value": value})
@@ -587,7 +728,7 @@ def _item_line(request: Request, key: bytes, value: bytes | None, seq: int, kind
 
 
 async def _scan(request: Request, stdout: BinaryIO) -> None:
-    async with Client.connect(request.address, **request.credentials()) as client:
+    async with _client(request) as client:
         count = 0
         async for key, item in client.scan(request.start, request.end, keys_only=request.keys_only):
             stdout.write(_item_line(request, key, item.value, item.seq, "scan"))
@@ -599,7 +740,7 @@ async def _scan(request: Request, stdout: BinaryIO) -> None:
 
 async def _watch(request: Request, stdout: BinaryIO) -> None:
     async with (
-        Client.connect(request.address, **request.credentials()) as client,
+        _client(request) as client,
         client.watch(request.start, request.end, from_seq=request.from_seq) as changes,
     ):
         count = 0
@@ -637,7 +778,7 @@ def _render_snapshot(info: SnapshotInfo, as_hex: bool) -> list[tuple[str, str]]:
         ("data", info.data_path),
         ("partition", f"{m.partition_id} [{_text(m.start, as_hex)}, {end}) ({m.store_kind})"),
         ("seq", str(m.seq)),
-        ("size", f"{_size(m.size)} ({m.size} bytes)"),
+        ("size", f"{format_size(m.size)} ({m.size} bytes)"),
         ("sha256", m.sha256),
         ("created", m.created),
     ]
@@ -649,7 +790,7 @@ def _fields(rows: Sequence[tuple[str, str]]) -> str:
 
 
 def _amount(n: int, unit: str) -> str:
-    return _size(n) if unit == "bytes" else f"{n} {unit}"
+    return format_size(n) if unit == "bytes" else f"{n} {unit}"
 
 
 def _progress_text(op: OperationInfo) -> str:
@@ -670,24 +811,30 @@ def _operation_json(op: OperationInfo) -> dict[str, Any]:
         "progress": {"done": op.done, "total": op.total, "unit": op.unit},
         "snapshot": None if op.snapshot is None else _snapshot_json(op.snapshot),
         "error": None if op.error is None else op.error.message,
-        "started": op.started,
-        "finished": op.finished,
+        "started": _json_time(op.started),
+        "finished": _json_time(op.finished),
     }
 
 
 def _render_operation(op: OperationInfo, as_hex: bool) -> str:
+    snapshot = [] if op.snapshot is None else _render_snapshot(op.snapshot, as_hex)
+    # A finished snapshot names its partition with the range and store: that
+    # row replaces the bare id rather than repeating it.
+    partition = dict(snapshot).get("partition", op.partition_id)
     rows = [
         ("id", op.id),
         ("kind", op.kind),
-        ("partition", op.partition_id),
+        ("partition", partition),
         ("state", op.state),
+        ("started", format_utc(op.started)),
     ]
+    if op.finished is not None:
+        rows.append(("finished", format_utc(op.finished)))
     if op.running:
         rows.append(("progress", _progress_text(op)))
     if op.error is not None:
         rows.append(("error", op.error.message))
-    if op.snapshot is not None:
-        rows.extend(_render_snapshot(op.snapshot, as_hex))
+    rows.extend(row for row in snapshot if row[0] != "partition")
     return _fields(rows)
 
 
@@ -723,7 +870,7 @@ class _ProgressBar:
 
 
 async def _partitions_restore(request: Request, stderr: TextIO) -> bytes:
-    async with AdminClient.connect(request.address, **request.credentials()) as admin:
+    async with _admin(request) as admin:
         info = await admin.add_partition(
             partition_id=request.partition_id,
             store=request.store,
@@ -754,7 +901,7 @@ async def _snapshot(request: Request, stderr: TextIO) -> bytes:
                 f"No answer from mkv at {request.address} within {request.timeout:g} seconds."
             )
 
-    async with AdminClient.connect(request.address, **request.credentials()) as admin:
+    async with _admin(request) as admin:
         operation_id = await call(admin.snapshot(request.partition_id, request.path))
         if not request.wait:
             if request.json:
@@ -841,11 +988,96 @@ async def _partitions_split(request: Request, stderr: TextIO) -> bytes:
 
 
 async def _operations_get(request: Request) -> bytes:
-    async with AdminClient.connect(request.address, **request.credentials()) as admin:
+    async with _admin(request) as admin:
         op = await admin.get_operation(request.operation_id)
     if request.json:
         return _json(_operation_json(op))
     return _render_operation(op, request.hex).encode()
+
+
+def _status_json(status: NodeStatus) -> dict[str, Any]:
+    return {
+        "version": status.version,
+        "python_version": status.python_version,
+        "started": status.started,
+        "uptime_seconds": round(status.uptime_seconds, 3),
+        "data_dir": status.data_dir,
+        "snapshot_root": status.snapshot_root,
+        "data_address": status.data_address,
+        "control_address": status.control_address,
+        "partitions": [
+            {
+                "id": p.id,
+                **_json_bytes("start", p.range.start),
+                **_json_bytes("end", p.range.end),
+                "store": p.store,
+                "state": p.state,
+                "inbox_depth": p.inbox_depth,
+                "in_flight": p.in_flight,
+                "last_seq": p.last_seq,
+                "wal_synced_seq": p.wal_synced_seq,
+                "wal_sync_lag": p.wal_sync_lag,
+                "watchers": p.watchers,
+            }
+            for p in status.partitions
+        ],
+    }
+
+
+def _duration(seconds: float) -> str:
+    """ "3d 4h 5m 6s", largest unit first, zero units left out (but "0s")."""
+    whole = int(seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if whole >= size:
+            parts.append(f"{whole // size}{unit}")
+            whole %= size
+    if whole or not parts:
+        parts.append(f"{whole}s")
+    return " ".join(parts)
+
+
+def _render_status(status: NodeStatus, as_hex: bool) -> str:
+    head = _fields(
+        [
+            ("version", f"mkv {status.version} (Python {status.python_version})"),
+            ("started", status.started),
+            ("uptime", _duration(status.uptime_seconds)),
+            ("data dir", status.data_dir),
+            ("snapshots", status.snapshot_root),
+            ("data", status.data_address),
+            ("control", status.control_address),
+        ]
+    )
+    header = ("ID", "RANGE", "STATE", "INBOX", "IN FLIGHT", "LAST SEQ", "WAL LAG", "WATCHERS")
+    rows = [header] + [
+        (
+            p.id,
+            _range(p, as_hex),
+            p.state,
+            str(p.inbox_depth),
+            str(p.in_flight),
+            str(p.last_seq),
+            "-" if p.wal_sync_lag is None else str(p.wal_sync_lag),
+            str(p.watchers),
+        )
+        for p in status.partitions
+    ]
+    return head + "\n" + _table(rows, first_number=3)
+
+
+async def _status(request: Request) -> bytes:
+    async with _admin(request) as admin:
+        try:
+            status = await admin.node_status()
+        except UnimplementedError:
+            raise CommandError(
+                f"The node at {request.address} does not answer NodeStatus: it is older "
+                f"than this mkvctl ({version_line('mkvctl')})."
+            ) from None
+    if request.json:
+        return _json(_status_json(status))
+    return _render_status(status, request.hex).encode()
 
 
 # How often ``snapshot --wait`` asks for progress.
@@ -857,6 +1089,7 @@ _COMMANDS: dict[str, Callable[[Request], Awaitable[bytes]]] = {
     "partitions remove": _partitions_remove,
     "partitions reopen": _partitions_reopen,
     "operations get": _operations_get,
+    "status": _status,
     "put": _put,
     "get": _get,
     "del": _del,
@@ -864,14 +1097,52 @@ _COMMANDS: dict[str, Callable[[Request], Awaitable[bytes]]] = {
 }
 
 
-async def execute(request: Request, stdout: BinaryIO, stderr: TextIO) -> int:
+async def _read_value(request: Request, stdin: BinaryIO | None) -> Request:
+    """``put KEY -`` / ``put KEY --file PATH``: the value's exact bytes, read
+    before any deadline starts (a slow pipe into stdin is not the server's
+    slowness), on a thread (a file or a pipe may block)."""
+    source = request.value_file
+    if source is None:
+        return request
+    if source == "-":
+        stream = sys.stdin.buffer if stdin is None else stdin
+        value = await trio.to_thread.run_sync(stream.read, abandon_on_cancel=True)
+    else:
+        try:
+            value = await trio.to_thread.run_sync(Path(source).read_bytes)
+        except OSError as exc:
+            raise CommandError(
+                f"cannot read the value from {source}: {exc.strerror or exc}"
+            ) from None
+    return attrs.evolve(request, value=value, value_file=None)
+
+
+def _token_hint(request: Request) -> str:
+    """Where mkvctl takes a token from, for the plane the command talks to (the
+    server's own message is for any gRPC client, and names only the header)."""
+    control = request.command.split()[0] in _CONTROL_COMMANDS
+    variable = "MKV_TOKEN" if control else "MKV_DATA_TOKEN"
+    return f"Give mkvctl the token with --token-file PATH or ${variable}."
+
+
+async def execute(
+    request: Request, stdout: BinaryIO, stderr: TextIO, stdin: BinaryIO | None = None
+) -> int:
     """Run a parsed command against the server; print its result or one error line.
+
+    Args:
+        stdin: where ``put KEY -`` reads its value (default ``sys.stdin.buffer``).
 
     Returns:
         The exit status: 0, or 1 when the command failed.
     """
     output = b""
     error = ""
+    try:
+        request = await _read_value(request, stdin)
+    except CommandError as exc:
+        print("mkvctl:", " ".join(str(exc).split()), file=stderr)
+        return 1
     # A watch is meant to run until stopped, and snapshot --wait bounds each of
     # its calls instead (see _snapshot): no deadline for either.
     unbounded = request.command == "watch" or request.wait
@@ -889,6 +1160,10 @@ async def execute(request: Request, stdout: BinaryIO, stderr: TextIO) -> int:
                 output = await _COMMANDS[request.command](request)
         except CommandError as exc:
             error = str(exc)
+        except (UnauthenticatedError, PermissionDeniedError) as exc:
+            # Missing or wrong token (a permission refused for another reason
+            # still reads right: the hint only says where tokens come from).
+            error = f"{exc.message} {_token_hint(request)}"
         except MkvError as exc:
             error = exc.message
         except ConfigError as exc:
@@ -911,6 +1186,7 @@ async def run(
     stdout: BinaryIO,
     stderr: TextIO,
     env: Mapping[str, str] | None = None,
+    stdin: BinaryIO | None = None,
 ) -> int:
     """``mkvctl`` from a running Trio program (tests): parse ``argv``, execute it,
     write to the given streams, and return the exit status instead of exiting.
@@ -918,6 +1194,7 @@ async def run(
     Args:
         env: where ``MKV_DATA_ADDR`` / ``MKV_CONTROL_ADDR`` are looked up
             (default ``os.environ``).
+        stdin: where ``put KEY -`` reads its value (default ``sys.stdin.buffer``).
     """
     try:
         request = parse(argv, os.environ if env is None else env)
@@ -926,7 +1203,7 @@ async def run(
         stdout.flush()
         stderr.write(exc.stderr)
         return exc.code
-    return await execute(request, stdout, stderr)
+    return await execute(request, stdout, stderr, stdin)
 
 
 def main() -> NoReturn:

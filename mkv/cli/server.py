@@ -22,6 +22,7 @@ from mkv.errors import MkvError, leaves
 from mkv.node.config import DEFAULT_CONTROL_ADDR, DEFAULT_DATA_ADDR, Config, ConfigError
 from mkv.node.server import Node
 from mkv.observe.logs import LOG_FORMATS, configure_logging, fields
+from mkv.version import version_line
 
 __all__ = ["main"]
 
@@ -30,6 +31,7 @@ log = logging.getLogger("mkv")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mkv", description="The mkv key-value server.")
+    parser.add_argument("--version", action="version", version=version_line("mkv"))
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run a node until SIGINT or SIGTERM")
     serve.add_argument("--config", type=Path, help="a TOML file of settings")
@@ -53,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--cache-bytes",
-        type=int,
-        help="memory bound of each caching partition's cache (default 67108864: 64 MiB)",
+        metavar="SIZE",
+        help="memory bound of each caching partition's cache, in bytes or with a unit "
+        "such as 64MiB (default 64MiB)",
     )
     serve.add_argument(
         "--snapshot-root",

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import re
 import signal
 import sys
 import threading
@@ -35,6 +34,7 @@ from mkv.sidecar.errors import SidecarConfigError, SidecarStopped
 from mkv.sidecar.locations import open_destination
 from mkv.sidecar.shipper import Shipper
 from mkv.sidecar.state import StateLock
+from mkv.units import parse_size
 
 __all__ = ["main"]
 
@@ -42,8 +42,6 @@ PROG = "mkv-sidecar"
 STATE_FILE_NAME = ".mkv-sidecar-state.json"
 # S3 refuses multipart parts below 5 MiB (all but the last).
 MIN_CHUNK = 5 << 20
-_SIZE = re.compile(r"([0-9]{1,15})(KiB|MiB|GiB)?")
-_UNITS = {None: 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
 
 log = logging.getLogger("mkv.sidecar")
 
@@ -53,12 +51,12 @@ class _UsageError(SidecarConfigError):
 
 
 def _size(text: str) -> int:
-    match = _SIZE.fullmatch(text.strip())
-    if match is None:
+    try:
+        return parse_size(text)
+    except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected bytes like 8388608 or 8MiB, got '{shown(text)}'"
-        )
-    return int(match[1]) * _UNITS[match[2]]
+        ) from None
 
 
 def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:

@@ -32,7 +32,14 @@ from mkv.v1 import control_pb2 as pb
 from mkv.wire import CONTROL_SERVICE as SERVICE
 from mkv.wire import DEFAULT_CONTROL_ADDR, Address
 
-__all__ = ["AdminClient", "OperationInfo", "PartitionInfo", "SnapshotInfo"]
+__all__ = [
+    "AdminClient",
+    "NodeStatus",
+    "OperationInfo",
+    "PartitionInfo",
+    "PartitionStatus",
+    "SnapshotInfo",
+]
 
 # How often wait_operation asks for news.
 POLL_INTERVAL = 0.2
@@ -158,6 +165,75 @@ class OperationInfo:
                 else None
             ),
             merged=PartitionInfo.from_proto(op.merged) if op.HasField("merged") else None,
+        )
+
+
+@attrs.frozen
+class PartitionStatus:
+    """One partition in ``NodeStatus``: its state and queues, read from memory."""
+
+    id: str
+    range: KeyRange
+    store: str
+    # "starting", "active", "draining", "stopped" or "failed"
+    state: str
+    # Requests waiting in its inbox, and admitted but not yet answered.
+    inbox_depth: int
+    in_flight: int
+    last_seq: int
+    # The last write its log has fsynced; None without a write-ahead log.
+    wal_synced_seq: int | None
+    watchers: int
+
+    @property
+    def wal_sync_lag(self) -> int | None:
+        """Writes applied but not yet fsynced by the log (None without one)."""
+        if self.wal_synced_seq is None:
+            return None
+        return max(0, self.last_seq - self.wal_synced_seq)
+
+    @classmethod
+    def from_proto(cls, status: pb.PartitionStatus) -> PartitionStatus:
+        return cls(
+            id=status.id,
+            range=KeyRange(status.start, status.end or None),
+            store=status.store,
+            state=pb.PartitionState.Name(status.state).lower().removeprefix("partition_"),
+            inbox_depth=status.inbox_depth,
+            in_flight=status.in_flight,
+            last_seq=status.last_seq,
+            wal_synced_seq=status.wal_synced_seq if status.has_wal else None,
+            watchers=status.watchers,
+        )
+
+
+@attrs.frozen
+class NodeStatus:
+    """What ``AdminClient.node_status`` reports: the node's build, age and place."""
+
+    version: str
+    python_version: str
+    # UTC, ISO 8601.
+    started: str
+    uptime_seconds: float
+    data_dir: str
+    snapshot_root: str
+    data_address: str
+    control_address: str
+    partitions: tuple[PartitionStatus, ...]
+
+    @classmethod
+    def from_proto(cls, response: pb.NodeStatusResponse) -> NodeStatus:
+        return cls(
+            version=response.version,
+            python_version=response.python_version,
+            started=response.started,
+            uptime_seconds=response.uptime_seconds,
+            data_dir=response.data_dir,
+            snapshot_root=response.snapshot_root,
+            data_address=response.data_address,
+            control_address=response.control_address,
+            partitions=tuple(PartitionStatus.from_proto(p) for p in response.partitions),
         )
 
 
@@ -303,6 +379,18 @@ class AdminClient:
             SERVICE, "ListPartitions", pb.ListPartitionsRequest(), pb.ListPartitionsResponse
         )
         return [PartitionInfo.from_proto(p) for p in response.partitions]
+
+    async def node_status(self) -> NodeStatus:
+        """The node's version, uptime, directories and addresses, and each
+        partition's state, queues and log sync lag. Cheap: it reads no store.
+
+        Raises:
+            UnimplementedError: the node is older than this call.
+        """
+        response = await self._unary(
+            SERVICE, "NodeStatus", pb.NodeStatusRequest(), pb.NodeStatusResponse
+        )
+        return NodeStatus.from_proto(response)
 
     async def snapshot(self, partition_id: str, path: str = "") -> str:
         """Start a snapshot of a partition into ``path`` (a directory in the

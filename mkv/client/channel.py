@@ -33,6 +33,7 @@ from mkv.client.unwrap import unwrap_single_exception
 from mkv.errors import UnavailableError, error_for_status
 from mkv.rpc.purerpc_compat import close_call, tolerate_late_frames
 from mkv.rpc.request_headers import grpc_timeout as wire_timeout
+from mkv.rpc.tls import handshake_failure
 from mkv.wire import Address, parse_address
 
 __all__ = ["Channel", "open_channel"]
@@ -137,9 +138,7 @@ class Channel:
                             tls_standard_compatible=False,
                         )
                 except ssl.SSLError as exc:
-                    raise UnavailableError(
-                        f"The TLS handshake with mkv at {self.address} failed: {exc.reason or exc}."
-                    ) from None
+                    raise UnavailableError(handshake_failure(self.address, exc)) from None
                 except OSError as exc:
                     raise UnavailableError(
                         f"Cannot connect to mkv at {self.address}: {exc.strerror or exc}."

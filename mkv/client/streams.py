@@ -75,7 +75,9 @@ class Scan:
         return self._page.popleft()
 
     async def _fetch(self) -> None:
-        if self._end is not None and self._position >= self._end:
+        # Paging stops exactly at the end; a range reversed from the start goes
+        # to the server, which refuses it (INVALID_ARGUMENT) as Watch does.
+        if self._end is not None and self._position == self._end:
             self._done = True
             return
         request = pb.ScanRequest(

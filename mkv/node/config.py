@@ -8,7 +8,7 @@ A TOML file holds the same names as the flags, with underscores::
     default_store = "sqlite"
     default_pipeline = ["timestamp", "wal:always"]
     durable_dir = "/mnt/managed-disk/mkv"
-    cache_bytes = 268435456
+    cache_bytes = "256MiB"                # any *_bytes: a number, or with KiB, MiB, GiB
     snapshot_root = "/var/lib/mkv/snapshots"
     metrics_addr = "127.0.0.1:9464"   # Prometheus /metrics; off when absent
     log_format = "json"               # or "human" (the default)
@@ -37,6 +37,7 @@ from mkv.partition.feed import WATCH_RETENTION_BYTES
 from mkv.rpc.connection_limits import ConnectionLimits
 from mkv.rpc.server import MAX_CONCURRENT_STREAMS, MAX_CONNECTIONS_PER_ADDRESS, STREAM_STALL_TIMEOUT
 from mkv.store.base import DEFAULT_CACHE_BYTES
+from mkv.units import parse_size
 from mkv.wire import (
     DEFAULT_CONTROL_ADDR,
     DEFAULT_DATA_ADDR,
@@ -72,9 +73,24 @@ def _stage_list(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(value.split() if isinstance(value, str) else value)
 
 
+def _size(value: object) -> object:
+    """A size from TOML or a flag may be text with a unit ("64MiB"), as stage
+    arguments may. Text that is not a size stays text, for the validator to
+    refuse naming the setting."""
+    if isinstance(value, str):
+        try:
+            return parse_size(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _byte_count(_: object, attribute: attrs.Attribute[int], value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{attribute.name} must be a number of bytes, 0 or more (got {value!r})")
+        raise ValueError(
+            f"{attribute.name} must be a number of bytes, 0 or more, or a size such as "
+            f"64MiB (got {value!r})"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -95,18 +111,20 @@ class Config:
     # partition's own directory.
     durable_dir: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     # The byte bound of each ``caching`` partition's memory cache.
-    cache_bytes: int = attrs.field(default=DEFAULT_CACHE_BYTES, validator=_byte_count)
+    cache_bytes: int = attrs.field(
+        default=DEFAULT_CACHE_BYTES, converter=_size, validator=_byte_count
+    )
     # Snapshots are written, and restored from, only inside this directory;
     # None: <data_dir>/snapshots.
     snapshot_root: Path | None = attrs.field(
         default=None, converter=attrs.converters.optional(Path)
     )
-    max_request_bytes: int = MAX_REQUEST_BYTES
+    max_request_bytes: int = attrs.field(default=MAX_REQUEST_BYTES, converter=_size)
     # How long shutdown waits for in-flight requests before closing connections.
     drain_timeout: float = 10.0
     # Recent mutations each partition keeps for watchers to resume from (and
     # its write-ahead log keeps at least as much, so restarts keep them too).
-    watch_retention_bytes: int = WATCH_RETENTION_BYTES
+    watch_retention_bytes: int = attrs.field(default=WATCH_RETENTION_BYTES, converter=_size)
     # How long a response stream (Scan, Watch) waits for a client that does
     # not read before ending it with RESOURCE_EXHAUSTED.
     stream_stall_timeout: float = STREAM_STALL_TIMEOUT
@@ -195,12 +213,18 @@ class Config:
     reset_burst: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
     frames_per_turn: int = attrs.field(default=64, validator=attrs.validators.ge(1))
     connection_output_bytes: int = attrs.field(
-        default=4 * 1024 * 1024, validator=attrs.validators.ge(64 * 1024)
+        default=4 * 1024 * 1024,
+        converter=_size,
+        validator=[_byte_count, attrs.validators.ge(64 * 1024)],
     )
     connection_buffer_bytes: int = attrs.field(
-        default=8 * 1024 * 1024, validator=attrs.validators.ge(65535)
+        default=8 * 1024 * 1024,
+        converter=_size,
+        validator=[_byte_count, attrs.validators.ge(65535)],
     )
-    request_buffer_bytes: int = attrs.field(default=256 * 1024 * 1024, validator=_byte_count)
+    request_buffer_bytes: int = attrs.field(
+        default=256 * 1024 * 1024, converter=_size, validator=_byte_count
+    )
 
     @property
     def connection_limits(self) -> ConnectionLimits:

@@ -1,6 +1,11 @@
-"""The ControlPlane service: partitions (add, restore, remove, list), snapshots, operations."""
+"""The ControlPlane service: partitions (add, restore, remove, list), snapshots,
+operations, and the node's status."""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import attrs
 import trio
@@ -13,9 +18,28 @@ from mkv.partition.task import PartitionState
 from mkv.router import KeyRange
 from mkv.rpc.server import Handler
 from mkv.snapshots.take import SnapshotResult
+from mkv.units import format_utc
 from mkv.v1 import control_pb2 as pb
+from mkv.version import build_info
+from mkv.wire import Address
 
-__all__ = ["ControlPlane"]
+__all__ = ["ControlPlane", "NodeFacts"]
+
+
+@attrs.frozen(kw_only=True)
+class NodeFacts:
+    """What NodeStatus reports about the node itself (the node hands them over,
+    so this service needs no reference to it)."""
+
+    # time.time() and time.monotonic() when the node started: the first for
+    # people, the second for an uptime that a wall-clock step cannot skew.
+    started: float
+    started_monotonic: float
+    data_dir: Path
+    snapshot_root: Path
+    data_address: Address
+    control_address: Address
+
 
 SPLIT = "split"
 MERGE = "merge"
@@ -49,9 +73,19 @@ _OPERATION_STATES = {
 
 
 class ControlPlane:
-    def __init__(self, registry: PartitionRegistry, snapshots: SnapshotService) -> None:
+    def __init__(
+        self,
+        registry: PartitionRegistry,
+        snapshots: SnapshotService,
+        facts: Callable[[], NodeFacts],
+    ) -> None:
+        """Args:
+        facts: the node's own facts for NodeStatus, asked for at each call
+            (addresses are known only once bound).
+        """
         self._registry = registry
         self._snapshots = snapshots
+        self._facts = facts
 
     def methods(self) -> dict[str, tuple[type, Handler]]:
         return {
@@ -63,7 +97,43 @@ class ControlPlane:
             "GetOperation": (pb.GetOperationRequest, self.get_operation),
             "SplitPartition": (pb.SplitPartitionRequest, self.split_partition),
             "MergePartitions": (pb.MergePartitionsRequest, self.merge_partitions),
+            "NodeStatus": (pb.NodeStatusRequest, self.node_status),
         }
+
+    async def node_status(self, request: pb.NodeStatusRequest) -> pb.NodeStatusResponse:
+        facts = self._facts()
+        build = build_info()
+        partitions = []
+        # Numbers already in memory only: no store is read, so this answers at
+        # once and never waits on a busy or failing partition.
+        for partition in sorted(self._registry, key=lambda p: p.range.start):
+            stats = partition.statistics()
+            partitions.append(
+                pb.PartitionStatus(
+                    id=partition.id,
+                    start=partition.range.start,
+                    end=partition.range.end or b"",
+                    store=partition.store_kind,
+                    state=_STATES[stats.state],
+                    inbox_depth=stats.inbox_depth,
+                    in_flight=stats.in_flight,
+                    last_seq=stats.last_seq,
+                    has_wal=stats.wal_synced_seq is not None,
+                    wal_synced_seq=stats.wal_synced_seq or 0,
+                    watchers=partition.feed.watchers,
+                )
+            )
+        return pb.NodeStatusResponse(
+            version=build["version"],
+            python_version=build["python"],
+            started=format_utc(facts.started),
+            uptime_seconds=max(0.0, time.monotonic() - facts.started_monotonic),
+            data_dir=str(facts.data_dir),
+            snapshot_root=str(facts.snapshot_root),
+            data_address=str(facts.data_address),
+            control_address=str(facts.control_address),
+            partitions=partitions,
+        )
 
     async def add_partition(self, request: pb.AddPartitionRequest) -> pb.AddPartitionResponse:
         key_range = KeyRange.from_wire(request.start, request.end)

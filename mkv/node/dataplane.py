@@ -233,6 +233,11 @@ class DataPlane:
 
     async def scan(self, request: pb.ScanRequest) -> AsyncGenerator[pb.ScanResponse, None]:
         start, end = request.start, request.end or None
+        if end is not None and end < start:
+            # Refused as Watch refuses it, rather than an empty answer that
+            # reads as "no keys" (an unquoted `user;` in a shell gives one).
+            # [k, k) stays allowed: a page can end exactly at the range's end.
+            raise InvalidArgumentError("The scanned range is empty: its end is before its start.")
         partition = self._owner_of_start(start, "scan")
         if partition is None:
             yield pb.ScanResponse(status=pb.BAD_NODE, hint=self._hint())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,7 @@ import trio
 
 from mkv.errors import ResourceExhaustedError
 from mkv.node.config import Config, ConfigError
-from mkv.node.controlplane import ControlPlane
+from mkv.node.controlplane import ControlPlane, NodeFacts
 from mkv.node.dataplane import DataPlane
 from mkv.node.registry import PartitionRegistry
 from mkv.node.snapshot_service import SnapshotService
@@ -101,6 +102,8 @@ class Node:
         self.operations = OperationRegistry()
         # Set in run(): creating the root is disk work, not for the constructor.
         self.snapshots: SnapshotService | None = None
+        # time.time() and time.monotonic() when run() began (NodeStatus).
+        self._started = (time.time(), time.monotonic())
         self._request_log = RequestLog(config.slow_request_seconds)
         # Without a metrics endpoint nothing is counted: the request log alone.
         self._observer: RpcObserver = self._request_log
@@ -175,6 +178,7 @@ class Node:
             OSError: a port cannot be bound (for example, it is in use).
             StorageError: the data directory or a store cannot be opened.
         """
+        self._started = (time.time(), time.monotonic())
         root = await trio.to_thread.run_sync(SnapshotRoot, self.config.snapshot_dir)
         self.snapshots = SnapshotService(self.registry, self.operations, root)
         bucket = TokenBucket(self.config.control_rate, self.config.control_burst)
@@ -183,7 +187,10 @@ class Node:
             control_guards.insert(0, TokenCheck(self._control_token, "control plane"))
         control_server = self._control_server = RpcServer(
             CONTROL_SERVICE,
-            self._observed(CONTROL_SERVICE, ControlPlane(self.registry, self.snapshots).methods()),
+            self._observed(
+                CONTROL_SERVICE,
+                ControlPlane(self.registry, self.snapshots, self._facts).methods(),
+            ),
             self.config.control_addr,
             max_request_bytes=self.config.max_request_bytes,
             drain_timeout=self.config.drain_timeout,
@@ -256,6 +263,19 @@ class Node:
                 self.registry.close()
                 metrics_scope.cancel()
         log.info("stopped", extra=fields(event="node_stopped"))
+
+    def _facts(self) -> NodeFacts:
+        assert self.snapshots is not None, "asked for by the control plane, which run() starts"
+        return NodeFacts(
+            started=self._started[0],
+            started_monotonic=self._started[1],
+            # Resolved when the node started (SnapshotRoot), and the data
+            # directory made absolute without touching the disk here.
+            data_dir=self.config.data_dir.absolute(),
+            snapshot_root=self.snapshots.root.path,
+            data_address=self.data_address,
+            control_address=self.control_address,
+        )
 
     async def _serve_metrics(
         self, scope: trio.CancelScope, *, task_status: trio.TaskStatus[None]

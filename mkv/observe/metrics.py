@@ -49,6 +49,8 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from purerpc.grpclib.status import Status, StatusCode
 
+from mkv.version import build_info
+
 if TYPE_CHECKING:
     from mkv.observe.logs import RequestLog
 
@@ -234,6 +236,19 @@ class RequestMetrics:
         return copies
 
 
+def _build_family() -> Metric:
+    """``mkv_build_info{version=...,python=...} 1``: the usual Prometheus way to
+    report a version, so dashboards can join on it or alert on a mixed fleet."""
+    build = build_info()
+    family = GaugeMetricFamily(
+        "mkv_build_info",
+        "Always 1; the labels say which mkv and which Python this node runs.",
+        labels=list(build),
+    )
+    family.add_metric(list(build.values()), 1)
+    return family
+
+
 class NodeCollector:
     """Renders a scrape's copied numbers as metric families (runs on a thread)."""
 
@@ -242,6 +257,7 @@ class NodeCollector:
         self.partitions: list[tuple[PartitionNumbers, StoreSize | None]] = []
 
     def collect(self) -> Iterator[Metric]:
+        yield _build_family()
         yield from self._request_families()
         yield from self._partition_families()
 

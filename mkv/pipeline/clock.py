@@ -21,7 +21,6 @@ millisecond, so in practice only a wall clock set back makes it happen.
 
 from __future__ import annotations
 
-import datetime
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -30,6 +29,7 @@ import attrs
 
 from mkv.errors import InternalError, InvalidArgumentError, shown
 from mkv.records import Write
+from mkv.units import format_utc_millis
 
 if TYPE_CHECKING:
     from mkv.pipeline.base import Recovered, StageContext
@@ -91,14 +91,7 @@ def format_timestamp(timestamp: int) -> str:
         ValueError: ``timestamp`` is not an unsigned 64-bit integer.
     """
     physical, logical = split_timestamp(timestamp)
-    try:
-        moment = datetime.datetime.fromtimestamp(physical / 1000, datetime.UTC)
-    except (OverflowError, ValueError):
-        # Past datetime's year 9999: still say what the number means.
-        text = f"{physical}ms"
-    else:
-        # Milliseconds from the integer: the float above may round them.
-        text = moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{physical % 1000:03d}Z"
+    text = format_utc_millis(physical)
     return f"{text}/{logical}" if logical else text
 
 

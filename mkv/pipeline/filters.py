@@ -28,6 +28,7 @@ import attrs
 
 from mkv.errors import InvalidArgumentError, PermissionDeniedError, shown
 from mkv.records import Write
+from mkv.units import parse_size
 
 if TYPE_CHECKING:
     from mkv.pipeline.base import StageContext
@@ -167,9 +168,6 @@ class RejectKeyPrefix:
 
 # --- max-value-size ---------------------------------------------------------
 
-_SIZE = re.compile(r"([0-9]{1,18})(KiB|MiB)?")
-_UNITS = {None: 1, "KiB": 1 << 10, "MiB": 1 << 20}
-
 
 def _check_limit(_: object, __: object, limit: int) -> None:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
@@ -201,18 +199,19 @@ class MaxValueSize:
 
     @classmethod
     def from_spec(cls, argument: str, context: StageContext | None = None) -> MaxValueSize:
-        """``max-value-size:<bytes>``, ``<n>KiB`` or ``<n>MiB``.
+        """``max-value-size:<bytes>``, or with a unit (``64KiB``, ``1MiB``: ``mkv.units``).
 
         Raises:
             InvalidArgumentError: anything else.
         """
-        match = _SIZE.fullmatch(argument.strip())
-        if match is None:
+        try:
+            limit = parse_size(argument)
+        except ValueError:
             raise InvalidArgumentError(
                 "The max-value-size stage takes a size in bytes, for example "
                 f"'max-value-size:4096' or 'max-value-size:64KiB'; got '{shown(argument)}'."
-            )
-        return cls(int(match[1]) * _UNITS[match[2]])
+            ) from None
+        return cls(limit)
 
 
 # --- sanitize-json ----------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mkv.errors import ConfigError
 
-__all__ = ["client_context", "server_context"]
+__all__ = ["client_context", "handshake_failure", "server_context"]
 
 _ALPN = ["h2"]  # gRPC clients refuse a TLS server that does not offer HTTP/2
 
@@ -59,3 +59,26 @@ def client_context(
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load the TLS CA, certificate or key: {exc}") from None
     return context
+
+
+# OpenSSL's reasons for the failures people meet, said in their terms.
+_HANDSHAKE_REASONS = {
+    # The first bytes back were not a TLS record: the port speaks plaintext
+    # (an mkv node without --tls-cert answers in HTTP/2 frames).
+    "WRONG_VERSION_NUMBER": "the server does not speak TLS there (is it a plaintext port? "
+    "connect without TLS, or serve with a certificate)",
+    "CERTIFICATE_VERIFY_FAILED": "the server's certificate is not signed by a CA this client "
+    "trusts (give the CA that signed it)",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the server requires a client certificate (mTLS)",
+}
+
+
+def handshake_failure(address: object, exc: ssl.SSLError) -> str:
+    """One sentence for a failed TLS handshake: what probably went wrong, then
+    OpenSSL's own reason, so nobody is left with a bare ``WRONG_VERSION_NUMBER``."""
+    reason = exc.reason or str(exc)
+    known = _HANDSHAKE_REASONS.get(reason)
+    if known is None and isinstance(exc, ssl.SSLCertVerificationError):
+        known = _HANDSHAKE_REASONS["CERTIFICATE_VERIFY_FAILED"]
+    explained = f"{known} [{reason}]" if known else reason
+    return f"The TLS handshake with mkv at {address} failed: {explained}."

@@ -27,6 +27,9 @@ class ControlPlaneServicer(purerpc.Servicer):
     async def MergePartitions(self, input_message):
         raise NotImplementedError()
 
+    async def NodeStatus(self, input_message):
+        raise NotImplementedError()
+
     @property
     def service(self) -> purerpc.Service:
         service_obj = purerpc.Service(
@@ -104,6 +107,15 @@ class ControlPlaneServicer(purerpc.Servicer):
                 mkv_dot_v1_dot_control__pb2.MergePartitionsResponse,
             )
         )
+        service_obj.add_method(
+            "NodeStatus",
+            self.NodeStatus,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.NodeStatusRequest,
+                mkv_dot_v1_dot_control__pb2.NodeStatusResponse,
+            )
+        )
         return service_obj
 
 
@@ -175,5 +187,13 @@ class ControlPlaneStub:
                 purerpc.Cardinality.UNARY_UNARY,
                 mkv_dot_v1_dot_control__pb2.MergePartitionsRequest,
                 mkv_dot_v1_dot_control__pb2.MergePartitionsResponse,
+            )
+        )
+        self.NodeStatus = self._client.get_method_stub(
+            "NodeStatus",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.NodeStatusRequest,
+                mkv_dot_v1_dot_control__pb2.NodeStatusResponse,
             )
         )

@@ -238,3 +238,55 @@ class GetOperationResponse(_message.Message):
     OPERATION_FIELD_NUMBER: _ClassVar[int]
     operation: Operation
     def __init__(self, operation: _Optional[_Union[Operation, _Mapping]] = ...) -> None: ...
+
+class NodeStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PartitionStatus(_message.Message):
+    __slots__ = ("id", "start", "end", "store", "state", "inbox_depth", "in_flight", "last_seq", "has_wal", "wal_synced_seq", "watchers")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    STORE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    INBOX_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    HAS_WAL_FIELD_NUMBER: _ClassVar[int]
+    WAL_SYNCED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    WATCHERS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    start: bytes
+    end: bytes
+    store: str
+    state: PartitionState
+    inbox_depth: int
+    in_flight: int
+    last_seq: int
+    has_wal: bool
+    wal_synced_seq: int
+    watchers: int
+    def __init__(self, id: _Optional[str] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., store: _Optional[str] = ..., state: _Optional[_Union[PartitionState, str]] = ..., inbox_depth: _Optional[int] = ..., in_flight: _Optional[int] = ..., last_seq: _Optional[int] = ..., has_wal: _Optional[bool] = ..., wal_synced_seq: _Optional[int] = ..., watchers: _Optional[int] = ...) -> None: ...
+
+class NodeStatusResponse(_message.Message):
+    __slots__ = ("version", "python_version", "started", "uptime_seconds", "data_dir", "snapshot_root", "data_address", "control_address", "partitions")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PYTHON_VERSION_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DATA_DIR_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_ROOT_FIELD_NUMBER: _ClassVar[int]
+    DATA_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    python_version: str
+    started: str
+    uptime_seconds: float
+    data_dir: str
+    snapshot_root: str
+    data_address: str
+    control_address: str
+    partitions: _containers.RepeatedCompositeFieldContainer[PartitionStatus]
+    def __init__(self, version: _Optional[str] = ..., python_version: _Optional[str] = ..., started: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., data_dir: _Optional[str] = ..., snapshot_root: _Optional[str] = ..., data_address: _Optional[str] = ..., control_address: _Optional[str] = ..., partitions: _Optional[_Iterable[_Union[PartitionStatus, _Mapping]]] = ...) -> None: ...
