@@ -938,7 +938,7 @@ async def _partitions_split(request: Request, stderr: TextIO) -> bytes:
             )
 
     merging = request.command == "partitions merge"
-    async with AdminClient.connect(request.address, **request.credentials()) as admin:
+    async with _admin(request) as admin:
         if merging:
             operation_id = await call(admin.merge_partitions(request.partition_id, request.path))
         else:
