@@ -51,6 +51,10 @@ class Model:
     batch_attempted: dict[int, int] = attrs.field(factory=lambda: defaultdict(int))
     batch_acknowledged: dict[int, int] = attrs.field(factory=lambda: defaultdict(int))
     acks: int = 0
+    # Keys written and then removed, each once (the remover's): the remove's
+    # ack means the key must never be found again.
+    removes_attempted: set[bytes] = attrs.field(factory=set)
+    removes_acknowledged: set[bytes] = attrs.field(factory=set)
 
 
 def value_of(version: int) -> bytes:
@@ -94,8 +98,26 @@ async def batch_writer(client: mkv.Client, writer: int, model: Model) -> None:
         model.acks += 1
 
 
+async def remover(client: mkv.Client, model: Model) -> None:
+    """Write keys and remove them, each key once: none may come back."""
+    n = len(model.removes_attempted)
+    while True:
+        key = f"r{n:06d}".encode()
+        n += 1
+        try:
+            await client.upsert({key: value_of(1)})
+            model.removes_attempted.add(key)
+            await client.remove(key)
+        except mkv.UnavailableError:
+            return
+        model.removes_acknowledged.add(key)
+        model.acks += 1
+
+
 async def verify(server: ServerProcess, model: Model, rng: random.Random) -> None:
     async with mkv.Client.connect(server.data_addr) as client:
+        for key in model.removes_acknowledged:
+            assert await client.get(key) is None, f"{key!r} came back after its remove"
         for key, attempted in model.attempted.items():
             item = await client.get_item(key)
             acked = model.acknowledged[key]
@@ -194,8 +216,9 @@ async def crash_cycles(
         server_log: where the server's log goes (off the storage a power cut
             takes away); default next to ``data_dir``.
         splits: split and merge partitions online during each cycle, so
-            kills land at every stage of both; the partitions are checked
-            after each restart to cover every key once.
+            kills land at every stage of both, while a remover writes and
+            removes keys; the partitions are checked after each restart to
+            cover every key once, and no removed key to be back.
     """
     rng = random.Random(seed)
     model = Model()
@@ -212,6 +235,7 @@ async def crash_cycles(
             ):
                 if splits:
                     nursery.start_soon(splitter, server, random.Random(rng.random()))
+                    nursery.start_soon(remover, client, model)
                 for writer in range(SINGLE_WRITERS):
                     writer_rng = random.Random(rng.random())
                     nursery.start_soon(single_writer, client, writer, model, writer_rng)

@@ -399,3 +399,32 @@ async def test_a_position_taken_on_the_parent_resumes_on_the_new_partition(
                 if len(got) == 2:
                     break
         assert got == [(b"w/2", b"b"), (b"w/3", b"c")]
+
+
+def test_a_merge_leaves_only_the_copied_rows_in_the_moved_range(tmp_path: Path) -> None:
+    """The survivor's store may still hold keys of the range it takes back
+    (purged late, or a merge cut short by a crash): they must not come back."""
+    from mkv.records import Write
+    from mkv.router import KeyRange
+    from mkv.snapshots.transfer import RangeFile, absorb
+    from mkv.store import StoreOptions, open_store
+
+    store = open_store("sqlite", tmp_path, logged=True)
+    store.apply([Write(puts=[(b"a", b"own"), (b"z1", b"stale")], seq=5)])
+    store.sync()
+    store.close()
+    moved = KeyRange(b"m", None)
+    copy = RangeFile(tmp_path / "copy.sqlite3", moved)
+    copy.apply([Write(puts=[(b"z2", b"new")], seq=9, timestamp=7)])
+    copy.finish(12, 7)
+    absorb("sqlite", tmp_path, StoreOptions(), copy.path, moved, 20, 7)
+    store = open_store("sqlite", tmp_path, logged=True)
+    try:
+        assert store.get(b"z1") is None
+        z2 = store.get(b"z2")
+        assert z2 is not None
+        assert (z2.value, z2.seq) == (b"new", 9)
+        assert store.get(b"a") is not None
+        assert store.last_seq() == 20
+    finally:
+        store.close()
