@@ -77,6 +77,10 @@ def test_round_trips_scan_watch_and_typed_errors(node: mkv.Node) -> None:
         done = admin.wait_operation(admin.snapshot("default", "blocking"), poll_interval=0.05)
         assert done.snapshot is not None
         assert admin.get_operation(done.id).state == "done"
+        admin.wait_operation(admin.split_partition("default", b"user:2", new_id="upper"))
+        assert [p.id for p in admin.list_partitions()] == ["default", "upper"]
+        admin.wait_operation(admin.merge_partitions("default", "upper"))
+        assert [p.id for p in admin.list_partitions()] == ["default"]
 
 
 def test_threads_share_one_client(node: mkv.Node) -> None:

@@ -434,6 +434,16 @@ class BlockingAdminClient(_Blocking[AdminClient]):
     def snapshot(self, partition_id: str, path: str = "") -> str:
         return self._call(self._async.snapshot, partition_id, path)
 
+    def split_partition(
+        self, partition_id: str, at: bytes | str, *, new_id: str | None = None
+    ) -> str:
+        """Start splitting a partition at ``at`` (as ``mkv.AdminClient.split_partition``)."""
+        return self._call(self._async.split_partition, partition_id, at, new_id=new_id)
+
+    def merge_partitions(self, left: str, right: str) -> str:
+        """Start merging ``right`` into ``left`` (as ``mkv.AdminClient.merge_partitions``)."""
+        return self._call(self._async.merge_partitions, left, right)
+
     def get_operation(self, operation_id: str) -> OperationInfo:
         return self._call(self._async.get_operation, operation_id)
 
