@@ -65,7 +65,8 @@ class Block:
 
     @property
     def where(self) -> str:
-        return f"{self.path.relative_to(ROOT)}:{self.line}"
+        shown = self.path.relative_to(ROOT) if self.path.is_relative_to(ROOT) else self.path
+        return f"{shown}:{self.line}"
 
 
 def blocks(path: Path) -> list[Block]:
@@ -85,6 +86,12 @@ def blocks(path: Path) -> list[Block]:
         if kind is not None:
             before = next((line.strip() for line in reversed(lines[:i]) if line.strip()), "")
             marker = _NOT_RUN.match(before)
+            if before.startswith("<!--") and marker is None and before != _FRESH:
+                # A misspelt marker must not quietly run, or quietly skip, a block.
+                raise ValueError(
+                    f"{path}:{i}: unknown marker {before!r}; "
+                    f"use '<!-- not run: REASON -->' or '{_FRESH}'"
+                )
             text = "\n".join(lines[i + 1 : end]) + "\n"
             found.append(
                 Block(path, i + 1, kind, text, marker[1] if marker else None, before == _FRESH)
@@ -100,8 +107,12 @@ class Node:
         self.log = workdir.parent / "mkv-serve.log"
         with self.log.open("wb") as stderr:
             self.process = subprocess.Popen(
-                [VENV_BIN / "mkv", "serve", "--data-addr", "127.0.0.1:0"]
-                + ["--control-addr", "127.0.0.1:0"],
+                [
+                    VENV_BIN / "mkv",
+                    "serve",
+                    *("--data-addr", "127.0.0.1:0"),
+                    *("--control-addr", "127.0.0.1:0"),
+                ],
                 cwd=workdir,
                 stdout=subprocess.PIPE,
                 stderr=stderr,
@@ -211,8 +222,8 @@ def _files_with_blocks() -> list[Path]:
     return [path for path in DOCS if blocks(path)]
 
 
-@pytest.mark.parametrize("path", _files_with_blocks(), ids=lambda p: str(p.relative_to(ROOT)))
-def test_every_block_runs_as_written(path: Path, tmp_path: Path) -> None:
+def run_page(path: Path, tmp_path: Path) -> str:
+    """Run every block of ``path``; returns the first failure, described ("" if none)."""
     nodes = 0
 
     def fresh() -> tuple[Path, Node]:
@@ -225,7 +236,6 @@ def test_every_block_runs_as_written(path: Path, tmp_path: Path) -> None:
         return workdir, Node(workdir)
 
     workdir, node = fresh()
-    failure = ""
     try:
         for block in blocks(path):
             if block.not_run is not None:
@@ -241,21 +251,71 @@ def test_every_block_runs_as_written(path: Path, tmp_path: Path) -> None:
                 done = run_block(block, node, workdir)
             if done.returncode != 0:
                 # Later blocks build on this one: their failures would be noise.
-                failure = (
+                return (
                     f"{block.where} ({block.kind} block) exited {done.returncode}:\n"
                     f"--- block\n{block.text}--- stdout\n{done.stdout[-3000:]}"
                     f"--- stderr\n{done.stderr[-3000:]}"
+                    f"--- server log\n{node.log_text()}"
                 )
-                break
     finally:
         node.stop()
-    assert not failure, failure + f"--- server log\n{node.log_text()}"
+    return ""
 
 
-def test_every_skipped_block_says_why() -> None:
-    """Every runnable-language block either runs or carries a reason (checked
-    by the parser); a marker must not hide a block of a language the runner
-    skips anyway, nor be empty."""
-    for path in DOCS:
-        for block in blocks(path):
-            assert block.not_run is None or block.not_run.strip(), block.where
+@pytest.mark.parametrize("path", _files_with_blocks(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_block_runs_as_written(path: Path, tmp_path: Path) -> None:
+    failure = run_page(path, tmp_path)
+    assert not failure, failure
+
+
+PAGE = """\
+# A page
+
+```sh
+mkvctl put greeting hello
+```
+
+<!-- not run: it would fail -->
+```sh
+exit 3
+```
+
+```python
+import mkv
+
+with mkv.connect("127.0.0.1:7070") as db:
+    assert db.get(b"greeting") == b"hello"
+```
+
+```python
+assert (await db.get(b"greeting")) == b"hello"
+```
+
+```sh
+mkvctl get greeting
+mkvctl get --no-such-flag greeting
+```
+"""
+
+
+def test_the_runner_reports_the_block_that_fails(tmp_path: Path) -> None:
+    """The runner itself: marked blocks are skipped, Python blocks reach the
+    node at the documented address, fragments get ``db``, and a broken
+    command fails the page, naming its block's line and the line in it."""
+    page = tmp_path / "page.md"
+    page.write_text(PAGE)
+    failure = run_page(page, tmp_path / "run")
+    assert failure.startswith(f"{page}:23 (shell block) exited 2"), failure
+    assert "readme-runner: exit status 2 at block line 2" in failure, failure
+    assert "--no-such-flag" in failure, failure
+
+    # The same page with the broken line fixed passes: the failure was that line.
+    page.write_text(PAGE.replace("mkvctl get --no-such-flag greeting\n", ""))
+    assert run_page(page, tmp_path / "fixed") == ""
+
+
+def test_a_misspelt_marker_is_refused(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("<!-- not-run: typo -->\n```sh\nexit 1\n```\n")
+    with pytest.raises(ValueError, match="unknown marker"):
+        blocks(page)
