@@ -1,5 +1,10 @@
-"""The README's partition, caching-store, mkvctl and restore examples work as
-written, each from a Quick start node (one `default` partition owning every key)."""
+"""The README's partition, caching-store, mkvctl and restore examples do what
+they say, each from a Quick start node (one `default` partition owning every key).
+
+tests/test_readme.py runs the README's blocks as written and checks that each
+command succeeds; this file checks what they leave behind (the sanitized value,
+the store kind, the merged map), which a block's exit status does not show.
+"""
 
 from __future__ import annotations
 
