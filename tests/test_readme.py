@@ -34,6 +34,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import attrs
@@ -319,3 +320,41 @@ def test_a_misspelt_marker_is_refused(tmp_path: Path) -> None:
     page.write_text("<!-- not-run: typo -->\n```sh\nexit 1\n```\n")
     with pytest.raises(ValueError, match="unknown marker"):
         blocks(page)
+
+
+def test_the_example_runs_as_its_docstring_says(tmp_path: Path) -> None:
+    """examples/session_counter.py's "Run it next to mkv serve" instructions,
+    taken from its docstring: the program counts a click put with mkvctl."""
+    doc = (ROOT / "examples" / "session_counter.py").read_text()
+    [command] = re.findall(r"^ {4}(python examples/\S+\.py .*)$", doc, re.MULTILINE)
+    put, get = re.findall(r"``(mkvctl [^`]+)``", doc)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    for name in LINKED:
+        (workdir / name).symlink_to(ROOT / name)
+    node = Node(workdir)
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MKV_DATA_ADDR": node.data_addr,
+        "MKV_CONTROL_ADDR": node.control_addr,
+    }
+    # The documented command names the default address; the node is elsewhere.
+    argv = ["bash", "-c", "exec " + command.replace(DEFAULT_DATA, node.data_addr)]
+    counter = subprocess.Popen(argv, cwd=workdir, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        subprocess.run(["bash", "-c", put], cwd=workdir, env=env, check=True, timeout=30)
+        deadline = time.monotonic() + 30
+        while True:
+            done = subprocess.run(
+                ["bash", "-c", get], cwd=workdir, env=env, capture_output=True, text=True
+            )
+            if done.returncode == 0 and done.stdout.startswith("1 "):
+                break
+            assert counter.poll() is None, f"{command} exited:\n{counter.communicate()[1]}"
+            assert time.monotonic() < deadline, f"{get}: {done.stdout}{done.stderr}"
+            time.sleep(0.2)
+    finally:
+        counter.terminate()
+        counter.communicate(timeout=30)
+        node.stop()
