@@ -52,6 +52,7 @@ START_TIMEOUT = 30.0
 _FENCE = re.compile(r"^```(\S*)\s*$")
 _NOT_RUN = re.compile(r"^<!--\s*not run:\s*(.+?)\s*-->$")
 _FRESH = "<!-- run: on a fresh node -->"
+_PYTEST = "<!-- run: with pytest -->"
 _LISTENING = re.compile(r"mkv: (data|control) plane listening on (\S+)")
 
 
@@ -63,6 +64,7 @@ class Block:
     text: str
     not_run: str | None  # the marker's reason
     fresh: bool  # runs on a new Quick start node, not on the page's so far
+    pytest: bool  # a test module: pytest runs it (its fixtures start their own node)
 
     @property
     def where(self) -> str:
@@ -87,15 +89,23 @@ def blocks(path: Path) -> list[Block]:
         if kind is not None:
             before = next((line.strip() for line in reversed(lines[:i]) if line.strip()), "")
             marker = _NOT_RUN.match(before)
-            if before.startswith("<!--") and marker is None and before != _FRESH:
+            if before.startswith("<!--") and marker is None and before not in (_FRESH, _PYTEST):
                 # A misspelt marker must not quietly run, or quietly skip, a block.
                 raise ValueError(
                     f"{path}:{i}: unknown marker {before!r}; "
-                    f"use '<!-- not run: REASON -->' or '{_FRESH}'"
+                    f"use '<!-- not run: REASON -->', '{_FRESH}' or '{_PYTEST}'"
                 )
             text = "\n".join(lines[i + 1 : end]) + "\n"
             found.append(
-                Block(path, i + 1, kind, text, marker[1] if marker else None, before == _FRESH)
+                Block(
+                    path,
+                    i + 1,
+                    kind,
+                    text,
+                    marker[1] if marker else None,
+                    fresh=before == _FRESH,
+                    pytest=before == _PYTEST,
+                )
             )
         i = end + 1
     return found
@@ -199,6 +209,15 @@ def run_block(block: Block, node: Node, workdir: Path) -> subprocess.CompletedPr
             "trap 'echo \"readme-runner: exit status $? at block line $((LINENO - 2))\" >&2' ERR\n"
         )
         argv = ["bash", "-c", header + block.text]
+    elif block.pytest:
+        # As the README's pytest-trio setting says; exit status 5 (no test
+        # collected) fails the block too.
+        script = workdir.parent / f"test_block_{block.line}.py"
+        script.write_text(block.text)
+        # The pytest script, not `python -m pytest`: -m puts the cwd on sys.path,
+        # where the README's protoc block leaves an `mkv/` that shadows mkv.
+        argv = [str(VENV_BIN / "pytest"), "-q", "-p", "no:cacheprovider"]
+        argv += ["-o", "trio_mode=true", "--rootdir", str(workdir.parent), str(script)]
     else:
         script = workdir.parent / f"block-{block.line}.py"  # not in the cwd, as a user's
         script.write_text(_python_source(block, node))
