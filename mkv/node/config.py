@@ -38,6 +38,7 @@ from mkv.rpc.connection_limits import ConnectionLimits
 from mkv.rpc.server import MAX_CONCURRENT_STREAMS, MAX_CONNECTIONS_PER_ADDRESS, STREAM_STALL_TIMEOUT
 from mkv.store.base import DEFAULT_CACHE_BYTES
 from mkv.units import parse_size
+from mkv.worker import DEFAULT_POOL_SIZE
 from mkv.wire import (
     DEFAULT_CONTROL_ADDR,
     DEFAULT_DATA_ADDR,
@@ -125,6 +126,11 @@ class Config:
     # Recent mutations each partition keeps for watchers to resume from (and
     # its write-ahead log keeps at least as much, so restarts keep them too).
     watch_retention_bytes: int = attrs.field(default=WATCH_RETENTION_BYTES, converter=_size)
+    # Threads of the node-wide pool that runs every partition's store and log
+    # jobs (mkv/worker.py). A partition's jobs run one at a time, so a slow
+    # partition holds at most two of them (its store's and its log's turn):
+    # with the default, one slow partition never stalls the others.
+    worker_threads: int = attrs.field(default=DEFAULT_POOL_SIZE, validator=attrs.validators.ge(3))
     # How long a response stream (Scan, Watch) waits for a client that does
     # not read before ending it with RESOURCE_EXHAUSTED.
     stream_stall_timeout: float = STREAM_STALL_TIMEOUT
