@@ -38,7 +38,6 @@ from mkv.rpc.connection_limits import ConnectionLimits
 from mkv.rpc.server import MAX_CONCURRENT_STREAMS, MAX_CONNECTIONS_PER_ADDRESS, STREAM_STALL_TIMEOUT
 from mkv.store.base import DEFAULT_CACHE_BYTES
 from mkv.units import parse_size
-from mkv.worker import DEFAULT_POOL_SIZE
 from mkv.wire import (
     DEFAULT_CONTROL_ADDR,
     DEFAULT_DATA_ADDR,
@@ -47,6 +46,7 @@ from mkv.wire import (
     is_loopback,
     parse_address,
 )
+from mkv.worker import DEFAULT_POOL_SIZE
 
 __all__ = ["DEFAULT_CONTROL_ADDR", "DEFAULT_DATA_ADDR", "Config", "ConfigError"]
 
