@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -84,7 +85,7 @@ async def _drive(size: int, lanes: int, jobs: int, seed: int) -> None:
                 pause = 0.002 if rng.random() < 0.1 else 0.0
                 nursery.start_soon(submit, lane, pause)
                 if rng.random() < 0.3:
-                    await trio.sleep(0)
+                    await trio.lowlevel.checkpoint()
         assert recorder.overlaps == []
         for lane in range(lanes):
             assert recorder.ran[lane] == list(range(jobs)), lane
