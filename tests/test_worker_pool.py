@@ -5,6 +5,7 @@ pool loses no queued job and leaves no thread behind."""
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
@@ -196,6 +197,11 @@ async def test_an_error_is_its_jobs_answer_and_the_lane_goes_on() -> None:
         await pool.aclose()
 
 
+def _append_slowly(ran: list[int], i: int) -> None:
+    ran.append(i)
+    time.sleep(0.0005)
+
+
 async def test_stop_finishes_queued_jobs_then_refuses_more() -> None:
     pool = WorkerPool(2, name="mkv-test-stop")
     try:
@@ -203,7 +209,7 @@ async def test_stop_finishes_queued_jobs_then_refuses_more() -> None:
         ran: list[int] = []
         async with trio.open_nursery() as nursery:
             for i in range(50):
-                nursery.start_soon(lane.run_sync, lambda i=i: ran.append(i) or time.sleep(0.0005))
+                nursery.start_soon(lane.run_sync, functools.partial(_append_slowly, ran, i))
             await trio.testing.wait_all_tasks_blocked()  # every job submitted
             await lane.stop()
             # Every job submitted before stop() ran before it returned.
