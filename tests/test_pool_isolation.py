@@ -11,6 +11,7 @@ would.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ import mkv
 from mkv.node.server import Node
 from mkv.records import Write
 from mkv.testing import running_node
+from tests.processes import ServerProcess
 
 PARTITIONS = 64
 SLOW = "p17"
@@ -153,3 +155,22 @@ def test_the_pool_size_leaves_room_for_a_slow_partition() -> None:
     with pytest.raises(ValueError, match="worker_threads"):
         mkv.Config(worker_threads=2)
     assert mkv.Config(worker_threads=3).worker_threads == 3
+
+
+async def test_the_worker_threads_flag(tmp_path: Path) -> None:
+    """``mkv serve --worker-threads N`` sizes the pool; too few is refused."""
+    server = ServerProcess(tmp_path / "data", "--worker-threads", "3")
+    await server.start()
+    async with mkv.Client.connect(server.data_addr) as client:
+        await client.upsert({b"k": b"v"})
+        assert await client.get(b"k") == b"v"
+    assert await server.stop() == 0
+    too_few, elsewhere = ("--worker-threads", "2"), ("--data-dir", str(tmp_path / "other"))
+    with trio.fail_after(30):
+        refused = await trio.run_process(
+            [sys.executable, "-m", "mkv.cli.server", "serve", *too_few, *elsewhere],
+            capture_stderr=True,
+            check=False,
+        )
+    assert refused.returncode == 2
+    assert "worker_threads" in refused.stderr.decode()

@@ -9,6 +9,7 @@ A TOML file holds the same names as the flags, with underscores::
     default_pipeline = ["timestamp", "wal:always"]
     durable_dir = "/mnt/managed-disk/mkv"
     cache_bytes = "256MiB"                # any *_bytes: a number, or with KiB, MiB, GiB
+    worker_threads = 8                # the pool every partition's store and log work runs on
     snapshot_root = "/var/lib/mkv/snapshots"
     metrics_addr = "127.0.0.1:9464"   # Prometheus /metrics; off when absent
     log_format = "json"               # or "human" (the default)
