@@ -106,7 +106,12 @@ class WorkerPool:
                     self._work.wait()
                 lane = ready.popleft()
                 fn, deliver = lane._jobs.popleft()
-            deliver(outcome.capture(fn))
+            try:
+                deliver(outcome.capture(fn))
+            except trio.RunFinishedError:
+                # The submitter's Trio run ended (it cannot while waiting, but
+                # a thread of a shared pool must outlive any one caller).
+                pass
             with lock:
                 if lane._jobs:
                     # One job a turn, then to the back: a lane with a long
