@@ -54,6 +54,10 @@ bench-cache *ARGS:
 bench-snapshot *ARGS:
     {{bin}}/python tools/bench_snapshot.py {{ARGS}}
 
+# Split of a 1M-key partition under writers: time to cut-over, writers' p99 during / before.
+bench-split *ARGS:
+    {{bin}}/python tools/bench_split.py {{ARGS}}
+
 # Restore time of a snapshot of 1M keys, into each store kind.
 bench-restore *ARGS:
     {{bin}}/python tools/bench_restore.py {{ARGS}}

@@ -13,6 +13,13 @@ number of the last click counted. It shows the three things issue 4 added:
 - and because the update also records the click's ``seq``, replaying clicks
   (after this program restarts from an older position) counts nothing twice.
 
+Sequence numbers are per partition, so the position it resumes from is a
+seq of the partition that owns ``clicks/``; the position is stored as
+``"<partition> <seq>"`` under a key that may well live in another partition
+(whose own numbers mean nothing here). A split or merge that moves
+``clicks/`` keeps positions valid: the new owner numbers its changes above
+the old one's, and the watch follows the move by itself.
+
 Run it next to ``mkv serve``::
 
     python examples/session_counter.py --data-addr 127.0.0.1:7070
@@ -31,7 +38,8 @@ import mkv
 
 CLICKS = (b"clicks/", b"clicks0")  # every key starting with b"clicks/"
 SESSIONS = b"sessions/"
-# Where a restarted counter resumes; any older position is safe too.
+# Where a restarted counter resumes: "<partition> <seq>"; any older position
+# is safe too.
 POSITION = b"session-counter/position"
 
 
@@ -61,10 +69,31 @@ async def count_click(client: mkv.Client, session: bytes, click_seq: int) -> boo
             continue  # another counter updated it first: read again
 
 
+async def clicks_partition(client: mkv.Client) -> str:
+    """The id of the partition that owns the clicks."""
+    for partition in await client.partition_map():
+        if CLICKS[0] in partition.range:
+            return partition.id
+    raise mkv.BadNodeError("No partition on this node owns clicks/.")
+
+
+async def stored_position(client: mkv.Client) -> int:
+    """The seq to resume watching from (0: from now, on a first run)."""
+    stored = await client.get(POSITION)
+    if not stored:
+        return 0
+    # "<partition> <seq>", or just "<seq>" as this example once stored it.
+    seq = stored.split()[-1]
+    # Taken in the partition that owned the clicks then. If a split or merge
+    # has moved them since, the new owner's numbers go on above that seq, so
+    # it still marks the same place (or, if the owner no longer retains the
+    # changes after it, the watch says so: CompactedError).
+    return int(seq)
+
+
 async def run_counter(client: mkv.Client, *, checkpoint_every: int = 100) -> None:
     """Count clicks until cancelled, resuming from the stored position."""
-    stored = await client.get(POSITION)
-    position = int(stored) if stored else 0
+    position = await stored_position(client)
     async with client.watch(*CLICKS, from_seq=position) as changes:
         counted = 0
         async for change in changes:
@@ -74,7 +103,8 @@ async def run_counter(client: mkv.Client, *, checkpoint_every: int = 100) -> Non
             counted += 1
             if counted % checkpoint_every == 0:
                 # Plain upsert: an older position only means more replays.
-                await client.upsert({POSITION: b"%d" % changes.position})
+                owner = await clicks_partition(client)
+                await client.upsert({POSITION: b"%s %d" % (owner.encode(), changes.position)})
 
 
 async def main() -> None:
@@ -82,10 +112,7 @@ async def main() -> None:
     parser.add_argument("--data-addr", default="127.0.0.1:7070")
     args = parser.parse_args()
     async with mkv.Client.connect(args.data_addr) as client:
-        if await client.get(POSITION) is None:
-            # First run: start from now (the current end of the partition's log).
-            [ack] = await client.upsert({POSITION: b"0"})
-            await client.upsert({POSITION: b"%d" % ack.seq})
+        # A first run (no position stored) starts from now.
         await run_counter(client)
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "InternalError",
     "InvalidArgumentError",
     "MkvError",
+    "MovedError",
     "NotFoundError",
     "PermissionDeniedError",
     "ResourceExhaustedError",
@@ -142,6 +143,22 @@ class BadNodeError(MkvError):
     """
 
     code = StatusCode.FAILED_PRECONDITION
+
+
+class MovedError(MkvError):
+    """The key's range moved to another partition (a split or merge) after the
+    request was routed; server-side only: the data plane answers it with
+    ``BAD_NODE`` and a hint naming ``owner``, so the client re-routes."""
+
+    # Should one ever reach the transport unanswered: retrying is right.
+    code = StatusCode.UNAVAILABLE
+
+    def __init__(self, message: str, owner: str = "", seq: int = 0) -> None:
+        super().__init__(message)
+        # The partition that owns the range now, and the parent's last
+        # sequence number before it moved (where a watch resumes there).
+        self.owner = owner
+        self.seq = seq
 
 
 class FailedPreconditionError(MkvError):

@@ -16,6 +16,7 @@ What must hold after every restart:
 
 from __future__ import annotations
 
+import itertools
 import random
 import sqlite3
 from collections import defaultdict
@@ -50,6 +51,10 @@ class Model:
     batch_attempted: dict[int, int] = attrs.field(factory=lambda: defaultdict(int))
     batch_acknowledged: dict[int, int] = attrs.field(factory=lambda: defaultdict(int))
     acks: int = 0
+    # Keys written and then removed, each once (the remover's): the remove's
+    # ack means the key must never be found again.
+    removes_attempted: set[bytes] = attrs.field(factory=set)
+    removes_acknowledged: set[bytes] = attrs.field(factory=set)
 
 
 def value_of(version: int) -> bytes:
@@ -93,8 +98,26 @@ async def batch_writer(client: mkv.Client, writer: int, model: Model) -> None:
         model.acks += 1
 
 
+async def remover(client: mkv.Client, model: Model) -> None:
+    """Write keys and remove them, each key once: none may come back."""
+    n = len(model.removes_attempted)
+    while True:
+        key = f"r{n:06d}".encode()
+        n += 1
+        try:
+            await client.upsert({key: value_of(1)})
+            model.removes_attempted.add(key)
+            await client.remove(key)
+        except mkv.UnavailableError:
+            return
+        model.removes_acknowledged.add(key)
+        model.acks += 1
+
+
 async def verify(server: ServerProcess, model: Model, rng: random.Random) -> None:
     async with mkv.Client.connect(server.data_addr) as client:
+        for key in model.removes_acknowledged:
+            assert await client.get(key) is None, f"{key!r} came back after its remove"
         for key, attempted in model.attempted.items():
             item = await client.get_item(key)
             acked = model.acknowledged[key]
@@ -116,6 +139,53 @@ async def verify(server: ServerProcess, model: Model, rng: random.Random) -> Non
             assert (version or 0) <= attempted
 
 
+# Where splits cut (never inside a batch writer's keys: a batch that spans
+# partitions is not atomic, by design).
+SPLIT_POINTS = [b"b1-", b"c", *(f"s{w:02d}-".encode() for w in range(1, SINGLE_WRITERS))] + [
+    f"s{w:02d}-{k:02d}".encode() for w in range(SINGLE_WRITERS) for k in range(1, KEYS_PER_WRITER)
+]
+
+
+async def splitter(server: ServerProcess, rng: random.Random) -> None:
+    """Split partitions at random points, and merge neighbours back, one
+    after another, until killed."""
+    async with mkv.AdminClient.connect(server.control_addr) as admin:
+        while True:
+            await trio.sleep(rng.uniform(0, 0.2))
+            at = rng.choice(SPLIT_POINTS)
+            try:
+                parts = sorted(await admin.list_partitions(), key=lambda p: p.range.start)
+                if len(parts) > 1 and rng.random() < 0.4:
+                    i = rng.randrange(len(parts) - 1)
+                    operation_id = await admin.merge_partitions(parts[i].id, parts[i + 1].id)
+                    await admin.wait_operation(operation_id, poll_interval=0.01)
+                    continue
+                owners = [p for p in parts if at in p.range and at != p.range.start]
+                if not owners:
+                    continue
+                operation_id = await admin.split_partition(owners[0].id, at)
+                await admin.wait_operation(operation_id, poll_interval=0.01)
+            except (mkv.UnavailableError, mkv.NotFoundError):
+                return
+            except mkv.MkvError:
+                continue  # refused (still purging, say): try another
+
+
+async def check_partitions(server: ServerProcess, data_dir: Path) -> None:
+    """The partitions cover every key exactly once, and no directory is left
+    of a split that never committed."""
+    async with mkv.AdminClient.connect(server.control_addr) as admin:
+        parts = sorted(await admin.list_partitions(), key=lambda p: p.range.start)
+    assert parts[0].range.start == b"", parts
+    assert parts[-1].range.end is None, parts
+    for low, high in itertools.pairwise(parts):
+        assert low.range.end == high.range.start, f"a gap or overlap: {low} {high}"
+    for p in parts:
+        assert p.state == "active", p
+    on_disk = {d.name for d in (data_dir / "partitions").iterdir() if d.is_dir()}
+    assert on_disk == {p.id for p in parts}, f"left behind: {on_disk - {p.id for p in parts}}"
+
+
 def integrity_check(data_dir: Path) -> None:
     for database in data_dir.glob("partitions/*/store.sqlite3"):
         conn = sqlite3.connect(database)
@@ -134,6 +204,7 @@ async def crash_cycles(
     server_args: tuple[str, ...] = (),
     power: Power | None = None,
     server_log: Path | None = None,
+    splits: bool = False,
 ) -> Model:
     """Run ``cycles`` kill -9 cycles; raise AssertionError on the first violation.
 
@@ -144,6 +215,10 @@ async def crash_cycles(
             fsynced.
         server_log: where the server's log goes (off the storage a power cut
             takes away); default next to ``data_dir``.
+        splits: split and merge partitions online during each cycle, so
+            kills land at every stage of both, while a remover writes and
+            removes keys; the partitions are checked after each restart to
+            cover every key once, and no removed key to be back.
     """
     rng = random.Random(seed)
     model = Model()
@@ -152,10 +227,15 @@ async def crash_cycles(
         await server.start()
         try:
             await verify(server, model, rng)
+            if splits:
+                await check_partitions(server, data_dir)
             async with (
                 mkv.Client.connect(server.data_addr) as client,
                 trio.open_nursery() as nursery,
             ):
+                if splits:
+                    nursery.start_soon(splitter, server, random.Random(rng.random()))
+                    nursery.start_soon(remover, client, model)
                 for writer in range(SINGLE_WRITERS):
                     writer_rng = random.Random(rng.random())
                     nursery.start_soon(single_writer, client, writer, model, writer_rng)
@@ -174,6 +254,8 @@ async def crash_cycles(
     await server.start()
     try:
         await verify(server, model, rng)
+        if splits:
+            await check_partitions(server, data_dir)
     finally:
         await server.stop()
     integrity_check(data_dir)

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 import trio
 
 import mkv
@@ -27,12 +28,23 @@ def load(name: str) -> ModuleType:
     return module
 
 
-async def test_session_counter_counts_every_click_exactly_once() -> None:
+async def split(node: mkv.Node, partition_id: str, at: bytes) -> None:
+    async with mkv.AdminClient.connect(node.control_address) as admin:
+        await admin.wait_operation(await admin.split_partition(partition_id, at))
+
+
+@pytest.mark.parametrize("layout", ["one partition", "two partitions", "split while counting"])
+async def test_session_counter_counts_every_click_exactly_once(layout: str) -> None:
     counter = load("session_counter")
     rng = random.Random(7)
     clicks: Counter[bytes] = Counter()
     async with running_node() as node, mkv.Client.connect(node.data_address) as client:
-        await client.upsert({counter.POSITION: b"0"})
+        if layout != "one partition":
+            # The README's layout: the position and the sessions live in
+            # another partition than the clicks, with other numbers.
+            await split(node, "default", b"m")
+            for i in range(50):
+                await client.upsert({b"zz": b"%d" % i})
 
         async def produce(n: int) -> None:
             async with mkv.Client.connect(node.data_address) as own:
@@ -56,6 +68,9 @@ async def test_session_counter_counts_every_click_exactly_once() -> None:
                 async with trio.open_nursery() as producers:
                     for n in range(4):
                         producers.start_soon(produce, n)
+                    if layout == "split while counting":
+                        await trio.sleep(0.2)
+                        await split(node, "default", b"c")  # clicks/ moves
                 counters.start_soon(count, 7)
                 while True:
                     counted = {

@@ -251,3 +251,58 @@ async def test_a_method_of_the_other_plane_is_unimplemented(
         assert (await call(grpcio.data.PartitionMap, pb.PartitionMapRequest())).partitions
         listed = await call(grpcio.control.ListPartitions, cpb.ListPartitionsRequest())
         assert listed.partitions
+
+
+async def test_split_partition_from_the_protos_alone(grpcio: GrpcioClient) -> None:
+    with trio.fail_after(30):
+        for key in (b"apple", b"zebra"):
+            await call(grpcio.data.Upsert, upsert_request({key: b"v"}))
+        started = await call(
+            grpcio.control.SplitPartition,
+            cpb.SplitPartitionRequest(id="default", at=b"m", new_id="high"),
+        )
+        while True:
+            got = await call(
+                grpcio.control.GetOperation, cpb.GetOperationRequest(id=started.operation_id)
+            )
+            if got.operation.state != cpb.RUNNING:
+                break
+            await trio.sleep(0.02)
+        assert got.operation.state == cpb.DONE, got.operation.error_message
+        assert got.operation.kind == "split"
+        assert (got.operation.split.partition.id, got.operation.split.partition.start) == (
+            "high",
+            b"m",
+        )
+        written = await call(grpcio.data.Upsert, upsert_request({b"zebra": b"w"}))
+        assert written.partition_id == "high"
+        refused = await call_error(
+            grpcio.control.SplitPartition, cpb.SplitPartitionRequest(id="default", at=b"q")
+        )
+        assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_merge_partitions_from_the_protos_alone(grpcio: GrpcioClient) -> None:
+    with trio.fail_after(30):
+        await call(grpcio.control.RemovePartition, cpb.RemovePartitionRequest(id="default"))
+        await call(grpcio.control.AddPartition, cpb.AddPartitionRequest(id="low", end=b"m"))
+        await call(grpcio.control.AddPartition, cpb.AddPartitionRequest(id="high", start=b"m"))
+        for key in (b"apple", b"zebra"):
+            await call(grpcio.data.Upsert, upsert_request({key: b"v"}))
+        started = await call(
+            grpcio.control.MergePartitions, cpb.MergePartitionsRequest(left="low", right="high")
+        )
+        while True:
+            got = await call(
+                grpcio.control.GetOperation, cpb.GetOperationRequest(id=started.operation_id)
+            )
+            if got.operation.state != cpb.RUNNING:
+                break
+            await trio.sleep(0.02)
+        assert got.operation.state == cpb.DONE, got.operation.error_message
+        merged = got.operation.merged
+        assert (merged.id, merged.start, merged.end, merged.key_count) == ("low", b"", b"", 2)
+        refused = await call_error(
+            grpcio.control.MergePartitions, cpb.MergePartitionsRequest(left="low", right="low")
+        )
+        assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -7,6 +7,8 @@ mkvctl partitions reopen users              # a failed partition, on its files, 
 mkvctl partitions restore nightly/users-42.sqlite3.manifest.json --id users
 mkvctl snapshot users nightly --wait        # progress on stderr, the manifest at the end
 mkvctl operations get 3f9a0c1d2e4b5a69      # a snapshot's state, progress and result
+mkvctl partitions split default u/ --new-id users --wait   # [u/, ∞) moves to "users"
+mkvctl partitions merge default users --wait   # and back
 mkvctl status                               # version, uptime, directories, partitions' queues
 mkvctl put greeting hello
 mkvctl put photo --file photo.jpg           # the value from a file; `put KEY -`: from stdin
@@ -261,6 +263,25 @@ def _build_parser() -> _Parser:
         "reopen", parents=[common], help="reopen a failed partition, as a restart would"
     )
     reopen.add_argument("id", help="partition id")
+    split = actions.add_parser(
+        "split", parents=[common], help="split a partition online: KEY and above move to a new one"
+    )
+    split.add_argument("id", help="partition id")
+    split.add_argument("at", metavar="KEY", help="the first key of the new partition")
+    split.add_argument("--new-id", help="the new partition's id (default: the server picks one)")
+    split.add_argument(
+        "--wait", action="store_true", help="show progress until done, then print both partitions"
+    )
+    merge = actions.add_parser(
+        "merge", parents=[common], help="merge RIGHT into LEFT, the partition just below it"
+    )
+    merge.add_argument("left", metavar="LEFT", help="the lower partition: it survives")
+    merge.add_argument(
+        "right", metavar="RIGHT", help="the partition whose range starts at LEFT's end"
+    )
+    merge.add_argument(
+        "--wait", action="store_true", help="wait until done, then print the survivor"
+    )
     restore = actions.add_parser(
         "restore", parents=[common], help="add a partition that starts from a snapshot"
     )
@@ -423,6 +444,15 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Request:
         fields.update(pipeline=None if stages is None else tuple(stages))
     elif command == "snapshot":
         fields.update(partition_id=args.partition, path=args.path, wait=args.wait)
+    elif command == "partitions merge":
+        fields.update(partition_id=args.left, path=args.right, wait=args.wait)
+    elif command == "partitions split":
+        fields.update(
+            partition_id=args.id,
+            keys=(raw(args.at, "KEY"),),
+            wait=args.wait,
+            path=args.new_id or "",
+        )
     elif command == "operations get":
         fields.update(operation_id=args.operation_id)
     elif command in ("put", "get"):
@@ -895,6 +925,68 @@ async def _snapshot(request: Request, stderr: TextIO) -> bytes:
     return _fields(_render_snapshot(op.snapshot, request.hex)).encode()
 
 
+async def _partitions_split(request: Request, stderr: TextIO) -> bytes:
+    assert request.partition_id is not None
+
+    async def call(work: Awaitable[Any]) -> Any:
+        # With --wait the whole command may take long: each call is bounded instead.
+        with trio.move_on_after(request.timeout) as scope:
+            return await work
+        if scope.cancelled_caught:
+            raise CommandError(
+                f"No answer from mkv at {request.address} within {request.timeout:g} seconds."
+            )
+
+    merging = request.command == "partitions merge"
+    async with _admin(request) as admin:
+        if merging:
+            operation_id = await call(admin.merge_partitions(request.partition_id, request.path))
+        else:
+            operation_id = await call(
+                admin.split_partition(
+                    request.partition_id, request.keys[0], new_id=request.path or None
+                )
+            )
+        if not request.wait:
+            if request.json:
+                return _json({"operation_id": operation_id})
+            return f"{operation_id}\n".encode()
+        bar = _ProgressBar(stderr)
+        try:
+            while True:
+                op: OperationInfo = await call(admin.get_operation(operation_id))
+                bar.show(op)
+                if not op.running:
+                    break
+                await trio.sleep(_POLL_INTERVAL)
+        finally:
+            bar.close()
+    if op.error is not None:
+        raise op.error
+    if merging:
+        assert op.merged is not None
+        if request.json:
+            return _json({"operation_id": op.id, "partition": _partition_json(op.merged)})
+        return (
+            f"merged partition {request.path} into {op.merged.id}: "
+            f"{_range(op.merged, request.hex)} from seq {op.merged.last_seq + 1}\n"
+        ).encode()
+    assert op.split is not None
+    parent, child = op.split
+    if request.json:
+        return _json(
+            {
+                "operation_id": op.id,
+                "parent": _partition_json(parent),
+                "partition": _partition_json(child),
+            }
+        )
+    return (
+        f"split partition {parent.id}: it keeps {_range(parent, request.hex)}, "
+        f"{child.id} has {_range(child, request.hex)} from seq {child.last_seq + 1}\n"
+    ).encode()
+
+
 async def _operations_get(request: Request) -> bytes:
     async with _admin(request) as admin:
         op = await admin.get_operation(request.operation_id)
@@ -1062,6 +1154,8 @@ async def execute(
                 output = await _snapshot(request, stderr)
             elif request.command == "partitions restore":
                 output = await _partitions_restore(request, stderr)
+            elif request.command in ("partitions split", "partitions merge"):
+                output = await _partitions_split(request, stderr)
             else:
                 output = await _COMMANDS[request.command](request)
         except CommandError as exc:

@@ -129,6 +129,10 @@ class OperationInfo:
     # Seconds since the epoch; finished is None while running.
     started: float
     finished: float | None
+    # Set when done (a split): the parent and the new partition at the cut-over.
+    split: tuple[PartitionInfo, PartitionInfo] | None = None
+    # Set when done (a merge): the surviving partition.
+    merged: PartitionInfo | None = None
 
     @property
     def running(self) -> bool:
@@ -152,6 +156,15 @@ class OperationInfo:
             error=error,
             started=op.started,
             finished=op.finished or None,
+            split=(
+                (
+                    PartitionInfo.from_proto(op.split.parent),
+                    PartitionInfo.from_proto(op.split.partition),
+                )
+                if op.HasField("split")
+                else None
+            ),
+            merged=PartitionInfo.from_proto(op.merged) if op.HasField("merged") else None,
         )
 
 
@@ -390,6 +403,43 @@ class AdminClient:
         """
         request = pb.SnapshotRequest(partition_id=partition_id, path=path)
         response = await self._unary(SERVICE, "Snapshot", request, pb.SnapshotResponse)
+        return response.operation_id
+
+    async def split_partition(
+        self, partition_id: str, at: bytes | str, *, new_id: str | None = None
+    ) -> str:
+        """Start splitting a partition at ``at``: it keeps the keys below, a
+        new partition (``new_id``, or one the server picks) takes ``at`` and
+        above; returns the operation id (``wait_operation`` gives the new
+        partition in its ``split``).
+
+        Raises:
+            NotFoundError: no such partition.
+            InvalidArgumentError: ``at`` is not strictly inside its range, or a bad id.
+            AlreadyExistsError: ``new_id`` is taken.
+            FailedPreconditionError: the partition is not active.
+        """
+        key = at.encode() if isinstance(at, str) else at
+        request = pb.SplitPartitionRequest(id=partition_id, at=key, new_id=new_id or "")
+        response = await self._unary(SERVICE, "SplitPartition", request, pb.SplitPartitionResponse)
+        return response.operation_id
+
+    async def merge_partitions(self, left: str, right: str) -> str:
+        """Start merging the adjacent partitions ``left`` (the lower range) and
+        ``right`` into ``left``; returns the operation id (``wait_operation``
+        gives the survivor in its ``merged``).
+
+        Raises:
+            NotFoundError: no such partition.
+            InvalidArgumentError: not adjacent in that order, different store
+                kinds, or memory partitions.
+            FailedPreconditionError: one is not active, or ``left`` is still
+                purging keys of ``right``'s range.
+        """
+        request = pb.MergePartitionsRequest(left=left, right=right)
+        response = await self._unary(
+            SERVICE, "MergePartitions", request, pb.MergePartitionsResponse
+        )
         return response.operation_id
 
     async def get_operation(self, operation_id: str) -> OperationInfo:

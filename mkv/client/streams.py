@@ -164,6 +164,14 @@ class Watch:
                 await trio.sleep(self._backoff * random.uniform(0.5, 1.0))
                 self._backoff = min(self._backoff * 2, WATCH_MAX_BACKOFF)
                 continue
+            if response.status == pb.BAD_NODE and response.progress_seq:
+                # The range moved to another partition (a split or merge)
+                # after every change up to progress_seq was sent; the new
+                # owner numbers its changes above it: resume there.
+                await self.aclose()
+                log.info("watch handed over (%s)", response.hint.message)
+                self._received = max(self._received, response.progress_seq)
+                continue
             if response.status != pb.OK:
                 raise BadNodeError(
                     response.hint.message or "No partition on this node owns the key."

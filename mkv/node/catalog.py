@@ -7,6 +7,17 @@ the new catalog. Keys are stored as hex, so the file stays readable::
     {"format": 1, "map_version": 3, "partitions": [
         {"id": "default", "start": "", "end": null, "store": "sqlite",
          "pipeline": ["timestamp", "wal"]}]}
+
+Two optional fields make splits crash-safe (``docs/partitions.md``):
+``"split"`` at the top names a split in progress (``{"parent": ...,
+"child": ...}``) whose child is not in the catalog yet: recovery deletes the
+child's files, and the parent keeps its whole range. A partition's
+``"purge"`` lists ranges it gave away whose keys its store may still hold:
+they are removed in the background, and the field cleared once they are.
+``"merge"`` (``{"left": ..., "right": ...}``) names a merge in progress:
+while the catalog still names the right partition it did not commit (the
+left one purges the right one's range from its store, which may hold some of
+it); once it does not, it did, and the right one's files are deleted.
 """
 
 from __future__ import annotations
@@ -22,7 +33,13 @@ from mkv.errors import InvalidArgumentError, StorageError
 from mkv.router import KeyRange
 from mkv.store.files import write_atomically
 
-__all__ = ["Catalog", "CatalogEntry", "check_partition_id"]
+__all__ = [
+    "Catalog",
+    "CatalogEntry",
+    "MergeInProgress",
+    "SplitInProgress",
+    "check_partition_id",
+]
 
 FORMAT = 1
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -48,6 +65,20 @@ class CatalogEntry:
     range: KeyRange
     store: str
     pipeline: tuple[str, ...]
+    # Ranges given away (split off) whose keys the store may still hold.
+    purge: tuple[KeyRange, ...] = ()
+
+
+@attrs.frozen
+class SplitInProgress:
+    parent: str
+    child: str
+
+
+@attrs.frozen
+class MergeInProgress:
+    left: str
+    right: str
 
 
 @attrs.frozen
@@ -55,9 +86,11 @@ class Catalog:
     partitions: Sequence[CatalogEntry]
     # Grows on every change, so clients can tell a stale partition map.
     map_version: int
+    split: SplitInProgress | None = None
+    merge: MergeInProgress | None = None
 
     def to_json(self) -> bytes:
-        doc = {
+        doc: dict[str, object] = {
             "format": FORMAT,
             "map_version": self.map_version,
             "partitions": [
@@ -67,10 +100,19 @@ class Catalog:
                     "end": None if p.range.end is None else p.range.end.hex(),
                     "store": p.store,
                     "pipeline": list(p.pipeline),
+                    **(
+                        {"purge": [[r.start.hex(), _hex(r.end)] for r in p.purge]}
+                        if p.purge
+                        else {}
+                    ),
                 }
                 for p in self.partitions
             ],
         }
+        if self.split is not None:
+            doc["split"] = {"parent": self.split.parent, "child": self.split.child}
+        if self.merge is not None:
+            doc["merge"] = {"left": self.merge.left, "right": self.merge.right}
         return json.dumps(doc, indent=2).encode() + b"\n"
 
     @classmethod
@@ -83,6 +125,18 @@ class Catalog:
             # anywhere on disk.
             if not isinstance(p["id"], str) or not _ID_PATTERN.fullmatch(p["id"]):
                 raise ValueError(f"bad partition id {p['id']!r}")
+        split = None
+        if (pending := doc.get("split")) is not None:
+            for name in ("parent", "child"):
+                if not isinstance(pending[name], str) or not _ID_PATTERN.fullmatch(pending[name]):
+                    raise ValueError(f"bad partition id {pending[name]!r} in the split")
+            split = SplitInProgress(pending["parent"], pending["child"])
+        merge = None
+        if (merging := doc.get("merge")) is not None:
+            for name in ("left", "right"):
+                if not isinstance(merging[name], str) or not _ID_PATTERN.fullmatch(merging[name]):
+                    raise ValueError(f"bad partition id {merging[name]!r} in the merge")
+            merge = MergeInProgress(merging["left"], merging["right"])
         return cls(
             partitions=[
                 CatalogEntry(
@@ -94,10 +148,16 @@ class Catalog:
                     store=p["store"],
                     # Catalogs from before pipelines: those partitions had none.
                     pipeline=tuple(p.get("pipeline", ())),
+                    purge=tuple(
+                        KeyRange(bytes.fromhex(start), None if end is None else bytes.fromhex(end))
+                        for start, end in p.get("purge", ())
+                    ),
                 )
                 for p in doc["partitions"]
             ],
             map_version=int(doc["map_version"]),
+            split=split,
+            merge=merge,
         )
 
     @staticmethod
@@ -127,3 +187,7 @@ class Catalog:
             write_atomically(path, self.to_json())
         except OSError as exc:
             raise StorageError(f"Could not write the partition catalog {path}.") from exc
+
+
+def _hex(key: bytes | None) -> str | None:
+    return None if key is None else key.hex()

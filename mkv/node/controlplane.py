@@ -41,6 +41,21 @@ class NodeFacts:
     control_address: Address
 
 
+SPLIT = "split"
+MERGE = "merge"
+
+
+@attrs.frozen
+class MergeDone:
+    partition: PartitionReport
+
+
+@attrs.frozen
+class SplitDone:
+    parent: PartitionReport
+    partition: PartitionReport
+
+
 _STATES = {
     PartitionState.STARTING: pb.STARTING,
     PartitionState.ACTIVE: pb.ACTIVE,
@@ -80,6 +95,8 @@ class ControlPlane:
             "ListPartitions": (pb.ListPartitionsRequest, self.list_partitions),
             "Snapshot": (pb.SnapshotRequest, self.snapshot),
             "GetOperation": (pb.GetOperationRequest, self.get_operation),
+            "SplitPartition": (pb.SplitPartitionRequest, self.split_partition),
+            "MergePartitions": (pb.MergePartitionsRequest, self.merge_partitions),
             "NodeStatus": (pb.NodeStatusRequest, self.node_status),
         }
 
@@ -148,6 +165,37 @@ class ControlPlane:
         operation = self._snapshots.operations.get(request.id)
         return pb.GetOperationResponse(operation=_operation_to_proto(operation))
 
+    async def split_partition(self, request: pb.SplitPartitionRequest) -> pb.SplitPartitionResponse:
+        if not request.id:
+            raise NotFoundError("SplitPartition needs the id of a partition.")
+        # Refused at once when it cannot begin; checked again when it does.
+        self._registry.check_split(request.id, request.at, request.new_id or None)
+        registry = self._registry
+
+        async def work(operation: Operation) -> SplitDone:
+            child = await registry.split(request.id, request.at, request.new_id or None, operation)
+            parent = registry.partition(request.id)
+            assert parent is not None
+            return SplitDone(await registry.info(parent), await registry.info(child))
+
+        operation = self._snapshots.operations.start(SPLIT, request.id, work)
+        return pb.SplitPartitionResponse(operation_id=operation.id)
+
+    async def merge_partitions(
+        self, request: pb.MergePartitionsRequest
+    ) -> pb.MergePartitionsResponse:
+        if not request.left or not request.right:
+            raise NotFoundError("MergePartitions needs the ids of two partitions.")
+        self._registry.check_merge(request.left, request.right)
+        registry = self._registry
+
+        async def work(operation: Operation) -> MergeDone:
+            merged = await registry.merge(request.left, request.right, operation)
+            return MergeDone(await registry.info(merged))
+
+        operation = self._snapshots.operations.start(MERGE, request.left, work)
+        return pb.MergePartitionsResponse(operation_id=operation.id)
+
     async def remove_partition(
         self, request: pb.RemovePartitionRequest
     ) -> pb.RemovePartitionResponse:
@@ -212,6 +260,15 @@ def _operation_to_proto(operation: Operation) -> pb.Operation:
     if operation.error is not None:
         message.error_code = operation.error.code.value
         message.error_message = operation.error.message
+    if isinstance(operation.result, SplitDone):
+        message.split.CopyFrom(
+            pb.SplitResult(
+                parent=_to_proto(operation.result.parent),
+                partition=_to_proto(operation.result.partition),
+            )
+        )
+    if isinstance(operation.result, MergeDone):
+        message.merged.CopyFrom(_to_proto(operation.result.partition))
     if isinstance(operation.result, SnapshotResult):
         result, manifest = operation.result, operation.result.manifest
         message.snapshot.CopyFrom(

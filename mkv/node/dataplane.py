@@ -15,7 +15,12 @@ from collections.abc import AsyncGenerator, Sequence
 
 import trio
 
-from mkv.errors import ConditionFailedError, InvalidArgumentError, ResourceExhaustedError
+from mkv.errors import (
+    ConditionFailedError,
+    InvalidArgumentError,
+    MovedError,
+    ResourceExhaustedError,
+)
 from mkv.node.registry import PartitionRegistry
 from mkv.node.watching import watch_partition
 from mkv.observe.logs import note_partition
@@ -112,6 +117,8 @@ class DataPlane:
             return pb.UpsertResponse(
                 status=pb.CONDITION_FAILED, partition_id=partition.id, failure=_failure(exc)
             )
+        except MovedError as exc:
+            return pb.UpsertResponse(status=pb.BAD_NODE, hint=self._hint(exc))
         assert isinstance(result, WriteResult)
         return pb.UpsertResponse(
             status=pb.OK, seq=result.seq, timestamp=result.timestamp, partition_id=partition.id
@@ -121,7 +128,10 @@ class DataPlane:
         partition = self._route([request.key])
         if partition is None:
             return pb.GetResponse(status=pb.BAD_NODE, hint=self._hint())
-        item = await partition.submit(Get(request.key))
+        try:
+            item = await partition.submit(Get(request.key))
+        except MovedError as exc:
+            return pb.GetResponse(status=pb.BAD_NODE, hint=self._hint(exc))
         if item is None:
             return pb.GetResponse(status=pb.OK, found=False, partition_id=partition.id)
         assert isinstance(item, Item)
@@ -150,6 +160,8 @@ class DataPlane:
             return pb.RemoveResponse(
                 status=pb.CONDITION_FAILED, partition_id=partition.id, failure=_failure(exc)
             )
+        except MovedError as exc:
+            return pb.RemoveResponse(status=pb.BAD_NODE, hint=self._hint(exc))
         assert isinstance(result, WriteResult)
         return pb.RemoveResponse(
             status=pb.OK,
@@ -166,7 +178,10 @@ class DataPlane:
         partition = self._route([key for key, _ in deltas], request.map_version)
         if partition is None:
             return pb.IncrementResponse(status=pb.BAD_NODE, hint=self._hint())
-        result = await partition.submit(Increment(deltas, size=request.ByteSize()))
+        try:
+            result = await partition.submit(Increment(deltas, size=request.ByteSize()))
+        except MovedError as exc:
+            return pb.IncrementResponse(status=pb.BAD_NODE, hint=self._hint(exc))
         assert isinstance(result, WriteResult)
         return pb.IncrementResponse(
             status=pb.OK,
@@ -189,6 +204,8 @@ class DataPlane:
             return pb.BatchGetResponse(status=pb.BAD_NODE, hint=self._hint())
 
         def read(store: StateStore) -> tuple[int, list[Item | None]]:
+            # Between two writes: the range now is the one this view is of.
+            partition.check_owned(*keys, reading=True)
             items = store.get_many(keys)
             size = sum(len(item.value) for item in items if item is not None)
             if size > MAX_BATCH_GET_BYTES:
@@ -198,7 +215,10 @@ class DataPlane:
                 )
             return store.last_seq(), items
 
-        seq, items = await partition.submit(Read(read))
+        try:
+            seq, items = await partition.submit(Read(read))
+        except MovedError as exc:
+            return pb.BatchGetResponse(status=pb.BAD_NODE, hint=self._hint(exc))
         return pb.BatchGetResponse(
             status=pb.OK,
             items=[
@@ -222,18 +242,25 @@ class DataPlane:
         if partition is None:
             yield pb.ScanResponse(status=pb.BAD_NODE, hint=self._hint())
             return
-        owned_end = partition.range.end
-        stop = end if owned_end is None or (end is not None and end <= owned_end) else owned_end
         limit = min(request.limit or SCAN_LIMIT, MAX_SCAN_LIMIT)
         keys_only = request.keys_only
 
-        def read(store: StateStore) -> tuple[int, list[tuple[bytes, Item]]]:
+        def read(store: StateStore) -> tuple[int, list[tuple[bytes, Item]], bytes | None]:
+            # The range as of this view (between two writes): a split may
+            # have given the upper part away since the scan was routed.
+            partition.check_owned(start, reading=True)
+            owned_end = partition.read_range.end
+            stop = end if owned_end is None or (end is not None and end <= owned_end) else owned_end
             if stop is not None and stop <= start:
-                return store.last_seq(), []
+                return store.last_seq(), [], stop
             page = store.scan(start, stop, limit, keys_only=keys_only, max_bytes=SCAN_BYTES)
-            return store.last_seq(), page
+            return store.last_seq(), page, stop
 
-        seq, page = await partition.submit(Read(read))
+        try:
+            seq, page, stop = await partition.submit(Read(read))
+        except MovedError as exc:
+            yield pb.ScanResponse(status=pb.BAD_NODE, hint=self._hint(exc))
+            return
         size = sum(len(key) + len(item.value) for key, item in page)
         if len(page) >= limit or size >= SCAN_BYTES:
             more, next_start = True, page[-1][0] + b"\x00"
@@ -328,9 +355,11 @@ class DataPlane:
             for rng, pid in self._registry.router.ranges
         ]
 
-    def _hint(self) -> pb.RoutingHint:
+    def _hint(self, moved: MovedError | None = None) -> pb.RoutingHint:
         return pb.RoutingHint(
-            message="No partition on this node owns the key; the ranges it owns are listed.",
+            message=str(moved)
+            if moved is not None
+            else "No partition on this node owns the key; the ranges it owns are listed.",
             owned=self._ranges(),
             map_version=self._registry.router.version,
         )

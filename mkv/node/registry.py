@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import trio
 from mkv.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
+    InvalidArgumentError,
     MkvError,
     NotFoundError,
     StorageError,
@@ -33,13 +35,28 @@ from mkv.errors import (
     leaves,
     shown,
 )
-from mkv.node.catalog import Catalog, CatalogEntry, check_partition_id
+from mkv.node.catalog import (
+    Catalog,
+    CatalogEntry,
+    MergeInProgress,
+    SplitInProgress,
+    check_partition_id,
+)
 from mkv.observe.logs import fields
-from mkv.partition.feed import WATCH_RETENTION_BYTES
-from mkv.partition.task import Partition, PartitionState
+from mkv.operations import Operation
+from mkv.partition.feed import WATCH_RETENTION_BYTES, ChangeFeed
+from mkv.partition.task import Cutover, Partition, PartitionState, Read, Remove
 from mkv.pipeline import UNOBSERVED, StageObserver, check_pipeline, default_pipeline
-from mkv.router import KeyRange, Router
-from mkv.store import DEFAULT_CACHE_BYTES, StoreOptions, StoreStats, check_store_kind
+from mkv.router import KeyRange, Router, format_key
+from mkv.snapshots.stores import install
+from mkv.snapshots.transfer import RangeFile, absorb, catch_up_to, copy_range
+from mkv.store import (
+    DEFAULT_CACHE_BYTES,
+    StateStore,
+    StoreOptions,
+    StoreStats,
+    check_store_kind,
+)
 from mkv.store.files import make_directory
 from mkv.worker import WorkerPool
 
@@ -54,6 +71,13 @@ DEFAULT_PARTITION_ID = "default"
 # these many seconds, doubling each time up to the second.
 REOPEN_FIRST_DELAY = 1.0
 REOPEN_MAX_DELAY = 30.0
+# Keys removed per step of the purge after a split: each is one write of the
+# parent, so its writers wait for at most one small step at a time.
+PURGE_CHUNK = 500
+# The file a split builds its new partition's state in (mkv.snapshots.transfer).
+_SPLIT_FILE = "split.sqlite3.tmp"
+# The file a merge builds the right partition's state in, in the left one's directory.
+_MERGE_FILE = "merge.sqlite3.tmp"
 
 
 @attrs.frozen
@@ -103,6 +127,8 @@ class PartitionRegistry:
         self._partitions: dict[str, Partition] = {}
         self._router = Router.build([], version=0)
         self._lock = trio.Lock()
+        # Per partition, the ranges split off whose keys its store may still hold.
+        self._purges: dict[str, tuple[KeyRange, ...]] = {}
         self._nursery: trio.Nursery | None = None
         self._closing = trio.Event()
 
@@ -150,9 +176,17 @@ class PartitionRegistry:
                 )
                 await self.add(DEFAULT_PARTITION_ID, KeyRange(b"", None), self.default_store)
             else:
+                await self._recover_split(catalog)
                 for entry in catalog.partitions:
                     await self._start_catalogued(entry)
+                    if entry.purge:
+                        self._purges[entry.id] = entry.purge
                 self._publish(catalog.map_version)
+                await self._recover_merge(catalog)
+                if catalog.split is not None or catalog.merge is not None:
+                    await self._save_catalog(catalog.map_version)
+                for partition_id in list(self._purges):
+                    self._start_purge(self._partitions[partition_id])
             task_status.started()
             await self._closing.wait()
             for partition in self._partitions.values():
@@ -300,13 +334,68 @@ class PartitionRegistry:
             ((p.range, p.id) for p in self._partitions.values()), version=map_version
         )
 
-    async def _save_catalog(self, map_version: int) -> None:
+    async def _recover_split(self, catalog: Catalog) -> None:
+        """A split the catalog records as in progress never committed (else
+        the catalog would name its child and no split): the parent has its
+        whole range still, and the child's files are garbage."""
+        if catalog.split is None:
+            return
+        child = catalog.split.child
+        if any(entry.id == child for entry in catalog.partitions):
+            return  # defensive: a committed catalog never records the split
+        log.warning(
+            "the split of partition %s into %s did not finish before the node stopped; "
+            "%s keeps its whole range and %s's files are removed",
+            catalog.split.parent,
+            child,
+            catalog.split.parent,
+            child,
+            extra=fields(event="split_rolled_back", partition=catalog.split.parent),
+        )
+        await trio.to_thread.run_sync(self._delete_files, child)
+
+    async def _recover_merge(self, catalog: Catalog) -> None:
+        """Finish or undo a merge the catalog records as in progress: if the
+        catalog still names the right partition the merge did not commit, and
+        the left one's store may hold some of the right one's keys (purged);
+        if not, it did, and the right one's files go."""
+        if catalog.merge is None:
+            return
+        left, right = catalog.merge.left, catalog.merge.right
+        await trio.to_thread.run_sync(
+            lambda: (self._directory(left) / _MERGE_FILE).unlink(missing_ok=True)
+        )
+        if left not in self._partitions:
+            return
+        if (other := self._partitions.get(right)) is not None:
+            # Purged by the task run() starts for every partition with purges.
+            self._purges[left] = (*self._purges.get(left, ()), other.range)
+            log.warning(
+                "the merge of partitions %s and %s did not finish before the node stopped; "
+                "both keep their ranges",
+                left,
+                right,
+                extra=fields(event="merge_rolled_back", partition=left),
+            )
+        else:
+            await trio.to_thread.run_sync(self._delete_files, right)
+
+    async def _save_catalog(
+        self,
+        map_version: int,
+        split: SplitInProgress | None = None,
+        merge: MergeInProgress | None = None,
+    ) -> None:
         catalog = Catalog(
             partitions=[
-                CatalogEntry(p.id, p.range, p.store_kind, p.pipeline_specs)
+                CatalogEntry(
+                    p.id, p.range, p.store_kind, p.pipeline_specs, self._purges.get(p.id, ())
+                )
                 for p in self._partitions.values()
             ],
             map_version=map_version,
+            split=split,
+            merge=merge,
         )
         await trio.to_thread.run_sync(catalog.save, self._catalog_path)
 
@@ -399,6 +488,7 @@ class PartitionRegistry:
                 raise NotFoundError(f"No partition with id {shown(partition_id)}.")
             info = await self.info(partition)
             del self._partitions[partition_id]
+            self._purges.pop(partition_id, None)
             version = self._router.version + 1
             # New requests get BAD_NODE from here on; queued ones still finish.
             self._publish(version)
@@ -449,6 +539,9 @@ class PartitionRegistry:
                 raise
             except Exception as exc:
                 raise StorageError(f"Reopening partition {partition_id} failed: {exc}") from exc
+            if partition_id in self._purges:
+                # The failed partition's purge stopped with it.
+                self._start_purge(partition)
             log.info(
                 "reopened partition %s from seq %d",
                 partition_id,
@@ -456,6 +549,354 @@ class PartitionRegistry:
                 extra=fields(event="partition_reopened", partition=partition_id),
             )
             return partition
+
+    async def split(
+        self, partition_id: str, at: bytes, new_id: str | None, operation: Operation
+    ) -> Partition:
+        """Split ``partition_id``'s range ``[start, end)`` at ``at``: it keeps
+        ``[start, at)``, and a new partition (``new_id``, or one the node
+        picks) of the same store kind and pipeline takes ``[at, end)`` with
+        its keys, while both go on serving. Returns the new partition.
+
+        Crash-safe in this order: the catalog records the split in progress;
+        the new partition's state is built in its directory (a copy at one
+        seq, then the parent's writes since); at the cut-over, in the
+        parent's own order, the state is finished at the parent's last seq
+        and the catalog written once with both ranges (the commit); the
+        parent's store then gives up the moved keys in the background.
+
+        Raises:
+            NotFoundError: no such partition.
+            InvalidArgumentError: ``at`` is not inside the range, a bad id,
+                or a store kind that cannot be copied.
+            AlreadyExistsError: ``new_id`` is taken.
+            FailedPreconditionError: the partition is not active.
+            CompactedError: writes came faster than the feed keeps them; retry.
+        """
+        async with self._lock:
+            if self._closing.is_set():
+                raise UnavailableError("The server is shutting down.")
+            parent = self.check_split(partition_id, at, new_id)
+            whole = parent.range
+            child_id = new_id or self._free_id()
+            keep, moved = KeyRange(whole.start, at), KeyRange(at, whole.end)
+            version = self._router.version
+            await self._save_catalog(version, split=SplitInProgress(parent.id, child_id))
+            committed: list[Partition] = []
+            try:
+                await self._build_and_cut_over(parent, child_id, keep, moved, operation, committed)
+            finally:
+                if not committed:
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(self._delete_files, child_id)
+                        await self._save_catalog(self._router.version)
+            child = committed[0]
+            log.info(
+                "split partition %s at %s: %s keeps %s, %s has %s from seq %d",
+                parent.id,
+                format_key(at),
+                parent.id,
+                keep,
+                child.id,
+                moved,
+                child.last_seq() + 1,
+                extra=fields(event="partition_split", partition=parent.id, seq=child.last_seq()),
+            )
+            self._start_purge(parent)
+            return child
+
+    def check_split(self, partition_id: str, at: bytes, new_id: str | None) -> Partition:
+        """The partition to split, if the split may begin now (see ``split``)."""
+        if new_id:
+            check_partition_id(new_id)
+        parent = self._partitions.get(partition_id)
+        if parent is None:
+            raise NotFoundError(f"No partition with id {shown(partition_id)}.")
+        if parent.state is not PartitionState.ACTIVE:
+            raise FailedPreconditionError(
+                f"Partition {partition_id} is {parent.state.value}; only an active "
+                "partition can be split."
+            )
+        whole = parent.range
+        if not (at > whole.start and (whole.end is None or at < whole.end)):
+            raise InvalidArgumentError(
+                f"The split key {format_key(at)} is not inside partition {partition_id}'s "
+                f"range {whole} (it must be after its start and before its end)."
+            )
+        if new_id and new_id in self._partitions:
+            raise AlreadyExistsError(f"A partition with id {new_id} already exists.")
+        return parent
+
+    async def _build_and_cut_over(
+        self,
+        parent: Partition,
+        child_id: str,
+        keep: KeyRange,
+        moved: KeyRange,
+        operation: Operation,
+        committed: list[Partition],
+    ) -> None:
+        await trio.to_thread.run_sync(self._delete_files, child_id)
+        directory = self._directory(child_id)
+        await trio.to_thread.run_sync(make_directory, directory)
+        target = await trio.to_thread.run_sync(RangeFile, directory / _SPLIT_FILE, moved)
+        entry = CatalogEntry(child_id, moved, parent.store_kind, parent.pipeline_specs)
+
+        async def at_release(seq: int, timestamp: int) -> None:
+            # The parent applies nothing until this returns: keep it short.
+            began = time.monotonic()
+            await catch_up_to(parent.feed, target, seq)
+            await trio.to_thread.run_sync(target.finish, seq, timestamp)
+            await trio.to_thread.run_sync(
+                install, entry.store, directory, target.path, self._store_options(child_id)
+            )
+            child = await self._start(entry)
+            # Positions taken on the parent stay good on the child while the
+            # parent's feed still held them (until the child restarts).
+            child.feed.inherit(parent.feed, moved.start, moved.end)
+            version = self._router.version + 1
+            before = self._purges.get(parent.id, ())
+            self._purges[parent.id] = (*before, moved)
+            try:
+                await self._save_catalog(version)  # the commit
+            except BaseException:
+                self._purges[parent.id] = before
+                del self._partitions[child_id]
+                child.close()
+                with trio.CancelScope(shield=True):
+                    await child.wait_stopped()
+                raise
+            committed.append(child)
+            self._publish(version)
+            log.info(
+                "partition %s: cut-over to %s at seq %d took %.1f ms",
+                parent.id,
+                child_id,
+                seq,
+                (time.monotonic() - began) * 1000,
+                extra=fields(event="cut_over", partition=parent.id, seq=seq),
+            )
+
+        try:
+            await copy_range(operation, parent, moved, target)
+            operation.report("cut-over", 0, 0)
+            await parent.submit(Cutover(keep, moved, child_id, at_release))
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(target.close)
+
+    def check_merge(self, left_id: str, right_id: str) -> tuple[Partition, Partition]:
+        """The two partitions to merge, if the merge may begin now (see ``merge``)."""
+        found = []
+        for partition_id in (left_id, right_id):
+            partition = self._partitions.get(partition_id)
+            if partition is None:
+                raise NotFoundError(f"No partition with id {shown(partition_id)}.")
+            if partition.state is not PartitionState.ACTIVE:
+                raise FailedPreconditionError(
+                    f"Partition {partition_id} is {partition.state.value}; only active "
+                    "partitions can be merged."
+                )
+            found.append(partition)
+        left, right = found
+        if left is right:
+            raise InvalidArgumentError("A partition cannot be merged with itself.")
+        if left.range.end != right.range.start:
+            order = " (give the lower one first)" if right.range.end == left.range.start else ""
+            raise InvalidArgumentError(
+                f"Partitions {left.id} {left.range} and {right.id} {right.range} are not "
+                f"adjacent{order}: only a range that ends where the other starts can be merged."
+            )
+        if left.store_kind != right.store_kind:
+            raise InvalidArgumentError(
+                f"Partition {left.id} is {left.store_kind} and {right.id} is "
+                f"{right.store_kind}: only partitions of the same store kind can be merged."
+            )
+        if left.store_kind == "memory":
+            raise InvalidArgumentError(
+                "Memory partitions cannot be merged: the merge reopens the left one, and a "
+                "memory partition keeps its keys only while it runs."
+            )
+        if any(rng.overlaps(right.range) for rng in self._purges.get(left.id, ())):
+            raise FailedPreconditionError(
+                f"Partition {left.id} is still purging keys of {right.range} it gave away; "
+                "retry once it is done."
+            )
+        return left, right
+
+    async def merge(self, left_id: str, right_id: str, operation: Operation) -> Partition:
+        """Merge the adjacent partitions ``left_id`` and ``right_id`` (in key
+        order, same store kind) into ``left_id``, which then owns both ranges
+        and numbers its writes above every seq either had given. Returns it.
+
+        The right one's state is copied at one seq while both serve, then
+        caught up; at the cut-over (in the right one's order) the left one
+        is closed, the copy written into its store, and it is reopened on
+        both ranges; both partitions refuse requests meanwhile (clients
+        retry). Crash-safe: the catalog records the merge first, and one
+        catalog write commits it (see ``_recover_merge``).
+
+        Raises:
+            NotFoundError, InvalidArgumentError, FailedPreconditionError: see
+                ``check_merge``.
+        """
+        async with self._lock:
+            if self._closing.is_set():
+                raise UnavailableError("The server is shutting down.")
+            left, right = self.check_merge(left_id, right_id)
+            version = self._router.version
+            await self._save_catalog(version, merge=MergeInProgress(left.id, right.id))
+            survivor: list[Partition] = []
+            try:
+                await self._merge(left, right, operation, survivor)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(
+                        lambda: (left.directory / _MERGE_FILE).unlink(missing_ok=True)
+                    )
+                    if survivor:
+                        right.close()
+                        await right.wait_stopped()
+                        await trio.to_thread.run_sync(self._delete_files, right.id)
+                    await self._save_catalog(self._router.version)
+            merged = survivor[0]
+            log.info(
+                "merged partition %s into %s: %s from seq %d",
+                right.id,
+                left.id,
+                merged.range,
+                merged.last_seq() + 1,
+                extra=fields(event="partitions_merged", partition=left.id, seq=merged.last_seq()),
+            )
+            return merged
+
+    async def _merge(
+        self, left: Partition, right: Partition, operation: Operation, survivor: list[Partition]
+    ) -> None:
+        target = await trio.to_thread.run_sync(RangeFile, left.directory / _MERGE_FILE, right.range)
+        merged = CatalogEntry(
+            left.id,
+            KeyRange(left.range.start, right.range.end),
+            left.store_kind,
+            left.pipeline_specs,
+            tuple(r for r in self._purges.get(left.id, ()) if not r.overlaps(right.range)),
+        )
+        before = CatalogEntry(
+            left.id, left.range, left.store_kind, left.pipeline_specs, self._purges.get(left.id, ())
+        )
+
+        async def at_release(seq: int, timestamp: int) -> int:
+            # Right applies nothing until this returns; left is closed meanwhile.
+            await catch_up_to(right.feed, target, seq)
+            await trio.to_thread.run_sync(target.finish, seq, timestamp)
+            left.close()
+            await left.wait_stopped()
+            top = max(left.last_seq(), seq)
+            try:
+                await trio.to_thread.run_sync(
+                    absorb,
+                    left.store_kind,
+                    left.directory,
+                    self._store_options(left.id),
+                    target.path,
+                    right.range,
+                    top,
+                    timestamp,
+                )
+                partition = await self._start(merged)
+                # Left's own history numbers below ``top`` too, and right's is
+                # not in it: a watcher resumes from ``top`` (right's watchers
+                # are told so), and any older position is refused, not
+                # answered with a gap.
+                partition.feed = ChangeFeed(partition.feed.max_bytes, top)
+            except BaseException:
+                # Left goes on with its own range; its store may hold some of
+                # right's keys now, which it purges.
+                with trio.CancelScope(shield=True):
+                    self._purges[left.id] = (*before.purge, right.range)
+                    restarted = await self._start(before)
+                    await self._save_catalog(self._router.version)
+                    self._start_purge(restarted)
+                raise
+            del self._partitions[right.id]
+            self._purges.pop(right.id, None)
+            if merged.purge:
+                self._purges[left.id] = merged.purge
+            else:
+                self._purges.pop(left.id, None)
+            version = self._router.version + 1
+            try:
+                # The commit: the catalog names the merged range, not right.
+                await self._save_catalog(version, merge=MergeInProgress(left.id, right.id))
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    partition.close()
+                    await partition.wait_stopped()
+                    self._partitions[right.id] = right
+                    self._purges[left.id] = (*before.purge, right.range)
+                    restarted = await self._start(before)
+                    self._start_purge(restarted)
+                raise
+            survivor.append(partition)
+            self._publish(version)
+            return top
+
+        try:
+            await copy_range(operation, right, right.range, target)
+            operation.report("cut-over", 0, 0)
+            await right.submit(
+                Cutover(
+                    KeyRange(right.range.start, right.range.start), right.range, left.id, at_release
+                )
+            )
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(target.close)
+
+    def _start_purge(self, partition: Partition) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(self._purge, partition)
+
+    async def _purge(self, partition: Partition) -> None:
+        """Remove the keys of the ranges ``partition`` gave away from its
+        store, a small step at a time, through its pipeline (so the log
+        replays the removals after a crash); then clear them from the catalog."""
+        ranges = self._purges.get(partition.id, ())
+        removed = 0
+        try:
+            for rng in ranges:
+                while True:
+                    keys = await partition.submit(Read(_keys_in(rng)))
+                    if not keys:
+                        break
+                    await partition.submit(Remove(keys, size=sum(map(len, keys)), purge=True))
+                    removed += len(keys)
+        except MkvError as exc:
+            # Stopped or failed: the catalog still lists the ranges, and the
+            # next start (or reopen) goes on from there.
+            log.warning(
+                "partition %s: purging moved keys stopped (%s); it resumes at the next start",
+                partition.id,
+                exc,
+                extra=fields(event="purge_stopped", partition=partition.id),
+            )
+            return
+        async with self._lock:
+            if self._partitions.get(partition.id) is not partition:
+                return
+            if self._purges.get(partition.id) == ranges:
+                del self._purges[partition.id]
+            else:  # another split meanwhile: its range is purged by its own task
+                self._purges[partition.id] = tuple(
+                    r for r in self._purges.get(partition.id, ()) if r not in ranges
+                )
+            await self._save_catalog(self._router.version)
+        log.info(
+            "partition %s: purged %d moved keys",
+            partition.id,
+            removed,
+            extra=fields(event="purge_done", partition=partition.id),
+        )
 
     async def info(self, partition: Partition) -> PartitionReport:
         return PartitionReport(
@@ -468,6 +909,10 @@ class PartitionRegistry:
             stats=await partition.store_stats(),
         )
 
+    def purging(self, partition_id: str) -> tuple[KeyRange, ...]:
+        """Ranges ``partition_id`` gave away whose keys are not purged yet."""
+        return self._purges.get(partition_id, ())
+
     def _free_id(self) -> str:
         n = len(self._partitions) + 1
         while f"p{n}" in self._partitions or self._directory(f"p{n}").exists():
@@ -479,3 +924,10 @@ class PartitionRegistry:
         # A caching partition's durable store, when it lives apart.
         if (durable := self._store_options(partition_id).durable_directory) is not None:
             shutil.rmtree(durable, ignore_errors=True)
+
+
+def _keys_in(rng: KeyRange) -> Callable[[StateStore], list[bytes]]:
+    def read(store: StateStore) -> list[bytes]:
+        return [key for key, _ in store.scan(rng.start, rng.end, PURGE_CHUNK, keys_only=True)]
+
+    return read

@@ -7,6 +7,11 @@ beyond one task, however slowly they read; one that falls too far behind is
 told so (RESOURCE_EXHAUSTED) and resumes from its last position on a new
 call, or, once the feed no longer holds that position, must resync
 (OUT_OF_RANGE: scan, then watch from the scan's sequence number).
+
+A watch of a range that a split gave to another partition ends with
+``BAD_NODE`` once every change up to the cut-over is sent: its
+``progress_seq`` is the cut-over's seq, and the new owner's feed starts
+there, so the watcher resumes on it from that same position.
 """
 
 from __future__ import annotations
@@ -90,12 +95,30 @@ async def _watch(
     last_sent = time.monotonic()
     max_lag = feed.max_bytes // 2
     while True:
+        move = partition.moved_from(start, end)
+        if move is not None and cursor >= move.seq:
+            # Every change of the range up to the cut-over has been sent; the
+            # rest are the new owner's, whose numbers continue above it.
+            yield pb.WatchResponse(
+                status=pb.BAD_NODE,
+                partition_id=partition.id,
+                progress_seq=move.seq,
+                hint=pb.RoutingHint(
+                    message=(
+                        f"Keys from {format_key(move.range.start)} moved to partition "
+                        f"{move.owner} at seq {move.seq}; watch them there from seq {move.seq}."
+                    )
+                ),
+            )
+            return
         if (lag := feed.lag_bytes(cursor)) > max_lag:
             raise ResourceExhaustedError(
                 f"This watcher fell {lag} bytes of changes behind partition {partition.id} "
                 f"(the limit is {max_lag}); resume from seq {cursor} on a new call."
             )
         entries = feed.read(cursor, MESSAGE_BYTES)
+        if move is not None:
+            entries = [entry for entry in entries if entry.seq <= move.seq]
         if not entries:
             # Sequence numbers used by writes that failed hold no changes.
             cursor = max(cursor, feed.last_seq)

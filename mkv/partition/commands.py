@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import attrs
 
 from mkv.partition.mutations import Condition
+from mkv.router import KeyRange
 from mkv.store import StateStore
 
 __all__ = [
     "Command",
+    "Cutover",
     "Get",
     "Increment",
     "Mutation",
@@ -37,6 +39,9 @@ class Remove:
     keys: Sequence[bytes]
     size: int
     conditions: Sequence[tuple[bytes, Condition]] = ()
+    # Removes keys the partition no longer owns (the purge after a split):
+    # exempt from the range check every other mutation passes.
+    purge: bool = False
 
 
 @attrs.frozen
@@ -62,7 +67,28 @@ class Read:
     fn: Callable[[StateStore], Any]
 
 
-Command = Upsert | Remove | Increment | Get | Read
+@attrs.frozen
+class Cutover:
+    """Give ``moved`` (the upper part of the partition's range) to ``owner``.
+
+    At admission the partition's range becomes ``keep``: every later
+    mutation or read of ``moved`` is refused (``MovedError``), so none is
+    numbered by this partition. In its turn at release, once every write
+    admitted before it is applied, ``at_release(seq, timestamp)`` is awaited
+    with the partition's last applied seq and timestamp; the partition
+    applies nothing meanwhile (the pause of a split's cut-over). It returns
+    the seq a watcher of ``moved`` resumes from on ``owner`` (None: the seq
+    it was given). If it raises, the range is given back and the error is
+    the command's answer.
+    """
+
+    keep: KeyRange
+    moved: KeyRange
+    owner: str
+    at_release: Callable[[int, int], Awaitable[int | None]]
+
+
+Command = Upsert | Remove | Increment | Get | Read | Cutover
 Mutation = Upsert | Remove | Increment
 
 

@@ -120,6 +120,29 @@ class ChangeFeed:
         self.retained_after = max(self.retained_after, seq)
         self.last_seq = max(self.last_seq, seq)
 
+    def inherit(self, other: ChangeFeed, start: bytes, end: bytes | None) -> None:
+        """Take ``other``'s retained changes of ``[start, end)`` as this (empty)
+        feed's history: a split's new partition, so that a watcher of the
+        moved range can resume on it from a position taken on the parent."""
+        assert not self._entries, "only an empty feed inherits"
+        assert other.last_seq <= self.last_seq, "the parent's history ends at the cut-over"
+        last_seq = self.last_seq
+        self.retained_after = self.last_seq = other.retained_after
+        for entry in other._entries[other._head :]:
+            assert entry is not None
+            changes = list(entry.changes(start, end))
+            if not changes:
+                continue
+            write = Write(
+                puts=[(c.key, value) for c in changes if (value := c.value) is not None],
+                deletes=[c.key for c in changes if c.value is None],
+                seq=entry.seq,
+                timestamp=entry.timestamp,
+            )
+            cost = entry_cost(write, None, write.size, len(changes))
+            self.append(FeedEntry(entry.seq, entry.timestamp, cost, write=write))
+        self.last_seq = last_seq
+
     def skip_to(self, seq: int) -> None:
         """Sequence numbers up to ``seq`` were used without a change being
         applied (a failed write): the feed is still complete through them."""

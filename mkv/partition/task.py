@@ -41,11 +41,12 @@ from typing import Any
 import attrs
 import trio
 
-from mkv.errors import InternalError, MkvError, StorageError, UnavailableError
+from mkv.errors import InternalError, MkvError, MovedError, StorageError, UnavailableError
 from mkv.limits import MAX_LOADED, check_loaded
 from mkv.observe.logs import fields
 from mkv.partition.commands import (
     Command,
+    Cutover,
     Get,
     Increment,
     Mutation,
@@ -70,13 +71,15 @@ from mkv.pipeline import (
     restore,
 )
 from mkv.pipeline.reorder import OrderedWindow
-from mkv.router import KeyRange
+from mkv.router import KeyRange, format_key
 from mkv.store import Item, StateStore, StoreDamagedError, StoreOptions, StoreStats, open_store
 from mkv.worker import SerialWorker, WorkerPool, WorkerThread
 
 __all__ = [
+    "Cutover",
     "Get",
     "Increment",
+    "Move",
     "Partition",
     "PartitionState",
     "PartitionStatistics",
@@ -111,6 +114,29 @@ class PartitionState(enum.Enum):
     # The log or store failed, or the task itself: writes are refused until
     # the registry reopens the partition (a new Partition on the same files).
     FAILED = "failed"
+
+
+@attrs.frozen
+class Move:
+    """Part of the partition's range that another partition owns since a cut-over."""
+
+    range: KeyRange
+    owner: str
+    # The partition's last applied seq at the cut-over: every change of the
+    # range up to it is in this partition's feed, every later one in the owner's.
+    seq: int
+
+
+def _mutated_keys(command: Upsert | Remove | Increment) -> list[bytes]:
+    if isinstance(command, Upsert):
+        keys = [key for key, _ in command.puts]
+    elif isinstance(command, Remove):
+        keys = list(command.keys)
+    else:
+        keys = [key for key, _ in command.deltas]
+    if not isinstance(command, Increment) and command.conditions:
+        keys += [key for key, _ in command.conditions]
+    return keys
 
 
 @attrs.frozen
@@ -197,6 +223,9 @@ class Partition:
         """
         self.id = partition_id
         self.range = key_range
+        # The range reads are answered for: ``range`` as of the last request
+        # released (see check_owned).
+        self.read_range = key_range
         self.store_kind = store_kind
         self.pipeline_specs = tuple(pipeline)
         self.directory = directory
@@ -231,6 +260,11 @@ class Partition:
         # Why the partition could not start (set by the registry): every
         # request gets it.
         self.refusal: UnavailableError | None = None
+        # Ranges cut over to other partitions while this one runs (splits).
+        self.moves: list[Move] = []
+        # Whether the range shrank while the partition runs: until it does,
+        # the router sends it only keys it owns, and writes skip the check.
+        self._shrunk = False
 
     # -- the outside: called by request handlers and the registry ---------------
 
@@ -248,6 +282,7 @@ class Partition:
                 # Nothing ahead of it: the store holds what the queue would
                 # show it. Read before yielding, so nothing can come between.
                 try:
+                    self.check_owned(command.key, reading=True)
                     item = self._get(command.key)
                 finally:
                     await trio.lowlevel.checkpoint()
@@ -273,6 +308,40 @@ class Partition:
         if pending.error is not None:
             raise pending.error
         return pending.result
+
+    def check_owned(self, *keys: bytes, reading: bool = False) -> None:
+        """Check that the partition owns ``keys``: for a mutation, as of its
+        admission (``range``); for a read, in release order (``read_range``,
+        which a cut-over changes only once every request admitted before it
+        is answered, so a read ordered before it is answered here).
+
+        Raises:
+            MovedError: a key is outside the range (a split or merge gave it
+                away): the caller re-routes.
+        """
+        if not self._shrunk:
+            return  # routed by a map where it owns its whole range
+        rng = self.read_range if reading else self.range
+        low, high = min(keys), max(keys)
+        if low >= rng.start and (rng.end is None or high < rng.end):
+            return
+        for move in self.moves:
+            if low in move.range or high in move.range:
+                raise MovedError(
+                    f"Keys from {format_key(move.range.start)} moved to partition "
+                    f"{move.owner}; re-route.",
+                    owner=move.owner,
+                    seq=move.seq,
+                )
+        raise MovedError(f"Partition {self.id} no longer owns the key; re-route.")
+
+    def moved_from(self, start: bytes, end: bytes | None) -> Move | None:
+        """The first cut-over that gave away part of ``[start, end)``, if any."""
+        watched = KeyRange(start, end)
+        for move in self.moves:
+            if move.range.overlaps(watched):
+                return move
+        return None
 
     def last_seq(self) -> int:
         """The last sequence number applied (and so acknowledged or about to be)."""
@@ -394,13 +463,18 @@ class Partition:
             recovered = Recovered(store.last_seq(), store.last_timestamp())
             feed = self.feed = ChangeFeed(self._watch_retention_bytes, store.last_seq())
             if wal is not None:
-                recovered = recovered.later(logged or await wal.open())
+                in_log = logged or await wal.open()
+                recovered = recovered.later(in_log)
                 check_loaded(
                     f"The write-ahead log of partition {self.id}",
                     last_seq=recovered.last_seq,
                     last_ts=recovered.last_timestamp,
                 )
-                feed = self.feed = ChangeFeed(self._watch_retention_bytes, wal.base_seq)
+                # An empty log over a store that starts above 0 (a split's new
+                # partition, a restore) holds none of the changes up to the
+                # store's seq: a watch from before it must hear so.
+                base = wal.base_seq if in_log.last_seq > 0 else store.last_seq()
+                feed = self.feed = ChangeFeed(self._watch_retention_bytes, base)
                 replayed = await worker.run_sync(lambda: replay_log(store, wal, feed))
                 if replayed:
                     log.info(
@@ -515,6 +589,20 @@ class Partition:
         if isinstance(command, Get | Read):
             window.complete(ticket, None)  # read at release, after the writes before it
             return
+        if isinstance(command, Cutover):
+            # From here on nothing of the moved range is numbered here: the
+            # writes before this one are all the new owner must catch up on.
+            self.range = command.keep
+            self._shrunk = True
+            window.complete(ticket, None)
+            return
+        if self._shrunk and not (isinstance(command, Remove) and command.purge):
+            # Only after a cut-over: the list of keys costs a write ~1 µs a key.
+            try:
+                self.check_owned(*_mutated_keys(command))
+            except MovedError as exc:
+                window.fail(ticket, exc)
+                return
         if self._broken is not None:
             window.fail(ticket, self._broken)
             return
@@ -671,15 +759,42 @@ class Partition:
                 pending.fail(error)
             elif isinstance(command, Read):
                 await self._run_read(pending, command)
+            elif isinstance(command, Cutover):
+                await self._cut_over(pending, command)
             else:
                 self._read(pending)
         await self._apply(run)
 
+    async def _cut_over(self, pending: _Pending, command: Cutover) -> None:
+        """Every write admitted before the cut-over is applied: hand over."""
+        assert self._store is not None
+        seq = self._last_applied
+        try:
+            resume = await command.at_release(seq, self._store.last_timestamp())
+        except BaseException as exc:
+            # Not handed over: the range is this partition's again.
+            self.range = KeyRange(command.keep.start, command.moved.end)
+            if isinstance(exc, MkvError):
+                pending.fail(exc)
+                return
+            if isinstance(exc, Exception):
+                log.exception("partition %s: a cut-over failed", self.id)
+                pending.fail(InternalError(f"The cut-over of partition {self.id} failed."))
+                return
+            raise
+        self.read_range = command.keep
+        self.moves.append(Move(command.moved, command.owner, seq if resume is None else resume))
+        # Watchers of the moved range end now, even with no write to wake them.
+        self._feed_changed.set()
+        self._feed_changed = trio.Event()
+        pending.resolve(seq)
+
     def _read(self, pending: _Pending) -> None:
         assert isinstance(pending.command, Get)
         try:
+            self.check_owned(pending.command.key, reading=True)
             pending.resolve(self._get(pending.command.key))
-        except StorageError as exc:
+        except (StorageError, MovedError) as exc:
             pending.fail(exc)
 
     def _get(self, key: bytes) -> Item | None:
@@ -755,7 +870,10 @@ class Partition:
         while self.feed.last_seq <= after_seq:
             if self._ended:
                 raise UnavailableError(f"Partition {self.id} stopped; reconnect and resume.")
+            moves = len(self.moves)
             await self._feed_changed.wait()
+            if len(self.moves) != moves:
+                return  # a cut-over: the watcher checks whether its range moved
 
     async def _checkpoint(self, wal: WalStage) -> None:
         """Once the log has rolled to a new segment, make the store durable and

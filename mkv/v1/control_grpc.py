@@ -21,6 +21,12 @@ class ControlPlaneServicer(purerpc.Servicer):
     async def GetOperation(self, input_message):
         raise NotImplementedError()
 
+    async def SplitPartition(self, input_message):
+        raise NotImplementedError()
+
+    async def MergePartitions(self, input_message):
+        raise NotImplementedError()
+
     async def NodeStatus(self, input_message):
         raise NotImplementedError()
 
@@ -81,6 +87,24 @@ class ControlPlaneServicer(purerpc.Servicer):
                 purerpc.Cardinality.UNARY_UNARY,
                 mkv_dot_v1_dot_control__pb2.GetOperationRequest,
                 mkv_dot_v1_dot_control__pb2.GetOperationResponse,
+            )
+        )
+        service_obj.add_method(
+            "SplitPartition",
+            self.SplitPartition,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.SplitPartitionRequest,
+                mkv_dot_v1_dot_control__pb2.SplitPartitionResponse,
+            )
+        )
+        service_obj.add_method(
+            "MergePartitions",
+            self.MergePartitions,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.MergePartitionsRequest,
+                mkv_dot_v1_dot_control__pb2.MergePartitionsResponse,
             )
         )
         service_obj.add_method(
@@ -147,6 +171,22 @@ class ControlPlaneStub:
                 purerpc.Cardinality.UNARY_UNARY,
                 mkv_dot_v1_dot_control__pb2.GetOperationRequest,
                 mkv_dot_v1_dot_control__pb2.GetOperationResponse,
+            )
+        )
+        self.SplitPartition = self._client.get_method_stub(
+            "SplitPartition",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.SplitPartitionRequest,
+                mkv_dot_v1_dot_control__pb2.SplitPartitionResponse,
+            )
+        )
+        self.MergePartitions = self._client.get_method_stub(
+            "MergePartitions",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.MergePartitionsRequest,
+                mkv_dot_v1_dot_control__pb2.MergePartitionsResponse,
             )
         )
         self.NodeStatus = self._client.get_method_stub(

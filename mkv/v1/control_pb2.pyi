@@ -162,7 +162,7 @@ class SnapshotResult(_message.Message):
     def __init__(self, data_path: _Optional[str] = ..., manifest_path: _Optional[str] = ..., partition_id: _Optional[str] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., store_kind: _Optional[str] = ..., seq: _Optional[int] = ..., timestamp: _Optional[int] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., created: _Optional[str] = ..., pipeline: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Operation(_message.Message):
-    __slots__ = ("id", "kind", "partition_id", "state", "phase", "progress_done", "progress_total", "progress_unit", "snapshot", "error_code", "error_message", "started", "finished")
+    __slots__ = ("id", "kind", "partition_id", "state", "phase", "progress_done", "progress_total", "progress_unit", "snapshot", "error_code", "error_message", "started", "finished", "split", "merged")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     PARTITION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -176,6 +176,8 @@ class Operation(_message.Message):
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
+    MERGED_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: str
     partition_id: str
@@ -189,7 +191,47 @@ class Operation(_message.Message):
     error_message: str
     started: float
     finished: float
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., partition_id: _Optional[str] = ..., state: _Optional[_Union[OperationState, str]] = ..., phase: _Optional[str] = ..., progress_done: _Optional[int] = ..., progress_total: _Optional[int] = ..., progress_unit: _Optional[str] = ..., snapshot: _Optional[_Union[SnapshotResult, _Mapping]] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ...) -> None: ...
+    split: SplitResult
+    merged: PartitionInfo
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., partition_id: _Optional[str] = ..., state: _Optional[_Union[OperationState, str]] = ..., phase: _Optional[str] = ..., progress_done: _Optional[int] = ..., progress_total: _Optional[int] = ..., progress_unit: _Optional[str] = ..., snapshot: _Optional[_Union[SnapshotResult, _Mapping]] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., split: _Optional[_Union[SplitResult, _Mapping]] = ..., merged: _Optional[_Union[PartitionInfo, _Mapping]] = ...) -> None: ...
+
+class MergePartitionsRequest(_message.Message):
+    __slots__ = ("left", "right")
+    LEFT_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_FIELD_NUMBER: _ClassVar[int]
+    left: str
+    right: str
+    def __init__(self, left: _Optional[str] = ..., right: _Optional[str] = ...) -> None: ...
+
+class MergePartitionsResponse(_message.Message):
+    __slots__ = ("operation_id",)
+    OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    operation_id: str
+    def __init__(self, operation_id: _Optional[str] = ...) -> None: ...
+
+class SplitPartitionRequest(_message.Message):
+    __slots__ = ("id", "at", "new_id")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    NEW_ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    at: bytes
+    new_id: str
+    def __init__(self, id: _Optional[str] = ..., at: _Optional[bytes] = ..., new_id: _Optional[str] = ...) -> None: ...
+
+class SplitPartitionResponse(_message.Message):
+    __slots__ = ("operation_id",)
+    OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    operation_id: str
+    def __init__(self, operation_id: _Optional[str] = ...) -> None: ...
+
+class SplitResult(_message.Message):
+    __slots__ = ("parent", "partition")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    parent: PartitionInfo
+    partition: PartitionInfo
+    def __init__(self, parent: _Optional[_Union[PartitionInfo, _Mapping]] = ..., partition: _Optional[_Union[PartitionInfo, _Mapping]] = ...) -> None: ...
 
 class GetOperationResponse(_message.Message):
     __slots__ = ("operation",)
