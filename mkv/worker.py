@@ -24,6 +24,7 @@ that has no node's pool to hand (tools, direct uses in tests) runs on.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import threading
 from collections.abc import Callable
@@ -106,12 +107,10 @@ class WorkerPool:
                     self._work.wait()
                 lane = ready.popleft()
                 fn, deliver = lane._jobs.popleft()
-            try:
+            # The submitter's Trio run may have ended (it cannot while it
+            # waits, but a thread of a shared pool must outlive any caller).
+            with contextlib.suppress(trio.RunFinishedError):
                 deliver(outcome.capture(fn))
-            except trio.RunFinishedError:
-                # The submitter's Trio run ended (it cannot while waiting, but
-                # a thread of a shared pool must outlive any one caller).
-                pass
             with lock:
                 if lane._jobs:
                     # One job a turn, then to the back: a lane with a long
