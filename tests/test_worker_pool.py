@@ -138,6 +138,8 @@ async def test_a_blocked_lane_holds_one_thread_and_the_others_go_on() -> None:
         async with trio.open_nursery() as nursery:
             # The slow lane's first job blocks; its second waits behind it.
             nursery.start_soon(slow.run_sync, lambda: release.wait(30))
+            # Submitted (Trio may start tasks in either order) before the next.
+            await trio.testing.wait_all_tasks_blocked()
             nursery.start_soon(slow.run_sync, lambda: done.append(-1))
             await trio.sleep(0.05)
             with trio.fail_after(10):
@@ -170,7 +172,8 @@ async def test_as_many_blocked_lanes_as_threads_make_the_rest_wait() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(first.run_sync, lambda: release.wait(30))
             nursery.start_soon(second.run_sync, lambda: release.wait(30))
-            await trio.sleep(0.05)
+            # Both queued before the third: the ready queue hands them the threads.
+            await trio.testing.wait_all_tasks_blocked()
             nursery.start_soon(third_job)
             await trio.sleep(0.3)
             assert not done.is_set()
