@@ -1,5 +1,8 @@
 """mkv: a minimal, partitioned, linearizable key-value server on Trio and gRPC.
 
+Clients: ``mkv.Client`` and ``mkv.AdminClient`` (async: Trio or asyncio), and
+``mkv.connect`` / ``mkv.BlockingAdminClient`` (blocking, for scripts and threads).
+
 The public names below are imported on first use (PEP 562), not here: any
 ``import mkv.x`` runs this file first, and ``mkvctl get`` should not pay for
 loading the server (the node, its stores, the log) to read one key.
@@ -20,6 +23,7 @@ if TYPE_CHECKING:
         PartitionStatus,
         SnapshotInfo,
     )
+    from mkv.client.blocking import BlockingAdminClient, BlockingClient, BlockingWatch, connect
     from mkv.client.data import Change, Client, Item, PartitionRange, WriteAck
     from mkv.errors import (
         AbortedError,
@@ -49,6 +53,9 @@ __all__ = [
     "AdminClient",
     "AlreadyExistsError",
     "BadNodeError",
+    "BlockingAdminClient",
+    "BlockingClient",
+    "BlockingWatch",
     "Change",
     "Client",
     "CompactedError",
@@ -77,6 +84,7 @@ __all__ = [
     "UnimplementedError",
     "WriteAck",
     "__version__",
+    "connect",
 ]
 
 # Where each public name lives, for __getattr__.
@@ -87,6 +95,10 @@ _HOMES = {
     "OperationInfo": "mkv.client.admin",
     "PartitionInfo": "mkv.client.admin",
     "SnapshotInfo": "mkv.client.admin",
+    "BlockingAdminClient": "mkv.client.blocking",
+    "BlockingClient": "mkv.client.blocking",
+    "BlockingWatch": "mkv.client.blocking",
+    "connect": "mkv.client.blocking",
     "Change": "mkv.client.data",
     "Client": "mkv.client.data",
     "Item": "mkv.client.data",

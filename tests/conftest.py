@@ -10,6 +10,9 @@ import pytest
 from tests.grpcio_stubs import GrpcioStubs, generate_stubs
 from tests.processes import ServerProcess
 
+# pytester: tests/test_testing_plugin.py runs our pytest plugin in fresh pytest runs.
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture(scope="session")
 def stubs(tmp_path_factory: pytest.TempPathFactory) -> GrpcioStubs:

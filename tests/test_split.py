@@ -4,6 +4,7 @@ watches hand over, and concurrent clients see one linearizable history."""
 from __future__ import annotations
 
 import io
+import json
 import random
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import trio
 import mkv
 from mkv.client.admin import PartitionInfo
 from mkv.client.channel import open_channel
+from mkv.errors import StorageError
+from mkv.node.catalog import Catalog, CatalogEntry
 from mkv.testing import running_node
 from mkv.v1 import data_pb2
 from mkv.wire import DATA_SERVICE
@@ -339,6 +342,55 @@ async def test_merge_joins_adjacent_partitions_and_seqs_go_on(tmp_path: Path, st
             assert not (tmp_path / "data" / "partitions" / "upper").exists()
 
 
+async def test_a_merge_survivor_refuses_older_positions_even_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """The survivor's log holds its own history below the merge's seq M, not
+    the absorbed partition's: a watcher of the absorbed range resuming from
+    before M must be refused (resync), not served a history with a gap, also
+    once a restart has rebuilt the change feed from that log."""
+    with trio.fail_after(60):
+        async with (
+            running_node(tmp_path / "data") as node,
+            mkv.Client.connect(node.data_address) as client,
+            mkv.AdminClient.connect(node.control_address) as admin,
+        ):
+            await client.upsert({f"k{i:03d}".encode(): b"v" for i in range(100)})
+            await split(admin, "default", b"k050", "upper")
+            # The left partition numbers well past the right one, so its own
+            # log covers seqs the right one's watchers hold positions at.
+            for i in range(20):
+                await client.upsert({b"k010": f"l{i}".encode()})
+            [seen] = await client.upsert({b"k070": b"a"})
+            [missed] = await client.upsert({b"k070": b"b"})
+            assert seen.partition_id == missed.partition_id == "upper"
+            survivor = await merge_when_purged(admin, "default", "upper")
+            assert missed.seq < survivor.last_seq
+            await refuses_before_the_merge(client, seen.seq, b"running")
+        async with (
+            running_node(tmp_path / "data") as node,
+            mkv.Client.connect(node.data_address) as client,
+        ):
+            await refuses_before_the_merge(client, seen.seq, b"restarted")
+
+
+async def refuses_before_the_merge(client: mkv.Client, position: int, value: bytes) -> None:
+
+    async def watch_from_before() -> None:
+        async with client.watch(b"k050", None, from_seq=position) as changes:
+            async for change in changes:
+                pytest.fail(f"a watch from before the merge got {change}")
+
+    # Without the refusal the watch waits for live changes: a gap, silently.
+    with trio.fail_after(10), pytest.raises(mkv.CompactedError):
+        await watch_from_before()
+    # From the survivor's own positions a watch goes on as usual.
+    [ack] = await client.upsert({b"k070": value})
+    async with client.watch(b"k050", None, from_seq=ack.seq - 1) as changes:
+        change = await changes.__anext__()
+        assert (change.key, change.value, change.seq) == (b"k070", value, ack.seq)
+
+
 async def test_merge_refuses_what_it_cannot_join(
     mkv_client: mkv.Client, mkv_admin: mkv.AdminClient
 ) -> None:
@@ -428,3 +480,20 @@ def test_a_merge_leaves_only_the_copied_rows_in_the_moved_range(tmp_path: Path) 
         assert store.last_seq() == 20
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("floor", ["12", -1, 2**63 - 1, True])
+def test_a_catalog_with_a_bad_history_floor_is_refused(tmp_path: Path, floor: object) -> None:
+    """The floor is read from disk: a value the code cannot use is a damaged
+    catalog, not a floor of 0 (which would answer watches with a gap)."""
+    path = tmp_path / "catalog.json"
+    entry = CatalogEntry("default", mkv.KeyRange(b"", None), "sqlite", (), history_floor=7)
+    Catalog([entry], map_version=1).save(path)
+    loaded = Catalog.load(path)
+    assert loaded is not None
+    assert loaded.partitions[0].history_floor == 7
+    doc = json.loads(path.read_bytes())
+    doc["partitions"][0]["history_floor"] = floor
+    path.write_text(json.dumps(doc))
+    with pytest.raises(StorageError, match="history_floor"):
+        Catalog.load(path)

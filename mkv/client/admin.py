@@ -17,8 +17,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
 
+import anyio
 import attrs
-import trio
 from google.protobuf.message import Message
 from purerpc.grpclib.status import StatusCode
 
@@ -262,7 +262,7 @@ class AdminClient:
                 wait = exc.retry_after
                 if wait is None or waited + wait > self.rate_limit_wait:
                     raise
-            await trio.sleep(wait)
+            await anyio.sleep(wait)
             waited += wait
 
     @classmethod
@@ -478,4 +478,4 @@ class AdminClient:
                 if info.error is not None:
                     raise info.error
                 return info
-            await trio.sleep(poll_interval)
+            await anyio.sleep(poll_interval)

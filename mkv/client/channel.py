@@ -20,7 +20,6 @@ import anyio
 import anyio.abc
 import h2.errors
 import h2.exceptions
-import trio
 from google.protobuf.message import Message
 from purerpc.grpc_proto import GRPCProtoSocket
 from purerpc.grpclib.config import GRPCConfiguration
@@ -70,7 +69,7 @@ class _ClientSocket(GRPCProtoSocket):  # type: ignore[misc]  # purerpc is untype
         super().__init__(config, sock)
         tolerate_late_frames(self)
         self.lost = False
-        self.ended = trio.Event()
+        self.ended = anyio.Event()
 
     async def _reader_thread(self) -> None:
         try:
@@ -94,20 +93,20 @@ class Channel:
     def __init__(
         self,
         address: Address,
-        nursery: trio.Nursery,
+        task_group: anyio.abc.TaskGroup,
         *,
         metadata: Sequence[tuple[str, str]] = (),
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.address = address
-        self._nursery = nursery
+        self._task_group = task_group
         # Sent with every call (the authorization token).
         self._metadata = tuple(metadata)
         self._ssl_context = ssl_context
         self._scheme = "http" if ssl_context is None else "https"
         self._socket: _ClientSocket | None = None
-        self._dialing = trio.Lock()
-        self._closing = trio.Event()
+        self._dialing = anyio.Lock()
+        self._closing = anyio.Event()
 
     async def connect(self) -> None:
         """Dial now unless connected.
@@ -143,12 +142,12 @@ class Channel:
                     raise UnavailableError(
                         f"Cannot connect to mkv at {self.address}: {exc.strerror or exc}."
                     ) from None
-                await self._nursery.start(self._hold, sock)
+                await self._task_group.start(self._hold, sock)
             assert self._socket is not None
             return self._socket
 
     async def _hold(
-        self, sock: anyio.abc.ByteStream, *, task_status: trio.TaskStatus[None]
+        self, sock: anyio.abc.ByteStream, *, task_status: anyio.abc.TaskStatus[None]
     ) -> None:
         """Own the connection in a task of its own, until it ends or the channel closes.
 
@@ -162,7 +161,7 @@ class Channel:
             async with sock, grpc_socket:
                 self._socket = grpc_socket
                 task_status.started()
-                async with trio.open_nursery() as waiting:
+                async with anyio.create_task_group() as waiting:
                     for event in (self._closing, grpc_socket.ended):
                         waiting.start_soon(_cancel_when_set, event, waiting.cancel_scope)
         except* _CONNECTION_ERRORS as group:
@@ -172,6 +171,11 @@ class Channel:
 
     def close(self) -> None:
         self._closing.set()
+
+    @property
+    def closed(self) -> bool:
+        """Closed by its owner (not merely disconnected): no call will dial again."""
+        return self._closing.is_set()
 
     async def unary(
         self,
@@ -314,8 +318,8 @@ async def open_channel(
     if not isinstance(address, Address):
         address = parse_address(address)
     with unwrap_single_exception():
-        async with trio.open_nursery() as nursery:
-            channel = Channel(address, nursery, metadata=metadata, ssl_context=ssl_context)
+        async with anyio.create_task_group() as task_group:
+            channel = Channel(address, task_group, metadata=metadata, ssl_context=ssl_context)
             try:
                 await channel.connect()
                 yield channel
@@ -334,6 +338,6 @@ def _retry_after(ended: object) -> float | None:
     return None
 
 
-async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
+async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
     await event.wait()
     scope.cancel()

@@ -7,8 +7,8 @@ import functools
 import ssl
 from pathlib import Path
 
+import anyio
 import attrs
-import trio
 
 from mkv.rpc.auth import authorization_metadata, load_token
 from mkv.rpc.tls import client_context
@@ -54,9 +54,9 @@ async def client_credentials(
         ConfigError: a file cannot be read, or a token is empty.
     """
     # Files are read in a thread: the event loop may be serving other work.
-    found = await trio.to_thread.run_sync(
+    found = await anyio.to_thread.run_sync(
         functools.partial(load_token, token_file, env_var, token=token)
     )
     if ssl_context is None and (tls or ca is not None or cert is not None):
-        ssl_context = await trio.to_thread.run_sync(client_context, ca, cert, key)
+        ssl_context = await anyio.to_thread.run_sync(client_context, ca, cert, key)
     return ClientCredentials(authorization_metadata(found), ssl_context)

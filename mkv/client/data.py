@@ -1,4 +1,4 @@
-"""The async Python client for mkv's data plane (Trio, or any anyio backend).
+"""The async Python client for mkv's data plane, under Trio or asyncio (via anyio).
 
     async with mkv.Client.connect("127.0.0.1:7070") as db:
         await db.upsert({b"user:1": b"ada", b"user:2": b"grace"})
@@ -27,8 +27,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+import anyio
 import attrs
-import trio
 
 from mkv.client.channel import Channel, open_channel
 from mkv.client.credentials import client_credentials
@@ -95,7 +95,7 @@ class Client:
         self._channel = channel
         self._max_request_bytes = max_request_bytes
         self._router: Router | None = None
-        self._refresh_lock = trio.Lock()
+        self._refresh_lock = anyio.Lock()
 
     @classmethod
     @asynccontextmanager
@@ -161,21 +161,34 @@ class Client:
             return []
         found: dict[bytes, Item | None] = {}
 
+        errors: list[MkvError] = []
+
         async def fetch(chunk: list[bytes]) -> None:
-            response = await self._routed(
-                "BatchGet",
-                lambda: pb.BatchGetRequest(keys=chunk, map_version=self._map_version()),
-                pb.BatchGetResponse,
-            )
+            try:
+                response = await self._routed(
+                    "BatchGet",
+                    lambda: pb.BatchGetRequest(keys=chunk, map_version=self._map_version()),
+                    pb.BatchGetResponse,
+                )
+            except MkvError as exc:
+                # Kept rather than raised, as in _write: the caller gets an
+                # MkvError, not a task group's ExceptionGroup.
+                errors.append(exc)
+                return
             for key, lookup in zip(chunk, response.items, strict=True):
                 found[key] = (
                     Item(lookup.value, lookup.seq, lookup.timestamp) if lookup.found else None
                 )
 
-        async with trio.open_nursery() as nursery:
-            for group in await self._group(list(dict.fromkeys(raw)), lambda key: key):
+        # Routed before the task group opens: an error raised in its body
+        # would come out wrapped in an ExceptionGroup too.
+        groups = await self._group(list(dict.fromkeys(raw)), lambda key: key)
+        async with anyio.create_task_group() as nursery:
+            for group in groups:
                 for i in range(0, len(group), BATCH_GET_KEYS):
                     nursery.start_soon(fetch, group[i : i + BATCH_GET_KEYS])
+        if errors:
+            raise errors[0]
         return [found[key] for key in raw]
 
     def scan(
@@ -477,7 +490,7 @@ class Client:
                 # not a nursery's ExceptionGroup; other partitions carry on.
                 errors.append(exc)
 
-        async with trio.open_nursery() as nursery:
+        async with anyio.create_task_group() as nursery:
             for own in partitions:
                 nursery.start_soon(send_in_order, own)
         if errors:

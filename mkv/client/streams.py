@@ -13,8 +13,8 @@ import random
 from collections import deque
 from contextlib import AsyncExitStack
 
+import anyio
 import attrs
-import trio
 
 from mkv.client.channel import Channel, ResponseStream
 from mkv.errors import BadNodeError, ResourceExhaustedError, UnavailableError
@@ -158,10 +158,17 @@ class Watch:
                 response = await self._responses.__anext__()
             except (UnavailableError, ResourceExhaustedError, StopAsyncIteration) as exc:
                 # A lost connection, a server going down, or a watcher that
-                # fell behind: all resume from the last position.
+                # fell behind: all resume from the last position. Not once
+                # the client is closed: nothing would ever answer, and a
+                # watch read from another thread (mkv.BlockingClient) would
+                # retry forever instead of ending.
                 await self.aclose()
+                if self._channel.closed:
+                    raise UnavailableError(
+                        f"The connection to mkv at {self._channel.address} is closed."
+                    ) from None
                 log.info("watch interrupted (%r); resuming after seq %d", exc, self._received)
-                await trio.sleep(self._backoff * random.uniform(0.5, 1.0))
+                await anyio.sleep(self._backoff * random.uniform(0.5, 1.0))
                 self._backoff = min(self._backoff * 2, WATCH_MAX_BACKOFF)
                 continue
             if response.status == pb.BAD_NODE and response.progress_seq:

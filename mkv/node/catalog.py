@@ -17,7 +17,10 @@ they are removed in the background, and the field cleared once they are.
 ``"merge"`` (``{"left": ..., "right": ...}``) names a merge in progress:
 while the catalog still names the right partition it did not commit (the
 left one purges the right one's range from its store, which may hold some of
-it); once it does not, it did, and the right one's files are deleted.
+it); once it does not, it did, and the right one's files are deleted. A
+merge's survivor keeps ``"history_floor"``, the seq it numbers from: watch
+positions below it are refused even after a restart, when its log again
+holds its own older history but none of the absorbed partition's.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pathlib import Path
 import attrs
 
 from mkv.errors import InvalidArgumentError, StorageError
+from mkv.limits import in_range
 from mkv.router import KeyRange
 from mkv.store.files import write_atomically
 
@@ -67,6 +71,10 @@ class CatalogEntry:
     pipeline: tuple[str, ...]
     # Ranges given away (split off) whose keys the store may still hold.
     purge: tuple[KeyRange, ...] = ()
+    # Watch positions below this are refused: a merge's survivor numbers from
+    # here, and its log holds only its own history before it, not the
+    # absorbed partition's (a watcher of that range would miss changes).
+    history_floor: int = 0
 
 
 @attrs.frozen
@@ -105,6 +113,7 @@ class Catalog:
                         if p.purge
                         else {}
                     ),
+                    **({"history_floor": p.history_floor} if p.history_floor else {}),
                 }
                 for p in self.partitions
             ],
@@ -152,6 +161,7 @@ class Catalog:
                         KeyRange(bytes.fromhex(start), None if end is None else bytes.fromhex(end))
                         for start, end in p.get("purge", ())
                     ),
+                    history_floor=_history_floor(p),
                 )
                 for p in doc["partitions"]
             ],
@@ -191,3 +201,11 @@ class Catalog:
 
 def _hex(key: bytes | None) -> str | None:
     return None if key is None else key.hex()
+
+
+def _history_floor(partition: dict[str, object]) -> int:
+    floor = partition.get("history_floor", 0)
+    if not in_range(floor):
+        raise ValueError(f"bad history_floor {floor!r} for partition {partition['id']!r}")
+    assert isinstance(floor, int)
+    return floor

@@ -44,7 +44,7 @@ from mkv.node.catalog import (
 )
 from mkv.observe.logs import fields
 from mkv.operations import Operation
-from mkv.partition.feed import WATCH_RETENTION_BYTES, ChangeFeed
+from mkv.partition.feed import WATCH_RETENTION_BYTES
 from mkv.partition.task import Cutover, Partition, PartitionState, Read, Remove
 from mkv.pipeline import UNOBSERVED, StageObserver, check_pipeline, default_pipeline
 from mkv.router import KeyRange, Router, format_key
@@ -263,6 +263,7 @@ class PartitionRegistry:
             on_failure=self._partition_failed,
             stage_observer=self.stage_observer,
             workers=self.workers,
+            history_floor=entry.history_floor,
         )
 
     async def _start_catalogued(self, entry: CatalogEntry) -> None:
@@ -389,7 +390,12 @@ class PartitionRegistry:
         catalog = Catalog(
             partitions=[
                 CatalogEntry(
-                    p.id, p.range, p.store_kind, p.pipeline_specs, self._purges.get(p.id, ())
+                    p.id,
+                    p.range,
+                    p.store_kind,
+                    p.pipeline_specs,
+                    self._purges.get(p.id, ()),
+                    p.history_floor,
                 )
                 for p in self._partitions.values()
             ],
@@ -780,9 +786,15 @@ class PartitionRegistry:
             left.store_kind,
             left.pipeline_specs,
             tuple(r for r in self._purges.get(left.id, ()) if not r.overlaps(right.range)),
+            left.history_floor,
         )
         before = CatalogEntry(
-            left.id, left.range, left.store_kind, left.pipeline_specs, self._purges.get(left.id, ())
+            left.id,
+            left.range,
+            left.store_kind,
+            left.pipeline_specs,
+            self._purges.get(left.id, ()),
+            left.history_floor,
         )
 
         async def at_release(seq: int, timestamp: int) -> int:
@@ -803,12 +815,13 @@ class PartitionRegistry:
                     top,
                     timestamp,
                 )
-                partition = await self._start(merged)
                 # Left's own history numbers below ``top`` too, and right's is
                 # not in it: a watcher resumes from ``top`` (right's watchers
                 # are told so), and any older position is refused, not
-                # answered with a gap.
-                partition.feed = ChangeFeed(partition.feed.max_bytes, top)
+                # answered with a gap, now and after every restart.
+                partition = await self._start(
+                    attrs.evolve(merged, history_floor=max(merged.history_floor, top))
+                )
             except BaseException:
                 # Left goes on with its own range; its store may hold some of
                 # right's keys now, which it purges.

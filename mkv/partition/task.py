@@ -213,6 +213,7 @@ class Partition:
         on_failure: Callable[[Partition], None] | None = None,
         stage_observer: StageObserver = UNOBSERVED,
         workers: WorkerPool | None = None,
+        history_floor: int = 0,
     ):
         """Args:
         on_failure: called once, in the partition's task, when the partition
@@ -220,6 +221,8 @@ class Partition:
         stage_observer: told what the pipeline's stages measure (metrics).
         workers: the node's thread pool: the store's jobs and the log's run
             on a lane of it each; None: on threads of the partition's own.
+        history_floor: watch positions below this are refused (a merge's
+            survivor: see ``CatalogEntry.history_floor``).
         """
         self.id = partition_id
         self.range = key_range
@@ -254,6 +257,7 @@ class Partition:
         # behind them, and skip the queue when there are none.
         self._unanswered = _Tally()
         self._watch_retention_bytes = watch_retention_bytes
+        self.history_floor = history_floor
         self.feed = ChangeFeed(watch_retention_bytes, retained_after=0)
         self._feed_changed = trio.Event()
         self._stopped = trio.Event()
@@ -484,6 +488,7 @@ class Partition:
                         extra=fields(event="replayed", partition=self.id, writes=replayed),
                     )
             feed.skip_to(store.last_seq())
+            feed.forget_through(self.history_floor)
             restore(pipeline, recovered)
             self._next_seq = recovered.last_seq + 1
             self._turnstiles = [_Turnstile(self._next_seq) for _ in pipeline.async_[1:]]
