@@ -147,7 +147,7 @@ class Client:
     async def get_item(self, key: Key) -> Item | None:
         """The value and its sequence number, or None when the key is absent."""
         request = pb.GetRequest(key=_bytes(key))
-        response = await self._routed("Get", lambda: request, pb.GetResponse)
+        response = await self._routed("Get", [request.key], lambda: request, pb.GetResponse)
         if not response.found:
             return None
         return Item(response.value, response.seq, response.timestamp)
@@ -167,6 +167,7 @@ class Client:
             try:
                 response = await self._routed(
                     "BatchGet",
+                    chunk,
                     lambda: pb.BatchGetRequest(keys=chunk, map_version=self._map_version()),
                     pb.BatchGetResponse,
                 )
@@ -363,6 +364,7 @@ class Client:
                 )
         response = await self._routed(
             "Increment",
+            [key for key, _ in pairs],
             lambda: pb.IncrementRequest(
                 deltas=[pb.CounterDelta(key=k, delta=d) for k, d in pairs],
                 map_version=self._map_version(),
@@ -393,7 +395,7 @@ class Client:
                 )
             return request
 
-        response = await self._routed(method, checked, response_type)
+        response = await self._routed(method, keys, checked, response_type)
         if response.status == pb.CONDITION_FAILED:
             failure = response.failure
             state = f"is at seq {failure.seq}" if failure.found else "does not exist"
@@ -484,7 +486,7 @@ class Client:
         async def send_in_order(own: list[B]) -> None:
             try:
                 for batch in own:
-                    acks.extend(await self._send_batch(batch, send, retry=True))
+                    acks.extend(await self._send_batch(batch, send))
             except MkvError as exc:
                 # Kept rather than raised, so the caller gets an MkvError and
                 # not a nursery's ExceptionGroup; other partitions carry on.
@@ -497,7 +499,9 @@ class Client:
             raise errors[0]
         return acks
 
-    async def _send_batch(self, batch: B, send: _Send[B], *, retry: bool) -> list[WriteAck]:
+    async def _send_batch(
+        self, batch: B, send: _Send[B], rerouting: _Rerouting | None = None
+    ) -> list[WriteAck]:
         response = await self._channel.unary(
             SERVICE, send.method, send.build(batch), send.response_type
         )
@@ -507,35 +511,82 @@ class Client:
                     response.partition_id, response.seq, send.count_of(response), response.timestamp
                 )
             ]
-        if not retry:
-            raise BadNodeError(response.hint.message or "No partition on this node owns the key.")
-        # The map moved under us: route this batch again, once.
-        await self._refresh_router()
+        # The map moved under us: route this batch again (resplit raises
+        # BadNodeError at once if the new map has no owner for a key).
+        rerouting = rerouting or _Rerouting()
+        await rerouting.wait(self, response.hint.message)
         acks: list[WriteAck] = []
         for again in itertools.chain.from_iterable(await send.resplit(batch)):
-            acks.extend(await self._send_batch(again, send, retry=False))
+            acks.extend(await self._send_batch(again, send, rerouting))
         return acks
 
     def _map_version(self) -> int:
         return self._router.version if self._router is not None else 0
 
-    async def _routed(self, method: str, build: Callable[[], Any], response_type: type[Any]) -> Any:
-        """One request that must not be split: sent, and on BAD_NODE built
-        again (with the refreshed map's version) and sent once more.
+    async def _routed(
+        self,
+        method: str,
+        keys: Sequence[bytes],
+        build: Callable[[], Any],
+        response_type: type[Any],
+    ) -> Any:
+        """One request for ``keys`` that must not be split: sent, and on
+        BAD_NODE built again (with the refreshed map's version) and sent
+        again, while ``_Rerouting`` allows.
 
         Returns:
             The first answer that is not BAD_NODE.
 
         Raises:
-            BadNodeError: the node owns none of it even by its current map.
+            BadNodeError: the node's current map has no owner for a key, or
+                the node kept refusing for ``REROUTE_SECONDS``.
         """
-        for attempt in range(2):
+        rerouting = _Rerouting()
+        while True:
             response = await self._channel.unary(SERVICE, method, build(), response_type)
             if response.status != pb.BAD_NODE:
                 return response
-            if attempt == 0:
-                await self._refresh_router()
-        raise BadNodeError(response.hint.message or "No partition on this node owns the key.")
+            await rerouting.wait(self, response.hint.message)
+            router = self._router
+            assert router is not None  # refreshed by wait()
+            if any(router.lookup(key) is None for key in keys):
+                raise BadNodeError(response.hint.message or _NO_OWNER)
+
+
+# How long a request refused with BAD_NODE is routed again. A split or merge
+# refuses the moving range from the moment its cut-over is queued until the
+# node publishes the new map (tens of milliseconds: the parent's queue ahead
+# of it, the catalog's fsync), and two splits in a row can each refuse once;
+# a client that re-routed only once failed writes that a moment later went
+# through (tests/test_split.py caught it under load).
+REROUTE_SECONDS = 5.0
+_NO_OWNER = "No partition on this node owns the key."
+
+
+class _Rerouting:
+    """The re-routing of one request after BAD_NODE: refresh the map, and
+    when it has not moved, back off (5 ms doubling to 100 ms) before the
+    next try, for at most ``REROUTE_SECONDS``."""
+
+    def __init__(self) -> None:
+        self._since: float | None = None
+        self._delay = 0.005
+
+    async def wait(self, client: Client, hint: str) -> None:
+        """Raises:
+        BadNodeError: refused for ``REROUTE_SECONDS`` with the map unchanged.
+        """
+        now = anyio.current_time()
+        if self._since is None:
+            self._since = now
+        version = client._map_version()
+        await client._refresh_router()
+        if client._map_version() != version:
+            return
+        if now - self._since >= REROUTE_SECONDS:
+            raise BadNodeError(hint or _NO_OWNER)
+        await anyio.sleep(self._delay)
+        self._delay = min(self._delay * 2, 0.1)
 
 
 def _conditions(if_seq: KeyMap[int] | None, if_value: KeyMap[Value] | None) -> list[pb.Condition]:
