@@ -16,6 +16,8 @@ block sees what an earlier one did, as a reader following the page would.
   must succeed) in the working directory, with the repo's ``.venv/bin`` first
   on ``PATH`` and ``.venv``, ``README.md``, ``docs``, ``protos`` and
   ``examples`` linked there, as in a checkout.
+- In a ``console`` block (a transcript) the ``$ `` lines run; "block line N"
+  then counts those commands.
 - Python blocks run with the venv's python. A fragment with ``await`` at the
   top level (the README shows those inside an async function) runs inside a
   Trio ``main`` where ``db`` is an ``mkv.Client`` and ``admin`` an
@@ -95,7 +97,11 @@ def blocks(path: Path) -> list[Block]:
                     f"{path}:{i}: unknown marker {before!r}; "
                     f"use '<!-- not run: REASON -->', '{_FRESH}' or '{_PYTEST}'"
                 )
-            text = "\n".join(lines[i + 1 : end]) + "\n"
+            body = lines[i + 1 : end]
+            if opening[1] == "console":
+                # A transcript: the commands are the "$ " lines, the rest is output.
+                body = [line[2:] for line in body if line.startswith("$ ")]
+            text = "\n".join(body) + "\n"
             found.append(
                 Block(
                     path,
@@ -311,6 +317,11 @@ with mkv.connect("127.0.0.1:7070") as db:
 assert (await db.get(b"greeting")) == b"hello"
 ```
 
+```console
+$ mkvctl get greeting
+hello
+```
+
 ```sh
 mkvctl get greeting
 mkvctl get --no-such-flag greeting
@@ -325,7 +336,7 @@ def test_the_runner_reports_the_block_that_fails(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text(PAGE)
     failure = run_page(page, tmp_path / "run")
-    assert failure.startswith(f"{page}:23 (shell block) exited 2"), failure
+    assert failure.startswith(f"{page}:28 (shell block) exited 2"), failure
     assert "readme-runner: exit status 2 at block line 2" in failure, failure
     assert "--no-such-flag" in failure, failure
 
