@@ -793,6 +793,7 @@ class PartitionRegistry:
 
         async def at_release(seq: int, timestamp: int) -> int:
             # Right applies nothing until this returns; left is closed meanwhile.
+            began = time.monotonic()
             await catch_up_to(right.feed, target, seq)
             await trio.to_thread.run_sync(target.finish, seq, timestamp)
             left.close()
@@ -846,6 +847,15 @@ class PartitionRegistry:
                 raise
             survivor.append(partition)
             self._publish(version)
+            log.info(
+                "partition %s: merge cut-over of %s into %s at seq %d took %.1f ms",
+                right.id,
+                right.id,
+                left.id,
+                top,
+                (time.monotonic() - began) * 1000,
+                extra=fields(event="cut_over", partition=right.id, seq=top),
+            )
             return top
 
         try:
