@@ -453,30 +453,48 @@ async def test_a_position_taken_on_the_parent_resumes_on_the_new_partition(
         assert got == [(b"w/2", b"b"), (b"w/3", b"c")]
 
 
-def test_a_merge_leaves_only_the_copied_rows_in_the_moved_range(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_a_merge_leaves_only_the_copied_rows_in_the_moved_range(tmp_path: Path, kind: str) -> None:
     """The survivor's store may still hold keys of the range it takes back
-    (purged late, or a merge cut short by a crash): they must not come back."""
+    (purged late, or a merge cut short by a crash): they must not come back.
+    And every step keeps the store's last seq, until the cut-over sets it."""
     from mkv.records import Write
     from mkv.router import KeyRange
-    from mkv.snapshots.transfer import RangeFile, absorb
-    from mkv.store import StoreOptions, open_store
+    from mkv.snapshots.transfer import (
+        RangeFile,
+        load_rows,
+        load_writes,
+        remove_range,
+        set_last_seq,
+    )
+    from mkv.store import open_store
 
-    store = open_store("sqlite", tmp_path, logged=True)
-    store.apply([Write(puts=[(b"a", b"own"), (b"z1", b"stale")], seq=5)])
-    store.sync()
-    store.close()
-    moved = KeyRange(b"m", None)
-    copy = RangeFile(tmp_path / "copy.sqlite3", moved)
-    copy.apply([Write(puts=[(b"z2", b"new")], seq=9, timestamp=7)])
-    copy.finish(12, 7)
-    absorb("sqlite", tmp_path, StoreOptions(), copy.path, moved, 20, 7)
-    store = open_store("sqlite", tmp_path, logged=True)
+    store = open_store(kind, tmp_path, logged=True)
     try:
+        store.apply([Write(puts=[(b"a", b"own"), (b"z1", b"stale"), (b"z0", b"stale")], seq=5)])
+        moved = KeyRange(b"m", None)
+        copy = RangeFile(tmp_path / "copy.sqlite3", moved)
+        copy.apply([Write(puts=[(b"z2", b"new"), (b"z3", b"gone")], seq=9, timestamp=7)])
+        assert remove_range(store, moved, 1) == 1
+        assert remove_range(store, moved, 10) == 1
+        assert remove_range(store, moved, 10) == 0
+        load_rows(store, copy.rows_after(None, 10))
+        assert store.last_seq() == 5
+        load_writes(
+            store,
+            [Write(puts=[(b"z4", b"late"), (b"b", b"not mine")], deletes=[b"z3"], seq=11)],
+            moved,
+        )
+        assert store.last_seq() == 5
+        copy.close()
         assert store.get(b"z1") is None
-        z2 = store.get(b"z2")
-        assert z2 is not None
-        assert (z2.value, z2.seq) == (b"new", 9)
+        assert store.get(b"b") is None
+        assert store.get(b"z3") is None
+        z2, z4 = store.get(b"z2"), store.get(b"z4")
+        assert z2 is not None and z4 is not None
+        assert (z2.value, z2.seq, z4.seq) == (b"new", 9, 11)
         assert store.get(b"a") is not None
+        set_last_seq(store, 20, 7)
         assert store.last_seq() == 20
     finally:
         store.close()
