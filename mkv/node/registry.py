@@ -90,10 +90,13 @@ _SPLIT_FILE = "split.sqlite3.tmp"
 _MERGE_FILE = "merge.sqlite3.tmp"
 # Rows a merge puts into the survivor's store per step (one job in its queue):
 # its own writes wait for at most one such step at a time.
-MERGE_CHUNK = 2000
+MERGE_CHUNK = 500
 # A merge cuts over once fewer of the right partition's writes than this are
 # left to catch up on: the cut-over applies them while both partitions wait.
 MERGE_SETTLE_WRITES = 64
+# The survivor's store is made durable after every this many rows loaded, so
+# that no one fsync (a job in its queue: its writes wait) has much to flush.
+MERGE_SYNC_ROWS = 20_000
 
 
 @attrs.frozen
@@ -882,6 +885,8 @@ class PartitionRegistry:
             await left.submit(Read(functools.partial(load_rows, rows=rows)))
             after = rows[-1][0]
             done += len(rows)
+            if done % MERGE_SYNC_ROWS < len(rows):
+                await left.submit(Read(_sync))
             operation.report("load", done, 0, "keys")
         loaded = target.seq
         # Right keeps taking writes meanwhile: catch up from its feed until few are left.
@@ -895,7 +900,7 @@ class PartitionRegistry:
         # What is loaded becomes durable now, between left's writes, so that
         # the cut-over has only the tail to flush.
         operation.report("sync", 0, 0)
-        await left.submit(Read(lambda store: store.sync()))
+        await left.submit(Read(_sync))
         return loaded
 
     def _start_purge(self, partition: Partition) -> None:
@@ -969,6 +974,10 @@ class PartitionRegistry:
         # A caching partition's durable store, when it lives apart.
         if (durable := self._store_options(partition_id).durable_directory) is not None:
             shutil.rmtree(durable, ignore_errors=True)
+
+
+def _sync(store: StateStore) -> int:
+    return store.sync()
 
 
 def _keys_in(rng: KeyRange) -> Callable[[StateStore], list[bytes]]:
