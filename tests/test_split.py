@@ -7,6 +7,7 @@ import io
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -491,7 +492,8 @@ def test_a_merge_leaves_only_the_copied_rows_in_the_moved_range(tmp_path: Path, 
         assert store.get(b"b") is None
         assert store.get(b"z3") is None
         z2, z4 = store.get(b"z2"), store.get(b"z4")
-        assert z2 is not None and z4 is not None
+        assert z2 is not None
+        assert z4 is not None
         assert (z2.value, z2.seq, z4.seq) == (b"new", 9, 11)
         assert store.get(b"a") is not None
         set_last_seq(store, 20, 7)
@@ -515,3 +517,70 @@ def test_a_catalog_with_a_bad_history_floor_is_refused(tmp_path: Path, floor: ob
     path.write_text(json.dumps(doc))
     with pytest.raises(StorageError, match="history_floor"):
         Catalog.load(path)
+
+
+@pytest.mark.parametrize("store", ["sqlite", "memory"])
+async def test_both_sides_are_served_during_a_merge_of_many_keys(
+    tmp_path: Path, store: str
+) -> None:
+    """The merge is online: while the right partition's rows go into the
+    left one's store, and across the cut-over, reads, writes and increments
+    on both sides keep being answered, without an error reaching the client
+    and within a bounded time; counters on both sides end at the number of
+    acknowledged increments (a read-modify-write just after the cut-over
+    sees the right partition's last writes)."""
+    right_keys = [b"n/%06d" % i for i in range(30_000)]
+    left_keys = [b"a/%04d" % i for i in range(500)]
+    latencies: dict[str, list[float]] = {"left": [], "right": []}
+    during: dict[str, int] = {"left": 0, "right": 0}
+    increments = {"left": 0, "right": 0}
+    counters = {"left": b"a/counter", "right": b"n/counter"}
+    merging = False
+    stop = trio.Event()
+    with trio.fail_after(120):
+        async with (
+            running_node(tmp_path / "data", default_store=store) as node,
+            mkv.Client.connect(node.data_address) as client,
+            mkv.AdminClient.connect(node.control_address) as admin,
+        ):
+            await split(admin, "default", b"m", "upper")
+            for first in range(0, len(right_keys), 2000):
+                await client.upsert({k: b"r" * 100 for k in right_keys[first : first + 2000]})
+            await client.upsert({k: b"l" * 100 for k in left_keys})
+
+            async def timed(side: str, call: Any) -> None:
+                began = trio.current_time()
+                await call
+                latencies[side].append(trio.current_time() - began)
+                if merging:
+                    during[side] += 1
+
+            async def load(side: str, keys: list[bytes], seed: int) -> None:
+                rng = random.Random(seed)
+                while not stop.is_set():
+                    key = rng.choice(keys)
+                    await timed(side, client.upsert({key: b"w%d" % rng.randrange(1000)}))
+                    await timed(side, client.get(rng.choice(keys)))
+                    await timed(side, client.increment(counters[side]))
+                    increments[side] += 1
+
+            async with trio.open_nursery() as nursery:
+                for n in range(2):
+                    nursery.start_soon(load, "left", left_keys, n)
+                    nursery.start_soon(load, "right", right_keys, 10 + n)
+                await trio.sleep(0.3)
+                merging = True
+                survivor = await merge(admin, "default", "upper")
+                merging = False
+                await trio.sleep(0.2)
+                stop.set()
+            assert survivor.range == mkv.KeyRange(b"", None)
+            # Served all along: on both sides, while the merge ran.
+            assert during["left"] > 20, during
+            assert during["right"] > 20, during
+            # No request waited long (a shared 2-core machine: a generous bound).
+            assert max(latencies["left"] + latencies["right"]) < 3.0
+            for side, key in counters.items():
+                assert await client.get(key) == str(increments[side]).encode(), side
+            parts = await admin.list_partitions()
+            assert [p.key_count for p in parts] == [len(right_keys) + len(left_keys) + 2]

@@ -732,11 +732,6 @@ class PartitionRegistry:
                 f"Partition {left.id} is {left.store_kind} and {right.id} is "
                 f"{right.store_kind}: only partitions of the same store kind can be merged."
             )
-        if left.store_kind == "memory":
-            raise InvalidArgumentError(
-                "Memory partitions cannot be merged: the merge reopens the left one, and a "
-                "memory partition keeps its keys only while it runs."
-            )
         if any(rng.overlaps(right.range) for rng in self._purges.get(left.id, ())):
             raise FailedPreconditionError(
                 f"Partition {left.id} is still purging keys of {right.range} it gave away; "
