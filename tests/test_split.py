@@ -413,8 +413,12 @@ async def test_merge_refuses_what_it_cannot_join(
         await mkv_admin.add_partition(start=b"t", end=None, partition_id="mem2", store="memory")
         with pytest.raises(mkv.InvalidArgumentError, match="same store kind"):
             await mkv_admin.merge_partitions("default", "mem")
-        with pytest.raises(mkv.InvalidArgumentError, match="Memory partitions"):
-            await mkv_admin.merge_partitions("mem", "mem2")
+        # Memory partitions merge too (nothing is reopened): the keys stay.
+        await mkv_client.upsert({b"n": b"1", b"u": b"2"})
+        mem = await merge(mkv_admin, "mem", "mem2")
+        assert mem.range == mkv.KeyRange(b"m", None)
+        assert mem.key_count == 2
+        assert await mkv_client.get(b"u") == b"2"
 
 
 async def test_mkv_client_watch_follows_the_moved_range_by_itself(
