@@ -552,7 +552,16 @@ class PartitionRegistry:
             # Its log and store must be closed before another opens them.
             failed.close()
             await failed.wait_stopped()
-            entry = CatalogEntry(failed.id, failed.range, failed.store_kind, failed.pipeline_specs)
+            # As the catalog names it: a merge's survivor keeps refusing
+            # positions from before the merge (its history floor).
+            entry = CatalogEntry(
+                failed.id,
+                failed.range,
+                failed.store_kind,
+                failed.pipeline_specs,
+                self._purges.get(failed.id, ()),
+                failed.history_floor,
+            )
             try:
                 partition = await self._start(entry)
             except MkvError:
