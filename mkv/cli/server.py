@@ -23,6 +23,7 @@ from mkv.node.config import DEFAULT_CONTROL_ADDR, DEFAULT_DATA_ADDR, Config, Con
 from mkv.node.server import Node
 from mkv.observe.logs import LOG_FORMATS, configure_logging, fields
 from mkv.version import version_line
+from mkv.worker import DEFAULT_POOL_SIZE
 
 __all__ = ["main"]
 
@@ -58,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SIZE",
         help="memory bound of each caching partition's cache, in bytes or with a unit "
         "such as 64MiB (default 64MiB)",
+    )
+    serve.add_argument(
+        "--worker-threads",
+        type=int,
+        metavar="N",
+        help="threads of the pool running every partition's store and log work "
+        f"(at least 3; default: cores + 4, at most 16, so {DEFAULT_POOL_SIZE} here)",
     )
     serve.add_argument(
         "--snapshot-root",
@@ -144,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             default_pipeline=args.default_pipeline,
             durable_dir=args.durable_dir,
             cache_bytes=args.cache_bytes,
+            worker_threads=args.worker_threads,
             snapshot_root=args.snapshot_root,
             metrics_addr=args.metrics_addr,
             metrics_allow_remote=args.metrics_allow_remote,

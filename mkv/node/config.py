@@ -9,6 +9,7 @@ A TOML file holds the same names as the flags, with underscores::
     default_pipeline = ["timestamp", "wal:always"]
     durable_dir = "/mnt/managed-disk/mkv"
     cache_bytes = "256MiB"                # any *_bytes: a number, or with KiB, MiB, GiB
+    worker_threads = 8                # the pool every partition's store and log work runs on
     snapshot_root = "/var/lib/mkv/snapshots"
     metrics_addr = "127.0.0.1:9464"   # Prometheus /metrics; off when absent
     log_format = "json"               # or "human" (the default)
@@ -46,6 +47,7 @@ from mkv.wire import (
     is_loopback,
     parse_address,
 )
+from mkv.worker import DEFAULT_POOL_SIZE
 
 __all__ = ["DEFAULT_CONTROL_ADDR", "DEFAULT_DATA_ADDR", "Config", "ConfigError"]
 
@@ -125,6 +127,11 @@ class Config:
     # Recent mutations each partition keeps for watchers to resume from (and
     # its write-ahead log keeps at least as much, so restarts keep them too).
     watch_retention_bytes: int = attrs.field(default=WATCH_RETENTION_BYTES, converter=_size)
+    # Threads of the node-wide pool that runs every partition's store and log
+    # jobs (mkv/worker.py). A partition's jobs run one at a time, so a slow
+    # partition holds at most two of them (its store's and its log's turn):
+    # with the default, one slow partition never stalls the others.
+    worker_threads: int = attrs.field(default=DEFAULT_POOL_SIZE, validator=attrs.validators.ge(3))
     # How long a response stream (Scan, Watch) waits for a client that does
     # not read before ending it with RESOURCE_EXHAUSTED.
     stream_stall_timeout: float = STREAM_STALL_TIMEOUT

@@ -69,6 +69,7 @@ from mkv.store import (
     check_store_kind,
 )
 from mkv.store.files import make_directory
+from mkv.worker import WorkerPool
 
 __all__ = ["PartitionRegistry", "PartitionReport"]
 
@@ -123,6 +124,7 @@ class PartitionRegistry:
         durable_dir: Path | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         stage_observer: StageObserver = UNOBSERVED,
+        workers: WorkerPool | None = None,
     ) -> None:
         """Args:
         durable_dir: where stores that keep a durable copy apart (``caching``)
@@ -130,12 +132,15 @@ class PartitionRegistry:
             own directory.
         cache_bytes: the bound of each caching partition's memory cache.
         stage_observer: handed to every partition's pipeline stages (metrics).
+        workers: the node's thread pool every partition's store and log jobs
+            run on; None: each partition has threads of its own.
         """
         self.data_dir = data_dir
         self.watch_retention_bytes = watch_retention_bytes
         self.durable_dir = durable_dir
         self.cache_bytes = cache_bytes
         self.stage_observer = stage_observer
+        self.workers = workers
         self.default_store = default_store
         self.default_pipeline = default_pipeline
         self._catalog_path = data_dir / "catalog.json"
@@ -277,6 +282,7 @@ class PartitionRegistry:
             store_options=self._store_options(entry.id),
             on_failure=self._partition_failed,
             stage_observer=self.stage_observer,
+            workers=self.workers,
             history_floor=entry.history_floor,
         )
 

@@ -44,6 +44,7 @@ from mkv.rpc.server import (
 from mkv.rpc.tls import server_context
 from mkv.snapshots.paths import SnapshotRoot
 from mkv.wire import CONTROL_SERVICE, DATA_SERVICE, Address
+from mkv.worker import WorkerPool
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -209,6 +210,19 @@ class Node:
             self.config.data_dir,
             extra=fields(event="node_starting", data_dir=str(self.config.data_dir)),
         )
+        # Started here, not in the constructor: a Node that never runs leaves
+        # no threads behind. Closed once every partition has stopped.
+        workers = self.registry.workers = WorkerPool(self.config.worker_threads)
+        try:
+            await self._serve(control_server, task_status)
+        finally:
+            self.registry.workers = None
+            with trio.CancelScope(shield=True):
+                await workers.aclose()
+        log.info("stopped", extra=fields(event="node_stopped"))
+
+    async def _serve(self, control_server: RpcServer, task_status: trio.TaskStatus[Node]) -> None:
+        """The servers, partitions and operations of ``run``, until ``stop()``."""
         metrics_scope = trio.CancelScope()
         async with trio.open_nursery() as nursery:
             await nursery.start(self.registry.run)
@@ -262,7 +276,6 @@ class Node:
                 self.operations.close()
                 self.registry.close()
                 metrics_scope.cancel()
-        log.info("stopped", extra=fields(event="node_stopped"))
 
     def _facts(self) -> NodeFacts:
         assert self.snapshots is not None, "asked for by the control plane, which run() starts"

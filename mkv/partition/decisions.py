@@ -27,7 +27,7 @@ from mkv.partition.mutations import Failure, add_deltas, first_failure
 from mkv.partition.pending import PendingWrites
 from mkv.pipeline import Write
 from mkv.store import Item, StateStore
-from mkv.worker import WorkerThread
+from mkv.worker import SerialWorker
 
 __all__ = ["Decided", "Decisions"]
 
@@ -65,7 +65,7 @@ class Decisions:
         self._pending = PendingWrites()
         self._failed: set[int] = set()
 
-    async def decide(self, command: Mutation, store: StateStore, worker: WorkerThread) -> Decided:
+    async def decide(self, command: Mutation, store: StateStore, worker: SerialWorker) -> Decided:
         """The write ``command`` makes, or why it makes none (a condition that
         does not hold, an increment of a non-counter or past 64 bits)."""
         if isinstance(command, Upsert | Remove) and not command.conditions:
@@ -114,7 +114,7 @@ class Decisions:
         return None
 
     async def _states(
-        self, keys: Sequence[bytes], store: StateStore, worker: WorkerThread
+        self, keys: Sequence[bytes], store: StateStore, worker: SerialWorker
     ) -> tuple[dict[bytes, Item | None], tuple[int, ...]]:
         """Each key's state after every write admitted so far, and the writes
         still in flight that it came from."""

@@ -74,7 +74,7 @@ from mkv.pipeline import (
 from mkv.pipeline.reorder import OrderedWindow
 from mkv.router import KeyRange, format_key
 from mkv.store import Item, StateStore, StoreDamagedError, StoreOptions, StoreStats, open_store
-from mkv.worker import WorkerThread
+from mkv.worker import SerialWorker, WorkerPool, WorkerThread
 
 __all__ = [
     "Cutover",
@@ -214,12 +214,15 @@ class Partition:
         store_options: StoreOptions | None = None,
         on_failure: Callable[[Partition], None] | None = None,
         stage_observer: StageObserver = UNOBSERVED,
+        workers: WorkerPool | None = None,
         history_floor: int = 0,
     ):
         """Args:
         on_failure: called once, in the partition's task, when the partition
             fails (see :meth:`probe` and ``PartitionRegistry.reopen``).
         stage_observer: told what the pipeline's stages measure (metrics).
+        workers: the node's thread pool: the store's jobs and the log's run
+            on a lane of it each; None: on threads of the partition's own.
         history_floor: watch positions below this are refused (a merge's
             survivor: see ``CatalogEntry.history_floor``).
         """
@@ -233,9 +236,10 @@ class Partition:
         self.directory = directory
         self.store_options = store_options
         self._stage_observer = stage_observer
+        self._workers = workers
         self.state = PartitionState.STARTING
         self._send, self._inbox = trio.open_memory_channel[_Pending](INBOX_SIZE)
-        self._worker: WorkerThread | None = None
+        self._worker: SerialWorker | None = None
         self._store: StateStore | None = None
         self._next_seq = 1
         self._last_applied = 0
@@ -424,9 +428,16 @@ class Partition:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Open the store, recover from the log, report started, then serve until closed."""
-        worker = self._worker = WorkerThread(f"mkv-partition-{self.id}")
+        # Every store job in order, one at a time: on a lane of the node's
+        # pool, so a partition whose store is slow holds one thread, not all.
+        name = f"mkv-partition-{self.id}"
+        worker: SerialWorker = (
+            WorkerThread(name) if self._workers is None else self._workers.lane(name)
+        )
+        self._worker = worker
         pipeline = self._pipeline = build_pipeline(
-            self.pipeline_specs, StageContext(self.id, self.directory, self._stage_observer)
+            self.pipeline_specs,
+            StageContext(self.id, self.directory, self._stage_observer, self._workers),
         )
         wal = pipeline.wal
         started = False
@@ -537,7 +548,7 @@ class Partition:
                 extra=fields(event="partition_stopped", partition=self.id, seq=self._last_applied),
             )
 
-    async def _close_files(self, worker: WorkerThread, wal: WalStage | None) -> None:
+    async def _close_files(self, worker: SerialWorker, wal: WalStage | None) -> None:
         """Close the log and the store; a failure here is logged, not raised:
         there is nothing left to refuse, and the node must go on."""
         store = self._store

@@ -20,6 +20,7 @@ import attrs
 import trio
 
 from mkv.records import Write
+from mkv.worker import WorkerPool
 
 __all__ = [
     "UNOBSERVED",
@@ -76,6 +77,9 @@ class StageContext:
     # The partition's own directory: a stage keeps its files under it.
     directory: Path
     observer: StageObserver = UNOBSERVED
+    # The node's thread pool, for a stage's blocking work in order (the log's
+    # lane); None: a stage that needs a thread starts its own.
+    workers: WorkerPool | None = None
 
 
 @runtime_checkable

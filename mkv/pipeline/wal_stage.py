@@ -30,7 +30,7 @@ from mkv.pipeline.base import UNOBSERVED, Recovered, StageContext, StageObserver
 from mkv.pipeline.payload import decode_write, encode_write
 from mkv.records import Write
 from mkv.wal import DEFAULT_SEGMENT_BYTES, Record, WalStatistics, WriteAheadLog
-from mkv.worker import WorkerThread
+from mkv.worker import SerialWorker, WorkerPool, WorkerThread
 
 __all__ = ["FsyncPolicy", "WalStage"]
 
@@ -101,13 +101,21 @@ class WalStage:
     name = "wal"
 
     def __init__(
-        self, directory: Path, options: WalOptions, observer: StageObserver = UNOBSERVED
+        self,
+        directory: Path,
+        options: WalOptions,
+        observer: StageObserver = UNOBSERVED,
+        workers: WorkerPool | None = None,
     ) -> None:
         self.directory = directory
         self.options = options
         self._observer = observer
+        self._workers = workers
         self._log: WriteAheadLog | None = None
-        self._thread: WorkerThread | None = None
+        # The log's jobs (appends, fsyncs, checkpoints) run here, in order:
+        # a lane of the node's pool, apart from the store's lane so a
+        # partition's next group is logged while its last is applied.
+        self._thread: SerialWorker | None = None
         self._queue: list[tuple[tuple[int, int, bytes], _Waiter]] = []
         self._wakeup = trio.Event()
         self._closed = False
@@ -117,13 +125,19 @@ class WalStage:
 
     @classmethod
     def from_spec(cls, argument: str, context: StageContext) -> WalStage:
-        return cls(context.directory / "wal", WalOptions.parse(argument), context.observer)
+        return cls(
+            context.directory / "wal",
+            WalOptions.parse(argument),
+            context.observer,
+            context.workers,
+        )
 
     # -- recovery, before serving -------------------------------------------
 
     async def open(self) -> Recovered:
         """Open the log, cutting a torn tail (and saying so); say where it ends."""
-        self._thread = WorkerThread(f"mkv-wal-{self.directory.parent.name}")
+        name = f"mkv-wal-{self.directory.parent.name}"
+        self._thread = WorkerThread(name) if self._workers is None else self._workers.lane(name)
         wal, report = await self._thread.run_sync(
             lambda: WriteAheadLog.open(self.directory, segment_bytes=self.options.segment_bytes)
         )

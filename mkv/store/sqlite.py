@@ -147,7 +147,13 @@ class SqliteStore:
             _check_after_crash(path)
         created = not path.exists()
         # isolation_level=None: we issue BEGIN/COMMIT ourselves.
-        self._writer = self._connect(path)
+        # check_same_thread=False: the store's jobs run on a lane of the
+        # node's worker pool (mkv/worker.py), one at a time and in order but
+        # on whichever pool thread takes the lane. sqlite3's check guards
+        # against concurrent use, which the lane already rules out; SQLite's
+        # default serialized threading mode lets a connection move between
+        # threads, and an open transaction never spans two jobs.
+        self._writer = self._connect(path, check_same_thread=False)
         try:
             # Only a new, empty database takes it (before WAL mode writes the
             # header); an existing store keeps the page size it was made with.
