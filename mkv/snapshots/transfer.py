@@ -20,6 +20,11 @@ the same problem and reuse it:
 The blocking part, ``RangeFile``, knows no partition or event loop: it is
 handed rows and ``Write`` records, so another source (a replication stream)
 can feed it as well.
+
+A merge builds the right partition's state the same way, then puts it into
+the surviving partition's live store in small steps (``remove_range``,
+``load_rows``, ``load_writes``: jobs in the survivor's own queue) and, at
+the cut-over, sets its last seq above both (``set_last_seq``).
 """
 
 from __future__ import annotations
@@ -58,7 +63,6 @@ __all__ = [
 CATCH_UP_BYTES = 4 * 1024 * 1024
 _CAPTURE_NAME = "transfer-capture.sqlite3.tmp"
 _UPSERT = "INSERT OR REPLACE INTO kv (key, value, seq, ts) VALUES (?, ?, ?, ?)"
-_ROWS_PER_APPLY = 10_000
 
 
 class RangeFile:
