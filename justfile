@@ -61,3 +61,7 @@ bench-split *ARGS:
 # Restore time of a snapshot of 1M keys, into each store kind.
 bench-restore *ARGS:
     {{bin}}/python tools/bench_restore.py {{ARGS}}
+
+# Merge of a 1M-key right partition under writers: time, the cut-over's pause, writers' p99 during / before.
+bench-merge *ARGS:
+    {{bin}}/python tools/bench_merge.py {{ARGS}}

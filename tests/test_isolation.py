@@ -138,3 +138,43 @@ async def test_a_failed_partition_reopens_by_itself_once_the_cause_is_gone(
                 await trio.sleep(0.1)
             assert await _states(admin) == {"a": "active", "b": "active"}
             await _check_serving(client, acknowledged)
+
+
+async def test_a_reopened_merge_survivor_still_refuses_positions_before_the_merge(
+    two_partitions: ServerProcess,
+) -> None:
+    """Reopening a failed partition keeps what the catalog says of it: a
+    merge's survivor goes on refusing watch positions from before the merge
+    (its log holds its own history there, not the absorbed partition's)."""
+    server = two_partitions
+    with trio.fail_after(60):
+        async with (
+            mkv.AdminClient.connect(server.control_addr) as admin,
+            mkv.Client.connect(server.data_addr) as client,
+        ):
+            await client.upsert({b"a/first": b"1"})
+            # b numbers well past a, so a's own log covers b's positions.
+            for i in range(20):
+                await client.upsert({b"m/x": b"%d" % i})
+            [seen] = await client.upsert({b"m/x": b"seen"})
+            [missed] = await client.upsert({b"m/x": b"missed"})
+            assert seen.partition_id == missed.partition_id == "b"
+            operation_id = await admin.merge_partitions("a", "b")
+            done = await admin.wait_operation(operation_id, poll_interval=0.05)
+            assert done.merged is not None
+            with _BrokenWal(server.data_dir, "a"):
+                await _write_until_refused(client, "x", {})
+            await admin.reopen_partition("a")
+            assert await _states(admin) == {"a": "active"}
+            await client.upsert({b"a/after": b"1"})
+
+            async def watch_from_before() -> None:
+                async with client.watch(b"", None, from_seq=seen.seq) as changes:
+                    async for change in changes:
+                        pytest.fail(
+                            f"a watch from before the merge got {change.key!r} {change.seq}"
+                        )
+
+            with trio.fail_after(10), pytest.raises(mkv.CompactedError):
+                await watch_from_before()
+        assert await server.stop() == 0, server.stderr()

@@ -7,6 +7,7 @@ import io
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -412,8 +413,12 @@ async def test_merge_refuses_what_it_cannot_join(
         await mkv_admin.add_partition(start=b"t", end=None, partition_id="mem2", store="memory")
         with pytest.raises(mkv.InvalidArgumentError, match="same store kind"):
             await mkv_admin.merge_partitions("default", "mem")
-        with pytest.raises(mkv.InvalidArgumentError, match="Memory partitions"):
-            await mkv_admin.merge_partitions("mem", "mem2")
+        # Memory partitions merge too (nothing is reopened): the keys stay.
+        await mkv_client.upsert({b"n": b"1", b"u": b"2"})
+        mem = await merge(mkv_admin, "mem", "mem2")
+        assert mem.range == mkv.KeyRange(b"m", None)
+        assert mem.key_count == 2
+        assert await mkv_client.get(b"u") == b"2"
 
 
 async def test_mkv_client_watch_follows_the_moved_range_by_itself(
@@ -453,30 +458,49 @@ async def test_a_position_taken_on_the_parent_resumes_on_the_new_partition(
         assert got == [(b"w/2", b"b"), (b"w/3", b"c")]
 
 
-def test_a_merge_leaves_only_the_copied_rows_in_the_moved_range(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_a_merge_leaves_only_the_copied_rows_in_the_moved_range(tmp_path: Path, kind: str) -> None:
     """The survivor's store may still hold keys of the range it takes back
-    (purged late, or a merge cut short by a crash): they must not come back."""
+    (purged late, or a merge cut short by a crash): they must not come back.
+    And every step keeps the store's last seq, until the cut-over sets it."""
     from mkv.records import Write
     from mkv.router import KeyRange
-    from mkv.snapshots.transfer import RangeFile, absorb
-    from mkv.store import StoreOptions, open_store
+    from mkv.snapshots.transfer import (
+        RangeFile,
+        load_rows,
+        load_writes,
+        remove_range,
+        set_last_seq,
+    )
+    from mkv.store import open_store
 
-    store = open_store("sqlite", tmp_path, logged=True)
-    store.apply([Write(puts=[(b"a", b"own"), (b"z1", b"stale")], seq=5)])
-    store.sync()
-    store.close()
-    moved = KeyRange(b"m", None)
-    copy = RangeFile(tmp_path / "copy.sqlite3", moved)
-    copy.apply([Write(puts=[(b"z2", b"new")], seq=9, timestamp=7)])
-    copy.finish(12, 7)
-    absorb("sqlite", tmp_path, StoreOptions(), copy.path, moved, 20, 7)
-    store = open_store("sqlite", tmp_path, logged=True)
+    store = open_store(kind, tmp_path, logged=True)
     try:
+        store.apply([Write(puts=[(b"a", b"own"), (b"z1", b"stale"), (b"z0", b"stale")], seq=5)])
+        moved = KeyRange(b"m", None)
+        copy = RangeFile(tmp_path / "copy.sqlite3", moved)
+        copy.apply([Write(puts=[(b"z2", b"new"), (b"z3", b"gone")], seq=9, timestamp=7)])
+        assert remove_range(store, moved, 1) == 1
+        assert remove_range(store, moved, 10) == 1
+        assert remove_range(store, moved, 10) == 0
+        load_rows(store, copy.rows_after(None, 10))
+        assert store.last_seq() == 5
+        load_writes(
+            store,
+            [Write(puts=[(b"z4", b"late"), (b"b", b"not mine")], deletes=[b"z3"], seq=11)],
+            moved,
+        )
+        assert store.last_seq() == 5
+        copy.close()
         assert store.get(b"z1") is None
-        z2 = store.get(b"z2")
+        assert store.get(b"b") is None
+        assert store.get(b"z3") is None
+        z2, z4 = store.get(b"z2"), store.get(b"z4")
         assert z2 is not None
-        assert (z2.value, z2.seq) == (b"new", 9)
+        assert z4 is not None
+        assert (z2.value, z2.seq, z4.seq) == (b"new", 9, 11)
         assert store.get(b"a") is not None
+        set_last_seq(store, 20, 7)
         assert store.last_seq() == 20
     finally:
         store.close()
@@ -497,3 +521,70 @@ def test_a_catalog_with_a_bad_history_floor_is_refused(tmp_path: Path, floor: ob
     path.write_text(json.dumps(doc))
     with pytest.raises(StorageError, match="history_floor"):
         Catalog.load(path)
+
+
+@pytest.mark.parametrize("store", ["sqlite", "memory"])
+async def test_both_sides_are_served_during_a_merge_of_many_keys(
+    tmp_path: Path, store: str
+) -> None:
+    """The merge is online: while the right partition's rows go into the
+    left one's store, and across the cut-over, reads, writes and increments
+    on both sides keep being answered, without an error reaching the client
+    and within a bounded time; counters on both sides end at the number of
+    acknowledged increments (a read-modify-write just after the cut-over
+    sees the right partition's last writes)."""
+    right_keys = [b"n/%06d" % i for i in range(30_000)]
+    left_keys = [b"a/%04d" % i for i in range(500)]
+    latencies: dict[str, list[float]] = {"left": [], "right": []}
+    during: dict[str, int] = {"left": 0, "right": 0}
+    increments = {"left": 0, "right": 0}
+    counters = {"left": b"a/counter", "right": b"n/counter"}
+    merging = False
+    stop = trio.Event()
+    with trio.fail_after(120):
+        async with (
+            running_node(tmp_path / "data", default_store=store) as node,
+            mkv.Client.connect(node.data_address) as client,
+            mkv.AdminClient.connect(node.control_address) as admin,
+        ):
+            await split(admin, "default", b"m", "upper")
+            for first in range(0, len(right_keys), 2000):
+                await client.upsert({k: b"r" * 100 for k in right_keys[first : first + 2000]})
+            await client.upsert({k: b"l" * 100 for k in left_keys})
+
+            async def timed(side: str, call: Any) -> None:
+                began = trio.current_time()
+                await call
+                latencies[side].append(trio.current_time() - began)
+                if merging:
+                    during[side] += 1
+
+            async def load(side: str, keys: list[bytes], seed: int) -> None:
+                rng = random.Random(seed)
+                while not stop.is_set():
+                    key = rng.choice(keys)
+                    await timed(side, client.upsert({key: b"w%d" % rng.randrange(1000)}))
+                    await timed(side, client.get(rng.choice(keys)))
+                    await timed(side, client.increment(counters[side]))
+                    increments[side] += 1
+
+            async with trio.open_nursery() as nursery:
+                for n in range(2):
+                    nursery.start_soon(load, "left", left_keys, n)
+                    nursery.start_soon(load, "right", right_keys, 10 + n)
+                await trio.sleep(0.3)
+                merging = True
+                survivor = await merge(admin, "default", "upper")
+                merging = False
+                await trio.sleep(0.2)
+                stop.set()
+            assert survivor.range == mkv.KeyRange(b"", None)
+            # Served all along: on both sides, while the merge ran.
+            assert during["left"] > 20, during
+            assert during["right"] > 20, during
+            # No request waited long (a shared 2-core machine: a generous bound).
+            assert max(latencies["left"] + latencies["right"]) < 3.0
+            for side, key in counters.items():
+                assert await client.get(key) == str(increments[side]).encode(), side
+            parts = await admin.list_partitions()
+            assert [p.key_count for p in parts] == [len(right_keys) + len(left_keys) + 2]

@@ -15,6 +15,7 @@ succeeds (retried with backoff).
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import time
@@ -45,11 +46,21 @@ from mkv.node.catalog import (
 from mkv.observe.logs import fields
 from mkv.operations import Operation
 from mkv.partition.feed import WATCH_RETENTION_BYTES
-from mkv.partition.task import Cutover, Partition, PartitionState, Read, Remove
+from mkv.partition.task import Cutover, Extend, Partition, PartitionState, Read, Remove
 from mkv.pipeline import UNOBSERVED, StageObserver, check_pipeline, default_pipeline
 from mkv.router import KeyRange, Router, format_key
 from mkv.snapshots.stores import install
-from mkv.snapshots.transfer import RangeFile, absorb, catch_up_to, copy_range
+from mkv.snapshots.transfer import (
+    RangeFile,
+    catch_up_to,
+    copy_range,
+    feed_writes,
+    feed_writes_through,
+    load_rows,
+    load_writes,
+    remove_range,
+    set_last_seq,
+)
 from mkv.store import (
     DEFAULT_CACHE_BYTES,
     StateStore,
@@ -78,6 +89,15 @@ PURGE_CHUNK = 500
 _SPLIT_FILE = "split.sqlite3.tmp"
 # The file a merge builds the right partition's state in, in the left one's directory.
 _MERGE_FILE = "merge.sqlite3.tmp"
+# Rows a merge puts into the survivor's store per step (one job in its queue):
+# its own writes wait for at most one such step at a time.
+MERGE_CHUNK = 500
+# A merge cuts over once fewer of the right partition's writes than this are
+# left to catch up on: the cut-over applies them while both partitions wait.
+MERGE_SETTLE_WRITES = 64
+# The survivor's store is made durable after every this many rows loaded, so
+# that no one fsync (a job in its queue: its writes wait) has much to flush.
+MERGE_SYNC_ROWS = 20_000
 
 
 @attrs.frozen
@@ -538,7 +558,16 @@ class PartitionRegistry:
             # Its log and store must be closed before another opens them.
             failed.close()
             await failed.wait_stopped()
-            entry = CatalogEntry(failed.id, failed.range, failed.store_kind, failed.pipeline_specs)
+            # As the catalog names it: a merge's survivor keeps refusing
+            # positions from before the merge (its history floor).
+            entry = CatalogEntry(
+                failed.id,
+                failed.range,
+                failed.store_kind,
+                failed.pipeline_specs,
+                self._purges.get(failed.id, ()),
+                failed.history_floor,
+            )
             try:
                 partition = await self._start(entry)
             except MkvError:
@@ -718,11 +747,6 @@ class PartitionRegistry:
                 f"Partition {left.id} is {left.store_kind} and {right.id} is "
                 f"{right.store_kind}: only partitions of the same store kind can be merged."
             )
-        if left.store_kind == "memory":
-            raise InvalidArgumentError(
-                "Memory partitions cannot be merged: the merge reopens the left one, and a "
-                "memory partition keeps its keys only while it runs."
-            )
         if any(rng.overlaps(right.range) for rng in self._purges.get(left.id, ())):
             raise FailedPreconditionError(
                 f"Partition {left.id} is still purging keys of {right.range} it gave away; "
@@ -735,12 +759,14 @@ class PartitionRegistry:
         order, same store kind) into ``left_id``, which then owns both ranges
         and numbers its writes above every seq either had given. Returns it.
 
-        The right one's state is copied at one seq while both serve, then
-        caught up; at the cut-over (in the right one's order) the left one
-        is closed, the copy written into its store, and it is reopened on
-        both ranges; both partitions refuse requests meanwhile (clients
-        retry). Crash-safe: the catalog records the merge first, and one
-        catalog write commits it (see ``_recover_merge``).
+        Online: the right one's state is copied at one seq while both serve,
+        and put into the left one's store in small steps (jobs in its own
+        queue, between its writes: it does not serve that range yet), then
+        caught up from the right one's change feed. At the cut-over (in the
+        right one's order, then in the left one's: ``Extend``) only the last
+        few writes are applied and the ranges switched; both partitions hold
+        requests for that short while. Crash-safe: the catalog records the
+        merge first, and one catalog write commits it (see ``_recover_merge``).
 
         Raises:
             NotFoundError, InvalidArgumentError, FailedPreconditionError: see
@@ -764,6 +790,13 @@ class PartitionRegistry:
                         right.close()
                         await right.wait_stopped()
                         await trio.to_thread.run_sync(self._delete_files, right.id)
+                    elif self._partitions.get(left.id) is left:
+                        # Left keeps its own range; its store may hold some of
+                        # right's rows now, which it purges.
+                        self._purges[left.id] = (*self._purges.get(left.id, ()), right.range)
+                        if left.state is PartitionState.ACTIVE:
+                            self._start_purge(left)
+                        # A failed left one purges once it is reopened.
                     await self._save_catalog(self._router.version)
             merged = survivor[0]
             log.info(
@@ -780,91 +813,105 @@ class PartitionRegistry:
         self, left: Partition, right: Partition, operation: Operation, survivor: list[Partition]
     ) -> None:
         target = await trio.to_thread.run_sync(RangeFile, left.directory / _MERGE_FILE, right.range)
-        merged = CatalogEntry(
-            left.id,
-            KeyRange(left.range.start, right.range.end),
-            left.store_kind,
-            left.pipeline_specs,
-            tuple(r for r in self._purges.get(left.id, ()) if not r.overlaps(right.range)),
-            left.history_floor,
-        )
-        before = CatalogEntry(
-            left.id,
-            left.range,
-            left.store_kind,
-            left.pipeline_specs,
-            self._purges.get(left.id, ()),
-            left.history_floor,
-        )
-
-        async def at_release(seq: int, timestamp: int) -> int:
-            # Right applies nothing until this returns; left is closed meanwhile.
-            await catch_up_to(right.feed, target, seq)
-            await trio.to_thread.run_sync(target.finish, seq, timestamp)
-            left.close()
-            await left.wait_stopped()
-            top = max(left.last_seq(), seq)
-            try:
-                await trio.to_thread.run_sync(
-                    absorb,
-                    left.store_kind,
-                    left.directory,
-                    self._store_options(left.id),
-                    target.path,
-                    right.range,
-                    top,
-                    timestamp,
-                )
-                # Left's own history numbers below ``top`` too, and right's is
-                # not in it: a watcher resumes from ``top`` (right's watchers
-                # are told so), and any older position is refused, not
-                # answered with a gap, now and after every restart.
-                partition = await self._start(
-                    attrs.evolve(merged, history_floor=max(merged.history_floor, top))
-                )
-            except BaseException:
-                # Left goes on with its own range; its store may hold some of
-                # right's keys now, which it purges.
-                with trio.CancelScope(shield=True):
-                    self._purges[left.id] = (*before.purge, right.range)
-                    restarted = await self._start(before)
-                    await self._save_catalog(self._router.version)
-                    self._start_purge(restarted)
-                raise
-            del self._partitions[right.id]
-            self._purges.pop(right.id, None)
-            if merged.purge:
-                self._purges[left.id] = merged.purge
-            else:
-                self._purges.pop(left.id, None)
-            version = self._router.version + 1
-            try:
-                # The commit: the catalog names the merged range, not right.
-                await self._save_catalog(version, merge=MergeInProgress(left.id, right.id))
-            except BaseException:
-                with trio.CancelScope(shield=True):
-                    partition.close()
-                    await partition.wait_stopped()
-                    self._partitions[right.id] = right
-                    self._purges[left.id] = (*before.purge, right.range)
-                    restarted = await self._start(before)
-                    self._start_purge(restarted)
-                raise
-            survivor.append(partition)
-            self._publish(version)
-            return top
-
         try:
             await copy_range(operation, right, right.range, target)
-            operation.report("cut-over", 0, 0)
-            await right.submit(
-                Cutover(
-                    KeyRange(right.range.start, right.range.start), right.range, left.id, at_release
-                )
-            )
+            loaded = await self._load_into(left, right, target, operation)
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(target.close)
+        merged_purge = tuple(
+            r for r in self._purges.get(left.id, ()) if not r.overlaps(right.range)
+        )
+        moved = right.range
+
+        async def at_release(seq: int, timestamp: int) -> int:
+            # Right applies nothing until this returns: keep it short.
+            began = time.monotonic()
+            tail = feed_writes_through(right.feed, loaded, seq)
+
+            async def commit(top: int) -> None:
+                # Left's range and history floor are the merged ones by now.
+                del self._partitions[right.id]
+                purges = dict(self._purges)
+                self._purges.pop(right.id, None)
+                if merged_purge:
+                    self._purges[left.id] = merged_purge
+                else:
+                    self._purges.pop(left.id, None)
+                version = self._router.version + 1
+                try:
+                    # The commit: the catalog names the merged range, not right.
+                    await self._save_catalog(version, merge=MergeInProgress(left.id, right.id))
+                except BaseException:
+                    self._partitions[right.id] = right
+                    self._purges = purges
+                    raise
+                survivor.append(left)
+                self._publish(version)
+
+            top: int = await left.submit(
+                Extend(
+                    moved,
+                    seq,
+                    timestamp,
+                    prepare=lambda store: load_writes(store, tail, moved),
+                    finish=lambda store, top: set_last_seq(store, top, timestamp),
+                    commit=commit,
+                )
+            )
+            log.info(
+                "partition %s: merge cut-over of %s into %s at seq %d took %.1f ms",
+                right.id,
+                right.id,
+                left.id,
+                top,
+                (time.monotonic() - began) * 1000,
+                extra=fields(event="cut_over", partition=right.id, seq=top),
+            )
+            # Right's watchers resume at ``top`` on the survivor.
+            return top
+
+        operation.report("cut-over", 0, 0)
+        await right.submit(
+            Cutover(
+                KeyRange(right.range.start, right.range.start), right.range, left.id, at_release
+            )
+        )
+
+    async def _load_into(
+        self, left: Partition, right: Partition, target: RangeFile, operation: Operation
+    ) -> int:
+        """Put the copy of right's state in ``target`` into left's store, then
+        right's writes since, a small step at a time; returns the seq of
+        right's up to which left's store holds them."""
+        moved = right.range
+        # Stale keys of the range in left's store first: only right's rows stand.
+        while await left.submit(Read(lambda store: remove_range(store, moved, MERGE_CHUNK))):
+            pass
+        after: bytes | None = None
+        done = 0
+        operation.report("load", 0, 0)
+        while rows := await trio.to_thread.run_sync(target.rows_after, after, MERGE_CHUNK):
+            await left.submit(Read(functools.partial(load_rows, rows=rows)))
+            after = rows[-1][0]
+            done += len(rows)
+            if done % MERGE_SYNC_ROWS < len(rows):
+                await left.submit(Read(_sync))
+            operation.report("load", done, 0, "keys")
+        loaded = target.seq
+        # Right keeps taking writes meanwhile: catch up from its feed until few are left.
+        while right.last_seq() - loaded >= MERGE_SETTLE_WRITES:
+            operation.report("catch-up", loaded, right.last_seq(), "seq")
+            writes = feed_writes(right.feed, loaded, right.last_seq())
+            if not writes:
+                break
+            await left.submit(Read(functools.partial(load_writes, writes=writes, key_range=moved)))
+            loaded = writes[-1].seq
+        # What is loaded becomes durable now, between left's writes, so that
+        # the cut-over has only the tail to flush.
+        operation.report("sync", 0, 0)
+        await left.submit(Read(_sync))
+        return loaded
 
     def _start_purge(self, partition: Partition) -> None:
         if self._nursery is not None:
@@ -937,6 +984,10 @@ class PartitionRegistry:
         # A caching partition's durable store, when it lives apart.
         if (durable := self._store_options(partition_id).durable_directory) is not None:
             shutil.rmtree(durable, ignore_errors=True)
+
+
+def _sync(store: StateStore) -> int:
+    return store.sync()
 
 
 def _keys_in(rng: KeyRange) -> Callable[[StateStore], list[bytes]]:

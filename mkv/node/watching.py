@@ -90,6 +90,14 @@ async def _watch(
             f"not {cursor} (was it restored from an older state?); resync with a scan."
         )
     feed.check_retained(cursor)
+    if cursor < partition.history_floor:
+        # A merge's survivor: its feed still holds its own changes before the
+        # merge (its own watchers go on), but not the absorbed range's.
+        raise CompactedError(
+            f"Partition {partition.id} took over a merged range at seq "
+            f"{partition.history_floor}; changes before it are not all retained here. "
+            "Read the range with a scan and watch from the scan's seq."
+        )
     # The first message confirms the watch: everything after it is delivered.
     yield pb.WatchResponse(status=pb.OK, partition_id=partition.id, progress_seq=cursor)
     last_sent = time.monotonic()

@@ -14,6 +14,7 @@ from mkv.store import StateStore
 __all__ = [
     "Command",
     "Cutover",
+    "Extend",
     "Get",
     "Increment",
     "Mutation",
@@ -88,7 +89,39 @@ class Cutover:
     at_release: Callable[[int, int], Awaitable[int | None]]
 
 
-Command = Upsert | Remove | Increment | Get | Read | Cutover
+@attrs.frozen
+class Extend:
+    """Take ``added`` (the range just above the partition's, a merge's right
+    partition) into the partition's range, in its own order.
+
+    ``floor`` is the right partition's last seq at its cut-over: the
+    partition numbers every write admitted after this one above both that
+    and its own last seq (``top``), so a key's seq never goes backwards.
+
+    At admission, ``prepare(store)`` runs on the worker thread (the
+    partition admits nothing meanwhile): it puts the right partition's last
+    writes into the store, which already holds the rest of its rows (loaded
+    before, in ``Read`` jobs); they touch only ``added``, which no write in
+    flight touches, so they need not wait for those. Then the range grows, so
+    later writes of ``added`` are decided against that state. In its turn at
+    release ``finish(store, top)`` runs on the worker thread (the store's
+    last seq set to ``top``, made durable), then ``commit(top)`` is awaited
+    (the catalog names the merged range). If either raises, the range is
+    given back and the partition fails (its store may hold a part of
+    ``added``; the registry purges it when it reopens the partition). The
+    answer is ``top``.
+    """
+
+    added: KeyRange
+    floor: int
+    # The right partition's last timestamp: the clock never stamps at or below it.
+    timestamp: int
+    prepare: Callable[[StateStore], None]
+    finish: Callable[[StateStore, int], None]
+    commit: Callable[[int], Awaitable[None]]
+
+
+Command = Upsert | Remove | Increment | Get | Read | Cutover | Extend
 Mutation = Upsert | Remove | Increment
 
 

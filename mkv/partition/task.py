@@ -47,6 +47,7 @@ from mkv.observe.logs import fields
 from mkv.partition.commands import (
     Command,
     Cutover,
+    Extend,
     Get,
     Increment,
     Mutation,
@@ -77,6 +78,7 @@ from mkv.worker import SerialWorker, WorkerPool, WorkerThread
 
 __all__ = [
     "Cutover",
+    "Extend",
     "Get",
     "Increment",
     "Move",
@@ -269,6 +271,8 @@ class Partition:
         # Whether the range shrank while the partition runs: until it does,
         # the router sends it only keys it owns, and writes skip the check.
         self._shrunk = False
+        # The seq an ``Extend`` admitted and not yet released numbers above.
+        self._extend_top: int | None = None
 
     # -- the outside: called by request handlers and the registry ---------------
 
@@ -601,6 +605,9 @@ class Partition:
             self._shrunk = True
             window.complete(ticket, None)
             return
+        if isinstance(command, Extend):
+            await self._admit_extend(command, window, ticket, pipeline)
+            return
         if self._shrunk and not (isinstance(command, Remove) and command.purge):
             # Only after a cut-over: the list of keys costs a write ~1 µs a key.
             try:
@@ -651,6 +658,77 @@ class Partition:
         nursery.start_soon(
             self._through_async_stages, window, ticket, pipeline, write, first, pending.depends
         )
+
+    async def _admit_extend(
+        self,
+        command: Extend,
+        window: OrderedWindow[_Pending, None],
+        ticket: int,
+        pipeline: Pipeline,
+    ) -> None:
+        """A merge's cut-over on the surviving side: take the right partition's
+        last writes now, then own its range and number above both."""
+        store, worker = self._store, self._worker
+        assert store is not None
+        assert worker is not None
+        if self._broken is not None:
+            window.fail(ticket, self._broken)
+            return
+        if self.range.end != command.added.start or self._extend_top is not None:
+            window.fail(ticket, InternalError(f"Partition {self.id} cannot take {command.added}."))
+            return
+        try:
+            await worker.run_sync(lambda: command.prepare(store))
+        except MkvError as exc:
+            window.fail(ticket, exc)
+            return
+        except Exception:
+            log.exception("partition %s: taking a merged range failed", self.id)
+            window.fail(ticket, InternalError(f"The merge into partition {self.id} failed."))
+            return
+        self.range = KeyRange(self.range.start, command.added.end)
+        top = max(self._next_seq - 1, command.floor)
+        # Keys that came with the range keep their timestamps: later writes stamp above them.
+        restore(pipeline, Recovered(top, command.timestamp))
+        if top >= self._next_seq:
+            for turnstile in self._turnstiles:
+                turnstile.jump(self._next_seq, top + 1)
+            self._next_seq = top + 1
+        self._extend_top = top
+        window.complete(ticket, None)
+
+    async def _extend(self, pending: _Pending, command: Extend) -> None:
+        """Every write admitted before the ``Extend`` is applied: commit the merge."""
+        store, worker, top = self._store, self._worker, self._extend_top
+        assert store is not None
+        assert worker is not None
+        assert top is not None
+        self._extend_top = None
+        floor = self.history_floor
+        # The catalog the commit writes keeps it: positions below ``top`` are
+        # refused, since this partition's feed lacks the right one's history.
+        self.history_floor = max(floor, top)
+        try:
+            await worker.run_sync(lambda: command.finish(store, top))
+            await command.commit(top)
+        except BaseException as exc:
+            self.history_floor = floor
+            self.range = KeyRange(self.range.start, command.added.start)
+            # Writes of the added range admitted after it may be in the log
+            # (never acknowledged): nothing after this is applied, and the
+            # registry reopens the partition on its old range and purges.
+            self._fail("a merge's cut-over failed", exc)
+            assert self._broken is not None
+            pending.fail(exc if isinstance(exc, MkvError) else self._broken)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self._last_applied = max(self._last_applied, top)
+        self.feed.skip_to(top)
+        self.read_range = self.range
+        # Earlier splits' moves of the added range are void: it is owned here again.
+        self.moves = [move for move in self.moves if not move.range.overlaps(command.added)]
+        pending.resolve(top)
 
     async def _through_sync_stages(self, pipeline: Pipeline, write: Write, size: int) -> Write:
         def run_stages() -> Write:
@@ -766,6 +844,8 @@ class Partition:
                 await self._run_read(pending, command)
             elif isinstance(command, Cutover):
                 await self._cut_over(pending, command)
+            elif isinstance(command, Extend):
+                await self._extend(pending, command)
             else:
                 self._read(pending)
         await self._apply(run)
@@ -913,6 +993,17 @@ class _Turnstile:
     def __init__(self, first_seq: int) -> None:
         self._next = first_seq
         self._waiting: dict[int, trio.Event] = {}
+        # Numbering that skips ahead (a merge): the seq after which comes which.
+        self._jumps: dict[int, int] = {}
+
+    def jump(self, skipped: int, to: int) -> None:
+        """Seqs from ``skipped`` up to ``to`` are never given out."""
+        if self._next == skipped:
+            self._next = to
+            if (waiting := self._waiting.pop(to, None)) is not None:
+                waiting.set()
+        else:
+            self._jumps[skipped] = to
 
     async def wait_turn(self, seq: int) -> None:
         if seq != self._next:
@@ -921,6 +1012,7 @@ class _Turnstile:
     def advance(self, seq: int) -> None:
         assert seq == self._next, "writes pass a turnstile in order"
         self._next += 1
+        self._next = self._jumps.pop(self._next, self._next)
         if (waiting := self._waiting.pop(self._next, None)) is not None:
             waiting.set()
 

@@ -20,6 +20,11 @@ the same problem and reuse it:
 The blocking part, ``RangeFile``, knows no partition or event loop: it is
 handed rows and ``Write`` records, so another source (a replication stream)
 can feed it as well.
+
+A merge builds the right partition's state the same way, then puts it into
+the surviving partition's live store in small steps (``remove_range``,
+``load_rows``, ``load_writes``: jobs in the survivor's own queue) and, at
+the cut-over, sets its last seq above both (``set_last_seq``).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import trio
@@ -39,16 +44,25 @@ from mkv.partition.task import Partition, Read
 from mkv.records import Write
 from mkv.router import KeyRange
 from mkv.snapshots.stores import Capture, begin_capture
-from mkv.store import StoreOptions, open_store
-from mkv.store.sqlite import LayoutReader, create_layout
+from mkv.store import StateStore
+from mkv.store.sqlite import create_layout
 
-__all__ = ["RangeFile", "absorb", "catch_up_to", "copy_range", "feed_writes"]
+__all__ = [
+    "RangeFile",
+    "catch_up_to",
+    "copy_range",
+    "feed_writes",
+    "feed_writes_through",
+    "load_rows",
+    "load_writes",
+    "remove_range",
+    "set_last_seq",
+]
 
 # Feed bytes read per catch-up step (each is one transaction on the range file).
 CATCH_UP_BYTES = 4 * 1024 * 1024
 _CAPTURE_NAME = "transfer-capture.sqlite3.tmp"
 _UPSERT = "INSERT OR REPLACE INTO kv (key, value, seq, ts) VALUES (?, ?, ?, ?)"
-_ROWS_PER_APPLY = 10_000
 
 
 class RangeFile:
@@ -122,6 +136,19 @@ class RangeFile:
             raise StorageError(f"Catching up {self.path} failed ({exc}).") from exc
         return self.seq
 
+    def rows_after(self, after: bytes | None, limit: int) -> list[tuple[bytes, bytes, int, int]]:
+        """Up to ``limit`` rows ``(key, value, seq, ts)`` in key order, after
+        the key ``after`` (None: from the first)."""
+        query = "SELECT key, value, seq, ts FROM kv"
+        params: tuple[bytes, ...] = ()
+        if after is not None:
+            query += " WHERE key > ?"
+            params = (after,)
+        try:
+            return list(self._conn.execute(f"{query} ORDER BY key LIMIT ?", (*params, limit)))
+        except sqlite3.Error as exc:
+            raise StorageError(f"Reading {self.path} failed ({exc}).") from exc
+
     def sync(self) -> None:
         """fsync what is written so far, so that ``finish`` (at a cut-over,
         while the source waits) has only the catch-up's pages to flush."""
@@ -176,6 +203,20 @@ def feed_writes(feed: ChangeFeed, after_seq: int, up_to: int | None = None) -> l
                     timestamp=entry.timestamp,
                 )
             )
+    return writes
+
+
+def feed_writes_through(feed: ChangeFeed, after_seq: int, seq: int) -> list[Write]:
+    """Every write in ``feed`` numbered above ``after_seq`` up to ``seq`` (a
+    cut-over's tail: keep it small).
+
+    Raises:
+        CompactedError: the feed no longer holds writes after ``after_seq``.
+    """
+    writes: list[Write] = []
+    while after_seq < seq and (more := feed_writes(feed, after_seq, seq)):
+        writes += more
+        after_seq = more[-1].seq
     return writes
 
 
@@ -258,39 +299,59 @@ def _create_empty(path: Path) -> None:
     path.touch()
 
 
-def absorb(
-    kind: str,
-    directory: Path,
-    options: StoreOptions,
-    source: Path,
-    key_range: KeyRange,
-    seq: int,
-    timestamp: int,
-) -> None:
-    """Write the range file ``source`` into the closed store of ``kind`` in
-    ``directory`` (a merge's survivor), replacing whatever that store holds in
-    the file's range, and leave the store's ``last_seq`` at ``seq`` (above
-    both partitions' numbers); blocking.
+# -- a merge's survivor takes the right partition's state in small steps --------
+#
+# Each runs on the survivor's worker thread (a ``Read`` job, or its ``Extend``),
+# between its own writes. The survivor does not serve the range yet, and its
+# own writes never touch it, so these rows can go in while it serves; every
+# step keeps the store's ``last_seq`` (the survivor's log replays after it),
+# in the same transaction, so a crash never leaves it at another partition's seq.
 
-    Raises:
-        StorageError: a store cannot be read or written.
+
+def _apply_keeping_seq(store: StateStore, writes: list[Write]) -> None:
+    store.apply([*writes, Write(seq=store.last_seq(), timestamp=store.last_timestamp())])
+
+
+def remove_range(store: StateStore, key_range: KeyRange, limit: int) -> int:
+    """Delete up to ``limit`` keys of ``key_range`` from ``store``; returns how many.
+
+    Keys the survivor still holds there (from a range it once gave away, or
+    a merge a crash cut short) must not come back: only the right
+    partition's rows stand.
     """
-    store = open_store(kind, directory, logged=True, options=options)
-    try:
-        # Keys the survivor's store still holds there (from a range it once
-        # gave away, or an earlier merge a crash cut short) must not come
-        # back: only the file's rows stand.
-        while stale := store.scan(key_range.start, key_range.end, _ROWS_PER_APPLY, keys_only=True):
-            store.apply([Write(deletes=[key for key, _ in stale], seq=store.last_seq())])
-        with LayoutReader(source) as reader:
-            for batch in reader.batches(_ROWS_PER_APPLY):
-                store.apply(
-                    [
-                        Write(puts=[(key, item.value)], seq=item.seq, timestamp=item.timestamp)
-                        for key, item in batch
-                    ]
-                )
-        store.apply([Write(seq=seq, timestamp=timestamp)])
-        store.sync()
-    finally:
-        store.close()
+    stale = store.scan(key_range.start, key_range.end, limit, keys_only=True)
+    if stale:
+        _apply_keeping_seq(store, [Write(deletes=[key for key, _ in stale])])
+    return len(stale)
+
+
+def load_rows(store: StateStore, rows: Sequence[tuple[bytes, bytes, int, int]]) -> None:
+    """Put ``(key, value, seq, ts)`` rows (``RangeFile.rows_after``) into
+    ``store``, each with its own seq and timestamp."""
+    if rows:
+        _apply_keeping_seq(
+            store,
+            [Write(puts=[(key, value)], seq=seq, timestamp=ts) for key, value, seq, ts in rows],
+        )
+
+
+def load_writes(store: StateStore, writes: Iterable[Write], key_range: KeyRange) -> None:
+    """Apply the right partition's ``writes`` (in seq order) to ``store``,
+    filtered to ``key_range``."""
+    filtered = []
+    for write in writes:
+        puts = [(k, v) for k, v in write.puts if k in key_range]
+        deletes = [k for k in write.deletes if k in key_range]
+        if puts or deletes:
+            filtered.append(
+                Write(puts=puts, deletes=deletes, seq=write.seq, timestamp=write.timestamp)
+            )
+    if filtered:
+        _apply_keeping_seq(store, filtered)
+
+
+def set_last_seq(store: StateStore, seq: int, timestamp: int) -> None:
+    """Move ``store``'s last seq up to ``seq`` (the merge's ``top``) and make
+    it durable: the survivor's log then replays only what it numbers after."""
+    store.apply([Write(seq=seq, timestamp=max(timestamp, store.last_timestamp()))])
+    store.sync()
