@@ -185,7 +185,10 @@ class SnapshotFile:
             StorageError: the new store cannot be written.
         """
         try:
-            conn = sqlite3.connect(target.as_uri() + "?mode=rwc", uri=True, isolation_level=None)
+            # absolute(): as_uri() refuses the relative paths of a node
+            # whose data dir is relative (the Quick start's ./mkv-data).
+            uri = target.absolute().as_uri() + "?mode=rwc"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None)
         except sqlite3.Error as exc:
             raise StorageError(f"Cannot create the restored store ({exc}).") from exc
         try:

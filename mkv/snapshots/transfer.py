@@ -96,7 +96,10 @@ class RangeFile:
             query += " AND key < ?"
             params += (rng.end,)
         try:
-            self._conn.execute("ATTACH DATABASE ? AS src", (f"{source.as_uri()}?mode=ro",))
+            # as_uri() refuses a relative path, and the data dir is relative
+            # on a node started as the Quick start says (./mkv-data).
+            uri = f"{source.absolute().as_uri()}?mode=ro"
+            self._conn.execute("ATTACH DATABASE ? AS src", (uri,))
             try:
                 self._conn.execute("BEGIN")
                 count = self._conn.execute(query, params).rowcount
