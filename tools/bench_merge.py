@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from bench_report import percentiles
 from bench_snapshot import server
+from bench_split import VALUE_SIZE, before_and_during, follow, writers
 
 import mkv
 from mkv.node.catalog import Catalog, CatalogEntry
@@ -43,7 +43,6 @@ from mkv.pipeline import default_pipeline
 from mkv.router import KeyRange
 from mkv.testing import prefill_key, prefill_sqlite_partition
 
-VALUE_SIZE = 100
 # Every prefilled key starts with it (mkv.testing.prefill_key): the right
 # partition's range starts there.
 RIGHT_START = b"fill:"
@@ -51,38 +50,6 @@ RIGHT_START = b"fill:"
 
 def progress(text: str) -> None:
     print(f"bench-merge: {text}", file=sys.stderr, flush=True)
-
-
-async def writers(
-    address: str, keys: list[bytes], concurrency: int, until: trio.Event, refused: list[float]
-) -> list[tuple[float, float]]:
-    """Single upserts of ``keys`` from ``concurrency`` clients until ``until``;
-    (end time, latency) of each, a write refused (``UNAVAILABLE``: a merge
-    that pauses the partitions) retried at once and timed from its first
-    try; the time of each refusal goes to ``refused``."""
-    done: list[tuple[float, float]] = []
-    value = b"w" * VALUE_SIZE
-
-    async def loop(n: int) -> None:
-        async with mkv.Client.connect(address) as client:
-            i = n
-            while not until.is_set():
-                began = time.perf_counter()
-                while True:
-                    try:
-                        await client.upsert({keys[i % len(keys)]: value})
-                        break
-                    except mkv.UnavailableError:
-                        refused.append(time.perf_counter())
-                        await trio.sleep(0.001)
-                end = time.perf_counter()
-                done.append((end, end - began))
-                i += concurrency
-
-    async with trio.open_nursery() as nursery:
-        for n in range(concurrency):
-            nursery.start_soon(loop, n)
-    return done
 
 
 def prepare(data_dir: Path, keys: int) -> None:
@@ -122,33 +89,14 @@ async def measure(data_addr: str, control_addr: str, args: argparse.Namespace) -
         await trio.sleep(args.duration)
         before_to = time.perf_counter()
         operation_id = await admin.merge_partitions("default", "upper")
-        cut_over_seen: float | None = None
-        while True:
-            info = await admin.get_operation(operation_id)
-            if info.phase == "cut-over" and cut_over_seen is None:
-                cut_over_seen = time.perf_counter()
-            if not info.running:
-                break
-            await trio.sleep(0.01)
-        during_to = time.perf_counter()
+        seconds, cut_over_seen, during_to = await follow(admin, operation_id)
         stop.set()
-    if info.error is not None:
-        raise info.error
-    assert info.finished is not None
-    results["merge_seconds"] = info.finished - info.started
+    results["merge_seconds"] = seconds
     results["cut_over_seconds_polled"] = (
         None if cut_over_seen is None else during_to - cut_over_seen
     )
-    for name, done in ops.items():
-        before = [lat for end, lat in done if before_from <= end <= before_to]
-        during = [lat for end, lat in done if before_to <= end <= during_to]
-        results[name] = {
-            "before": {"ops": len(before), "latency_ms": percentiles(before)},
-            "during": {"ops": len(during), "latency_ms": percentiles(during)},
-        }
-        p99_before = results[name]["before"]["latency_ms"]["p99"]
-        p99_during = results[name]["during"]["latency_ms"]["p99"]
-        results[name]["p99_ratio"] = p99_during / p99_before if p99_before else None
+    results.update(before_and_during(ops, before_from, before_to, during_to))
+    for name in ops:
         results[name]["refused"] = len(refused[name])
     async with mkv.AdminClient.connect(control_addr) as admin:
         parts = {p.id: p.key_count for p in await admin.list_partitions()}

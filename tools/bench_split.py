@@ -47,10 +47,17 @@ def progress(text: str) -> None:
 
 
 async def writers(
-    address: str, keys: list[bytes], concurrency: int, until: trio.Event
+    address: str,
+    keys: list[bytes],
+    concurrency: int,
+    until: trio.Event,
+    refused: list[float] | None = None,
 ) -> list[tuple[float, float]]:
     """Single upserts of ``keys`` from ``concurrency`` clients until ``until``;
-    (end time, latency) of each."""
+    (end time, latency) of each. With ``refused``, a write refused
+    ``UNAVAILABLE`` (an operation that pauses the partition) is retried at
+    once and timed from its first try, the time of each refusal going to
+    ``refused``; without it, the refusal ends the run."""
     done: list[tuple[float, float]] = []
     value = b"w" * VALUE_SIZE
 
@@ -59,7 +66,15 @@ async def writers(
             i = n
             while not until.is_set():
                 began = time.perf_counter()
-                await client.upsert({keys[i % len(keys)]: value})
+                while True:
+                    try:
+                        await client.upsert({keys[i % len(keys)]: value})
+                        break
+                    except mkv.UnavailableError:
+                        if refused is None:
+                            raise
+                        refused.append(time.perf_counter())
+                        await trio.sleep(0.001)
                 end = time.perf_counter()
                 done.append((end, end - began))
                 i += concurrency
@@ -68,6 +83,52 @@ async def writers(
         for n in range(concurrency):
             nursery.start_soon(loop, n)
     return done
+
+
+async def follow(admin: mkv.AdminClient, operation_id: str) -> tuple[float, float | None, float]:
+    """Poll the operation until it ends: its duration as the server reports
+    it, when its cut-over phase was first seen (None: never), and when it
+    was seen done.
+
+    Raises:
+        MkvError: the operation failed.
+    """
+    cut_over_seen: float | None = None
+    while True:
+        info = await admin.get_operation(operation_id)
+        if info.phase == "cut-over" and cut_over_seen is None:
+            cut_over_seen = time.perf_counter()
+        if not info.running:
+            break
+        await trio.sleep(0.01)
+    done_at = time.perf_counter()
+    if info.error is not None:
+        raise info.error
+    assert info.finished is not None
+    return info.finished - info.started, cut_over_seen, done_at
+
+
+def before_and_during(
+    ops: dict[str, list[tuple[float, float]]],
+    before_from: float,
+    before_to: float,
+    during_to: float,
+) -> dict[str, dict[str, Any]]:
+    """Per group of writers: count and latency percentiles of the writes
+    that ended before the operation and during it, and p99 during / before."""
+    results: dict[str, dict[str, Any]] = {}
+    for name, done in ops.items():
+        before = [lat for end, lat in done if before_from <= end <= before_to]
+        during = [lat for end, lat in done if before_to <= end <= during_to]
+        side: dict[str, Any] = {
+            "before": {"ops": len(before), "latency_ms": percentiles(before)},
+            "during": {"ops": len(during), "latency_ms": percentiles(during)},
+        }
+        p99_before = side["before"]["latency_ms"]["p99"]
+        p99_during = side["during"]["latency_ms"]["p99"]
+        side["p99_ratio"] = p99_during / p99_before if p99_before else None
+        results[name] = side
+    return results
 
 
 async def measure(data_addr: str, control_addr: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -92,33 +153,13 @@ async def measure(data_addr: str, control_addr: str, args: argparse.Namespace) -
         await trio.sleep(args.duration)
         before_to = time.perf_counter()
         operation_id = await admin.split_partition("default", at, new_id="upper")
-        cut_over_seen: float | None = None
-        while True:
-            info = await admin.get_operation(operation_id)
-            if info.phase == "cut-over" and cut_over_seen is None:
-                cut_over_seen = time.perf_counter()
-            if not info.running:
-                break
-            await trio.sleep(0.01)
-        during_to = time.perf_counter()
+        seconds, cut_over_seen, during_to = await follow(admin, operation_id)
         stop.set()
-    if info.error is not None:
-        raise info.error
-    assert info.finished is not None
-    results["split_seconds"] = info.finished - info.started
+    results["split_seconds"] = seconds
     results["cut_over_seconds_polled"] = (
         None if cut_over_seen is None else during_to - cut_over_seen
     )
-    for name, done in ops.items():
-        before = [lat for end, lat in done if before_from <= end <= before_to]
-        during = [lat for end, lat in done if before_to <= end <= during_to]
-        results[name] = {
-            "before": {"ops": len(before), "latency_ms": percentiles(before)},
-            "during": {"ops": len(during), "latency_ms": percentiles(during)},
-        }
-        p99_before = results[name]["before"]["latency_ms"]["p99"]
-        p99_during = results[name]["during"]["latency_ms"]["p99"]
-        results[name]["p99_ratio"] = p99_during / p99_before if p99_before else None
+    results.update(before_and_during(ops, before_from, before_to, during_to))
     async with mkv.AdminClient.connect(control_addr) as admin:
         parts = {p.id: p.key_count for p in await admin.list_partitions()}
     results["key_counts"] = parts
