@@ -893,11 +893,11 @@ async def _partitions_restore(request: Request, stderr: TextIO) -> bytes:
     ).encode()
 
 
-async def _snapshot(request: Request, stderr: TextIO) -> bytes:
-    assert request.partition_id is not None
+def _bounded(request: Request) -> Callable[[Awaitable[Any]], Awaitable[Any]]:
+    """A wrapper bounding one call by --timeout. With --wait the whole
+    command of a long operation may take hours: each call is bounded instead."""
 
     async def call(work: Awaitable[Any]) -> Any:
-        # With --wait the whole command may take hours: each call is bounded instead.
         with trio.move_on_after(request.timeout) as scope:
             return await work
         if scope.cancelled_caught:
@@ -905,24 +905,50 @@ async def _snapshot(request: Request, stderr: TextIO) -> bytes:
                 f"No answer from mkv at {request.address} within {request.timeout:g} seconds."
             )
 
+    return call
+
+
+def _started(request: Request, operation_id: str) -> bytes:
+    """The output of a long operation's command without --wait: its id."""
+    if request.json:
+        return _json({"operation_id": operation_id})
+    return f"{operation_id}\n".encode()
+
+
+async def _wait_operation(
+    admin: AdminClient,
+    operation_id: str,
+    call: Callable[[Awaitable[Any]], Awaitable[Any]],
+    stderr: TextIO,
+) -> OperationInfo:
+    """Poll the operation until it ends, its progress on stderr.
+
+    Raises:
+        MkvError: the operation failed.
+    """
+    bar = _ProgressBar(stderr)
+    try:
+        while True:
+            op: OperationInfo = await call(admin.get_operation(operation_id))
+            bar.show(op)
+            if not op.running:
+                break
+            await trio.sleep(_POLL_INTERVAL)
+    finally:
+        bar.close()
+    if op.error is not None:
+        raise op.error
+    return op
+
+
+async def _snapshot(request: Request, stderr: TextIO) -> bytes:
+    assert request.partition_id is not None
+    call = _bounded(request)
     async with _admin(request) as admin:
         operation_id = await call(admin.snapshot(request.partition_id, request.path))
         if not request.wait:
-            if request.json:
-                return _json({"operation_id": operation_id})
-            return f"{operation_id}\n".encode()
-        bar = _ProgressBar(stderr)
-        try:
-            while True:
-                op: OperationInfo = await call(admin.get_operation(operation_id))
-                bar.show(op)
-                if not op.running:
-                    break
-                await trio.sleep(_POLL_INTERVAL)
-        finally:
-            bar.close()
-    if op.error is not None:
-        raise op.error
+            return _started(request, operation_id)
+        op = await _wait_operation(admin, operation_id, call, stderr)
     assert op.snapshot is not None
     if request.json:
         return _json({"operation_id": op.id, **_snapshot_json(op.snapshot)})
@@ -931,16 +957,7 @@ async def _snapshot(request: Request, stderr: TextIO) -> bytes:
 
 async def _partitions_split(request: Request, stderr: TextIO) -> bytes:
     assert request.partition_id is not None
-
-    async def call(work: Awaitable[Any]) -> Any:
-        # With --wait the whole command may take long: each call is bounded instead.
-        with trio.move_on_after(request.timeout) as scope:
-            return await work
-        if scope.cancelled_caught:
-            raise CommandError(
-                f"No answer from mkv at {request.address} within {request.timeout:g} seconds."
-            )
-
+    call = _bounded(request)
     merging = request.command == "partitions merge"
     async with _admin(request) as admin:
         if merging:
@@ -952,21 +969,8 @@ async def _partitions_split(request: Request, stderr: TextIO) -> bytes:
                 )
             )
         if not request.wait:
-            if request.json:
-                return _json({"operation_id": operation_id})
-            return f"{operation_id}\n".encode()
-        bar = _ProgressBar(stderr)
-        try:
-            while True:
-                op: OperationInfo = await call(admin.get_operation(operation_id))
-                bar.show(op)
-                if not op.running:
-                    break
-                await trio.sleep(_POLL_INTERVAL)
-        finally:
-            bar.close()
-    if op.error is not None:
-        raise op.error
+            return _started(request, operation_id)
+        op = await _wait_operation(admin, operation_id, call, stderr)
     if merging:
         assert op.merged is not None
         if request.json:
