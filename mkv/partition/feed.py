@@ -143,21 +143,6 @@ class ChangeFeed:
             self.append(FeedEntry(entry.seq, entry.timestamp, cost, write=write))
         self.last_seq = last_seq
 
-    def forget_through(self, seq: int) -> None:
-        """Drop the changes numbered up to ``seq``: a watch from before it is
-        refused (``CompactedError``) instead of answered from a history that
-        is not all of this range's (a merge's survivor)."""
-        while self._head < len(self._entries):
-            entry = self._entries[self._head]
-            assert entry is not None  # at or after _head
-            if entry.seq > seq:
-                break
-            self._bytes -= entry.cost
-            self._entries[self._head] = None
-            self._head += 1
-        self.retained_after = max(self.retained_after, seq)
-        self.last_seq = max(self.last_seq, seq)
-
     def skip_to(self, seq: int) -> None:
         """Sequence numbers up to ``seq`` were used without a change being
         applied (a failed write): the feed is still complete through them."""

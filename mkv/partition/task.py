@@ -492,7 +492,6 @@ class Partition:
                         extra=fields(event="replayed", partition=self.id, writes=replayed),
                     )
             feed.skip_to(store.last_seq())
-            feed.forget_through(self.history_floor)
             restore(pipeline, recovered)
             self._next_seq = recovered.last_seq + 1
             self._turnstiles = [_Turnstile(self._next_seq) for _ in pipeline.async_[1:]]
