@@ -100,13 +100,14 @@ async def test_grpcio_drives_hundreds_of_interleaved_requests_of_every_kind(
         limit, answers = await trio.to_thread.run_sync(drive, stub, requests)
     assert limit == 256
     ids = Counter(answer.id for answer in answers)
-    assert set(ids) == set(range(1, 601)) and set(ids.values()) == {1}, "each answered once"
+    assert set(ids) == set(range(1, 601))
+    assert set(ids.values()) == {1}, "each answered exactly once"
     by_id = {answer.id: answer for answer in answers}
     assert by_id[301].WhichOneof("response") == "error"
     assert by_id[301].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert "empty" in by_id[301].error.message
     assert by_id[302].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
-    increments = []
+    increments: list[int] = []
     for request in requests:
         answer = by_id[request.id]
         kind = request.WhichOneof("request")
@@ -273,6 +274,102 @@ async def test_stop_answers_what_is_in_flight_then_ends_unavailable() -> None:
             await raw.aclose()
 
 
+# -- mkv.Client --------------------------------------------------------------
+
+
+async def test_client_multiplexes_small_calls_onto_one_session(mkv_node: mkv.Node) -> None:
+    async with mkv.Client.connect(mkv_node.data_address) as client:
+        results: dict[int, object] = {}
+
+        async def one(i: int) -> None:
+            key = b"key%d" % (i % 20)
+            if i % 5 == 0:
+                results[i] = await client.upsert({key: b"v%d" % i})
+            elif i % 5 == 1:
+                results[i] = await client.get(key)
+            elif i % 5 == 2:
+                results[i] = await client.increment(b"n")
+            elif i % 5 == 3:
+                results[i] = await client.batch_get([key, b"n"])
+            else:
+                results[i] = await client.remove(key)
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for i in range(400):
+                    nursery.start_soon(one, i)
+        assert len(results) == 400
+        assert client.session_requests == 400
+        counters = sorted(v for i, v in results.items() if i % 5 == 2)
+        assert counters == list(range(1, 81))
+        # A large batch and a scan go on calls of their own.
+        await client.upsert({b"big%d" % i: bytes(1000) for i in range(100)})
+        assert [k async for k, _ in client.scan(b"big", b"bih", keys_only=True)]
+        assert client.session_requests == 400
+    async with mkv.Client.connect(mkv_node.data_address, session=False) as unary:
+        assert await unary.get(b"n") == b"80"
+        assert unary.session_requests == 0
+
+
+async def test_a_session_lost_after_sending_retries_reads_and_reports_writes_unknown() -> None:
+    """The connection breaks while a get and an upsert wait for answers: the
+    get is asked again on a new session, the upsert's outcome is unknown."""
+    calls: Counter[str] = Counter()
+    waiting = trio.Event()
+    reading = trio.Event()
+    never = trio.Event()
+
+    async def get(request: pb.GetRequest) -> pb.GetResponse:
+        calls["get"] += 1
+        if calls["get"] == 1:
+            reading.set()
+            await never.wait()
+        return pb.GetResponse(found=True, value=b"fresh", partition_id="p")
+
+    async def upsert(request: pb.UpsertRequest) -> pb.UpsertResponse:
+        calls["upsert"] += 1
+        waiting.set()
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    async def partition_map(request: pb.PartitionMapRequest) -> pb.PartitionMapResponse:
+        return pb.PartitionMapResponse(version=1, partitions=[pb.PartitionRange(id="p")])
+
+    extra = {"PartitionMap": (pb.PartitionMapRequest, partition_map)}
+    async with (
+        session_server({"get": get, "upsert": upsert}, extra=extra) as server,
+        within(20),
+        mkv.Client.connect(server.address) as client,
+    ):
+        got: list[bytes | None] = []
+        lost: list[Exception] = []
+
+        async def read() -> None:
+            got.append(await client.get(b"k"))
+
+        async def write() -> None:
+            try:
+                await client.upsert({b"k": b"v"})
+            except mkv.UnavailableError as exc:
+                lost.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            nursery.start_soon(write)
+            await waiting.wait()
+            await reading.wait()
+            # The connection ends under the session, as when its reader
+            # finds the socket gone (mkv.client.channel._ClientSocket).
+            socket = client._channel._socket
+            assert socket is not None
+            socket.fail_pending()
+        assert got == [b"fresh"]
+        assert calls["get"] == 2, "the read was asked again"
+        assert len(lost) == 1
+        assert "unknown" in str(lost[0])
+        assert calls["upsert"] == 1, "the write was not sent again"
+
+
 # -- helpers ---------------------------------------------------------------
 
 
@@ -310,23 +407,24 @@ async def read_answers(
         await raw.receive()
 
 
-class session_server:  # noqa: N801  # used as a context manager, like a function
-    """An RpcServer serving DataPlane/Session over the given handlers."""
-
-    def __init__(self, handlers: dict[str, Any], **settings: Any) -> None:
-        self._server = RpcServer(
-            DATA_SERVICE,
-            {"Session": (pb.SessionRequest, Multiplexed(handlers, pb.SessionResponse))},
-            parse_address("127.0.0.1:0"),
-            **settings,
-        )
-        self._nursery_manager = trio.open_nursery()
-
-    async def __aenter__(self) -> RpcServer:
-        self._nursery = await self._nursery_manager.__aenter__()
-        await self._nursery.start(self._server.run)
-        return self._server
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._server.stop()
-        await self._nursery_manager.__aexit__(*exc)
+@asynccontextmanager
+async def session_server(
+    handlers: dict[str, Any], extra: dict[str, Any] | None = None, **settings: Any
+) -> AsyncIterator[RpcServer]:
+    """An RpcServer serving DataPlane/Session over the given handlers (and the
+    unary methods in ``extra``), on a free port."""
+    server = RpcServer(
+        DATA_SERVICE,
+        {
+            "Session": (pb.SessionRequest, Multiplexed(handlers, pb.SessionResponse)),
+            **(extra or {}),
+        },
+        parse_address("127.0.0.1:0"),
+        **settings,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        try:
+            yield server
+        finally:
+            server.stop()

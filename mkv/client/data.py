@@ -160,6 +160,11 @@ class Client:
         ) as channel:
             yield cls(channel, session=session)
 
+    @property
+    def session_requests(self) -> int:
+        """How many requests went on a DataPlane.Session so far (0 with ``session=False``)."""
+        return 0 if self._session is None else self._session.sent
+
     # -- reads --------------------------------------------------------------
 
     async def get(self, key: Key) -> bytes | None:

@@ -67,6 +67,8 @@ class SessionMux:
         self._session: _Session | None = None
         self._opening = anyio.Lock()
         self._ids = itertools.count(1)
+        # Requests sent on sessions so far (tests and the benchmark check it).
+        self.sent = 0
 
     async def call(self, kind: str, request: Message) -> Any:
         """Send ``request`` as the session request field ``kind`` (``"get"``...)
@@ -90,6 +92,7 @@ class SessionMux:
                 if session.ended is not None:
                     continue  # ended before this request went out: safe on a new one
                 session.pending[request_id] = waiter
+                self.sent += 1
                 try:
                     await session.stream.send_message(message)
                 except Exception as exc:
@@ -121,10 +124,26 @@ class SessionMux:
             )
             try:
                 first = await stream.receive_message()
-            except Exception as exc:
+                if first is None:
+                    # Refused before any request was sent (a token, a memory
+                    # limit): the status the unary call would have got.
+                    ended = stream.end_stream_event
+                    if (
+                        isinstance(ended, ResponseEnded)
+                        and ended.status.status_code != StatusCode.OK
+                    ):
+                        raise error_for_status(
+                            ended.status.status_code, ended.status.status_message
+                        )
+                    raise self._lost(EOFError("the session ended before it began"))
+            except MkvError:
+                self._channel.close_call(stream)
+                raise
+            except BaseException as exc:
+                self._channel.close_call(stream)
+                if not isinstance(exc, Exception):
+                    raise  # cancelled
                 raise self._lost(exc) from exc
-            if first is None:
-                raise _end_error(stream, "The server ended the session before it began.")
             session = self._session = _Session(stream, max(1, first.max_in_flight))
             self._channel.spawn(self._read, session)
             return session
@@ -132,7 +151,7 @@ class SessionMux:
     async def _read(self, session: _Session) -> None:
         """Hand each answer to its waiter until the session ends."""
         stream = session.stream
-        error: MkvError
+        error: MkvError = self._lost(EOFError("the client closed"))
         try:
             while True:
                 answer = await stream.receive_message()
@@ -147,7 +166,9 @@ class SessionMux:
                 waiter.done.set()
         except Exception as exc:
             error = self._lost(exc)
-        self._end(session, error)
+        finally:
+            # Also when cancelled (the channel closing): nothing may wait on.
+            self._end(session, error)
 
     def _end(self, session: _Session, error: MkvError) -> None:
         """Fail every request still waiting on ``session``; the next call opens another."""
