@@ -141,11 +141,22 @@ class _Session:
 
     async def _write(self, outbox: trio.MemoryReceiveChannel[Message]) -> Status:
         async with outbox:
-            async for answer in outbox:
-                if stalled := await self._send(answer):
-                    return stalled
-                self._unsent -= 1
-                self._room.set()
+            async for first in outbox:
+                answer = first
+                while True:
+                    if stalled := await self._send(answer):
+                        return stalled
+                    self._unsent -= 1
+                    self._room.set()
+                    # Every answer already due goes into the connection's
+                    # buffer before the socket writer runs (sending does not
+                    # yield while the window has room): one write for them
+                    # all. A write per answer was a quarter of the event
+                    # loop's time (docs/performance.md, "Sessions").
+                    try:
+                        answer = outbox.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
         return self._ending
 
     async def _read(self, answers: trio.MemorySendChannel[Message], nursery: trio.Nursery) -> None:
