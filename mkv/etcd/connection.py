@@ -21,7 +21,7 @@ import anyio
 import anyio.abc
 import h2.errors
 import h2.exceptions
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from purerpc.grpc_proto import GRPCProtoSocket
 from purerpc.grpclib.config import GRPCConfiguration
 from purerpc.grpclib.events import ResponseEnded
@@ -195,6 +195,11 @@ class Connection:
             "the outcome is unknown."
         )
 
+    def _garbled(self, what: str) -> EtcdError:
+        return EtcdError(
+            f"etcd at {self.address} answered {what} with a message that does not parse."
+        )
+
     def _lost(self, exc: BaseException) -> EtcdUnavailable:
         return EtcdUnavailable(
             f"Lost the connection to etcd at {self.address} ({type(exc).__name__}); "
@@ -232,6 +237,8 @@ class Connection:
                 ) from None
             except _CONNECTION_ERRORS as exc:
                 raise self._lost(exc) from exc
+            except DecodeError:
+                raise self._garbled(f"{service}.{method}") from None
             finally:
                 if stream is not None:
                     close_call(stream, h2.errors.ErrorCodes.CANCEL)
@@ -311,6 +318,8 @@ class BidiStream(Generic[M]):
                 response: M | None = await self._stream.receive_message()
             except _CONNECTION_ERRORS as exc:
                 raise self._connection._lost(exc) from exc
+            except DecodeError:
+                raise self._connection._garbled(self._name) from None
             if response is not None:
                 return response
             ended = self._stream.end_stream_event
