@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11mkv/v1/data.proto\x12\x06mkv.v1\"@\n\tCondition\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x03seq\x18\x02 \x01(\x04H\x00\x12\x0f\n\x05value\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04test\";\n\x10\x43onditionFailure\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12\x0b\n\x03seq\x18\x03 \x01(\x04\"#\n\x05\x45ntry\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\"I\n\x0ePartitionRange\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x0c\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\"Z\n\x0bRoutingHint\x12\x0f\n\x07message\x18\x01 \x01(\t\x12%\n\x05owned\x18\x02 \x03(\x0b\x32\x16.mkv.v1.PartitionRange\x12\x13\n\x0bmap_version\x18\x03 \x01(\x04\"k\n\rUpsertRequest\x12\x1e\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\r.mkv.v1.Entry\x12\x13\n\x0bmap_version\x18\x02 \x01(\x04\x12%\n\nconditions\x18\x04 \x03(\x0b\x32\x11.mkv.v1.Condition\"\xb4\x01\n\x0eUpsertResponse\x12\x1e\n\x06status\x18\x01 \x01(\x0e\x32\x0e.mkv.v1.Status\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x14\n\x0cpartition_id\x18\x03 \x01(\t\x12!\n\x04hint\x18\x04 \x01(\x0b\x32\x13.mkv.v1.RoutingHint\x12\x11\n\ttimestamp\x18\x05 \x01(\x04\x12)\n\x07\x66\x61ilure\x18\x06 \x01(\x0b\x32\x18.mkv.v1.ConditionFailure\"\x19\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\"\xa4\x01\n\x0bGetResponse\x12\x1e\n\x06status\x18\x01 \x01(\x0e\x32\x0e.mkv.v1.Status\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x14\n\x0cpartition_id\x18\x05 \x01(\t\x12!\n\x04hint\x18\x06 \x01(\x0b\x32\x13.mkv.v1.RoutingHint\x12\x11\n\ttimestamp\x18\x07 \x01(\x04\"Y\n\rRemoveRequest\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\x12\x13\n\x0bmap_version\x18\x02 \x01(\x04\x12%\n\nconditions\x18\x03 \x03(\x0b\x32\x11.mkv.v1.Condition\"\xc5\x01\n\x0eRemoveResponse\x12\x1e\n\x06status\x18\x01 \x01(\x0e\x32\x0e.mkv.v1.Status\x12\x0f\n\x07removed\x18\x02 \x01(\x04\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x14\n\x0cpartition_id\x18\x04 \x01(\t\x12!\n\x04hint\x18\x05 \x01(\x0b\x32\x13.mkv.v1.RoutingHint\x12\x11\n\ttimestamp\x18\x06 \x01(\x04\x12)\n\x07\x66\x61ilure\x18\x07 \x01(\x0b\x32\x18.mkv.v1.ConditionFailure\"*\n\x0c\x43ounterDelta\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\x12\"M\n\x10IncrementRequest\x12$\n\x06\x64\x65ltas\x18\x01 \x03(\x0b\x32\x14.mkv.v1.CounterDelta\x12\x13\n\x0bmap_version\x18\x02 \x01(\x04\"\x9c\x01\n\x11IncrementResponse\x12\x1e\n\x06status\x18\x01 \x01(\x0e\x32\x0e.mkv.v1.Status\x12\x0e\n\x06values\x18\x02 \x03(\x12\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x14\n\x0cpartition_id\x18\x04 \x01(\t\x12!\n\x04hint\x18\x05 \x01(\x0b\x32\x13.mkv.v1.RoutingHint\x12\x11\n\ttimestamp\x18\x06 \x01(\x04\"4\n\x0f\x42\x61tchGetRequest\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\x12\x13\n\x0bmap_version\x18\x02 \x01(\x04\"F\n\x06Lookup\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x11\n\ttimestamp\x18\x04 \x01(\x04\"\x97\x01\n\x10\x42\x61tchGetResponse\x12\x1e\n\x06status\x18\x01 \x01(\x0e\x32\x0e.mkv.v1.Status\x12\x1d\n\x05items\x18\x02 \x03(\x0b\x32\x0e.mkv.v1.Lookup\x12\x14\n\x0cpartition_id\x18\x03 \x01(\t\x12!\n\x04hint\x18\x04 \x01(\x0b\x32\x13.mkv.v1.RoutingHint\x12\x0b\n\x03seq\x18\x05 \x01(\x04\"K\n\x0bScanRequest\x12\r\n\x05start\x18\x01 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x0c\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x11\n\tkeys_only\x18\x04 \x01(\x08\"F\n\x08KeyValue\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x11\n\ttimestamp\x18\x04 \x01(\x04\"\xb7\x01\n\x0cScanResponse\x12\x1e\n\x06status\x18\x01 \x01(\x0e\x32\x0e.mkv.v1.Status\x12\x1f\n\x05items\x18\x02 \x03(\x0b\x32\x10.mkv.v1.KeyValue\x12\x14\n\x0cpartition_id\x18\x03 \x01(\t\x12!\n\x04hint\x18\x04 \x01(\x0b\x32\x13.mkv.v1.RoutingHint\x12\x0b\n\x03seq\x18\x05 \x01(\x04\x12\x0c\n\x04more\x18\x06 \x01(\x08\x12\x12\n\nnext_start\x18\x07 \x01(\x0c\"<\n\x0cWatchRequest\x12\r\n\x05start\x18\x01 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x0c\x12\x10\n\x08\x66rom_seq\x18\x03 \x01(\x04\"U\n\x06\x43hange\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0f\n\x07removed\x18\x03 \x01(\x08\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x11\n\ttimestamp\x18\x05 \x01(\x04\"\x9f\x01\n\rWatchResponse\x12\x1e\n\x06status\x18\x01 \x01(\x0e\x32\x0e.mkv.v1.Status\x12\x1f\n\x07\x63hanges\x18\x02 \x03(\x0b\x32\x0e.mkv.v1.Change\x12\x14\n\x0cpartition_id\x18\x03 \x01(\t\x12!\n\x04hint\x18\x04 \x01(\x0b\x32\x13.mkv.v1.RoutingHint\x12\x14\n\x0cprogress_seq\x18\x05 \x01(\x04\"\x15\n\x13PartitionMapRequest\"S\n\x14PartitionMapResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12*\n\npartitions\x18\x02 \x03(\x0b\x32\x16.mkv.v1.PartitionRange*4\n\x06Status\x12\x06\n\x02OK\x10\x00\x12\x0c\n\x08\x42\x41\x44_NODE\x10\x01\x12\x14\n\x10\x43ONDITION_FAILED\x10\x02\x32\xe6\x03\n\tDataPlane\x12\x37\n\x06Upsert\x12\x15.mkv.v1.UpsertRequest\x1a\x16.mkv.v1.UpsertResponse\x12.\n\x03Get\x12\x12.mkv.v1.GetRequest\x1a\x13.mkv.v1.GetResponse\x12\x37\n\x06Remove\x12\x15.mkv.v1.RemoveRequest\x1a\x16.mkv.v1.RemoveResponse\x12I\n\x0cPartitionMap\x12\x1b.mkv.v1.PartitionMapRequest\x1a\x1c.mkv.v1.PartitionMapResponse\x12@\n\tIncrement\x12\x18.mkv.v1.IncrementRequest\x1a\x19.mkv.v1.IncrementResponse\x12=\n\x08\x42\x61tchGet\x12\x17.mkv.v1.BatchGetRequest\x1a\x18.mkv.v1.BatchGetResponse\x12\x33\n\x04Scan\x12\x13.mkv.v1.ScanRequest\x1a\x14.mkv.v1.ScanResponse0\x01\x12\x36\n\x05Watch\x12\x14.mkv.v1.WatchRequest\x1a\x15.mkv.v1.WatchResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11mkv/v1/data.proto\x12\x06mkv.v1\"@\n\tCondition\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x03seq\x18\x02 \x01(\x04H\x00\x12\x0f\n\x05value\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04test\";\n\x10\x43onditionFailure\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12\x0b\n\x03seq\x18\x03 \x01(\x04\"#\n\x05\x45ntry\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\"I\n\x0ePartitionRange\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x0c\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\"\x81\x01\n\x0bRoutingHint\x12\x0f\n\x07message\x18\x01 \x01(\t\x12%\n\x05owned\x18\x02 \x03(\x0b\x32\x16.mkv.v1.PartitionRange\x12\x13\n\x0bmap_version\x18\x03 \x01(\x04\x12%\n\x05owner\x18\x04 \x01(\x0b\x32\x16.mkv.v1.PartitionRange\"k\n\rUpsertRequest\x12\x1e\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\r.mkv.v1.Entry\x12\x13\n\x0bmap_version\x18\x02 \x01(\x04\x12%\n\nconditions\x18\x04 \x03(\x0b\x32\x11.mkv.v1.Condition\"\xb4\x01\n\x0eUpsertResponse\x12\x1e\n\x06status\x18\x01 \x01(\x0e\x32\x0e.mkv.v1.Status\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x14\n\x0cpartition_id\x18\x03 \x01(\t\x12!\n\x04hint\x18\x04 \x01(\x0b\x32\x13.mkv.v1.RoutingHint\x12\x11\n\ttimestamp\x18\x05 \x01(\x04\x12)\n\x07\x66\x61ilure\x18\x06 \x01(\x0b\x32\x18.mkv.v1.ConditionFailure\"\x19\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\"\xa4\x01\n\x0bGetResponse\x12\x1e\n\x06status\x18\x01 \x01(\x0e\x32\x0e.mkv.v1.Status\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x14\n\x0cpartition_id\x18\x05 \x01(\t\x12!\n\x04hint\x18\x06 \x01(\x0b\x32\x13.mkv.v1.RoutingHint\x12\x11\n\ttimestamp\x18\x07 \x01(\x04\"Y\n\rRemoveRequest\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\x12\x13\n\x0bmap_version\x18\x02 \x01(\x04\x12%\n\nconditions\x18\x03 \x03(\x0b\x32\x11.mkv.v1.Condition\"\xc5\x01\n\x0eRemoveResponse\x12\x1e\n\x06status\x18\x01 \x01(\x0e\x32\x0e.mkv.v1.Status\x12\x0f\n\x07removed\x18\x02 \x01(\x04\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x14\n\x0cpartition_id\x18\x04 \x01(\t\x12!\n\x04hint\x18\x05 \x01(\x0b\x32\x13.mkv.v1.RoutingHint\x12\x11\n\ttimestamp\x18\x06 \x01(\x04\x12)\n\x07\x66\x61ilure\x18\x07 \x01(\x0b\x32\x18.mkv.v1.ConditionFailure\"*\n\x0c\x43ounterDelta\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\x12\"M\n\x10IncrementRequest\x12$\n\x06\x64\x65ltas\x18\x01 \x03(\x0b\x32\x14.mkv.v1.CounterDelta\x12\x13\n\x0bmap_version\x18\x02 \x01(\x04\"\x9c\x01\n\x11IncrementResponse\x12\x1e\n\x06status\x18\x01 \x01(\x0e\x32\x0e.mkv.v1.Status\x12\x0e\n\x06values\x18\x02 \x03(\x12\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x14\n\x0cpartition_id\x18\x04 \x01(\t\x12!\n\x04hint\x18\x05 \x01(\x0b\x32\x13.mkv.v1.RoutingHint\x12\x11\n\ttimestamp\x18\x06 \x01(\x04\"4\n\x0f\x42\x61tchGetRequest\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\x12\x13\n\x0bmap_version\x18\x02 \x01(\x04\"F\n\x06Lookup\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x11\n\ttimestamp\x18\x04 \x01(\x04\"\x97\x01\n\x10\x42\x61tchGetResponse\x12\x1e\n\x06status\x18\x01 \x01(\x0e\x32\x0e.mkv.v1.Status\x12\x1d\n\x05items\x18\x02 \x03(\x0b\x32\x0e.mkv.v1.Lookup\x12\x14\n\x0cpartition_id\x18\x03 \x01(\t\x12!\n\x04hint\x18\x04 \x01(\x0b\x32\x13.mkv.v1.RoutingHint\x12\x0b\n\x03seq\x18\x05 \x01(\x04\"K\n\x0bScanRequest\x12\r\n\x05start\x18\x01 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x0c\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x11\n\tkeys_only\x18\x04 \x01(\x08\"F\n\x08KeyValue\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x11\n\ttimestamp\x18\x04 \x01(\x04\"\xb7\x01\n\x0cScanResponse\x12\x1e\n\x06status\x18\x01 \x01(\x0e\x32\x0e.mkv.v1.Status\x12\x1f\n\x05items\x18\x02 \x03(\x0b\x32\x10.mkv.v1.KeyValue\x12\x14\n\x0cpartition_id\x18\x03 \x01(\t\x12!\n\x04hint\x18\x04 \x01(\x0b\x32\x13.mkv.v1.RoutingHint\x12\x0b\n\x03seq\x18\x05 \x01(\x04\x12\x0c\n\x04more\x18\x06 \x01(\x08\x12\x12\n\nnext_start\x18\x07 \x01(\x0c\"<\n\x0cWatchRequest\x12\r\n\x05start\x18\x01 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x0c\x12\x10\n\x08\x66rom_seq\x18\x03 \x01(\x04\"U\n\x06\x43hange\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0f\n\x07removed\x18\x03 \x01(\x08\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x11\n\ttimestamp\x18\x05 \x01(\x04\"\x9f\x01\n\rWatchResponse\x12\x1e\n\x06status\x18\x01 \x01(\x0e\x32\x0e.mkv.v1.Status\x12\x1f\n\x07\x63hanges\x18\x02 \x03(\x0b\x32\x0e.mkv.v1.Change\x12\x14\n\x0cpartition_id\x18\x03 \x01(\t\x12!\n\x04hint\x18\x04 \x01(\x0b\x32\x13.mkv.v1.RoutingHint\x12\x14\n\x0cprogress_seq\x18\x05 \x01(\x04\"\x15\n\x13PartitionMapRequest\"S\n\x14PartitionMapResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12*\n\npartitions\x18\x02 \x03(\x0b\x32\x16.mkv.v1.PartitionRange*4\n\x06Status\x12\x06\n\x02OK\x10\x00\x12\x0c\n\x08\x42\x41\x44_NODE\x10\x01\x12\x14\n\x10\x43ONDITION_FAILED\x10\x02\x32\xe6\x03\n\tDataPlane\x12\x37\n\x06Upsert\x12\x15.mkv.v1.UpsertRequest\x1a\x16.mkv.v1.UpsertResponse\x12.\n\x03Get\x12\x12.mkv.v1.GetRequest\x1a\x13.mkv.v1.GetResponse\x12\x37\n\x06Remove\x12\x15.mkv.v1.RemoveRequest\x1a\x16.mkv.v1.RemoveResponse\x12I\n\x0cPartitionMap\x12\x1b.mkv.v1.PartitionMapRequest\x1a\x1c.mkv.v1.PartitionMapResponse\x12@\n\tIncrement\x12\x18.mkv.v1.IncrementRequest\x1a\x19.mkv.v1.IncrementResponse\x12=\n\x08\x42\x61tchGet\x12\x17.mkv.v1.BatchGetRequest\x1a\x18.mkv.v1.BatchGetResponse\x12\x33\n\x04Scan\x12\x13.mkv.v1.ScanRequest\x1a\x14.mkv.v1.ScanResponse0\x01\x12\x36\n\x05Watch\x12\x14.mkv.v1.WatchRequest\x1a\x15.mkv.v1.WatchResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mkv.v1.data_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STATUS']._serialized_start=2453
-  _globals['_STATUS']._serialized_end=2505
+  _globals['_STATUS']._serialized_start=2493
+  _globals['_STATUS']._serialized_end=2545
   _globals['_CONDITION']._serialized_start=29
   _globals['_CONDITION']._serialized_end=93
   _globals['_CONDITIONFAILURE']._serialized_start=95
@@ -41,48 +41,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENTRY']._serialized_end=191
   _globals['_PARTITIONRANGE']._serialized_start=193
   _globals['_PARTITIONRANGE']._serialized_end=266
-  _globals['_ROUTINGHINT']._serialized_start=268
-  _globals['_ROUTINGHINT']._serialized_end=358
-  _globals['_UPSERTREQUEST']._serialized_start=360
-  _globals['_UPSERTREQUEST']._serialized_end=467
-  _globals['_UPSERTRESPONSE']._serialized_start=470
-  _globals['_UPSERTRESPONSE']._serialized_end=650
-  _globals['_GETREQUEST']._serialized_start=652
-  _globals['_GETREQUEST']._serialized_end=677
-  _globals['_GETRESPONSE']._serialized_start=680
-  _globals['_GETRESPONSE']._serialized_end=844
-  _globals['_REMOVEREQUEST']._serialized_start=846
-  _globals['_REMOVEREQUEST']._serialized_end=935
-  _globals['_REMOVERESPONSE']._serialized_start=938
-  _globals['_REMOVERESPONSE']._serialized_end=1135
-  _globals['_COUNTERDELTA']._serialized_start=1137
-  _globals['_COUNTERDELTA']._serialized_end=1179
-  _globals['_INCREMENTREQUEST']._serialized_start=1181
-  _globals['_INCREMENTREQUEST']._serialized_end=1258
-  _globals['_INCREMENTRESPONSE']._serialized_start=1261
-  _globals['_INCREMENTRESPONSE']._serialized_end=1417
-  _globals['_BATCHGETREQUEST']._serialized_start=1419
-  _globals['_BATCHGETREQUEST']._serialized_end=1471
-  _globals['_LOOKUP']._serialized_start=1473
-  _globals['_LOOKUP']._serialized_end=1543
-  _globals['_BATCHGETRESPONSE']._serialized_start=1546
-  _globals['_BATCHGETRESPONSE']._serialized_end=1697
-  _globals['_SCANREQUEST']._serialized_start=1699
-  _globals['_SCANREQUEST']._serialized_end=1774
-  _globals['_KEYVALUE']._serialized_start=1776
-  _globals['_KEYVALUE']._serialized_end=1846
-  _globals['_SCANRESPONSE']._serialized_start=1849
-  _globals['_SCANRESPONSE']._serialized_end=2032
-  _globals['_WATCHREQUEST']._serialized_start=2034
-  _globals['_WATCHREQUEST']._serialized_end=2094
-  _globals['_CHANGE']._serialized_start=2096
-  _globals['_CHANGE']._serialized_end=2181
-  _globals['_WATCHRESPONSE']._serialized_start=2184
-  _globals['_WATCHRESPONSE']._serialized_end=2343
-  _globals['_PARTITIONMAPREQUEST']._serialized_start=2345
-  _globals['_PARTITIONMAPREQUEST']._serialized_end=2366
-  _globals['_PARTITIONMAPRESPONSE']._serialized_start=2368
-  _globals['_PARTITIONMAPRESPONSE']._serialized_end=2451
-  _globals['_DATAPLANE']._serialized_start=2508
-  _globals['_DATAPLANE']._serialized_end=2994
+  _globals['_ROUTINGHINT']._serialized_start=269
+  _globals['_ROUTINGHINT']._serialized_end=398
+  _globals['_UPSERTREQUEST']._serialized_start=400
+  _globals['_UPSERTREQUEST']._serialized_end=507
+  _globals['_UPSERTRESPONSE']._serialized_start=510
+  _globals['_UPSERTRESPONSE']._serialized_end=690
+  _globals['_GETREQUEST']._serialized_start=692
+  _globals['_GETREQUEST']._serialized_end=717
+  _globals['_GETRESPONSE']._serialized_start=720
+  _globals['_GETRESPONSE']._serialized_end=884
+  _globals['_REMOVEREQUEST']._serialized_start=886
+  _globals['_REMOVEREQUEST']._serialized_end=975
+  _globals['_REMOVERESPONSE']._serialized_start=978
+  _globals['_REMOVERESPONSE']._serialized_end=1175
+  _globals['_COUNTERDELTA']._serialized_start=1177
+  _globals['_COUNTERDELTA']._serialized_end=1219
+  _globals['_INCREMENTREQUEST']._serialized_start=1221
+  _globals['_INCREMENTREQUEST']._serialized_end=1298
+  _globals['_INCREMENTRESPONSE']._serialized_start=1301
+  _globals['_INCREMENTRESPONSE']._serialized_end=1457
+  _globals['_BATCHGETREQUEST']._serialized_start=1459
+  _globals['_BATCHGETREQUEST']._serialized_end=1511
+  _globals['_LOOKUP']._serialized_start=1513
+  _globals['_LOOKUP']._serialized_end=1583
+  _globals['_BATCHGETRESPONSE']._serialized_start=1586
+  _globals['_BATCHGETRESPONSE']._serialized_end=1737
+  _globals['_SCANREQUEST']._serialized_start=1739
+  _globals['_SCANREQUEST']._serialized_end=1814
+  _globals['_KEYVALUE']._serialized_start=1816
+  _globals['_KEYVALUE']._serialized_end=1886
+  _globals['_SCANRESPONSE']._serialized_start=1889
+  _globals['_SCANRESPONSE']._serialized_end=2072
+  _globals['_WATCHREQUEST']._serialized_start=2074
+  _globals['_WATCHREQUEST']._serialized_end=2134
+  _globals['_CHANGE']._serialized_start=2136
+  _globals['_CHANGE']._serialized_end=2221
+  _globals['_WATCHRESPONSE']._serialized_start=2224
+  _globals['_WATCHRESPONSE']._serialized_end=2383
+  _globals['_PARTITIONMAPREQUEST']._serialized_start=2385
+  _globals['_PARTITIONMAPREQUEST']._serialized_end=2406
+  _globals['_PARTITIONMAPRESPONSE']._serialized_start=2408
+  _globals['_PARTITIONMAPRESPONSE']._serialized_end=2491
+  _globals['_DATAPLANE']._serialized_start=2548
+  _globals['_DATAPLANE']._serialized_end=3034
 # @@protoc_insertion_point(module_scope)
