@@ -480,6 +480,44 @@ async def test_a_silent_first_endpoint_moves_reads_on_but_not_writes(
         await other.stop()
 
 
+# --- a cluster of three members ---------------------------------------------------
+
+
+async def test_a_lease_is_kept_through_the_other_members_when_one_stops(
+    etcd3: list[EtcdProcess],
+) -> None:
+    """keep_lease moves to the next endpoint when one member goes silent
+    (the raft leader included, which forces an election) and the lease's
+    clock never runs out on the way; so do reads and a reopened watch."""
+    async with open_etcd([m.endpoint for m in etcd3], timeout=DEADLINE) as etcd:
+        lease = await etcd.grant(8)
+        await etcd.put(b"nodes/n1", b"addr", lease=lease.id)
+        clock = LeaseClock(margin=0.5)
+        clock.renewed(trio.current_time(), lease.ttl)
+        _, _, leader = await etcd.status()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(keep_lease, etcd, lease.id, lease.ttl, clock)
+            for victim in (etcd3[0], etcd3[1]):
+                # Stop the member the client is using: the first, then the one it moved to.
+                assert etcd.endpoint == victim.endpoint.removeprefix("http://")
+                victim.pause()
+                try:
+                    lowest = math.inf
+                    end = trio.current_time() + lease.ttl
+                    while trio.current_time() < end:
+                        lowest = min(lowest, clock.remaining(trio.current_time()))
+                        await trio.sleep(0.05)
+                    assert lowest > 0, "the lease's deadline passed"
+                    assert etcd.endpoint != victim.endpoint.removeprefix("http://")
+                    kv, _ = await etcd.get(b"nodes/n1")
+                    assert kv is not None
+                    assert kv.lease == lease.id
+                finally:
+                    victim.resume()
+            nursery.cancel_scope.cancel()
+        assert leader
+
+
 # --- a peer that is not a well-behaved etcd -----------------------------------
 
 
