@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 import trio
+from google.protobuf.message import Message
 
 import mkv
 from mkv.client.channel import open_channel
 from mkv.testing import running_node
-from mkv.v1 import data_pb2
-from mkv.wire import DATA_SERVICE
+from mkv.v1 import control_pb2, data_pb2
+from mkv.wire import CONTROL_SERVICE, DATA_SERVICE
 
 
 async def split_at_m(admin: mkv.AdminClient) -> None:
@@ -147,3 +148,29 @@ async def test_partitions_and_data_survive_a_restart(tmp_path: Path) -> None:
                 assert await client.get_item(b"z") == mkv.Item(b"3", ack.seq, ack.timestamp)
                 [again] = await client.upsert({b"z": b"4"})
                 assert again.seq == ack.seq + 1, "sequence numbers continue after a restart"
+
+
+@pytest.mark.parametrize(
+    ("method", "message", "answer"),
+    [
+        (
+            "MovePartition",
+            control_pb2.MovePartitionRequest(id="default", node="n2"),
+            control_pb2.MovePartitionResponse,
+        ),
+        ("DrainNode", control_pb2.DrainNodeRequest(node="n1"), control_pb2.DrainNodeResponse),
+        ("ListNodes", control_pb2.ListNodesRequest(), control_pb2.ListNodesResponse),
+        (
+            "AddPartition",
+            control_pb2.AddPartitionRequest(id="x", start=b"x", node="n2"),
+            control_pb2.AddPartitionResponse,
+        ),
+    ],
+)
+async def test_cluster_calls_on_a_single_node_are_failed_precondition(
+    mkv_admin: mkv.AdminClient, method: str, message: Message, answer: type[Message]
+) -> None:
+    # A single node has no other node to place on: it says so and changes nothing.
+    with trio.fail_after(10), pytest.raises(mkv.FailedPreconditionError, match="cluster mode"):
+        await mkv_admin._unary(CONTROL_SERVICE, method, message, answer)
+    assert [p.id for p in await mkv_admin.list_partitions()] == ["default"]

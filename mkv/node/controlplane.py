@@ -10,7 +10,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from mkv.errors import InvalidArgumentError, NotFoundError
+from mkv.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from mkv.node.registry import PartitionRegistry, PartitionReport
 from mkv.node.snapshot_service import SnapshotService
 from mkv.operations import Operation, OperationState
@@ -42,6 +42,9 @@ class NodeFacts:
 
 
 SPLIT = "split"
+_SINGLE_NODE = (
+    "{call} needs cluster mode: this node runs alone (mkv serve --etcd URL --cluster NAME)."
+)
 MERGE = "merge"
 
 
@@ -98,7 +101,21 @@ class ControlPlane:
             "SplitPartition": (pb.SplitPartitionRequest, self.split_partition),
             "MergePartitions": (pb.MergePartitionsRequest, self.merge_partitions),
             "NodeStatus": (pb.NodeStatusRequest, self.node_status),
+            "MovePartition": (pb.MovePartitionRequest, self.move_partition),
+            "DrainNode": (pb.DrainNodeRequest, self.drain_node),
+            "ListNodes": (pb.ListNodesRequest, self.list_nodes),
         }
+
+    # Placement across nodes exists only in cluster mode: a single node has
+    # nowhere to move a partition to, so these say so rather than pretend.
+    async def move_partition(self, request: pb.MovePartitionRequest) -> pb.MovePartitionResponse:
+        raise FailedPreconditionError(_SINGLE_NODE.format(call="MovePartition"))
+
+    async def drain_node(self, request: pb.DrainNodeRequest) -> pb.DrainNodeResponse:
+        raise FailedPreconditionError(_SINGLE_NODE.format(call="DrainNode"))
+
+    async def list_nodes(self, request: pb.ListNodesRequest) -> pb.ListNodesResponse:
+        raise FailedPreconditionError(_SINGLE_NODE.format(call="ListNodes"))
 
     async def node_status(self, request: pb.NodeStatusRequest) -> pb.NodeStatusResponse:
         facts = self._facts()
@@ -136,6 +153,8 @@ class ControlPlane:
         )
 
     async def add_partition(self, request: pb.AddPartitionRequest) -> pb.AddPartitionResponse:
+        if request.node:
+            raise FailedPreconditionError(_SINGLE_NODE.format(call="AddPartition with a node"))
         key_range = KeyRange.from_wire(request.start, request.end)
         pipeline = list(request.pipeline) if request.pipeline else None
         warnings: tuple[str, ...] = ()

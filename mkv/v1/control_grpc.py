@@ -30,6 +30,15 @@ class ControlPlaneServicer(purerpc.Servicer):
     async def NodeStatus(self, input_message):
         raise NotImplementedError()
 
+    async def MovePartition(self, input_message):
+        raise NotImplementedError()
+
+    async def DrainNode(self, input_message):
+        raise NotImplementedError()
+
+    async def ListNodes(self, input_message):
+        raise NotImplementedError()
+
     @property
     def service(self) -> purerpc.Service:
         service_obj = purerpc.Service(
@@ -116,6 +125,33 @@ class ControlPlaneServicer(purerpc.Servicer):
                 mkv_dot_v1_dot_control__pb2.NodeStatusResponse,
             )
         )
+        service_obj.add_method(
+            "MovePartition",
+            self.MovePartition,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.MovePartitionRequest,
+                mkv_dot_v1_dot_control__pb2.MovePartitionResponse,
+            )
+        )
+        service_obj.add_method(
+            "DrainNode",
+            self.DrainNode,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.DrainNodeRequest,
+                mkv_dot_v1_dot_control__pb2.DrainNodeResponse,
+            )
+        )
+        service_obj.add_method(
+            "ListNodes",
+            self.ListNodes,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.ListNodesRequest,
+                mkv_dot_v1_dot_control__pb2.ListNodesResponse,
+            )
+        )
         return service_obj
 
 
@@ -195,5 +231,29 @@ class ControlPlaneStub:
                 purerpc.Cardinality.UNARY_UNARY,
                 mkv_dot_v1_dot_control__pb2.NodeStatusRequest,
                 mkv_dot_v1_dot_control__pb2.NodeStatusResponse,
+            )
+        )
+        self.MovePartition = self._client.get_method_stub(
+            "MovePartition",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.MovePartitionRequest,
+                mkv_dot_v1_dot_control__pb2.MovePartitionResponse,
+            )
+        )
+        self.DrainNode = self._client.get_method_stub(
+            "DrainNode",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.DrainNodeRequest,
+                mkv_dot_v1_dot_control__pb2.DrainNodeResponse,
+            )
+        )
+        self.ListNodes = self._client.get_method_stub(
+            "ListNodes",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.ListNodesRequest,
+                mkv_dot_v1_dot_control__pb2.ListNodesResponse,
             )
         )

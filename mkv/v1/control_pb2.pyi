@@ -34,7 +34,7 @@ DONE: OperationState
 FAILED: OperationState
 
 class PartitionInfo(_message.Message):
-    __slots__ = ("id", "start", "end", "store", "state", "key_count", "size_bytes", "last_seq", "pipeline")
+    __slots__ = ("id", "start", "end", "store", "state", "key_count", "size_bytes", "last_seq", "pipeline", "node", "epoch")
     ID_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,8 @@ class PartitionInfo(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     id: str
     start: bytes
     end: bytes
@@ -53,23 +55,27 @@ class PartitionInfo(_message.Message):
     size_bytes: int
     last_seq: int
     pipeline: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., store: _Optional[str] = ..., state: _Optional[_Union[PartitionState, str]] = ..., key_count: _Optional[int] = ..., size_bytes: _Optional[int] = ..., last_seq: _Optional[int] = ..., pipeline: _Optional[_Iterable[str]] = ...) -> None: ...
+    node: str
+    epoch: int
+    def __init__(self, id: _Optional[str] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., store: _Optional[str] = ..., state: _Optional[_Union[PartitionState, str]] = ..., key_count: _Optional[int] = ..., size_bytes: _Optional[int] = ..., last_seq: _Optional[int] = ..., pipeline: _Optional[_Iterable[str]] = ..., node: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class AddPartitionRequest(_message.Message):
-    __slots__ = ("id", "start", "end", "store", "pipeline", "snapshot")
+    __slots__ = ("id", "start", "end", "store", "pipeline", "snapshot", "node")
     ID_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     STORE_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
     id: str
     start: bytes
     end: bytes
     store: str
     pipeline: _containers.RepeatedScalarFieldContainer[str]
     snapshot: str
-    def __init__(self, id: _Optional[str] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., store: _Optional[str] = ..., pipeline: _Optional[_Iterable[str]] = ..., snapshot: _Optional[str] = ...) -> None: ...
+    node: str
+    def __init__(self, id: _Optional[str] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., store: _Optional[str] = ..., pipeline: _Optional[_Iterable[str]] = ..., snapshot: _Optional[str] = ..., node: _Optional[str] = ...) -> None: ...
 
 class AddPartitionResponse(_message.Message):
     __slots__ = ("partition", "warnings")
@@ -162,7 +168,7 @@ class SnapshotResult(_message.Message):
     def __init__(self, data_path: _Optional[str] = ..., manifest_path: _Optional[str] = ..., partition_id: _Optional[str] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., store_kind: _Optional[str] = ..., seq: _Optional[int] = ..., timestamp: _Optional[int] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., created: _Optional[str] = ..., pipeline: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Operation(_message.Message):
-    __slots__ = ("id", "kind", "partition_id", "state", "phase", "progress_done", "progress_total", "progress_unit", "snapshot", "error_code", "error_message", "started", "finished", "split", "merged")
+    __slots__ = ("id", "kind", "partition_id", "state", "phase", "progress_done", "progress_total", "progress_unit", "snapshot", "error_code", "error_message", "started", "finished", "split", "merged", "moved", "drained")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     PARTITION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -178,6 +184,8 @@ class Operation(_message.Message):
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     SPLIT_FIELD_NUMBER: _ClassVar[int]
     MERGED_FIELD_NUMBER: _ClassVar[int]
+    MOVED_FIELD_NUMBER: _ClassVar[int]
+    DRAINED_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: str
     partition_id: str
@@ -193,7 +201,67 @@ class Operation(_message.Message):
     finished: float
     split: SplitResult
     merged: PartitionInfo
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., partition_id: _Optional[str] = ..., state: _Optional[_Union[OperationState, str]] = ..., phase: _Optional[str] = ..., progress_done: _Optional[int] = ..., progress_total: _Optional[int] = ..., progress_unit: _Optional[str] = ..., snapshot: _Optional[_Union[SnapshotResult, _Mapping]] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., split: _Optional[_Union[SplitResult, _Mapping]] = ..., merged: _Optional[_Union[PartitionInfo, _Mapping]] = ...) -> None: ...
+    moved: PartitionInfo
+    drained: _containers.RepeatedCompositeFieldContainer[PartitionInfo]
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., partition_id: _Optional[str] = ..., state: _Optional[_Union[OperationState, str]] = ..., phase: _Optional[str] = ..., progress_done: _Optional[int] = ..., progress_total: _Optional[int] = ..., progress_unit: _Optional[str] = ..., snapshot: _Optional[_Union[SnapshotResult, _Mapping]] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., split: _Optional[_Union[SplitResult, _Mapping]] = ..., merged: _Optional[_Union[PartitionInfo, _Mapping]] = ..., moved: _Optional[_Union[PartitionInfo, _Mapping]] = ..., drained: _Optional[_Iterable[_Union[PartitionInfo, _Mapping]]] = ...) -> None: ...
+
+class MovePartitionRequest(_message.Message):
+    __slots__ = ("id", "node")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    node: str
+    def __init__(self, id: _Optional[str] = ..., node: _Optional[str] = ...) -> None: ...
+
+class MovePartitionResponse(_message.Message):
+    __slots__ = ("operation_id",)
+    OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    operation_id: str
+    def __init__(self, operation_id: _Optional[str] = ...) -> None: ...
+
+class DrainNodeRequest(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    def __init__(self, node: _Optional[str] = ...) -> None: ...
+
+class DrainNodeResponse(_message.Message):
+    __slots__ = ("operation_id",)
+    OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    operation_id: str
+    def __init__(self, operation_id: _Optional[str] = ...) -> None: ...
+
+class NodeInfo(_message.Message):
+    __slots__ = ("id", "data_address", "control_address", "replication_address", "version", "alive", "partitions", "started")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ALIVE_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    data_address: str
+    control_address: str
+    replication_address: str
+    version: str
+    alive: bool
+    partitions: _containers.RepeatedScalarFieldContainer[str]
+    started: str
+    def __init__(self, id: _Optional[str] = ..., data_address: _Optional[str] = ..., control_address: _Optional[str] = ..., replication_address: _Optional[str] = ..., version: _Optional[str] = ..., alive: _Optional[bool] = ..., partitions: _Optional[_Iterable[str]] = ..., started: _Optional[str] = ...) -> None: ...
+
+class ListNodesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListNodesResponse(_message.Message):
+    __slots__ = ("nodes", "revision")
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
+    revision: int
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class MergePartitionsRequest(_message.Message):
     __slots__ = ("left", "right")
@@ -270,7 +338,7 @@ class PartitionStatus(_message.Message):
     def __init__(self, id: _Optional[str] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., store: _Optional[str] = ..., state: _Optional[_Union[PartitionState, str]] = ..., inbox_depth: _Optional[int] = ..., in_flight: _Optional[int] = ..., last_seq: _Optional[int] = ..., has_wal: _Optional[bool] = ..., wal_synced_seq: _Optional[int] = ..., watchers: _Optional[int] = ...) -> None: ...
 
 class NodeStatusResponse(_message.Message):
-    __slots__ = ("version", "python_version", "started", "uptime_seconds", "data_dir", "snapshot_root", "data_address", "control_address", "partitions")
+    __slots__ = ("version", "python_version", "started", "uptime_seconds", "data_dir", "snapshot_root", "data_address", "control_address", "partitions", "node_id", "cluster", "lease_valid", "lease_remaining_seconds", "cluster_revision")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PYTHON_VERSION_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
@@ -280,6 +348,11 @@ class NodeStatusResponse(_message.Message):
     DATA_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CONTROL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    LEASE_VALID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_REMAINING_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_REVISION_FIELD_NUMBER: _ClassVar[int]
     version: str
     python_version: str
     started: str
@@ -289,4 +362,9 @@ class NodeStatusResponse(_message.Message):
     data_address: str
     control_address: str
     partitions: _containers.RepeatedCompositeFieldContainer[PartitionStatus]
-    def __init__(self, version: _Optional[str] = ..., python_version: _Optional[str] = ..., started: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., data_dir: _Optional[str] = ..., snapshot_root: _Optional[str] = ..., data_address: _Optional[str] = ..., control_address: _Optional[str] = ..., partitions: _Optional[_Iterable[_Union[PartitionStatus, _Mapping]]] = ...) -> None: ...
+    node_id: str
+    cluster: str
+    lease_valid: bool
+    lease_remaining_seconds: float
+    cluster_revision: int
+    def __init__(self, version: _Optional[str] = ..., python_version: _Optional[str] = ..., started: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., data_dir: _Optional[str] = ..., snapshot_root: _Optional[str] = ..., data_address: _Optional[str] = ..., control_address: _Optional[str] = ..., partitions: _Optional[_Iterable[_Union[PartitionStatus, _Mapping]]] = ..., node_id: _Optional[str] = ..., cluster: _Optional[str] = ..., lease_valid: _Optional[bool] = ..., lease_remaining_seconds: _Optional[float] = ..., cluster_revision: _Optional[int] = ...) -> None: ...

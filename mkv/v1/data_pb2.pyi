@@ -57,14 +57,16 @@ class PartitionRange(_message.Message):
     def __init__(self, id: _Optional[str] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., address: _Optional[str] = ...) -> None: ...
 
 class RoutingHint(_message.Message):
-    __slots__ = ("message", "owned", "map_version")
+    __slots__ = ("message", "owned", "map_version", "owner")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     OWNED_FIELD_NUMBER: _ClassVar[int]
     MAP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     message: str
     owned: _containers.RepeatedCompositeFieldContainer[PartitionRange]
     map_version: int
-    def __init__(self, message: _Optional[str] = ..., owned: _Optional[_Iterable[_Union[PartitionRange, _Mapping]]] = ..., map_version: _Optional[int] = ...) -> None: ...
+    owner: PartitionRange
+    def __init__(self, message: _Optional[str] = ..., owned: _Optional[_Iterable[_Union[PartitionRange, _Mapping]]] = ..., map_version: _Optional[int] = ..., owner: _Optional[_Union[PartitionRange, _Mapping]] = ...) -> None: ...
 
 class UpsertRequest(_message.Message):
     __slots__ = ("entries", "map_version", "conditions")
