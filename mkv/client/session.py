@@ -102,11 +102,13 @@ class SessionMux:
                 and session.ended is None
             ):
                 await session.freed.wait()
+            # Taken before any await: tasks woken together must not all see
+            # the same room (one answer freed it once).
+            session.bytes += waiter.size
             async with session.sending:
                 if session.ended is not None:
                     continue  # ended before this request went out: safe on a new one
                 session.pending[request_id] = waiter
-                session.bytes += waiter.size
                 self.sent += 1
                 try:
                     await session.stream.send_message(message)
