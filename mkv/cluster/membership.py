@@ -8,6 +8,7 @@ change) and ``lease_valid()`` for every request; nothing here blocks it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -24,7 +25,7 @@ from mkv.cluster.keyspace import (
     PartitionRecord,
 )
 from mkv.cluster.placement import check_free, choose_node
-from mkv.cluster.reconcile import Blocked, Campaign, Create, Delete, RevokeStale, reconcile
+from mkv.cluster.reconcile import Campaign, Create, Delete, RevokeStale, reconcile
 from mkv.cluster.view import ClusterView, Leader, Routing
 from mkv.errors import (
     AbortedError,
@@ -161,11 +162,8 @@ class Membership:
         self._publish_quietly()
         if not lease:
             return
-        with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-            try:
-                await etcd.revoke(lease)
-            except EtcdError:
-                pass
+        with trio.CancelScope(shield=True), trio.move_on_after(1.0), contextlib.suppress(EtcdError):
+            await etcd.revoke(lease)
 
     async def _member(self, etcd: Etcd, task_status: trio.TaskStatus[None]) -> None:
         while True:
@@ -326,10 +324,9 @@ class Membership:
                 await self._reread(etcd)
 
     async def _reread(self, etcd: Etcd) -> None:
-        try:
+        # On failure the watch tries again, from where the view is.
+        with contextlib.suppress(EtcdError):
             await self._read_view(etcd)
-        except EtcdError:
-            pass  # the watch tries again, from where the view is
 
     async def _reconcile_forever(self, etcd: Etcd) -> None:
         while True:
@@ -378,9 +375,7 @@ class Membership:
                         extra={"event": "cluster_blocked", "partition": action.partition_id},
                     )
             except (EtcdError, MkvError) as exc:
-                log.warning(
-                    "cluster action %s failed: %s; retrying", type(action).__name__, exc
-                )
+                log.warning("cluster action %s failed: %s; retrying", type(action).__name__, exc)
         # A partition opened or deleted changes what this node serves.
         self._publish_quietly()
 
@@ -422,7 +417,9 @@ class Membership:
         view.load(entries, revision)
         return view
 
-    async def _placement_txn(self, view: ClusterView, compare: Sequence[Compare], ops: Sequence[Op]) -> bool:
+    async def _placement_txn(
+        self, view: ClusterView, compare: Sequence[Compare], ops: Sequence[Op]
+    ) -> bool:
         try:
             result = await self._client().txn(
                 [Compare.mod_revision(self.keys.placement, "=", view.placement_revision), *compare],
@@ -468,7 +465,7 @@ class Membership:
         else:
             raise AbortedError("Placement changed under AddPartition too often; retry.")
         with trio.move_on_after(ADD_WAIT):
-            while (leader := self.view.leaders.get(pid)) is None:
+            while self.view.leaders.get(pid) is None:
                 await self._changed.wait()
         return record, self.view.leaders.get(pid)
 

@@ -37,4 +37,6 @@ def check_free(key_range: KeyRange, taken: Iterable[tuple[KeyRange, str]]) -> No
     """
     for other, pid in sorted(taken, key=lambda item: item[0].start):
         if other.overlaps(key_range):
-            raise AlreadyExistsError(f"Range {key_range} overlaps range {other} of partition {pid}.")
+            raise AlreadyExistsError(
+                f"Range {key_range} overlaps range {other} of partition {pid}."
+            )

@@ -116,9 +116,7 @@ class ClusterView:
             else:
                 self.placement_revision = entry.mod_revision
         except BadValue as exc:
-            log.error(
-                "ignoring a value in etcd: %s", exc, extra={"event": "cluster_bad_value"}
-            )
+            log.error("ignoring a value in etcd: %s", exc, extra={"event": "cluster_bad_value"})
             try:
                 kind, name = self.keys.parse(entry.key)
             except BadValue:

@@ -3,6 +3,7 @@ node's disk, opened and deleted when etcd assigns or removes them."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 
 from mkv.cluster.keyspace import PartitionRecord
@@ -29,7 +30,6 @@ class RegistryPartitions:
         await self._registry.add(record.id, record.range, record.store, record.pipeline)
 
     async def delete(self, partition_id: str) -> None:
-        try:
+        # Removed already is what was asked for.
+        with contextlib.suppress(NotFoundError):
             await self._registry.remove(partition_id)
-        except NotFoundError:
-            pass  # removed already: what was asked for

@@ -207,9 +207,7 @@ class Config:
     # the host each port is bound to (which must then not be a wildcard).
     advertise_addr: str | None = None
     # Set on the first start only (the id is kept in DATA_DIR/node-id).
-    node_id: str | None = attrs.field(
-        default=None, validator=attrs.validators.optional(_name)
-    )
+    node_id: str | None = attrs.field(default=None, validator=attrs.validators.optional(_name))
     # Seconds of the node's etcd lease: past its deadline (this, less a
     # margin, after the last keepalive etcd answered) it serves nothing.
     lease_ttl: int = attrs.field(default=5, validator=attrs.validators.ge(1))
