@@ -148,7 +148,8 @@ def test_a_bad_value_is_neither_served_nor_taken_for_removed() -> None:
         KV(KEYS.leader("a"), b"garbage", create_revision=5, lease=7),
         KV(b"/mkv/t/unknown", b"x"),
     )
-    assert "b" in view.bad and "b" not in view.partitions
+    assert "b" in view.bad
+    assert "b" not in view.partitions
     # An unreadable leader key still holds the leadership: nobody campaigns.
     assert view.leaders["a"].node == ""
     local = {"a": WHOLE, "b": KeyRange(b"x", None)}
@@ -200,7 +201,8 @@ def test_reconcile_deletes_only_what_it_saw_assigned_here() -> None:
     ]
     # Never seen in this cluster (a wrong --cluster?): kept, and said so.
     (blocked,) = [a for a in reconcile(view, "n1", 7, local, {"a"}) if a != Campaign("a", 1)]
-    assert isinstance(blocked, Blocked) and blocked.partition_id == "old"
+    assert isinstance(blocked, Blocked)
+    assert blocked.partition_id == "old"
     # A local copy whose range differs from etcd's is not served.
     (mismatch,) = reconcile(view, "n1", 7, {"a": WHOLE}, {"a"})
     assert isinstance(mismatch, Blocked)
@@ -211,7 +213,8 @@ def test_reconcile_deletes_only_what_it_saw_assigned_here() -> None:
 
 def test_the_node_id_is_made_once_and_kept(tmp_path: Path) -> None:
     made = load_node_id(tmp_path / "d", None)
-    assert made.startswith("n-") and len(made) == 10
+    assert made.startswith("n-")
+    assert len(made) == 10
     assert load_node_id(tmp_path / "d", None) == made
     assert load_node_id(tmp_path / "d", made) == made
     with pytest.raises(ConfigError, match="differs"):
