@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -133,9 +134,25 @@ class EtcdProcess:
         raise RuntimeError(f"etcd did not answer within {START_TIMEOUT} s:\n{self.log()}")
 
     def pause(self) -> None:
-        """SIGSTOP: the process keeps its sockets open and answers nothing."""
+        """SIGSTOP: the process keeps its sockets open and answers nothing.
+
+        Returns once the process is stopped: a signal is delivered
+        asynchronously, and a thread running on another core could still
+        answer a request sent right after ``kill`` returned.
+        """
         assert self.process is not None, "not running"
         self.process.send_signal(signal.SIGSTOP)
+        tasks = Path(f"/proc/{self.process.pid}/task")
+        for _ in range(1000):
+            # Every thread's state (after its parenthesised name) is T, stopped.
+            states = {
+                (task / "stat").read_text().rpartition(")")[2].split()[0]
+                for task in tasks.iterdir()
+            }
+            if states == {"T"}:
+                return
+            time.sleep(0.001)
+        raise RuntimeError("etcd did not stop within 1 s of SIGSTOP")
 
     def resume(self) -> None:
         assert self.process is not None, "not running"

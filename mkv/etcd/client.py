@@ -197,8 +197,10 @@ class Etcd:
 
     def _rotation(self) -> Iterator[tuple[int, Connection]]:
         count = len(self._connections)
+        # From where calls start now; a failure moves _current during the loop.
+        first = self._current
         for i in range(count):
-            index = (self._current + i) % count
+            index = (first + i) % count
             yield index, self._connections[index]
 
     async def _call(
