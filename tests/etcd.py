@@ -79,6 +79,9 @@ class EtcdProcess:
         self.client_port = _free_port()
         self.peer_port = _free_port()
         self.process: trio.Process | None = None
+        # Where clients may reach it: "0.0.0.0" for tests whose nodes run in
+        # a network namespace and reach it over a veth pair.
+        self.listen_host = "127.0.0.1"
 
     @property
     def endpoint(self) -> str:
@@ -103,7 +106,7 @@ class EtcdProcess:
                     str(self.binary),
                     "--name=test",
                     f"--data-dir={self.data_dir}",
-                    f"--listen-client-urls={self.endpoint}",
+                    f"--listen-client-urls=http://{self.listen_host}:{self.client_port}",
                     f"--advertise-client-urls={self.endpoint}",
                     f"--listen-peer-urls={peer}",
                     f"--initial-advertise-peer-urls={peer}",

@@ -6,12 +6,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import attrs
 import grpc
 import pytest
 import trio
 
+from mkv.cluster.keyspace import PartitionRecord
 from mkv.etcd import open_etcd
 from mkv.v1 import control_pb2, data_pb2
+from tests import netns
 from tests.cluster import Stubs, cluster_node, eventually, leader_of, running
 from tests.etcd import EtcdProcess
 from tests.grpcio_stubs import GrpcioStubs, call
@@ -245,3 +248,82 @@ async def test_a_bad_value_in_etcd_is_logged_and_not_acted_on(
 
 async def _logged(node: ServerProcess, text: str) -> bool:
     return text in node.stderr()
+
+
+async def test_a_node_cut_off_from_etcd_stops_serving_and_never_serves_what_another_leads(
+    tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs
+) -> None:
+    """The node leading ``default`` runs in a network namespace; nftables cut
+    it off from etcd while it, etcd, the other node and the test go on. It
+    stops serving within its lease deadline; once etcd has let its lease go,
+    ``default`` is handed to the other node (as a move would), and the cut-off
+    node answers nothing but UNAVAILABLE, and then BAD_NODE naming the new
+    owner once it can reach etcd again."""
+    if (why := netns.available()) is not None:
+        pytest.skip(why)
+    await etcd.stop()
+    etcd.listen_host = "0.0.0.0"
+    await etcd.start()
+    rpc = Stubs(stubs)
+    with netns.namespace() as ns:
+        endpoint = f"http://{ns.host_ip}:{etcd.client_port}"
+        cut = ServerProcess(
+            tmp_path / "cut",
+            *("--etcd", endpoint, "--cluster", "test", "--lease-ttl", "2"),
+            data_host=ns.inside_ip,
+            prefix=ns.prefix,
+        )
+        other = cluster_node(tmp_path, "other", etcd)
+        async with running(cut, other):
+            other_id = (await rpc.status(other)).node_id
+            await eventually(lambda: _get_status(rpc, cut, b"k", data_pb2.OK), what="serving")
+            assert (await rpc.put(cut, b"k", b"v")).status == data_pb2.OK
+            answers: list[tuple[float, str]] = []
+            ns.cut(etcd.client_port)
+            lost = time.monotonic()
+
+            async def record_answers(task_status: trio.TaskStatus[None]) -> None:
+                task_status.started()
+                while True:
+                    answers.append((time.monotonic() - lost, await rpc.get_code(cut, b"k")))
+                    await trio.sleep(0.05)
+
+            async with trio.open_nursery() as nursery:
+                await nursery.start(record_answers)
+                await eventually(
+                    lambda: _leaderless(rpc, other, "default"), what="the cut node's lease gone"
+                )
+                gone = time.monotonic() - lost
+                async with open_etcd([etcd.endpoint]) as client:
+                    key = b"/mkv/test/partitions/default"
+                    kv, _ = await client.get(key)
+                    assert kv is not None
+                    record = PartitionRecord.decode("default", kv.value)
+                    moved = attrs.evolve(record, replicas=(other_id,))
+                    await client.put(key, moved.encode())
+                assert await leader_of(rpc, other, "default") == other_id
+                await trio.sleep(1.0)
+                ns.heal()
+                healed = time.monotonic() - lost
+                await eventually(
+                    lambda: _get_status(rpc, cut, b"k", data_pb2.BAD_NODE), what="BAD_NODE after"
+                )
+                nursery.cancel_scope.cancel()
+            wrong = await rpc.get(cut, b"k")
+            assert wrong.hint.owner.address == other.data_addr
+            served = [t for t, code in answers if code == "OK"]
+            last_ok = max(served, default=0.0)
+            assert last_ok < 2.0 + 0.3, last_ok
+            # It stopped before etcd could have handed its partition to anyone.
+            assert last_ok < gone, (last_ok, gone)
+            after = [code for t, code in answers if t > last_ok]
+            assert set(after) <= {"UNAVAILABLE", "BAD_NODE"}, set(after)
+            assert "OK" not in {code for t, code in answers if t > healed}
+            print(
+                f"cut off: served {last_ok:.2f} s more, then UNAVAILABLE; etcd let its "
+                f"lease go after {gone:.2f} s; the partition moved, healed at {healed:.2f} s"
+            )
+
+
+async def _leaderless(rpc: Stubs, node: ServerProcess, partition_id: str) -> bool:
+    return any(p.id == partition_id and not p.node for p in await rpc.partitions(node))
