@@ -134,7 +134,9 @@ async def _error(method: object, request: object) -> grpc.RpcError:
 async def test_a_restarted_node_keeps_its_id_and_partitions(
     tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs, how: str
 ) -> None:
-    nodes = [cluster_node(tmp_path, f"n{i}", etcd) for i in range(2)]
+    # A lease far longer than the test waits: after kill -9 the old lease
+    # lives on in etcd, and only its revocation by the new run frees default.
+    nodes = [cluster_node(tmp_path, f"n{i}", etcd, lease_ttl=60) for i in range(2)]
     rpc = Stubs(stubs)
     async with running(*nodes):
         first = (await rpc.status(nodes[0])).node_id

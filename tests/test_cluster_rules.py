@@ -14,6 +14,7 @@ from mkv.cluster.placement import check_free, choose_node
 from mkv.cluster.reconcile import Blocked, Campaign, Create, Delete, RevokeStale, reconcile
 from mkv.cluster.view import ClusterView
 from mkv.errors import AlreadyExistsError, ConfigError, FailedPreconditionError, NotFoundError
+from mkv.node.config import Config
 from mkv.router import KeyRange
 
 KEYS = Keys("t")
@@ -226,3 +227,27 @@ def test_the_node_id_is_made_once_and_kept(tmp_path: Path) -> None:
     (tmp_path / "g" / "node-id").write_text("../../etc\n")
     with pytest.raises(ConfigError):
         load_node_id(tmp_path / "g", None)
+
+
+# -- settings ------------------------------------------------------------------------------
+
+
+def test_the_cluster_table_of_a_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "mkv.toml"
+    path.write_text(
+        '[cluster]\netcd = ["http://a:2379", "http://b:2379"]\nname = "prod"\n'
+        'advertise_addr = "10.0.0.7"\nlease_ttl = 3\n'
+    )
+    config = Config.load(path)
+    assert config.clustered
+    assert config.etcd == ("http://a:2379", "http://b:2379")
+    assert (config.cluster, config.advertise_addr, config.lease_ttl) == ("prod", "10.0.0.7", 3)
+    # Flags win over the file.
+    assert Config.load(path, cluster="other").cluster == "other"
+    assert not Config.load().clustered
+    path.write_text('[cluster]\nnmae = "typo"\n')
+    with pytest.raises(ConfigError, match="nmae"):
+        Config.load(path)
+    path.write_text('[cluster]\nname = "a/b"\n')
+    with pytest.raises(ConfigError, match="cluster"):
+        Config.load(path)
