@@ -3,6 +3,10 @@ talked to with grpcio (docs/cluster.md)."""
 
 from __future__ import annotations
 
+import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -329,3 +333,46 @@ async def test_a_node_cut_off_from_etcd_stops_serving_and_never_serves_what_anot
 
 async def _leaderless(rpc: Stubs, node: ServerProcess, partition_id: str) -> bool:
     return any(p.id == partition_id and not p.node for p in await rpc.partitions(node))
+
+
+async def test_a_node_waiting_for_etcd_stops_on_sigterm(tmp_path: Path) -> None:
+    """Unreachable etcd: the node waits to join (saying so), and a signal ends
+    the wait rather than being held until etcd answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"  # bound, never listening
+        node = cluster_node(tmp_path, "n0", _FakeEtcd(dead))  # type: ignore[arg-type]
+        process = await trio.lowlevel.open_process(
+            [
+                sys.executable,
+                "-m",
+                "mkv.cli.server",
+                "serve",
+                "--data-addr",
+                "127.0.0.1:0",
+                "--control-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+                str(node.data_dir),
+                *node.extra_args,
+            ],
+            stderr=subprocess.PIPE,
+        )
+        assert process.stderr is not None
+        try:
+            output = b""
+            with trio.fail_after(20):
+                while b"cannot join cluster" not in output:
+                    output += await process.stderr.receive_some()
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(10):
+                assert await process.wait() == 0
+        finally:
+            process.kill()
+            await process.wait()
+            await process.stderr.aclose()
+
+
+@attrs.frozen
+class _FakeEtcd:
+    endpoint: str
