@@ -376,3 +376,63 @@ async def test_a_node_waiting_for_etcd_stops_on_sigterm(tmp_path: Path) -> None:
 @attrs.frozen
 class _FakeEtcd:
     endpoint: str
+
+
+async def test_a_split_in_cluster_mode_commits_both_ranges_in_etcd(
+    tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs
+) -> None:
+    nodes = [cluster_node(tmp_path, f"n{i}", etcd) for i in range(2)]
+    rpc = Stubs(stubs)
+    async with running(*nodes):
+        owner = (await rpc.status(nodes[0])).node_id
+        await leader_of(rpc, nodes[1], "default")
+        keys = [b"a%02d" % i for i in range(20)] + [b"x%02d" % i for i in range(20)]
+        for key in keys:
+            assert (await rpc.put(nodes[0], key, b"v" + key)).status == data_pb2.OK
+        # Asked of a node that does not lead it: refused, naming the owner.
+        with rpc.control(nodes[1]) as control:
+            elsewhere = await _error(
+                control.SplitPartition, control_pb2.SplitPartitionRequest(id="default", at=b"m")
+            )
+        assert elsewhere.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert nodes[0].control_addr in (elsewhere.details() or "")
+        with rpc.control(nodes[0]) as control:
+            started = await call(
+                control.SplitPartition,
+                control_pb2.SplitPartitionRequest(id="default", at=b"m", new_id="upper"),
+            )
+
+            async def done() -> control_pb2.Operation | None:
+                answer = await call(
+                    control.GetOperation, control_pb2.GetOperationRequest(id=started.operation_id)
+                )
+                return answer.operation if answer.operation.state != control_pb2.RUNNING else None
+
+            operation = await eventually(done, what="the split done")
+        assert operation.state == control_pb2.DONE, operation.error_message
+
+        async def split_map() -> data_pb2.PartitionMapResponse | None:
+            answer = await rpc.map(nodes[1])
+            ids = [p.id for p in answer.partitions]
+            return answer if ids == ["default", "upper"] else None
+
+        cluster_map = await eventually(split_map, what="both ranges in the other node's map")
+        assert [(p.start, p.end) for p in cluster_map.partitions] == [(b"", b"m"), (b"m", b"")]
+        assert {p.address for p in cluster_map.partitions} == {nodes[0].data_addr}
+        table = {p.id: p for p in await rpc.partitions(nodes[1])}
+        assert table["upper"].node == owner
+        assert table["upper"].epoch > table["default"].epoch
+        for key in keys:
+            got = await rpc.get(nodes[0], key)
+            assert (got.status, got.value) == (data_pb2.OK, b"v" + key)
+            assert got.partition_id == ("default" if key < b"m" else "upper")
+            wrong = await rpc.get(nodes[1], key)
+            assert wrong.hint.owner.id == got.partition_id
+        # A restart brings both back from the catalog and etcd alike.
+        await nodes[0].stop()
+        await nodes[0].start()
+        for key in (keys[0], keys[-1]):
+            await eventually(
+                lambda key=key: _get_status(rpc, nodes[0], key, data_pb2.OK),  # type: ignore[misc]
+                what="served after the restart",
+            )

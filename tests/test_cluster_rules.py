@@ -11,7 +11,15 @@ import pytest
 from mkv.cluster.identity import load_node_id
 from mkv.cluster.keyspace import BadValue, Keys, LeaderRecord, NodeRecord, PartitionRecord
 from mkv.cluster.placement import check_free, choose_node
-from mkv.cluster.reconcile import Blocked, Campaign, Create, Delete, RevokeStale, reconcile
+from mkv.cluster.reconcile import (
+    Blocked,
+    Campaign,
+    Create,
+    Delete,
+    PublishSplit,
+    RevokeStale,
+    reconcile,
+)
 from mkv.cluster.view import ClusterView
 from mkv.errors import AlreadyExistsError, ConfigError, FailedPreconditionError, NotFoundError
 from mkv.node.config import Config
@@ -251,3 +259,20 @@ def test_the_cluster_table_of_a_config_file(tmp_path: Path) -> None:
     path.write_text('[cluster]\nname = "a/b"\n')
     with pytest.raises(ConfigError, match="cluster"):
         Config.load(path)
+
+
+def test_reconcile_publishes_a_split_committed_only_on_this_disk() -> None:
+    view = view_of(
+        KV(KEYS.partition("a"), part("a").encode(), mod_revision=3),
+        KV(KEYS.leader("a"), LeaderRecord("n1").encode(), create_revision=4, lease=7),
+    )
+    local = {"a": KeyRange(b"", b"m"), "b": KeyRange(b"m", None)}
+    assert reconcile(view, "n1", 7, local, {"a"}) == [
+        PublishSplit("a", KeyRange(b"", b"m"), "b", KeyRange(b"m", None))
+    ]
+    # Not while it does not lead the parent under its lease: nor is b taken
+    # for a stranger to report, or anything deleted.
+    assert reconcile(view, "n1", 0, local, {"a"}) == []
+    # A local copy that is not the lower part of etcd's range is no split.
+    odd = {"a": KeyRange(b"c", b"m"), "b": KeyRange(b"m", None)}
+    assert [type(a) for a in reconcile(view, "n1", 7, odd, {"a"})] == [Blocked, Blocked]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import attrs
@@ -25,11 +25,12 @@ from mkv.cluster.keyspace import (
     PartitionRecord,
 )
 from mkv.cluster.placement import check_free, choose_node
-from mkv.cluster.reconcile import Campaign, Create, Delete, RevokeStale, reconcile
+from mkv.cluster.reconcile import Campaign, Create, Delete, PublishSplit, RevokeStale, reconcile
 from mkv.cluster.view import ClusterView, Leader, Routing
 from mkv.errors import (
     AbortedError,
     AlreadyExistsError,
+    FailedPreconditionError,
     MkvError,
     NotFoundError,
     UnavailableError,
@@ -358,6 +359,20 @@ class Membership:
                     await self._campaign(etcd, action)
                 elif isinstance(action, RevokeStale):
                     await self._revoke(etcd, action.lease)
+                elif isinstance(action, PublishSplit):
+                    local = self._local.held().get(action.child)
+                    if local is not None:
+                        await self.publish_split(
+                            action.partition_id,
+                            action.keep,
+                            PartitionRecord(
+                                action.child,
+                                action.moved,
+                                local.store,
+                                local.pipeline,
+                                (self.node_id,),
+                            ),
+                        )
                 elif isinstance(action, Delete):
                     log.info(
                         "deleting partition %s: %s",
@@ -491,6 +506,86 @@ class Membership:
             ):
                 return entry.record, view.leaders.get(partition_id)
         raise AbortedError("Placement changed under RemovePartition too often; retry.")
+
+    def free_id(self, taken: Callable[[str], bool]) -> str:
+        """A partition id neither the view nor ``taken`` has."""
+        n = 1
+        while (pid := f"p{n}") in self.view.partitions or pid in self.view.bad or taken(pid):
+            n += 1
+        return pid
+
+    async def publish_split(self, parent_id: str, keep: KeyRange, child: PartitionRecord) -> None:
+        """Commit a split in etcd, in one Txn: the parent's record with the
+        range it keeps, the child's record, and the child's leader key under
+        this node's lease; on condition that placement, the parent's record
+        and this node's leadership of it are as read.
+
+        Returns normally when the Txn committed, and also when etcd did not
+        answer: the split is committed on this node's disk, and reconcile
+        makes the Txn again once etcd answers (``PublishSplit``).
+
+        Raises:
+            FailedPreconditionError: the parent changed, or this node no
+                longer leads it: the split must be rolled back.
+            AlreadyExistsError: the child's id is taken in the cluster.
+        """
+        whole = KeyRange(keep.start, child.range.end)
+        for _ in range(PLACEMENT_ATTEMPTS):
+            view = await self._fresh_view()
+            entry, leader = view.partitions.get(parent_id), view.leaders.get(parent_id)
+            if entry is None or entry.record.range != whole:
+                raise FailedPreconditionError(
+                    f"Partition {parent_id} changed in the cluster during the split."
+                )
+            if leader is None or leader.node != self.node_id or leader.lease != self.lease:
+                raise FailedPreconditionError(
+                    f"This node no longer leads partition {parent_id}; the split is undone."
+                )
+            if child.id in view.partitions or child.id in view.bad:
+                raise AlreadyExistsError(f"A partition with id {child.id} already exists.")
+            parent = attrs.evolve(entry.record, range=keep)
+            try:
+                result = await self._client().txn(
+                    [
+                        Compare.mod_revision(self.keys.placement, "=", view.placement_revision),
+                        Compare.mod_revision(
+                            self.keys.partition(parent_id), "=", entry.mod_revision
+                        ),
+                        Compare.create_revision(self.keys.leader(parent_id), "=", leader.epoch),
+                        Compare.create_revision(self.keys.partition(child.id), "=", 0),
+                    ],
+                    [
+                        Op.put(self.keys.placement, PLACEMENT_VALUE),
+                        Op.put(self.keys.partition(parent_id), parent.encode()),
+                        Op.put(self.keys.partition(child.id), child.encode()),
+                        Op.put(
+                            self.keys.leader(child.id),
+                            LeaderRecord(self.node_id).encode(),
+                            lease=self.lease,
+                        ),
+                    ],
+                )
+            except EtcdError as exc:
+                log.warning(
+                    "the split of %s into %s is committed here but etcd did not answer (%s); "
+                    "it is published when etcd answers",
+                    parent_id,
+                    child.id,
+                    exc,
+                    extra={"event": "cluster_split_unpublished", "partition": parent_id},
+                )
+                return
+            if result.succeeded:
+                log.info(
+                    "published the split of %s into %s (%s) at revision %d",
+                    parent_id,
+                    child.id,
+                    child.range,
+                    result.revision,
+                    extra={"event": "cluster_split", "partition": parent_id},
+                )
+                return
+        raise AbortedError("Placement changed under the split too often; it is undone.")
 
 
 def _free_id(view: ClusterView) -> str:

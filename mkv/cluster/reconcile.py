@@ -17,7 +17,16 @@ from mkv.cluster.keyspace import PartitionRecord
 from mkv.cluster.view import ClusterView
 from mkv.router import KeyRange
 
-__all__ = ["Action", "Blocked", "Campaign", "Create", "Delete", "RevokeStale", "reconcile"]
+__all__ = [
+    "Action",
+    "Blocked",
+    "Campaign",
+    "Create",
+    "Delete",
+    "PublishSplit",
+    "RevokeStale",
+    "reconcile",
+]
 
 
 @attrs.frozen
@@ -47,6 +56,19 @@ class RevokeStale:
 
 
 @attrs.frozen
+class PublishSplit:
+    """A split this node committed on its disk but not (yet) in etcd (etcd
+    did not answer, or the node stopped in between): its local copy of
+    ``partition_id`` keeps ``keep`` and a local ``child`` holds the rest, which
+    etcd does not name. The Txn that commits the split is made again."""
+
+    partition_id: str
+    keep: KeyRange
+    child: str
+    moved: KeyRange
+
+
+@attrs.frozen
 class Delete:
     """Stop and delete a local partition etcd no longer assigns here."""
 
@@ -62,7 +84,7 @@ class Blocked:
     reason: str
 
 
-Action = Create | Campaign | RevokeStale | Delete | Blocked
+Action = Create | Campaign | RevokeStale | PublishSplit | Delete | Blocked
 
 
 def reconcile(
@@ -85,6 +107,7 @@ def reconcile(
     """
     actions: list[Action] = []
     stale: set[int] = set()
+    publishing: set[str] = set()
     for pid, entry in sorted(view.partitions.items()):
         record = entry.record
         if me not in record.replicas:
@@ -101,12 +124,18 @@ def reconcile(
             else:
                 actions.append(Create(record))
             continue
+        leader = view.leaders.get(pid)
         if held != record.range:
+            child = _split_child(view, local, held, record.range)
+            if child is not None:
+                publishing.add(child)
+                if lease and leader is not None and leader.node == me and leader.lease == lease:
+                    actions.append(PublishSplit(pid, held, child, local[child]))
+                continue
             actions.append(
                 Blocked(pid, f"etcd gives it range {record.range}, its local copy has {held}")
             )
             continue
-        leader = view.leaders.get(pid)
         if lease == 0:
             continue
         if leader is None:
@@ -116,7 +145,7 @@ def reconcile(
             actions.append(RevokeStale(leader.lease))
     for pid in sorted(local):
         entry_or_none = view.partitions.get(pid)
-        if pid in view.bad:
+        if pid in view.bad or pid in publishing:
             continue
         if entry_or_none is None:
             if pid in seen:
@@ -128,3 +157,20 @@ def reconcile(
         elif me not in entry_or_none.record.replicas and pid in seen:
             actions.append(Delete(pid, "assigned to other nodes"))
     return actions
+
+
+def _split_child(
+    view: ClusterView, local: Mapping[str, KeyRange], held: KeyRange, whole: KeyRange
+) -> str | None:
+    """The local partition holding the upper part of ``whole`` when the local
+    copy ``held`` is its lower part and etcd does not name that partition:
+    a split committed here and not in etcd."""
+    if held.start != whole.start or held.end is None:
+        return None
+    if whole.end is not None and held.end >= whole.end:
+        return None
+    rest = KeyRange(held.end, whole.end)
+    for pid, rng in sorted(local.items()):
+        if rng == rest and pid not in view.partitions and pid not in view.bad:
+            return pid
+    return None

@@ -10,10 +10,16 @@ from pathlib import Path
 import attrs
 import trio
 
+from mkv.cluster.keyspace import PartitionRecord
 from mkv.cluster.membership import Membership
-from mkv.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
-from mkv.node.catalog import check_partition_id
-from mkv.node.registry import PartitionRegistry, PartitionReport
+from mkv.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
+from mkv.node.catalog import CatalogEntry, check_partition_id
+from mkv.node.registry import PartitionRegistry, PartitionReport, Publish
 from mkv.node.snapshot_service import SnapshotService
 from mkv.operations import Operation, OperationState
 from mkv.partition.task import PartitionState
@@ -51,8 +57,8 @@ _SINGLE_NODE = (
 )
 MERGE = "merge"
 _NOT_YET = (
-    "{call} is not available in cluster mode yet: this version places, adds and "
-    "removes partitions across nodes, but does not split, merge or move them."
+    "{call} is not available in cluster mode yet: this version adds, removes and "
+    "splits partitions across nodes, but does not merge or move them."
 )
 
 
@@ -269,22 +275,65 @@ class ControlPlane:
         return pb.GetOperationResponse(operation=_operation_to_proto(operation))
 
     async def split_partition(self, request: pb.SplitPartitionRequest) -> pb.SplitPartitionResponse:
-        if self._cluster is not None:
-            raise FailedPreconditionError(_NOT_YET.format(call="SplitPartition"))
         if not request.id:
             raise NotFoundError("SplitPartition needs the id of a partition.")
+        new_id = request.new_id or None
+        publish: Publish | None = None
+        if self._cluster is not None:
+            new_id, publish = self._cluster_split(self._cluster, request)
         # Refused at once when it cannot begin; checked again when it does.
-        self._registry.check_split(request.id, request.at, request.new_id or None)
+        self._registry.check_split(request.id, request.at, new_id)
         registry = self._registry
 
         async def work(operation: Operation) -> SplitDone:
-            child = await registry.split(request.id, request.at, request.new_id or None, operation)
+            child = await registry.split(request.id, request.at, new_id, operation, publish=publish)
             parent = registry.partition(request.id)
             assert parent is not None
             return SplitDone(await registry.info(parent), await registry.info(child))
 
         operation = self._snapshots.operations.start(SPLIT, request.id, work)
         return pb.SplitPartitionResponse(operation_id=operation.id)
+
+    def _cluster_split(
+        self, cluster: Membership, request: pb.SplitPartitionRequest
+    ) -> tuple[str, Publish]:
+        """Cluster mode: a split runs on the node leading the partition, and
+        commits in etcd at its cut-over (both ranges, the new partition's
+        leader key under this node's lease, one Txn); the new partition stays
+        on this node.
+
+        Raises:
+            NotFoundError: no such partition in the cluster.
+            FailedPreconditionError: another node leads it (named, with its
+                control address), or nobody does now.
+            AlreadyExistsError: ``new_id`` is taken in the cluster.
+        """
+        view = cluster.view
+        if request.id not in view.partitions:
+            raise NotFoundError(f"No partition with id {request.id!r} in the cluster.")
+        if request.id not in cluster.routing.mine or not cluster.lease_valid():
+            leader = view.leaders.get(request.id)
+            node = view.nodes.get(leader.node) if leader is not None else None
+            if leader is None or node is None:
+                raise FailedPreconditionError(
+                    f"No node leads partition {request.id} now; retry shortly."
+                )
+            raise FailedPreconditionError(
+                f"Partition {request.id} is led by node {leader.node}: send SplitPartition "
+                f"to its control plane at {node.record.control}."
+            )
+        if request.new_id and (request.new_id in view.partitions or request.new_id in view.bad):
+            raise AlreadyExistsError(f"A partition with id {request.new_id} already exists.")
+        new_id = request.new_id or cluster.free_id(
+            lambda pid: self._registry.partition(pid) is not None
+        )
+        me = cluster.node_id
+
+        async def publish(parent_id: str, keep: KeyRange, entry: CatalogEntry) -> None:
+            child = PartitionRecord(entry.id, entry.range, entry.store, entry.pipeline, (me,))
+            await cluster.publish_split(parent_id, keep, child)
+
+        return new_id, publish
 
     async def merge_partitions(
         self, request: pb.MergePartitionsRequest

@@ -100,6 +100,11 @@ MERGE_SETTLE_WRITES = 64
 MERGE_SYNC_ROWS = 20_000
 
 
+# Cluster mode's commit of a split in etcd: (parent id, the range it keeps,
+# the new partition's entry).
+Publish = Callable[[str, KeyRange, CatalogEntry], Awaitable[None]]
+
+
 @attrs.frozen
 class PartitionReport:
     id: str
@@ -591,7 +596,13 @@ class PartitionRegistry:
             return partition
 
     async def split(
-        self, partition_id: str, at: bytes, new_id: str | None, operation: Operation
+        self,
+        partition_id: str,
+        at: bytes,
+        new_id: str | None,
+        operation: Operation,
+        *,
+        publish: Publish | None = None,
     ) -> Partition:
         """Split ``partition_id``'s range ``[start, end)`` at ``at``: it keeps
         ``[start, at)``, and a new partition (``new_id``, or one the node
@@ -604,6 +615,11 @@ class PartitionRegistry:
         parent's own order, the state is finished at the parent's last seq
         and the catalog written once with both ranges (the commit); the
         parent's store then gives up the moved keys in the background.
+
+        Args:
+            publish: called at the cut-over once the catalog holds both ranges
+                (cluster mode: one etcd Txn with both ranges); if it raises,
+                the split is rolled back as if the catalog write had failed.
 
         Raises:
             NotFoundError: no such partition.
@@ -624,7 +640,9 @@ class PartitionRegistry:
             await self._save_catalog(version, split=SplitInProgress(parent.id, child_id))
             committed: list[Partition] = []
             try:
-                await self._build_and_cut_over(parent, child_id, keep, moved, operation, committed)
+                await self._build_and_cut_over(
+                    parent, child_id, keep, moved, operation, committed, publish
+                )
             finally:
                 if not committed:
                     with trio.CancelScope(shield=True):
@@ -675,6 +693,7 @@ class PartitionRegistry:
         moved: KeyRange,
         operation: Operation,
         committed: list[Partition],
+        publish: Publish | None,
     ) -> None:
         await trio.to_thread.run_sync(self._delete_files, child_id)
         directory = self._directory(child_id)
@@ -699,6 +718,8 @@ class PartitionRegistry:
             self._purges[parent.id] = (*before, moved)
             try:
                 await self._save_catalog(version)  # the commit
+                if publish is not None:
+                    await publish(parent.id, keep, entry)
             except BaseException:
                 self._purges[parent.id] = before
                 del self._partitions[child_id]
