@@ -436,3 +436,34 @@ async def test_a_split_in_cluster_mode_commits_both_ranges_in_etcd(
                 lambda key=key: _get_status(rpc, nodes[0], key, data_pb2.OK),  # type: ignore[misc]
                 what="served after the restart",
             )
+        # And merged back: one Txn gives default the whole range again.
+        with rpc.control(nodes[1]) as control:
+            elsewhere = await _error(
+                control.MergePartitions,
+                control_pb2.MergePartitionsRequest(left="default", right="upper"),
+            )
+        assert elsewhere.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert nodes[0].control_addr in (elsewhere.details() or "")
+        with rpc.control(nodes[0]) as control:
+            started = await call(
+                control.MergePartitions,
+                control_pb2.MergePartitionsRequest(left="default", right="upper"),
+            )
+
+            async def merged() -> control_pb2.Operation | None:
+                answer = await call(
+                    control.GetOperation, control_pb2.GetOperationRequest(id=started.operation_id)
+                )
+                return answer.operation if answer.operation.state != control_pb2.RUNNING else None
+
+            operation = await eventually(merged, what="the merge done")
+        assert operation.state == control_pb2.DONE, operation.error_message
+
+        async def whole_map() -> bool:
+            answer = await rpc.map(nodes[1])
+            return [(p.id, p.start, p.end) for p in answer.partitions] == [("default", b"", b"")]
+
+        await eventually(whole_map, what="one range in the other node's map")
+        for key in keys:
+            got = await rpc.get(nodes[0], key)
+            assert (got.status, got.value, got.partition_id) == (data_pb2.OK, b"v" + key, "default")
