@@ -203,23 +203,34 @@ async def _etcd_outage(
     async with running(node):
         await eventually(lambda: _get_status(rpc, node, b"k", data_pb2.OK), what="serving")
         assert (await rpc.put(node, b"k", b"before")).status == data_pb2.OK
-        etcd.pause()
+        watch_ended: list[float] = []
+        ended = trio.Event()
         lost = time.monotonic()
-        served_until = lost
-        try:
-            while time.monotonic() - lost < seconds:
-                code = await rpc.get_code(node, b"k")
-                if code == "OK":
-                    served_until = time.monotonic()
-                else:
-                    assert code == "UNAVAILABLE", code
-                await trio.sleep(0.05)
-            unavailable_after = served_until - lost
-            # The deadline: at most the TTL (2 s) after the last keepalive.
-            assert unavailable_after < 2.0 + 0.5, unavailable_after
-            assert await rpc.get_code(node, b"k") == "UNAVAILABLE"
-        finally:
-            etcd.resume()
+        with rpc.data(node) as data:
+            # A watch admitted before: it ends (UNAVAILABLE) once the node no
+            # longer may serve, at its next message (a heartbeat when idle).
+            responses = data.Watch(data_pb2.WatchRequest(start=b"k", end=b"l"), timeout=60)
+
+            def read_until_error() -> None:
+                try:
+                    for _ in responses:
+                        pass
+                except grpc.RpcError as exc:
+                    if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                        watch_ended.append(time.monotonic() - lost)
+                        trio.from_thread.run_sync(ended.set)
+
+            async with trio.open_nursery() as watching:
+                watching.start_soon(trio.to_thread.run_sync, read_until_error)
+                etcd.pause()
+                lost = time.monotonic()
+                unavailable_after = await _poll_outage(rpc, node, etcd, lost, seconds)
+                if seconds >= 10:
+                    with trio.move_on_after(15):
+                        await ended.wait()
+                    assert watch_ended, "the watch did not end with UNAVAILABLE"
+                responses.cancel()
+        etcd.resume()
         back_at = time.monotonic()
         await eventually(lambda: _get_status(rpc, node, b"k", data_pb2.OK), what="serving again")
         recovered = time.monotonic() - back_at
@@ -227,9 +238,34 @@ async def _etcd_outage(
         assert got.value == b"before"
         assert (await rpc.put(node, b"k", b"after")).status == data_pb2.OK
         print(
-            f"etcd frozen {seconds:.0f} s: served for {unavailable_after:.2f} s more, then "
-            f"UNAVAILABLE; serving {recovered:.2f} s after etcd came back"
+            f"etcd frozen {seconds:.0f} s: UNAVAILABLE after {unavailable_after:.2f} s; "
+            f"serving {recovered:.2f} s after etcd came back; "
+            f"a watch ended {watch_ended[0] if watch_ended else float('nan'):.2f} s in"
         )
+
+
+async def _poll_outage(
+    rpc: Stubs, node: ServerProcess, etcd: EtcdProcess, lost: float, seconds: float
+) -> float:
+    """Gets through an outage: OK until the lease deadline, UNAVAILABLE after;
+    the seconds it still served."""
+    served_until = lost
+    try:
+        while time.monotonic() - lost < seconds:
+            code = await rpc.get_code(node, b"k")
+            if code == "OK":
+                served_until = time.monotonic()
+            else:
+                assert code == "UNAVAILABLE", code
+            await trio.sleep(0.05)
+        unavailable_after = served_until - lost
+        # The deadline: at most the TTL (2 s) after the last keepalive.
+        assert unavailable_after < 2.0 + 0.5, unavailable_after
+        assert await rpc.get_code(node, b"k") == "UNAVAILABLE"
+    except BaseException:
+        etcd.resume()
+        raise
+    return unavailable_after
 
 
 async def test_a_bad_value_in_etcd_is_logged_and_not_acted_on(
