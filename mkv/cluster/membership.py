@@ -323,7 +323,15 @@ class Membership:
                                 self.view.put(event.kv)
                             else:
                                 self.view.delete(event.kv.key)
-                        self.view.revision = max(self.view.revision, batch.revision)
+                        # Resumed from here: an event batch's header may be
+                        # ahead of events still to come (a watch catching
+                        # up); a progress notice's is not.
+                        seen = (
+                            max(event.kv.mod_revision for event in batch.events)
+                            if batch.events
+                            else batch.revision
+                        )
+                        self.view.revision = max(self.view.revision, seen)
                         self._publish()
             except EtcdCompacted:
                 await self._reread(etcd)
