@@ -144,8 +144,11 @@ def test_the_view_routes_to_leaders_and_knows_its_own() -> None:
     assert routing.router.lookup(b"z") == "b"
     assert routing.owners["b"] == (KeyRange(b"m", None), "h:20")
     assert routing.mine == {"a": 5}
-    # The same node under another lease (an earlier run) leads nothing here.
+    # The same node under another lease (an earlier run) leads nothing here,
+    # and does not send clients to itself.
     assert view.routing("n1", 99).mine == {}
+    assert view.routing("n1", 99).owners["a"][1] == ""
+    assert view.routing("n2", 99).owners["a"][1] == "h:10"
     assert view.placement_revision == 4
     view.delete(KEYS.node("n2"))
     assert view.routing("n1", 7).owners["b"][1] == ""  # its node is gone
