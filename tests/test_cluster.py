@@ -3,6 +3,7 @@ talked to with grpcio (docs/cluster.md)."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 import subprocess
@@ -180,6 +181,23 @@ async def test_a_node_id_can_be_set_on_first_start_only(
         await other.start()
 
 
+async def test_a_node_that_lost_its_data_directory_does_not_serve_empty(
+    tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs
+) -> None:
+    node = cluster_node(tmp_path, "n0", etcd, "--node-id", "alpha")
+    rpc = Stubs(stubs)
+    async with running(node):
+        await eventually(lambda: _get_status(rpc, node, b"k", data_pb2.OK), what="serving")
+        assert (await rpc.put(node, b"k", b"v")).status == data_pb2.OK
+        await node.stop()
+        shutil.rmtree(node.data_dir)  # a lost disk, or a new one with the old id
+        await node.start()
+        await eventually(lambda: _logged(node, "not on this disk"), what="the refusal logged")
+        got = await rpc.get(node, b"k")
+        assert got.status == data_pb2.BAD_NODE, got  # not an empty "not found"
+        assert not (node.data_dir / "partitions" / "default").exists()
+
+
 async def test_etcd_down_unavailable_after_the_lease_deadline_then_back(
     tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs
 ) -> None:
@@ -341,7 +359,9 @@ async def test_a_node_cut_off_from_etcd_stops_serving_and_never_serves_what_anot
                     kv, _ = await client.get(key)
                     assert kv is not None
                     record = PartitionRecord.decode("default", kv.value)
-                    moved = attrs.evolve(record, replicas=(other_id,))
+                    # Handed over empty ("new"): copying the data is a
+                    # move's part, not this test's.
+                    moved = attrs.evolve(record, replicas=(other_id,), state="new")
                     await client.put(key, moved.encode())
                 assert await leader_of(rpc, other, "default") == other_id
                 await trio.sleep(1.0)

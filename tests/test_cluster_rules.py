@@ -183,13 +183,23 @@ def test_overlapping_records_are_not_routed() -> None:
 
 
 def test_reconcile_creates_then_campaigns() -> None:
-    view = view_of(KV(KEYS.partition("a"), part("a").encode(), mod_revision=3))
-    assert reconcile(view, "n1", 7, {}, set()) == [Create(part("a"))]
+    new = attrs.evolve(part("a"), state="new")
+    view = view_of(KV(KEYS.partition("a"), new.encode(), mod_revision=3))
+    assert reconcile(view, "n1", 7, {}, set()) == [Create(new)]
     assert reconcile(view, "n1", 7, {"a": WHOLE}, {"a"}) == [Campaign("a", 3)]
     # Without a valid lease it opens what is assigned but campaigns for nothing.
     assert reconcile(view, "n1", 0, {"a": WHOLE}, {"a"}) == []
     # Not a replica: nothing to do.
     assert reconcile(view, "n2", 7, {}, set()) == []
+
+
+def test_a_partition_led_before_is_never_started_empty() -> None:
+    """etcd says this node holds "a", which has been led (it has data), but
+    this disk has no copy: a lost or different data directory."""
+    view = view_of(KV(KEYS.partition("a"), part("a").encode()))
+    (blocked,) = reconcile(view, "n1", 7, {}, set())
+    assert isinstance(blocked, Blocked)
+    assert "not on this disk" in blocked.reason
 
 
 def test_reconcile_revokes_a_lease_of_an_earlier_run() -> None:

@@ -255,7 +255,12 @@ class Membership:
             for pid, part in sorted(held.items())
         ] or [
             PartitionRecord(
-                "default", KeyRange(b"", None), self._default[0], self._default[1], (self.node_id,)
+                "default",
+                KeyRange(b"", None),
+                self._default[0],
+                self._default[1],
+                (self.node_id,),
+                "new",
             )
         ]
         result = await etcd.txn(
@@ -417,12 +422,19 @@ class Membership:
 
     async def _campaign(self, etcd: Etcd, action: Campaign) -> None:
         pid = action.partition_id
+        ops = [Op.put(self.keys.leader(pid), LeaderRecord(self.node_id).encode(), lease=self.lease)]
+        entry = self.view.partitions.get(pid)
+        if entry is not None and entry.record.state == "new":
+            # Led from now on: a node that lacks its data later must not
+            # start it empty (reconcile's Create is for "new" ones only).
+            active = attrs.evolve(entry.record, state="active")
+            ops.append(Op.put(self.keys.partition(pid), active.encode()))
         result = await etcd.txn(
             [
                 Compare.create_revision(self.keys.leader(pid), "=", 0),
                 Compare.mod_revision(self.keys.partition(pid), "=", action.mod_revision),
             ],
-            [Op.put(self.keys.leader(pid), LeaderRecord(self.node_id).encode(), lease=self.lease)],
+            ops,
         )
         if result.succeeded:
             log.info(
@@ -488,7 +500,7 @@ class Membership:
                 first = entry.record.replicas[0]
                 assigned[first] = assigned.get(first, 0) + 1
             target = choose_node(view.nodes, assigned, node)
-            record = PartitionRecord(pid, key_range, store, pipeline, (target,))
+            record = PartitionRecord(pid, key_range, store, pipeline, (target,), "new")
             if await self._placement_txn(
                 view,
                 [Compare.create_revision(self.keys.partition(pid), "=", 0)],

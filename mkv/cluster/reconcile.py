@@ -32,7 +32,8 @@ __all__ = [
 
 @attrs.frozen
 class Create:
-    """Open an empty local partition for a record that names this node."""
+    """Open an empty local partition for a record that names this node and
+    has never been led (state "new")."""
 
     record: PartitionRecord
 
@@ -41,7 +42,8 @@ class Create:
 class Campaign:
     """Take the leadership of a partition nobody leads: a Txn on
     ``create_revision(leaders/<id>) == 0`` and ``mod_revision(partitions/<id>)
-    == mod_revision``, putting the leader key under this node's lease."""
+    == mod_revision``, putting the leader key under this node's lease (and
+    marking a "new" record "active": it has been led, and holds data)."""
 
     partition_id: str
     mod_revision: int
@@ -141,6 +143,17 @@ def reconcile(
             if overlapping:
                 actions.append(
                     Blocked(pid, f"its range {record.range} overlaps local {overlapping}")
+                )
+            elif record.state != "new":
+                # Led before, so it holds data that is not on this disk (a lost
+                # or different data directory): starting it empty would answer
+                # "not found" for every key it had.
+                actions.append(
+                    Blocked(
+                        pid,
+                        "assigned to this node and led before, but its data is not on this "
+                        "disk; not starting it empty",
+                    )
                 )
             else:
                 actions.append(Create(record))
