@@ -179,6 +179,8 @@ async def test_a_node_id_can_be_set_on_first_start_only(
     other = cluster_node(tmp_path, "n0", etcd, "--node-id", "beta")
     with pytest.raises(RuntimeError, match="differs from the id"):
         await other.start()
+    # One line saying so, not a traceback.
+    assert "Traceback" not in other.stderr()
 
 
 async def test_a_node_that_lost_its_data_directory_does_not_serve_empty(

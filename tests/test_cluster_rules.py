@@ -321,3 +321,8 @@ def test_reconcile_publishes_a_merge_committed_only_on_this_disk() -> None:
         KV(KEYS.partition("b"), part("b", KeyRange(b"m", None), ("n2",)).encode()),
     )
     assert [type(a) for a in reconcile(other, "n1", 7, local, {"a"})] == [Blocked]
+    # Others must be told where this node is: not a wildcard address.
+    with pytest.raises(ValueError, match="wildcard"):
+        Config(etcd=("http://a:2379",), data_addr="0.0.0.0:7070")
+    Config(etcd=("http://a:2379",), data_addr="0.0.0.0:7070", advertise_addr="10.0.0.7")
+    Config(data_addr="0.0.0.0:7070")  # a single node: as before

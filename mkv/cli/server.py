@@ -221,9 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mkv: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (OSError, MkvError, BaseExceptionGroup) as exc:
+    except (OSError, MkvError, BaseExceptionGroup) as exc:  # ConfigError too, in a group
         causes = leaves(exc)
-        if not all(isinstance(leaf, OSError | MkvError) for leaf in causes):
+        if not all(isinstance(leaf, OSError | MkvError | ConfigError) for leaf in causes):
             raise
         for leaf in causes:
             print(f"mkv: cannot start: {leaf}", file=sys.stderr)
