@@ -181,11 +181,11 @@ class Config:
     def __attrs_post_init__(self) -> None:
         self._check_tls()
         if self.etcd and self.advertise_addr is None:
-            for name, addr in (("data_addr", self.data_addr), ("control_addr", self.control_addr)):
-                if addr.host in _WILDCARDS:
+            for name, bound in (("data_addr", self.data_addr), ("control_addr", self.control_addr)):
+                if bound.host in _WILDCARDS:
                     # Other nodes and clients are told where this node is.
                     raise ValueError(
-                        f"{name} {addr} is a wildcard address: in cluster mode set "
+                        f"{name} {bound} is a wildcard address: in cluster mode set "
                         "advertise_addr (--advertise-addr) to the host others reach this node by"
                     )
         if self.connection_buffer_bytes < 2 * self.max_request_bytes:
