@@ -100,6 +100,10 @@ class LocalPartitions(Protocol):
 
     async def delete(self, partition_id: str) -> None: ...
 
+    def changing(self) -> bool:
+        """Whether a change of partitions (a split, a merge) runs now."""
+        ...
+
 
 class Membership:
     """One node's membership of a cluster."""
@@ -382,7 +386,9 @@ class Membership:
                     await self._revoke(etcd, action.lease)
                 elif isinstance(action, PublishSplit):
                     local = self._local.held().get(action.child)
-                    if local is not None:
+                    # Not while a split or merge runs here: it publishes its
+                    # own change once its catalog holds it, not before.
+                    if local is not None and not self._local.changing():
                         await self.publish_split(
                             action.partition_id,
                             action.keep,
@@ -395,7 +401,10 @@ class Membership:
                             ),
                         )
                 elif isinstance(action, PublishMerge):
-                    await self.publish_merge(action.partition_id, action.merged, action.absorbed)
+                    if not self._local.changing():
+                        await self.publish_merge(
+                            action.partition_id, action.merged, action.absorbed
+                        )
                 elif isinstance(action, Delete):
                     log.info(
                         "deleting partition %s: %s",
@@ -563,6 +572,14 @@ class Membership:
         for _ in range(PLACEMENT_ATTEMPTS):
             view = await self._fresh_view()
             entry, leader = view.partitions.get(parent_id), view.leaders.get(parent_id)
+            done = view.partitions.get(child.id)
+            if (
+                entry is not None
+                and entry.record.range == keep
+                and done is not None
+                and done.record.range == child.range
+            ):
+                return  # published already (by reconcile, or an earlier attempt)
             if entry is None or entry.record.range != whole:
                 raise FailedPreconditionError(
                     f"Partition {parent_id} changed in the cluster during the split."
@@ -634,6 +651,8 @@ class Membership:
         for _ in range(PLACEMENT_ATTEMPTS):
             view = await self._fresh_view()
             left, right = view.partitions.get(left_id), view.partitions.get(right_id)
+            if left is not None and left.record.range == merged and right is None:
+                return  # published already (by reconcile, or an earlier attempt)
             if (
                 left is None
                 or right is None

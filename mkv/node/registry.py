@@ -170,6 +170,11 @@ class PartitionRegistry:
     def router(self) -> Router:
         return self._router
 
+    @property
+    def changing(self) -> bool:
+        """Whether a control-plane change (add, remove, split, merge ...) runs now."""
+        return self._lock.locked()
+
     def pipeline_for(self, store: str) -> tuple[str, ...]:
         """The pipeline a partition of ``store`` gets when none is named:
         the node's default, or else the store kind's."""
