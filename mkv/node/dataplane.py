@@ -467,6 +467,13 @@ class DataPlane:
         ]
 
     def _hint(self, moved: MovedError | None = None) -> pb.RoutingHint:
+        if self.cluster is not None:
+            # A split or merge moved the key while the request waited: the
+            # cluster's map (once etcd has the change) says where it went.
+            hint = self._cluster_hint(self.cluster.routing, None)
+            if moved is not None:
+                hint.message = str(moved)
+            return hint
         return pb.RoutingHint(
             message=str(moved)
             if moved is not None
