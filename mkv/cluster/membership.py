@@ -48,7 +48,6 @@ from mkv.etcd import (
     Etcd,
     EtcdCompacted,
     EtcdError,
-    EtcdUnavailable,
     LeaseClock,
     LeaseNotFound,
     Op,
@@ -301,22 +300,31 @@ class Membership:
             try:
                 await keep_lease(etcd, self.lease, self.settings.lease_ttl, self.clock)
             except LeaseNotFound:
-                log.warning(
-                    "lease %x of node %s is gone; registering again",
-                    self.lease,
-                    self.node_id,
-                    extra={"event": "cluster_lease_lost", "node": self.node_id},
-                )
-                self.lease = 0
-                self._publish()  # serve nothing under the lost lease
-                while True:
-                    try:
-                        await self._register(etcd)
-                        break
-                    except EtcdError as exc:
-                        log.warning("cannot register again: %s", exc)
-                        await trio.sleep(0.5)
-                self._publish()
+                await self._lease_lost(etcd)
+            except EtcdError as exc:
+                # Not a lost lease: keep renewing it (the clock runs out alone).
+                log.warning("renewing lease %x failed: %s; retrying", self.lease, exc)
+                await trio.sleep(0.5)
+
+    async def _lease_lost(self, etcd: Etcd) -> None:
+        """Register under a new lease: the old leader keys went with the old one,
+        so the node campaigns again."""
+        log.warning(
+            "lease %x of node %s is gone; registering again",
+            self.lease,
+            self.node_id,
+            extra={"event": "cluster_lease_lost", "node": self.node_id},
+        )
+        self.lease = 0
+        self._publish()  # serve nothing under the lost lease
+        while True:
+            try:
+                await self._register(etcd)
+                break
+            except EtcdError as exc:
+                log.warning("cannot register again: %s", exc)
+                await trio.sleep(0.5)
+        self._publish()
 
     async def _watch(self, etcd: Etcd) -> None:
         """Keep the view current: events from the revision after the view's;
@@ -344,7 +352,8 @@ class Membership:
                         self._publish()
             except EtcdCompacted:
                 await self._reread(etcd)
-            except EtcdUnavailable as exc:
+            except EtcdError as exc:
+                # Unavailable, or any refusal: watch again from a fresh read.
                 log.warning("the cluster watch was lost: %s; watching again", exc)
                 await trio.sleep(0.5)
                 await self._reread(etcd)
@@ -423,6 +432,10 @@ class Membership:
                     )
             except (EtcdError, MkvError) as exc:
                 log.warning("cluster action %s failed: %s; retrying", type(action).__name__, exc)
+            except Exception:
+                # Whatever one partition's files do (a full disk ...), the node
+                # and its other partitions go on; the action is retried.
+                log.exception("cluster action %s failed; retrying", type(action).__name__)
         # A partition opened or deleted changes what this node serves.
         self._publish_quietly()
 
