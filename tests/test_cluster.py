@@ -526,3 +526,59 @@ async def test_a_split_in_cluster_mode_commits_both_ranges_in_etcd(
         for key in keys:
             got = await rpc.get(nodes[0], key)
             assert (got.status, got.value, got.partition_id) == (data_pb2.OK, b"v" + key, "default")
+
+
+async def test_a_restore_in_cluster_mode_lands_on_the_node_answering(
+    tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs
+) -> None:
+    nodes = [cluster_node(tmp_path, f"n{i}", etcd) for i in range(2)]
+    rpc = Stubs(stubs)
+    async with running(*nodes):
+        first, second = [(await rpc.status(node)).node_id for node in nodes]
+        await leader_of(rpc, nodes[1], "default")
+        for i in range(30):
+            assert (await rpc.put(nodes[0], b"k%02d" % i, b"v%d" % i)).status == data_pb2.OK
+        with rpc.control(nodes[0]) as control:
+            started = await call(
+                control.Snapshot, control_pb2.SnapshotRequest(partition_id="default")
+            )
+
+            async def taken() -> control_pb2.Operation | None:
+                answer = await call(
+                    control.GetOperation, control_pb2.GetOperationRequest(id=started.operation_id)
+                )
+                return answer.operation if answer.operation.state != control_pb2.RUNNING else None
+
+            operation = await eventually(taken, what="the snapshot")
+            assert operation.state == control_pb2.DONE, operation.error_message
+            manifest = operation.snapshot.manifest_path
+            # Elsewhere than the node answering: refused, naming why.
+            elsewhere = await _error(
+                control.AddPartition,
+                control_pb2.AddPartitionRequest(id="r", snapshot=manifest, node=second),
+            )
+            assert elsewhere.code() == grpc.StatusCode.FAILED_PRECONDITION
+            await call(control.RemovePartition, control_pb2.RemovePartitionRequest(id="default"))
+            await call(
+                control.AddPartition,
+                control_pb2.AddPartitionRequest(id="x", start=b"x", end=b"y", node=second),
+            )
+            # Overlapping a partition on the other node: the cluster refuses,
+            # and the copy restored here is removed again.
+            clash = await _error(
+                control.AddPartition, control_pb2.AddPartitionRequest(id="r", snapshot=manifest)
+            )
+            assert clash.code() == grpc.StatusCode.ALREADY_EXISTS
+            assert "partition x" in (clash.details() or "")
+            assert not (nodes[0].data_dir / "partitions" / "r").exists()
+            await call(control.RemovePartition, control_pb2.RemovePartitionRequest(id="x"))
+            added = await call(
+                control.AddPartition, control_pb2.AddPartitionRequest(id="r", snapshot=manifest)
+            )
+        assert (added.partition.node, added.partition.state) == (first, control_pb2.ACTIVE)
+        assert added.partition.epoch > 0
+        for i in range(30):
+            got = await rpc.get(nodes[0], b"k%02d" % i)
+            assert (got.status, got.value, got.partition_id) == (data_pb2.OK, b"v%d" % i, "r")
+        wrong = await rpc.get(nodes[1], b"k00")
+        assert wrong.hint.owner.address == nodes[0].data_addr

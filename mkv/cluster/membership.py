@@ -730,6 +730,51 @@ class Membership:
                 return
         raise AbortedError("Placement changed under the merge too often; it is undone.")
 
+    async def publish_restored(self, record: PartitionRecord) -> Leader:
+        """Place a partition this node has just restored from a snapshot: its
+        record ("active": it has data) and its leader key under this node's
+        lease, in one Txn. Returns the leadership (its epoch).
+
+        Raises:
+            AlreadyExistsError: the id is taken or the range overlaps, in the
+                cluster: the caller removes the restored copy.
+            UnavailableError: etcd cannot be reached, or did not say whether
+                it took the Txn and cannot be asked.
+        """
+        key, leader_key = self.keys.partition(record.id), self.keys.leader(record.id)
+        for _ in range(PLACEMENT_ATTEMPTS):
+            view = await self._fresh_view()
+            if record.id in view.partitions or record.id in view.bad:
+                raise AlreadyExistsError(f"A partition with id {record.id} already exists.")
+            check_free(record.range, ((e.record.range, p) for p, e in view.partitions.items()))
+            if not self.lease or not self.lease_valid():
+                raise UnavailableError("This node has no valid lease in etcd now; retry.")
+            try:
+                result = await self._client().txn(
+                    [
+                        Compare.mod_revision(self.keys.placement, "=", view.placement_revision),
+                        Compare.create_revision(key, "=", 0),
+                        Compare.create_revision(leader_key, "=", 0),
+                    ],
+                    [
+                        Op.put(self.keys.placement, PLACEMENT_VALUE),
+                        Op.put(key, record.encode()),
+                        Op.put(leader_key, LeaderRecord(self.node_id).encode(), lease=self.lease),
+                    ],
+                )
+            except EtcdError as exc:
+                # Did it commit? Ask once; a leader key of ours says it did.
+                try:
+                    kv, _ = await self._client().get(leader_key)
+                except EtcdError:
+                    raise UnavailableError(f"etcd cannot be reached: {exc}") from None
+                if kv is not None and kv.lease == self.lease:
+                    return Leader(self.node_id, kv.create_revision, kv.lease)
+                raise UnavailableError(f"etcd cannot be reached: {exc}") from None
+            if result.succeeded:
+                return Leader(self.node_id, result.revision, self.lease)
+        raise AbortedError("Placement changed under AddPartition too often; retry.")
+
 
 def _free_id(view: ClusterView) -> str:
     n = 1

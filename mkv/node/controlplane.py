@@ -231,10 +231,7 @@ class ControlPlane:
         self, cluster: Membership, request: pb.AddPartitionRequest
     ) -> pb.AddPartitionResponse:
         if request.snapshot:
-            raise FailedPreconditionError(
-                "AddPartition from a snapshot is not supported in cluster mode yet: restore "
-                "it on a single node, or add an empty partition and copy the keys."
-            )
+            return await self._restore_in_cluster(cluster, request)
         key_range = KeyRange.from_wire(request.start, request.end)
         if request.id:
             check_partition_id(request.id)
@@ -263,6 +260,50 @@ class ControlPlane:
             else (f"node {record.replicas[0]} has not taken the partition yet; it will",)
         )
         return pb.AddPartitionResponse(partition=info, warnings=warnings)
+
+    async def _restore_in_cluster(
+        self, cluster: Membership, request: pb.AddPartitionRequest
+    ) -> pb.AddPartitionResponse:
+        """A restore in cluster mode: onto the node answering (the snapshot is
+        in its snapshot root), then placed in etcd with this node leading it;
+        if the cluster refuses (an id or range taken there), the restored copy
+        is removed again."""
+        if request.node and request.node != cluster.node_id:
+            raise FailedPreconditionError(
+                f"A restore runs on the node whose snapshot root holds the snapshot: send "
+                f"AddPartition to node {request.node} itself, or leave node empty."
+            )
+        view = cluster.view
+        if request.id and (request.id in view.partitions or request.id in view.bad):
+            raise AlreadyExistsError(f"A partition with id {request.id} already exists.")
+        partition_id = request.id or cluster.free_id(
+            lambda pid: self._registry.partition(pid) is not None
+        )
+        restored = await self._snapshots.restore(
+            request.snapshot,
+            partition_id=partition_id,
+            start=request.start,
+            end=request.end or None,
+            store=request.store or None,
+            pipeline=list(request.pipeline) if request.pipeline else None,
+        )
+        partition = restored.partition
+        record = PartitionRecord(
+            partition.id,
+            partition.range,
+            partition.store_kind,
+            tuple(partition.pipeline_specs),
+            (cluster.node_id,),
+        )
+        try:
+            leader = await cluster.publish_restored(record)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._registry.remove(partition.id)
+            raise
+        info = _to_proto(await self._registry.info(partition))
+        info.node, info.epoch = leader.node, leader.epoch
+        return pb.AddPartitionResponse(partition=info, warnings=restored.warnings)
 
     async def snapshot(self, request: pb.SnapshotRequest) -> pb.SnapshotResponse:
         if not request.partition_id:
