@@ -109,6 +109,16 @@ async def test_three_nodes_place_route_and_agree(
             )
             assert clash.code() == grpc.StatusCode.ALREADY_EXISTS
             await call(control.RemovePartition, control_pb2.RemovePartitionRequest(id="c"))
+        # Its owner stops serving it and sets its files aside (not deleted yet).
+        c_owner = by_id[leaders["c"]]
+
+        async def set_aside() -> bool:
+            return not (c_owner.data_dir / "partitions" / "c").exists() and any(
+                (c_owner.data_dir / ".removed").glob("c.*")
+            )
+
+        await eventually(set_aside, what="c's files set aside")
+        with rpc.control(nodes[0]) as control:
             added = await call(
                 control.AddPartition,
                 control_pb2.AddPartitionRequest(id="d", start=b"p", node=ids[0]),

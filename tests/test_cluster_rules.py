@@ -3,6 +3,8 @@ the view and what reconcile decides (mkv/cluster/)."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import attrs
@@ -24,6 +26,7 @@ from mkv.cluster.reconcile import (
 from mkv.cluster.view import ClusterView
 from mkv.errors import AlreadyExistsError, ConfigError, FailedPreconditionError, NotFoundError
 from mkv.node.config import Config
+from mkv.node.registry import PartitionRegistry
 from mkv.router import KeyRange
 
 KEYS = Keys("t")
@@ -326,3 +329,16 @@ def test_reconcile_publishes_a_merge_committed_only_on_this_disk() -> None:
         Config(etcd=("http://a:2379",), data_addr="0.0.0.0:7070")
     Config(etcd=("http://a:2379",), data_addr="0.0.0.0:7070", advertise_addr="10.0.0.7")
     Config(data_addr="0.0.0.0:7070")  # a single node: as before
+
+
+def test_files_set_aside_are_deleted_after_the_grace(tmp_path: Path) -> None:
+    registry = PartitionRegistry(tmp_path)
+    kept = tmp_path / ".removed" / "c.20260101T000000"
+    kept.mkdir(parents=True)
+    (kept / "data").write_bytes(b"x")
+    assert registry.purge_removed(3600) == []
+    assert kept.exists()
+    old = time.time() - 7200
+    os.utime(kept, (old, old))
+    assert registry.purge_removed(3600) == ["c.20260101T000000"]
+    assert not kept.exists()

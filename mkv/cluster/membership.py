@@ -65,6 +65,10 @@ DEFAULT_LEASE_TTL = 5
 RECONCILE_INTERVAL = 1.0
 # How long AddPartition waits for the new partition's owner to lead it.
 ADD_WAIT = 10.0
+# How often the files of removed partitions are checked for deletion.
+PURGE_INTERVAL = 60.0
+# How long they are kept (see ClusterSettings.removed_grace).
+REMOVED_GRACE = 3600.0
 # Placement Txns retried when another change came in between.
 PLACEMENT_ATTEMPTS = 5
 
@@ -75,6 +79,9 @@ class ClusterSettings:
     name: str
     node_id: str
     lease_ttl: int = DEFAULT_LEASE_TTL
+    # Seconds a partition removed in etcd keeps its files on this node
+    # (set aside under DATA_DIR/.removed), in case the removal was a mistake.
+    removed_grace: float = REMOVED_GRACE
 
     @property
     def margin(self) -> float:
@@ -101,6 +108,11 @@ class LocalPartitions(Protocol):
 
     def changing(self) -> bool:
         """Whether a change of partitions (a split, a merge) runs now."""
+        ...
+
+    async def purge_removed(self, older_than: float) -> list[str]:
+        """Delete the files of partitions removed more than ``older_than``
+        seconds ago (they are set aside, not deleted, on removal)."""
         ...
 
 
@@ -364,11 +376,26 @@ class Membership:
             await self._read_view(etcd)
 
     async def _reconcile_forever(self, etcd: Etcd) -> None:
+        next_purge = trio.current_time()
         while True:
             with trio.move_on_after(RECONCILE_INTERVAL):
                 await self._wake.wait()
             self._wake = trio.Event()
             await self._reconcile(etcd)
+            if trio.current_time() >= next_purge:
+                next_purge = trio.current_time() + PURGE_INTERVAL
+                try:
+                    purged = await self._local.purge_removed(self.settings.removed_grace)
+                except OSError as exc:
+                    log.warning("cannot delete removed partitions' files: %s", exc)
+                    continue
+                for name in purged:
+                    log.info(
+                        "deleted the files of removed partition %s (removed over %.0f s ago)",
+                        name,
+                        self.settings.removed_grace,
+                        extra={"event": "cluster_purged"},
+                    )
 
     async def _reconcile(self, etcd: Etcd) -> None:
         self._seen.update(

@@ -4,7 +4,10 @@ node's disk, opened and deleted when etcd assigns or removes them."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Mapping
+
+import trio
 
 from mkv.cluster.keyspace import PartitionRecord
 from mkv.cluster.membership import LocalPartition
@@ -33,6 +36,12 @@ class RegistryPartitions:
         return self._registry.changing
 
     async def delete(self, partition_id: str) -> None:
+        # Set aside, not deleted: a removal read from etcd (a mistaken
+        # `etcdctl del`, a wrong cluster) must not cost the data at once.
+        label = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         # Removed already is what was asked for.
         with contextlib.suppress(NotFoundError):
-            await self._registry.remove(partition_id)
+            await self._registry.remove(partition_id, set_aside=label)
+
+    async def purge_removed(self, older_than: float) -> list[str]:
+        return await trio.to_thread.run_sync(self._registry.purge_removed, older_than)

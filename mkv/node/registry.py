@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -68,7 +69,7 @@ from mkv.store import (
     StoreStats,
     check_store_kind,
 )
-from mkv.store.files import make_directory
+from mkv.store.files import fsync_directory, make_directory
 from mkv.worker import WorkerPool
 
 __all__ = ["PartitionRegistry", "PartitionReport"]
@@ -78,6 +79,9 @@ __all__ = ["PartitionRegistry", "PartitionReport"]
 log = logging.getLogger("mkv.registry")
 
 DEFAULT_PARTITION_ID = "default"
+# Where removed partitions' files are kept for a while (cluster mode), in the
+# data directory and the durable one; a partition id never starts with ".".
+REMOVED_DIR = ".removed"
 # A failed partition is probed (and reopened when the probe succeeds) after
 # these many seconds, doubling each time up to the second.
 REOPEN_FIRST_DELAY = 1.0
@@ -258,7 +262,9 @@ class PartitionRegistry:
             str(directory)
             for root in roots
             for directory in root.iterdir()
-            if directory.is_dir() and any(p.is_file() for p in directory.rglob("*"))
+            if directory.is_dir()
+            and directory.name != REMOVED_DIR
+            and any(p.is_file() for p in directory.rglob("*"))
         )
         if found:
             raise StorageError(
@@ -519,8 +525,14 @@ class PartitionRegistry:
             )
             return partition
 
-    async def remove(self, partition_id: str) -> PartitionReport:
+    async def remove(self, partition_id: str, *, set_aside: str | None = None) -> PartitionReport:
         """Stop routing to a partition, drain it, forget it, delete its files.
+
+        Args:
+            set_aside: keep the files under ``.removed/<id>.<set_aside>``
+                instead of deleting them (cluster mode: a removal decided in
+                etcd is undone by putting them back; ``purge_removed``
+                deletes them after a grace period).
 
         Raises:
             NotFoundError: no such partition.
@@ -538,7 +550,10 @@ class PartitionRegistry:
             partition.close()
             await partition.wait_stopped()
             await self._save_catalog(version)
-            await trio.to_thread.run_sync(self._delete_files, partition_id)
+            if set_aside is None:
+                await trio.to_thread.run_sync(self._delete_files, partition_id)
+            else:
+                await trio.to_thread.run_sync(self._set_aside, partition_id, set_aside)
             log.info(
                 "removed partition %s %s",
                 partition_id,
@@ -1030,6 +1045,41 @@ class PartitionRegistry:
         while f"p{n}" in self._partitions or self._directory(f"p{n}").exists():
             n += 1
         return f"p{n}"
+
+    def _set_aside(self, partition_id: str, label: str) -> None:
+        """Move a removed partition's files under ``.removed/`` (next to
+        ``partitions/``, and in the durable directory for a caching store's
+        durable copy) as ``<id>.<label>``, instead of deleting them; blocking.
+        ``purge_removed`` deletes them later."""
+        sources = [(self._directory(partition_id), self.data_dir / REMOVED_DIR)]
+        if (durable := self._store_options(partition_id).durable_directory) is not None:
+            sources.append((durable, durable.parent / REMOVED_DIR))
+        for source, removed in sources:
+            if not source.exists():
+                continue
+            make_directory(removed)
+            target = removed / f"{partition_id}.{label}"
+            source.rename(target)
+            os.utime(target)  # the grace period counts from now
+            fsync_directory(source.parent)
+            fsync_directory(removed)
+
+    def purge_removed(self, older_than: float) -> list[str]:
+        """Delete what ``_set_aside`` kept for longer than ``older_than``
+        seconds; blocking. Returns the names deleted."""
+        roots = [self.data_dir / REMOVED_DIR]
+        if self.durable_dir is not None:
+            roots.append(self.durable_dir / REMOVED_DIR)
+        deleted = []
+        now = time.time()
+        for root in roots:
+            if not root.is_dir():
+                continue
+            for entry in root.iterdir():
+                if now - entry.stat().st_mtime > older_than:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    deleted.append(entry.name)
+        return deleted
 
     def _delete_files(self, partition_id: str) -> None:
         shutil.rmtree(self._directory(partition_id), ignore_errors=True)
