@@ -82,6 +82,9 @@ class EtcdProcess:
         self.process: trio.Process | None = None
         # Every member's name=peer URL; set by etcd_cluster for a cluster of several.
         self.initial_cluster = f"{name}={self.peer_url}"
+        # Where clients may reach it: "0.0.0.0" for tests whose nodes run in
+        # a network namespace and reach it over a veth pair.
+        self.listen_host = "127.0.0.1"
 
     @property
     def peer_url(self) -> str:
@@ -110,7 +113,7 @@ class EtcdProcess:
                     str(self.binary),
                     f"--name={self.name}",
                     f"--data-dir={self.data_dir}",
-                    f"--listen-client-urls={self.endpoint}",
+                    f"--listen-client-urls=http://{self.listen_host}:{self.client_port}",
                     f"--advertise-client-urls={self.endpoint}",
                     f"--listen-peer-urls={peer}",
                     f"--initial-advertise-peer-urls={peer}",

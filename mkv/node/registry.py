@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -68,7 +69,7 @@ from mkv.store import (
     StoreStats,
     check_store_kind,
 )
-from mkv.store.files import make_directory
+from mkv.store.files import fsync_directory, make_directory
 from mkv.worker import WorkerPool
 
 __all__ = ["PartitionRegistry", "PartitionReport"]
@@ -78,6 +79,9 @@ __all__ = ["PartitionRegistry", "PartitionReport"]
 log = logging.getLogger("mkv.registry")
 
 DEFAULT_PARTITION_ID = "default"
+# Where removed partitions' files are kept for a while (cluster mode), in the
+# data directory and the durable one; a partition id never starts with ".".
+REMOVED_DIR = ".removed"
 # A failed partition is probed (and reopened when the probe succeeds) after
 # these many seconds, doubling each time up to the second.
 REOPEN_FIRST_DELAY = 1.0
@@ -98,6 +102,13 @@ MERGE_SETTLE_WRITES = 64
 # The survivor's store is made durable after every this many rows loaded, so
 # that no one fsync (a job in its queue: its writes wait) has much to flush.
 MERGE_SYNC_ROWS = 20_000
+
+
+# Cluster mode's commit of a split in etcd: (parent id, the range it keeps,
+# the new partition's entry).
+Publish = Callable[[str, KeyRange, CatalogEntry], Awaitable[None]]
+# And of a merge: (the survivor's id, its merged range, the absorbed one's id).
+PublishMerge = Callable[[str, KeyRange, str], Awaitable[None]]
 
 
 @attrs.frozen
@@ -125,8 +136,12 @@ class PartitionRegistry:
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         stage_observer: StageObserver = UNOBSERVED,
         workers: WorkerPool | None = None,
+        create_default: bool = True,
     ) -> None:
         """Args:
+        create_default: with no catalog yet, create ``default`` owning every
+            key (a single node); False in cluster mode, where etcd says which
+            partitions this node holds.
         durable_dir: where stores that keep a durable copy apart (``caching``)
             put it, in a subdirectory per partition; None: in the partition's
             own directory.
@@ -143,6 +158,7 @@ class PartitionRegistry:
         self.workers = workers
         self.default_store = default_store
         self.default_pipeline = default_pipeline
+        self.create_default = create_default
         self._catalog_path = data_dir / "catalog.json"
         self._partitions: dict[str, Partition] = {}
         self._router = Router.build([], version=0)
@@ -157,6 +173,11 @@ class PartitionRegistry:
     @property
     def router(self) -> Router:
         return self._router
+
+    @property
+    def changing(self) -> bool:
+        """Whether a control-plane change (add, remove, split, merge ...) runs now."""
+        return self._lock.locked()
 
     def pipeline_for(self, store: str) -> tuple[str, ...]:
         """The pipeline a partition of ``store`` gets when none is named:
@@ -187,7 +208,7 @@ class PartitionRegistry:
             await trio.to_thread.run_sync(self._check_no_orphans)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            if catalog is None:
+            if catalog is None and self.create_default:
                 log.info(
                     "no catalog in %s: creating partition %r owning every key",
                     self.data_dir,
@@ -195,7 +216,7 @@ class PartitionRegistry:
                     extra=fields(event="catalog_created", partition=DEFAULT_PARTITION_ID),
                 )
                 await self.add(DEFAULT_PARTITION_ID, KeyRange(b"", None), self.default_store)
-            else:
+            elif catalog is not None:
                 await self._recover_split(catalog)
                 for entry in catalog.partitions:
                     await self._start_catalogued(entry)
@@ -241,7 +262,9 @@ class PartitionRegistry:
             str(directory)
             for root in roots
             for directory in root.iterdir()
-            if directory.is_dir() and any(p.is_file() for p in directory.rglob("*"))
+            if directory.is_dir()
+            and directory.name != REMOVED_DIR
+            and any(p.is_file() for p in directory.rglob("*"))
         )
         if found:
             raise StorageError(
@@ -502,8 +525,14 @@ class PartitionRegistry:
             )
             return partition
 
-    async def remove(self, partition_id: str) -> PartitionReport:
+    async def remove(self, partition_id: str, *, set_aside: str | None = None) -> PartitionReport:
         """Stop routing to a partition, drain it, forget it, delete its files.
+
+        Args:
+            set_aside: keep the files under ``.removed/<id>.<set_aside>``
+                instead of deleting them (cluster mode: a removal decided in
+                etcd is undone by putting them back; ``purge_removed``
+                deletes them after a grace period).
 
         Raises:
             NotFoundError: no such partition.
@@ -521,7 +550,10 @@ class PartitionRegistry:
             partition.close()
             await partition.wait_stopped()
             await self._save_catalog(version)
-            await trio.to_thread.run_sync(self._delete_files, partition_id)
+            if set_aside is None:
+                await trio.to_thread.run_sync(self._delete_files, partition_id)
+            else:
+                await trio.to_thread.run_sync(self._set_aside, partition_id, set_aside)
             log.info(
                 "removed partition %s %s",
                 partition_id,
@@ -586,7 +618,13 @@ class PartitionRegistry:
             return partition
 
     async def split(
-        self, partition_id: str, at: bytes, new_id: str | None, operation: Operation
+        self,
+        partition_id: str,
+        at: bytes,
+        new_id: str | None,
+        operation: Operation,
+        *,
+        publish: Publish | None = None,
     ) -> Partition:
         """Split ``partition_id``'s range ``[start, end)`` at ``at``: it keeps
         ``[start, at)``, and a new partition (``new_id``, or one the node
@@ -599,6 +637,11 @@ class PartitionRegistry:
         parent's own order, the state is finished at the parent's last seq
         and the catalog written once with both ranges (the commit); the
         parent's store then gives up the moved keys in the background.
+
+        Args:
+            publish: called at the cut-over once the catalog holds both ranges
+                (cluster mode: one etcd Txn with both ranges); if it raises,
+                the split is rolled back as if the catalog write had failed.
 
         Raises:
             NotFoundError: no such partition.
@@ -619,7 +662,9 @@ class PartitionRegistry:
             await self._save_catalog(version, split=SplitInProgress(parent.id, child_id))
             committed: list[Partition] = []
             try:
-                await self._build_and_cut_over(parent, child_id, keep, moved, operation, committed)
+                await self._build_and_cut_over(
+                    parent, child_id, keep, moved, operation, committed, publish
+                )
             finally:
                 if not committed:
                     with trio.CancelScope(shield=True):
@@ -670,6 +715,7 @@ class PartitionRegistry:
         moved: KeyRange,
         operation: Operation,
         committed: list[Partition],
+        publish: Publish | None,
     ) -> None:
         await trio.to_thread.run_sync(self._delete_files, child_id)
         directory = self._directory(child_id)
@@ -694,6 +740,8 @@ class PartitionRegistry:
             self._purges[parent.id] = (*before, moved)
             try:
                 await self._save_catalog(version)  # the commit
+                if publish is not None:
+                    await publish(parent.id, keep, entry)
             except BaseException:
                 self._purges[parent.id] = before
                 del self._partitions[child_id]
@@ -754,7 +802,14 @@ class PartitionRegistry:
             )
         return left, right
 
-    async def merge(self, left_id: str, right_id: str, operation: Operation) -> Partition:
+    async def merge(
+        self,
+        left_id: str,
+        right_id: str,
+        operation: Operation,
+        *,
+        publish: PublishMerge | None = None,
+    ) -> Partition:
         """Merge the adjacent partitions ``left_id`` and ``right_id`` (in key
         order, same store kind) into ``left_id``, which then owns both ranges
         and numbers its writes above every seq either had given. Returns it.
@@ -768,6 +823,11 @@ class PartitionRegistry:
         requests for that short while. Crash-safe: the catalog records the
         merge first, and one catalog write commits it (see ``_recover_merge``).
 
+        Args:
+            publish: called at the cut-over once the catalog holds the merged
+                range (cluster mode: one etcd Txn); if it raises, the merge is
+                rolled back as if the catalog write had failed.
+
         Raises:
             NotFoundError, InvalidArgumentError, FailedPreconditionError: see
                 ``check_merge``.
@@ -780,7 +840,7 @@ class PartitionRegistry:
             await self._save_catalog(version, merge=MergeInProgress(left.id, right.id))
             survivor: list[Partition] = []
             try:
-                await self._merge(left, right, operation, survivor)
+                await self._merge(left, right, operation, survivor, publish)
             finally:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(
@@ -810,7 +870,12 @@ class PartitionRegistry:
             return merged
 
     async def _merge(
-        self, left: Partition, right: Partition, operation: Operation, survivor: list[Partition]
+        self,
+        left: Partition,
+        right: Partition,
+        operation: Operation,
+        survivor: list[Partition],
+        publish: PublishMerge | None,
     ) -> None:
         target = await trio.to_thread.run_sync(RangeFile, left.directory / _MERGE_FILE, right.range)
         try:
@@ -842,6 +907,8 @@ class PartitionRegistry:
                 try:
                     # The commit: the catalog names the merged range, not right.
                     await self._save_catalog(version, merge=MergeInProgress(left.id, right.id))
+                    if publish is not None:
+                        await publish(left.id, left.range, right.id)
                 except BaseException:
                     self._partitions[right.id] = right
                     self._purges = purges
@@ -978,6 +1045,41 @@ class PartitionRegistry:
         while f"p{n}" in self._partitions or self._directory(f"p{n}").exists():
             n += 1
         return f"p{n}"
+
+    def _set_aside(self, partition_id: str, label: str) -> None:
+        """Move a removed partition's files under ``.removed/`` (next to
+        ``partitions/``, and in the durable directory for a caching store's
+        durable copy) as ``<id>.<label>``, instead of deleting them; blocking.
+        ``purge_removed`` deletes them later."""
+        sources = [(self._directory(partition_id), self.data_dir / REMOVED_DIR)]
+        if (durable := self._store_options(partition_id).durable_directory) is not None:
+            sources.append((durable, durable.parent / REMOVED_DIR))
+        for source, removed in sources:
+            if not source.exists():
+                continue
+            make_directory(removed)
+            target = removed / f"{partition_id}.{label}"
+            source.rename(target)
+            os.utime(target)  # the grace period counts from now
+            fsync_directory(source.parent)
+            fsync_directory(removed)
+
+    def purge_removed(self, older_than: float) -> list[str]:
+        """Delete what ``_set_aside`` kept for longer than ``older_than``
+        seconds; blocking. Returns the names deleted."""
+        roots = [self.data_dir / REMOVED_DIR]
+        if self.durable_dir is not None:
+            roots.append(self.durable_dir / REMOVED_DIR)
+        deleted = []
+        now = time.time()
+        for root in roots:
+            if not root.is_dir():
+                continue
+            for entry in root.iterdir():
+                if now - entry.stat().st_mtime > older_than:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    deleted.append(entry.name)
+        return deleted
 
     def _delete_files(self, partition_id: str) -> None:
         shutil.rmtree(self._directory(partition_id), ignore_errors=True)
