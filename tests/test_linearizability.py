@@ -53,59 +53,65 @@ async def client_loop(
     """``calls`` random operations, each recorded with its outcome. Every value
     written is unique, so a sequence number names one value and a CAS on it
     can be recorded as a CAS on that value."""
-    rng = random.Random(n)
     async with mkv.Client.connect(address) as client:
-        last_read: dict[bytes, mkv.Item | None] = {}
-        for i in range(calls):
-            key = rng.choice(REGISTERS + COUNTERS)
-            if key in COUNTERS:
-                kind = rng.choice(["read", "incr"])
-            else:
-                kind = rng.choice(["read", "write", "cas-value", "cas-seq"])
-            value = b"%d-%d" % (n, i)
-            seen = last_read.get(key)
-            if kind == "read":
-                token = history.invoke(n, key, "read")
-            elif kind == "write":
-                token = history.invoke(n, key, "write", (value,))
-            elif kind == "incr":
-                delta = rng.randint(1, 3)
-                token = history.invoke(n, key, "incr", (delta,))
-            else:
-                token = history.invoke(n, key, "cas", (None if seen is None else seen.value, value))
-            try:
-                with trio.fail_after(CALL_TIMEOUT):
-                    result: object = None
-                    if kind == "read":
-                        item = last_read[key] = await client.get_item(key)
-                        result = None if item is None else item.value
-                        if key in COUNTERS and item is not None:
-                            result = int(item.value)
-                    elif kind == "write":
-                        await client.upsert({key: value})
-                    elif kind == "incr":
-                        result = await client.increment(key, delta)
-                    elif kind == "cas-value":
-                        if seen is None:
-                            await client.upsert({key: value}, if_seq={key: 0})
-                        else:
-                            await client.upsert({key: value}, if_value={key: seen.value})
-                        result = True
+        await operations(client, n, calls, history, progress)
+
+
+async def operations(
+    client: mkv.Client, n: int, calls: int, history: History, progress: Progress
+) -> None:
+    """The calls of ``client_loop`` as client ``n`` of the history, on ``client``
+    (which other tasks may share)."""
+    rng = random.Random(n)
+    last_read: dict[bytes, mkv.Item | None] = {}
+    for i in range(calls):
+        key = rng.choice(REGISTERS + COUNTERS)
+        if key in COUNTERS:
+            kind = rng.choice(["read", "incr"])
+        else:
+            kind = rng.choice(["read", "write", "cas-value", "cas-seq"])
+        value = b"%d-%d" % (n, i)
+        seen = last_read.get(key)
+        if kind == "read":
+            token = history.invoke(n, key, "read")
+        elif kind == "write":
+            token = history.invoke(n, key, "write", (value,))
+        elif kind == "incr":
+            delta = rng.randint(1, 3)
+            token = history.invoke(n, key, "incr", (delta,))
+        else:
+            token = history.invoke(n, key, "cas", (None if seen is None else seen.value, value))
+        try:
+            with trio.fail_after(CALL_TIMEOUT):
+                result: object = None
+                if kind == "read":
+                    item = last_read[key] = await client.get_item(key)
+                    result = None if item is None else item.value
+                    if key in COUNTERS and item is not None:
+                        result = int(item.value)
+                elif kind == "write":
+                    await client.upsert({key: value})
+                elif kind == "incr":
+                    result = await client.increment(key, delta)
+                elif kind == "cas-value":
+                    if seen is None:
+                        await client.upsert({key: value}, if_seq={key: 0})
                     else:
-                        await client.upsert(
-                            {key: value}, if_seq={key: 0 if seen is None else seen.seq}
-                        )
-                        result = True
-            except mkv.ConditionFailedError:
-                history.complete(token, Outcome.OK, False)
-            except (mkv.UnavailableError, trio.TooSlowError):
-                # Lost connection, server killed or restarting: may or may not
-                # have happened. Back off a little while the server is away.
-                history.complete(token, Outcome.INDETERMINATE)
-                await trio.sleep(0.05)
-            else:
-                history.complete(token, Outcome.OK, result)
-            progress.step()
+                        await client.upsert({key: value}, if_value={key: seen.value})
+                    result = True
+                else:
+                    await client.upsert({key: value}, if_seq={key: 0 if seen is None else seen.seq})
+                    result = True
+        except mkv.ConditionFailedError:
+            history.complete(token, Outcome.OK, False)
+        except (mkv.UnavailableError, trio.TooSlowError):
+            # Lost connection, server killed or restarting: may or may not
+            # have happened. Back off a little while the server is away.
+            history.complete(token, Outcome.INDETERMINATE)
+            await trio.sleep(0.05)
+        else:
+            history.complete(token, Outcome.OK, result)
+        progress.step()
 
 
 async def test_concurrent_clients_are_linearizable(mkv_node: mkv.Node) -> None:
@@ -117,6 +123,22 @@ async def test_concurrent_clients_are_linearizable(mkv_node: mkv.Node) -> None:
                 nursery.start_soon(
                     client_loop, str(mkv_node.data_address), n, 150, history, progress
                 )
+    assert len(history) == 12 * 150
+    verdict = assert_linearizable(history, MODELS)
+    assert verdict.linearizable
+
+
+async def test_clients_sharing_one_session_are_linearizable(mkv_node: mkv.Node) -> None:
+    """Twelve tasks share one mkv.Client: their calls interleave on one
+    DataPlane.Session, answered out of order (issue 17)."""
+    history = History()
+    progress = Progress()
+    with trio.fail_after(120):
+        async with mkv.Client.connect(mkv_node.data_address) as client:
+            async with trio.open_nursery() as nursery:
+                for n in range(12):
+                    nursery.start_soon(operations, client, n, 150, history, progress)
+            assert client.session_requests >= 12 * 150, "the calls went on the session"
     assert len(history) == 12 * 150
     verdict = assert_linearizable(history, MODELS)
     assert verdict.linearizable

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar
 
@@ -238,6 +238,26 @@ class Channel:
             yield ResponseStream(self, stream)
         finally:
             close_call(stream, h2.errors.ErrorCodes.CANCEL)
+
+    async def start_bidi(
+        self, service: str, method: str, request_type: type[Message], response_type: type[M]
+    ) -> Any:
+        """Start a bidirectional call: its purerpc stream, to ``send_message``
+        and ``receive_message`` on (``close_call`` it when done).
+
+        Raises:
+            UnavailableError: the connection failed or was lost.
+        """
+        return await self._start_call(service, method, request_type(), response_type)
+
+    def spawn(self, task: Callable[..., Coroutine[Any, Any, object]], *args: object) -> None:
+        """Run ``task`` in the channel's task group: it must end when the
+        connection does (the channel waits for it on close)."""
+        self._task_group.start_soon(task, *args)
+
+    def close_call(self, stream: Any) -> None:
+        """End a call started with ``start_bidi`` (a reset if still open)."""
+        close_call(stream, h2.errors.ErrorCodes.CANCEL)
 
     async def _start_call(
         self,

@@ -36,6 +36,7 @@ import attrs
 from mkv.client.channel import Channel
 from mkv.client.credentials import client_credentials
 from mkv.client.nodes import NO_OWNER, REROUTE_SECONDS, Nodes, Rerouting, parse_seeds
+from mkv.client.session import SessionLostError
 from mkv.client.streams import Change, Scan, Watch
 from mkv.client.upsert_encoding import EntryBatch, cut_batches, field_size
 from mkv.errors import (
@@ -70,6 +71,20 @@ log = logging.getLogger("mkv.client")
 
 # How many keys one BatchGet request carries.
 BATCH_GET_KEYS = 1000
+# Requests up to this size (and BatchGets of up to so many keys) go on the
+# session; bigger ones get a call of their own, so that their bytes do not
+# hold up the small answers behind them on the one stream.
+SESSION_REQUEST_BYTES = 16 * 1024
+SESSION_BATCH_GET_KEYS = 64
+# Session request fields by unary method; the reads, safe to ask again.
+_SESSION_KINDS = {
+    "Get": "get",
+    "Upsert": "upsert",
+    "Remove": "remove",
+    "Increment": "increment",
+    "BatchGet": "batch_get",
+}
+_READS = frozenset({"Get", "BatchGet"})
 
 T = TypeVar("T")
 B = TypeVar("B")  # one request's worth of a write (its batch)
@@ -130,6 +145,7 @@ class Client:
         cert: Path | str | None = None,
         key: Path | str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        session: bool = True,
     ) -> AsyncIterator[Client]:
         """Connect to mkv's data plane: one node's, or a cluster's through seeds.
 
@@ -144,6 +160,9 @@ class Client:
             token, token_file: the data plane's token, if it requires one
                 (default: ``$MKV_DATA_TOKEN`` when set).
             tls, ca, cert, key, ssl_context: TLS, as ``mkv.client.credentials.client_credentials``.
+            session: carry small requests (a few keys) on one DataPlane.Session
+                stream rather than a unary call each: several times the
+                throughput under concurrency. False: unary calls only.
 
         Raises:
             UnavailableError: no seed answers, or the TLS handshake failed.
@@ -162,9 +181,18 @@ class Client:
             ssl_context=ssl_context,
         )
         async with Nodes.open(
-            seeds, metadata=credentials.metadata, ssl_context=credentials.ssl_context
+            seeds,
+            metadata=credentials.metadata,
+            ssl_context=credentials.ssl_context,
+            sessions=session,
         ) as nodes:
             yield cls(nodes)
+
+    @property
+    def session_requests(self) -> int:
+        """How many requests went on a DataPlane.Session so far, on every
+        node's connection (0 with ``session=False``)."""
+        return self._nodes.pool.session_requests
 
     # -- reads --------------------------------------------------------------
 
@@ -551,6 +579,36 @@ class Client:
             acks.extend(await self._send_batch(again, send, rerouting))
         return acks
 
+    async def _call(
+        self, channel: Channel, method: str, request: Any, response_type: type[Any]
+    ) -> Any:
+        """One data-plane request to ``channel``'s node: on its session when
+        it is small, else a unary call.
+
+        Raises:
+            MkvError: the request's error, as the unary call raises it.
+            UnavailableError: the connection or the session was lost (for a
+                write, its outcome is unknown; a read is asked again once).
+        """
+        session = self._nodes.pool.session(channel.address)
+        kind = _SESSION_KINDS.get(method) if session is not None else None
+        if (
+            kind is None
+            or session is None
+            or request.ByteSize() > SESSION_REQUEST_BYTES
+            or (method == "BatchGet" and len(request.keys) > SESSION_BATCH_GET_KEYS)
+        ):
+            # Large answers would hold up the small ones queued behind them.
+            return await channel.unary(SERVICE, method, request, response_type)
+        try:
+            return await session.call(kind, request)
+        except SessionLostError:
+            if method not in _READS:
+                raise
+            # A read changes nothing: ask again at once, on a new session
+            # (if that fails too, Rerouting refreshes the map and retries).
+            return await session.call(kind, request)
+
     def _map_version(self) -> int:
         table = self._nodes.table
         return table.version if table is not None else 0
@@ -610,7 +668,7 @@ class Client:
         while True:
             channel = await rerouting.channel(key)
             try:
-                response = await channel.unary(SERVICE, method, build(), response_type)
+                response = await self._call(channel, method, build(), response_type)
             except UnavailableError as exc:
                 await rerouting.unavailable(channel.address, exc)
                 continue

@@ -43,6 +43,7 @@ import anyio.abc
 import attrs
 
 from mkv.client.channel import Channel, NotSentError
+from mkv.client.session import SessionMux
 from mkv.client.unwrap import unwrap_single_exception
 from mkv.errors import BadNodeError, MkvError, UnavailableError
 from mkv.router import KeyRange, Router
@@ -261,8 +262,9 @@ def _dial_address(advertised: str, aliases: Mapping[str, Address]) -> Address | 
 
 
 class NodePool:
-    """One connection per node, by address: made on first use (a channel
-    dials when first called), all closed together with the client."""
+    """One connection per node, by address, each with its own DataPlane
+    Session for small calls (``mkv.client.session``): made on first use (a
+    channel dials when first called), all closed together with the client."""
 
     def __init__(
         self,
@@ -270,11 +272,14 @@ class NodePool:
         *,
         metadata: Sequence[tuple[str, str]] = (),
         ssl_context: ssl.SSLContext | None = None,
+        sessions: bool = True,
     ) -> None:
         self._task_group = task_group
         self._metadata = tuple(metadata)
         self._ssl_context = ssl_context
         self._channels: dict[Address, Channel] = {}
+        # None: small calls go as unary calls too (Client.connect(session=False)).
+        self._sessions: dict[Address, SessionMux] | None = {} if sessions else None
         self._closed = False
 
     def channel(self, address: Address) -> Channel:
@@ -294,6 +299,25 @@ class NodePool:
                 ssl_context=self._ssl_context,
             )
         return channel
+
+    def session(self, address: Address) -> SessionMux | None:
+        """The session multiplexer on the connection to ``address``; None
+        when the client sends every call on its own.
+
+        Raises:
+            UnavailableError: the client is closed.
+        """
+        if self._sessions is None:
+            return None
+        mux = self._sessions.get(address)
+        if mux is None:
+            mux = self._sessions[address] = SessionMux(self.channel(address))
+        return mux
+
+    @property
+    def session_requests(self) -> int:
+        """Requests sent on sessions so far, over every node."""
+        return sum(mux.sent for mux in (self._sessions or {}).values())
 
     @property
     def addresses(self) -> list[Address]:
@@ -337,15 +361,21 @@ class Nodes:
         *,
         metadata: Sequence[tuple[str, str]] = (),
         ssl_context: ssl.SSLContext | None = None,
+        sessions: bool = True,
     ) -> AsyncIterator[Nodes]:
         """Dial the seeds in turn until one answers; close every connection on exit.
+
+        Args:
+            sessions: small calls share a DataPlane.Session per node.
 
         Raises:
             UnavailableError: no seed answers (naming each), or the TLS handshake failed.
         """
         with unwrap_single_exception():
             async with anyio.create_task_group() as task_group:
-                pool = NodePool(task_group, metadata=metadata, ssl_context=ssl_context)
+                pool = NodePool(
+                    task_group, metadata=metadata, ssl_context=ssl_context, sessions=sessions
+                )
                 try:
                     nodes = cls(pool, seeds)
                     await nodes._dial_a_seed()
@@ -448,6 +478,15 @@ class Nodes:
         raise UnavailableError(f"mkv at {address} did not answer within {MAP_TIMEOUT:g} s.")
 
     def _install(self, source: Address, response: pb.PartitionMapResponse) -> RoutingTable:
+        if response.partitions and not any(p.address for p in response.partitions):
+            # A map naming no node at all comes from a node that does not
+            # fill addresses in (a server of its own, an older mkv): it
+            # serves what it lists itself.
+            filled = pb.PartitionMapResponse()
+            filled.CopyFrom(response)
+            for partition in filled.partitions:
+                partition.address = str(source)
+            response = filled
         if (alias := own_address(source, (p.address for p in response.partitions))) is not None:
             self._aliases[alias] = source
         try:

@@ -37,6 +37,7 @@ from mkv.observe.logs import LOG_FORMATS, LogFormat
 from mkv.partition.feed import WATCH_RETENTION_BYTES
 from mkv.rpc.connection_limits import ConnectionLimits
 from mkv.rpc.server import MAX_CONCURRENT_STREAMS, MAX_CONNECTIONS_PER_ADDRESS, STREAM_STALL_TIMEOUT
+from mkv.rpc.session import DEFAULT_MAX_IN_FLIGHT
 from mkv.store.base import DEFAULT_CACHE_BYTES
 from mkv.units import parse_size
 from mkv.wire import (
@@ -135,6 +136,11 @@ class Config:
     # How long a response stream (Scan, Watch) waits for a client that does
     # not read before ending it with RESOURCE_EXHAUSTED.
     stream_stall_timeout: float = STREAM_STALL_TIMEOUT
+    # Requests one data-plane Session runs at once (advertised in its first
+    # message); more are answered RESOURCE_EXHAUSTED.
+    session_max_in_flight: int = attrs.field(
+        default=DEFAULT_MAX_IN_FLIGHT, validator=attrs.validators.ge(1)
+    )
     # Where to serve Prometheus metrics over HTTP (``/metrics``); None: nowhere.
     metrics_addr: Address | None = attrs.field(default=None, converter=_optional_address)
     # The metrics hold no keys or values, but do describe the workload and

@@ -1,5 +1,5 @@
 """The DataPlane service: Upsert, Get, Remove, Increment, BatchGet, Scan,
-Watch and PartitionMap.
+Watch, PartitionMap, and Session (the small unary ones on one stream).
 
 Handlers check input, route it, and hand it to the partition; they hold no
 state of their own. Errors are raised as ``mkv.errors`` exceptions and become
@@ -26,7 +26,7 @@ from mkv.node.watching import watch_partition
 from mkv.observe.logs import note_partition
 from mkv.partition.mutations import Condition
 from mkv.partition.task import Get, Increment, Partition, Read, Remove, Upsert, WriteResult
-from mkv.rpc.server import Handler, ServerStream
+from mkv.rpc.server import Handler, Multiplexed, ServerStream
 from mkv.store import Item, StateStore
 from mkv.v1 import data_pb2 as pb
 from mkv.wire import MAX_KEY_BYTES
@@ -82,7 +82,7 @@ class DataPlane:
         # Set by the node once the data port is bound, for PartitionMap.
         self.advertised_address = ""
 
-    def methods(self) -> dict[str, tuple[type, Handler | ServerStream]]:
+    def methods(self) -> dict[str, tuple[type, Handler | ServerStream | Multiplexed]]:
         return {
             "Upsert": (pb.UpsertRequest, self.upsert),
             "Get": (pb.GetRequest, self.get),
@@ -92,6 +92,20 @@ class DataPlane:
             "BatchGet": (pb.BatchGetRequest, self.batch_get),
             "Scan": (pb.ScanRequest, ServerStream(self.scan)),
             "Watch": (pb.WatchRequest, ServerStream(self.watch)),
+            # The same handlers, so a session request means what its unary call does.
+            "Session": (
+                pb.SessionRequest,
+                Multiplexed(
+                    {
+                        "get": self.get,
+                        "upsert": self.upsert,
+                        "remove": self.remove,
+                        "increment": self.increment,
+                        "batch_get": self.batch_get,
+                    },
+                    pb.SessionResponse,
+                ),
+            ),
         }
 
     async def upsert(self, request: pb.UpsertRequest) -> pb.UpsertResponse:

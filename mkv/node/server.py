@@ -125,6 +125,7 @@ class Node:
             max_request_bytes=config.max_request_bytes,
             drain_timeout=config.drain_timeout,
             stream_stall_timeout=config.stream_stall_timeout,
+            session_max_in_flight=config.session_max_in_flight,
             observer=self._observer,
             guard=TokenCheck(data_token, "data plane") if data_token is not None else None,
             deadline_cap=config.data_deadline_cap,

@@ -72,6 +72,7 @@ from mkv.rpc.purerpc_compat import (
 from mkv.rpc.request_headers import Rejection
 from mkv.rpc.request_screen import RejectedRequest, answer_rejection, screen_requests
 from mkv.rpc.requests import RequestStream, call_metadata, one_message, parse_request
+from mkv.rpc.session import DEFAULT_MAX_IN_FLIGHT, SessionCall, apply_unary, run_session
 from mkv.rpc.types import (
     AnyHandler,
     BidiStream,
@@ -79,6 +80,7 @@ from mkv.rpc.types import (
     Guard,
     Handler,
     Method,
+    Multiplexed,
     RpcObserver,
     RpcStatistics,
     ServerStream,
@@ -92,6 +94,7 @@ __all__ = [
     "Guard",
     "Handler",
     "Method",
+    "Multiplexed",
     "RpcObserver",
     "RpcServer",
     "RpcStatistics",
@@ -160,6 +163,7 @@ class RpcServer:
         observer: RpcObserver | None = None,
         connection_limits: ConnectionLimits | None = None,
         request_memory: RequestMemory | None = None,
+        session_max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         self.service = service
         self.observer = observer
@@ -170,6 +174,7 @@ class RpcServer:
         self.drain_timeout = drain_timeout
         self.stream_stall_timeout = stream_stall_timeout
         self.deadline_cap = deadline_cap
+        self.session_max_in_flight = session_max_in_flight
         self.max_concurrent_streams = max_concurrent_streams
         self.max_connections_per_address = max_connections_per_address
         self.ssl_context = ssl_context
@@ -403,6 +408,8 @@ class RpcServer:
             status, response = await self._call(stream, event, peer)
             if isinstance(response, _Streaming):
                 status = await self._send_stream(stream, response)
+            elif isinstance(response, SessionCall):
+                status = await self._run_session(stream, response)
             elif response is not None:
                 status = await self._send(stream, response) or status
             await stream.close(status, custom_metadata=getattr(status, "trailers", ()))
@@ -509,9 +516,30 @@ class RpcServer:
             self._streams.discard(scope)
         return Status(StatusCode.OK)
 
+    async def _run_session(self, stream: GRPCProtoStream, call: SessionCall) -> Status:
+        """Serve a session (``mkv.rpc.session``); the status to end it with."""
+        # Cancelled by stop(): the session stops reading and answers what it has.
+        stopping = trio.CancelScope()
+        self._streams.add(stopping)
+
+        async def send(message: Message) -> Status | None:
+            return await self._send(stream, message)
+
+        try:
+            return await run_session(
+                call,
+                send,
+                _status_of,
+                max_in_flight=self.session_max_in_flight,
+                deadline_cap=self.deadline_cap,
+                stopping=stopping,
+            )
+        finally:
+            self._streams.discard(stopping)
+
     async def _call(
         self, stream: GRPCProtoStream, event: object, peer: str
-    ) -> tuple[Status, Message | _Streaming | None]:
+    ) -> tuple[Status, Message | _Streaming | SessionCall | None]:
         """Guard, parse, dispatch and map the outcome to a status: the one place that does."""
         if not isinstance(event, RequestReceived):
             return Status(StatusCode.INTERNAL, "Expected request headers."), None
@@ -529,13 +557,19 @@ class RpcServer:
             # Its body might not fit what the node may buffer; it is
             # discarded as it arrives instead (``_discard_rest``).
             return _MEMORY_EXHAUSTED, None
-        streaming = isinstance(method.handler, ServerStream | BidiStream)
+        streaming = isinstance(method.handler, ServerStream | BidiStream | Multiplexed)
         deadline = self._deadline(event, capped=not streaming)
-        applying = False
         try:
             if service.guard is not None:
                 service.guard(
                     CallInfo(event.service_name, event.method_name, call_metadata(event), peer)
+                )
+            if isinstance(method.handler, Multiplexed):
+                return Status(StatusCode.OK), SessionCall(
+                    f"{event.service_name}/{event.method_name}",
+                    RequestStream(stream, method.request_type, self.max_request_bytes),
+                    method.handler,
+                    deadline,
                 )
             if isinstance(method.handler, BidiStream):
                 requests = RequestStream(stream, method.request_type, self.max_request_bytes)
@@ -548,25 +582,23 @@ class RpcServer:
                 request = parse_request(
                     method.request_type, await one_message(stream), self.max_request_bytes
                 )
+            if timed.cancelled_caught:
+                raise DeadlineExceededError(
+                    "The deadline passed before the request was read; nothing was done."
+                )
+            if isinstance(method.handler, ServerStream):
                 if trio.current_time() >= deadline:
                     raise DeadlineExceededError(
                         "The deadline passed before the request could be applied; nothing was done."
                     )
-                if isinstance(method.handler, ServerStream):
-                    # Errors before the first response still come back as a status.
-                    return Status(StatusCode.OK), _Streaming(
-                        f"{event.service_name}/{event.method_name}",
-                        method.handler.handler(request),
-                        deadline,
-                    )
-                applying = True
-                response = await method.handler(request)
-            if timed.cancelled_caught:
-                raise DeadlineExceededError(
-                    "The deadline passed while waiting for the outcome, which is unknown."
-                    if applying
-                    else "The deadline passed before the request was read; nothing was done."
+                # Errors before the first response still come back as a status.
+                return Status(StatusCode.OK), _Streaming(
+                    f"{event.service_name}/{event.method_name}",
+                    method.handler.handler(request),
+                    deadline,
                 )
+            # The one rule for unary calls and session requests alike.
+            response = await apply_unary(method.handler, request, deadline)
         except MkvError as exc:
             return _status_of(exc), None
         except Exception:

@@ -18,6 +18,7 @@ __all__ = [
     "Guard",
     "Handler",
     "Method",
+    "Multiplexed",
     "RpcObserver",
     "RpcStatistics",
     "ServerStream",
@@ -52,6 +53,18 @@ class BidiStream:
 
 
 @attrs.frozen
+class Multiplexed:
+    """Marks a session method (``mkv.rpc.session``): a bidirectional call whose
+    requests each carry an ``id``, a ``timeout_ms`` and one unary request in
+    the oneof field named as a key of ``handlers``, and whose answers (of
+    ``response_type``) carry the same ``id`` and that handler's response in
+    the field of the same name, or an ``error``."""
+
+    handlers: Mapping[str, Handler]
+    response_type: type[Message]
+
+
+@attrs.frozen
 class CallInfo:
     """What a guard sees of a call before its body is read."""
 
@@ -77,7 +90,7 @@ class RpcStatistics:
     connections_refused: int
 
 
-AnyHandler = Handler | ServerStream | BidiStream
+AnyHandler = Handler | ServerStream | BidiStream | Multiplexed
 
 
 @attrs.frozen

@@ -27,6 +27,9 @@ class DataPlaneServicer(purerpc.Servicer):
     async def Watch(self, input_message):
         raise NotImplementedError()
 
+    async def Session(self, input_messages):
+        raise NotImplementedError()
+
     @property
     def service(self) -> purerpc.Service:
         service_obj = purerpc.Service(
@@ -104,6 +107,15 @@ class DataPlaneServicer(purerpc.Servicer):
                 mkv_dot_v1_dot_data__pb2.WatchResponse,
             )
         )
+        service_obj.add_method(
+            "Session",
+            self.Session,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.STREAM_STREAM,
+                mkv_dot_v1_dot_data__pb2.SessionRequest,
+                mkv_dot_v1_dot_data__pb2.SessionResponse,
+            )
+        )
         return service_obj
 
 
@@ -175,5 +187,13 @@ class DataPlaneStub:
                 purerpc.Cardinality.UNARY_STREAM,
                 mkv_dot_v1_dot_data__pb2.WatchRequest,
                 mkv_dot_v1_dot_data__pb2.WatchResponse,
+            )
+        )
+        self.Session = self._client.get_method_stub(
+            "Session",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.STREAM_STREAM,
+                mkv_dot_v1_dot_data__pb2.SessionRequest,
+                mkv_dot_v1_dot_data__pb2.SessionResponse,
             )
         )

@@ -303,3 +303,51 @@ class PartitionMapResponse(_message.Message):
     version: int
     partitions: _containers.RepeatedCompositeFieldContainer[PartitionRange]
     def __init__(self, version: _Optional[int] = ..., partitions: _Optional[_Iterable[_Union[PartitionRange, _Mapping]]] = ...) -> None: ...
+
+class SessionRequest(_message.Message):
+    __slots__ = ("id", "timeout_ms", "get", "upsert", "remove", "increment", "batch_get")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    GET_FIELD_NUMBER: _ClassVar[int]
+    UPSERT_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    INCREMENT_FIELD_NUMBER: _ClassVar[int]
+    BATCH_GET_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    timeout_ms: int
+    get: GetRequest
+    upsert: UpsertRequest
+    remove: RemoveRequest
+    increment: IncrementRequest
+    batch_get: BatchGetRequest
+    def __init__(self, id: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., get: _Optional[_Union[GetRequest, _Mapping]] = ..., upsert: _Optional[_Union[UpsertRequest, _Mapping]] = ..., remove: _Optional[_Union[RemoveRequest, _Mapping]] = ..., increment: _Optional[_Union[IncrementRequest, _Mapping]] = ..., batch_get: _Optional[_Union[BatchGetRequest, _Mapping]] = ...) -> None: ...
+
+class SessionError(_message.Message):
+    __slots__ = ("code", "message", "retry_after")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    retry_after: float
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., retry_after: _Optional[float] = ...) -> None: ...
+
+class SessionResponse(_message.Message):
+    __slots__ = ("id", "get", "upsert", "remove", "increment", "batch_get", "error", "max_in_flight")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    GET_FIELD_NUMBER: _ClassVar[int]
+    UPSERT_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    INCREMENT_FIELD_NUMBER: _ClassVar[int]
+    BATCH_GET_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    get: GetResponse
+    upsert: UpsertResponse
+    remove: RemoveResponse
+    increment: IncrementResponse
+    batch_get: BatchGetResponse
+    error: SessionError
+    max_in_flight: int
+    def __init__(self, id: _Optional[int] = ..., get: _Optional[_Union[GetResponse, _Mapping]] = ..., upsert: _Optional[_Union[UpsertResponse, _Mapping]] = ..., remove: _Optional[_Union[RemoveResponse, _Mapping]] = ..., increment: _Optional[_Union[IncrementResponse, _Mapping]] = ..., batch_get: _Optional[_Union[BatchGetResponse, _Mapping]] = ..., error: _Optional[_Union[SessionError, _Mapping]] = ..., max_in_flight: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,283 @@
+"""Sessions: many small unary requests multiplexed on one bidirectional call.
+
+A unary call costs purerpc a new HTTP/2 stream, its headers and their HPACK
+in pure Python; a message on an open stream costs a fraction of that. A
+session carries requests tagged with a client-chosen ``id``, runs each with
+the very handler (and deadline rules) its unary method runs, and answers
+each as it completes, in any order. One request's error is that request's
+answer; the session goes on.
+
+Bounds (what one session may hold, whatever its client does):
+
+- ``max_in_flight`` requests run at once. It is the session's first message,
+  so a client can stay within it; a request over it is answered at once with
+  RESOURCE_EXHAUSTED (refused, not queued: nothing was done).
+- Answers not yet sent, refusals included, plus requests running, are at
+  most ``2 * max_in_flight``: past that the call's request stream is not
+  read, and what the client goes on sending is bounded by the connection's
+  buffer (``ConnectionGuard``: the stream is reset beyond it).
+- Answers go out one at a time through the server's ``send`` (flow control
+  with ``stream_stall_timeout``): a client that stops reading is ended with
+  RESOURCE_EXHAUSTED, its running requests cancelled (outcome unknown).
+
+The message convention (``SessionRequest``/``SessionResponse`` in
+data.proto): a request has ``id``, ``timeout_ms`` and a oneof ``request``
+whose field names are the keys of ``Multiplexed.handlers``; an answer has
+``id`` and either the field of the same name or ``error``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import trio
+from google.protobuf.message import Message
+from purerpc.grpclib.status import Status, StatusCode
+
+from mkv.errors import (
+    DeadlineExceededError,
+    InvalidArgumentError,
+    MkvError,
+    ResourceExhaustedError,
+)
+from mkv.rpc.requests import RequestStream
+from mkv.rpc.types import Handler, Multiplexed
+
+__all__ = ["DEFAULT_MAX_IN_FLIGHT", "SessionCall", "apply_unary", "run_session"]
+
+log = logging.getLogger("mkv.rpc")
+
+# Requests one session runs at once, unless the node is configured otherwise.
+DEFAULT_MAX_IN_FLIGHT = 256
+
+# Sends one message, or returns the status to end the call with (the client
+# stopped reading); as ``RpcServer._send``.
+Send = Callable[[Message], Awaitable[Status | None]]
+
+
+async def apply_unary(handler: Handler, request: Message, deadline: float) -> Message:
+    """Run a unary handler under a deadline: the one rule for unary calls and
+    session requests alike.
+
+    Raises:
+        DeadlineExceededError: the deadline had passed before the request
+            was handed over (nothing was done), or passed while waiting for
+            its outcome (unknown).
+        MkvError: as the handler raises.
+    """
+    if trio.current_time() >= deadline:
+        raise DeadlineExceededError(
+            "The deadline passed before the request could be applied; nothing was done."
+        )
+    with trio.move_on_at(deadline):
+        return await handler(request)
+    raise DeadlineExceededError(
+        "The deadline passed while waiting for the outcome, which is unknown."
+    )
+
+
+@attrs.frozen
+class SessionCall:
+    """A session call, ready to run: what ``RpcServer._call`` hands back."""
+
+    method: str  # service/method, for the log
+    requests: RequestStream
+    handler: Multiplexed
+    # When the whole call must be over (its grpc-timeout), on Trio's clock.
+    deadline: float
+
+
+class _Session:
+    def __init__(
+        self,
+        call: SessionCall,
+        send: Send,
+        status_of: Callable[[MkvError], Status],
+        *,
+        max_in_flight: int,
+        deadline_cap: float,
+        stopping: trio.CancelScope,
+    ) -> None:
+        self._call = call
+        self._send = send
+        self._status_of = status_of
+        self._limit = max_in_flight
+        self._cap = deadline_cap
+        self._stopping = stopping
+        response_type: Any = call.handler.response_type
+        self._response_type = response_type
+        # The type of the answers' ``error`` field.
+        self._error_type: Any = type(response_type().error)
+        self._running = 0
+        self._unsent = 0
+        # Set whenever an answer went out or a request finished: room to read.
+        self._room = trio.Event()
+        # How the call ends once every answer is out (OK: the client closed).
+        self._ending = Status(StatusCode.OK)
+
+    async def run(self) -> Status:
+        first = self._response_type(id=0, max_in_flight=self._limit)
+        if stalled := await self._send(first):
+            return stalled
+        answers, outbox = trio.open_memory_channel[Message](math.inf)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._read, answers, nursery)
+            status = await self._write(outbox)
+            # Stalled: what still runs has nobody to answer (outcome unknown).
+            nursery.cancel_scope.cancel()
+        return status
+
+    async def _write(self, outbox: trio.MemoryReceiveChannel[Message]) -> Status:
+        async with outbox:
+            async for answer in outbox:
+                if stalled := await self._send(answer):
+                    return stalled
+                self._unsent -= 1
+                self._room.set()
+        return self._ending
+
+    async def _read(self, answers: trio.MemorySendChannel[Message], nursery: trio.Nursery) -> None:
+        # Each request's task holds a clone of ``answers``: the writer's loop
+        # ends once the reader and every request are done.
+        async with answers:
+            with self._stopping, trio.move_on_at(self._call.deadline) as timed:
+                try:
+                    await self._read_requests(answers, nursery)
+                except MkvError as exc:
+                    # An envelope that cannot be read names no id to answer:
+                    # the session ends with its status, after the answers due.
+                    self._ending = self._status_of(exc)
+            if timed.cancelled_caught:
+                self._ending = Status(
+                    StatusCode.DEADLINE_EXCEEDED, "The session's deadline passed, so it was ended."
+                )
+            elif self._stopping.cancelled_caught:
+                self._ending = Status(
+                    StatusCode.UNAVAILABLE, "The server is shutting down; open a new session."
+                )
+
+    async def _read_requests(
+        self, answers: trio.MemorySendChannel[Message], nursery: trio.Nursery
+    ) -> None:
+        requests = self._call.requests
+        handlers = self._call.handler.handlers
+        while True:
+            while self._running + self._unsent >= 2 * self._limit:
+                # Not read: HTTP/2 and the connection's buffer bound the rest.
+                self._room = trio.Event()
+                await self._room.wait()
+            try:
+                request: Any = await requests.__anext__()
+            except StopAsyncIteration:
+                return
+            kind = request.WhichOneof("request")
+            if kind is None or kind not in handlers:
+                self._answer_error(
+                    answers,
+                    request.id,
+                    InvalidArgumentError(
+                        "A session request must carry one of: " + ", ".join(handlers) + "."
+                    ),
+                )
+            elif self._running >= self._limit:
+                self._answer_error(
+                    answers,
+                    request.id,
+                    ResourceExhaustedError(
+                        f"The session has {self._limit} requests in flight, its limit; "
+                        "wait for answers before sending more. Nothing was done."
+                    ),
+                )
+            else:
+                self._running += 1
+                nursery.start_soon(self._serve, request, kind, answers.clone())
+
+    def _answer_error(
+        self, answers: trio.MemorySendChannel[Message], request_id: int, exc: MkvError
+    ) -> None:
+        self._post(answers, self._error(request_id, exc))
+
+    def _post(self, answers: trio.MemorySendChannel[Message], answer: Message) -> None:
+        """Queue an answer for the writer (bounded by the reader's checks)."""
+        self._unsent += 1
+        # Closed once the writer ended the call (a stalled client): nobody to tell.
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            answers.send_nowait(answer)
+
+    def _error(self, request_id: int, exc: MkvError) -> Message:
+        status = self._status_of(exc)
+        retry_after = 0.0
+        for name, value in getattr(status, "trailers", ()):
+            if name == "retry-after":
+                retry_after = float(value)
+        answer: Message = self._response_type(
+            id=request_id,
+            error=self._error_type(
+                code=status.status_code.value,
+                message=status.status_message,
+                retry_after=retry_after,
+            ),
+        )
+        return answer
+
+    async def _serve(
+        self, request: Any, kind: str, answers: trio.MemorySendChannel[Message]
+    ) -> None:
+        async with answers:
+            budget = min(request.timeout_ms / 1000 if request.timeout_ms else math.inf, self._cap)
+            deadline = min(trio.current_time() + budget, self._call.deadline)
+            try:
+                response = await apply_unary(
+                    self._call.handler.handlers[kind], getattr(request, kind), deadline
+                )
+                answer = self._response_type(id=request.id, **{kind: response})
+            except MkvError as exc:
+                answer = self._error(request.id, exc)
+            except Exception:
+                log.exception("%s: a %s request failed", self._call.method, kind)
+                answer = self._response_type(
+                    id=request.id,
+                    error=self._error_type(
+                        code=StatusCode.INTERNAL.value,
+                        message="Internal error; the server log has details.",
+                    ),
+                )
+            finally:
+                self._running -= 1
+                self._room.set()
+            self._post(answers, answer)
+
+
+async def run_session(
+    call: SessionCall,
+    send: Send,
+    status_of: Callable[[MkvError], Status],
+    *,
+    max_in_flight: int,
+    deadline_cap: float | None,
+    stopping: trio.CancelScope,
+) -> Status:
+    """Serve a session until its client closes its side and every answer is
+    out; the status to end the call with.
+
+    Args:
+        send: sends one answer under flow control (``RpcServer._send``).
+        status_of: the status an MkvError travels as.
+        deadline_cap: the longest one request may run (as a unary call).
+        stopping: cancelled when the server stops: the session reads no more
+            requests, answers those in flight, and ends UNAVAILABLE.
+    """
+    session = _Session(
+        call,
+        send,
+        status_of,
+        max_in_flight=max_in_flight,
+        deadline_cap=math.inf if deadline_cap is None else deadline_cap,
+        stopping=stopping,
+    )
+    return await session.run()
