@@ -12,8 +12,26 @@ import trio
 
 from tests.tool_runs import run_tool
 
-WORKLOADS = {"batch-upsert", "single-upsert", "get", "get-zipf", "mix", "partitions"}
-BASELINES = {"sqlite", "sqlite-tuned", "echo", "rpc-echo", "fsync-each", "one-partition"}
+WORKLOADS = {
+    "batch-upsert",
+    "single-upsert",
+    "get",
+    "get-zipf",
+    "mix",
+    "partitions",
+    "session-upsert",
+    "session-get",
+}
+BASELINES = {
+    "sqlite",
+    "sqlite-tuned",
+    "echo",
+    "rpc-echo",
+    "fsync-each",
+    "one-partition",
+    "unary-upsert",
+    "unary-get",
+}
 FIGURES = {"memory-rss", "sqlite-rss", "restart", "replay"}
 
 
@@ -36,9 +54,12 @@ async def test_bench_smoke_mode_reports_every_workload(tmp_path: Path) -> None:
                 "sqlite",
                 f"echo c={r['concurrency']}",
                 f"one-partition c={r['concurrency']}",
+                # Sessions against the same client's unary calls, same run.
+                f"unary-upsert c={r['concurrency']}",
+                f"unary-get c={r['concurrency']}",
             }
             assert r["baseline"] in expected, r
-            if r["name"] not in {"batch-upsert", "partitions"}:
+            if r["name"] not in {"batch-upsert", "partitions", "session-upsert", "session-get"}:
                 assert r["rpc_ratio"] is not None, r
             if r["name"] == "single-upsert":
                 assert r["group_commit_ratio"] is not None, r

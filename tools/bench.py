@@ -102,6 +102,8 @@ def _modes() -> dict[str, Settings]:
         "get-zipf": (16,),
         "mix": (16,),
         "partitions": (64,),
+        "session-upsert": (1, 16, 64),
+        "session-get": (1, 16, 64),
     }
     smoke = {
         "batch-upsert": (1,),
@@ -110,6 +112,8 @@ def _modes() -> dict[str, Settings]:
         "get-zipf": (4,),
         "mix": (4,),
         "partitions": (4,),
+        "session-upsert": (1, 4),
+        "session-get": (1, 4),
     }
     return {
         "full": Settings("full", duration=8.0, warmup=2.0, preload=1_000_000, concurrency=full),
@@ -530,12 +534,16 @@ def run_suite(settings: Settings, only: set[str], scratch: Path) -> dict[str, An
     if not echo_conc and only & {"echo", "rpc-echo"}:
         echo_conc = sorted({c for w in WORKLOADS[1:] for c in settings.concurrency[w]})
     echoes = [
-        e for e in ("echo", "rpc-echo") if e in only or conc.keys() - {"batch-upsert", "partitions"}
+        e
+        for e in ("echo", "rpc-echo")
+        if e in only
+        or conc.keys() - {"batch-upsert", "partitions", "session-upsert", "session-get"}
     ]
     runs = sum(map(len, conc.values())) + len(echo_conc) * len(echoes)
     runs += 2 * ("batch-upsert" in conc or bool(only & {"sqlite", "sqlite-tuned"}))
     runs += len(conc.get("single-upsert", ()))  # the fsync-each baseline
     runs += len(conc.get("partitions", ()))  # the one-partition baseline
+    runs += len(conc.get("session-upsert", ())) + len(conc.get("session-get", ()))  # unary
     runs += len(only & set(FIGURES))
     figures: list[Figure] = []
     step = iter(range(1, runs + 1))
@@ -593,24 +601,38 @@ def run_suite(settings: Settings, only: set[str], scratch: Path) -> dict[str, An
                     announce("fsync-each baseline", c)
                     spec = {"kind": "single", "addr": address, "seed": c}
                     report(run_load(pool, "fsync-each", spec, c, settings, server))
-        reads = [w for w in ("get", "get-zipf", "mix") if w in conc]
+        if "session-upsert" in conc:
+            # Session and unary side by side at each concurrency, on one server.
+            with mkv_server(settings, scratch, "session-single") as (server, address):
+                for c in conc["session-upsert"]:
+                    for name, session in (("unary-upsert", False), ("session-upsert", True)):
+                        announce(name, c)
+                        spec = {"kind": "single", "addr": address, "seed": c}
+                        spec |= {"shared": True, "session": session}
+                        report(run_load(pool, name, spec, c, settings, server))
+        reads = [w for w in ("get", "get-zipf", "session-get", "mix") if w in conc]
         if reads:
             with mkv_server(settings, scratch, "reads") as (server, address):
                 progress(f"preloading {settings.preload:,} keys")
                 preload_seconds = pool.preload(address, settings.preload)
                 progress(f"   preloaded in {preload_seconds:.1f} s")
                 # mix runs last: it is the only one that rewrites preloaded keys.
-                for name in reads:
-                    for c in conc[name]:
-                        announce(name, c)
-                        spec = {
-                            "kind": "mix" if name == "mix" else "get",
-                            "zipf": name == "get-zipf",
-                            "addr": address,
-                            "seed": c,
-                            "keyspace": settings.preload,
-                        }
-                        report(run_load(pool, name, spec, c, settings, server))
+                for workload in reads:
+                    for c in conc[workload]:
+                        # session-get runs beside its unary baseline.
+                        names = ["unary-get", workload] if workload == "session-get" else [workload]
+                        for name in names:
+                            announce(name, c)
+                            spec = {
+                                "kind": "mix" if name == "mix" else "get",
+                                "zipf": name == "get-zipf",
+                                "addr": address,
+                                "seed": c,
+                                "keyspace": settings.preload,
+                            }
+                            if name in ("unary-get", "session-get"):
+                                spec |= {"shared": True, "session": name == "session-get"}
+                            report(run_load(pool, name, spec, c, settings, server))
         if "partitions" in conc:
             # Single-key durable upserts on keys drawn from the whole key
             # space: one partition takes them all, or 64 take a share each.

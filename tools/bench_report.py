@@ -8,16 +8,39 @@ from typing import Any
 import attrs
 from bench_procs import Usage
 
-WORKLOADS = ("batch-upsert", "single-upsert", "get", "get-zipf", "mix", "partitions")
-BASELINES = ("sqlite", "sqlite-tuned", "echo", "rpc-echo", "fsync-each", "one-partition")
+WORKLOADS = (
+    "batch-upsert",
+    "single-upsert",
+    "get",
+    "get-zipf",
+    "mix",
+    "partitions",
+    "session-upsert",
+    "session-get",
+)
+BASELINES = (
+    "sqlite",
+    "sqlite-tuned",
+    "echo",
+    "rpc-echo",
+    "fsync-each",
+    "one-partition",
+    "unary-upsert",
+    "unary-get",
+)
 # Measured once each, not as a load: memory and start-up (see tools/bench.py).
 FIGURES = ("memory-rss", "sqlite-rss", "restart", "replay")
 # What each workload's figure is divided by: the storage ceiling for batches,
 # the purerpc echo for single calls (and, as a second figure, the echo through
 # mkv's own RPC layer); 64 partitions against one under the same load.
-CEILING = {"batch-upsert": "sqlite", "partitions": "one-partition"} | {
-    w: "echo" for w in ("single-upsert", "get", "get-zipf", "mix")
-}
+# The session workloads (one mkv.Client shared by a load process's tasks,
+# its calls on one DataPlane.Session) over the same client with session=False.
+CEILING = {
+    "batch-upsert": "sqlite",
+    "partitions": "one-partition",
+    "session-upsert": "unary-upsert",
+    "session-get": "unary-get",
+} | {w: "echo" for w in ("single-upsert", "get", "get-zipf", "mix")}
 # Issue 7's targets: workload → (concurrency or None for any, least ratio to
 # the ceiling, most p99/p50 or None).
 TARGETS: dict[str, tuple[int | None, float, float | None]] = {
@@ -95,16 +118,14 @@ def compute_ratios(results: list[Result]) -> None:
     """Each workload's figure over its ceilings' (echoes at the same concurrency)."""
     sqlite = next((r for r in results if r.name == "sqlite"), None)
     tuned = next((r for r in results if r.name == "sqlite-tuned"), None)
-    echo = {r.concurrency: r for r in results if r.name == "echo"}
     rpc_echo = {r.concurrency: r for r in results if r.name == "rpc-echo"}
     fsync_each = {r.concurrency: r for r in results if r.name == "fsync-each"}
-    one = {r.concurrency: r for r in results if r.name == "one-partition"}
+    runs = {(r.name, r.concurrency): r for r in results}
     for r in results:
         if r.kind != "workload":
             continue
-        ceiling = {"sqlite": sqlite, "echo": echo.get(r.concurrency)}.get(
-            CEILING[r.name], one.get(r.concurrency)
-        )
+        name = CEILING[r.name]
+        ceiling = sqlite if name == "sqlite" else runs.get((name, r.concurrency))
         if ceiling is not None and ceiling.throughput > 0:
             r.baseline = (
                 f"{ceiling.name} c={r.concurrency}" if ceiling.name != "sqlite" else "sqlite"

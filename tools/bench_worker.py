@@ -227,11 +227,21 @@ async def _timed_job(spec: dict[str, Any]) -> dict[str, Any]:
     first_error: list[str] = []
     async with AsyncExitStack() as stack:
         conns: list[mkv.Client | Channel] = []
-        for _ in tasks:
-            if spec["kind"] == "echo":
+        session: bool = spec.get("session", True)
+        if spec.get("shared"):
+            # One client for all of this process's tasks, as an application
+            # holds one: their calls share its connection (and its session).
+            shared = await stack.enter_async_context(
+                mkv.Client.connect(spec["addr"], session=session)
+            )
+            conns = [shared] * len(tasks)
+        elif spec["kind"] == "echo":
+            for _ in tasks:
                 conns.append(await stack.enter_async_context(open_channel(spec["addr"])))
-            else:
-                conns.append(await stack.enter_async_context(mkv.Client.connect(spec["addr"])))
+        else:
+            for _ in tasks:
+                client = mkv.Client.connect(spec["addr"], session=session)
+                conns.append(await stack.enter_async_context(client))
         ops = [_make_op(spec, task, conn) for task, conn in zip(tasks, conns, strict=True)]
         _emit({"event": "ready"})
         go = await _read_command()

@@ -97,11 +97,11 @@ class DataPlane:
                 pb.SessionRequest,
                 Multiplexed(
                     {
-                        "get": self.get,
-                        "upsert": self.upsert,
-                        "remove": self.remove,
-                        "increment": self.increment,
-                        "batch_get": self.batch_get,
+                        "get": ("Get", self.get),
+                        "upsert": ("Upsert", self.upsert),
+                        "remove": ("Remove", self.remove),
+                        "increment": ("Increment", self.increment),
+                        "batch_get": ("BatchGet", self.batch_get),
                     },
                     pb.SessionResponse,
                 ),

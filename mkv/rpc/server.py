@@ -533,6 +533,7 @@ class RpcServer:
                 max_in_flight=self.session_max_in_flight,
                 deadline_cap=self.deadline_cap,
                 stopping=stopping,
+                observer=self.observer,
             )
         finally:
             self._streams.discard(stopping)
@@ -566,6 +567,7 @@ class RpcServer:
                 )
             if isinstance(method.handler, Multiplexed):
                 return Status(StatusCode.OK), SessionCall(
+                    event.service_name,
                     f"{event.service_name}/{event.method_name}",
                     RequestStream(stream, method.request_type, self.max_request_bytes),
                     method.handler,

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -46,11 +47,14 @@ from mkv.errors import (
     ResourceExhaustedError,
 )
 from mkv.rpc.requests import RequestStream
-from mkv.rpc.types import Handler, Multiplexed
+from mkv.rpc.types import Handler, Multiplexed, RpcObserver
 
 __all__ = ["DEFAULT_MAX_IN_FLIGHT", "SessionCall", "apply_unary", "run_session"]
 
 log = logging.getLogger("mkv.rpc")
+
+_OK = Status(StatusCode.OK)
+_INTERNAL = Status(StatusCode.INTERNAL, "Internal error; the server log has details.")
 
 # Requests one session runs at once, unless the node is configured otherwise.
 DEFAULT_MAX_IN_FLIGHT = 256
@@ -85,6 +89,7 @@ async def apply_unary(handler: Handler, request: Message, deadline: float) -> Me
 class SessionCall:
     """A session call, ready to run: what ``RpcServer._call`` hands back."""
 
+    service: str
     method: str  # service/method, for the log
     requests: RequestStream
     handler: Multiplexed
@@ -102,8 +107,10 @@ class _Session:
         max_in_flight: int,
         deadline_cap: float,
         stopping: trio.CancelScope,
+        observer: RpcObserver | None,
     ) -> None:
         self._call = call
+        self._observer = observer
         self._send = send
         self._status_of = status_of
         self._limit = max_in_flight
@@ -209,8 +216,8 @@ class _Session:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             answers.send_nowait(answer)
 
-    def _error(self, request_id: int, exc: MkvError) -> Message:
-        status = self._status_of(exc)
+    def _error(self, request_id: int, exc: MkvError, status: Status | None = None) -> Message:
+        status = status or self._status_of(exc)
         retry_after = 0.0
         for name, value in getattr(status, "trailers", ()):
             if name == "retry-after":
@@ -231,25 +238,34 @@ class _Session:
         async with answers:
             budget = min(request.timeout_ms / 1000 if request.timeout_ms else math.inf, self._cap)
             deadline = min(trio.current_time() + budget, self._call.deadline)
+            method, handler = self._call.handler.handlers[kind]
+            # Observed as its unary call would be (this task's context holds
+            # the partition it is routed to, for the request log).
+            observer, service = self._observer, self._call.service
+            started = time.perf_counter()
+            if observer is not None:
+                observer.call_started(service, method)
+            status = _OK
             try:
-                response = await apply_unary(
-                    self._call.handler.handlers[kind], getattr(request, kind), deadline
-                )
+                response = await apply_unary(handler, getattr(request, kind), deadline)
                 answer = self._response_type(id=request.id, **{kind: response})
             except MkvError as exc:
-                answer = self._error(request.id, exc)
+                status = self._status_of(exc)
+                answer = self._error(request.id, exc, status)
             except Exception:
+                status = _INTERNAL
                 log.exception("%s: a %s request failed", self._call.method, kind)
                 answer = self._response_type(
                     id=request.id,
                     error=self._error_type(
-                        code=StatusCode.INTERNAL.value,
-                        message="Internal error; the server log has details.",
+                        code=_INTERNAL.status_code.value, message=_INTERNAL.status_message
                     ),
                 )
             finally:
                 self._running -= 1
                 self._room.set()
+                if observer is not None:
+                    observer.call_finished(service, method, status, time.perf_counter() - started)
             self._post(answers, answer)
 
 
@@ -261,6 +277,7 @@ async def run_session(
     max_in_flight: int,
     deadline_cap: float | None,
     stopping: trio.CancelScope,
+    observer: RpcObserver | None = None,
 ) -> Status:
     """Serve a session until its client closes its side and every answer is
     out; the status to end the call with.
@@ -279,5 +296,6 @@ async def run_session(
         max_in_flight=max_in_flight,
         deadline_cap=math.inf if deadline_cap is None else deadline_cap,
         stopping=stopping,
+        observer=observer,
     )
     return await session.run()

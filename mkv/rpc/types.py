@@ -58,9 +58,11 @@ class Multiplexed:
     requests each carry an ``id``, a ``timeout_ms`` and one unary request in
     the oneof field named as a key of ``handlers``, and whose answers (of
     ``response_type``) carry the same ``id`` and that handler's response in
-    the field of the same name, or an ``error``."""
+    the field of the same name, or an ``error``. Each request is observed
+    (metrics, the request log) as a call of the unary method it names."""
 
-    handlers: Mapping[str, Handler]
+    # Oneof field name → (the unary method's name, its handler).
+    handlers: Mapping[str, tuple[str, Handler]]
     response_type: type[Message]
 
 
