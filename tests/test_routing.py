@@ -83,6 +83,10 @@ class Relay:
         scope.cancel()
 
 
+# What a write whose answer was lost says, on a unary call or a session.
+UNKNOWN = "the outcome of this (call|request) is unknown"
+
+
 def dead_address() -> str:
     """A loopback port nothing listens on (bound, then closed)."""
     with socket.socket() as sock:
@@ -142,11 +146,15 @@ async def test_one_connection_per_node_at_the_address_the_client_dialled(tmp_pat
             relay.stop()
 
 
-async def test_a_lost_connection_retries_reads_and_surfaces_writes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("session", [True, False], ids=["session", "unary"])
+async def test_a_lost_connection_retries_reads_and_surfaces_writes(
+    tmp_path: Path, session: bool
+) -> None:
     """The answer is cut off after the request reached the node: a read is
     sent again and answers; a write is not (it may have been applied): it
     raises UnavailableError saying its outcome is unknown, and the counter
-    it incremented moved once at most."""
+    it incremented moved once at most. Small calls on the node's session
+    and calls of their own alike."""
     with trio.fail_after(30):
         async with (
             running_node(tmp_path / "data", default_store="memory") as node,
@@ -154,7 +162,7 @@ async def test_a_lost_connection_retries_reads_and_surfaces_writes(tmp_path: Pat
         ):
             relay = Relay(node.data_address)
             await nursery.start(relay.run)
-            async with mkv.Client.connect(relay.address) as db:
+            async with mkv.Client.connect(relay.address, session=session) as db:
                 await db.upsert({b"k": b"v"})
                 await db.increment(b"counter")
 
@@ -167,13 +175,13 @@ async def test_a_lost_connection_retries_reads_and_surfaces_writes(tmp_path: Pat
                 assert relay.cuts == 3
 
                 relay.cut_next_answer = True
-                with pytest.raises(mkv.UnavailableError, match="outcome of this call is unknown"):
+                with pytest.raises(mkv.UnavailableError, match=UNKNOWN):
                     await db.increment(b"counter")
                 # The client goes on: the next call dials again (and first
                 # fetches the map again, the node having broken).
                 assert await db.get(b"counter") in (b"1", b"2")
                 relay.cut_next_answer = True
-                with pytest.raises(mkv.UnavailableError, match="outcome of this call is unknown"):
+                with pytest.raises(mkv.UnavailableError, match=UNKNOWN):
                     await db.upsert({b"k": b"w"})
                 assert relay.cuts == 5
                 assert await db.get(b"counter") in (b"1", b"2")
