@@ -80,6 +80,9 @@ class EtcdProcess:
         self.client_port = _free_port()
         self.peer_port = _free_port()
         self.process: trio.Process | None = None
+        # Where clients may reach it: "0.0.0.0" for tests whose nodes run in
+        # a network namespace and reach it over a veth pair.
+        self.listen_host = "127.0.0.1"
         # Every member's name=peer URL; set by etcd_cluster for a cluster of several.
         self.initial_cluster = f"{name}={self.peer_url}"
 
@@ -110,7 +113,7 @@ class EtcdProcess:
                     str(self.binary),
                     f"--name={self.name}",
                     f"--data-dir={self.data_dir}",
-                    f"--listen-client-urls={self.endpoint}",
+                    f"--listen-client-urls=http://{self.listen_host}:{self.client_port}",
                     f"--advertise-client-urls={self.endpoint}",
                     f"--listen-peer-urls={peer}",
                     f"--initial-advertise-peer-urls={peer}",

@@ -106,6 +106,8 @@ SHARED_LEAVES = (
 LAYERS: list[tuple[str, ...]] = [
     ("mkv.cli", "mkv.testing", "mkv"),
     ("mkv.node", "mkv.sidecar", "mkv.client"),
+    # Cluster mode: membership, leases and placement in etcd; the node runs it.
+    ("mkv.cluster",),
     ("mkv.snapshots",),
     ("mkv.partition", "mkv.operations"),
     ("mkv.pipeline",),

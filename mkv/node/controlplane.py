@@ -10,14 +10,24 @@ from pathlib import Path
 import attrs
 import trio
 
-from mkv.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
-from mkv.node.registry import PartitionRegistry, PartitionReport
+from mkv.cluster.keyspace import PartitionRecord
+from mkv.cluster.membership import Membership
+from mkv.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
+from mkv.node.catalog import CatalogEntry, check_partition_id
+from mkv.node.registry import PartitionRegistry, PartitionReport, Publish
 from mkv.node.snapshot_service import SnapshotService
 from mkv.operations import Operation, OperationState
 from mkv.partition.task import PartitionState
+from mkv.pipeline import check_pipeline
 from mkv.router import KeyRange
 from mkv.rpc.server import Handler
 from mkv.snapshots.take import SnapshotResult
+from mkv.store import check_store_kind
 from mkv.units import format_utc
 from mkv.v1 import control_pb2 as pb
 from mkv.version import build_info
@@ -46,6 +56,10 @@ _SINGLE_NODE = (
     "{call} needs cluster mode: this node runs alone (mkv serve --etcd URL --cluster NAME)."
 )
 MERGE = "merge"
+_NOT_YET = (
+    "{call} is not available in cluster mode yet: this version adds, removes and "
+    "splits partitions across nodes, but does not merge or move them."
+)
 
 
 @attrs.frozen
@@ -81,14 +95,18 @@ class ControlPlane:
         registry: PartitionRegistry,
         snapshots: SnapshotService,
         facts: Callable[[], NodeFacts],
+        cluster: Membership | None = None,
     ) -> None:
         """Args:
         facts: the node's own facts for NodeStatus, asked for at each call
             (addresses are known only once bound).
+        cluster: in cluster mode, the membership placement changes go
+            through (each one etcd Txn); None on a single node.
         """
         self._registry = registry
         self._snapshots = snapshots
         self._facts = facts
+        self._cluster = cluster
 
     def methods(self) -> dict[str, tuple[type, Handler]]:
         return {
@@ -109,13 +127,40 @@ class ControlPlane:
     # Placement across nodes exists only in cluster mode: a single node has
     # nowhere to move a partition to, so these say so rather than pretend.
     async def move_partition(self, request: pb.MovePartitionRequest) -> pb.MovePartitionResponse:
+        if self._cluster is not None:
+            raise FailedPreconditionError(_NOT_YET.format(call="MovePartition"))
         raise FailedPreconditionError(_SINGLE_NODE.format(call="MovePartition"))
 
     async def drain_node(self, request: pb.DrainNodeRequest) -> pb.DrainNodeResponse:
+        if self._cluster is not None:
+            raise FailedPreconditionError(_NOT_YET.format(call="DrainNode"))
         raise FailedPreconditionError(_SINGLE_NODE.format(call="DrainNode"))
 
     async def list_nodes(self, request: pb.ListNodesRequest) -> pb.ListNodesResponse:
-        raise FailedPreconditionError(_SINGLE_NODE.format(call="ListNodes"))
+        if self._cluster is None:
+            raise FailedPreconditionError(_SINGLE_NODE.format(call="ListNodes"))
+        view = self._cluster.view
+        known = set(view.nodes)
+        # A node that leads a partition but whose key is gone (its lease
+        # lapsed a moment ago) is listed too, as not alive.
+        known.update(leader.node for leader in view.leaders.values() if leader.node)
+        nodes = []
+        for node_id in sorted(known):
+            entry = view.nodes.get(node_id)
+            record = entry.record if entry is not None else None
+            nodes.append(
+                pb.NodeInfo(
+                    id=node_id,
+                    data_address=record.data if record else "",
+                    control_address=record.control if record else "",
+                    replication_address=record.replication if record else "",
+                    version=record.version if record else "",
+                    alive=entry is not None,
+                    partitions=view.led_by(node_id),
+                    started=record.started if record else "",
+                )
+            )
+        return pb.ListNodesResponse(nodes=nodes, revision=view.revision)
 
     async def node_status(self, request: pb.NodeStatusRequest) -> pb.NodeStatusResponse:
         facts = self._facts()
@@ -140,7 +185,13 @@ class ControlPlane:
                     watchers=partition.feed.watchers,
                 )
             )
+        cluster = self._cluster
         return pb.NodeStatusResponse(
+            node_id=cluster.node_id if cluster else "",
+            cluster=cluster.settings.name if cluster else "",
+            lease_valid=cluster.lease_valid() if cluster else False,
+            lease_remaining_seconds=cluster.lease_remaining() if cluster else 0.0,
+            cluster_revision=cluster.view.revision if cluster else 0,
             version=build["version"],
             python_version=build["python"],
             started=format_utc(facts.started),
@@ -153,6 +204,8 @@ class ControlPlane:
         )
 
     async def add_partition(self, request: pb.AddPartitionRequest) -> pb.AddPartitionResponse:
+        if self._cluster is not None:
+            return await self._add_to_cluster(self._cluster, request)
         if request.node:
             raise FailedPreconditionError(_SINGLE_NODE.format(call="AddPartition with a node"))
         key_range = KeyRange.from_wire(request.start, request.end)
@@ -174,6 +227,43 @@ class ControlPlane:
         info = await self._registry.info(partition)
         return pb.AddPartitionResponse(partition=_to_proto(info), warnings=warnings)
 
+    async def _add_to_cluster(
+        self, cluster: Membership, request: pb.AddPartitionRequest
+    ) -> pb.AddPartitionResponse:
+        if request.snapshot:
+            raise FailedPreconditionError(
+                "AddPartition from a snapshot is not supported in cluster mode yet: restore "
+                "it on a single node, or add an empty partition and copy the keys."
+            )
+        key_range = KeyRange.from_wire(request.start, request.end)
+        if request.id:
+            check_partition_id(request.id)
+        store = request.store or self._registry.default_store
+        check_store_kind(store)
+        pipeline = (
+            tuple(request.pipeline) if request.pipeline else self._registry.pipeline_for(store)
+        )
+        check_pipeline(pipeline)
+        record, leader = await cluster.add_partition(
+            request.id or None, key_range, store, pipeline, request.node or None
+        )
+        info = pb.PartitionInfo(
+            id=record.id,
+            start=record.range.start,
+            end=record.range.end or b"",
+            store=record.store,
+            pipeline=record.pipeline,
+            state=pb.ACTIVE if leader is not None else pb.STARTING,
+            node=leader.node if leader is not None else record.replicas[0],
+            epoch=leader.epoch if leader is not None else 0,
+        )
+        warnings = (
+            ()
+            if leader is not None
+            else (f"node {record.replicas[0]} has not taken the partition yet; it will",)
+        )
+        return pb.AddPartitionResponse(partition=info, warnings=warnings)
+
     async def snapshot(self, request: pb.SnapshotRequest) -> pb.SnapshotResponse:
         if not request.partition_id:
             raise InvalidArgumentError("Snapshot needs the id of a partition.")
@@ -187,12 +277,16 @@ class ControlPlane:
     async def split_partition(self, request: pb.SplitPartitionRequest) -> pb.SplitPartitionResponse:
         if not request.id:
             raise NotFoundError("SplitPartition needs the id of a partition.")
+        new_id = request.new_id or None
+        publish: Publish | None = None
+        if self._cluster is not None:
+            new_id, publish = self._cluster_split(self._cluster, request)
         # Refused at once when it cannot begin; checked again when it does.
-        self._registry.check_split(request.id, request.at, request.new_id or None)
+        self._registry.check_split(request.id, request.at, new_id)
         registry = self._registry
 
         async def work(operation: Operation) -> SplitDone:
-            child = await registry.split(request.id, request.at, request.new_id or None, operation)
+            child = await registry.split(request.id, request.at, new_id, operation, publish=publish)
             parent = registry.partition(request.id)
             assert parent is not None
             return SplitDone(await registry.info(parent), await registry.info(child))
@@ -200,9 +294,52 @@ class ControlPlane:
         operation = self._snapshots.operations.start(SPLIT, request.id, work)
         return pb.SplitPartitionResponse(operation_id=operation.id)
 
+    def _cluster_split(
+        self, cluster: Membership, request: pb.SplitPartitionRequest
+    ) -> tuple[str, Publish]:
+        """Cluster mode: a split runs on the node leading the partition, and
+        commits in etcd at its cut-over (both ranges, the new partition's
+        leader key under this node's lease, one Txn); the new partition stays
+        on this node.
+
+        Raises:
+            NotFoundError: no such partition in the cluster.
+            FailedPreconditionError: another node leads it (named, with its
+                control address), or nobody does now.
+            AlreadyExistsError: ``new_id`` is taken in the cluster.
+        """
+        view = cluster.view
+        if request.id not in view.partitions:
+            raise NotFoundError(f"No partition with id {request.id!r} in the cluster.")
+        if request.id not in cluster.routing.mine or not cluster.lease_valid():
+            leader = view.leaders.get(request.id)
+            node = view.nodes.get(leader.node) if leader is not None else None
+            if leader is None or node is None:
+                raise FailedPreconditionError(
+                    f"No node leads partition {request.id} now; retry shortly."
+                )
+            raise FailedPreconditionError(
+                f"Partition {request.id} is led by node {leader.node}: send SplitPartition "
+                f"to its control plane at {node.record.control}."
+            )
+        if request.new_id and (request.new_id in view.partitions or request.new_id in view.bad):
+            raise AlreadyExistsError(f"A partition with id {request.new_id} already exists.")
+        new_id = request.new_id or cluster.free_id(
+            lambda pid: self._registry.partition(pid) is not None
+        )
+        me = cluster.node_id
+
+        async def publish(parent_id: str, keep: KeyRange, entry: CatalogEntry) -> None:
+            child = PartitionRecord(entry.id, entry.range, entry.store, entry.pipeline, (me,))
+            await cluster.publish_split(parent_id, keep, child)
+
+        return new_id, publish
+
     async def merge_partitions(
         self, request: pb.MergePartitionsRequest
     ) -> pb.MergePartitionsResponse:
+        if self._cluster is not None:
+            raise FailedPreconditionError(_NOT_YET.format(call="MergePartitions"))
         if not request.left or not request.right:
             raise NotFoundError("MergePartitions needs the ids of two partitions.")
         self._registry.check_merge(request.left, request.right)
@@ -220,6 +357,20 @@ class ControlPlane:
     ) -> pb.RemovePartitionResponse:
         if not request.id:
             raise NotFoundError("RemovePartition needs the id of a partition.")
+        if self._cluster is not None:
+            record, leader = await self._cluster.remove_partition(request.id)
+            return pb.RemovePartitionResponse(
+                partition=pb.PartitionInfo(
+                    id=record.id,
+                    start=record.range.start,
+                    end=record.range.end or b"",
+                    store=record.store,
+                    pipeline=record.pipeline,
+                    state=pb.STOPPED,
+                    node=leader.node if leader is not None else "",
+                    epoch=leader.epoch if leader is not None else 0,
+                )
+            )
         info = await self._registry.remove(request.id)
         return pb.RemovePartitionResponse(partition=_to_proto(info))
 
@@ -233,6 +384,8 @@ class ControlPlane:
         return pb.ReopenPartitionResponse(partition=_to_proto(info))
 
     async def list_partitions(self, request: pb.ListPartitionsRequest) -> pb.ListPartitionsResponse:
+        if self._cluster is not None:
+            return await self._list_cluster(self._cluster)
         partitions = sorted(self._registry, key=lambda p: p.range.start)
         infos: list[PartitionReport | None] = [None] * len(partitions)
 
@@ -246,6 +399,35 @@ class ControlPlane:
         return pb.ListPartitionsResponse(
             partitions=[_to_proto(info) for info in infos if info is not None]
         )
+
+    async def _list_cluster(self, cluster: Membership) -> pb.ListPartitionsResponse:
+        """Every partition of the cluster, with its leader and epoch; the
+        numbers (keys, bytes, seq) of those this node leads, and 0 for the
+        others (their owners have them: ask them)."""
+        view = cluster.view
+        mine = cluster.routing.mine
+        out = []
+        for pid, entry in sorted(view.partitions.items(), key=lambda i: i[1].record.range.start):
+            record, leader = entry.record, view.leaders.get(pid)
+            info = pb.PartitionInfo(
+                id=pid,
+                start=record.range.start,
+                end=record.range.end or b"",
+                store=record.store,
+                pipeline=record.pipeline,
+                state=pb.ACTIVE if leader is not None else pb.STARTING,
+                node=leader.node if leader is not None else "",
+                epoch=leader.epoch if leader is not None else 0,
+            )
+            local = self._registry.partition(pid)
+            if pid in mine and local is not None:
+                report = await self._registry.info(local)
+                info.state = _STATES[report.state]
+                info.key_count = report.stats.key_count
+                info.size_bytes = report.stats.size_bytes
+                info.last_seq = report.last_seq
+            out.append(info)
+        return pb.ListPartitionsResponse(partitions=out)
 
 
 def _to_proto(info: PartitionReport) -> pb.PartitionInfo:

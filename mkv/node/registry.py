@@ -100,6 +100,11 @@ MERGE_SETTLE_WRITES = 64
 MERGE_SYNC_ROWS = 20_000
 
 
+# Cluster mode's commit of a split in etcd: (parent id, the range it keeps,
+# the new partition's entry).
+Publish = Callable[[str, KeyRange, CatalogEntry], Awaitable[None]]
+
+
 @attrs.frozen
 class PartitionReport:
     id: str
@@ -125,8 +130,12 @@ class PartitionRegistry:
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         stage_observer: StageObserver = UNOBSERVED,
         workers: WorkerPool | None = None,
+        create_default: bool = True,
     ) -> None:
         """Args:
+        create_default: with no catalog yet, create ``default`` owning every
+            key (a single node); False in cluster mode, where etcd says which
+            partitions this node holds.
         durable_dir: where stores that keep a durable copy apart (``caching``)
             put it, in a subdirectory per partition; None: in the partition's
             own directory.
@@ -143,6 +152,7 @@ class PartitionRegistry:
         self.workers = workers
         self.default_store = default_store
         self.default_pipeline = default_pipeline
+        self.create_default = create_default
         self._catalog_path = data_dir / "catalog.json"
         self._partitions: dict[str, Partition] = {}
         self._router = Router.build([], version=0)
@@ -187,7 +197,7 @@ class PartitionRegistry:
             await trio.to_thread.run_sync(self._check_no_orphans)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            if catalog is None:
+            if catalog is None and self.create_default:
                 log.info(
                     "no catalog in %s: creating partition %r owning every key",
                     self.data_dir,
@@ -195,7 +205,7 @@ class PartitionRegistry:
                     extra=fields(event="catalog_created", partition=DEFAULT_PARTITION_ID),
                 )
                 await self.add(DEFAULT_PARTITION_ID, KeyRange(b"", None), self.default_store)
-            else:
+            elif catalog is not None:
                 await self._recover_split(catalog)
                 for entry in catalog.partitions:
                     await self._start_catalogued(entry)
@@ -586,7 +596,13 @@ class PartitionRegistry:
             return partition
 
     async def split(
-        self, partition_id: str, at: bytes, new_id: str | None, operation: Operation
+        self,
+        partition_id: str,
+        at: bytes,
+        new_id: str | None,
+        operation: Operation,
+        *,
+        publish: Publish | None = None,
     ) -> Partition:
         """Split ``partition_id``'s range ``[start, end)`` at ``at``: it keeps
         ``[start, at)``, and a new partition (``new_id``, or one the node
@@ -599,6 +615,11 @@ class PartitionRegistry:
         parent's own order, the state is finished at the parent's last seq
         and the catalog written once with both ranges (the commit); the
         parent's store then gives up the moved keys in the background.
+
+        Args:
+            publish: called at the cut-over once the catalog holds both ranges
+                (cluster mode: one etcd Txn with both ranges); if it raises,
+                the split is rolled back as if the catalog write had failed.
 
         Raises:
             NotFoundError: no such partition.
@@ -619,7 +640,9 @@ class PartitionRegistry:
             await self._save_catalog(version, split=SplitInProgress(parent.id, child_id))
             committed: list[Partition] = []
             try:
-                await self._build_and_cut_over(parent, child_id, keep, moved, operation, committed)
+                await self._build_and_cut_over(
+                    parent, child_id, keep, moved, operation, committed, publish
+                )
             finally:
                 if not committed:
                     with trio.CancelScope(shield=True):
@@ -670,6 +693,7 @@ class PartitionRegistry:
         moved: KeyRange,
         operation: Operation,
         committed: list[Partition],
+        publish: Publish | None,
     ) -> None:
         await trio.to_thread.run_sync(self._delete_files, child_id)
         directory = self._directory(child_id)
@@ -694,6 +718,8 @@ class PartitionRegistry:
             self._purges[parent.id] = (*before, moved)
             try:
                 await self._save_catalog(version)  # the commit
+                if publish is not None:
+                    await publish(parent.id, keep, entry)
             except BaseException:
                 self._purges[parent.id] = before
                 del self._partitions[child_id]
