@@ -99,7 +99,9 @@ async def test_one_seed_reaches_every_partition_on_its_node_and_follows_a_move(
                     return True
 
                 await eventually(moved, what="c led by its new node in every map")
+                refreshes = db._nodes.refreshes
                 assert await db.get(b"zebra") is None  # removed with its partition
+                assert db._nodes.refreshes == refreshes, "the hint was followed, no map fetched"
                 await db.upsert({b"zebra": b"again"})
                 assert await db.get(b"zebra") == b"again"
                 assert (await rpc.get(by_id[new], b"zebra")).value == b"again"

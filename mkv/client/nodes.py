@@ -352,6 +352,8 @@ class Nodes:
         # last at the next refresh, which happens before the next route.
         self._suspect: Address | None = None
         self._stale = False
+        # Maps fetched so far (tests tell a followed hint from a refresh).
+        self.refreshes = 0
 
     @classmethod
     @asynccontextmanager
@@ -498,6 +500,7 @@ class Nodes:
         self._set(table)
         self._stale = False
         self._suspect = None
+        self.refreshes += 1
         return table
 
     def _set(self, table: RoutingTable) -> None:
