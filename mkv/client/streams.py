@@ -26,6 +26,7 @@ from mkv.errors import BadNodeError, ResourceExhaustedError, UnavailableError
 from mkv.records import Item
 from mkv.v1 import data_pb2 as pb
 from mkv.wire import DATA_SERVICE as SERVICE
+from mkv.wire import Address
 
 __all__ = ["Change", "Scan", "Watch"]
 
@@ -144,6 +145,8 @@ class Watch:
         self._backoff = WATCH_MIN_BACKOFF
         # Re-routing after BAD_NODE: reset by every answer that is not one.
         self._rerouting: Rerouting | None = None
+        # The node the call is (or was last) open on.
+        self._address: Address | None = None
         # Where the changes in _pending end (the last response's progress).
         self._received = request.from_seq
         self.position = request.from_seq
@@ -172,14 +175,13 @@ class Watch:
     async def _receive(self) -> None:
         """Read the next response, (re)opening the call as needed, on the
         node leading the watched range's partition."""
-        address = None
         while True:
             try:
                 if self._responses is None:
                     self._request.from_seq = self._received
                     rerouting = self._rerouting or Rerouting(self._nodes, read=True)
                     channel = await rerouting.channel(self._request.start)
-                    address = channel.address
+                    self._address = channel.address
                     self._stream = AsyncExitStack()
                     self._responses = await self._stream.enter_async_context(
                         channel.open_stream(SERVICE, "Watch", self._request, pb.WatchResponse)
@@ -194,10 +196,10 @@ class Watch:
                 await self.aclose()
                 if self._nodes.pool.closed:
                     raise UnavailableError("The connection to mkv is closed.") from None
-                if address is not None and isinstance(exc, UnavailableError):
+                if self._address is not None and isinstance(exc, UnavailableError):
                     # Its node may be gone for good: ask the others where the
                     # partition went before dialling again.
-                    self._nodes.mark_stale(address)
+                    self._nodes.mark_stale(self._address)
                 log.info("watch interrupted (%r); resuming after seq %d", exc, self._received)
                 await anyio.sleep(self._backoff * random.uniform(0.5, 1.0))
                 self._backoff = min(self._backoff * 2, WATCH_MAX_BACKOFF)
@@ -211,13 +213,13 @@ class Watch:
                 self._received = max(self._received, response.progress_seq)
                 self._nodes.follow(response.hint)
                 continue
-            if response.status == pb.BAD_NODE and address is not None:
+            if response.status == pb.BAD_NODE and self._address is not None:
                 # This node does not lead the range (it moved to another
                 # node, or the map was old): route again and resume from
                 # the last position there, as any read is re-routed.
                 await self.aclose()
                 self._rerouting = self._rerouting or Rerouting(self._nodes, read=True)
-                await self._rerouting.bad_node(address, response.hint)
+                await self._rerouting.bad_node(self._address, response.hint)
                 if (await self._nodes.current()).lookup(self._request.start) is None:
                     raise BadNodeError(response.hint.message or NO_OWNER)
                 continue
