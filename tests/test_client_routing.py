@@ -17,6 +17,7 @@ from mkv.client.channel import NotSentError
 from mkv.client.nodes import (
     FREE_HOPS,
     REROUTE_SECONDS,
+    Nodes,
     Rerouting,
     RoutingTable,
     own_address,
@@ -185,7 +186,7 @@ class Cluster:
     def mark_stale(self, address: Address) -> None:
         self.stale.append(address)
 
-    def follow(self, hint: pb.RoutingHint) -> bool:
+    def follow(self, hint: pb.RoutingHint, refused_by: Address | None = None) -> bool:
         assert self.table is not None
         if not hint.HasField("owner") or not hint.owner.address:
             return False
@@ -320,3 +321,25 @@ async def test_a_partition_no_node_leads_is_waited_for(autojump_clock: trio.abc.
     stuck = Waiting([leaderless])
     with pytest.raises(UnavailableError, match="No node leads partition p"):
         await rerouting(stuck, read=False).channel(b"k")
+
+
+def test_an_address_taken_for_the_seeds_own_is_dropped_when_the_seed_names_it_as_another() -> None:
+    """A seed that leads nothing sees one address in its map, another node's:
+    taken at first for its own (as a single node's would be), it is dropped
+    as soon as the seed refuses and names that address as the owner."""
+    seed = Address("127.0.0.1", 7001)
+    nodes = Nodes(None, [seed])  # type: ignore[arg-type]  # no connections needed here
+    other = "127.0.0.1:7002"
+    response = pb.PartitionMapResponse(
+        version=4, partitions=[pb.PartitionRange(id="p", start=b"", end=b"", address=other)]
+    )
+    table = nodes._install(seed, response)
+    assert where(table, b"k") == ("p", seed)
+    assert nodes.follow(pb.RoutingHint(owner=owner("p", b"", b"", other)), seed)
+    assert nodes.table is not None
+    assert where(nodes.table, b"k") == ("p", Address("127.0.0.1", 7002))
+    # A later map from the seed does not bring the mistake back.
+    assert where(nodes._install(seed, response), b"k") == ("p", Address("127.0.0.1", 7002))
+    # A single node (its own address the only one) is still reached at the seed.
+    single = Nodes(None, [seed])  # type: ignore[arg-type]
+    assert where(single._install(seed, response), b"k") == ("p", seed)

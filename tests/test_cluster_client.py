@@ -110,3 +110,71 @@ async def test_one_seed_reaches_every_partition_on_its_node_and_follows_a_move(
                 assert route.address == parse_address(by_id[new].data_addr)
                 # The other partitions were not disturbed.
                 assert await db.get(b"apple") == b"v-apple"
+
+
+async def test_writers_and_a_watch_through_a_node_that_leads_nothing_across_a_split(
+    tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs
+) -> None:
+    """The client's seed leads no partition: every call goes to the other
+    node. A split there under 4 writers fails none of their writes, and a
+    watch of the upper keys carries on on the new partition, missing and
+    repeating nothing."""
+    nodes = [cluster_node(tmp_path, f"n{i}", etcd) for i in range(2)]
+    rpc = Stubs(stubs)
+    with trio.fail_after(120):
+        async with running(*nodes):
+            await leader_of(rpc, nodes[1], "default")
+            written: dict[bytes, bytes] = {}
+            failures: list[BaseException] = []
+            async with (
+                mkv.Client.connect(nodes[1].data_addr) as db,
+                mkv.AdminClient.connect(nodes[0].control_addr) as admin,
+            ):
+                await db.upsert({b"a-zero": b"0"})
+                [ack] = await db.upsert({b"x-first": b"0"})
+                async with db.watch(b"m", from_seq=ack.seq - 1) as changes:
+                    first = await changes.__anext__()
+                    assert first.key == b"x-first"
+                    stop = trio.Event()
+
+                    async def writer(n: int) -> None:
+                        i = 0
+                        while not stop.is_set():
+                            key = f"{'ax'[i % 2]}{n}-{i % 10}".encode()
+                            value = f"{i}".encode()
+                            try:
+                                await db.upsert({key: value})
+                            except mkv.MkvError as exc:
+                                failures.append(exc)
+                            else:
+                                written[key] = value
+                            i += 1
+
+                    async with trio.open_nursery() as nursery:
+                        for n in range(4):
+                            nursery.start_soon(writer, n)
+                        await trio.sleep(0.3)
+                        operation = await admin.split_partition("default", b"m", new_id="upper")
+                        done = await admin.wait_operation(operation, poll_interval=0.05)
+                        assert done.split is not None
+                        await trio.sleep(0.3)
+                        stop.set()
+                    assert not failures, failures[:3]
+                    await db.upsert({b"x-last": b"1"})
+                    seen: dict[bytes, bytes | None] = {}
+                    seqs = [first.seq]
+                    async for change in changes:
+                        seen[change.key] = change.value
+                        seqs.append(change.seq)
+                        if change.key == b"x-last":
+                            break
+                    upper = {k: v for k, v in written.items() if k >= b"m"}
+                    assert {k: seen[k] for k in upper} == upper
+                    # One key per write: nothing repeated, in order across the split.
+                    assert seqs == sorted(set(seqs))
+                    for key, value in written.items():
+                        assert await db.get(key) == value
+                assert [p.id for p in await db.partition_map()] == ["default", "upper"]
+                assert sorted(db._nodes.pool.addresses, key=str) == sorted(
+                    (parse_address(n.data_addr) for n in nodes), key=str
+                )

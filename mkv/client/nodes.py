@@ -344,6 +344,10 @@ class Nodes:
         self._table: RoutingTable | None = None
         # Advertised addresses the client dials elsewhere (own_address).
         self._aliases: dict[str, Address] = {}
+        # Advertised addresses found to be another node's (not aliased again).
+        self._others: set[str] = set()
+        # The last map fetched and where from: rebuilt when an alias is dropped.
+        self._last: tuple[Address, pb.PartitionMapResponse] | None = None
         self._refreshing = anyio.Lock()
         # Bumped by every new table, so that callers queued behind a refresh
         # need not repeat it.
@@ -489,7 +493,8 @@ class Nodes:
             for partition in filled.partitions:
                 partition.address = str(source)
             response = filled
-        if (alias := own_address(source, (p.address for p in response.partitions))) is not None:
+        alias = own_address(source, (p.address for p in response.partitions))
+        if alias is not None and alias not in self._others:
             self._aliases[alias] = source
         try:
             table = RoutingTable.from_response(response, aliases=self._aliases)
@@ -498,6 +503,7 @@ class Nodes:
             # by half a map.
             raise UnavailableError(f"mkv at {source} sent a broken partition map: {exc}") from None
         self._set(table)
+        self._last = (source, response)
         self._stale = False
         self._suspect = None
         self.refreshes += 1
@@ -507,8 +513,15 @@ class Nodes:
         self._table = table
         self._generation += 1
 
-    def follow(self, hint: pb.RoutingHint) -> bool:
+    def follow(self, hint: pb.RoutingHint, refused_by: Address | None = None) -> bool:
         """Put a ``BAD_NODE`` hint's owner into the table.
+
+        Args:
+            refused_by: the node that sent the hint. A node never names itself
+                as the owner it refuses for: if the owner's address was taken
+                for that node's own (``own_address``: a seed that leads
+                nothing sees only other nodes' addresses in its map), it was
+                wrong, and the address is dialled as given from now on.
 
         Returns:
             Whether it changed where the owner's range is routed (False: no
@@ -516,12 +529,22 @@ class Nodes:
         """
         if not hint.HasField("owner") or not hint.owner.address or self._table is None:
             return False
+        before = self._table
+        advertised = hint.owner.address
+        if refused_by is not None and self._aliases.get(advertised) == refused_by:
+            log.info("%s is not the address of %s: dialling it as given", advertised, refused_by)
+            del self._aliases[advertised]
+            self._others.add(advertised)
+            if self._last is not None:
+                source, response = self._last
+                self._install(source, response)
+                self.refreshes -= 1  # rebuilt, not fetched
         try:
             table = self._table.with_owner(hint.owner, aliases=self._aliases)
         except (MkvError, ValueError) as exc:
             log.warning("ignoring a broken routing hint (%s)", exc)
-            return False
-        if table.routes == self._table.routes:
+            return self._table != before
+        if table.routes == before.routes:
             return False
         self._set(table)
         return True
@@ -587,7 +610,7 @@ class Rerouting:
         Raises:
             BadNodeError: refused for ``REROUTE_SECONDS`` with the map unchanged.
         """
-        if self._nodes.follow(hint):
+        if self._nodes.follow(hint, address):
             self._hops += 1
             if self._hops <= FREE_HOPS:
                 return

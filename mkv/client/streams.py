@@ -211,7 +211,7 @@ class Watch:
                 await self.aclose()
                 log.info("watch handed over (%s)", response.hint.message)
                 self._received = max(self._received, response.progress_seq)
-                self._nodes.follow(response.hint)
+                self._nodes.follow(response.hint, self._address)
                 continue
             if response.status == pb.BAD_NODE and self._address is not None:
                 # This node does not lead the range (it moved to another
