@@ -208,6 +208,75 @@ async def test_requests_past_the_bound_are_refused_and_nothing_is_done() -> None
             await raw.aclose()
 
 
+async def test_requests_past_the_byte_bound_are_refused() -> None:
+    """Few but large requests: the session's bytes in flight are bounded too
+    (four of the largest requests), whatever their count."""
+    release = trio.Event()
+
+    async def held_get(request: pb.GetRequest) -> pb.GetResponse:
+        await release.wait()
+        return pb.GetResponse(found=True)
+
+    async with (
+        session_server({"get": held_get}, max_request_bytes=1000) as server,
+        within(20),
+    ):
+        raw = await RawH2.connect(str(server.address))
+        try:
+            stream_id = raw.start_call(SESSION)
+            for i in range(1, 7):
+                key = b"k" * 900  # each ~910 bytes as a SessionRequest
+                request = pb.SessionRequest(id=i, get=pb.GetRequest(key=key))
+                raw.conn.send_data(stream_id, grpc_frame(request.SerializeToString()))
+            await raw.flush()
+            first = await read_answers(raw, stream_id, 3)
+            assert first[0].max_in_flight_bytes == 4000
+            # 1 to 4 run (~3,640 bytes); 5 and 6 would take it over 4,000.
+            assert sorted(a.id for a in first[1:]) == [5, 6]
+            for refused in first[1:]:
+                assert refused.error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+                assert "Nothing was done" in refused.error.message
+            release.set()
+            rest = await read_answers(raw, stream_id, 4, skip=3)
+            assert sorted(a.id for a in rest) == [1, 2, 3, 4]
+        finally:
+            await raw.aclose()
+
+
+async def test_the_client_keeps_within_both_bounds() -> None:
+    """Far more concurrent calls than the session takes, and large ones: the
+    client waits for room instead of being refused."""
+    running = 0
+    most = 0
+
+    async def get(request: pb.GetRequest) -> pb.GetResponse:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await trio.sleep(0.005)
+        running -= 1
+        return pb.GetResponse(found=True, value=request.key[:4], partition_id="p")
+
+    async with (
+        session_server({"get": get}, session_max_in_flight=8, max_request_bytes=4096) as server,
+        within(30),
+        mkv.Client.connect(server.address) as client,
+    ):
+        got: list[bytes | None] = []
+
+        async def one(i: int) -> None:
+            # ~3 KiB a request: six would pass the 16 KiB budget, before
+            # the bound of eight requests does.
+            got.append(await client.get(b"%04d" % i + b"x" * 3000))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(200):
+                nursery.start_soon(one, i)
+        assert sorted(got) == sorted(b"%04d" % i for i in range(200))  # type: ignore[type-var]
+        assert client.session_requests == 200
+        assert most <= 5, "the byte budget held"
+
+
 async def test_a_client_that_stops_reading_is_cut_off_and_buffers_stay_bounded() -> None:
     """The client sends thousands of requests and reads nothing (its 64 KiB
     window shuts): the server runs and holds at most twice the bound, then

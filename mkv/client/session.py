@@ -4,8 +4,9 @@ A unary call costs purerpc a new HTTP/2 stream and its headers; a message on
 an open stream a fraction of that. ``SessionMux`` keeps one Session call
 open per connection (opened on first use, opened again after it ends), tags
 each request with an id, and hands each answer to the task waiting for it.
-It keeps within the bound the server advertises in the session's first
-message, so a request is never refused for the bound.
+It keeps within the bounds the server advertises in the session's first
+message (requests and their bytes in flight), so a request is never refused
+for them.
 
 A request whose session ends before its answer arrives raises
 ``SessionLostError`` (an ``UnavailableError``): its outcome is unknown, as
@@ -40,9 +41,10 @@ class SessionLostError(UnavailableError):
 
 
 class _Waiter:
-    __slots__ = ("answer", "done", "error")
+    __slots__ = ("answer", "done", "error", "size")
 
-    def __init__(self) -> None:
+    def __init__(self, size: int) -> None:
+        self.size = size  # the request's bytes, counted against the session's budget
         self.done = anyio.Event()
         self.answer: pb.SessionResponse | None = None
         self.error: MkvError | None = None
@@ -51,9 +53,14 @@ class _Waiter:
 class _Session:
     """One open Session call: its stream, the requests awaiting answers."""
 
-    def __init__(self, stream: Any, limit: int) -> None:
+    def __init__(self, stream: Any, limit: int, byte_limit: int) -> None:
         self.stream = stream
         self.slots = anyio.Semaphore(limit)
+        # Bytes of requests in flight, within the server's budget (0: none).
+        self.byte_limit = byte_limit
+        self.bytes = 0
+        # Set (and replaced) whenever an answer frees bytes, or the session ends.
+        self.freed = anyio.Event()
         self.pending: dict[int, _Waiter] = {}
         self.sending = anyio.Lock()
         self.ended: MkvError | None = None
@@ -87,7 +94,17 @@ class SessionMux:
             # The slot is given back when the answer arrives (by the reader), not
             # when this task stops waiting: the server counts the request until then.
             message.id = request_id = next(self._ids)
-            waiter = _Waiter()
+            waiter = _Waiter(message.ByteSize())
+            while (
+                session.byte_limit
+                and session.bytes
+                and session.bytes + waiter.size > session.byte_limit
+                and session.ended is None
+            ):
+                await session.freed.wait()
+            # Taken before any await: tasks woken together must not all see
+            # the same room (one answer freed it once).
+            session.bytes += waiter.size
             async with session.sending:
                 if session.ended is not None:
                     continue  # ended before this request went out: safe on a new one
@@ -144,7 +161,9 @@ class SessionMux:
                 if not isinstance(exc, Exception):
                     raise  # cancelled
                 raise self._lost(exc) from exc
-            session = self._session = _Session(stream, max(1, first.max_in_flight))
+            session = self._session = _Session(
+                stream, max(1, first.max_in_flight), first.max_in_flight_bytes
+            )
             self._channel.spawn(self._read, session)
             return session
 
@@ -162,6 +181,9 @@ class SessionMux:
                 if waiter is None:
                     continue  # not ours (a server bug); nothing waits for it
                 session.slots.release()
+                session.bytes -= waiter.size
+                session.freed.set()
+                session.freed = anyio.Event()
                 waiter.answer = answer
                 waiter.done.set()
         except Exception as exc:
@@ -179,6 +201,7 @@ class SessionMux:
             waiter.error = session.ended
             waiter.done.set()
         session.pending.clear()
+        session.freed.set()
         self._channel.close_call(session.stream)
 
     def _lost(self, exc: BaseException) -> SessionLostError:

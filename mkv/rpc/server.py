@@ -116,6 +116,8 @@ _DISCARD_TIMEOUT = 5.0
 # How long a response stream may wait for its client to read (HTTP/2 flow
 # control) before it is ended: a stalled reader holds no more than this.
 STREAM_STALL_TIMEOUT = 30.0
+# A session's requests in flight hold at most this many largest requests' bytes.
+SESSION_REQUEST_BUDGET = 4
 # Per connection, advertised in HTTP/2 SETTINGS; purerpc's own is 65,536.
 MAX_CONCURRENT_STREAMS = 100
 # Per client IP address, on each port; 0: no limit.
@@ -531,6 +533,9 @@ class RpcServer:
                 send,
                 _status_of,
                 max_in_flight=self.session_max_in_flight,
+                # Four of the largest requests: a session may hold about as
+                # many request bytes as a few unary calls, whatever its count.
+                max_in_flight_bytes=SESSION_REQUEST_BUDGET * self.max_request_bytes,
                 deadline_cap=self.deadline_cap,
                 stopping=stopping,
                 observer=self.observer,

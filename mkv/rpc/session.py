@@ -9,13 +9,17 @@ answer; the session goes on.
 
 Bounds (what one session may hold, whatever its client does):
 
-- ``max_in_flight`` requests run at once. It is the session's first message,
-  so a client can stay within it; a request over it is answered at once with
-  RESOURCE_EXHAUSTED (refused, not queued: nothing was done).
+- ``max_in_flight`` requests, and ``max_in_flight_bytes`` of them (the
+  requests' own bytes; one request alone may always run), run at once. Both
+  are in the session's first message, so a client can stay within them; a
+  request over either is answered at once with RESOURCE_EXHAUSTED (refused,
+  not queued: nothing was done).
 - Answers not yet sent, refusals included, plus requests running, are at
-  most ``2 * max_in_flight``: past that the call's request stream is not
-  read, and what the client goes on sending is bounded by the connection's
-  buffer (``ConnectionGuard``: the stream is reset beyond it).
+  most ``2 * max_in_flight``, and the answers' bytes at most about
+  ``max_in_flight_bytes`` plus what the running requests answer: past that
+  the call's request stream is not read, and what the client goes on
+  sending is bounded by the connection's buffer (``ConnectionGuard``: the
+  stream is reset beyond it).
 - Answers go out one at a time through the server's ``send`` (flow control
   with ``stream_stall_timeout``): a client that stops reading is ended with
   RESOURCE_EXHAUSTED, its running requests cancelled (outcome unknown).
@@ -105,6 +109,7 @@ class _Session:
         status_of: Callable[[MkvError], Status],
         *,
         max_in_flight: int,
+        max_in_flight_bytes: int,
         deadline_cap: float,
         stopping: trio.CancelScope,
         observer: RpcObserver | None,
@@ -114,6 +119,7 @@ class _Session:
         self._send = send
         self._status_of = status_of
         self._limit = max_in_flight
+        self._byte_limit = max_in_flight_bytes
         self._cap = deadline_cap
         self._stopping = stopping
         response_type: Any = call.handler.response_type
@@ -121,17 +127,21 @@ class _Session:
         # The type of the answers' ``error`` field.
         self._error_type: Any = type(response_type().error)
         self._running = 0
+        self._running_bytes = 0
         self._unsent = 0
+        self._unsent_bytes = 0
         # Set whenever an answer went out or a request finished: room to read.
         self._room = trio.Event()
         # How the call ends once every answer is out (OK: the client closed).
         self._ending = Status(StatusCode.OK)
 
     async def run(self) -> Status:
-        first = self._response_type(id=0, max_in_flight=self._limit)
+        first = self._response_type(
+            id=0, max_in_flight=self._limit, max_in_flight_bytes=self._byte_limit
+        )
         if stalled := await self._send(first):
             return stalled
-        answers, outbox = trio.open_memory_channel[Message](math.inf)
+        answers, outbox = trio.open_memory_channel[tuple[Message, int]](math.inf)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._read, answers, nursery)
             status = await self._write(outbox)
@@ -139,16 +149,30 @@ class _Session:
             nursery.cancel_scope.cancel()
         return status
 
-    async def _write(self, outbox: trio.MemoryReceiveChannel[Message]) -> Status:
+    async def _write(self, outbox: trio.MemoryReceiveChannel[tuple[Message, int]]) -> Status:
         async with outbox:
-            async for answer in outbox:
-                if stalled := await self._send(answer):
-                    return stalled
-                self._unsent -= 1
-                self._room.set()
+            async for first in outbox:
+                answer, size = first
+                while True:
+                    if stalled := await self._send(answer):
+                        return stalled
+                    self._unsent -= 1
+                    self._unsent_bytes -= size
+                    self._room.set()
+                    # Every answer already due goes into the connection's
+                    # buffer before the socket writer runs (sending does not
+                    # yield while the window has room): one write for them
+                    # all. A write per answer was a quarter of the event
+                    # loop's time (docs/performance.md, "Sessions").
+                    try:
+                        answer, size = outbox.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
         return self._ending
 
-    async def _read(self, answers: trio.MemorySendChannel[Message], nursery: trio.Nursery) -> None:
+    async def _read(
+        self, answers: trio.MemorySendChannel[tuple[Message, int]], nursery: trio.Nursery
+    ) -> None:
         # Each request's task holds a clone of ``answers``: the writer's loop
         # ends once the reader and every request are done.
         async with answers:
@@ -169,12 +193,15 @@ class _Session:
                 )
 
     async def _read_requests(
-        self, answers: trio.MemorySendChannel[Message], nursery: trio.Nursery
+        self, answers: trio.MemorySendChannel[tuple[Message, int]], nursery: trio.Nursery
     ) -> None:
         requests = self._call.requests
         handlers = self._call.handler.handlers
         while True:
-            while self._running + self._unsent >= 2 * self._limit:
+            while (
+                self._running + self._unsent >= 2 * self._limit
+                or self._unsent_bytes >= self._byte_limit
+            ):
                 # Not read: HTTP/2 and the connection's buffer bound the rest.
                 self._room = trio.Event()
                 await self._room.wait()
@@ -200,21 +227,35 @@ class _Session:
                         "wait for answers before sending more. Nothing was done."
                     ),
                 )
+            elif self._running and self._running_bytes + request.ByteSize() > self._byte_limit:
+                self._answer_error(
+                    answers,
+                    request.id,
+                    ResourceExhaustedError(
+                        f"The session's requests in flight would exceed {self._byte_limit} "
+                        "bytes, its limit; wait for answers before sending more. "
+                        "Nothing was done."
+                    ),
+                )
             else:
                 self._running += 1
-                nursery.start_soon(self._serve, request, kind, answers.clone())
+                size = request.ByteSize()
+                self._running_bytes += size
+                nursery.start_soon(self._serve, request, kind, size, answers.clone())
 
     def _answer_error(
-        self, answers: trio.MemorySendChannel[Message], request_id: int, exc: MkvError
+        self, answers: trio.MemorySendChannel[tuple[Message, int]], request_id: int, exc: MkvError
     ) -> None:
         self._post(answers, self._error(request_id, exc))
 
-    def _post(self, answers: trio.MemorySendChannel[Message], answer: Message) -> None:
+    def _post(self, answers: trio.MemorySendChannel[tuple[Message, int]], answer: Message) -> None:
         """Queue an answer for the writer (bounded by the reader's checks)."""
+        size = answer.ByteSize()
         self._unsent += 1
+        self._unsent_bytes += size
         # Closed once the writer ended the call (a stalled client): nobody to tell.
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            answers.send_nowait(answer)
+            answers.send_nowait((answer, size))
 
     def _error(self, request_id: int, exc: MkvError, status: Status | None = None) -> Message:
         status = status or self._status_of(exc)
@@ -233,7 +274,11 @@ class _Session:
         return answer
 
     async def _serve(
-        self, request: Any, kind: str, answers: trio.MemorySendChannel[Message]
+        self,
+        request: Any,
+        kind: str,
+        size: int,
+        answers: trio.MemorySendChannel[tuple[Message, int]],
     ) -> None:
         async with answers:
             budget = min(request.timeout_ms / 1000 if request.timeout_ms else math.inf, self._cap)
@@ -263,6 +308,7 @@ class _Session:
                 )
             finally:
                 self._running -= 1
+                self._running_bytes -= size
                 self._room.set()
                 if observer is not None:
                     observer.call_finished(service, method, status, time.perf_counter() - started)
@@ -275,6 +321,7 @@ async def run_session(
     status_of: Callable[[MkvError], Status],
     *,
     max_in_flight: int,
+    max_in_flight_bytes: int,
     deadline_cap: float | None,
     stopping: trio.CancelScope,
     observer: RpcObserver | None = None,
@@ -294,6 +341,7 @@ async def run_session(
         send,
         status_of,
         max_in_flight=max_in_flight,
+        max_in_flight_bytes=max_in_flight_bytes,
         deadline_cap=math.inf if deadline_cap is None else deadline_cap,
         stopping=stopping,
         observer=observer,

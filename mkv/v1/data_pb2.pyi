@@ -333,7 +333,7 @@ class SessionError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., retry_after: _Optional[float] = ...) -> None: ...
 
 class SessionResponse(_message.Message):
-    __slots__ = ("id", "get", "upsert", "remove", "increment", "batch_get", "error", "max_in_flight")
+    __slots__ = ("id", "get", "upsert", "remove", "increment", "batch_get", "error", "max_in_flight", "max_in_flight_bytes")
     ID_FIELD_NUMBER: _ClassVar[int]
     GET_FIELD_NUMBER: _ClassVar[int]
     UPSERT_FIELD_NUMBER: _ClassVar[int]
@@ -342,6 +342,7 @@ class SessionResponse(_message.Message):
     BATCH_GET_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    MAX_IN_FLIGHT_BYTES_FIELD_NUMBER: _ClassVar[int]
     id: int
     get: GetResponse
     upsert: UpsertResponse
@@ -350,4 +351,5 @@ class SessionResponse(_message.Message):
     batch_get: BatchGetResponse
     error: SessionError
     max_in_flight: int
-    def __init__(self, id: _Optional[int] = ..., get: _Optional[_Union[GetResponse, _Mapping]] = ..., upsert: _Optional[_Union[UpsertResponse, _Mapping]] = ..., remove: _Optional[_Union[RemoveResponse, _Mapping]] = ..., increment: _Optional[_Union[IncrementResponse, _Mapping]] = ..., batch_get: _Optional[_Union[BatchGetResponse, _Mapping]] = ..., error: _Optional[_Union[SessionError, _Mapping]] = ..., max_in_flight: _Optional[int] = ...) -> None: ...
+    max_in_flight_bytes: int
+    def __init__(self, id: _Optional[int] = ..., get: _Optional[_Union[GetResponse, _Mapping]] = ..., upsert: _Optional[_Union[UpsertResponse, _Mapping]] = ..., remove: _Optional[_Union[RemoveResponse, _Mapping]] = ..., increment: _Optional[_Union[IncrementResponse, _Mapping]] = ..., batch_get: _Optional[_Union[BatchGetResponse, _Mapping]] = ..., error: _Optional[_Union[SessionError, _Mapping]] = ..., max_in_flight: _Optional[int] = ..., max_in_flight_bytes: _Optional[int] = ...) -> None: ...
