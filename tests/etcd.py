@@ -80,11 +80,11 @@ class EtcdProcess:
         self.client_port = _free_port()
         self.peer_port = _free_port()
         self.process: trio.Process | None = None
+        # Every member's name=peer URL; set by etcd_cluster for a cluster of several.
+        self.initial_cluster = f"{name}={self.peer_url}"
         # Where clients may reach it: "0.0.0.0" for tests whose nodes run in
         # a network namespace and reach it over a veth pair.
         self.listen_host = "127.0.0.1"
-        # Every member's name=peer URL; set by etcd_cluster for a cluster of several.
-        self.initial_cluster = f"{name}={self.peer_url}"
 
     @property
     def peer_url(self) -> str:

@@ -203,23 +203,34 @@ async def _etcd_outage(
     async with running(node):
         await eventually(lambda: _get_status(rpc, node, b"k", data_pb2.OK), what="serving")
         assert (await rpc.put(node, b"k", b"before")).status == data_pb2.OK
-        etcd.pause()
+        watch_ended: list[float] = []
+        ended = trio.Event()
         lost = time.monotonic()
-        served_until = lost
-        try:
-            while time.monotonic() - lost < seconds:
-                code = await rpc.get_code(node, b"k")
-                if code == "OK":
-                    served_until = time.monotonic()
-                else:
-                    assert code == "UNAVAILABLE", code
-                await trio.sleep(0.05)
-            unavailable_after = served_until - lost
-            # The deadline: at most the TTL (2 s) after the last keepalive.
-            assert unavailable_after < 2.0 + 0.5, unavailable_after
-            assert await rpc.get_code(node, b"k") == "UNAVAILABLE"
-        finally:
-            etcd.resume()
+        with rpc.data(node) as data:
+            # A watch admitted before: it ends (UNAVAILABLE) once the node no
+            # longer may serve, at its next message (a heartbeat when idle).
+            responses = data.Watch(data_pb2.WatchRequest(start=b"k", end=b"l"), timeout=60)
+
+            def read_until_error() -> None:
+                try:
+                    for _ in responses:
+                        pass
+                except grpc.RpcError as exc:
+                    if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                        watch_ended.append(time.monotonic() - lost)
+                        trio.from_thread.run_sync(ended.set)
+
+            async with trio.open_nursery() as watching:
+                watching.start_soon(trio.to_thread.run_sync, read_until_error)
+                etcd.pause()
+                lost = time.monotonic()
+                unavailable_after = await _poll_outage(rpc, node, etcd, lost, seconds)
+                if seconds >= 10:
+                    with trio.move_on_after(15):
+                        await ended.wait()
+                    assert watch_ended, "the watch did not end with UNAVAILABLE"
+                responses.cancel()
+        etcd.resume()
         back_at = time.monotonic()
         await eventually(lambda: _get_status(rpc, node, b"k", data_pb2.OK), what="serving again")
         recovered = time.monotonic() - back_at
@@ -227,9 +238,34 @@ async def _etcd_outage(
         assert got.value == b"before"
         assert (await rpc.put(node, b"k", b"after")).status == data_pb2.OK
         print(
-            f"etcd frozen {seconds:.0f} s: served for {unavailable_after:.2f} s more, then "
-            f"UNAVAILABLE; serving {recovered:.2f} s after etcd came back"
+            f"etcd frozen {seconds:.0f} s: UNAVAILABLE after {unavailable_after:.2f} s; "
+            f"serving {recovered:.2f} s after etcd came back; "
+            f"a watch ended {watch_ended[0] if watch_ended else float('nan'):.2f} s in"
         )
+
+
+async def _poll_outage(
+    rpc: Stubs, node: ServerProcess, etcd: EtcdProcess, lost: float, seconds: float
+) -> float:
+    """Gets through an outage: OK until the lease deadline, UNAVAILABLE after;
+    the seconds it still served."""
+    served_until = lost
+    try:
+        while time.monotonic() - lost < seconds:
+            code = await rpc.get_code(node, b"k")
+            if code == "OK":
+                served_until = time.monotonic()
+            else:
+                assert code == "UNAVAILABLE", code
+            await trio.sleep(0.05)
+        unavailable_after = served_until - lost
+        # The deadline: at most the TTL (2 s) after the last keepalive.
+        assert unavailable_after < 2.0 + 0.5, unavailable_after
+        assert await rpc.get_code(node, b"k") == "UNAVAILABLE"
+    except BaseException:
+        etcd.resume()
+        raise
+    return unavailable_after
 
 
 async def test_a_bad_value_in_etcd_is_logged_and_not_acted_on(
@@ -311,12 +347,13 @@ async def test_a_node_cut_off_from_etcd_stops_serving_and_never_serves_what_anot
                 await trio.sleep(1.0)
                 ns.heal()
                 healed = time.monotonic() - lost
-                await eventually(
-                    lambda: _get_status(rpc, cut, b"k", data_pb2.BAD_NODE), what="BAD_NODE after"
-                )
+
+                async def names_the_owner() -> bool:
+                    wrong = await rpc.get(cut, b"k")
+                    return wrong.hint.owner.address == other.data_addr
+
+                await eventually(names_the_owner, what="BAD_NODE naming the new owner")
                 nursery.cancel_scope.cancel()
-            wrong = await rpc.get(cut, b"k")
-            assert wrong.hint.owner.address == other.data_addr
             served = [t for t, code in answers if code == "OK"]
             last_ok = max(served, default=0.0)
             assert last_ok < 2.0 + 0.3, last_ok
@@ -436,3 +473,34 @@ async def test_a_split_in_cluster_mode_commits_both_ranges_in_etcd(
                 lambda key=key: _get_status(rpc, nodes[0], key, data_pb2.OK),  # type: ignore[misc]
                 what="served after the restart",
             )
+        # And merged back: one Txn gives default the whole range again.
+        with rpc.control(nodes[1]) as control:
+            elsewhere = await _error(
+                control.MergePartitions,
+                control_pb2.MergePartitionsRequest(left="default", right="upper"),
+            )
+        assert elsewhere.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert nodes[0].control_addr in (elsewhere.details() or "")
+        with rpc.control(nodes[0]) as control:
+            started = await call(
+                control.MergePartitions,
+                control_pb2.MergePartitionsRequest(left="default", right="upper"),
+            )
+
+            async def merged() -> control_pb2.Operation | None:
+                answer = await call(
+                    control.GetOperation, control_pb2.GetOperationRequest(id=started.operation_id)
+                )
+                return answer.operation if answer.operation.state != control_pb2.RUNNING else None
+
+            operation = await eventually(merged, what="the merge done")
+        assert operation.state == control_pb2.DONE, operation.error_message
+
+        async def whole_map() -> bool:
+            answer = await rpc.map(nodes[1])
+            return [(p.id, p.start, p.end) for p in answer.partitions] == [("default", b"", b"")]
+
+        await eventually(whole_map, what="one range in the other node's map")
+        for key in keys:
+            got = await rpc.get(nodes[0], key)
+            assert (got.status, got.value, got.partition_id) == (data_pb2.OK, b"v" + key, "default")

@@ -16,6 +16,7 @@ from mkv.cluster.reconcile import (
     Campaign,
     Create,
     Delete,
+    PublishMerge,
     PublishSplit,
     RevokeStale,
     reconcile,
@@ -143,8 +144,11 @@ def test_the_view_routes_to_leaders_and_knows_its_own() -> None:
     assert routing.router.lookup(b"z") == "b"
     assert routing.owners["b"] == (KeyRange(b"m", None), "h:20")
     assert routing.mine == {"a": 5}
-    # The same node under another lease (an earlier run) leads nothing here.
+    # The same node under another lease (an earlier run) leads nothing here,
+    # and does not send clients to itself.
     assert view.routing("n1", 99).mine == {}
+    assert view.routing("n1", 99).owners["a"][1] == ""
+    assert view.routing("n2", 99).owners["a"][1] == "h:10"
     assert view.placement_revision == 4
     view.delete(KEYS.node("n2"))
     assert view.routing("n1", 7).owners["b"][1] == ""  # its node is gone
@@ -276,3 +280,34 @@ def test_reconcile_publishes_a_split_committed_only_on_this_disk() -> None:
     # A local copy that is not the lower part of etcd's range is no split.
     odd = {"a": KeyRange(b"c", b"m"), "b": KeyRange(b"m", None)}
     assert [type(a) for a in reconcile(view, "n1", 7, odd, {"a"})] == [Blocked, Blocked]
+
+
+def test_after_a_restart_it_leads_the_parent_before_publishing() -> None:
+    """The earlier run's lease was revoked, so no leader key: it campaigns
+    for the record it holds every key of, and publishes once it leads."""
+    view = view_of(KV(KEYS.partition("a"), part("a").encode(), mod_revision=3))
+    local = {"a": KeyRange(b"", b"m"), "b": KeyRange(b"m", None)}
+    assert reconcile(view, "n1", 7, local, {"a"}) == [Campaign("a", 3)]
+
+
+def test_reconcile_publishes_a_merge_committed_only_on_this_disk() -> None:
+    view = view_of(
+        KV(KEYS.partition("a"), part("a", KeyRange(b"", b"m")).encode(), mod_revision=3),
+        KV(KEYS.partition("b"), part("b", KeyRange(b"m", None)).encode(), mod_revision=4),
+        KV(KEYS.leader("a"), LeaderRecord("n1").encode(), create_revision=5, lease=7),
+    )
+    local = {"a": WHOLE}
+    # b is neither created (it is inside a) nor reported; a's merge is published.
+    assert reconcile(view, "n1", 7, local, {"a", "b"}) == [PublishMerge("a", WHOLE, "b")]
+    # Not led yet (after a restart): it campaigns for a first.
+    fresh = view_of(
+        KV(KEYS.partition("a"), part("a", KeyRange(b"", b"m")).encode(), mod_revision=3),
+        KV(KEYS.partition("b"), part("b", KeyRange(b"m", None)).encode(), mod_revision=4),
+    )
+    assert reconcile(fresh, "n1", 7, local, {"a", "b"}) == [Campaign("a", 3)]
+    # b assigned to another node: no merge of this node's making.
+    other = view_of(
+        KV(KEYS.partition("a"), part("a", KeyRange(b"", b"m")).encode()),
+        KV(KEYS.partition("b"), part("b", KeyRange(b"m", None), ("n2",)).encode()),
+    )
+    assert [type(a) for a in reconcile(other, "n1", 7, local, {"a"})] == [Blocked]

@@ -25,7 +25,15 @@ from mkv.cluster.keyspace import (
     PartitionRecord,
 )
 from mkv.cluster.placement import check_free, choose_node
-from mkv.cluster.reconcile import Campaign, Create, Delete, PublishSplit, RevokeStale, reconcile
+from mkv.cluster.reconcile import (
+    Campaign,
+    Create,
+    Delete,
+    PublishMerge,
+    PublishSplit,
+    RevokeStale,
+    reconcile,
+)
 from mkv.cluster.view import ClusterView, Leader, Routing
 from mkv.errors import (
     AbortedError,
@@ -315,7 +323,15 @@ class Membership:
                                 self.view.put(event.kv)
                             else:
                                 self.view.delete(event.kv.key)
-                        self.view.revision = max(self.view.revision, batch.revision)
+                        # Resumed from here: an event batch's header may be
+                        # ahead of events still to come (a watch catching
+                        # up); a progress notice's is not.
+                        seen = (
+                            max(event.kv.mod_revision for event in batch.events)
+                            if batch.events
+                            else batch.revision
+                        )
+                        self.view.revision = max(self.view.revision, seen)
                         self._publish()
             except EtcdCompacted:
                 await self._reread(etcd)
@@ -373,6 +389,8 @@ class Membership:
                                 (self.node_id,),
                             ),
                         )
+                elif isinstance(action, PublishMerge):
+                    await self.publish_merge(action.partition_id, action.merged, action.absorbed)
                 elif isinstance(action, Delete):
                     log.info(
                         "deleting partition %s: %s",
@@ -586,6 +604,87 @@ class Membership:
                 )
                 return
         raise AbortedError("Placement changed under the split too often; it is undone.")
+
+    async def publish_merge(self, left_id: str, merged: KeyRange, right_id: str) -> None:
+        """Commit a merge in etcd, in one Txn: ``left_id``'s record with the
+        merged range; ``right_id``'s record and leader key deleted; on
+        condition that placement and both records are as read, that this node
+        leads ``left_id``, and that ``right_id``'s leader key is this node's
+        (or gone with an earlier run's lease).
+
+        Returns normally when the Txn committed and when etcd did not answer
+        (reconcile makes it again: ``PublishMerge``).
+
+        Raises:
+            FailedPreconditionError: either partition changed, or this node
+                does not lead them: the merge must be rolled back.
+        """
+        for _ in range(PLACEMENT_ATTEMPTS):
+            view = await self._fresh_view()
+            left, right = view.partitions.get(left_id), view.partitions.get(right_id)
+            if (
+                left is None
+                or right is None
+                or left.record.range.start != merged.start
+                or left.record.range.end != right.record.range.start
+                or right.record.range.end != merged.end
+            ):
+                raise FailedPreconditionError(
+                    f"Partitions {left_id} and {right_id} changed in the cluster during the merge."
+                )
+            lead, absorbed = view.leaders.get(left_id), view.leaders.get(right_id)
+            if lead is None or lead.node != self.node_id or lead.lease != self.lease:
+                raise FailedPreconditionError(
+                    f"This node no longer leads partition {left_id}; the merge is undone."
+                )
+            if absorbed is not None and absorbed.node != self.node_id:
+                raise FailedPreconditionError(
+                    f"Node {absorbed.node} leads partition {right_id}; the merge is undone."
+                )
+            survivor = attrs.evolve(left.record, range=merged)
+            try:
+                result = await self._client().txn(
+                    [
+                        Compare.mod_revision(self.keys.placement, "=", view.placement_revision),
+                        Compare.mod_revision(self.keys.partition(left_id), "=", left.mod_revision),
+                        Compare.mod_revision(
+                            self.keys.partition(right_id), "=", right.mod_revision
+                        ),
+                        Compare.create_revision(self.keys.leader(left_id), "=", lead.epoch),
+                        Compare.create_revision(
+                            self.keys.leader(right_id),
+                            "=",
+                            absorbed.epoch if absorbed is not None else 0,
+                        ),
+                    ],
+                    [
+                        Op.put(self.keys.placement, PLACEMENT_VALUE),
+                        Op.put(self.keys.partition(left_id), survivor.encode()),
+                        Op.delete(self.keys.partition(right_id)),
+                        Op.delete(self.keys.leader(right_id)),
+                    ],
+                )
+            except EtcdError as exc:
+                log.warning(
+                    "the merge of %s into %s is committed here but etcd did not answer (%s); "
+                    "it is published when etcd answers",
+                    right_id,
+                    left_id,
+                    exc,
+                    extra={"event": "cluster_merge_unpublished", "partition": left_id},
+                )
+                return
+            if result.succeeded:
+                log.info(
+                    "published the merge of %s into %s (%s) at revision %d",
+                    right_id,
+                    left_id,
+                    merged,
+                    result.revision,
+                    extra={"event": "cluster_merge", "partition": left_id},
+                )
+                return
+        raise AbortedError("Placement changed under the merge too often; it is undone.")
 
 
 def _free_id(view: ClusterView) -> str:

@@ -23,6 +23,7 @@ __all__ = [
     "Campaign",
     "Create",
     "Delete",
+    "PublishMerge",
     "PublishSplit",
     "RevokeStale",
     "reconcile",
@@ -69,6 +70,17 @@ class PublishSplit:
 
 
 @attrs.frozen
+class PublishMerge:
+    """A merge this node committed on its disk but not (yet) in etcd: its
+    local ``partition_id`` holds ``merged``, its etcd range and that of
+    ``absorbed`` (adjacent, assigned here, gone from this disk) together."""
+
+    partition_id: str
+    merged: KeyRange
+    absorbed: str
+
+
+@attrs.frozen
 class Delete:
     """Stop and delete a local partition etcd no longer assigns here."""
 
@@ -84,7 +96,7 @@ class Blocked:
     reason: str
 
 
-Action = Create | Campaign | RevokeStale | PublishSplit | Delete | Blocked
+Action = Create | Campaign | RevokeStale | PublishSplit | PublishMerge | Delete | Blocked
 
 
 def reconcile(
@@ -108,11 +120,20 @@ def reconcile(
     actions: list[Action] = []
     stale: set[int] = set()
     publishing: set[str] = set()
+    # Partitions in etcd that a local merge absorbed (their range is part of
+    # a local partition's): neither created here nor reported.
+    absorbed = {
+        right: left
+        for left, rng in local.items()
+        if (right := _merge_absorbed(view, me, local, left, rng)) is not None
+    }
     for pid, entry in sorted(view.partitions.items()):
         record = entry.record
         if me not in record.replicas:
             continue
         held = local.get(pid)
+        if pid in absorbed:
+            continue
         if held is None:
             overlapping = sorted(
                 other for other, rng in local.items() if rng.overlaps(record.range)
@@ -127,10 +148,21 @@ def reconcile(
         leader = view.leaders.get(pid)
         if held != record.range:
             child = _split_child(view, local, held, record.range)
-            if child is not None:
-                publishing.add(child)
-                if lease and leader is not None and leader.node == me and leader.lease == lease:
-                    actions.append(PublishSplit(pid, held, child, local[child]))
+            right = _merge_absorbed(view, me, local, pid, held)
+            if child is not None or right is not None:
+                if child is not None:
+                    publishing.add(child)
+                # It holds every key of the record (more, or with the part it
+                # absorbed), so it may lead it, and then publish the change.
+                if not lease:
+                    pass
+                elif leader is None:
+                    actions.append(Campaign(pid, entry.mod_revision))
+                elif leader.node == me and leader.lease == lease:
+                    if child is not None:
+                        actions.append(PublishSplit(pid, held, child, local[child]))
+                    elif right is not None:
+                        actions.append(PublishMerge(pid, held, right))
                 continue
             actions.append(
                 Blocked(pid, f"etcd gives it range {record.range}, its local copy has {held}")
@@ -173,4 +205,28 @@ def _split_child(
     for pid, rng in sorted(local.items()):
         if rng == rest and pid not in view.partitions and pid not in view.bad:
             return pid
+    return None
+
+
+def _merge_absorbed(
+    view: ClusterView, me: str, local: Mapping[str, KeyRange], pid: str, held: KeyRange
+) -> str | None:
+    """The partition a local merge absorbed into ``pid``: etcd still names it,
+    assigned here, adjacent above ``pid``'s etcd range, which together with it
+    is exactly ``held``; and it is gone from this disk."""
+    entry = view.partitions.get(pid)
+    if entry is None or entry.record.range == held or entry.record.range.start != held.start:
+        return None
+    end = entry.record.range.end
+    if end is None:
+        return None
+    for other, other_entry in sorted(view.partitions.items()):
+        rng = other_entry.record.range
+        if (
+            rng.start == end
+            and rng.end == held.end
+            and other not in local
+            and me in other_entry.record.replicas
+        ):
+            return other
     return None

@@ -19,7 +19,7 @@ from mkv.errors import (
     NotFoundError,
 )
 from mkv.node.catalog import CatalogEntry, check_partition_id
-from mkv.node.registry import PartitionRegistry, PartitionReport, Publish
+from mkv.node.registry import PartitionRegistry, PartitionReport, Publish, PublishMerge
 from mkv.node.snapshot_service import SnapshotService
 from mkv.operations import Operation, OperationState
 from mkv.partition.task import PartitionState
@@ -57,8 +57,8 @@ _SINGLE_NODE = (
 )
 MERGE = "merge"
 _NOT_YET = (
-    "{call} is not available in cluster mode yet: this version adds, removes and "
-    "splits partitions across nodes, but does not merge or move them."
+    "{call} is not available in cluster mode yet: this version adds, removes, "
+    "splits and merges partitions across nodes, but does not move them."
 )
 
 
@@ -335,18 +335,53 @@ class ControlPlane:
 
         return new_id, publish
 
+    def _cluster_merge(
+        self, cluster: Membership, request: pb.MergePartitionsRequest
+    ) -> PublishMerge:
+        """Cluster mode: a merge runs on the node leading both partitions and
+        commits in etcd at its cut-over (one Txn).
+
+        Raises:
+            NotFoundError: either partition is not in the cluster.
+            FailedPreconditionError: this node does not lead both (the owner
+                is named; partitions on two nodes must first be on one).
+        """
+        view = cluster.view
+        owners = []
+        for pid in (request.left, request.right):
+            if pid not in view.partitions:
+                raise NotFoundError(f"No partition with id {pid!r} in the cluster.")
+            leader = view.leaders.get(pid)
+            owners.append(leader.node if leader is not None else "")
+        if not cluster.lease_valid() or not all(
+            pid in cluster.routing.mine for pid in (request.left, request.right)
+        ):
+            if owners[0] and owners[0] == owners[1] and (node := view.nodes.get(owners[0])):
+                raise FailedPreconditionError(
+                    f"Partitions {request.left} and {request.right} are led by node "
+                    f"{owners[0]}: send MergePartitions to its control plane at "
+                    f"{node.record.control}."
+                )
+            raise FailedPreconditionError(
+                f"Partitions {request.left} and {request.right} are led by "
+                f"{owners[0] or 'no node'} and {owners[1] or 'no node'}: a merge needs both "
+                "led by one node (move one first)."
+            )
+        return cluster.publish_merge
+
     async def merge_partitions(
         self, request: pb.MergePartitionsRequest
     ) -> pb.MergePartitionsResponse:
-        if self._cluster is not None:
-            raise FailedPreconditionError(_NOT_YET.format(call="MergePartitions"))
         if not request.left or not request.right:
             raise NotFoundError("MergePartitions needs the ids of two partitions.")
+        publish: PublishMerge | None = None
+        if self._cluster is not None:
+            publish = self._cluster_merge(self._cluster, request)
         self._registry.check_merge(request.left, request.right)
         registry = self._registry
 
         async def work(operation: Operation) -> MergeDone:
-            merged = await registry.merge(request.left, request.right, operation)
+            merged = await registry.merge(request.left, request.right, operation, publish=publish)
             return MergeDone(await registry.info(merged))
 
         operation = self._snapshots.operations.start(MERGE, request.left, work)

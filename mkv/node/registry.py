@@ -103,6 +103,8 @@ MERGE_SYNC_ROWS = 20_000
 # Cluster mode's commit of a split in etcd: (parent id, the range it keeps,
 # the new partition's entry).
 Publish = Callable[[str, KeyRange, CatalogEntry], Awaitable[None]]
+# And of a merge: (the survivor's id, its merged range, the absorbed one's id).
+PublishMerge = Callable[[str, KeyRange, str], Awaitable[None]]
 
 
 @attrs.frozen
@@ -780,7 +782,14 @@ class PartitionRegistry:
             )
         return left, right
 
-    async def merge(self, left_id: str, right_id: str, operation: Operation) -> Partition:
+    async def merge(
+        self,
+        left_id: str,
+        right_id: str,
+        operation: Operation,
+        *,
+        publish: PublishMerge | None = None,
+    ) -> Partition:
         """Merge the adjacent partitions ``left_id`` and ``right_id`` (in key
         order, same store kind) into ``left_id``, which then owns both ranges
         and numbers its writes above every seq either had given. Returns it.
@@ -794,6 +803,11 @@ class PartitionRegistry:
         requests for that short while. Crash-safe: the catalog records the
         merge first, and one catalog write commits it (see ``_recover_merge``).
 
+        Args:
+            publish: called at the cut-over once the catalog holds the merged
+                range (cluster mode: one etcd Txn); if it raises, the merge is
+                rolled back as if the catalog write had failed.
+
         Raises:
             NotFoundError, InvalidArgumentError, FailedPreconditionError: see
                 ``check_merge``.
@@ -806,7 +820,7 @@ class PartitionRegistry:
             await self._save_catalog(version, merge=MergeInProgress(left.id, right.id))
             survivor: list[Partition] = []
             try:
-                await self._merge(left, right, operation, survivor)
+                await self._merge(left, right, operation, survivor, publish)
             finally:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(
@@ -836,7 +850,12 @@ class PartitionRegistry:
             return merged
 
     async def _merge(
-        self, left: Partition, right: Partition, operation: Operation, survivor: list[Partition]
+        self,
+        left: Partition,
+        right: Partition,
+        operation: Operation,
+        survivor: list[Partition],
+        publish: PublishMerge | None,
     ) -> None:
         target = await trio.to_thread.run_sync(RangeFile, left.directory / _MERGE_FILE, right.range)
         try:
@@ -868,6 +887,8 @@ class PartitionRegistry:
                 try:
                     # The commit: the catalog names the merged range, not right.
                     await self._save_catalog(version, merge=MergeInProgress(left.id, right.id))
+                    if publish is not None:
+                        await publish(left.id, left.range, right.id)
                 except BaseException:
                     self._partitions[right.id] = right
                     self._purges = purges
