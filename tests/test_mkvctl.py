@@ -330,6 +330,19 @@ async def test_addresses_from_the_environment(
         assert "HOST:PORT" in bad.err
 
 
+async def test_the_data_plane_may_be_several_seeds(mkv_node: mkv.Node) -> None:
+    """--data-addr (or MKV_DATA_ADDR) names a cluster's seeds, comma-separated:
+    the first that answers serves; none answering names each."""
+    with trio.fail_after(10):
+        dead = f"127.0.0.1:{unused_port()}"
+        seeds = f"{dead},{mkv_node.data_address}"
+        assert (await mkvctl("put", "k", "v", f"--data-addr={seeds}")).code == 0
+        assert (await mkvctl("get", "k", env={"MKV_DATA_ADDR": seeds})).out == b"v"
+        other = f"127.0.0.1:{unused_port()}"
+        result = await mkvctl("get", "k", f"--data-addr={dead},{other}")
+        assert_one_error_line(result, "any seed", dead, other)
+
+
 async def test_usage_errors_exit_2() -> None:
     with trio.fail_after(10):
         for argv in (

@@ -257,8 +257,17 @@ async def test_the_client_keeps_within_both_bounds() -> None:
         running -= 1
         return pb.GetResponse(found=True, value=request.key[:4], partition_id="p")
 
+    async def partition_map(request: pb.PartitionMapRequest) -> pb.PartitionMapResponse:
+        # mkv.Client routes by the map: one partition, on this server.
+        return pb.PartitionMapResponse(version=1, partitions=[pb.PartitionRange(id="p")])
+
     async with (
-        session_server({"get": get}, session_max_in_flight=8, max_request_bytes=4096) as server,
+        session_server(
+            {"get": get},
+            extra={"PartitionMap": (pb.PartitionMapRequest, partition_map)},
+            session_max_in_flight=8,
+            max_request_bytes=4096,
+        ) as server,
         within(30),
         mkv.Client.connect(server.address) as client,
     ):

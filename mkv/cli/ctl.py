@@ -22,8 +22,9 @@ mkvctl --version
 source <(mkvctl completion bash)            # tab completion, generated from this parser
 
 Addresses come from ``--data-addr`` / ``--control-addr``, else the environment
-(``MKV_DATA_ADDR`` / ``MKV_CONTROL_ADDR``), else the server's defaults. Options
-may go before or after the command.
+(``MKV_DATA_ADDR`` / ``MKV_CONTROL_ADDR``), else the server's defaults; the
+data plane of a cluster may be several seeds, comma-separated
+(``--data-addr db1:7070,db2:7070``). Options may go before or after the command.
 
 A token (the control plane's, or the data plane's when it requires one) comes
 from ``--token-file PATH``, else ``MKV_TOKEN`` (partitions) / ``MKV_DATA_TOKEN``
@@ -129,6 +130,8 @@ class Request:
 
     command: str  # "partitions list", "put", ...
     address: Address  # the data or control plane, whichever the command uses
+    # Data plane: every node given (--data-addr h1:7070,h2:7070), address first.
+    seeds: tuple[Address, ...] = ()
     json: bool = False
     hex: bool = False
     timeout: float = DEFAULT_TIMEOUT
@@ -203,7 +206,7 @@ def _build_parser() -> _Parser:
     common.add_argument(
         "--data-addr",
         metavar="HOST:PORT",
-        help=f"data plane HOST:PORT (default {DEFAULT_DATA_ADDR})",
+        help=f"data plane HOST:PORT, or seeds H1:P1,H2:P2 (default {DEFAULT_DATA_ADDR})",
     )
     common.add_argument(
         "--control-addr",
@@ -422,7 +425,10 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Request:
     if address_text is None:
         address_text, source = env.get(var) or default, var
     try:
-        address = parse_address(address_text)
+        # A cluster's data plane may be named by several seeds, comma-separated.
+        texts = address_text.split(",") if plane == "data" else [address_text]
+        seeds = tuple(parse_address(text.strip()) for text in texts if text.strip())
+        address = seeds[0] if seeds else parse_address(address_text)
     except ValueError as exc:
         parser.error(f"{source}: {exc}")
     timeout = opts.get("timeout", DEFAULT_TIMEOUT)
@@ -499,6 +505,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Request:
     return Request(
         command=command,
         address=address,
+        seeds=seeds if len(seeds) > 1 else (),
         json=bool(opts.get("json", False)),
         hex=as_hex,
         timeout=timeout,
@@ -619,7 +626,7 @@ def _admin(request: Request) -> AbstractAsyncContextManager[AdminClient]:
 def _client(request: Request) -> AbstractAsyncContextManager[Client]:
     from mkv.client.data import Client  # here: see the TYPE_CHECKING imports
 
-    return Client.connect(request.address, **request.credentials())
+    return Client.connect(*(request.seeds or [request.address]), **request.credentials())
 
 
 async def _partitions_list(request: Request) -> bytes:

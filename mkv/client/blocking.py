@@ -44,7 +44,7 @@ from mkv.client.data import Client, Key, KeyMap, PartitionRange, Value, WriteAck
 from mkv.client.streams import Change, Watch
 from mkv.errors import UnavailableError
 from mkv.records import Item
-from mkv.wire import DEFAULT_CONTROL_ADDR, DEFAULT_DATA_ADDR, Address
+from mkv.wire import DEFAULT_CONTROL_ADDR, Address
 
 __all__ = ["BlockingAdminClient", "BlockingClient", "BlockingWatch", "connect"]
 
@@ -307,17 +307,19 @@ class BlockingClient(_Blocking[Client]):
     (or ``BlockingClient.connect``), same arguments as ``mkv.Client.connect``."""
 
     @classmethod
-    def connect(cls, address: str | Address = DEFAULT_DATA_ADDR, **options: Any) -> BlockingClient:
+    def connect(cls, *addresses: str | Address, **options: Any) -> BlockingClient:
         """Connect now; use in ``with``, or ``close()`` when done.
 
         Args:
+            addresses: one node's or several seeds' ``HOST:PORT`` (or one
+                comma-separated string), as ``mkv.Client.connect``.
             options: as ``mkv.Client.connect`` (token, token_file, tls, ca, cert, key, ...).
 
         Raises:
-            UnavailableError: nothing answers there, or the TLS handshake failed.
+            UnavailableError: no seed answers, or the TLS handshake failed.
             ConfigError: a token or certificate file cannot be read.
         """
-        return cls(Client.connect(address, **options), "mkv-client")
+        return cls(Client.connect(*addresses, **options), "mkv-client")
 
     def get(self, key: Key) -> bytes | None:
         """The value stored under ``key``, or None. Linearizable."""
@@ -464,6 +466,7 @@ class BlockingAdminClient(_Blocking[AdminClient]):
         )
 
 
-def connect(address: str | Address = DEFAULT_DATA_ADDR, **options: Any) -> BlockingClient:
-    """A blocking client of the data plane at ``address``: ``BlockingClient.connect``."""
-    return BlockingClient.connect(address, **options)
+def connect(*addresses: str | Address, **options: Any) -> BlockingClient:
+    """A blocking client of the data plane at ``addresses`` (one node, or a
+    cluster's seeds): ``BlockingClient.connect``."""
+    return BlockingClient.connect(*addresses, **options)

@@ -35,7 +35,7 @@ from mkv.rpc.request_headers import grpc_timeout as wire_timeout
 from mkv.rpc.tls import handshake_failure
 from mkv.wire import Address, parse_address
 
-__all__ = ["Channel", "open_channel"]
+__all__ = ["Channel", "NotSentError", "open_channel"]
 
 M = TypeVar("M", bound=Message)
 
@@ -56,6 +56,12 @@ _CONNECTION_ERRORS = (
 # Responses are bounded by requests (1 MiB) except PartitionMap and lists,
 # which stay far below this.
 _MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
+
+class NotSentError(UnavailableError):
+    """The call could not be started (the node could not be dialled, or the
+    connection failed before the request was sent): certainly not applied,
+    so even a write may be sent again (``mkv.client.nodes.Rerouting``)."""
 
 
 class _ClientSocket(GRPCProtoSocket):  # type: ignore[misc]  # purerpc is untyped
@@ -137,9 +143,9 @@ class Channel:
                             tls_standard_compatible=False,
                         )
                 except ssl.SSLError as exc:
-                    raise UnavailableError(handshake_failure(self.address, exc)) from None
+                    raise NotSentError(handshake_failure(self.address, exc)) from None
                 except OSError as exc:
-                    raise UnavailableError(
+                    raise NotSentError(
                         f"Cannot connect to mkv at {self.address}: {exc.strerror or exc}."
                     ) from None
                 await self._task_group.start(self._hold, sock)
@@ -275,7 +281,11 @@ class Channel:
                 custom_metadata=self._metadata,
             )
         except _CONNECTION_ERRORS as exc:
-            raise self._lost(exc) from exc
+            # The request's message goes after its headers: none of it left.
+            raise NotSentError(
+                f"Lost the connection to mkv at {self.address} ({type(exc).__name__}) "
+                "before the call was sent."
+            ) from exc
         stream.expect_message_type(response_type)
         return stream
 

@@ -5,14 +5,17 @@
         assert await db.get(b"user:1") == b"ada"
         await db.remove(b"user:2")
 
-The client routes keys with the node's partition map, splits an upsert into
-one batch per partition of at most 1 MiB each (each batch is atomic; the
-whole call is not, when it needs more than one), and refreshes the map and
-retries once when the node answers BAD_NODE. Conditional writes and
-increments are never split: they must fit one partition and one request.
+The client routes keys with the cluster's partition map to the node leading
+each partition (one connection per node, ``mkv.client.nodes``), splits an
+upsert into one batch per partition of at most 1 MiB each (each batch is
+atomic; the whole call is not, when it needs more than one), and follows the
+hint or refreshes the map and retries when a node answers BAD_NODE.
+Conditional writes and increments are never split: they must fit one
+partition and one request.
 
-After a lost connection the next call dials again; ``watch`` does so by
-itself and resumes where it was.
+After a lost connection the next call dials again (reads are retried, a
+write sent on it has an unknown outcome); ``watch`` resumes by itself where
+it was.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from typing import Any, Generic, TypeVar
 import anyio
 import attrs
 
-from mkv.client.channel import Channel, open_channel
+from mkv.client.channel import Channel
 from mkv.client.credentials import client_credentials
-from mkv.client.session import SessionLostError, SessionMux
+from mkv.client.nodes import NO_OWNER, REROUTE_SECONDS, Nodes, Rerouting, parse_seeds
+from mkv.client.session import SessionLostError
 from mkv.client.streams import Change, Scan, Watch
 from mkv.client.upsert_encoding import EntryBatch, cut_batches, field_size
 from mkv.errors import (
@@ -41,15 +45,25 @@ from mkv.errors import (
     InvalidArgumentError,
     MkvError,
     ResourceExhaustedError,
+    UnavailableError,
 )
 from mkv.records import Item
-from mkv.router import KeyRange, Router
+from mkv.router import KeyRange
 from mkv.rpc.auth import DATA_TOKEN_ENV
 from mkv.v1 import data_pb2 as pb
 from mkv.wire import DATA_SERVICE as SERVICE
 from mkv.wire import DEFAULT_DATA_ADDR, MAX_REQUEST_BYTES, Address
 
-__all__ = ["Change", "Client", "Item", "Key", "PartitionRange", "Watch", "WriteAck"]
+__all__ = [
+    "REROUTE_SECONDS",
+    "Change",
+    "Client",
+    "Item",
+    "Key",
+    "PartitionRange",
+    "Watch",
+    "WriteAck",
+]
 
 # The logger keeps the module's name from before the move into packages:
 # operators filter and route logs by it (issue 13).
@@ -94,6 +108,9 @@ class WriteAck:
 
 @attrs.frozen
 class PartitionRange:
+    """One partition of the map: its keys and the data address of the node
+    leading it, as this client dials it ("" while no node leads it)."""
+
     id: str
     range: KeyRange
     address: str
@@ -104,24 +121,23 @@ def _bytes(data: Key) -> bytes:
 
 
 class Client:
-    """A connection to one mkv node's data plane. Use ``Client.connect``."""
+    """A client of mkv's data plane: one node, or every node of a cluster
+    (a connection to each). Use ``Client.connect``."""
 
-    def __init__(
-        self, channel: Channel, *, max_request_bytes: int = MAX_REQUEST_BYTES, session: bool = True
-    ) -> None:
-        self._channel = channel
-        # Small requests share one Session call (mkv.client.session); None: each its own call.
-        self._session = SessionMux(channel) if session else None
+    def __init__(self, nodes: Nodes, *, max_request_bytes: int = MAX_REQUEST_BYTES) -> None:
+        self._nodes = nodes
         self._max_request_bytes = max_request_bytes
-        self._router: Router | None = None
-        self._refresh_lock = anyio.Lock()
+
+    @property
+    def _channel(self) -> Channel:
+        """The connection to the seed that answered first."""
+        return self._nodes.first
 
     @classmethod
     @asynccontextmanager
     async def connect(
         cls,
-        address: str | Address = DEFAULT_DATA_ADDR,
-        *,
+        *addresses: str | Address,
         token: str | None = None,
         token_file: Path | str | None = None,
         tls: bool = False,
@@ -131,9 +147,16 @@ class Client:
         ssl_context: ssl.SSLContext | None = None,
         session: bool = True,
     ) -> AsyncIterator[Client]:
-        """Connect to the data plane at ``address`` (``HOST:PORT``).
+        """Connect to mkv's data plane: one node's, or a cluster's through seeds.
+
+            async with mkv.Client.connect("h1:7070", "h2:7070") as db: ...
 
         Args:
+            addresses: ``HOST:PORT`` of one or more nodes (seeds), each also
+                as one comma-separated string (``"h1:7070,h2:7070"``);
+                default ``127.0.0.1:7070``. The first that answers gives the
+                partition map, whose addresses the client then uses: one
+                connection per node, each key sent to its partition's node.
             token, token_file: the data plane's token, if it requires one
                 (default: ``$MKV_DATA_TOKEN`` when set).
             tls, ca, cert, key, ssl_context: TLS, as ``mkv.client.credentials.client_credentials``.
@@ -142,9 +165,11 @@ class Client:
                 throughput under concurrency. False: unary calls only.
 
         Raises:
-            UnavailableError: nothing answers there, or the TLS handshake failed.
+            UnavailableError: no seed answers, or the TLS handshake failed.
             ConfigError: a token or certificate file cannot be read.
+            ValueError: an address is not ``HOST:PORT``.
         """
+        seeds = parse_seeds(addresses or [DEFAULT_DATA_ADDR])
         credentials = await client_credentials(
             env_var=DATA_TOKEN_ENV,
             token=token,
@@ -155,15 +180,19 @@ class Client:
             key=key,
             ssl_context=ssl_context,
         )
-        async with open_channel(
-            address, metadata=credentials.metadata, ssl_context=credentials.ssl_context
-        ) as channel:
-            yield cls(channel, session=session)
+        async with Nodes.open(
+            seeds,
+            metadata=credentials.metadata,
+            ssl_context=credentials.ssl_context,
+            sessions=session,
+        ) as nodes:
+            yield cls(nodes)
 
     @property
     def session_requests(self) -> int:
-        """How many requests went on a DataPlane.Session so far (0 with ``session=False``)."""
-        return 0 if self._session is None else self._session.sent
+        """How many requests went on a DataPlane.Session so far, on every
+        node's connection (0 with ``session=False``)."""
+        return self._nodes.pool.session_requests
 
     # -- reads --------------------------------------------------------------
 
@@ -175,7 +204,9 @@ class Client:
     async def get_item(self, key: Key) -> Item | None:
         """The value and its sequence number, or None when the key is absent."""
         request = pb.GetRequest(key=_bytes(key))
-        response = await self._routed("Get", [request.key], lambda: request, pb.GetResponse)
+        response = await self._routed(
+            "Get", [request.key], lambda: request, pb.GetResponse, read=True
+        )
         if not response.found:
             return None
         return Item(response.value, response.seq, response.timestamp)
@@ -198,6 +229,7 @@ class Client:
                     chunk,
                     lambda: pb.BatchGetRequest(keys=chunk, map_version=self._map_version()),
                     pb.BatchGetResponse,
+                    read=True,
                 )
             except MkvError as exc:
                 # Kept rather than raised, as in _write: the caller gets an
@@ -240,7 +272,7 @@ class Client:
         it falls. Stopping early is fine (nothing is left open between pages).
         """
         return Scan(
-            self._channel, _bytes(start), None if end is None else _bytes(end), keys_only, page_size
+            self._nodes, _bytes(start), None if end is None else _bytes(end), keys_only, page_size
         )
 
     @asynccontextmanager
@@ -268,7 +300,7 @@ class Client:
         request = pb.WatchRequest(
             start=_bytes(start), end=b"" if end is None else _bytes(end), from_seq=from_seq
         )
-        changes = Watch(self._channel, request)
+        changes = Watch(self._nodes, request)
         try:
             yield changes
         finally:
@@ -325,6 +357,7 @@ class Client:
             method="Upsert",
             response_type=pb.UpsertResponse,
             build=lambda batch: batch.request(self._map_version()),
+            first_key=lambda batch: batch.pairs[0][0],
             resplit=lambda batch: self._upsert_batches(batch.pairs),
             count_of=lambda response: 0,
         )
@@ -361,6 +394,7 @@ class Client:
             method="Remove",
             response_type=pb.RemoveResponse,
             build=lambda batch: pb.RemoveRequest(keys=batch, map_version=self._map_version()),
+            first_key=lambda batch: batch[0],
             resplit=lambda batch: self._split(batch, _same, _key_size),
             count_of=lambda response: int(response.removed),
         )
@@ -398,6 +432,7 @@ class Client:
                 map_version=self._map_version(),
             ),
             pb.IncrementResponse,
+            read=False,
         )
         return list(response.values)
 
@@ -423,7 +458,7 @@ class Client:
                 )
             return request
 
-        response = await self._routed(method, keys, checked, response_type)
+        response = await self._routed(method, keys, checked, response_type, read=False)
         if response.status == pb.CONDITION_FAILED:
             failure = response.failure
             state = f"is at seq {failure.seq}" if failure.found else "does not exist"
@@ -438,27 +473,19 @@ class Client:
     # -- routing ------------------------------------------------------------
 
     async def partition_map(self) -> list[PartitionRange]:
-        """The node's partitions, refreshed from the server."""
-        router = await self._refresh_router()
-        return [PartitionRange(pid, rng, str(self._channel.address)) for rng, pid in router.ranges]
-
-    async def _refresh_router(self) -> Router:
-        async with self._refresh_lock:
-            response = await self._channel.unary(
-                SERVICE, "PartitionMap", pb.PartitionMapRequest(), pb.PartitionMapResponse
-            )
-            self._router = Router.build(
-                ((KeyRange(p.start, p.end or None), p.id) for p in response.partitions),
-                version=response.version,
-            )
-            return self._router
+        """The partitions and the node leading each, refreshed from the server."""
+        table = await self._nodes.refresh()
+        return [
+            PartitionRange(pid, rng, "" if (a := table.routes[pid].address) is None else str(a))
+            for rng, pid in table.router.ranges
+        ]
 
     async def _group(self, items: Sequence[T], key_of: Callable[[T], bytes]) -> list[list[T]]:
         """``items`` per owning partition, in order; refreshes the map once if a
         key has no owner in it."""
         keys = list(map(key_of, items))
         for attempt in range(2):
-            router = self._router or await self._refresh_router()
+            router = (await self._nodes.current()).router
             try:
                 # Usually every key is in one partition: min and max tell, in C.
                 if (owner := router.lookup_span(min(keys), max(keys))) is not None:
@@ -472,8 +499,8 @@ class Client:
                     groups[owner].append(item)
                 return list(groups.values())
             if attempt == 0:
-                await self._refresh_router()
-        raise BadNodeError("No partition on this node owns the key.")
+                await self._nodes.refresh()
+        raise BadNodeError(NO_OWNER)
 
     async def _split(
         self, items: Sequence[T], key_of: Callable[[T], bytes], size_of: Callable[[T], int]
@@ -528,9 +555,16 @@ class Client:
         return acks
 
     async def _send_batch(
-        self, batch: B, send: _Send[B], rerouting: _Rerouting | None = None
+        self, batch: B, send: _Send[B], rerouting: Rerouting | None = None
     ) -> list[WriteAck]:
-        response = await self._call(send.method, send.build(batch), send.response_type)
+        rerouting = rerouting or Rerouting(self._nodes, read=False)
+        response, address = await self._send_once(
+            rerouting,
+            send.first_key(batch),
+            send.method,
+            lambda: send.build(batch),
+            send.response_type,
+        )
         if response.status == pb.OK:
             return [
                 WriteAck(
@@ -539,40 +573,45 @@ class Client:
             ]
         # The map moved under us: route this batch again (resplit raises
         # BadNodeError at once if the new map has no owner for a key).
-        rerouting = rerouting or _Rerouting()
-        await rerouting.wait(self, response.hint.message)
+        await rerouting.bad_node(address, response.hint)
         acks: list[WriteAck] = []
         for again in itertools.chain.from_iterable(await send.resplit(batch)):
             acks.extend(await self._send_batch(again, send, rerouting))
         return acks
 
-    async def _call(self, method: str, request: Any, response_type: type[Any]) -> Any:
-        """One data-plane request: on the session when it is small, else a unary call.
+    async def _call(
+        self, channel: Channel, method: str, request: Any, response_type: type[Any]
+    ) -> Any:
+        """One data-plane request to ``channel``'s node: on its session when
+        it is small, else a unary call.
 
         Raises:
             MkvError: the request's error, as the unary call raises it.
             UnavailableError: the connection or the session was lost (for a
                 write, its outcome is unknown; a read is asked again once).
         """
-        kind = _SESSION_KINDS.get(method) if self._session is not None else None
+        session = self._nodes.pool.session(channel.address)
+        kind = _SESSION_KINDS.get(method) if session is not None else None
         if (
             kind is None
-            or self._session is None
+            or session is None
             or request.ByteSize() > SESSION_REQUEST_BYTES
             or (method == "BatchGet" and len(request.keys) > SESSION_BATCH_GET_KEYS)
         ):
             # Large answers would hold up the small ones queued behind them.
-            return await self._channel.unary(SERVICE, method, request, response_type)
+            return await channel.unary(SERVICE, method, request, response_type)
         try:
-            return await self._session.call(kind, request)
+            return await session.call(kind, request)
         except SessionLostError:
             if method not in _READS:
                 raise
-            # A read changes nothing: ask again, on a new session.
-            return await self._session.call(kind, request)
+            # A read changes nothing: ask again at once, on a new session
+            # (if that fails too, Rerouting refreshes the map and retries).
+            return await session.call(kind, request)
 
     def _map_version(self) -> int:
-        return self._router.version if self._router is not None else 0
+        table = self._nodes.table
+        return table.version if table is not None else 0
 
     async def _routed(
         self,
@@ -580,64 +619,60 @@ class Client:
         keys: Sequence[bytes],
         build: Callable[[], Any],
         response_type: type[Any],
+        *,
+        read: bool,
     ) -> Any:
-        """One request for ``keys`` that must not be split: sent, and on
-        BAD_NODE built again (with the refreshed map's version) and sent
-        again, while ``_Rerouting`` allows.
+        """One request for ``keys`` that must not be split: sent to the node
+        leading their partition, and on BAD_NODE built again (with the
+        refreshed map's version) and sent again, while ``Rerouting`` allows.
+
+        Args:
+            read: the request changes nothing, so it may be sent again after
+                a lost connection or UNAVAILABLE too.
 
         Returns:
             The first answer that is not BAD_NODE.
 
         Raises:
-            BadNodeError: the node's current map has no owner for a key, or
-                the node kept refusing for ``REROUTE_SECONDS``.
+            BadNodeError: the current map has no owner for a key, or the
+                nodes kept refusing for ``REROUTE_SECONDS``.
+            UnavailableError: a write's connection broke after it was sent
+                (its outcome is unknown), or no node could be reached.
         """
-        rerouting = _Rerouting()
+        rerouting = Rerouting(self._nodes, read=read)
         while True:
-            response = await self._call(method, build(), response_type)
+            response, address = await self._send_once(
+                rerouting, keys[0], method, build, response_type
+            )
             if response.status != pb.BAD_NODE:
                 return response
-            await rerouting.wait(self, response.hint.message)
-            router = self._router
-            assert router is not None  # refreshed by wait()
-            if any(router.lookup(key) is None for key in keys):
-                raise BadNodeError(response.hint.message or _NO_OWNER)
+            await rerouting.bad_node(address, response.hint)
+            table = await self._nodes.current()
+            if any(table.lookup(key) is None for key in keys):
+                raise BadNodeError(response.hint.message or NO_OWNER)
 
+    async def _send_once(
+        self,
+        rerouting: Rerouting,
+        key: bytes,
+        method: str,
+        build: Callable[[], Any],
+        response_type: type[Any],
+    ) -> tuple[Any, Address]:
+        """Send one request to the node leading ``key``'s partition, again
+        while the failure allows (``Rerouting.unavailable``).
 
-# How long a request refused with BAD_NODE is routed again. A split or merge
-# refuses the moving range from the moment its cut-over is queued until the
-# node publishes the new map (tens of milliseconds: the parent's queue ahead
-# of it, the catalog's fsync), and two splits in a row can each refuse once;
-# a client that re-routed only once failed writes that a moment later went
-# through (tests/test_split.py caught it under load).
-REROUTE_SECONDS = 5.0
-_NO_OWNER = "No partition on this node owns the key."
-
-
-class _Rerouting:
-    """The re-routing of one request after BAD_NODE: refresh the map, and
-    when it has not moved, back off (5 ms doubling to 100 ms) before the
-    next try, for at most ``REROUTE_SECONDS``."""
-
-    def __init__(self) -> None:
-        self._since: float | None = None
-        self._delay = 0.005
-
-    async def wait(self, client: Client, hint: str) -> None:
-        """Raises:
-        BadNodeError: refused for ``REROUTE_SECONDS`` with the map unchanged.
+        Returns:
+            The answer (which may be BAD_NODE) and the address that gave it.
         """
-        now = anyio.current_time()
-        if self._since is None:
-            self._since = now
-        version = client._map_version()
-        await client._refresh_router()
-        if client._map_version() != version:
-            return
-        if now - self._since >= REROUTE_SECONDS:
-            raise BadNodeError(hint or _NO_OWNER)
-        await anyio.sleep(self._delay)
-        self._delay = min(self._delay * 2, 0.1)
+        while True:
+            channel = await rerouting.channel(key)
+            try:
+                response = await self._call(channel, method, build(), response_type)
+            except UnavailableError as exc:
+                await rerouting.unavailable(channel.address, exc)
+                continue
+            return response, channel.address
 
 
 def _conditions(if_seq: KeyMap[int] | None, if_value: KeyMap[Value] | None) -> list[pb.Condition]:
@@ -665,6 +700,8 @@ class _Send(Generic[B]):
     method: str
     response_type: type[Any]
     build: Callable[[B], Any]
+    # A key of the batch, to route it by (all its keys share a partition).
+    first_key: Callable[[B], bytes]
     # Per partition, its batches: after BAD_NODE, by the refreshed map.
     resplit: Callable[[B], Awaitable[list[list[B]]]]
     count_of: Callable[[Any], int]

@@ -4,6 +4,10 @@ Both are iterator classes, not async generators: Trio reports an async
 generator dropped before it is exhausted (a ``break``) as a ResourceWarning,
 and a watch owns a call that must be closed, so it lives in ``async with
 client.watch(...)``.
+
+Each page of a scan, and each (re)opening of a watch, goes to the node
+leading the partition of its first key (``mkv.client.nodes``); both are
+reads, so a refusal, an UNAVAILABLE or a lost connection re-routes them.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ from contextlib import AsyncExitStack
 import anyio
 import attrs
 
-from mkv.client.channel import Channel, ResponseStream
+from mkv.client.channel import ResponseStream
+from mkv.client.nodes import NO_OWNER, Nodes, Rerouting
 from mkv.errors import BadNodeError, ResourceExhaustedError, UnavailableError
 from mkv.records import Item
 from mkv.v1 import data_pb2 as pb
 from mkv.wire import DATA_SERVICE as SERVICE
+from mkv.wire import Address
 
 __all__ = ["Change", "Scan", "Watch"]
 
@@ -50,13 +56,13 @@ class Scan:
 
     def __init__(
         self,
-        channel: Channel,
+        nodes: Nodes,
         start: bytes,
         end: bytes | None,
         keys_only: bool,
         page_size: int,
     ) -> None:
-        self._channel = channel
+        self._nodes = nodes
         self._position = start
         self._end = end
         self._keys_only = keys_only
@@ -86,19 +92,36 @@ class Scan:
             limit=self._page_size,
             keys_only=self._keys_only,
         )
-        last: pb.ScanResponse | None = None
-        async with self._channel.open_stream(
-            SERVICE, "Scan", request, pb.ScanResponse
-        ) as responses:
-            async for response in responses:
-                if response.status != pb.OK:
-                    raise BadNodeError(
-                        response.hint.message or "No partition on this node owns the key."
-                    )
-                self._page.extend(
-                    (kv.key, Item(kv.value, kv.seq, kv.timestamp)) for kv in response.items
-                )
-                last = response
+        rerouting = Rerouting(self._nodes, read=True)
+        while True:
+            channel = await rerouting.channel(self._position)
+            # The page is kept only once whole: a page cut off is asked again.
+            page: list[tuple[bytes, Item]] = []
+            last: pb.ScanResponse | None = None
+            try:
+                async with channel.open_stream(
+                    SERVICE, "Scan", request, pb.ScanResponse
+                ) as responses:
+                    async for response in responses:
+                        if response.status != pb.OK:
+                            last = response
+                            break
+                        page.extend(
+                            (kv.key, Item(kv.value, kv.seq, kv.timestamp)) for kv in response.items
+                        )
+                        last = response
+            except UnavailableError as exc:
+                await rerouting.unavailable(channel.address, exc)
+                continue
+            if last is not None and last.status == pb.BAD_NODE:
+                await rerouting.bad_node(channel.address, last.hint)
+                if (await self._nodes.current()).lookup(self._position) is None:
+                    raise BadNodeError(last.hint.message or NO_OWNER)
+                continue
+            if last is not None and last.status != pb.OK:
+                raise BadNodeError(last.hint.message or NO_OWNER)
+            break
+        self._page.extend(page)
         if last is None or not last.more:
             self._done = True
         else:
@@ -113,13 +136,17 @@ class Watch:
             out; a later watch ``from_seq=position`` carries on exactly.
     """
 
-    def __init__(self, channel: Channel, request: pb.WatchRequest) -> None:
-        self._channel = channel
+    def __init__(self, nodes: Nodes, request: pb.WatchRequest) -> None:
+        self._nodes = nodes
         self._request = request
         self._pending: deque[Change] = deque()
         self._stream: AsyncExitStack | None = None
         self._responses: ResponseStream[pb.WatchResponse] | None = None
         self._backoff = WATCH_MIN_BACKOFF
+        # Re-routing after BAD_NODE: reset by every answer that is not one.
+        self._rerouting: Rerouting | None = None
+        # The node the call is (or was last) open on.
+        self._address: Address | None = None
         # Where the changes in _pending end (the last response's progress).
         self._received = request.from_seq
         self.position = request.from_seq
@@ -146,14 +173,18 @@ class Watch:
             await stream.aclose()
 
     async def _receive(self) -> None:
-        """Read the next response, (re)opening the call as needed."""
+        """Read the next response, (re)opening the call as needed, on the
+        node leading the watched range's partition."""
         while True:
             try:
                 if self._responses is None:
                     self._request.from_seq = self._received
+                    rerouting = self._rerouting or Rerouting(self._nodes, read=True)
+                    channel = await rerouting.channel(self._request.start)
+                    self._address = channel.address
                     self._stream = AsyncExitStack()
                     self._responses = await self._stream.enter_async_context(
-                        self._channel.open_stream(SERVICE, "Watch", self._request, pb.WatchResponse)
+                        channel.open_stream(SERVICE, "Watch", self._request, pb.WatchResponse)
                     )
                 response = await self._responses.__anext__()
             except (UnavailableError, ResourceExhaustedError, StopAsyncIteration) as exc:
@@ -163,10 +194,12 @@ class Watch:
                 # watch read from another thread (mkv.BlockingClient) would
                 # retry forever instead of ending.
                 await self.aclose()
-                if self._channel.closed:
-                    raise UnavailableError(
-                        f"The connection to mkv at {self._channel.address} is closed."
-                    ) from None
+                if self._nodes.pool.closed:
+                    raise UnavailableError("The connection to mkv is closed.") from None
+                if self._address is not None and isinstance(exc, UnavailableError):
+                    # Its node may be gone for good: ask the others where the
+                    # partition went before dialling again.
+                    self._nodes.mark_stale(self._address)
                 log.info("watch interrupted (%r); resuming after seq %d", exc, self._received)
                 await anyio.sleep(self._backoff * random.uniform(0.5, 1.0))
                 self._backoff = min(self._backoff * 2, WATCH_MAX_BACKOFF)
@@ -178,12 +211,22 @@ class Watch:
                 await self.aclose()
                 log.info("watch handed over (%s)", response.hint.message)
                 self._received = max(self._received, response.progress_seq)
+                self._nodes.follow(response.hint, self._address)
+                continue
+            if response.status == pb.BAD_NODE and self._address is not None:
+                # This node does not lead the range (it moved to another
+                # node, or the map was old): route again and resume from
+                # the last position there, as any read is re-routed.
+                await self.aclose()
+                self._rerouting = self._rerouting or Rerouting(self._nodes, read=True)
+                await self._rerouting.bad_node(self._address, response.hint)
+                if (await self._nodes.current()).lookup(self._request.start) is None:
+                    raise BadNodeError(response.hint.message or NO_OWNER)
                 continue
             if response.status != pb.OK:
-                raise BadNodeError(
-                    response.hint.message or "No partition on this node owns the key."
-                )
+                raise BadNodeError(response.hint.message or NO_OWNER)
             self._backoff = WATCH_MIN_BACKOFF
+            self._rerouting = None
             self._pending.extend(
                 Change(c.key, None if c.removed else c.value, c.seq, c.timestamp)
                 for c in response.changes
