@@ -6,6 +6,7 @@ mkv serve --config mkv.toml                 # same names, in TOML
 MKV_TOKEN=... mkv serve --control-addr 0.0.0.0:7071   # or --token-file PATH
 mkv serve --snapshot-root /backups/mkv      # where snapshots may go (default DATA_DIR/snapshots)
 mkv serve --metrics-addr 127.0.0.1:9464 --log-format json
+mkv demo --nodes 3                          # etcd and a 3-node cluster, until Ctrl-C
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import trio
 
+from mkv.cli import demo
 from mkv.errors import MkvError, leaves
 from mkv.node.config import DEFAULT_CONTROL_ADDR, DEFAULT_DATA_ADDR, Config, ConfigError
 from mkv.node.server import Node
@@ -112,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="seconds of NOT_SERVING health before the ports close on shutdown (default 0)",
     )
+    demo.add_arguments(
+        commands.add_parser(
+            "demo",
+            help="run etcd and a cluster of nodes on this machine until Ctrl-C, to try it",
+            description="A local cluster in one command: etcd and N nodes on loopback, "
+            "in a temporary directory, stopped (nodes first) on Ctrl-C.",
+        )
+    )
     return parser
 
 
@@ -142,6 +152,8 @@ async def serve(config: Config) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        return demo.main(args)
     try:
         config = Config.load(
             args.config,
