@@ -24,10 +24,21 @@ class ServerProcess:
     The same object can be started again on the same data dir.
     """
 
-    def __init__(self, data_dir: Path, *extra_args: str, stderr_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *extra_args: str,
+        stderr_path: Path | None = None,
+        data_host: str = "127.0.0.1",
+        prefix: tuple[str, ...] = (),
+    ) -> None:
         """Args:
         stderr_path: where the server's log goes (default: next to ``data_dir``).
+        data_host: the host the data plane binds (a port of its choosing).
+        prefix: a command the server runs under (``ip netns exec NAME``).
         """
+        self.data_host = data_host
+        self.prefix = prefix
         self.data_dir = data_dir
         self.extra_args = extra_args
         self.process: trio.Process | None = None
@@ -44,13 +55,14 @@ class ServerProcess:
                 reconnect by address find the restarted server).
         """
         assert self.process is None, "already running"
-        data_addr, control_addr = "127.0.0.1:0", "127.0.0.1:0"
+        data_addr, control_addr = f"{self.data_host}:0", "127.0.0.1:0"
         if same_ports:
             data_addr, control_addr = self.data_addr, self.control_addr
         stderr = await trio.to_thread.run_sync(open, self.stderr_path, "ab")
         try:
             self.process = await trio.lowlevel.open_process(
                 [
+                    *self.prefix,
                     sys.executable,
                     "-m",
                     "mkv.cli.server",

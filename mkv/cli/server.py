@@ -6,6 +6,7 @@ mkv serve --config mkv.toml                 # same names, in TOML
 MKV_TOKEN=... mkv serve --control-addr 0.0.0.0:7071   # or --token-file PATH
 mkv serve --snapshot-root /backups/mkv      # where snapshots may go (default DATA_DIR/snapshots)
 mkv serve --metrics-addr 127.0.0.1:9464 --log-format json
+mkv serve --etcd http://127.0.0.1:2379 --cluster prod --advertise-addr 10.0.0.7   # cluster mode
 mkv demo --nodes 3                          # etcd and a 3-node cluster, until Ctrl-C
 """
 
@@ -114,6 +115,28 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="seconds of NOT_SERVING health before the ports close on shutdown (default 0)",
     )
+    cluster = serve.add_argument_group("cluster mode (docs/cluster.md)")
+    cluster.add_argument(
+        "--etcd",
+        action="append",
+        metavar="URL",
+        help="an etcd endpoint (repeat for several); cluster mode. Without it: one node",
+    )
+    cluster.add_argument("--cluster", metavar="NAME", help="the cluster's name (default mkv)")
+    cluster.add_argument(
+        "--advertise-addr",
+        metavar="HOST",
+        help="the host other nodes and clients reach this node by (default: the bound host)",
+    )
+    cluster.add_argument(
+        "--node-id", metavar="ID", help="this node's id, on its first start only (default: made)"
+    )
+    cluster.add_argument(
+        "--lease-ttl",
+        type=int,
+        metavar="S",
+        help="seconds of the node's etcd lease; it serves nothing past it (default 5)",
+    )
     demo.add_arguments(
         commands.add_parser(
             "demo",
@@ -138,6 +161,11 @@ async def serve(config: Config) -> None:
             print(f"mkv: data directory {config.data_dir.resolve()}", flush=True)
             if node.snapshots is not None:
                 print(f"mkv: snapshot root {node.snapshots.root.path}", flush=True)
+            if node.cluster is not None:
+                print(
+                    f"mkv: node {node.cluster.node_id} of cluster {node.cluster.settings.name}",
+                    flush=True,
+                )
             if node.metrics_address is not None:
                 print(f"mkv: metrics on http://{node.metrics_address}/metrics", flush=True)
             async for signum in signals:
@@ -177,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
             tls_key_file=args.tls_key,
             tls_client_ca_file=args.tls_client_ca,
             shutdown_grace=args.shutdown_grace,
+            etcd=args.etcd,
+            cluster=args.cluster,
+            advertise_addr=args.advertise_addr,
+            node_id=args.node_id,
+            lease_ttl=args.lease_ttl,
         )
         configure_logging(config.log_level, config.log_format)
     except (ConfigError, ValueError) as exc:

@@ -20,12 +20,20 @@ A TOML file holds the same names as the flags, with underscores::
     tls_key_file = "/etc/mkv/node.key"
     tls_client_ca_file = "/etc/mkv/clients-ca.pem"   # mTLS
 
+    [cluster]                         # cluster mode (docs/cluster.md); absent: one node
+    etcd = ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
+    name = "prod"
+    advertise_addr = "10.0.0.7"       # the host other nodes and clients are told
+    node_id = "n-1"                   # first start only; kept in DATA_DIR/node-id
+    lease_ttl = 5
+
 Security settings (docs/security.md): with no control-plane token the control
 plane may only listen on loopback.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -63,6 +71,29 @@ def _address(value: str | Address) -> Address:
 
 def _optional_address(value: str | Address | None) -> Address | None:
     return None if value is None else _address(value)
+
+
+def _endpoints(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _name(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise ValueError(
+            f"{attribute.name} {value!r} must be 1 to 64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# The [cluster] table of a TOML file, and the settings its keys are.
+_CLUSTER_KEYS = {
+    "etcd": "etcd",
+    "name": "cluster",
+    "advertise_addr": "advertise_addr",
+    "node_id": "node_id",
+    "lease_ttl": "lease_ttl",
+}
 
 
 def _log_format(_: object, attribute: attrs.Attribute[str], value: object) -> None:
@@ -168,6 +199,23 @@ class Config:
                 "no authentication, so set metrics_allow_remote to serve it there anyway"
             )
 
+    # -- cluster mode (docs/cluster.md) ---------------------------------
+    # etcd endpoints; empty: a single node, exactly as without cluster mode.
+    etcd: tuple[str, ...] = attrs.field(default=(), converter=_endpoints)
+    cluster: str = attrs.field(default="mkv", validator=_name)
+    # The host (no port) this node's addresses are advertised with; None:
+    # the host each port is bound to (which must then not be a wildcard).
+    advertise_addr: str | None = None
+    # Set on the first start only (the id is kept in DATA_DIR/node-id).
+    node_id: str | None = attrs.field(default=None, validator=attrs.validators.optional(_name))
+    # Seconds of the node's etcd lease: past its deadline (this, less a
+    # margin, after the last keepalive etcd answered) it serves nothing.
+    lease_ttl: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+
+    @property
+    def clustered(self) -> bool:
+        return bool(self.etcd)
+
     @property
     def snapshot_dir(self) -> Path:
         """The snapshot root in effect."""
@@ -267,6 +315,13 @@ class Config:
                 settings.update(tomllib.loads(path.read_text()))
             except (OSError, tomllib.TOMLDecodeError) as exc:
                 raise ConfigError(f"cannot read config file {path}: {exc}") from None
+            table = settings.pop("cluster", None)
+            if table is not None:
+                if not isinstance(table, dict):
+                    raise ConfigError("cluster must be a table: [cluster] with etcd, name, ...")
+                if unknown := sorted(set(table) - set(_CLUSTER_KEYS)):
+                    raise ConfigError(f"unknown [cluster] setting(s): {', '.join(unknown)}")
+                settings.update({_CLUSTER_KEYS[k]: v for k, v in table.items()})
         settings.update({k: v for k, v in overrides.items() if v is not None})
         known = {f.name for f in attrs.fields(cls)}
         if unknown := sorted(set(settings) - known):

@@ -10,14 +10,18 @@ from pathlib import Path
 import attrs
 import trio
 
+from mkv.cluster.membership import Membership
 from mkv.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from mkv.node.catalog import check_partition_id
 from mkv.node.registry import PartitionRegistry, PartitionReport
 from mkv.node.snapshot_service import SnapshotService
 from mkv.operations import Operation, OperationState
 from mkv.partition.task import PartitionState
+from mkv.pipeline import check_pipeline
 from mkv.router import KeyRange
 from mkv.rpc.server import Handler
 from mkv.snapshots.take import SnapshotResult
+from mkv.store import check_store_kind
 from mkv.units import format_utc
 from mkv.v1 import control_pb2 as pb
 from mkv.version import build_info
@@ -46,6 +50,10 @@ _SINGLE_NODE = (
     "{call} needs cluster mode: this node runs alone (mkv serve --etcd URL --cluster NAME)."
 )
 MERGE = "merge"
+_NOT_YET = (
+    "{call} is not available in cluster mode yet: this version places, adds and "
+    "removes partitions across nodes, but does not split, merge or move them."
+)
 
 
 @attrs.frozen
@@ -81,14 +89,18 @@ class ControlPlane:
         registry: PartitionRegistry,
         snapshots: SnapshotService,
         facts: Callable[[], NodeFacts],
+        cluster: Membership | None = None,
     ) -> None:
         """Args:
         facts: the node's own facts for NodeStatus, asked for at each call
             (addresses are known only once bound).
+        cluster: in cluster mode, the membership placement changes go
+            through (each one etcd Txn); None on a single node.
         """
         self._registry = registry
         self._snapshots = snapshots
         self._facts = facts
+        self._cluster = cluster
 
     def methods(self) -> dict[str, tuple[type, Handler]]:
         return {
@@ -109,13 +121,40 @@ class ControlPlane:
     # Placement across nodes exists only in cluster mode: a single node has
     # nowhere to move a partition to, so these say so rather than pretend.
     async def move_partition(self, request: pb.MovePartitionRequest) -> pb.MovePartitionResponse:
+        if self._cluster is not None:
+            raise FailedPreconditionError(_NOT_YET.format(call="MovePartition"))
         raise FailedPreconditionError(_SINGLE_NODE.format(call="MovePartition"))
 
     async def drain_node(self, request: pb.DrainNodeRequest) -> pb.DrainNodeResponse:
+        if self._cluster is not None:
+            raise FailedPreconditionError(_NOT_YET.format(call="DrainNode"))
         raise FailedPreconditionError(_SINGLE_NODE.format(call="DrainNode"))
 
     async def list_nodes(self, request: pb.ListNodesRequest) -> pb.ListNodesResponse:
-        raise FailedPreconditionError(_SINGLE_NODE.format(call="ListNodes"))
+        if self._cluster is None:
+            raise FailedPreconditionError(_SINGLE_NODE.format(call="ListNodes"))
+        view = self._cluster.view
+        known = set(view.nodes)
+        # A node that leads a partition but whose key is gone (its lease
+        # lapsed a moment ago) is listed too, as not alive.
+        known.update(leader.node for leader in view.leaders.values() if leader.node)
+        nodes = []
+        for node_id in sorted(known):
+            entry = view.nodes.get(node_id)
+            record = entry.record if entry is not None else None
+            nodes.append(
+                pb.NodeInfo(
+                    id=node_id,
+                    data_address=record.data if record else "",
+                    control_address=record.control if record else "",
+                    replication_address=record.replication if record else "",
+                    version=record.version if record else "",
+                    alive=entry is not None,
+                    partitions=view.led_by(node_id),
+                    started=record.started if record else "",
+                )
+            )
+        return pb.ListNodesResponse(nodes=nodes, revision=view.revision)
 
     async def node_status(self, request: pb.NodeStatusRequest) -> pb.NodeStatusResponse:
         facts = self._facts()
@@ -140,7 +179,13 @@ class ControlPlane:
                     watchers=partition.feed.watchers,
                 )
             )
+        cluster = self._cluster
         return pb.NodeStatusResponse(
+            node_id=cluster.node_id if cluster else "",
+            cluster=cluster.settings.name if cluster else "",
+            lease_valid=cluster.lease_valid() if cluster else False,
+            lease_remaining_seconds=cluster.lease_remaining() if cluster else 0.0,
+            cluster_revision=cluster.view.revision if cluster else 0,
             version=build["version"],
             python_version=build["python"],
             started=format_utc(facts.started),
@@ -153,6 +198,8 @@ class ControlPlane:
         )
 
     async def add_partition(self, request: pb.AddPartitionRequest) -> pb.AddPartitionResponse:
+        if self._cluster is not None:
+            return await self._add_to_cluster(self._cluster, request)
         if request.node:
             raise FailedPreconditionError(_SINGLE_NODE.format(call="AddPartition with a node"))
         key_range = KeyRange.from_wire(request.start, request.end)
@@ -174,6 +221,43 @@ class ControlPlane:
         info = await self._registry.info(partition)
         return pb.AddPartitionResponse(partition=_to_proto(info), warnings=warnings)
 
+    async def _add_to_cluster(
+        self, cluster: Membership, request: pb.AddPartitionRequest
+    ) -> pb.AddPartitionResponse:
+        if request.snapshot:
+            raise FailedPreconditionError(
+                "AddPartition from a snapshot is not supported in cluster mode yet: restore "
+                "it on a single node, or add an empty partition and copy the keys."
+            )
+        key_range = KeyRange.from_wire(request.start, request.end)
+        if request.id:
+            check_partition_id(request.id)
+        store = request.store or self._registry.default_store
+        check_store_kind(store)
+        pipeline = (
+            tuple(request.pipeline) if request.pipeline else self._registry.pipeline_for(store)
+        )
+        check_pipeline(pipeline)
+        record, leader = await cluster.add_partition(
+            request.id or None, key_range, store, pipeline, request.node or None
+        )
+        info = pb.PartitionInfo(
+            id=record.id,
+            start=record.range.start,
+            end=record.range.end or b"",
+            store=record.store,
+            pipeline=record.pipeline,
+            state=pb.ACTIVE if leader is not None else pb.STARTING,
+            node=leader.node if leader is not None else record.replicas[0],
+            epoch=leader.epoch if leader is not None else 0,
+        )
+        warnings = (
+            ()
+            if leader is not None
+            else (f"node {record.replicas[0]} has not taken the partition yet; it will",)
+        )
+        return pb.AddPartitionResponse(partition=info, warnings=warnings)
+
     async def snapshot(self, request: pb.SnapshotRequest) -> pb.SnapshotResponse:
         if not request.partition_id:
             raise InvalidArgumentError("Snapshot needs the id of a partition.")
@@ -185,6 +269,8 @@ class ControlPlane:
         return pb.GetOperationResponse(operation=_operation_to_proto(operation))
 
     async def split_partition(self, request: pb.SplitPartitionRequest) -> pb.SplitPartitionResponse:
+        if self._cluster is not None:
+            raise FailedPreconditionError(_NOT_YET.format(call="SplitPartition"))
         if not request.id:
             raise NotFoundError("SplitPartition needs the id of a partition.")
         # Refused at once when it cannot begin; checked again when it does.
@@ -203,6 +289,8 @@ class ControlPlane:
     async def merge_partitions(
         self, request: pb.MergePartitionsRequest
     ) -> pb.MergePartitionsResponse:
+        if self._cluster is not None:
+            raise FailedPreconditionError(_NOT_YET.format(call="MergePartitions"))
         if not request.left or not request.right:
             raise NotFoundError("MergePartitions needs the ids of two partitions.")
         self._registry.check_merge(request.left, request.right)
@@ -220,6 +308,20 @@ class ControlPlane:
     ) -> pb.RemovePartitionResponse:
         if not request.id:
             raise NotFoundError("RemovePartition needs the id of a partition.")
+        if self._cluster is not None:
+            record, leader = await self._cluster.remove_partition(request.id)
+            return pb.RemovePartitionResponse(
+                partition=pb.PartitionInfo(
+                    id=record.id,
+                    start=record.range.start,
+                    end=record.range.end or b"",
+                    store=record.store,
+                    pipeline=record.pipeline,
+                    state=pb.STOPPED,
+                    node=leader.node if leader is not None else "",
+                    epoch=leader.epoch if leader is not None else 0,
+                )
+            )
         info = await self._registry.remove(request.id)
         return pb.RemovePartitionResponse(partition=_to_proto(info))
 
@@ -233,6 +335,8 @@ class ControlPlane:
         return pb.ReopenPartitionResponse(partition=_to_proto(info))
 
     async def list_partitions(self, request: pb.ListPartitionsRequest) -> pb.ListPartitionsResponse:
+        if self._cluster is not None:
+            return await self._list_cluster(self._cluster)
         partitions = sorted(self._registry, key=lambda p: p.range.start)
         infos: list[PartitionReport | None] = [None] * len(partitions)
 
@@ -246,6 +350,35 @@ class ControlPlane:
         return pb.ListPartitionsResponse(
             partitions=[_to_proto(info) for info in infos if info is not None]
         )
+
+    async def _list_cluster(self, cluster: Membership) -> pb.ListPartitionsResponse:
+        """Every partition of the cluster, with its leader and epoch; the
+        numbers (keys, bytes, seq) of those this node leads, and 0 for the
+        others (their owners have them: ask them)."""
+        view = cluster.view
+        mine = cluster.routing.mine
+        out = []
+        for pid, entry in sorted(view.partitions.items(), key=lambda i: i[1].record.range.start):
+            record, leader = entry.record, view.leaders.get(pid)
+            info = pb.PartitionInfo(
+                id=pid,
+                start=record.range.start,
+                end=record.range.end or b"",
+                store=record.store,
+                pipeline=record.pipeline,
+                state=pb.ACTIVE if leader is not None else pb.STARTING,
+                node=leader.node if leader is not None else "",
+                epoch=leader.epoch if leader is not None else 0,
+            )
+            local = self._registry.partition(pid)
+            if pid in mine and local is not None:
+                report = await self._registry.info(local)
+                info.state = _STATES[report.state]
+                info.key_count = report.stats.key_count
+                info.size_bytes = report.stats.size_bytes
+                info.last_seq = report.last_seq
+            out.append(info)
+        return pb.ListPartitionsResponse(partitions=out)
 
 
 def _to_proto(info: PartitionReport) -> pb.PartitionInfo:

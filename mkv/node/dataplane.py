@@ -15,11 +15,14 @@ from collections.abc import AsyncGenerator, Sequence
 
 import trio
 
+from mkv.cluster.membership import Membership
+from mkv.cluster.view import Routing
 from mkv.errors import (
     ConditionFailedError,
     InvalidArgumentError,
     MovedError,
     ResourceExhaustedError,
+    UnavailableError,
 )
 from mkv.node.registry import PartitionRegistry
 from mkv.node.watching import watch_partition
@@ -77,8 +80,14 @@ def _failure(exc: ConditionFailedError) -> pb.ConditionFailure:
 
 
 class DataPlane:
-    def __init__(self, registry: PartitionRegistry) -> None:
+    def __init__(self, registry: PartitionRegistry, cluster: Membership | None = None) -> None:
+        """Args:
+        cluster: in cluster mode, what decides which partitions this node
+            may serve now (the gate in ``_admit``); None: a single node,
+            serving every partition it has.
+        """
         self._registry = registry
+        self.cluster = cluster
         # Set by the node once the data port is bound, for PartitionMap.
         self.advertised_address = ""
 
@@ -106,8 +115,8 @@ class DataPlane:
         conditions = _conditions(request.conditions)
         routed = keys + [key for key, _ in conditions] if conditions else keys
         partition = self._route(routed, request.map_version)
-        if partition is None:
-            return pb.UpsertResponse(status=pb.BAD_NODE, hint=self._hint())
+        if isinstance(partition, pb.RoutingHint):
+            return pb.UpsertResponse(status=pb.BAD_NODE, hint=partition)
         payload = request.SerializeToString()
         try:
             result = await partition.submit(
@@ -126,8 +135,8 @@ class DataPlane:
 
     async def get(self, request: pb.GetRequest) -> pb.GetResponse:
         partition = self._route([request.key])
-        if partition is None:
-            return pb.GetResponse(status=pb.BAD_NODE, hint=self._hint())
+        if isinstance(partition, pb.RoutingHint):
+            return pb.GetResponse(status=pb.BAD_NODE, hint=partition)
         try:
             item = await partition.submit(Get(request.key))
         except MovedError as exc:
@@ -150,8 +159,8 @@ class DataPlane:
             raise InvalidArgumentError("A remove needs at least one key.")
         conditions = _conditions(request.conditions)
         partition = self._route(keys + [key for key, _ in conditions], request.map_version)
-        if partition is None:
-            return pb.RemoveResponse(status=pb.BAD_NODE, hint=self._hint())
+        if isinstance(partition, pb.RoutingHint):
+            return pb.RemoveResponse(status=pb.BAD_NODE, hint=partition)
         try:
             result = await partition.submit(
                 Remove(keys, size=request.ByteSize(), conditions=conditions)
@@ -176,8 +185,8 @@ class DataPlane:
         if not deltas:
             raise InvalidArgumentError("An increment needs at least one key and delta.")
         partition = self._route([key for key, _ in deltas], request.map_version)
-        if partition is None:
-            return pb.IncrementResponse(status=pb.BAD_NODE, hint=self._hint())
+        if isinstance(partition, pb.RoutingHint):
+            return pb.IncrementResponse(status=pb.BAD_NODE, hint=partition)
         try:
             result = await partition.submit(Increment(deltas, size=request.ByteSize()))
         except MovedError as exc:
@@ -200,8 +209,8 @@ class DataPlane:
                 f"A batch get asks for {len(keys)} keys; the limit is {MAX_BATCH_GET_KEYS}."
             )
         partition = self._route(keys, request.map_version)
-        if partition is None:
-            return pb.BatchGetResponse(status=pb.BAD_NODE, hint=self._hint())
+        if isinstance(partition, pb.RoutingHint):
+            return pb.BatchGetResponse(status=pb.BAD_NODE, hint=partition)
 
         def read(store: StateStore) -> tuple[int, list[Item | None]]:
             # Between two writes: the range now is the one this view is of.
@@ -239,8 +248,8 @@ class DataPlane:
             # [k, k) stays allowed: a page can end exactly at the range's end.
             raise InvalidArgumentError("The scanned range is empty: its end is before its start.")
         partition = self._owner_of_start(start, "scan")
-        if partition is None:
-            yield pb.ScanResponse(status=pb.BAD_NODE, hint=self._hint())
+        if isinstance(partition, pb.RoutingHint):
+            yield pb.ScanResponse(status=pb.BAD_NODE, hint=partition)
             return
         limit = min(request.limit or SCAN_LIMIT, MAX_SCAN_LIMIT)
         keys_only = request.keys_only
@@ -290,8 +299,8 @@ class DataPlane:
     async def watch(self, request: pb.WatchRequest) -> AsyncGenerator[pb.WatchResponse, None]:
         start, end = request.start, request.end or None
         partition = self._owner_of_start(start, "watch")
-        if partition is None:
-            yield pb.WatchResponse(status=pb.BAD_NODE, hint=self._hint())
+        if isinstance(partition, pb.RoutingHint):
+            yield pb.WatchResponse(status=pb.BAD_NODE, hint=partition)
             return
         async with contextlib.aclosing(
             watch_partition(partition, start, end, request.from_seq)
@@ -300,11 +309,22 @@ class DataPlane:
                 yield response
 
     async def partition_map(self, request: pb.PartitionMapRequest) -> pb.PartitionMapResponse:
+        if self.cluster is not None:
+            routing = self.cluster.routing
+            return pb.PartitionMapResponse(
+                version=routing.version,
+                partitions=[
+                    pb.PartitionRange(
+                        id=pid, start=rng.start, end=rng.end or b"", address=routing.owners[pid][1]
+                    )
+                    for rng, pid in routing.router.ranges
+                ],
+            )
         router = self._registry.router
         return pb.PartitionMapResponse(version=router.version, partitions=self._ranges())
 
-    def _route(self, keys: Sequence[bytes], map_version: int = 0) -> Partition | None:
-        """The partition owning every key, None when none owns them.
+    def _route(self, keys: Sequence[bytes], map_version: int = 0) -> Partition | pb.RoutingHint:
+        """The partition owning every key; a hint (BAD_NODE) when none here does.
 
         Args:
             map_version: the partition map the client split by, 0 if none.
@@ -320,32 +340,97 @@ class DataPlane:
             raise InvalidArgumentError(
                 f"A key is {longest} bytes; the limit is {MAX_KEY_BYTES} bytes."
             )
+        if self.cluster is not None:
+            return self._admit(keys, map_version)
         router = self._registry.router
         try:
             partition_id = router.lookup_span(min(keys), max(keys))
         except InvalidArgumentError:
             if map_version and map_version != router.version:
-                return None  # split by an old map: BAD_NODE tells the client to re-route
+                return self._hint()  # split by an old map: BAD_NODE tells the client to re-route
             raise
         if partition_id is None:
-            return None
+            return self._hint()
         note_partition(partition_id)  # for the request log, should the call fail
         # A partition removed since the router was read is as gone as one never had.
-        return self._registry.partition(partition_id)
+        return self._registry.partition(partition_id) or self._hint()
 
-    def _owner_of_start(self, start: bytes, what: str) -> Partition | None:
-        """The partition owning the first key of a range (None: BAD_NODE).
+    def _admit(self, keys: Sequence[bytes], map_version: int = 0) -> Partition | pb.RoutingHint:
+        """Cluster mode's gate: route by the cluster's map, and admit only what
+        this node leads, under a lease whose deadline has not passed.
+
+        Raises:
+            UnavailableError: past the lease deadline (nothing is served then).
+            InvalidArgumentError: as ``_route``.
+        """
+        cluster = self.cluster
+        assert cluster is not None
+        routing = cluster.routing
+        try:
+            partition_id = routing.router.lookup_span(min(keys), max(keys))
+        except InvalidArgumentError:
+            if map_version and map_version != routing.version:
+                return self._cluster_hint(routing, None)
+            raise
+        if partition_id is None:
+            return self._cluster_hint(routing, None)
+        note_partition(partition_id)  # for the request log, should the call fail
+        if partition_id not in routing.mine:
+            return self._cluster_hint(routing, partition_id)
+        if not cluster.lease_valid():
+            # The lease may be gone in etcd already, and another node leading:
+            # neither reads nor writes until a keepalive is answered.
+            raise UnavailableError(
+                "This node's lease in etcd has passed its deadline; it serves nothing "
+                "until etcd answers again. Retry, or ask another node."
+            )
+        partition = self._registry.partition(partition_id)
+        return partition if partition is not None else self._cluster_hint(routing, None)
+
+    def _cluster_hint(self, routing: Routing, partition_id: str | None) -> pb.RoutingHint:
+        """BAD_NODE's hint in cluster mode: the ranges this node leads, and
+        the owner of the key asked for when a node leads it."""
+        hint = pb.RoutingHint(
+            message="This node does not lead the partition owning the key; "
+            + ("the owner is named." if partition_id else "no node leads it now: retry."),
+            owned=[
+                pb.PartitionRange(
+                    id=pid,
+                    start=routing.owners[pid][0].start,
+                    end=routing.owners[pid][0].end or b"",
+                    address=routing.owners[pid][1],
+                )
+                for pid in routing.mine
+            ],
+            map_version=routing.version,
+        )
+        if partition_id is not None:
+            rng, address = routing.owners[partition_id]
+            if address:
+                hint.owner.CopyFrom(
+                    pb.PartitionRange(
+                        id=partition_id, start=rng.start, end=rng.end or b"", address=address
+                    )
+                )
+            else:
+                hint.message = "No node leads the partition owning the key now: retry."
+        return hint
+
+    def _owner_of_start(self, start: bytes, what: str) -> Partition | pb.RoutingHint:
+        """The partition owning the first key of a range (a hint: BAD_NODE).
 
         Raises:
             InvalidArgumentError: ``start`` is longer than any key may be.
         """
         if len(start) > MAX_KEY_BYTES:
             raise InvalidArgumentError(f"The {what}'s start is over {MAX_KEY_BYTES} bytes.")
+        if self.cluster is not None:
+            return self._admit([start])
         partition_id = self._registry.router.lookup(start)
         if partition_id is None:
-            return None
+            return self._hint()
         note_partition(partition_id)  # for the request log, should the call fail
-        return self._registry.partition(partition_id)
+        return self._registry.partition(partition_id) or self._hint()
 
     def _ranges(self) -> list[pb.PartitionRange]:
         return [

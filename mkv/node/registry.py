@@ -125,8 +125,12 @@ class PartitionRegistry:
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         stage_observer: StageObserver = UNOBSERVED,
         workers: WorkerPool | None = None,
+        create_default: bool = True,
     ) -> None:
         """Args:
+        create_default: with no catalog yet, create ``default`` owning every
+            key (a single node); False in cluster mode, where etcd says which
+            partitions this node holds.
         durable_dir: where stores that keep a durable copy apart (``caching``)
             put it, in a subdirectory per partition; None: in the partition's
             own directory.
@@ -143,6 +147,7 @@ class PartitionRegistry:
         self.workers = workers
         self.default_store = default_store
         self.default_pipeline = default_pipeline
+        self.create_default = create_default
         self._catalog_path = data_dir / "catalog.json"
         self._partitions: dict[str, Partition] = {}
         self._router = Router.build([], version=0)
@@ -187,7 +192,7 @@ class PartitionRegistry:
             await trio.to_thread.run_sync(self._check_no_orphans)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            if catalog is None:
+            if catalog is None and self.create_default:
                 log.info(
                     "no catalog in %s: creating partition %r owning every key",
                     self.data_dir,
@@ -195,7 +200,7 @@ class PartitionRegistry:
                     extra=fields(event="catalog_created", partition=DEFAULT_PARTITION_ID),
                 )
                 await self.add(DEFAULT_PARTITION_ID, KeyRange(b"", None), self.default_store)
-            else:
+            elif catalog is not None:
                 await self._recover_split(catalog)
                 for entry in catalog.partitions:
                     await self._start_catalogued(entry)

@@ -16,7 +16,11 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from mkv.cluster.identity import load_node_id
+from mkv.cluster.keyspace import NodeRecord
+from mkv.cluster.membership import ClusterSettings, Membership
 from mkv.errors import ResourceExhaustedError
+from mkv.node.cluster_local import RegistryPartitions
 from mkv.node.config import Config, ConfigError
 from mkv.node.controlplane import ControlPlane, NodeFacts
 from mkv.node.dataplane import DataPlane
@@ -43,6 +47,8 @@ from mkv.rpc.server import (
 )
 from mkv.rpc.tls import server_context
 from mkv.snapshots.paths import SnapshotRoot
+from mkv.units import format_utc
+from mkv.version import build_info
 from mkv.wire import CONTROL_SERVICE, DATA_SERVICE, Address
 from mkv.worker import WorkerPool
 
@@ -99,7 +105,11 @@ class Node:
             cache_bytes=config.cache_bytes,
             # Process-wide histograms, recorded with or without a /metrics endpoint.
             stage_observer=HISTOGRAMS,
+            # In cluster mode etcd says what this node holds (docs/cluster.md).
+            create_default=not config.clustered,
         )
+        # Cluster mode's membership; made in run() (the node id is on disk).
+        self.cluster: Membership | None = None
         self.operations = OperationRegistry()
         # Set in run(): creating the root is disk work, not for the constructor.
         self.snapshots: SnapshotService | None = None
@@ -182,6 +192,10 @@ class Node:
         self._started = (time.time(), time.monotonic())
         root = await trio.to_thread.run_sync(SnapshotRoot, self.config.snapshot_dir)
         self.snapshots = SnapshotService(self.registry, self.operations, root)
+        if self.config.clustered:
+            # Before either port opens: from the first request on, the data
+            # plane admits only what this node leads under a valid lease.
+            self.cluster = self._data.cluster = await self._membership()
         bucket = TokenBucket(self.config.control_rate, self.config.control_burst)
         control_guards: list[Guard] = [_rate_limit(bucket)]
         if self._control_token is not None:
@@ -190,7 +204,9 @@ class Node:
             CONTROL_SERVICE,
             self._observed(
                 CONTROL_SERVICE,
-                ControlPlane(self.registry, self.snapshots, self._facts).methods(),
+                ControlPlane(
+                    self.registry, self.snapshots, self._facts, cluster=self.cluster
+                ).methods(),
             ),
             self.config.control_addr,
             max_request_bytes=self.config.max_request_bytes,
@@ -224,6 +240,7 @@ class Node:
     async def _serve(self, control_server: RpcServer, task_status: trio.TaskStatus[Node]) -> None:
         """The servers, partitions and operations of ``run``, until ``stop()``."""
         metrics_scope = trio.CancelScope()
+        cluster_scope = trio.CancelScope()
         async with trio.open_nursery() as nursery:
             await nursery.start(self.registry.run)
             await nursery.start(self.operations.run)
@@ -232,6 +249,8 @@ class Node:
                     await servers.start(self._data_server.run)
                     self._data.advertised_address = str(self.data_address)
                     await servers.start(control_server.run)
+                    if self.cluster is not None:
+                        await nursery.start(self._run_cluster, self.cluster, cluster_scope)
                     await nursery.start(self._serve_metrics, metrics_scope)
                     log.info(
                         "serving data plane on %s, control plane on %s, data in %s",
@@ -274,8 +293,58 @@ class Node:
                 # Only after the servers have answered what they took in; the
                 # operations first, as they read from partitions.
                 self.operations.close()
+                # Leaves the cluster (revoking the lease) before the partitions close.
+                cluster_scope.cancel()
                 self.registry.close()
                 metrics_scope.cancel()
+
+    async def _membership(self) -> Membership:
+        config = self.config
+        node_id = await trio.to_thread.run_sync(load_node_id, config.data_dir, config.node_id)
+        settings = ClusterSettings(config.etcd, config.cluster, node_id, config.lease_ttl)
+        return Membership(
+            settings,
+            RegistryPartitions(self.registry),
+            default_store=config.default_store,
+            default_pipeline=self.registry.pipeline_for(config.default_store),
+        )
+
+    async def _run_cluster(
+        self,
+        cluster: Membership,
+        scope: trio.CancelScope,
+        *,
+        task_status: trio.TaskStatus[None],
+    ) -> None:
+        """Join the cluster with this node's advertised addresses, then stay
+        a member until ``scope`` is cancelled."""
+        data = self._advertised(self.data_address)
+        control = self._advertised(self.control_address)
+        record = NodeRecord(
+            cluster.node_id,
+            data=data,
+            control=control,
+            # mkv.v1.Replication is served on the control port (node to node).
+            replication=control,
+            version=build_info()["version"],
+            started=format_utc(self._started[0]),
+        )
+        with scope:
+            await cluster.run(record, task_status=task_status)
+
+    def _advertised(self, bound: Address) -> str:
+        """``bound`` as other nodes and clients are told it.
+
+        Raises:
+            ConfigError: bound to a wildcard address and no advertise_addr.
+        """
+        host = self.config.advertise_addr or bound.host
+        if host in ("0.0.0.0", "::", "[::]", ""):
+            raise ConfigError(
+                f"{bound} is a wildcard address: set advertise_addr (--advertise-addr) to "
+                "the host other nodes and clients reach this node by"
+            )
+        return str(Address(host, bound.port))
 
     def _facts(self) -> NodeFacts:
         assert self.snapshots is not None, "asked for by the control plane, which run() starts"

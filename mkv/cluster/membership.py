@@ -1,0 +1,500 @@
+"""The Trio side of cluster mode: register under a lease, keep it, watch the
+cluster's prefix, carry out what ``reconcile`` decides, and change placement
+for the control plane, each change one etcd Txn.
+
+The data plane reads ``routing`` (an immutable table, replaced on every
+change) and ``lease_valid()`` for every request; nothing here blocks it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import attrs
+import trio
+
+from mkv.cluster.keyspace import (
+    PLACEMENT_VALUE,
+    Keys,
+    LeaderRecord,
+    NodeRecord,
+    PartitionRecord,
+)
+from mkv.cluster.placement import check_free, choose_node
+from mkv.cluster.reconcile import Campaign, Create, Delete, RevokeStale, reconcile
+from mkv.cluster.view import ClusterView, Leader, Routing
+from mkv.errors import (
+    AbortedError,
+    AlreadyExistsError,
+    MkvError,
+    NotFoundError,
+    UnavailableError,
+)
+from mkv.etcd import (
+    Compare,
+    Etcd,
+    EtcdCompacted,
+    EtcdError,
+    EtcdUnavailable,
+    LeaseClock,
+    LeaseNotFound,
+    Op,
+    keep_lease,
+    open_etcd,
+)
+from mkv.router import KeyRange
+
+__all__ = ["ClusterSettings", "LocalPartition", "LocalPartitions", "Membership"]
+
+log = logging.getLogger("mkv.cluster")
+
+DEFAULT_LEASE_TTL = 5
+# How often the node reconciles without a change, to retry what failed.
+RECONCILE_INTERVAL = 1.0
+# How long AddPartition waits for the new partition's owner to lead it.
+ADD_WAIT = 10.0
+# Placement Txns retried when another change came in between.
+PLACEMENT_ATTEMPTS = 5
+
+
+@attrs.frozen
+class ClusterSettings:
+    etcd: tuple[str, ...]
+    name: str
+    node_id: str
+    lease_ttl: int = DEFAULT_LEASE_TTL
+
+    @property
+    def margin(self) -> float:
+        """Taken off every lease deadline: the time to stop serving and the
+        clock-rate drift between this node and etcd (docs/cluster.md)."""
+        return max(0.2, self.lease_ttl * 0.1)
+
+
+@attrs.frozen
+class LocalPartition:
+    range: KeyRange
+    store: str
+    pipeline: tuple[str, ...]
+
+
+class LocalPartitions(Protocol):
+    """What membership needs of the node's registry (which it may not import)."""
+
+    def held(self) -> Mapping[str, LocalPartition]: ...
+
+    async def create(self, record: PartitionRecord) -> None: ...
+
+    async def delete(self, partition_id: str) -> None: ...
+
+
+class Membership:
+    """One node's membership of a cluster."""
+
+    def __init__(
+        self,
+        settings: ClusterSettings,
+        local: LocalPartitions,
+        *,
+        default_store: str,
+        default_pipeline: tuple[str, ...],
+    ) -> None:
+        """Args:
+        default_store, default_pipeline: those of ``default``, when this node
+            creates the cluster with no partition on its disk.
+        """
+        self.settings = settings
+        self.keys = Keys(settings.name)
+        self.node_id = settings.node_id
+        self._local = local
+        self._record: NodeRecord | None = None
+        self._default = (default_store, default_pipeline)
+        self.view = ClusterView(self.keys)
+        self.routing = Routing.empty()
+        self.clock = LeaseClock(settings.margin)
+        self.lease = 0
+        self._seen: set[str] = set()
+        self._blocked: set[tuple[str, str]] = set()
+        self._wake = trio.Event()
+        self._changed = trio.Event()
+        self._etcd: Etcd | None = None
+
+    # -- what the data plane asks -----------------------------------------------
+
+    def lease_valid(self) -> bool:
+        return self.clock.valid(trio.current_time())
+
+    def lease_remaining(self) -> float:
+        remaining = self.clock.remaining(trio.current_time())
+        return max(0.0, remaining) if math.isfinite(remaining) else 0.0
+
+    # -- running ------------------------------------------------------------------
+
+    async def run(
+        self, record: NodeRecord, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Join the cluster (creating it if it is new), then keep the lease,
+        watch and reconcile until cancelled. Reports started once the node is
+        registered and has reconciled once.
+
+        Args:
+            record: this node's entry (its advertised addresses).
+        """
+        self._record = record
+        timeout = max(1.0, self.settings.lease_ttl / 2)
+        async with open_etcd(self.settings.etcd, timeout=timeout) as etcd:
+            self._etcd = etcd
+            try:
+                await self._member(etcd, task_status)
+            finally:
+                self._etcd = None
+                await self._leave(etcd)
+
+    async def _leave(self, etcd: Etcd) -> None:
+        """Revoke the lease on the way out, so that what this node led is free
+        at once rather than when the lease would have run out."""
+        lease, self.lease = self.lease, 0
+        self.clock.expire()
+        self._publish_quietly()
+        if not lease:
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(1.0), contextlib.suppress(EtcdError):
+            await etcd.revoke(lease)
+
+    async def _member(self, etcd: Etcd, task_status: trio.TaskStatus[None]) -> None:
+        while True:
+            try:
+                await self._join(etcd)
+                break
+            except EtcdError as exc:
+                log.warning(
+                    "cannot join cluster %s through etcd %s: %s; retrying",
+                    self.settings.name,
+                    ", ".join(self.settings.etcd),
+                    exc,
+                    extra={"event": "cluster_join_retry"},
+                )
+                await trio.sleep(1.0)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._keep_lease, etcd)
+            nursery.start_soon(self._watch, etcd)
+            # Twice: the first opens what is assigned here, the second campaigns.
+            await self._reconcile(etcd)
+            await self._reconcile(etcd)
+            log.info(
+                "joined cluster %s as node %s at revision %d",
+                self.settings.name,
+                self.node_id,
+                self.view.revision,
+                extra={"event": "cluster_joined", "node": self.node_id},
+            )
+            task_status.started()
+            await self._reconcile_forever(etcd)
+
+    async def _join(self, etcd: Etcd) -> None:
+        """Revoke the lease of an earlier run, register under a new one,
+        create the cluster if it is new, and read the whole view."""
+        previous, _ = await etcd.get(self.keys.node(self.node_id))
+        if previous is not None and previous.lease:
+            # Its leader keys hang on that lease: while it lives this run could
+            # not campaign, and an earlier run must never keep leading.
+            await self._revoke(etcd, previous.lease)
+        await self._register(etcd)
+        await self._read_view(etcd)
+        if self.view.placement_revision == 0:
+            await self._create_cluster(etcd)
+            await self._read_view(etcd)
+
+    async def _register(self, etcd: Etcd) -> None:
+        assert self._record is not None, "set by run()"
+        sent = trio.current_time()
+        lease = await etcd.grant(self.settings.lease_ttl)
+        self.clock.expire()
+        self.clock.renewed(sent, lease.ttl)
+        await etcd.put(self.keys.node(self.node_id), self._record.encode(), lease=lease.id)
+        self.lease = lease.id
+        log.info(
+            "registered node %s under lease %x (ttl %d s)",
+            self.node_id,
+            lease.id,
+            lease.ttl,
+            extra={"event": "cluster_registered", "node": self.node_id},
+        )
+
+    async def _revoke(self, etcd: Etcd, lease: int) -> None:
+        try:
+            await etcd.revoke(lease)
+            log.info(
+                "revoked lease %x of an earlier run of node %s",
+                lease,
+                self.node_id,
+                extra={"event": "cluster_revoked", "node": self.node_id},
+            )
+        except LeaseNotFound:
+            pass
+
+    async def _create_cluster(self, etcd: Etcd) -> None:
+        """The first node of a new cluster places what its disk holds (a
+        single node turned cluster), or ``default`` owning every key, on itself."""
+        held = self._local.held()
+        records = [
+            PartitionRecord(pid, part.range, part.store, part.pipeline, (self.node_id,))
+            for pid, part in sorted(held.items())
+        ] or [
+            PartitionRecord(
+                "default", KeyRange(b"", None), self._default[0], self._default[1], (self.node_id,)
+            )
+        ]
+        result = await etcd.txn(
+            [Compare.create_revision(self.keys.placement, "=", 0)],
+            [
+                Op.put(self.keys.placement, PLACEMENT_VALUE),
+                *(Op.put(self.keys.partition(r.id), r.encode()) for r in records),
+            ],
+        )
+        if result.succeeded:
+            log.info(
+                "created cluster %s with partitions %s on node %s",
+                self.settings.name,
+                ", ".join(r.id for r in records),
+                self.node_id,
+                extra={"event": "cluster_created", "node": self.node_id},
+            )
+
+    async def _read_view(self, etcd: Etcd) -> None:
+        entries, revision = await etcd.get_prefix(self.keys.prefix)
+        self.view.load(entries, revision)
+        self._publish()
+
+    def _publish(self) -> None:
+        self.routing = self.view.routing(self.node_id, self.lease)
+        self._wake.set()
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def _keep_lease(self, etcd: Etcd) -> None:
+        """Keep the lease; when etcd says it is gone, register a new one (the
+        old leader keys went with it, so the node campaigns again)."""
+        while True:
+            try:
+                await keep_lease(etcd, self.lease, self.settings.lease_ttl, self.clock)
+            except LeaseNotFound:
+                log.warning(
+                    "lease %x of node %s is gone; registering again",
+                    self.lease,
+                    self.node_id,
+                    extra={"event": "cluster_lease_lost", "node": self.node_id},
+                )
+                self.lease = 0
+                self._publish()  # serve nothing under the lost lease
+                while True:
+                    try:
+                        await self._register(etcd)
+                        break
+                    except EtcdError as exc:
+                        log.warning("cannot register again: %s", exc)
+                        await trio.sleep(0.5)
+                self._publish()
+
+    async def _watch(self, etcd: Etcd) -> None:
+        """Keep the view current: events from the revision after the view's;
+        a compacted or lost watch reads the whole prefix again."""
+        while True:
+            try:
+                async with etcd.watch(
+                    self.keys.prefix, start_revision=self.view.revision + 1
+                ) as batches:
+                    async for batch in batches:
+                        for event in batch.events:
+                            if event.kind == "put":
+                                self.view.put(event.kv)
+                            else:
+                                self.view.delete(event.kv.key)
+                        self.view.revision = max(self.view.revision, batch.revision)
+                        self._publish()
+            except EtcdCompacted:
+                await self._reread(etcd)
+            except EtcdUnavailable as exc:
+                log.warning("the cluster watch was lost: %s; watching again", exc)
+                await trio.sleep(0.5)
+                await self._reread(etcd)
+
+    async def _reread(self, etcd: Etcd) -> None:
+        # On failure the watch tries again, from where the view is.
+        with contextlib.suppress(EtcdError):
+            await self._read_view(etcd)
+
+    async def _reconcile_forever(self, etcd: Etcd) -> None:
+        while True:
+            with trio.move_on_after(RECONCILE_INTERVAL):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            await self._reconcile(etcd)
+
+    async def _reconcile(self, etcd: Etcd) -> None:
+        self._seen.update(
+            pid
+            for pid, entry in self.view.partitions.items()
+            if self.node_id in entry.record.replicas
+        )
+        lease = self.lease if self.lease_valid() else 0
+        held = {pid: part.range for pid, part in self._local.held().items()}
+        for action in reconcile(self.view, self.node_id, lease, held, self._seen):
+            try:
+                if isinstance(action, Create):
+                    log.info(
+                        "opening partition %s %s, assigned to this node",
+                        action.record.id,
+                        action.record.range,
+                        extra={"event": "cluster_create", "partition": action.record.id},
+                    )
+                    await self._local.create(action.record)
+                    self._wake.set()  # campaign for it next
+                elif isinstance(action, Campaign):
+                    await self._campaign(etcd, action)
+                elif isinstance(action, RevokeStale):
+                    await self._revoke(etcd, action.lease)
+                elif isinstance(action, Delete):
+                    log.info(
+                        "deleting partition %s: %s",
+                        action.partition_id,
+                        action.reason,
+                        extra={"event": "cluster_delete", "partition": action.partition_id},
+                    )
+                    await self._local.delete(action.partition_id)
+                elif (action.partition_id, action.reason) not in self._blocked:
+                    self._blocked.add((action.partition_id, action.reason))
+                    log.error(
+                        "partition %s: %s",
+                        action.partition_id,
+                        action.reason,
+                        extra={"event": "cluster_blocked", "partition": action.partition_id},
+                    )
+            except (EtcdError, MkvError) as exc:
+                log.warning("cluster action %s failed: %s; retrying", type(action).__name__, exc)
+        # A partition opened or deleted changes what this node serves.
+        self._publish_quietly()
+
+    def _publish_quietly(self) -> None:
+        self.routing = self.view.routing(self.node_id, self.lease)
+
+    async def _campaign(self, etcd: Etcd, action: Campaign) -> None:
+        pid = action.partition_id
+        result = await etcd.txn(
+            [
+                Compare.create_revision(self.keys.leader(pid), "=", 0),
+                Compare.mod_revision(self.keys.partition(pid), "=", action.mod_revision),
+            ],
+            [Op.put(self.keys.leader(pid), LeaderRecord(self.node_id).encode(), lease=self.lease)],
+        )
+        if result.succeeded:
+            log.info(
+                "node %s leads partition %s from epoch %d",
+                self.node_id,
+                pid,
+                result.revision,
+                extra={"event": "cluster_leader", "partition": pid, "epoch": result.revision},
+            )
+
+    # -- the control plane ----------------------------------------------------------
+
+    def _client(self) -> Etcd:
+        if self._etcd is None:
+            raise UnavailableError("This node has not joined its cluster yet.")
+        return self._etcd
+
+    async def _fresh_view(self) -> ClusterView:
+        """The cluster as etcd has it now (the watched view may lag)."""
+        view = ClusterView(self.keys)
+        try:
+            entries, revision = await self._client().get_prefix(self.keys.prefix)
+        except EtcdError as exc:
+            raise UnavailableError(f"etcd cannot be reached: {exc}") from None
+        view.load(entries, revision)
+        return view
+
+    async def _placement_txn(
+        self, view: ClusterView, compare: Sequence[Compare], ops: Sequence[Op]
+    ) -> bool:
+        try:
+            result = await self._client().txn(
+                [Compare.mod_revision(self.keys.placement, "=", view.placement_revision), *compare],
+                [Op.put(self.keys.placement, PLACEMENT_VALUE), *ops],
+            )
+        except EtcdError as exc:
+            raise UnavailableError(f"etcd cannot be reached: {exc}") from None
+        return result.succeeded
+
+    async def add_partition(
+        self,
+        partition_id: str | None,
+        key_range: KeyRange,
+        store: str,
+        pipeline: tuple[str, ...],
+        node: str | None,
+    ) -> tuple[PartitionRecord, Leader | None]:
+        """Place a new partition: one Txn, then wait (bounded) for its owner to lead it.
+
+        Raises:
+            AlreadyExistsError: the id is taken or the range overlaps.
+            NotFoundError: ``node`` is not a live node.
+            AbortedError: placement kept changing under it.
+        """
+        for _ in range(PLACEMENT_ATTEMPTS):
+            view = await self._fresh_view()
+            pid = partition_id or _free_id(view)
+            if pid in view.partitions or pid in view.bad:
+                raise AlreadyExistsError(f"A partition with id {pid} already exists.")
+            check_free(key_range, ((e.record.range, p) for p, e in view.partitions.items()))
+            assigned: dict[str, int] = {}
+            for entry in view.partitions.values():
+                first = entry.record.replicas[0]
+                assigned[first] = assigned.get(first, 0) + 1
+            target = choose_node(view.nodes, assigned, node)
+            record = PartitionRecord(pid, key_range, store, pipeline, (target,))
+            if await self._placement_txn(
+                view,
+                [Compare.create_revision(self.keys.partition(pid), "=", 0)],
+                [Op.put(self.keys.partition(pid), record.encode())],
+            ):
+                break
+        else:
+            raise AbortedError("Placement changed under AddPartition too often; retry.")
+        with trio.move_on_after(ADD_WAIT):
+            while self.view.leaders.get(pid) is None:
+                await self._changed.wait()
+        return record, self.view.leaders.get(pid)
+
+    async def remove_partition(self, partition_id: str) -> tuple[PartitionRecord, Leader | None]:
+        """Delete a partition's record and leader key in one Txn; its owner
+        stops serving it and deletes its files when it sees that.
+
+        Raises:
+            NotFoundError: no such partition.
+        """
+        for _ in range(PLACEMENT_ATTEMPTS):
+            view = await self._fresh_view()
+            entry = view.partitions.get(partition_id)
+            if entry is None:
+                raise NotFoundError(f"No partition with id {partition_id!r}.")
+            if await self._placement_txn(
+                view,
+                [Compare.mod_revision(self.keys.partition(partition_id), "=", entry.mod_revision)],
+                [
+                    Op.delete(self.keys.partition(partition_id)),
+                    Op.delete(self.keys.leader(partition_id)),
+                ],
+            ):
+                return entry.record, view.leaders.get(partition_id)
+        raise AbortedError("Placement changed under RemovePartition too often; retry.")
+
+
+def _free_id(view: ClusterView) -> str:
+    n = 1
+    while f"p{n}" in view.partitions or f"p{n}" in view.bad:
+        n += 1
+    return f"p{n}"

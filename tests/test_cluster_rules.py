@@ -1,0 +1,253 @@
+"""The sans-I/O rules of cluster mode: keys and values in etcd, placement,
+the view and what reconcile decides (mkv/cluster/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import pytest
+
+from mkv.cluster.identity import load_node_id
+from mkv.cluster.keyspace import BadValue, Keys, LeaderRecord, NodeRecord, PartitionRecord
+from mkv.cluster.placement import check_free, choose_node
+from mkv.cluster.reconcile import Blocked, Campaign, Create, Delete, RevokeStale, reconcile
+from mkv.cluster.view import ClusterView
+from mkv.errors import AlreadyExistsError, ConfigError, FailedPreconditionError, NotFoundError
+from mkv.node.config import Config
+from mkv.router import KeyRange
+
+KEYS = Keys("t")
+WHOLE = KeyRange(b"", None)
+
+
+@attrs.frozen
+class KV:
+    key: bytes
+    value: bytes
+    create_revision: int = 1
+    mod_revision: int = 1
+    lease: int = 0
+
+
+def part(pid: str, rng: KeyRange = WHOLE, replicas: tuple[str, ...] = ("n1",)) -> PartitionRecord:
+    return PartitionRecord(pid, rng, "sqlite", ("timestamp", "wal"), replicas)
+
+
+def node(nid: str, port: int = 1) -> NodeRecord:
+    return NodeRecord(nid, f"h:{port}", f"h:{port + 1}", f"h:{port + 1}", "0", "now")
+
+
+def view_of(*kvs: KV, revision: int = 10) -> ClusterView:
+    view = ClusterView(KEYS)
+    view.load(kvs, revision)
+    return view
+
+
+# -- keyspace ------------------------------------------------------------------
+
+
+def test_records_round_trip() -> None:
+    record = part("p1", KeyRange(b"\x00a", b"\xffz"), ("n1", "n2"))
+    assert PartitionRecord.decode("p1", record.encode()) == record
+    assert NodeRecord.decode("n1", node("n1").encode()) == node("n1")
+    assert LeaderRecord.decode("p1", LeaderRecord("n1").encode()) == LeaderRecord("n1")
+    assert KEYS.parse(KEYS.leader("p1")) == ("leaders", "p1")
+    assert KEYS.parse(KEYS.placement) == ("placement", "")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"{not json",
+        b"[]",
+        b'{"schema": 2}',
+        b'{"schema": 1, "start": "zz", "end": null, "store": "s", "pipeline": [],'
+        b' "replicas": ["n1"], "state": "active"}',
+        b'{"schema": 1, "start": "62", "end": "61", "store": "s", "pipeline": [],'
+        b' "replicas": ["n1"], "state": "active"}',
+        b'{"schema": 1, "start": "", "end": null, "store": "s", "pipeline": [],'
+        b' "replicas": [], "state": "active"}',
+        b'{"schema": 1, "start": "", "end": null, "store": "s", "pipeline": [],'
+        b' "replicas": ["../x"], "state": "active"}',
+        b'{"schema": 1, "start": "", "end": null, "store": "s", "pipeline": [],'
+        b' "replicas": ["n1", "n1"], "state": "active"}',
+        b'{"schema": 1, "start": "", "end": null, "store": "s", "pipeline": [1],'
+        b' "replicas": ["n1"], "state": "active"}',
+        b'{"schema": 1, "start": "", "end": null, "store": "s", "pipeline": [],'
+        b' "replicas": ["n1"], "state": "gone"}',
+        b"\xff\xfe",
+    ],
+)
+def test_bad_partition_values_are_refused(value: bytes) -> None:
+    with pytest.raises(BadValue):
+        PartitionRecord.decode("p1", value)
+
+
+def test_bad_keys_and_names_are_refused() -> None:
+    with pytest.raises(BadValue):
+        KEYS.parse(b"/mkv/t/leaders/../x")
+    with pytest.raises(BadValue):
+        KEYS.parse(b"/mkv/other/leaders/x")
+    with pytest.raises(BadValue):
+        LeaderRecord.decode("p", b'{"schema": 1, "node": "a b"}')
+    with pytest.raises(ValueError, match="cluster name"):
+        Keys("a/b")
+
+
+# -- placement -----------------------------------------------------------------
+
+
+def test_placement_picks_the_least_loaded_live_node() -> None:
+    assert choose_node(["n2", "n1", "n3"], {"n1": 2, "n2": 1}) == "n3"
+    assert choose_node(["n2", "n1"], {"n1": 1, "n2": 1}) == "n1"  # ties: lowest id
+    assert choose_node(["n1", "n2"], {}, "n2") == "n2"
+    with pytest.raises(NotFoundError):
+        choose_node(["n1"], {}, "n9")
+    with pytest.raises(FailedPreconditionError):
+        choose_node([], {})
+
+
+def test_overlapping_ranges_are_refused() -> None:
+    taken = [(KeyRange(b"a", b"m"), "p1"), (KeyRange(b"m", None), "p2")]
+    check_free(KeyRange(b"", b"a"), taken)
+    with pytest.raises(AlreadyExistsError, match="p1"):
+        check_free(KeyRange(b"", b"b"), taken)
+    with pytest.raises(AlreadyExistsError, match="p2"):
+        check_free(KeyRange(b"z", None), taken)
+
+
+# -- the view ----------------------------------------------------------------------
+
+
+def test_the_view_routes_to_leaders_and_knows_its_own() -> None:
+    view = view_of(
+        KV(KEYS.node("n1"), node("n1", 10).encode(), lease=7),
+        KV(KEYS.node("n2"), node("n2", 20).encode(), lease=8),
+        KV(KEYS.partition("a"), part("a", KeyRange(b"", b"m")).encode(), mod_revision=3),
+        KV(KEYS.partition("b"), part("b", KeyRange(b"m", None), ("n2",)).encode()),
+        KV(KEYS.leader("a"), LeaderRecord("n1").encode(), create_revision=5, lease=7),
+        KV(KEYS.leader("b"), LeaderRecord("n2").encode(), create_revision=6, lease=8),
+        KV(KEYS.placement, b"{}", mod_revision=4),
+    )
+    routing = view.routing("n1", 7)
+    assert routing.version == 10
+    assert routing.router.lookup(b"z") == "b"
+    assert routing.owners["b"] == (KeyRange(b"m", None), "h:20")
+    assert routing.mine == {"a": 5}
+    # The same node under another lease (an earlier run) leads nothing here.
+    assert view.routing("n1", 99).mine == {}
+    assert view.placement_revision == 4
+    view.delete(KEYS.node("n2"))
+    assert view.routing("n1", 7).owners["b"][1] == ""  # its node is gone
+
+
+def test_a_bad_value_is_neither_served_nor_taken_for_removed() -> None:
+    view = view_of(
+        KV(KEYS.partition("a"), part("a").encode()),
+        KV(KEYS.partition("b"), b"garbage"),
+        KV(KEYS.leader("a"), b"garbage", create_revision=5, lease=7),
+        KV(b"/mkv/t/unknown", b"x"),
+    )
+    assert "b" in view.bad
+    assert "b" not in view.partitions
+    # An unreadable leader key still holds the leadership: nobody campaigns.
+    assert view.leaders["a"].node == ""
+    local = {"a": WHOLE, "b": KeyRange(b"x", None)}
+    actions = reconcile(view, "n1", 7, local, {"a", "b"})
+    assert actions == []
+
+
+def test_overlapping_records_are_not_routed() -> None:
+    view = view_of(
+        KV(KEYS.partition("a"), part("a", KeyRange(b"", b"m")).encode()),
+        KV(KEYS.partition("b"), part("b", KeyRange(b"k", None)).encode()),
+    )
+    routing = view.routing("n1", 1)
+    assert [pid for _, pid in routing.router.ranges] == ["a"]
+
+
+# -- reconcile --------------------------------------------------------------------------
+
+
+def test_reconcile_creates_then_campaigns() -> None:
+    view = view_of(KV(KEYS.partition("a"), part("a").encode(), mod_revision=3))
+    assert reconcile(view, "n1", 7, {}, set()) == [Create(part("a"))]
+    assert reconcile(view, "n1", 7, {"a": WHOLE}, {"a"}) == [Campaign("a", 3)]
+    # Without a valid lease it opens what is assigned but campaigns for nothing.
+    assert reconcile(view, "n1", 0, {"a": WHOLE}, {"a"}) == []
+    # Not a replica: nothing to do.
+    assert reconcile(view, "n2", 7, {}, set()) == []
+
+
+def test_reconcile_revokes_a_lease_of_an_earlier_run() -> None:
+    view = view_of(
+        KV(KEYS.partition("a"), part("a").encode()),
+        KV(KEYS.partition("b"), part("b", KeyRange(b"", b"a")).encode()),
+        KV(KEYS.leader("a"), LeaderRecord("n1").encode(), lease=3),
+    )
+    actions = reconcile(view, "n1", 7, {"a": WHOLE}, {"a"})
+    assert RevokeStale(3) in actions
+    assert reconcile(view, "n1", 3, {"a": WHOLE}, {"a"}) == [
+        Blocked("b", "its range ['', a) overlaps local ['a']")
+    ]
+
+
+def test_reconcile_deletes_only_what_it_saw_assigned_here() -> None:
+    view = view_of(KV(KEYS.partition("a"), part("a", KeyRange(b"", b"m")).encode()))
+    local = {"a": KeyRange(b"", b"m"), "old": KeyRange(b"m", None)}
+    assert reconcile(view, "n1", 7, local, {"a", "old"}) == [
+        Campaign("a", 1),
+        Delete("old", "removed from the cluster"),
+    ]
+    # Never seen in this cluster (a wrong --cluster?): kept, and said so.
+    (blocked,) = [a for a in reconcile(view, "n1", 7, local, {"a"}) if a != Campaign("a", 1)]
+    assert isinstance(blocked, Blocked)
+    assert blocked.partition_id == "old"
+    # A local copy whose range differs from etcd's is not served.
+    (mismatch,) = reconcile(view, "n1", 7, {"a": WHOLE}, {"a"})
+    assert isinstance(mismatch, Blocked)
+
+
+# -- the node id ---------------------------------------------------------------------------
+
+
+def test_the_node_id_is_made_once_and_kept(tmp_path: Path) -> None:
+    made = load_node_id(tmp_path / "d", None)
+    assert made.startswith("n-")
+    assert len(made) == 10
+    assert load_node_id(tmp_path / "d", None) == made
+    assert load_node_id(tmp_path / "d", made) == made
+    with pytest.raises(ConfigError, match="differs"):
+        load_node_id(tmp_path / "d", "other")
+    assert load_node_id(tmp_path / "e", "chosen") == "chosen"
+    with pytest.raises(ConfigError):
+        load_node_id(tmp_path / "f", "no/slash")
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "node-id").write_text("../../etc\n")
+    with pytest.raises(ConfigError):
+        load_node_id(tmp_path / "g", None)
+
+
+# -- settings ------------------------------------------------------------------------------
+
+
+def test_the_cluster_table_of_a_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "mkv.toml"
+    path.write_text(
+        '[cluster]\netcd = ["http://a:2379", "http://b:2379"]\nname = "prod"\n'
+        'advertise_addr = "10.0.0.7"\nlease_ttl = 3\n'
+    )
+    config = Config.load(path)
+    assert config.clustered
+    assert config.etcd == ("http://a:2379", "http://b:2379")
+    assert (config.cluster, config.advertise_addr, config.lease_ttl) == ("prod", "10.0.0.7", 3)
+    # Flags win over the file.
+    assert Config.load(path, cluster="other").cluster == "other"
+    assert not Config.load().clustered
+    path.write_text('[cluster]\nnmae = "typo"\n')
+    with pytest.raises(ConfigError, match="nmae"):
+        Config.load(path)
+    path.write_text('[cluster]\nname = "a/b"\n')
+    with pytest.raises(ConfigError, match="cluster"):
+        Config.load(path)
