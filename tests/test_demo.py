@@ -12,7 +12,9 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -208,7 +210,10 @@ def test_a_node_that_cannot_start_stops_the_demo_and_leaves_nothing(tmp_path: Pa
         demo = _demo("--nodes", "2", "--base-port", str(base), "--etcd-binary", etcd, tmp=tmp_path)
         out, err = demo.communicate(timeout=120)
     assert demo.returncode == 1, out + err
-    assert re.search(r"^mkv demo: node[12] exited with status \d+ at start", out, re.M), out
+    assert re.search(
+        r"^mkv demo: node2 exited with status 1 at start; its last output", out, re.M
+    ), out
+    assert "Address already in use" in out or "address" in out.lower(), out
     pids = [int(m[1]) for line in out.splitlines() if (m := _PID.search(line))]
     assert pids, out
     assert all(_gone(pid) for pid in pids), out
@@ -228,7 +233,112 @@ def find_etcd_or_skip() -> str:
         pytest.skip(str(exc))
 
 
-def _json_of(argv: list[str]) -> object:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+_NODE_LINE = re.compile(r"^mkv demo: (node\d+) data (\S+) control (\S+), pid (\d+)$")
+_ETCD_LINE = re.compile(r"^mkv demo: etcd at (\S+) \(.*\), pid (\d+)$")
+
+
+def _mkvctl(control: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mkv.cli.ctl", "--control-addr", control, *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("MKV_")},
+    )
+
+
+def _mkvctl_json(control: str, *argv: str) -> Any:
+    done = _mkvctl(control, "--json", *argv)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+def test_a_three_node_demo_is_one_command_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
+    """`mkv demo --nodes 3` as a user runs it: the addresses it prints reach
+    three nodes of one cluster, mkvctl places partitions on named nodes
+    through any of them, `cluster status` sees them all healthy, and SIGINT
+    (Ctrl-C) stops every process (nodes, then etcd) and deletes its directory."""
+    etcd = find_etcd_or_skip()
+    demo = _demo("--nodes", "3", "--etcd-binary", etcd, tmp=tmp_path)
+    assert demo.stdout is not None
+    nodes: dict[str, tuple[str, str]] = {}
+    pids: list[int] = []
+    output: list[str] = []
+    try:
+        watchdog = threading.Timer(120, demo.kill)
+        watchdog.start()
+        try:
+            for line in demo.stdout:
+                output.append(line)
+                if match := _NODE_LINE.match(line.rstrip("\n")):
+                    nodes[match[1]] = (match[2], match[3])
+                    pids.append(int(match[4]))
+                elif match := _ETCD_LINE.match(line.rstrip("\n")):
+                    pids.append(int(match[2]))
+                elif line.startswith("mkv demo: ready"):
+                    break
+        finally:
+            watchdog.cancel()
+        text = "".join(output)
+        assert sorted(nodes) == ["node1", "node2", "node3"], text + demo.stderr.read()
+        controls = {name: control for name, (_, control) in nodes.items()}
+
+        # Any node answers for the whole cluster.
+        listed = _mkvctl_json(controls["node2"], "nodes", "list")
+        assert {
+            n["id"]: (n["data_address"], n["control_address"], n["alive"]) for n in listed["nodes"]
+        } == {name: (data, control, True) for name, (data, control) in nodes.items()}
+
+        # Partitions placed on named nodes, through other nodes.
+        removed = _mkvctl(controls["node3"], "partitions", "remove", "default")
+        assert removed.returncode == 0, removed.stderr
+        low = _mkvctl_json(
+            controls["node3"], "partitions", "add", "--id", "low", "--start", "", "--end", "m",
+            "--node", "node2",
+        )  # fmt: skip
+        assert (low["id"], low["node"]) == ("low", "node2")
+        high = _mkvctl(controls["node1"], "partitions", "add", "--id", "high", "--start", "m",
+                       "--node", "node3")  # fmt: skip
+        assert high.returncode == 0, high.stderr
+        assert high.stdout == "added partition high [m, ∞) (sqlite) on node3\n"
+
+        status = _mkvctl_json(controls["node1"], "cluster", "status")
+        assert (status["cluster"], status["healthy"], status["problems"]) == ("demo", True, [])
+        assert {n["id"]: n["partitions"] for n in status["nodes"]} == {
+            "node1": [],
+            "node2": ["low"],
+            "node3": ["high"],
+        }
+        assert all(n["lease"]["valid"] and n["reachable"] for n in status["nodes"])
+        assert {p["id"]: p["node"] for p in status["partitions"]} == {
+            "low": "node2",
+            "high": "node3",
+        }
+        table = _mkvctl(controls["node2"], "partitions", "list")
+        assert table.stdout.splitlines()[0].split()[:3] == ["ID", "RANGE", "NODE"]
+    finally:
+        demo.send_signal(signal.SIGINT)
+        # Read through the same buffered stream as above (communicate() would
+        # read the pipe beneath it, missing what the buffer already holds).
+        watchdog = threading.Timer(90, demo.kill)
+        watchdog.start()
+        try:
+            rest = demo.stdout.read()
+            demo.wait()
+        finally:
+            watchdog.cancel()
+        assert demo.stderr is not None
+        err = demo.stderr.read()
+        demo.stdout.close()
+        demo.stderr.close()
+    text = "".join(output) + rest
+    assert demo.returncode == 0, text + err
+    assert "mkvctl cluster status" in text, text
+    assert "mkv demo: SIGINT: stopping the nodes, then etcd" in rest, text
+    stops = [line for line in rest.splitlines() if " stopped (" in line]
+    assert [line.split()[2] for line in stops][-1] == "etcd", text
+    assert len(stops) == 4, text
+    assert len(pids) == 4, text
+    assert all(_gone(pid) for pid in pids), text
+    assert list(tmp_path.iterdir()) == [], text

@@ -36,6 +36,7 @@ import attrs
 import trio
 
 from mkv.cli.supervisor import Child, ChildFailed, Supervisor
+from mkv.errors import leaves
 
 __all__ = [
     "DemoError",
@@ -301,17 +302,20 @@ async def _start(
 
 def _instructions(directory: Path, plan: Plan, keep: bool) -> str:
     data, control = plan.nodes[0]
-    last = _node_name(len(plan.nodes) - 1)
+    first, last = _node_name(0), _node_name(len(plan.nodes) - 1)
     end = "kept" if keep else "deleted"
     return f"""\
 mkv demo: ready: cluster {CLUSTER!r} of {len(plan.nodes)} nodes; data and logs in {directory}
 
-Try it (any node's address will do):
+Try it (any node's control address will do for mkvctl):
   export MKV_DATA_ADDR={HOST}:{data} MKV_CONTROL_ADDR={HOST}:{control}
   mkvctl cluster status
-  mkvctl partitions add --id users --start user: --end 'user;' --node {last}
-  mkvctl put user:1 ada && mkvctl get user:1
-  python -c 'import mkv; db = mkv.connect("{HOST}:{data}"); print(db.get(b"user:1"))'
+  mkvctl put greeting hello && mkvctl get greeting
+  python -c 'import mkv; db = mkv.connect("{HOST}:{data}"); print(db.get(b"greeting"))'
+  mkvctl partitions remove default      # {first} holds every key at first: give the keyspace out
+  mkvctl partitions add --id low --start '' --end m --node {first}
+  mkvctl partitions add --id high --start m --node {last}
+  mkvctl partitions list
 
 Ctrl-C stops the nodes, then etcd; the directory is then {end}.
 """
@@ -362,8 +366,10 @@ async def run_demo(
                         raise child.failure(
                             f"exited by itself with status {child.process.returncode}"
                         )
-                    except ChildFailed as exc:
-                        _say(out, f"mkv demo: {exc}")
+                    except* ChildFailed as group:
+                        # Nodes start in a nursery: their failures come grouped.
+                        for failure in leaves(group):
+                            _say(out, f"mkv demo: {failure}")
                         code = 1
                     nursery.cancel_scope.cancel()
 
