@@ -342,3 +342,32 @@ def test_a_three_node_demo_is_one_command_and_ctrl_c_leaves_nothing(tmp_path: Pa
     assert len(pids) == 4, text
     assert all(_gone(pid) for pid in pids), text
     assert list(tmp_path.iterdir()) == [], text
+
+
+def test_ctrl_c_during_start_up_stops_what_has_started(tmp_path: Path) -> None:
+    """SIGINT while the nodes are still starting: what has started is
+    stopped in order, the directory is deleted, and the exit status is 0."""
+    etcd = find_etcd_or_skip()
+    demo = _demo("--nodes", "3", "--etcd-binary", etcd, tmp=tmp_path)
+    assert demo.stdout is not None
+    watchdog = threading.Timer(120, demo.kill)
+    watchdog.start()
+    try:
+        first = demo.stdout.readline()
+        assert (match := _ETCD_LINE.match(first.rstrip("\n"))), first
+        demo.send_signal(signal.SIGINT)  # node1 is starting now
+        rest = demo.stdout.read()
+        demo.wait()
+    finally:
+        watchdog.cancel()
+        demo.stdout.close()
+        assert demo.stderr is not None
+        err = demo.stderr.read()
+        demo.stderr.close()
+    assert demo.returncode == 0, first + rest + err
+    assert "mkv demo: SIGINT: stopping the nodes, then etcd" in rest, rest
+    assert "ready" not in rest, rest
+    stops = [line for line in rest.splitlines() if " stopped (" in line]
+    assert stops[-1].startswith("mkv demo: etcd stopped"), rest
+    assert _gone(int(match[2])), rest
+    assert list(tmp_path.iterdir()) == [], rest

@@ -12,7 +12,10 @@ it (``--etcd``, ``--cluster``, ``--advertise-addr 127.0.0.1``, node ids
 prints their addresses with an ``mkvctl`` and a Python line to try. Ctrl-C
 or SIGTERM stops the nodes first (SIGTERM, then SIGKILL after
 ``--stop-timeout``), then etcd, and deletes the directory unless ``--keep``.
-Every process's output is in ``<dir>/<name>.log``.
+Every process's output is in ``<dir>/<name>.log``. The children run in
+process groups of their own (so that a Ctrl-C reaches the demo alone, which
+then stops them in order): a ``kill -9`` of the demo leaves them running,
+and their pids are printed for that case.
 
 Exit status: 0 when stopped by Ctrl-C or SIGTERM; 1 when something could not
 start or a process exited by itself (its log's last lines are printed); 2
