@@ -264,6 +264,7 @@ def test_a_three_node_demo_is_one_command_and_ctrl_c_leaves_nothing(tmp_path: Pa
     assert demo.stdout is not None
     nodes: dict[str, tuple[str, str]] = {}
     pids: list[int] = []
+    node_pids: dict[str, int] = {}
     output: list[str] = []
     try:
         watchdog = threading.Timer(120, demo.kill)
@@ -274,6 +275,7 @@ def test_a_three_node_demo_is_one_command_and_ctrl_c_leaves_nothing(tmp_path: Pa
                 if match := _NODE_LINE.match(line.rstrip("\n")):
                     nodes[match[1]] = (match[2], match[3])
                     pids.append(int(match[4]))
+                    node_pids[match[1]] = int(match[4])
                 elif match := _ETCD_LINE.match(line.rstrip("\n")):
                     pids.append(int(match[2]))
                 elif line.startswith("mkv demo: ready"):
@@ -317,6 +319,16 @@ def test_a_three_node_demo_is_one_command_and_ctrl_c_leaves_nothing(tmp_path: Pa
         }
         table = _mkvctl(controls["node2"], "partitions", "list")
         assert table.stdout.splitlines()[0].split()[:3] == ["ID", "RANGE", "NODE"]
+
+        # A node that stops answering (frozen: its lease runs out too) makes
+        # the cluster unhealthy, named, in a bounded time; still exit 0.
+        os.kill(node_pids["node3"], signal.SIGSTOP)
+        try:
+            degraded = _mkvctl_json(controls["node1"], "--timeout", "4", "cluster", "status")
+        finally:
+            os.kill(node_pids["node3"], signal.SIGCONT)
+        assert degraded["healthy"] is False, degraded
+        assert any("node3" in problem or "high" in problem for problem in degraded["problems"])
     finally:
         demo.send_signal(signal.SIGINT)
         # Read through the same buffered stream as above (communicate() would
