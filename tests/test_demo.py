@@ -353,6 +353,7 @@ def test_a_three_node_demo_is_one_command_and_ctrl_c_leaves_nothing(tmp_path: Pa
     assert len(stops) == 4, text
     assert len(pids) == 4, text
     assert all(_gone(pid) for pid in pids), text
+    assert _processes_mentioning(tmp_path) == [], text
     assert list(tmp_path.iterdir()) == [], text
 
 
@@ -383,3 +384,79 @@ def test_ctrl_c_during_start_up_stops_what_has_started(tmp_path: Path) -> None:
     assert stops[-1].startswith("mkv demo: etcd stopped"), rest
     assert _gone(int(match[2])), rest
     assert list(tmp_path.iterdir()) == [], rest
+
+
+# An "etcd" that answers its health check and ignores SIGTERM, as a hung one would.
+STUBBORN_ETCD = """\
+#!{python}
+import http.server, signal, sys
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+url = next(a for a in sys.argv if a.startswith("--listen-client-urls="))
+port = int(url.rsplit(":", 1)[1])
+
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b'{{"health":"true"}}')
+
+http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
+"""
+
+
+def test_a_second_ctrl_c_kills_what_is_left(tmp_path: Path) -> None:
+    """The first SIGINT stops the nodes and asks etcd to stop; etcd does not,
+    and the demo would wait --stop-timeout; a second SIGINT kills it now."""
+    etcd = tmp_path / "bin" / "etcd"
+    etcd.parent.mkdir()
+    etcd.write_text(STUBBORN_ETCD.format(python=sys.executable))
+    etcd.chmod(0o755)
+    work = tmp_path / "tmp"
+    work.mkdir()
+    demo = _demo("--nodes", "1", "--etcd-binary", str(etcd), "--stop-timeout", "120", tmp=work)
+    assert demo.stdout is not None
+    lines: list[str] = []
+    watchdog = threading.Timer(90, demo.kill)
+    watchdog.start()
+    try:
+        lines.append(demo.stdout.readline())
+        assert (match := _ETCD_LINE.match(lines[0].rstrip("\n"))), lines
+        demo.send_signal(signal.SIGINT)
+        lines.append(demo.stdout.readline())
+        assert lines[-1] == "mkv demo: SIGINT: stopping the nodes, then etcd\n", lines
+        # The node cannot reach this etcd and the etcd ignores SIGTERM: left
+        # alone, the demo would wait --stop-timeout.
+        demo.send_signal(signal.SIGINT)
+        lines.append(demo.stdout.read())
+        demo.wait()
+    finally:
+        watchdog.cancel()
+        demo.stdout.close()
+        assert demo.stderr is not None
+        demo.stderr.close()
+        left = _processes_mentioning(work)
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+    text = "".join(lines)
+    assert demo.returncode == 0, text
+    assert "mkv demo: SIGINT again: killing what is left" in text, text
+    assert "mkv demo: etcd killed (by SIGKILL)" in text, text
+    assert _gone(int(match[2])), text
+    assert left == [], text
+    assert list(work.iterdir()) == [], text
+
+
+def _processes_mentioning(path: Path) -> list[int]:
+    """Processes whose command line names ``path`` (the demo's children
+    all name its temporary directory, which lives there)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if str(path).encode() in cmdline:
+            found.append(int(entry.name))
+    return found

@@ -32,6 +32,7 @@ import signal
 import socket
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TextIO
 
@@ -347,10 +348,11 @@ async def run_demo(
     directory = Path(await trio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix="mkv-demo-")))
     supervisor = Supervisor(stop_timeout=stop_timeout)
     code = 0
-    try:
-        # Caught before anything starts: a Ctrl-C during start-up stops what
-        # has started, in order, as a later one does.
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    # Caught before anything starts, and until everything has stopped: a
+    # Ctrl-C during start-up stops what has started, in order, as a later one
+    # does; another while stopping kills what is left at once.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        try:
             async with trio.open_nursery() as nursery:
 
                 async def on_signal() -> None:
@@ -378,17 +380,39 @@ async def run_demo(
 
                 nursery.start_soon(on_signal)
                 nursery.start_soon(supervise)
-    finally:
-        with trio.CancelScope(shield=True):
-            for stopped in await supervisor.stop():
-                how = "killed after the stop timeout" if stopped.killed else "stopped"
-                _say(out, f"mkv demo: {stopped.child.name} {how} ({_ending(stopped.returncode)})")
-            if keep:
-                _say(out, f"mkv demo: kept {directory}")
-            else:
-                await trio.to_thread.run_sync(shutil.rmtree, directory, True)
-                _say(out, f"mkv demo: removed {directory}")
+        finally:
+            with trio.CancelScope(shield=True):
+                await _stop(supervisor, signals, directory, keep, out)
     return code
+
+
+async def _stop(
+    supervisor: Supervisor,
+    signals: AsyncIterator[int],
+    directory: Path,
+    keep: bool,
+    out: TextIO,
+) -> None:
+    """Stop every child in order (a further signal meanwhile: kill them now),
+    then delete the directory unless ``keep``."""
+    async with trio.open_nursery() as nursery:
+
+        async def hurry() -> None:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                _say(out, f"mkv demo: {name} again: killing what is left")
+                supervisor.kill_all()
+
+        nursery.start_soon(hurry)
+        for stopped in await supervisor.stop():
+            how = "killed" if stopped.killed else "stopped"
+            _say(out, f"mkv demo: {stopped.child.name} {how} ({_ending(stopped.returncode)})")
+        nursery.cancel_scope.cancel()
+    if keep:
+        _say(out, f"mkv demo: kept {directory}")
+    else:
+        await trio.to_thread.run_sync(shutil.rmtree, directory, True)
+        _say(out, f"mkv demo: removed {directory}")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -70,7 +70,8 @@ class Stopped:
 
     child: Child
     returncode: int
-    # SIGKILL was needed: it outlived SIGTERM by the stop timeout.
+    # It ended by SIGKILL: it outlived SIGTERM by the stop timeout, or
+    # kill_all hurried it.
     killed: bool
 
 
@@ -80,6 +81,8 @@ class Supervisor:
     def __init__(self, *, stop_timeout: float = 10.0) -> None:
         self.stop_timeout = stop_timeout
         self.children: list[Child] = []
+        # Set by kill_all: what stop has not reached yet is killed, not asked.
+        self._hurry = False
 
     async def start(
         self,
@@ -163,18 +166,26 @@ class Supervisor:
         self.children = []
         return results
 
+    def kill_all(self) -> None:
+        """SIGKILL every child still running, now (a second Ctrl-C): a
+        ``stop`` under way then finishes at once, reporting them killed."""
+        self._hurry = True
+        for child in self.children:
+            if child.process.returncode is None:
+                child.process.kill()
+
     async def _stop_one(self, child: Child, results: list[Stopped]) -> None:
         process = child.process
-        killed = False
-        if process.returncode is None:
+        if self._hurry:
+            process.kill()
+        elif process.returncode is None:
             _signal(process, signal.SIGTERM)
             with trio.move_on_after(self.stop_timeout):
                 await process.wait()
             if process.returncode is None:
-                killed = True
                 process.kill()
         returncode = await process.wait()
-        results.append(Stopped(child, returncode, killed))
+        results.append(Stopped(child, returncode, killed=returncode == -signal.SIGKILL))
 
 
 def _signal(process: trio.Process, signum: signal.Signals) -> None:
