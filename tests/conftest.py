@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.etcd import VERSIONS, EtcdProcess, etcd_binary
+from tests.etcd import VERSIONS, EtcdProcess, etcd_binary, etcd_cluster
 from tests.grpcio_stubs import GrpcioStubs, generate_stubs
 from tests.processes import ServerProcess
 
@@ -52,3 +52,14 @@ async def etcd_each(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
         yield process
     finally:
         await process.stop()
+
+
+@pytest.fixture
+async def etcd3(tmp_path: Path) -> AsyncIterator[list[EtcdProcess]]:
+    """Three members of one etcd cluster (3.4 when installed, else 3.5)."""
+    members = await etcd_cluster(etcd_binary(), tmp_path)
+    try:
+        yield members
+    finally:
+        for member in members:
+            await member.stop()

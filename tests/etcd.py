@@ -21,7 +21,7 @@ import trio
 
 from mkv.etcd import EtcdError, open_etcd
 
-__all__ = ["VERSIONS", "EtcdProcess", "etcd_binaries", "etcd_binary"]
+__all__ = ["VERSIONS", "EtcdProcess", "etcd_binaries", "etcd_binary", "etcd_cluster"]
 
 VERSIONS = ("3.4", "3.5")
 START_TIMEOUT = 30.0
@@ -72,16 +72,23 @@ def _free_port() -> int:
 class EtcdProcess:
     """One etcd member as a subprocess; ``restart`` keeps its data dir and ports."""
 
-    def __init__(self, binary: Path, data_dir: Path) -> None:
+    def __init__(self, binary: Path, data_dir: Path, *, name: str = "test") -> None:
         self.binary = binary
         self.data_dir = data_dir
+        self.name = name
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
         self.client_port = _free_port()
         self.peer_port = _free_port()
         self.process: trio.Process | None = None
+        # Every member's name=peer URL; set by etcd_cluster for a cluster of several.
+        self.initial_cluster = f"{name}={self.peer_url}"
         # Where clients may reach it: "0.0.0.0" for tests whose nodes run in
         # a network namespace and reach it over a veth pair.
         self.listen_host = "127.0.0.1"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
 
     @property
     def endpoint(self) -> str:
@@ -98,19 +105,19 @@ class EtcdProcess:
     async def start(self) -> None:
         """Start and wait until it answers a Status call."""
         assert self.process is None, "already running"
-        peer = f"http://127.0.0.1:{self.peer_port}"
+        peer = self.peer_url
         log = await trio.to_thread.run_sync(open, self.log_path, "ab")
         try:
             self.process = await trio.lowlevel.open_process(
                 [
                     str(self.binary),
-                    "--name=test",
+                    f"--name={self.name}",
                     f"--data-dir={self.data_dir}",
                     f"--listen-client-urls=http://{self.listen_host}:{self.client_port}",
                     f"--advertise-client-urls={self.endpoint}",
                     f"--listen-peer-urls={peer}",
                     f"--initial-advertise-peer-urls={peer}",
-                    f"--initial-cluster=test={peer}",
+                    f"--initial-cluster={self.initial_cluster}",
                     "--initial-cluster-state=new",
                     "--logger=zap",
                     "--log-level=warn",
@@ -188,3 +195,21 @@ class EtcdProcess:
         """Stop (SIGTERM) and start again on the same data dir and ports."""
         await self.stop()
         await self.start()
+
+
+async def etcd_cluster(binary: Path, root: Path, size: int = 3) -> list[EtcdProcess]:
+    """``size`` members of one etcd cluster, started together (a member
+    waits for a quorum before it answers)."""
+    members = [EtcdProcess(binary, root / f"etcd-{i}", name=f"m{i}") for i in range(size)]
+    initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
+    for member in members:
+        member.initial_cluster = initial
+    try:
+        async with trio.open_nursery() as nursery:
+            for member in members:
+                nursery.start_soon(member.start)
+    except BaseException:
+        for member in members:
+            await member.stop()
+        raise
+    return members

@@ -11,7 +11,16 @@ import pytest
 from mkv.cluster.identity import load_node_id
 from mkv.cluster.keyspace import BadValue, Keys, LeaderRecord, NodeRecord, PartitionRecord
 from mkv.cluster.placement import check_free, choose_node
-from mkv.cluster.reconcile import Blocked, Campaign, Create, Delete, RevokeStale, reconcile
+from mkv.cluster.reconcile import (
+    Blocked,
+    Campaign,
+    Create,
+    Delete,
+    PublishMerge,
+    PublishSplit,
+    RevokeStale,
+    reconcile,
+)
 from mkv.cluster.view import ClusterView
 from mkv.errors import AlreadyExistsError, ConfigError, FailedPreconditionError, NotFoundError
 from mkv.node.config import Config
@@ -135,8 +144,11 @@ def test_the_view_routes_to_leaders_and_knows_its_own() -> None:
     assert routing.router.lookup(b"z") == "b"
     assert routing.owners["b"] == (KeyRange(b"m", None), "h:20")
     assert routing.mine == {"a": 5}
-    # The same node under another lease (an earlier run) leads nothing here.
+    # The same node under another lease (an earlier run) leads nothing here,
+    # and does not send clients to itself.
     assert view.routing("n1", 99).mine == {}
+    assert view.routing("n1", 99).owners["a"][1] == ""
+    assert view.routing("n2", 99).owners["a"][1] == "h:10"
     assert view.placement_revision == 4
     view.delete(KEYS.node("n2"))
     assert view.routing("n1", 7).owners["b"][1] == ""  # its node is gone
@@ -171,13 +183,23 @@ def test_overlapping_records_are_not_routed() -> None:
 
 
 def test_reconcile_creates_then_campaigns() -> None:
-    view = view_of(KV(KEYS.partition("a"), part("a").encode(), mod_revision=3))
-    assert reconcile(view, "n1", 7, {}, set()) == [Create(part("a"))]
+    new = attrs.evolve(part("a"), state="new")
+    view = view_of(KV(KEYS.partition("a"), new.encode(), mod_revision=3))
+    assert reconcile(view, "n1", 7, {}, set()) == [Create(new)]
     assert reconcile(view, "n1", 7, {"a": WHOLE}, {"a"}) == [Campaign("a", 3)]
     # Without a valid lease it opens what is assigned but campaigns for nothing.
     assert reconcile(view, "n1", 0, {"a": WHOLE}, {"a"}) == []
     # Not a replica: nothing to do.
     assert reconcile(view, "n2", 7, {}, set()) == []
+
+
+def test_a_partition_led_before_is_never_started_empty() -> None:
+    """etcd says this node holds "a", which has been led (it has data), but
+    this disk has no copy: a lost or different data directory."""
+    view = view_of(KV(KEYS.partition("a"), part("a").encode()))
+    (blocked,) = reconcile(view, "n1", 7, {}, set())
+    assert isinstance(blocked, Blocked)
+    assert "not on this disk" in blocked.reason
 
 
 def test_reconcile_revokes_a_lease_of_an_earlier_run() -> None:
@@ -251,3 +273,56 @@ def test_the_cluster_table_of_a_config_file(tmp_path: Path) -> None:
     path.write_text('[cluster]\nname = "a/b"\n')
     with pytest.raises(ConfigError, match="cluster"):
         Config.load(path)
+
+
+def test_reconcile_publishes_a_split_committed_only_on_this_disk() -> None:
+    view = view_of(
+        KV(KEYS.partition("a"), part("a").encode(), mod_revision=3),
+        KV(KEYS.leader("a"), LeaderRecord("n1").encode(), create_revision=4, lease=7),
+    )
+    local = {"a": KeyRange(b"", b"m"), "b": KeyRange(b"m", None)}
+    assert reconcile(view, "n1", 7, local, {"a"}) == [
+        PublishSplit("a", KeyRange(b"", b"m"), "b", KeyRange(b"m", None))
+    ]
+    # Not while it does not lead the parent under its lease: nor is b taken
+    # for a stranger to report, or anything deleted.
+    assert reconcile(view, "n1", 0, local, {"a"}) == []
+    # A local copy that is not the lower part of etcd's range is no split.
+    odd = {"a": KeyRange(b"c", b"m"), "b": KeyRange(b"m", None)}
+    assert [type(a) for a in reconcile(view, "n1", 7, odd, {"a"})] == [Blocked, Blocked]
+
+
+def test_after_a_restart_it_leads_the_parent_before_publishing() -> None:
+    """The earlier run's lease was revoked, so no leader key: it campaigns
+    for the record it holds every key of, and publishes once it leads."""
+    view = view_of(KV(KEYS.partition("a"), part("a").encode(), mod_revision=3))
+    local = {"a": KeyRange(b"", b"m"), "b": KeyRange(b"m", None)}
+    assert reconcile(view, "n1", 7, local, {"a"}) == [Campaign("a", 3)]
+
+
+def test_reconcile_publishes_a_merge_committed_only_on_this_disk() -> None:
+    view = view_of(
+        KV(KEYS.partition("a"), part("a", KeyRange(b"", b"m")).encode(), mod_revision=3),
+        KV(KEYS.partition("b"), part("b", KeyRange(b"m", None)).encode(), mod_revision=4),
+        KV(KEYS.leader("a"), LeaderRecord("n1").encode(), create_revision=5, lease=7),
+    )
+    local = {"a": WHOLE}
+    # b is neither created (it is inside a) nor reported; a's merge is published.
+    assert reconcile(view, "n1", 7, local, {"a", "b"}) == [PublishMerge("a", WHOLE, "b")]
+    # Not led yet (after a restart): it campaigns for a first.
+    fresh = view_of(
+        KV(KEYS.partition("a"), part("a", KeyRange(b"", b"m")).encode(), mod_revision=3),
+        KV(KEYS.partition("b"), part("b", KeyRange(b"m", None)).encode(), mod_revision=4),
+    )
+    assert reconcile(fresh, "n1", 7, local, {"a", "b"}) == [Campaign("a", 3)]
+    # b assigned to another node: no merge of this node's making.
+    other = view_of(
+        KV(KEYS.partition("a"), part("a", KeyRange(b"", b"m")).encode()),
+        KV(KEYS.partition("b"), part("b", KeyRange(b"m", None), ("n2",)).encode()),
+    )
+    assert [type(a) for a in reconcile(other, "n1", 7, local, {"a"})] == [Blocked]
+    # Others must be told where this node is: not a wildcard address.
+    with pytest.raises(ValueError, match="wildcard"):
+        Config(etcd=("http://a:2379",), data_addr="0.0.0.0:7070")
+    Config(etcd=("http://a:2379",), data_addr="0.0.0.0:7070", advertise_addr="10.0.0.7")
+    Config(data_addr="0.0.0.0:7070")  # a single node: as before

@@ -9,6 +9,7 @@ a failure, never a hang.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
 
 import pytest
@@ -477,3 +478,114 @@ async def test_a_silent_first_endpoint_moves_reads_on_but_not_writes(
                 other.resume()
     finally:
         await other.stop()
+
+
+# --- a cluster of three members ---------------------------------------------------
+
+
+async def test_a_lease_is_kept_through_the_other_members_when_one_stops(
+    etcd3: list[EtcdProcess],
+) -> None:
+    """keep_lease moves to the next endpoint when one member goes silent
+    (the raft leader included, which forces an election) and the lease's
+    clock never runs out on the way; so do reads and a reopened watch."""
+    async with open_etcd([m.endpoint for m in etcd3], timeout=DEADLINE) as etcd:
+        lease = await etcd.grant(8)
+        await etcd.put(b"nodes/n1", b"addr", lease=lease.id)
+        clock = LeaseClock(margin=0.5)
+        clock.renewed(trio.current_time(), lease.ttl)
+        _, _, leader = await etcd.status()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(keep_lease, etcd, lease.id, lease.ttl, clock)
+            for victim in (etcd3[0], etcd3[1]):
+                # Stop the member the client is using: the first, then the one it moved to.
+                assert etcd.endpoint == victim.endpoint.removeprefix("http://")
+                victim.pause()
+                try:
+                    lowest = math.inf
+                    end = trio.current_time() + lease.ttl
+                    while trio.current_time() < end:
+                        lowest = min(lowest, clock.remaining(trio.current_time()))
+                        await trio.sleep(0.05)
+                    assert lowest > 0, "the lease's deadline passed"
+                    assert etcd.endpoint != victim.endpoint.removeprefix("http://")
+                    kv, _ = await etcd.get(b"nodes/n1")
+                    assert kv is not None
+                    assert kv.lease == lease.id
+                finally:
+                    victim.resume()
+            nursery.cancel_scope.cancel()
+        assert leader
+
+
+# --- a peer that is not a well-behaved etcd -----------------------------------
+
+
+class _NotEtcd:
+    """A grpcio server on etcd's method paths that answers Range with bytes
+    that do not parse, and takes Watch and LeaseKeepAlive streams without
+    ever answering: bad input and silence from a live process."""
+
+    def __init__(self) -> None:
+        import concurrent.futures
+
+        import grpc
+
+        def garbage(request: bytes, context: object) -> bytes:
+            return b"\xff\xff\xff\xff"
+
+        def silent(requests: Iterator[bytes], context: object) -> Iterator[bytes]:
+            for _ in requests:  # read until the client gives up; answer nothing
+                pass
+            return iter(())
+
+        raw = {"request_deserializer": None, "response_serializer": None}
+        self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4))
+        self.server.add_generic_rpc_handlers(
+            [
+                grpc.method_handlers_generic_handler(
+                    "etcdserverpb.KV",
+                    {"Range": grpc.unary_unary_rpc_method_handler(garbage, **raw)},
+                ),
+                grpc.method_handlers_generic_handler(
+                    "etcdserverpb.Watch",
+                    {"Watch": grpc.stream_stream_rpc_method_handler(silent, **raw)},
+                ),
+                grpc.method_handlers_generic_handler(
+                    "etcdserverpb.Lease",
+                    {"LeaseKeepAlive": grpc.stream_stream_rpc_method_handler(silent, **raw)},
+                ),
+            ]
+        )
+        self.endpoint = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop(0).wait()
+
+
+async def test_an_answer_that_does_not_parse_is_a_clear_error() -> None:
+    peer = _NotEtcd()
+    try:
+        async with open_etcd([peer.endpoint], timeout=DEADLINE) as etcd:
+            with pytest.raises(EtcdError, match="does not parse"):
+                await etcd.get(b"k")
+    finally:
+        await trio.to_thread.run_sync(peer.stop)
+
+
+async def test_streams_a_live_peer_never_answers_fail_within_the_deadline() -> None:
+    peer = _NotEtcd()
+    try:
+        async with open_etcd([peer.endpoint], timeout=DEADLINE) as etcd:
+            start = trio.current_time()
+            with trio.fail_after(DEADLINE + SLACK + 5), pytest.raises(EtcdUnavailable):
+                await _drain(etcd.watch(b"w/", start_revision=1))
+            assert trio.current_time() - start < DEADLINE + SLACK
+            start = trio.current_time()
+            with trio.fail_after(DEADLINE + SLACK + 5), pytest.raises(EtcdUnavailable):
+                async with etcd.keepalive(1) as keeper:
+                    await keeper.renew()
+            assert trio.current_time() - start < DEADLINE + SLACK
+    finally:
+        await trio.to_thread.run_sync(peer.stop)

@@ -154,7 +154,27 @@ async def serve(config: Config) -> None:
     unstarted = Node(config)  # a ConfigError (token, TLS files) surfaces here, unwrapped
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
+            started = False
+
+            async def on_signal() -> None:
+                async for signum in signals:
+                    name = signal.Signals(signum).name
+                    log.info(
+                        "received %s: shutting down",
+                        name,
+                        extra=fields(event="signal", signal=name),
+                    )
+                    if started:
+                        unstarted.stop()
+                    else:
+                        # Still starting (cluster mode waits for etcd): nothing
+                        # is served yet, so the start is abandoned.
+                        nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(on_signal)
             node: Node = await nursery.start(unstarted.run)
+            started = True
             # Printed (not logged) and flushed: scripts and tests wait for these lines.
             print(f"mkv: data plane listening on {node.data_address}", flush=True)
             print(f"mkv: control plane listening on {node.control_address}", flush=True)
@@ -168,13 +188,6 @@ async def serve(config: Config) -> None:
                 )
             if node.metrics_address is not None:
                 print(f"mkv: metrics on http://{node.metrics_address}/metrics", flush=True)
-            async for signum in signals:
-                name = signal.Signals(signum).name
-                log.info(
-                    "received %s: shutting down", name, extra=fields(event="signal", signal=name)
-                )
-                node.stop()
-                break
     print("mkv: stopped", flush=True)
 
 
@@ -220,9 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mkv: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (OSError, MkvError, BaseExceptionGroup) as exc:
+    except (OSError, MkvError, BaseExceptionGroup) as exc:  # ConfigError too, in a group
         causes = leaves(exc)
-        if not all(isinstance(leaf, OSError | MkvError) for leaf in causes):
+        if not all(isinstance(leaf, OSError | MkvError | ConfigError) for leaf in causes):
             raise
         for leaf in causes:
             print(f"mkv: cannot start: {leaf}", file=sys.stderr)

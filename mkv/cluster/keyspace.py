@@ -6,7 +6,7 @@ Everything lives under ``/mkv/<cluster>/``::
                           "replication": "h:p", "version": "...", "started": "..."}
                          (under the node's lease)
     partitions/<id>      {"schema": 1, "start": hex, "end": hex | null, "store": "sqlite",
-                          "pipeline": [...], "replicas": ["n-..."], "state": "active"}
+                          "pipeline": [...], "replicas": ["n-..."], "state": "new" | "active"}
     leaders/<id>         {"schema": 1, "node": "n-..."}  (under the leader's lease;
                           the epoch is this key's create revision)
     placement            {"schema": 1}  (its mod_revision serialises placement changes)
@@ -40,7 +40,9 @@ SCHEMA = 1
 # Node ids, partition ids and cluster names: path- and key-safe, as the
 # catalog's partition ids are.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-PARTITION_STATES = ("active",)
+# "new": placed and never led, so empty: its node creates it. "active": it
+# has been led, so it has data; a node without a copy must not start it empty.
+PARTITION_STATES = ("new", "active")
 
 Kind = Literal["nodes", "partitions", "leaders", "placement"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import attrs
@@ -25,11 +25,20 @@ from mkv.cluster.keyspace import (
     PartitionRecord,
 )
 from mkv.cluster.placement import check_free, choose_node
-from mkv.cluster.reconcile import Campaign, Create, Delete, RevokeStale, reconcile
+from mkv.cluster.reconcile import (
+    Campaign,
+    Create,
+    Delete,
+    PublishMerge,
+    PublishSplit,
+    RevokeStale,
+    reconcile,
+)
 from mkv.cluster.view import ClusterView, Leader, Routing
 from mkv.errors import (
     AbortedError,
     AlreadyExistsError,
+    FailedPreconditionError,
     MkvError,
     NotFoundError,
     UnavailableError,
@@ -90,6 +99,10 @@ class LocalPartitions(Protocol):
     async def create(self, record: PartitionRecord) -> None: ...
 
     async def delete(self, partition_id: str) -> None: ...
+
+    def changing(self) -> bool:
+        """Whether a change of partitions (a split, a merge) runs now."""
+        ...
 
 
 class Membership:
@@ -246,7 +259,12 @@ class Membership:
             for pid, part in sorted(held.items())
         ] or [
             PartitionRecord(
-                "default", KeyRange(b"", None), self._default[0], self._default[1], (self.node_id,)
+                "default",
+                KeyRange(b"", None),
+                self._default[0],
+                self._default[1],
+                (self.node_id,),
+                "new",
             )
         ]
         result = await etcd.txn(
@@ -314,7 +332,15 @@ class Membership:
                                 self.view.put(event.kv)
                             else:
                                 self.view.delete(event.kv.key)
-                        self.view.revision = max(self.view.revision, batch.revision)
+                        # Resumed from here: an event batch's header may be
+                        # ahead of events still to come (a watch catching
+                        # up); a progress notice's is not.
+                        seen = (
+                            max(event.kv.mod_revision for event in batch.events)
+                            if batch.events
+                            else batch.revision
+                        )
+                        self.view.revision = max(self.view.revision, seen)
                         self._publish()
             except EtcdCompacted:
                 await self._reread(etcd)
@@ -358,6 +384,27 @@ class Membership:
                     await self._campaign(etcd, action)
                 elif isinstance(action, RevokeStale):
                     await self._revoke(etcd, action.lease)
+                elif isinstance(action, PublishSplit):
+                    local = self._local.held().get(action.child)
+                    # Not while a split or merge runs here: it publishes its
+                    # own change once its catalog holds it, not before.
+                    if local is not None and not self._local.changing():
+                        await self.publish_split(
+                            action.partition_id,
+                            action.keep,
+                            PartitionRecord(
+                                action.child,
+                                action.moved,
+                                local.store,
+                                local.pipeline,
+                                (self.node_id,),
+                            ),
+                        )
+                elif isinstance(action, PublishMerge):
+                    if not self._local.changing():
+                        await self.publish_merge(
+                            action.partition_id, action.merged, action.absorbed
+                        )
                 elif isinstance(action, Delete):
                     log.info(
                         "deleting partition %s: %s",
@@ -384,12 +431,19 @@ class Membership:
 
     async def _campaign(self, etcd: Etcd, action: Campaign) -> None:
         pid = action.partition_id
+        ops = [Op.put(self.keys.leader(pid), LeaderRecord(self.node_id).encode(), lease=self.lease)]
+        entry = self.view.partitions.get(pid)
+        if entry is not None and entry.record.state == "new":
+            # Led from now on: a node that lacks its data later must not
+            # start it empty (reconcile's Create is for "new" ones only).
+            active = attrs.evolve(entry.record, state="active")
+            ops.append(Op.put(self.keys.partition(pid), active.encode()))
         result = await etcd.txn(
             [
                 Compare.create_revision(self.keys.leader(pid), "=", 0),
                 Compare.mod_revision(self.keys.partition(pid), "=", action.mod_revision),
             ],
-            [Op.put(self.keys.leader(pid), LeaderRecord(self.node_id).encode(), lease=self.lease)],
+            ops,
         )
         if result.succeeded:
             log.info(
@@ -455,7 +509,7 @@ class Membership:
                 first = entry.record.replicas[0]
                 assigned[first] = assigned.get(first, 0) + 1
             target = choose_node(view.nodes, assigned, node)
-            record = PartitionRecord(pid, key_range, store, pipeline, (target,))
+            record = PartitionRecord(pid, key_range, store, pipeline, (target,), "new")
             if await self._placement_txn(
                 view,
                 [Compare.create_revision(self.keys.partition(pid), "=", 0)],
@@ -491,6 +545,177 @@ class Membership:
             ):
                 return entry.record, view.leaders.get(partition_id)
         raise AbortedError("Placement changed under RemovePartition too often; retry.")
+
+    def free_id(self, taken: Callable[[str], bool]) -> str:
+        """A partition id neither the view nor ``taken`` has."""
+        n = 1
+        while (pid := f"p{n}") in self.view.partitions or pid in self.view.bad or taken(pid):
+            n += 1
+        return pid
+
+    async def publish_split(self, parent_id: str, keep: KeyRange, child: PartitionRecord) -> None:
+        """Commit a split in etcd, in one Txn: the parent's record with the
+        range it keeps, the child's record, and the child's leader key under
+        this node's lease; on condition that placement, the parent's record
+        and this node's leadership of it are as read.
+
+        Returns normally when the Txn committed, and also when etcd did not
+        answer: the split is committed on this node's disk, and reconcile
+        makes the Txn again once etcd answers (``PublishSplit``).
+
+        Raises:
+            FailedPreconditionError: the parent changed, or this node no
+                longer leads it: the split must be rolled back.
+            AlreadyExistsError: the child's id is taken in the cluster.
+        """
+        whole = KeyRange(keep.start, child.range.end)
+        for _ in range(PLACEMENT_ATTEMPTS):
+            view = await self._fresh_view()
+            entry, leader = view.partitions.get(parent_id), view.leaders.get(parent_id)
+            done = view.partitions.get(child.id)
+            if (
+                entry is not None
+                and entry.record.range == keep
+                and done is not None
+                and done.record.range == child.range
+            ):
+                return  # published already (by reconcile, or an earlier attempt)
+            if entry is None or entry.record.range != whole:
+                raise FailedPreconditionError(
+                    f"Partition {parent_id} changed in the cluster during the split."
+                )
+            if leader is None or leader.node != self.node_id or leader.lease != self.lease:
+                raise FailedPreconditionError(
+                    f"This node no longer leads partition {parent_id}; the split is undone."
+                )
+            if child.id in view.partitions or child.id in view.bad:
+                raise AlreadyExistsError(f"A partition with id {child.id} already exists.")
+            parent = attrs.evolve(entry.record, range=keep)
+            try:
+                result = await self._client().txn(
+                    [
+                        Compare.mod_revision(self.keys.placement, "=", view.placement_revision),
+                        Compare.mod_revision(
+                            self.keys.partition(parent_id), "=", entry.mod_revision
+                        ),
+                        Compare.create_revision(self.keys.leader(parent_id), "=", leader.epoch),
+                        Compare.create_revision(self.keys.partition(child.id), "=", 0),
+                    ],
+                    [
+                        Op.put(self.keys.placement, PLACEMENT_VALUE),
+                        Op.put(self.keys.partition(parent_id), parent.encode()),
+                        Op.put(self.keys.partition(child.id), child.encode()),
+                        Op.put(
+                            self.keys.leader(child.id),
+                            LeaderRecord(self.node_id).encode(),
+                            lease=self.lease,
+                        ),
+                    ],
+                )
+            except EtcdError as exc:
+                log.warning(
+                    "the split of %s into %s is committed here but etcd did not answer (%s); "
+                    "it is published when etcd answers",
+                    parent_id,
+                    child.id,
+                    exc,
+                    extra={"event": "cluster_split_unpublished", "partition": parent_id},
+                )
+                return
+            if result.succeeded:
+                log.info(
+                    "published the split of %s into %s (%s) at revision %d",
+                    parent_id,
+                    child.id,
+                    child.range,
+                    result.revision,
+                    extra={"event": "cluster_split", "partition": parent_id},
+                )
+                return
+        raise AbortedError("Placement changed under the split too often; it is undone.")
+
+    async def publish_merge(self, left_id: str, merged: KeyRange, right_id: str) -> None:
+        """Commit a merge in etcd, in one Txn: ``left_id``'s record with the
+        merged range; ``right_id``'s record and leader key deleted; on
+        condition that placement and both records are as read, that this node
+        leads ``left_id``, and that ``right_id``'s leader key is this node's
+        (or gone with an earlier run's lease).
+
+        Returns normally when the Txn committed and when etcd did not answer
+        (reconcile makes it again: ``PublishMerge``).
+
+        Raises:
+            FailedPreconditionError: either partition changed, or this node
+                does not lead them: the merge must be rolled back.
+        """
+        for _ in range(PLACEMENT_ATTEMPTS):
+            view = await self._fresh_view()
+            left, right = view.partitions.get(left_id), view.partitions.get(right_id)
+            if left is not None and left.record.range == merged and right is None:
+                return  # published already (by reconcile, or an earlier attempt)
+            if (
+                left is None
+                or right is None
+                or left.record.range.start != merged.start
+                or left.record.range.end != right.record.range.start
+                or right.record.range.end != merged.end
+            ):
+                raise FailedPreconditionError(
+                    f"Partitions {left_id} and {right_id} changed in the cluster during the merge."
+                )
+            lead, absorbed = view.leaders.get(left_id), view.leaders.get(right_id)
+            if lead is None or lead.node != self.node_id or lead.lease != self.lease:
+                raise FailedPreconditionError(
+                    f"This node no longer leads partition {left_id}; the merge is undone."
+                )
+            if absorbed is not None and absorbed.node != self.node_id:
+                raise FailedPreconditionError(
+                    f"Node {absorbed.node} leads partition {right_id}; the merge is undone."
+                )
+            survivor = attrs.evolve(left.record, range=merged)
+            try:
+                result = await self._client().txn(
+                    [
+                        Compare.mod_revision(self.keys.placement, "=", view.placement_revision),
+                        Compare.mod_revision(self.keys.partition(left_id), "=", left.mod_revision),
+                        Compare.mod_revision(
+                            self.keys.partition(right_id), "=", right.mod_revision
+                        ),
+                        Compare.create_revision(self.keys.leader(left_id), "=", lead.epoch),
+                        Compare.create_revision(
+                            self.keys.leader(right_id),
+                            "=",
+                            absorbed.epoch if absorbed is not None else 0,
+                        ),
+                    ],
+                    [
+                        Op.put(self.keys.placement, PLACEMENT_VALUE),
+                        Op.put(self.keys.partition(left_id), survivor.encode()),
+                        Op.delete(self.keys.partition(right_id)),
+                        Op.delete(self.keys.leader(right_id)),
+                    ],
+                )
+            except EtcdError as exc:
+                log.warning(
+                    "the merge of %s into %s is committed here but etcd did not answer (%s); "
+                    "it is published when etcd answers",
+                    right_id,
+                    left_id,
+                    exc,
+                    extra={"event": "cluster_merge_unpublished", "partition": left_id},
+                )
+                return
+            if result.succeeded:
+                log.info(
+                    "published the merge of %s into %s (%s) at revision %d",
+                    right_id,
+                    left_id,
+                    merged,
+                    result.revision,
+                    extra={"event": "cluster_merge", "partition": left_id},
+                )
+                return
+        raise AbortedError("Placement changed under the merge too often; it is undone.")
 
 
 def _free_id(view: ClusterView) -> str:

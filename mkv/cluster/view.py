@@ -153,7 +153,13 @@ class ClusterView:
         for pid, entry in self.partitions.items():
             leader = self.leaders.get(pid)
             address = ""
-            if leader is not None and (node := self.nodes.get(leader.node)) is not None:
+            if (
+                leader is not None
+                and (node := self.nodes.get(leader.node)) is not None
+                # This node under a lease it no longer keeps is nobody to send
+                # clients to (its key is gone with that lease, or soon is).
+                and not (leader.node == me and leader.lease != lease)
+            ):
                 address = node.record.data
             owners[pid] = (entry.record.range, address)
             if leader is not None and lease and leader.node == me and leader.lease == lease:

@@ -21,7 +21,7 @@ import anyio
 import anyio.abc
 import h2.errors
 import h2.exceptions
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from purerpc.grpc_proto import GRPCProtoSocket
 from purerpc.grpclib.config import GRPCConfiguration
 from purerpc.grpclib.events import ResponseEnded
@@ -87,6 +87,17 @@ class _Socket(GRPCProtoSocket):  # type: ignore[misc]  # purerpc is untyped
         tolerate_late_frames(self)
         self.lost = False
         self.ended = anyio.Event()
+        # When bytes last arrived on the connection: a call that times out
+        # drops the connection only if the whole connection went quiet.
+        self.heard = anyio.current_time()
+        connection = self._grpc_connection
+        receive_data = connection.receive_data
+
+        def heard(data: bytes) -> Any:
+            self.heard = anyio.current_time()
+            return receive_data(data)
+
+        connection.receive_data = heard
 
     async def _reader_thread(self) -> None:
         try:
@@ -166,16 +177,27 @@ class Connection:
         self._closing.set()
 
     def _drop(self, grpc_socket: _Socket) -> None:
-        """Give up on a connection that stayed silent: it may be dead without
-        a reset (a stopped or cut-off peer), and every call on it would wait."""
-        if not grpc_socket.lost:
-            log.info("etcd at %s went silent; dropping the connection", self.address)
+        """Give up on a connection after a call or stream on it timed out,
+        if nothing at all arrived on it for the whole deadline: it may be
+        dead without a reset (a stopped or cut-off peer), and every call on
+        it would wait. One slow answer on a connection that is otherwise
+        talking (a watch's progress notices) fails only its own call."""
+        quiet = anyio.current_time() - grpc_socket.heard
+        if not grpc_socket.lost and quiet >= self.timeout:
+            log.info(
+                "etcd at %s sent nothing for %.1f s; dropping the connection", self.address, quiet
+            )
             grpc_socket.fail_pending()
 
     def _silent(self, what: str) -> EtcdUnavailable:
         return EtcdUnavailable(
             f"etcd at {self.address} did not answer {what} within {self.timeout:g} s; "
             "the outcome is unknown."
+        )
+
+    def _garbled(self, what: str) -> EtcdError:
+        return EtcdError(
+            f"etcd at {self.address} answered {what} with a message that does not parse."
         )
 
     def _lost(self, exc: BaseException) -> EtcdUnavailable:
@@ -215,6 +237,8 @@ class Connection:
                 ) from None
             except _CONNECTION_ERRORS as exc:
                 raise self._lost(exc) from exc
+            except DecodeError:
+                raise self._garbled(f"{service}.{method}") from None
             finally:
                 if stream is not None:
                     close_call(stream, h2.errors.ErrorCodes.CANCEL)
@@ -294,6 +318,8 @@ class BidiStream(Generic[M]):
                 response: M | None = await self._stream.receive_message()
             except _CONNECTION_ERRORS as exc:
                 raise self._connection._lost(exc) from exc
+            except DecodeError:
+                raise self._connection._garbled(self._name) from None
             if response is not None:
                 return response
             ended = self._stream.end_stream_event

@@ -79,6 +79,7 @@ async def keep_lease(
     if interval <= 0:
         raise ValueError(f"the keepalive interval must be positive, not {interval}")
     while True:
+        attempt = trio.current_time()
         try:
             async with etcd.keepalive(lease_id) as keeper:
                 while True:
@@ -96,5 +97,7 @@ async def keep_lease(
                 clock.remaining(trio.current_time()),
                 exc.message,
             )
-            # Not at once: an endpoint that refuses connections fails fast.
-            await trio.sleep(min(interval, 1.0))
+            # At once after a failure that took a while (a silent endpoint:
+            # the next one is tried), but not in a hot loop when every
+            # endpoint refuses connections at once.
+            await trio.sleep_until(attempt + min(interval, 1.0))

@@ -29,6 +29,9 @@ class RegistryPartitions:
     async def create(self, record: PartitionRecord) -> None:
         await self._registry.add(record.id, record.range, record.store, record.pipeline)
 
+    def changing(self) -> bool:
+        return self._registry.changing
+
     async def delete(self, partition_id: str) -> None:
         # Removed already is what was asked for.
         with contextlib.suppress(NotFoundError):

@@ -85,6 +85,7 @@ def _name(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
         )
 
 
+_WILDCARDS = ("0.0.0.0", "::", "[::]", "")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # The [cluster] table of a TOML file, and the settings its keys are.
 _CLUSTER_KEYS = {
@@ -179,6 +180,14 @@ class Config:
 
     def __attrs_post_init__(self) -> None:
         self._check_tls()
+        if self.etcd and self.advertise_addr is None:
+            for name, bound in (("data_addr", self.data_addr), ("control_addr", self.control_addr)):
+                if bound.host in _WILDCARDS:
+                    # Other nodes and clients are told where this node is.
+                    raise ValueError(
+                        f"{name} {bound} is a wildcard address: in cluster mode set "
+                        "advertise_addr (--advertise-addr) to the host others reach this node by"
+                    )
         if self.connection_buffer_bytes < 2 * self.max_request_bytes:
             # A largest request must fit beside another, or a client that
             # sends two at once would have one of them refused.

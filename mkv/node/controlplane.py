@@ -10,10 +10,16 @@ from pathlib import Path
 import attrs
 import trio
 
+from mkv.cluster.keyspace import PartitionRecord
 from mkv.cluster.membership import Membership
-from mkv.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
-from mkv.node.catalog import check_partition_id
-from mkv.node.registry import PartitionRegistry, PartitionReport
+from mkv.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
+from mkv.node.catalog import CatalogEntry, check_partition_id
+from mkv.node.registry import PartitionRegistry, PartitionReport, Publish, PublishMerge
 from mkv.node.snapshot_service import SnapshotService
 from mkv.operations import Operation, OperationState
 from mkv.partition.task import PartitionState
@@ -51,8 +57,8 @@ _SINGLE_NODE = (
 )
 MERGE = "merge"
 _NOT_YET = (
-    "{call} is not available in cluster mode yet: this version places, adds and "
-    "removes partitions across nodes, but does not split, merge or move them."
+    "{call} is not available in cluster mode yet: this version adds, removes, "
+    "splits and merges partitions across nodes, but does not move them."
 )
 
 
@@ -269,16 +275,18 @@ class ControlPlane:
         return pb.GetOperationResponse(operation=_operation_to_proto(operation))
 
     async def split_partition(self, request: pb.SplitPartitionRequest) -> pb.SplitPartitionResponse:
-        if self._cluster is not None:
-            raise FailedPreconditionError(_NOT_YET.format(call="SplitPartition"))
         if not request.id:
             raise NotFoundError("SplitPartition needs the id of a partition.")
+        new_id = request.new_id or None
+        publish: Publish | None = None
+        if self._cluster is not None:
+            new_id, publish = self._cluster_split(self._cluster, request)
         # Refused at once when it cannot begin; checked again when it does.
-        self._registry.check_split(request.id, request.at, request.new_id or None)
+        self._registry.check_split(request.id, request.at, new_id)
         registry = self._registry
 
         async def work(operation: Operation) -> SplitDone:
-            child = await registry.split(request.id, request.at, request.new_id or None, operation)
+            child = await registry.split(request.id, request.at, new_id, operation, publish=publish)
             parent = registry.partition(request.id)
             assert parent is not None
             return SplitDone(await registry.info(parent), await registry.info(child))
@@ -286,18 +294,94 @@ class ControlPlane:
         operation = self._snapshots.operations.start(SPLIT, request.id, work)
         return pb.SplitPartitionResponse(operation_id=operation.id)
 
+    def _cluster_split(
+        self, cluster: Membership, request: pb.SplitPartitionRequest
+    ) -> tuple[str, Publish]:
+        """Cluster mode: a split runs on the node leading the partition, and
+        commits in etcd at its cut-over (both ranges, the new partition's
+        leader key under this node's lease, one Txn); the new partition stays
+        on this node.
+
+        Raises:
+            NotFoundError: no such partition in the cluster.
+            FailedPreconditionError: another node leads it (named, with its
+                control address), or nobody does now.
+            AlreadyExistsError: ``new_id`` is taken in the cluster.
+        """
+        view = cluster.view
+        if request.id not in view.partitions:
+            raise NotFoundError(f"No partition with id {request.id!r} in the cluster.")
+        if request.id not in cluster.routing.mine or not cluster.lease_valid():
+            leader = view.leaders.get(request.id)
+            node = view.nodes.get(leader.node) if leader is not None else None
+            if leader is None or node is None:
+                raise FailedPreconditionError(
+                    f"No node leads partition {request.id} now; retry shortly."
+                )
+            raise FailedPreconditionError(
+                f"Partition {request.id} is led by node {leader.node}: send SplitPartition "
+                f"to its control plane at {node.record.control}."
+            )
+        if request.new_id and (request.new_id in view.partitions or request.new_id in view.bad):
+            raise AlreadyExistsError(f"A partition with id {request.new_id} already exists.")
+        new_id = request.new_id or cluster.free_id(
+            lambda pid: self._registry.partition(pid) is not None
+        )
+        me = cluster.node_id
+
+        async def publish(parent_id: str, keep: KeyRange, entry: CatalogEntry) -> None:
+            child = PartitionRecord(entry.id, entry.range, entry.store, entry.pipeline, (me,))
+            await cluster.publish_split(parent_id, keep, child)
+
+        return new_id, publish
+
+    def _cluster_merge(
+        self, cluster: Membership, request: pb.MergePartitionsRequest
+    ) -> PublishMerge:
+        """Cluster mode: a merge runs on the node leading both partitions and
+        commits in etcd at its cut-over (one Txn).
+
+        Raises:
+            NotFoundError: either partition is not in the cluster.
+            FailedPreconditionError: this node does not lead both (the owner
+                is named; partitions on two nodes must first be on one).
+        """
+        view = cluster.view
+        owners = []
+        for pid in (request.left, request.right):
+            if pid not in view.partitions:
+                raise NotFoundError(f"No partition with id {pid!r} in the cluster.")
+            leader = view.leaders.get(pid)
+            owners.append(leader.node if leader is not None else "")
+        if not cluster.lease_valid() or not all(
+            pid in cluster.routing.mine for pid in (request.left, request.right)
+        ):
+            if owners[0] and owners[0] == owners[1] and (node := view.nodes.get(owners[0])):
+                raise FailedPreconditionError(
+                    f"Partitions {request.left} and {request.right} are led by node "
+                    f"{owners[0]}: send MergePartitions to its control plane at "
+                    f"{node.record.control}."
+                )
+            raise FailedPreconditionError(
+                f"Partitions {request.left} and {request.right} are led by "
+                f"{owners[0] or 'no node'} and {owners[1] or 'no node'}: a merge needs both "
+                "led by one node (move one first)."
+            )
+        return cluster.publish_merge
+
     async def merge_partitions(
         self, request: pb.MergePartitionsRequest
     ) -> pb.MergePartitionsResponse:
-        if self._cluster is not None:
-            raise FailedPreconditionError(_NOT_YET.format(call="MergePartitions"))
         if not request.left or not request.right:
             raise NotFoundError("MergePartitions needs the ids of two partitions.")
+        publish: PublishMerge | None = None
+        if self._cluster is not None:
+            publish = self._cluster_merge(self._cluster, request)
         self._registry.check_merge(request.left, request.right)
         registry = self._registry
 
         async def work(operation: Operation) -> MergeDone:
-            merged = await registry.merge(request.left, request.right, operation)
+            merged = await registry.merge(request.left, request.right, operation, publish=publish)
             return MergeDone(await registry.info(merged))
 
         operation = self._snapshots.operations.start(MERGE, request.left, work)

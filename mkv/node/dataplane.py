@@ -306,6 +306,11 @@ class DataPlane:
             watch_partition(partition, start, end, request.from_seq)
         ) as responses:
             async for response in responses:
+                if self.cluster is not None and (hint := self._not_led(partition.id)) is not None:
+                    # Led elsewhere now: the watcher resumes there from its
+                    # position. (An idle watch notices at its next heartbeat.)
+                    yield pb.WatchResponse(status=pb.BAD_NODE, hint=hint)
+                    return
                 yield response
 
     async def partition_map(self, request: pb.PartitionMapRequest) -> pb.PartitionMapResponse:
@@ -386,6 +391,27 @@ class DataPlane:
             )
         partition = self._registry.partition(partition_id)
         return partition if partition is not None else self._cluster_hint(routing, None)
+
+    def _not_led(self, partition_id: str) -> pb.RoutingHint | None:
+        """Cluster mode, for a stream admitted earlier: None while this node
+        still leads ``partition_id``, else the hint naming its owner.
+
+        Raises:
+            UnavailableError: past the lease deadline.
+        """
+        cluster = self.cluster
+        assert cluster is not None
+        routing = cluster.routing
+        if partition_id not in routing.mine:
+            return self._cluster_hint(
+                routing, partition_id if partition_id in routing.owners else None
+            )
+        if not cluster.lease_valid():
+            raise UnavailableError(
+                "This node's lease in etcd has passed its deadline; it serves nothing "
+                "until etcd answers again. Watch again, from your last position, on any node."
+            )
+        return None
 
     def _cluster_hint(self, routing: Routing, partition_id: str | None) -> pb.RoutingHint:
         """BAD_NODE's hint in cluster mode: the ranges this node leads, and

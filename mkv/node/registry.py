@@ -100,6 +100,13 @@ MERGE_SETTLE_WRITES = 64
 MERGE_SYNC_ROWS = 20_000
 
 
+# Cluster mode's commit of a split in etcd: (parent id, the range it keeps,
+# the new partition's entry).
+Publish = Callable[[str, KeyRange, CatalogEntry], Awaitable[None]]
+# And of a merge: (the survivor's id, its merged range, the absorbed one's id).
+PublishMerge = Callable[[str, KeyRange, str], Awaitable[None]]
+
+
 @attrs.frozen
 class PartitionReport:
     id: str
@@ -162,6 +169,11 @@ class PartitionRegistry:
     @property
     def router(self) -> Router:
         return self._router
+
+    @property
+    def changing(self) -> bool:
+        """Whether a control-plane change (add, remove, split, merge ...) runs now."""
+        return self._lock.locked()
 
     def pipeline_for(self, store: str) -> tuple[str, ...]:
         """The pipeline a partition of ``store`` gets when none is named:
@@ -591,7 +603,13 @@ class PartitionRegistry:
             return partition
 
     async def split(
-        self, partition_id: str, at: bytes, new_id: str | None, operation: Operation
+        self,
+        partition_id: str,
+        at: bytes,
+        new_id: str | None,
+        operation: Operation,
+        *,
+        publish: Publish | None = None,
     ) -> Partition:
         """Split ``partition_id``'s range ``[start, end)`` at ``at``: it keeps
         ``[start, at)``, and a new partition (``new_id``, or one the node
@@ -604,6 +622,11 @@ class PartitionRegistry:
         parent's own order, the state is finished at the parent's last seq
         and the catalog written once with both ranges (the commit); the
         parent's store then gives up the moved keys in the background.
+
+        Args:
+            publish: called at the cut-over once the catalog holds both ranges
+                (cluster mode: one etcd Txn with both ranges); if it raises,
+                the split is rolled back as if the catalog write had failed.
 
         Raises:
             NotFoundError: no such partition.
@@ -624,7 +647,9 @@ class PartitionRegistry:
             await self._save_catalog(version, split=SplitInProgress(parent.id, child_id))
             committed: list[Partition] = []
             try:
-                await self._build_and_cut_over(parent, child_id, keep, moved, operation, committed)
+                await self._build_and_cut_over(
+                    parent, child_id, keep, moved, operation, committed, publish
+                )
             finally:
                 if not committed:
                     with trio.CancelScope(shield=True):
@@ -675,6 +700,7 @@ class PartitionRegistry:
         moved: KeyRange,
         operation: Operation,
         committed: list[Partition],
+        publish: Publish | None,
     ) -> None:
         await trio.to_thread.run_sync(self._delete_files, child_id)
         directory = self._directory(child_id)
@@ -699,6 +725,8 @@ class PartitionRegistry:
             self._purges[parent.id] = (*before, moved)
             try:
                 await self._save_catalog(version)  # the commit
+                if publish is not None:
+                    await publish(parent.id, keep, entry)
             except BaseException:
                 self._purges[parent.id] = before
                 del self._partitions[child_id]
@@ -759,7 +787,14 @@ class PartitionRegistry:
             )
         return left, right
 
-    async def merge(self, left_id: str, right_id: str, operation: Operation) -> Partition:
+    async def merge(
+        self,
+        left_id: str,
+        right_id: str,
+        operation: Operation,
+        *,
+        publish: PublishMerge | None = None,
+    ) -> Partition:
         """Merge the adjacent partitions ``left_id`` and ``right_id`` (in key
         order, same store kind) into ``left_id``, which then owns both ranges
         and numbers its writes above every seq either had given. Returns it.
@@ -773,6 +808,11 @@ class PartitionRegistry:
         requests for that short while. Crash-safe: the catalog records the
         merge first, and one catalog write commits it (see ``_recover_merge``).
 
+        Args:
+            publish: called at the cut-over once the catalog holds the merged
+                range (cluster mode: one etcd Txn); if it raises, the merge is
+                rolled back as if the catalog write had failed.
+
         Raises:
             NotFoundError, InvalidArgumentError, FailedPreconditionError: see
                 ``check_merge``.
@@ -785,7 +825,7 @@ class PartitionRegistry:
             await self._save_catalog(version, merge=MergeInProgress(left.id, right.id))
             survivor: list[Partition] = []
             try:
-                await self._merge(left, right, operation, survivor)
+                await self._merge(left, right, operation, survivor, publish)
             finally:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(
@@ -815,7 +855,12 @@ class PartitionRegistry:
             return merged
 
     async def _merge(
-        self, left: Partition, right: Partition, operation: Operation, survivor: list[Partition]
+        self,
+        left: Partition,
+        right: Partition,
+        operation: Operation,
+        survivor: list[Partition],
+        publish: PublishMerge | None,
     ) -> None:
         target = await trio.to_thread.run_sync(RangeFile, left.directory / _MERGE_FILE, right.range)
         try:
@@ -847,6 +892,8 @@ class PartitionRegistry:
                 try:
                     # The commit: the catalog names the merged range, not right.
                     await self._save_catalog(version, merge=MergeInProgress(left.id, right.id))
+                    if publish is not None:
+                        await publish(left.id, left.range, right.id)
                 except BaseException:
                     self._partitions[right.id] = right
                     self._purges = purges
