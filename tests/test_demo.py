@@ -319,6 +319,16 @@ def test_a_three_node_demo_is_one_command_and_ctrl_c_leaves_nothing(tmp_path: Pa
         }
         table = _mkvctl(controls["node2"], "partitions", "list")
         assert table.stdout.splitlines()[0].split()[:3] == ["ID", "RANGE", "NODE"]
+        text_status = _mkvctl(controls["node2"], "cluster", "status")
+        assert "health   healthy\n" in text_status.stdout, text_status.stdout
+
+        # A refusal from a node of a cluster is passed on as it is, not
+        # mistaken for "a single node" (which a single node's refusal is).
+        refused = _mkvctl(controls["node1"], "partitions", "move", "high", "node9")
+        assert refused.returncode == 1, refused.stdout
+        assert refused.stderr.startswith("mkvctl: "), refused.stderr
+        assert refused.stderr.count("\n") == 1, refused.stderr
+        assert "single node" not in refused.stderr, refused.stderr
 
         # A node that stops answering (frozen: its lease runs out too) makes
         # the cluster unhealthy, named, in a bounded time; still exit 0.
