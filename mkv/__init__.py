@@ -17,6 +17,7 @@ from mkv.version import __version__
 if TYPE_CHECKING:
     from mkv.client.admin import (
         AdminClient,
+        NodeInfo,
         NodeStatus,
         OperationInfo,
         PartitionInfo,
@@ -69,6 +70,7 @@ __all__ = [
     "KeyRange",
     "MkvError",
     "Node",
+    "NodeInfo",
     "NodeStatus",
     "NotFoundError",
     "OperationInfo",
@@ -90,6 +92,7 @@ __all__ = [
 # Where each public name lives, for __getattr__.
 _HOMES = {
     "AdminClient": "mkv.client.admin",
+    "NodeInfo": "mkv.client.admin",
     "NodeStatus": "mkv.client.admin",
     "PartitionStatus": "mkv.client.admin",
     "OperationInfo": "mkv.client.admin",

@@ -22,6 +22,11 @@ block sees what an earlier one did, as a reader following the page would.
   top level (the README shows those inside an async function) runs inside a
   Trio ``main`` where ``db`` is an ``mkv.Client`` and ``admin`` an
   ``mkv.AdminClient`` of the node.
+- A block marked ``<!-- run: on mkv demo -->`` runs against a cluster of its
+  own, started by ``mkv demo --nodes 3`` (etcd and three nodes; skipped
+  without etcd, except under ``CI=true``), with ``MKV_DATA_ADDR`` /
+  ``MKV_CONTROL_ADDR`` naming node1, as the demo's printed ``export`` line
+  does; then Ctrl-C (SIGINT) stops it.
 - A block that cannot run in a test (installs, ``mkv serve`` itself, remote
   hosts, commands that run until Ctrl-C) has ``<!-- not run: REASON -->`` on
   the line before its fence. A block with neither a marker nor a clean run
@@ -55,6 +60,8 @@ _FENCE = re.compile(r"^```(\S*)\s*$")
 _NOT_RUN = re.compile(r"^<!--\s*not run:\s*(.+?)\s*-->$")
 _FRESH = "<!-- run: on a fresh node -->"
 _PYTEST = "<!-- run: with pytest -->"
+_DEMO = "<!-- run: on mkv demo -->"
+_DEMO_NODE = re.compile(r"^mkv demo: node1 data (\S+) control (\S+), pid \d+$")
 _LISTENING = re.compile(r"mkv: (data|control) plane listening on (\S+)")
 
 
@@ -67,6 +74,7 @@ class Block:
     not_run: str | None  # the marker's reason
     fresh: bool  # runs on a new Quick start node, not on the page's so far
     pytest: bool  # a test module: pytest runs it (its fixtures start their own node)
+    demo: bool = False  # runs on a cluster `mkv demo` starts, not on a single node
 
     @property
     def where(self) -> str:
@@ -91,11 +99,12 @@ def blocks(path: Path) -> list[Block]:
         if kind is not None:
             before = next((line.strip() for line in reversed(lines[:i]) if line.strip()), "")
             marker = _NOT_RUN.match(before)
-            if before.startswith("<!--") and marker is None and before not in (_FRESH, _PYTEST):
+            known = (_FRESH, _PYTEST, _DEMO)
+            if before.startswith("<!--") and marker is None and before not in known:
                 # A misspelt marker must not quietly run, or quietly skip, a block.
                 raise ValueError(
                     f"{path}:{i}: unknown marker {before!r}; "
-                    f"use '<!-- not run: REASON -->', '{_FRESH}' or '{_PYTEST}'"
+                    f"use '<!-- not run: REASON -->', '{_FRESH}', '{_PYTEST}' or '{_DEMO}'"
                 )
             body = lines[i + 1 : end]
             if opening[1] == "console":
@@ -111,6 +120,7 @@ def blocks(path: Path) -> list[Block]:
                     marker[1] if marker else None,
                     fresh=before == _FRESH,
                     pytest=before == _PYTEST,
+                    demo=before == _DEMO,
                 )
             )
         i = end + 1
@@ -169,6 +179,59 @@ class Node:
             self.process.wait()
         assert self.process.stdout is not None
         self.process.stdout.close()
+
+
+class DemoCluster:
+    """``mkv demo --nodes 3`` as a reader starts it, its temporary directory
+    under ``workdir``'s parent; the addresses are node1's, as the demo prints."""
+
+    def __init__(self, workdir: Path) -> None:
+        from tests.test_demo import find_etcd_or_skip
+
+        etcd = find_etcd_or_skip()
+        self.output: list[str] = []
+        self.process = subprocess.Popen(
+            [VENV_BIN / "mkv", "demo", "--nodes", "3", "--etcd-binary", etcd],
+            cwd=workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(workdir.parent)},
+            text=True,
+        )
+        assert self.process.stdout is not None
+        timer = _Watchdog(self.process, 2 * START_TIMEOUT)
+        addresses: tuple[str, str] | None = None
+        try:
+            for line in self.process.stdout:
+                self.output.append(line)
+                if match := _DEMO_NODE.match(line.rstrip("\n")):
+                    addresses = (match[1], match[2])
+                if line.startswith("mkv demo: ready"):
+                    break
+            if addresses is None or self.process.poll() is not None:
+                raise RuntimeError(f"mkv demo did not start:\n{self.log_text()}")
+        except BaseException:
+            self.process.kill()
+            self.process.wait()
+            self.process.stdout.close()
+            raise
+        finally:
+            timer.cancel()
+        self.data_addr, self.control_addr = addresses
+
+    def log_text(self) -> str:
+        return "".join(self.output)[-4000:]
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)  # the reader's Ctrl-C
+        assert self.process.stdout is not None
+        timer = _Watchdog(self.process, 90)
+        try:
+            self.output.append(self.process.stdout.read())
+            self.process.wait()
+        finally:
+            timer.cancel()
+            self.process.stdout.close()
 
 
 class _Watchdog:
@@ -272,7 +335,21 @@ def run_page(path: Path, tmp_path: Path) -> str:
         for block in blocks(path):
             if block.not_run is not None:
                 continue
-            if block.fresh:
+            if block.demo:
+                # A cluster of its own; the page's node goes on after it.
+                nodes += 1
+                own_workdir = tmp_path / f"demo-{nodes}" / "work"
+                own_workdir.mkdir(parents=True)
+                for name in LINKED:
+                    (own_workdir / name).symlink_to(ROOT / name)
+                cluster = DemoCluster(own_workdir)
+                try:
+                    done = run_block(block, cluster, own_workdir)
+                finally:
+                    cluster.stop()
+                if done.returncode != 0:
+                    done.stderr += f"\n--- mkv demo\n{cluster.log_text()}"
+            elif block.fresh:
                 # A block of its own, on its own node; the page's node goes on after it.
                 own_workdir, own_node = fresh()
                 try:

@@ -10,6 +10,11 @@ mkvctl operations get 3f9a0c1d2e4b5a69      # a snapshot's state, progress and r
 mkvctl partitions split default u/ --new-id users --wait   # [u/, ∞) moves to "users"
 mkvctl partitions merge default users --wait   # and back
 mkvctl status                               # version, uptime, directories, partitions' queues
+mkvctl cluster status                       # nodes, leases, partitions per node, health
+mkvctl nodes list                           # a cluster's nodes: alive, addresses, partitions
+mkvctl partitions add --id users --start user: --end user; --node node2
+mkvctl partitions move users node3 --wait   # online, to another node of the cluster
+mkvctl nodes drain node3 --wait             # every partition off node3, one at a time
 mkvctl put greeting hello
 mkvctl put photo --file photo.jpg           # the value from a file; `put KEY -`: from stdin
 mkvctl get greeting                         # the value's bytes, as stored
@@ -49,6 +54,15 @@ sort after START: an unquoted ``user;`` loses its ``;`` to the shell, and an
 empty answer would read as "no keys". ``put KEY -`` and ``put KEY --file
 PATH`` store the exact bytes read (``--hex`` applies to arguments only).
 
+``cluster status``, ``nodes``, ``partitions move`` and ``--node`` are for a
+cluster (``mkv serve --etcd URL --cluster NAME``, or ``mkv demo``); any node's
+control address will do. ``cluster status`` asks every node for its own
+status (lease, revision) as well, and exits 0 whenever it could report, a
+degraded cluster included ("healthy": false and the problems, in --json);
+against a single node it prints one line saying so, and exits 0. The other
+cluster commands against a single node fail (exit 1) with a line saying it
+is not in cluster mode.
+
 ``watch`` runs until interrupted, or until ``--count`` changes were printed;
 ``--timeout`` does not apply to it (it applies to connecting and to every
 other command, ``scan`` included).
@@ -74,7 +88,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO, TypeVar
 
 import attrs
 import trio
@@ -97,6 +111,7 @@ if TYPE_CHECKING:
     # `--help`, `--version` and usage errors load neither (start-up time).
     from mkv.client.admin import (
         AdminClient,
+        NodeInfo,
         NodeStatus,
         OperationInfo,
         PartitionInfo,
@@ -153,6 +168,8 @@ class Request:
     path: str = ""
     wait: bool = False
     operation_id: str = ""
+    # partitions add --node, partitions move, nodes drain: a node id.
+    node: str | None = None
 
     # Credentials (read when connecting): a token file, else the token from
     # the environment; TLS files.
@@ -176,7 +193,9 @@ class Request:
 
 
 # Commands that talk to the control plane (the rest use the data plane).
-_CONTROL_COMMANDS = ("partitions", "snapshot", "operations", "status")
+_CONTROL_COMMANDS = ("partitions", "snapshot", "operations", "status", "nodes", "cluster")
+# Commands with an action: `partitions list`, `nodes drain`, ...
+_GROUPED = ("partitions", "operations", "nodes", "cluster")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -261,6 +280,9 @@ def _build_parser() -> _Parser:
     add.add_argument(
         "--pipeline", metavar="'SPEC SPEC ...'", help="the whole pipeline as one string"
     )
+    add.add_argument(
+        "--node", help="cluster: the node to place it on (default: the least loaded live node)"
+    )
     remove = actions.add_parser("remove", parents=[common], help="drain and delete a partition")
     remove.add_argument("id", help="partition id")
     reopen = actions.add_parser(
@@ -289,6 +311,14 @@ def _build_parser() -> _Parser:
         help="wait until done (first, while LEFT still purges keys it gave RIGHT), "
         "then print the survivor",
     )
+    move = actions.add_parser(
+        "move", parents=[common], help="cluster: move a partition to another node, online"
+    )
+    move.add_argument("id", help="partition id")
+    move.add_argument("node", metavar="NODE", help="the target node's id")
+    move.add_argument(
+        "--wait", action="store_true", help="show progress until done, then print the partition"
+    )
     restore = actions.add_parser(
         "restore", parents=[common], help="add a partition that starts from a snapshot"
     )
@@ -308,6 +338,27 @@ def _build_parser() -> _Parser:
     )
     snapshot.add_argument(
         "--wait", action="store_true", help="show progress until done, then print the manifest"
+    )
+    nodes = commands.add_parser(
+        "nodes", parents=[common], help="cluster: list the nodes, or drain one"
+    )
+    node_actions = nodes.add_subparsers(dest="action", metavar="ACTION", required=True)
+    node_actions.add_parser(
+        "list", parents=[common], help="every node: alive, addresses, partitions it leads"
+    )
+    drain = node_actions.add_parser(
+        "drain", parents=[common], help="move every partition off a node, one at a time"
+    )
+    drain.add_argument("node", metavar="NODE", help="the node's id")
+    drain.add_argument(
+        "--wait", action="store_true", help="show progress until done, then print what moved"
+    )
+    cluster = commands.add_parser("cluster", parents=[common], help="cluster: status and health")
+    cluster_actions = cluster.add_subparsers(dest="action", metavar="ACTION", required=True)
+    cluster_actions.add_parser(
+        "status",
+        parents=[common],
+        help="nodes, their leases and partitions, and health (any node's control address)",
     )
     operations = commands.add_parser("operations", parents=[common], help="follow operations")
     operation_actions = operations.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -406,7 +457,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Request:
         raise ParseExit(0, stdout=_completion_script(parser))
     opts = vars(args)
     as_hex = bool(opts.get("hex", False))
-    grouped = args.command in ("partitions", "operations")
+    grouped = args.command in _GROUPED
     command = f"{args.command} {args.action}" if grouped else args.command
     plane = "control" if args.command in _CONTROL_COMMANDS else "data"
 
@@ -443,7 +494,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Request:
         if args.stage and args.pipeline is not None:
             parser.error("give --stage or --pipeline, not both")
         stages = args.stage or (args.pipeline.split() if args.pipeline is not None else None)
-        fields.update(pipeline=None if stages is None else tuple(stages))
+        fields.update(pipeline=None if stages is None else tuple(stages), node=args.node)
     elif command in ("partitions remove", "partitions reopen"):
         fields.update(partition_id=args.id)
     elif command == "partitions restore":
@@ -463,6 +514,10 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Request:
             wait=args.wait,
             path=args.new_id or "",
         )
+    elif command == "partitions move":
+        fields.update(partition_id=args.id, node=args.node, wait=args.wait)
+    elif command == "nodes drain":
+        fields.update(node=args.node, wait=args.wait)
     elif command == "operations get":
         fields.update(operation_id=args.operation_id)
     elif command in ("put", "get"):
@@ -574,6 +629,9 @@ def _partition_json(info: PartitionInfo) -> dict[str, Any]:
         "key_count": info.key_count,
         "size_bytes": info.size_bytes,
         "last_seq": info.last_seq,
+        # Cluster mode: the node leading it and its epoch; null on a single node.
+        "node": info.node,
+        "epoch": info.epoch,
     }
 
 
@@ -584,12 +642,17 @@ def _range(info: PartitionInfo | PartitionStatus, as_hex: bool) -> str:
 
 def _render_partitions(infos: Sequence[PartitionInfo], as_hex: bool = False) -> str:
     """A table, numbers right-aligned so their magnitudes line up. Pipelines
-    are left out (they made rows too wide to read): --json has them."""
-    header = ("ID", "RANGE", "STORE", "STATE", "KEYS", "SIZE", "LAST SEQ")
+    are left out (they made rows too wide to read): --json has them. A NODE
+    column only when some partition has a node (a cluster): a single node's
+    table stays as it was, for the scripts that read it."""
+    clustered = any(p.node is not None for p in infos)
+    node: tuple[str, ...] = ("NODE",) if clustered else ()
+    header = ("ID", "RANGE", *node, "STORE", "STATE", "KEYS", "SIZE", "LAST SEQ")
     rows = [header] + [
         (
             p.id,
             _range(p, as_hex),
+            *((p.node or "-",) if clustered else ()),
             p.store,
             p.state,
             str(p.key_count),
@@ -598,7 +661,7 @@ def _render_partitions(infos: Sequence[PartitionInfo], as_hex: bool = False) -> 
         )
         for p in infos
     ]
-    return _table(rows, first_number=4)
+    return _table(rows, first_number=4 + len(node))
 
 
 def _table(rows: Sequence[Sequence[str]], first_number: int) -> str:
@@ -639,16 +702,20 @@ async def _partitions_list(request: Request) -> bytes:
 
 async def _partitions_add(request: Request) -> bytes:
     async with _admin(request) as admin:
-        info = await admin.add_partition(
+        adding = admin.add_partition(
             start=request.start,
             end=request.end,
             partition_id=request.partition_id,
             store=request.store,
             pipeline=request.pipeline,
+            node=request.node,
         )
+        # --node means a cluster: a single node refuses it as "not in cluster mode".
+        info = await (_in_cluster(request, admin, adding) if request.node else adding)
     if request.json:
         return _json(_partition_json(info))
-    return f"added partition {info.id} {_range(info, request.hex)} ({info.store})\n".encode()
+    where = "" if info.node is None else f" on {info.node}"
+    return f"added partition {info.id} {_range(info, request.hex)} ({info.store}){where}\n".encode()
 
 
 async def _partitions_remove(request: Request) -> bytes:
@@ -1052,6 +1119,11 @@ def _status_json(status: NodeStatus) -> dict[str, Any]:
         "snapshot_root": status.snapshot_root,
         "data_address": status.data_address,
         "control_address": status.control_address,
+        # Cluster mode: null on a single node.
+        "node_id": status.node_id,
+        "cluster": status.cluster,
+        "lease": _lease_json(status) if status.clustered else None,
+        "cluster_revision": status.cluster_revision if status.clustered else None,
         "partitions": [
             {
                 "id": p.id,
@@ -1094,6 +1166,15 @@ def _render_status(status: NodeStatus, as_hex: bool) -> str:
             ("snapshots", status.snapshot_root),
             ("data", status.data_address),
             ("control", status.control_address),
+            *(
+                [
+                    ("cluster", f"{status.cluster} at etcd revision {status.cluster_revision}"),
+                    ("node", status.node_id or "-"),
+                    ("lease", _lease_text(status)),
+                ]
+                if status.clustered
+                else []
+            ),
         ]
     )
     header = ("ID", "RANGE", "STATE", "INBOX", "IN FLIGHT", "LAST SEQ", "WAL LAG", "WATCHERS")
@@ -1130,6 +1211,309 @@ async def _status(request: Request) -> bytes:
 # How often ``snapshot --wait`` asks for progress.
 _POLL_INTERVAL = 0.2
 
+
+# -- cluster: nodes, moves, drains and the cluster's status -------------------
+
+# How long `cluster status` waits for each node's own NodeStatus (at most;
+# half of --timeout when that is shorter): one node that does not answer is
+# reported as such, not a status that never comes.
+_PROBE_TIMEOUT = 5.0
+
+T = TypeVar("T")
+
+
+def _single_node_message(request: Request) -> str:
+    return (
+        f"{request.command} needs cluster mode: mkv at {request.address} is a single "
+        "node (start nodes with mkv serve --etcd URL --cluster NAME, or try mkv demo)."
+    )
+
+
+async def _is_single_node(admin: AdminClient) -> bool:
+    try:
+        status = await admin.node_status()
+    except UnimplementedError:
+        return True  # older than cluster mode
+    return not status.clustered
+
+
+async def _in_cluster(request: Request, admin: AdminClient, work: Awaitable[T]) -> T:
+    """``work``, a call that needs cluster mode. A single node refuses it with
+    FAILED_PRECONDITION, as it refuses much else (a partition not active):
+    its NodeStatus, not the message's wording, tells which, and then the
+    error names the mkvctl command rather than the gRPC method."""
+    try:
+        return await work
+    except FailedPreconditionError:
+        if await _is_single_node(admin):
+            raise CommandError(_single_node_message(request)) from None
+        raise
+
+
+def _node_json(node: NodeInfo) -> dict[str, Any]:
+    return {
+        "id": node.id,
+        "alive": node.alive,
+        "data_address": node.data_address,
+        "control_address": node.control_address,
+        "replication_address": node.replication_address,
+        "version": node.version,
+        "started": node.started or None,
+        "partitions": list(node.partitions),
+    }
+
+
+def _render_nodes(nodes: Sequence[NodeInfo]) -> str:
+    header = ("ID", "ALIVE", "DATA", "CONTROL", "VERSION", "STARTED", "PARTITIONS")
+    rows = [header] + [
+        (
+            n.id,
+            "yes" if n.alive else "no",
+            n.data_address,
+            n.control_address,
+            n.version,
+            n.started or "-",
+            ",".join(n.partitions) or "-",
+        )
+        for n in nodes
+    ]
+    return _table(rows, first_number=len(header))
+
+
+async def _nodes_list(request: Request) -> bytes:
+    async with _admin(request) as admin:
+        nodes = await _in_cluster(request, admin, admin.list_nodes())
+    if request.json:
+        return _json({"nodes": [_node_json(n) for n in nodes]})
+    return _render_nodes(nodes).encode()
+
+
+async def _partitions_move(request: Request, stderr: TextIO) -> bytes:
+    assert request.partition_id is not None
+    assert request.node is not None
+    call = _bounded(request)
+    async with _admin(request) as admin:
+        moving = admin.move_partition(request.partition_id, request.node)
+        operation_id: str = await call(_in_cluster(request, admin, moving))
+        if not request.wait:
+            return _started(request, operation_id)
+        op = await _wait_operation(admin, operation_id, call, stderr)
+    moved = op.moved
+    if request.json:
+        return _json(
+            {"operation_id": op.id, "partition": None if moved is None else _partition_json(moved)}
+        )
+    if moved is None:
+        return f"moved partition {request.partition_id} to {request.node}\n".encode()
+    epoch = "" if moved.epoch is None else f" (epoch {moved.epoch})"
+    return (
+        f"moved partition {moved.id} {_range(moved, request.hex)} to {moved.node or request.node}"
+        f"{epoch}\n"
+    ).encode()
+
+
+async def _nodes_drain(request: Request, stderr: TextIO) -> bytes:
+    assert request.node is not None
+    call = _bounded(request)
+    async with _admin(request) as admin:
+        draining = admin.drain_node(request.node)
+        operation_id: str = await call(_in_cluster(request, admin, draining))
+        if not request.wait:
+            return _started(request, operation_id)
+        op = await _wait_operation(admin, operation_id, call, stderr)
+    if request.json:
+        return _json(
+            {
+                "operation_id": op.id,
+                "node": request.node,
+                "moved": [_partition_json(p) for p in op.drained],
+            }
+        )
+    if not op.drained:
+        return f"drained node {request.node}: it led no partition\n".encode()
+    moves = ", ".join(f"{p.id} to {p.node or '?'}" for p in op.drained)
+    return f"drained node {request.node}: moved {moves}\n".encode()
+
+
+@attrs.frozen
+class _Probe:
+    """One node's own answer to NodeStatus, or why there was none."""
+
+    status: NodeStatus | None
+    error: str | None
+
+
+async def _probe(request: Request, node: NodeInfo, seconds: float) -> _Probe:
+    from mkv.client.admin import AdminClient  # here: see the TYPE_CHECKING imports
+
+    try:
+        with trio.fail_after(seconds):
+            async with AdminClient.connect(
+                node.control_address, **request.credentials(), rate_limit_wait=0
+            ) as admin:
+                return _Probe(await admin.node_status(), None)
+    except trio.TooSlowError:
+        return _Probe(None, f"no answer within {seconds:g} seconds")
+    except (MkvError, ConfigError, ValueError) as exc:
+        return _Probe(None, " ".join(str(getattr(exc, "message", exc)).split()))
+
+
+@attrs.frozen
+class _ClusterView:
+    """What `cluster status` found: the answering node's view and each node's own word."""
+
+    entry: NodeStatus
+    nodes: tuple[NodeInfo, ...]
+    partitions: tuple[PartitionInfo, ...]
+    probes: Mapping[str, _Probe]
+
+    def problems(self) -> list[str]:
+        """Why the cluster is not healthy, one sentence each; empty when it is."""
+        found = []
+        alive = {n.id for n in self.nodes if n.alive}
+        for node in self.nodes:
+            probe = self.probes[node.id]
+            if not node.alive:
+                found.append(f"node {node.id} is not alive (no live lease in etcd)")
+            elif probe.status is None:
+                found.append(
+                    f"node {node.id} does not answer at {node.control_address}: {probe.error}"
+                )
+            elif not probe.status.lease_valid:
+                found.append(f"node {node.id} has no valid lease: it serves nothing")
+        for p in self.partitions:
+            if p.node is None:
+                found.append(f"partition {p.id} has no leader")
+            elif p.node not in alive:
+                found.append(f"partition {p.id} is led by {p.node}, which is not alive")
+            elif p.state != "active":
+                found.append(f"partition {p.id} is {p.state}")
+        return found
+
+
+async def _cluster_view(request: Request, admin: AdminClient) -> _ClusterView | None:
+    """The cluster as the node at the address sees it, plus every node's
+    NodeStatus asked of it directly (leases are each node's own clock);
+    None for a single node."""
+    entry = await admin.node_status()
+    if not entry.clustered:
+        return None
+    nodes = tuple(await admin.list_nodes())
+    partitions = tuple(await admin.list_partitions())
+    probes: dict[str, _Probe] = {}
+    seconds = min(_PROBE_TIMEOUT, request.timeout / 2)
+
+    async def probe(node: NodeInfo) -> None:
+        if node.id == entry.node_id:
+            probes[node.id] = _Probe(entry, None)
+        elif not node.alive:
+            probes[node.id] = _Probe(None, "not alive")
+        else:
+            probes[node.id] = await _probe(request, node, seconds)
+
+    async with trio.open_nursery() as nursery:
+        for node in nodes:
+            nursery.start_soon(probe, node)
+    return _ClusterView(entry, nodes, partitions, probes)
+
+
+def _lease_json(status: NodeStatus | None) -> dict[str, Any] | None:
+    if status is None:
+        return None
+    return {
+        "valid": status.lease_valid,
+        "remaining_seconds": round(status.lease_remaining_seconds, 3),
+    }
+
+
+def _cluster_json(view: _ClusterView, request: Request) -> dict[str, Any]:
+    problems = view.problems()
+    nodes = []
+    for node in view.nodes:
+        probe = view.probes[node.id]
+        nodes.append(
+            {
+                **_node_json(node),
+                "reachable": probe.status is not None,
+                "error": probe.error,
+                "lease": _lease_json(probe.status),
+                "revision": None if probe.status is None else probe.status.cluster_revision,
+                "uptime_seconds": (
+                    None if probe.status is None else round(probe.status.uptime_seconds, 3)
+                ),
+            }
+        )
+    return {
+        "cluster": view.entry.cluster,
+        "revision": view.entry.cluster_revision,
+        "answered_by": {"node": view.entry.node_id, "address": str(request.address)},
+        "healthy": not problems,
+        "problems": problems,
+        "nodes": nodes,
+        "partitions": [_partition_json(p) for p in view.partitions],
+    }
+
+
+def _lease_text(status: NodeStatus | None) -> str:
+    if status is None:
+        return "-"
+    if not status.lease_valid:
+        return "expired"
+    return f"valid {status.lease_remaining_seconds:.1f}s"
+
+
+def _render_cluster(view: _ClusterView, request: Request) -> str:
+    problems = view.problems()
+    health = "healthy" if not problems else f"degraded: {len(problems)} problem(s)"
+    head = _fields(
+        [
+            ("cluster", f"{view.entry.cluster} at etcd revision {view.entry.cluster_revision}"),
+            ("through", f"{view.entry.node_id} at {request.address}"),
+            ("health", health),
+        ]
+    )
+    head += "".join(f"  - {problem}\n" for problem in problems)
+    header = ("NODE", "ALIVE", "ANSWERS", "LEASE", "DATA", "CONTROL", "VERSION", "PARTITIONS")
+    node_rows = [header] + [
+        (
+            n.id,
+            "yes" if n.alive else "no",
+            "yes" if view.probes[n.id].status is not None else "no",
+            _lease_text(view.probes[n.id].status),
+            n.data_address,
+            n.control_address,
+            n.version,
+            ",".join(n.partitions) or "-",
+        )
+        for n in view.nodes
+    ]
+    return (
+        head
+        + "\n"
+        + _table(node_rows, first_number=len(header))
+        + "\n"
+        + _render_partitions(view.partitions, request.hex)
+    )
+
+
+async def _cluster_status(request: Request) -> bytes:
+    async with _admin(request) as admin:
+        try:
+            view = await _cluster_view(request, admin)
+        except UnimplementedError:
+            view = None  # a node older than cluster mode
+    if view is None:
+        if request.json:
+            return _json({"cluster": None, "address": str(request.address)})
+        return (
+            f"mkv at {request.address} is a single node, not in cluster mode "
+            "(mkv serve --etcd URL --cluster NAME starts a cluster's node)\n"
+        ).encode()
+    if request.json:
+        return _json(_cluster_json(view, request))
+    return _render_cluster(view, request).encode()
+
+
 _COMMANDS: dict[str, Callable[[Request], Awaitable[bytes]]] = {
     "partitions list": _partitions_list,
     "partitions add": _partitions_add,
@@ -1137,6 +1521,8 @@ _COMMANDS: dict[str, Callable[[Request], Awaitable[bytes]]] = {
     "partitions reopen": _partitions_reopen,
     "operations get": _operations_get,
     "status": _status,
+    "nodes list": _nodes_list,
+    "cluster status": _cluster_status,
     "put": _put,
     "get": _get,
     "del": _del,
@@ -1203,6 +1589,10 @@ async def execute(
                 output = await _partitions_restore(request, stderr)
             elif request.command in ("partitions split", "partitions merge"):
                 output = await _partitions_split(request, stderr)
+            elif request.command == "partitions move":
+                output = await _partitions_move(request, stderr)
+            elif request.command == "nodes drain":
+                output = await _nodes_drain(request, stderr)
             else:
                 output = await _COMMANDS[request.command](request)
         except CommandError as exc:

@@ -7,6 +7,7 @@ MKV_TOKEN=... mkv serve --control-addr 0.0.0.0:7071   # or --token-file PATH
 mkv serve --snapshot-root /backups/mkv      # where snapshots may go (default DATA_DIR/snapshots)
 mkv serve --metrics-addr 127.0.0.1:9464 --log-format json
 mkv serve --etcd http://127.0.0.1:2379 --cluster prod --advertise-addr 10.0.0.7   # cluster mode
+mkv demo --nodes 3                          # etcd and a 3-node cluster, until Ctrl-C
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import trio
 
+from mkv.cli import demo
 from mkv.errors import MkvError, leaves
 from mkv.node.config import DEFAULT_CONTROL_ADDR, DEFAULT_DATA_ADDR, Config, ConfigError
 from mkv.node.server import Node
@@ -135,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds of the node's etcd lease; it serves nothing past it (default 5)",
     )
+    demo.add_arguments(
+        commands.add_parser(
+            "demo",
+            help="run etcd and a cluster of nodes on this machine until Ctrl-C, to try it",
+            description="A local cluster in one command: etcd and N nodes on loopback, "
+            "in a temporary directory, stopped (nodes first) on Ctrl-C.",
+        )
+    )
     return parser
 
 
@@ -183,6 +193,8 @@ async def serve(config: Config) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        return demo.main(args)
     try:
         config = Config.load(
             args.config,

@@ -34,6 +34,7 @@ from mkv.wire import DEFAULT_CONTROL_ADDR, Address
 
 __all__ = [
     "AdminClient",
+    "NodeInfo",
     "NodeStatus",
     "OperationInfo",
     "PartitionInfo",
@@ -65,6 +66,10 @@ class PartitionInfo:
     # Set by add_partition only: what the node could not do as the caller may
     # expect (a restore from a snapshot that does not record its pipeline).
     warnings: tuple[str, ...] = ()
+    # Cluster mode: the id of the node leading it and the epoch of that
+    # leadership; None on a single node, or while no node leads it.
+    node: str | None = None
+    epoch: int | None = None
 
     @classmethod
     def from_proto(cls, info: pb.PartitionInfo) -> PartitionInfo:
@@ -78,6 +83,39 @@ class PartitionInfo:
             key_count=info.key_count,
             size_bytes=info.size_bytes,
             last_seq=info.last_seq,
+            node=info.node or None,
+            epoch=info.epoch or None,
+        )
+
+
+@attrs.frozen
+class NodeInfo:
+    """One member of a cluster, as ``AdminClient.list_nodes`` reports it."""
+
+    id: str
+    # As the node advertises them (HOST:PORT), for clients and other nodes.
+    data_address: str
+    control_address: str
+    replication_address: str
+    version: str
+    # Registered under a live lease in etcd.
+    alive: bool
+    # The partitions it leads, in key order.
+    partitions: tuple[str, ...]
+    # When it registered, UTC, ISO 8601.
+    started: str
+
+    @classmethod
+    def from_proto(cls, info: pb.NodeInfo) -> NodeInfo:
+        return cls(
+            id=info.id,
+            data_address=info.data_address,
+            control_address=info.control_address,
+            replication_address=info.replication_address,
+            version=info.version,
+            alive=info.alive,
+            partitions=tuple(info.partitions),
+            started=info.started,
         )
 
 
@@ -133,6 +171,10 @@ class OperationInfo:
     split: tuple[PartitionInfo, PartitionInfo] | None = None
     # Set when done (a merge): the surviving partition.
     merged: PartitionInfo | None = None
+    # Set when done (a move): the partition on its new node.
+    moved: PartitionInfo | None = None
+    # Set when done (a drain): the partitions moved off the node.
+    drained: tuple[PartitionInfo, ...] = ()
 
     @property
     def running(self) -> bool:
@@ -165,6 +207,8 @@ class OperationInfo:
                 else None
             ),
             merged=PartitionInfo.from_proto(op.merged) if op.HasField("merged") else None,
+            moved=PartitionInfo.from_proto(op.moved) if op.HasField("moved") else None,
+            drained=tuple(PartitionInfo.from_proto(p) for p in op.drained),
         )
 
 
@@ -221,6 +265,20 @@ class NodeStatus:
     data_address: str
     control_address: str
     partitions: tuple[PartitionStatus, ...]
+    # Cluster mode: the node's id and its cluster's name (None on a single
+    # node); whether its lease is valid by its own clock (it serves nothing
+    # when not) and the seconds left until its deadline; the etcd revision
+    # its view of the cluster is at.
+    node_id: str | None = None
+    cluster: str | None = None
+    lease_valid: bool = False
+    lease_remaining_seconds: float = 0.0
+    cluster_revision: int = 0
+
+    @property
+    def clustered(self) -> bool:
+        """Whether the node runs in cluster mode (else it is a single node)."""
+        return self.cluster is not None
 
     @classmethod
     def from_proto(cls, response: pb.NodeStatusResponse) -> NodeStatus:
@@ -234,6 +292,11 @@ class NodeStatus:
             data_address=response.data_address,
             control_address=response.control_address,
             partitions=tuple(PartitionStatus.from_proto(p) for p in response.partitions),
+            node_id=response.node_id or None,
+            cluster=response.cluster or None,
+            lease_valid=response.lease_valid,
+            lease_remaining_seconds=response.lease_remaining_seconds,
+            cluster_revision=response.cluster_revision,
         )
 
 
@@ -317,6 +380,7 @@ class AdminClient:
         store: str | None = None,
         pipeline: Sequence[str] | None = None,
         snapshot: str | None = None,
+        node: str | None = None,
     ) -> PartitionInfo:
         """Create a partition owning ``[start, end)`` (``end=None``: unbounded).
 
@@ -331,8 +395,12 @@ class AdminClient:
         snapshot that does not record its pipeline) is in the result's
         ``warnings``.
 
+        In cluster mode the partition goes to ``node`` (a node id), or to
+        the live node leading the fewest partitions when None.
+
         Raises:
             AlreadyExistsError: the id is taken or the range overlaps another.
+            FailedPreconditionError: ``node`` given to a single node.
             InvalidArgumentError: a malformed id, range or store kind; or a
                 bad snapshot path, a corrupt snapshot, or another range.
         """
@@ -343,6 +411,7 @@ class AdminClient:
             store=store or "",
             pipeline=pipeline or (),
             snapshot=snapshot or "",
+            node=node or "",
         )
         response = await self._unary(SERVICE, "AddPartition", request, pb.AddPartitionResponse)
         info = PartitionInfo.from_proto(response.partition)
@@ -379,6 +448,44 @@ class AdminClient:
             SERVICE, "ListPartitions", pb.ListPartitionsRequest(), pb.ListPartitionsResponse
         )
         return [PartitionInfo.from_proto(p) for p in response.partitions]
+
+    async def list_nodes(self) -> list[NodeInfo]:
+        """The cluster's nodes, in the order the node answering lists them.
+
+        Raises:
+            FailedPreconditionError: the node is not in cluster mode.
+        """
+        response = await self._unary(
+            SERVICE, "ListNodes", pb.ListNodesRequest(), pb.ListNodesResponse
+        )
+        return [NodeInfo.from_proto(n) for n in response.nodes]
+
+    async def move_partition(self, partition_id: str, node: str) -> str:
+        """Start moving a partition to ``node`` (a node id), online; returns
+        the operation id (``wait_operation`` gives the partition on its new
+        node in its ``moved``).
+
+        Raises:
+            NotFoundError: no such partition or node.
+            FailedPreconditionError: not in cluster mode; the target is not
+                alive; the partition is not active or already moving.
+        """
+        request = pb.MovePartitionRequest(id=partition_id, node=node)
+        response = await self._unary(SERVICE, "MovePartition", request, pb.MovePartitionResponse)
+        return response.operation_id
+
+    async def drain_node(self, node: str) -> str:
+        """Start moving every partition off ``node``, one at a time; returns
+        the operation id (``wait_operation`` gives the moved partitions in its
+        ``drained``). The node stays a member, leading nothing.
+
+        Raises:
+            NotFoundError: no such node.
+            FailedPreconditionError: not in cluster mode, or no other live node.
+        """
+        request = pb.DrainNodeRequest(node=node)
+        response = await self._unary(SERVICE, "DrainNode", request, pb.DrainNodeResponse)
+        return response.operation_id
 
     async def node_status(self) -> NodeStatus:
         """The node's version, uptime, directories and addresses, and each

@@ -39,7 +39,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 
 import trio
 
-from mkv.client.admin import AdminClient, NodeStatus, OperationInfo, PartitionInfo
+from mkv.client.admin import AdminClient, NodeInfo, NodeStatus, OperationInfo, PartitionInfo
 from mkv.client.data import Client, Key, KeyMap, PartitionRange, Value, WriteAck
 from mkv.client.streams import Change, Watch
 from mkv.errors import UnavailableError
@@ -408,6 +408,7 @@ class BlockingAdminClient(_Blocking[AdminClient]):
         store: str | None = None,
         pipeline: Sequence[str] | None = None,
         snapshot: str | None = None,
+        node: str | None = None,
     ) -> PartitionInfo:
         """Create a partition (as ``mkv.AdminClient.add_partition``)."""
         return self._call(
@@ -418,6 +419,7 @@ class BlockingAdminClient(_Blocking[AdminClient]):
             store=store,
             pipeline=pipeline,
             snapshot=snapshot,
+            node=node,
         )
 
     def remove_partition(self, partition_id: str) -> PartitionInfo:
@@ -428,6 +430,18 @@ class BlockingAdminClient(_Blocking[AdminClient]):
 
     def list_partitions(self) -> list[PartitionInfo]:
         return self._call(self._async.list_partitions)
+
+    def list_nodes(self) -> list[NodeInfo]:
+        """The cluster's nodes (as ``mkv.AdminClient.list_nodes``)."""
+        return self._call(self._async.list_nodes)
+
+    def move_partition(self, partition_id: str, node: str) -> str:
+        """Start moving a partition to ``node`` (as ``mkv.AdminClient.move_partition``)."""
+        return self._call(self._async.move_partition, partition_id, node)
+
+    def drain_node(self, node: str) -> str:
+        """Start moving every partition off ``node`` (as ``mkv.AdminClient.drain_node``)."""
+        return self._call(self._async.drain_node, node)
 
     def node_status(self) -> NodeStatus:
         """The node's version, uptime, data directory and per-partition state."""
