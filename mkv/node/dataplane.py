@@ -356,10 +356,18 @@ class DataPlane:
         ]
 
     def _hint(self, moved: MovedError | None = None) -> pb.RoutingHint:
-        return pb.RoutingHint(
+        hint = pb.RoutingHint(
             message=str(moved)
             if moved is not None
             else "No partition on this node owns the key; the ranges it owns are listed.",
             owned=self._ranges(),
             map_version=self._registry.router.version,
         )
+        if moved is not None and moved.address:
+            # Moved to another node: name it, so the client goes there.
+            hint.owner.CopyFrom(
+                pb.PartitionRange(
+                    id=moved.owner, start=moved.start, end=moved.end or b"", address=moved.address
+                )
+            )
+        return hint
