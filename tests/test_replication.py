@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 import mkv
 from mkv.client.channel import Channel, open_channel
 from mkv.node.catalog import Catalog
-from mkv.node.replication import move_partition
+from mkv.node.replication import MoveResult, move_partition
 from mkv.node.server import Node
 from mkv.testing import prefill_key, prefill_sqlite_partition, running_node
 from mkv.v1 import data_pb2
@@ -48,14 +48,14 @@ async def two_nodes(
         yield source, target
 
 
-async def move(source: Node, target: Node, pid: str = "default", **kwargs: object) -> object:
+async def move(source: Node, target: Node, pid: str = "default", **kwargs: Any) -> MoveResult:
     return await move_partition(
         source.registry,
         target.registry,
         pid,
         source_address=source.control_address,
         target_data_address=target.data_address,
-        **kwargs,  # type: ignore[arg-type]
+        **kwargs,
     )
 
 
@@ -124,7 +124,7 @@ async def test_a_partition_moves_with_its_keys_and_seqs_go_on(tmp_path: Path) ->
                 assert await client.get(b"k0005") is None
                 assert await client.get_item(b"k0007") == before
                 [ack] = await client.upsert({b"new": b"x"})
-                assert ack.seq == result.final_seq + 1  # type: ignore[attr-defined]
+                assert ack.seq == result.final_seq + 1
             # The source answers BAD_NODE naming the target's address and range.
             async with open_channel(source.data_address) as channel:
                 response = await channel.unary(
