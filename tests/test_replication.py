@@ -14,16 +14,20 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from google.protobuf.message import Message
 
 import mkv
 from mkv.client.channel import Channel, open_channel
+from mkv.errors import DataLossError, FailedPreconditionError
 from mkv.node.catalog import Catalog
 from mkv.node.replication import MoveResult, move_partition
 from mkv.node.server import Node
+from mkv.rpc.dial import open_bidi
 from mkv.testing import prefill_key, prefill_sqlite_partition, running_node
 from mkv.v1 import data_pb2
+from mkv.v1 import replication_pb2 as rpb
 from mkv.wire import DATA_SERVICE
 from tests.linearizability import History, Outcome, assert_linearizable
 
@@ -231,3 +235,130 @@ async def test_a_move_under_writers_and_readers_loses_nothing_and_is_linearizabl
     )
     assert len(acked_unique) > 50
     assert max(across) < 10.0
+
+
+@asynccontextmanager
+async def fetch_stream(node: Node) -> AsyncIterator[Any]:
+    """A Fetch stream to ``node``'s control port, driven by hand."""
+    async with open_bidi(
+        node.control_address,
+        REPLICATION,
+        "Fetch",
+        rpb.FetchRequest,
+        rpb.FetchResponse,
+        silence=10.0,
+    ) as call:
+        yield call
+
+
+async def test_a_leader_refuses_a_fetch_of_an_older_epoch(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with running_node(tmp_path / "leader") as leader:
+            leader.registry.set_epoch("default", 7)
+            async with fetch_stream(leader) as call:
+                await call.send(rpb.FetchRequest(partition_id="default", epoch=6, snapshot=True))
+                with pytest.raises(FailedPreconditionError, match="epoch 7"):
+                    await call.receive()
+            # The current epoch (or a newer one) is served.
+            async with fetch_stream(leader) as call:
+                await call.send(rpb.FetchRequest(partition_id="default", epoch=7, after_seq=0))
+                answer = await call.receive()
+                assert answer.epoch == 7
+                assert answer.WhichOneof("body") == "records"
+
+
+async def test_a_follower_refuses_records_of_an_older_epoch(tmp_path: Path) -> None:
+    """A deposed leader (epoch 3) cannot feed a follower that knows epoch 5."""
+    with trio.fail_after(30):
+        async with two_nodes(tmp_path) as (source, target):
+            source.registry.set_epoch("default", 3)
+            async with mkv.Client.connect(source.data_address) as client:
+                await client.upsert({b"k": b"v"})
+            follower = await target.registry.follow(
+                "default",
+                source.registry.partition("default").range,  # type: ignore[union-attr]
+                "sqlite",
+                None,
+                source.control_address,
+                5,
+            )
+            with pytest.raises(FailedPreconditionError, match="older than epoch 5"):
+                await follower.caught_up()
+            await follower.abandon()
+            assert not (tmp_path / "target" / "partitions" / "default").exists()
+            assert target.registry.partition("default") is None
+
+
+async def test_a_snapshot_whose_checksum_fails_is_refused_and_nothing_installed(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(60):
+        async with two_nodes(tmp_path, prefill=5_000) as (source, target):
+
+            def corrupt(rows: list[rpb.Row]) -> None:
+                # One value changed in transit, after the leader hashed it.
+                rows[len(rows) // 2].value = b"tampered"
+
+            source.replication.tamper = corrupt
+            with pytest.raises(DataLossError, match="checksum"):
+                await move(source, target)
+            assert target.registry.partition("default") is None
+            assert target.registry.follower("default") is None
+            assert not (tmp_path / "target" / "partitions" / "default").exists()
+            # The source never stopped serving it.
+            source.replication.tamper = None
+            async with mkv.Client.connect(source.data_address) as client:
+                assert await client.get(prefill_key(17)) is not None
+                await client.upsert({b"after": b"1"})
+
+
+async def test_a_follower_behind_the_retained_log_is_told_to_take_a_snapshot(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(60):
+        async with running_node(tmp_path / "leader", watch_retention_bytes="64KiB") as leader:
+            async with mkv.Client.connect(leader.data_address) as client:
+                for i in range(200):
+                    await client.upsert({b"k%d" % i: b"x" * 1000})
+            feed = leader.registry.partition("default").feed  # type: ignore[union-attr]
+            assert feed.retained_after > 10
+            async with fetch_stream(leader) as call:
+                await call.send(rpb.FetchRequest(partition_id="default", after_seq=3))
+                answer = await call.receive()
+                assert answer.WhichOneof("body") == "snapshot_required"
+                assert answer.snapshot_required.retained_after == feed.retained_after
+                assert answer.commit_seq == 200
+            # From the retained position on, records come.
+            async with fetch_stream(leader) as call:
+                await call.send(
+                    rpb.FetchRequest(partition_id="default", after_seq=feed.retained_after)
+                )
+                answer = await call.receive()
+                assert answer.records.records[0].seq == feed.retained_after + 1
+
+
+async def test_a_follower_that_stops_reading_holds_the_leader_to_its_credit(
+    tmp_path: Path,
+) -> None:
+    """Each request is answered once: a follower that stops asking gets no
+    more, and the leader reads no further into the snapshot."""
+    with trio.fail_after(60):
+        async with two_nodes(tmp_path, prefill=200_000) as (leader, _):
+            async with fetch_stream(leader) as call:
+                await call.send(rpb.FetchRequest(partition_id="default", snapshot=True))
+                for _ in range(3):
+                    await call.send(rpb.FetchRequest(partition_id="default", max_bytes=1 << 20))
+                # Not reading, not asking: the leader stops at four answers.
+                await trio.sleep(1.5)
+                assert leader.replication.answers == 4
+                rows = 0
+                while True:
+                    answer = await call.receive()
+                    body = answer.WhichOneof("body")
+                    if body == "snapshot_end":
+                        break
+                    rows += len(answer.snapshot_rows.rows)
+                    await call.send(rpb.FetchRequest(partition_id="default", max_bytes=1 << 20))
+                assert rows == answer.snapshot_end.rows == 200_000
+            # Every answer answered a request: 200k rows of ~130 bytes in 1 MiB answers.
+            assert leader.replication.answers <= 2 + 200_000 * 130 // (1 << 20) + 4

@@ -27,6 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from pathlib import Path
 
 import attrs
@@ -79,11 +80,21 @@ class ReplicationService:
         self.tamper: Callable[[list[pb.Row]], None] | None = None
         # The durable seq each follower last reported, by (partition, follower).
         self.durable: dict[tuple[str, str], int] = {}
+        # Answers produced, on every stream (each answers one request).
+        self.answers = 0
 
     def methods(self) -> dict[str, tuple[type, Handler | ServerStream | BidiStream]]:
         return {"Fetch": (pb.FetchRequest, BidiStream(self.fetch))}
 
     async def fetch(
+        self, requests: AsyncIterator[pb.FetchRequest]
+    ) -> AsyncGenerator[pb.FetchResponse, None]:
+        async with aclosing(self._fetch(requests)) as answers:
+            async for answer in answers:
+                self.answers += 1
+                yield answer
+
+    async def _fetch(
         self, requests: AsyncIterator[pb.FetchRequest]
     ) -> AsyncGenerator[pb.FetchResponse, None]:
         first = await anext(requests, None)
