@@ -7,7 +7,10 @@ BAD_NODE hint's owner address in the tests' own loop.
 
 from __future__ import annotations
 
+import functools
 import random
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -362,3 +365,113 @@ async def test_a_follower_that_stops_reading_holds_the_leader_to_its_credit(
                 assert rows == answer.snapshot_end.rows == 200_000
             # Every answer answered a request: 200k rows of ~130 bytes in 1 MiB answers.
             assert leader.replication.answers <= 2 + 200_000 * 130 // (1 << 20) + 4
+
+
+async def test_an_abandoned_move_leaves_the_source_serving(tmp_path: Path) -> None:
+    """The switch fails after the target cut over: the source serves again,
+    the target forgets its copy, and the requests held meanwhile are answered."""
+    with trio.fail_after(60):
+        async with (
+            two_nodes(tmp_path, prefill=2_000) as (source, target),
+            mkv.Client.connect(source.data_address) as client,
+        ):
+
+            async def switch(final_seq: int) -> None:
+                # Meanwhile a write waits, held by the fence.
+                nursery.start_soon(client.upsert, {b"held": b"1"})
+                await trio.sleep(0.2)
+                raise FailedPreconditionError("the etcd Txn lost")
+
+            async with trio.open_nursery() as nursery:
+                with pytest.raises(FailedPreconditionError, match="etcd Txn"):
+                    await move(source, target, switch=switch)
+            assert await client.get(b"held") == b"1"
+            assert not source.registry.fenced("default")
+            assert target.registry.partition("default") is None
+            assert not (tmp_path / "target" / "partitions" / "default").exists()
+            await client.upsert({b"after": b"2"})
+            assert await client.get(prefill_key(5)) is not None
+
+
+_TARGET = """
+import sys, trio
+from pathlib import Path
+from mkv.router import KeyRange
+from mkv.testing import running_node
+from mkv.wire import parse_address
+
+async def main():
+    async with running_node(Path(sys.argv[1])) as node:
+        await node.registry.remove("default")
+        await node.registry.follow(
+            "default", KeyRange(b"", None), "sqlite", None, parse_address(sys.argv[2]), 0
+        )
+        print("copying", flush=True)
+        await trio.sleep_forever()
+
+trio.run(main)
+"""
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.6])
+async def test_kill_9_of_the_target_mid_copy_loses_nothing(tmp_path: Path, delay: float) -> None:
+    with trio.fail_after(120):
+        await trio.to_thread.run_sync(
+            lambda: prefill_sqlite_partition(tmp_path / "source", keys=200_000, value_size=100)
+        )
+        async with (
+            running_node(tmp_path / "source") as source,
+            mkv.Client.connect(source.data_address) as client,
+        ):
+            acked: dict[bytes, bytes] = {}
+            stop = trio.Event()
+
+            async def writer() -> None:
+                i = 0
+                while not stop.is_set():
+                    i += 1
+                    await client.upsert({b"w%d" % i: b"%d" % i})
+                    acked[b"w%d" % i] = b"%d" % i
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(writer)
+                process = await nursery.start(
+                    functools.partial(
+                        trio.run_process,
+                        [
+                            sys.executable,
+                            "-c",
+                            _TARGET,
+                            str(tmp_path / "target"),
+                            str(source.control_address),
+                        ],
+                        stdout=subprocess.PIPE,
+                        check=False,
+                    )
+                )
+                assert process.stdout is not None
+                assert b"copying" in await process.stdout.receive_some()
+                await trio.sleep(delay)
+                process.kill()  # SIGKILL
+                await process.wait()
+                await trio.sleep(0.3)
+                stop.set()
+            # The source served throughout: every acknowledged write is there.
+            for key, value in acked.items():
+                assert await client.get(key) == value
+            assert await client.get(prefill_key(123_456)) is not None
+            # The snapshot the source was streaming is deleted with its stream.
+            outgoing = tmp_path / "source" / "replication-out"
+            with trio.fail_after(10):
+                while outgoing.exists() and any(outgoing.iterdir()):  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+        catalog = Catalog.load(tmp_path / "target" / "catalog.json")
+        assert catalog is not None
+        assert catalog.copies == ("default",)
+        # The target's next start removes the unfinished copy's files.
+        async with running_node(tmp_path / "target") as target:
+            assert target.registry.partition("default") is None
+            assert not (tmp_path / "target" / "partitions" / "default").exists()
+        catalog = Catalog.load(tmp_path / "target" / "catalog.json")
+        assert catalog is not None
+        assert catalog.copies == ()
