@@ -462,7 +462,7 @@ async def test_kill_9_of_the_target_mid_copy_loses_nothing(tmp_path: Path, delay
             assert await client.get(prefill_key(123_456)) is not None
             # The snapshot the source was streaming is deleted with its stream.
             outgoing = tmp_path / "source" / "replication-out"
-            with trio.fail_after(10):
+            with trio.fail_after(8):
                 while outgoing.exists() and any(outgoing.iterdir()):  # noqa: ASYNC110
                     await trio.sleep(0.05)
         catalog = Catalog.load(tmp_path / "target" / "catalog.json")

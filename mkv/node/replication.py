@@ -20,8 +20,10 @@ source, cut over on the target, switch, serve, retire the source.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import shutil
 import sqlite3
 import threading
 import time
@@ -60,6 +62,9 @@ log = logging.getLogger("mkv.replication")
 # With nothing new to send, the leader answers a request after this long
 # anyway (a heartbeat with its commit seq): a silent stream is a dead one.
 HEARTBEAT_SECONDS = 1.0
+# A follower asks again as soon as it has applied an answer: one that sends
+# nothing for this long (killed, cut off: purerpc may not notice) is gone.
+FOLLOWER_SILENCE_SECONDS = 30.0
 # The most bytes a follower may ask for in one answer.
 MAX_FETCH_BYTES = 4 * 1024 * 1024
 # Rows read from the snapshot file per query.
@@ -97,7 +102,7 @@ class ReplicationService:
     async def _fetch(
         self, requests: AsyncIterator[pb.FetchRequest]
     ) -> AsyncGenerator[pb.FetchResponse, None]:
-        first = await anext(requests, None)
+        first = await _next(requests)
         if first is None:
             return
         partition = self._leading(first)
@@ -113,7 +118,7 @@ class ReplicationService:
                 yield response
             if position < 0:
                 return  # the follower went away mid-snapshot
-            request = await anext(requests, None)
+            request = await _next(requests)
         else:
             position = first.after_seq
             if position > partition.last_seq():
@@ -131,7 +136,7 @@ class ReplicationService:
                 return
             if response.records.records:
                 position = response.records.records[-1].seq
-            request = await anext(requests, None)
+            request = await _next(requests)
 
     def _leading(self, request: pb.FetchRequest) -> Partition:
         partition = self._registry.partition(request.partition_id)
@@ -206,7 +211,9 @@ class ReplicationService:
         with SNAPSHOT_BEGIN), ending with their SHA-256."""
         epoch = self._registry.epoch(partition.id)
         capture = await partition.submit(Read(begin_capture))
-        path = self._scratch / f"{partition.id}-{uuid.uuid4().hex}.sqlite3.tmp"
+        # A directory of its own: SQLite may leave a journal beside the file.
+        folder = self._scratch / f"{partition.id}-{uuid.uuid4().hex}"
+        path = folder / "snapshot.sqlite3"
         began = time.monotonic()
         try:
             try:
@@ -233,7 +240,7 @@ class ReplicationService:
                 hasher = hashlib.sha256()
                 count = 0
                 pending: list[tuple[bytes, bytes, int, int]] = []
-                while (request := await anext(requests, None)) is not None:
+                while (request := await _next(requests)) is not None:
                     self._check(partition, request)
                     self.durable[who] = request.durable_seq
                     budget = _budget(request)
@@ -282,7 +289,22 @@ class ReplicationService:
                     await trio.to_thread.run_sync(reader.close)
         finally:
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
+                await trio.to_thread.run_sync(
+                    functools.partial(shutil.rmtree, folder, ignore_errors=True)
+                )
+
+
+async def _next(requests: AsyncIterator[pb.FetchRequest]) -> pb.FetchRequest | None:
+    """The follower's next request (None: it closed the stream).
+
+    Raises:
+        UnavailableError: it sent nothing for ``FOLLOWER_SILENCE_SECONDS``.
+    """
+    with trio.move_on_after(FOLLOWER_SILENCE_SECONDS):
+        return await anext(requests, None)
+    raise UnavailableError(
+        f"The follower sent nothing for {FOLLOWER_SILENCE_SECONDS:g} s; ending its stream."
+    )
 
 
 def _budget(request: pb.FetchRequest) -> int:
