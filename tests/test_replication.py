@@ -12,7 +12,7 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -292,18 +292,38 @@ async def test_a_follower_refuses_records_of_an_older_epoch(tmp_path: Path) -> N
             assert target.registry.partition("default") is None
 
 
-async def test_a_snapshot_whose_checksum_fails_is_refused_and_nothing_installed(
-    tmp_path: Path,
+def _change_value(row: rpb.Row) -> None:
+    row.value = b"tampered"
+
+
+def _empty_key(row: rpb.Row) -> None:
+    row.key = b""
+
+
+def _seq_past_snapshot(row: rpb.Row) -> None:
+    row.seq = 10**9
+
+
+@pytest.mark.parametrize(
+    ("tamper", "refusal"),
+    [
+        (_change_value, "checksum"),
+        (_empty_key, "bad length"),
+        (_seq_past_snapshot, "the snapshot is at"),
+    ],
+)
+async def test_a_bad_snapshot_is_refused_and_nothing_installed(
+    tmp_path: Path, tamper: Callable[[rpb.Row], None], refusal: str
 ) -> None:
     with trio.fail_after(60):
         async with two_nodes(tmp_path, prefill=5_000) as (source, target):
 
             def corrupt(rows: list[rpb.Row]) -> None:
-                # One value changed in transit, after the leader hashed it.
-                rows[len(rows) // 2].value = b"tampered"
+                # One row changed in transit, after the leader hashed it.
+                tamper(rows[len(rows) // 2])
 
             source.replication.tamper = corrupt
-            with pytest.raises(DataLossError, match="checksum"):
+            with pytest.raises(DataLossError, match=refusal):
                 await move(source, target)
             assert target.registry.partition("default") is None
             assert target.registry.follower("default") is None

@@ -38,6 +38,7 @@ from mkv.errors import (
     MkvError,
     UnavailableError,
 )
+from mkv.limits import in_range
 from mkv.observe.logs import fields
 from mkv.operations import Operation
 from mkv.records import Write
@@ -46,7 +47,7 @@ from mkv.rpc.auth import authorization_metadata
 from mkv.rpc.dial import BidiCall, open_bidi
 from mkv.snapshots.transfer import RangeFile, hash_rows
 from mkv.v1 import replication_pb2 as pb
-from mkv.wire import Address
+from mkv.wire import MAX_KEY_BYTES, Address
 
 if TYPE_CHECKING:
     from mkv.partition.task import Partition
@@ -319,6 +320,7 @@ class Follower:
         hasher = hashlib.sha256()
         rows_seen = 0
         snapshot_at: tuple[int, int] | None = None
+        last_key: bytes | None = None
         unsynced = 0
         last_sync = time.monotonic()
         while True:
@@ -335,7 +337,10 @@ class Follower:
             body = message.WhichOneof("body")
             if body == "snapshot_begin":
                 begin = message.snapshot_begin
+                if not (in_range(begin.seq) and in_range(begin.timestamp)):
+                    raise DataLossError(f"The snapshot's seq {begin.seq} is out of range.")
                 snapshot_at = (begin.seq, begin.timestamp)
+                last_key = None
                 hasher = hashlib.sha256()
                 rows_seen = 0
                 self._report("copy", 0, begin.seq)
@@ -343,12 +348,7 @@ class Follower:
                 if snapshot_at is None:
                     raise DataLossError("Snapshot rows came before the snapshot began.")
                 rows = [(r.key, r.value, r.seq, r.timestamp) for r in message.snapshot_rows.rows]
-                outside = [r for r in rows if r[0] not in self.range]
-                if outside:
-                    raise DataLossError(
-                        f"The snapshot of partition {self.partition_id} holds a key outside "
-                        f"its range {self.range}."
-                    )
+                last_key = self._check_rows(rows, snapshot_at[0], last_key)
                 hash_rows(hasher, rows)
                 rows_seen += len(rows)
                 await trio.to_thread.run_sync(target.put_rows, rows)
@@ -376,17 +376,7 @@ class Follower:
             elif body == "records":
                 if not self.snapshot_done:
                     raise DataLossError("Records came before the snapshot ended.")
-                writes = [
-                    Write(
-                        puts=[(e.key, e.value) for e in r.puts],
-                        deletes=list(r.deletes),
-                        seq=r.seq,
-                        timestamp=r.timestamp,
-                    )
-                    # cluster.md rule 3: nothing above the commit point is applied.
-                    for r in message.records.records
-                    if r.seq <= message.commit_seq
-                ]
+                writes = self._check_records(message.records.records, message.commit_seq, target)
                 if writes:
                     await trio.to_thread.run_sync(target.apply, writes)
                     unsynced += message.ByteSize()
@@ -402,6 +392,65 @@ class Follower:
                 unsynced, last_sync = 0, time.monotonic()
             self._tell()
             await call.send(self._request())
+
+    def _check_rows(
+        self, rows: list[tuple[bytes, bytes, int, int]], seq: int, last_key: bytes | None
+    ) -> bytes | None:
+        """What a leader sends is input: every row a valid key of the range,
+        in key order, set at or below the snapshot's seq.
+
+        Raises:
+            DataLossError: naming the first row that is not.
+        """
+        for key, _, row_seq, ts in rows:
+            if not (0 < len(key) <= MAX_KEY_BYTES and key in self.range):
+                raise DataLossError(
+                    f"The snapshot of partition {self.partition_id} holds a key outside its "
+                    f"range {self.range} or of a bad length: refused, nothing is installed."
+                )
+            if last_key is not None and key <= last_key:
+                raise DataLossError("The snapshot's rows are not in key order: refused.")
+            if not (0 < row_seq <= seq and in_range(ts)):
+                raise DataLossError(
+                    f"A snapshot row has seq {row_seq} (the snapshot is at {seq}) or a bad "
+                    "timestamp: refused, nothing is installed."
+                )
+            last_key = key
+        return last_key
+
+    def _check_records(
+        self, records: Sequence[pb.Record], commit_seq: int, target: RangeFile
+    ) -> list[Write]:
+        """The records to apply: numbered in order above the copy's seq, with
+        valid keys, and none above the leader's commit seq (cluster.md rule 3:
+        a follower's state never holds a write that may vanish).
+
+        Raises:
+            DataLossError: a record is out of order or holds a bad key.
+        """
+        writes: list[Write] = []
+        last = target.seq
+        for record in records:
+            if record.seq > commit_seq:
+                break
+            if not (record.seq > last and in_range(record.seq) and in_range(record.timestamp)):
+                raise DataLossError(
+                    f"Record seq {record.seq} from {self.source} does not follow seq {last}: "
+                    "refused."
+                )
+            keys = [e.key for e in record.puts] + list(record.deletes)
+            if not all(0 < len(key) <= MAX_KEY_BYTES for key in keys):
+                raise DataLossError(f"Record seq {record.seq} holds a key of a bad length.")
+            last = record.seq
+            writes.append(
+                Write(
+                    puts=[(e.key, e.value) for e in record.puts],
+                    deletes=list(record.deletes),
+                    seq=record.seq,
+                    timestamp=record.timestamp,
+                )
+            )
+        return writes
 
     def _report(self, phase: str, done: int, total: int, unit: str = "") -> None:
         if self._operation is not None:

@@ -112,10 +112,12 @@ class ReplicationService:
             raise InvalidArgumentError("The first FetchRequest must say where to start.")
         if start == "snapshot":
             position = -1
-            async for response in self._snapshot(partition, first, requests, who):
-                if response.WhichOneof("body") == "snapshot_begin":
-                    position = response.snapshot_begin.seq
-                yield response
+            # Closed here, not by the garbage collector, when the stream ends early.
+            async with aclosing(self._snapshot(partition, first, requests, who)) as snapshot:
+                async for response in snapshot:
+                    if response.WhichOneof("body") == "snapshot_begin":
+                        position = response.snapshot_begin.seq
+                    yield response
             if position < 0:
                 return  # the follower went away mid-snapshot
             request = await _next(requests)
