@@ -71,9 +71,15 @@ def p99(seconds: list[float]) -> float:
 
 
 async def gone(node: Node, pid: str) -> None:
-    """Wait until ``node`` has forgotten ``pid`` (its grace period over)."""
+    """Wait until ``node`` has forgotten ``pid`` (its grace period over) and
+    its catalog no longer lists it as retired (its files are deleted by then)."""
+    path = node.config.data_dir / "catalog.json"
     with trio.fail_after(10):
-        while node.registry.partition(pid) is not None:  # noqa: ASYNC110  # no event to wait on
+        while True:
+            catalog = await trio.to_thread.run_sync(Catalog.load, path)
+            assert catalog is not None
+            if node.registry.partition(pid) is None and pid not in catalog.retired:
+                return
             await trio.sleep(0.05)
 
 
