@@ -130,7 +130,39 @@ async def test_a_partition_moves_with_its_keys_and_seqs_go_on(tmp_path: Path) ->
                 await client.upsert({f"k{i:04d}".encode(): f"v{i}".encode() for i in range(1000)})
                 await client.remove(b"k0005")
                 before = await client.get_item(b"k0007")
-            result = await move(source, target)
+            async with (
+                open_channel(source.data_address) as watching,
+                watching.open_stream(
+                    DATA_SERVICE,
+                    "Watch",
+                    data_pb2.WatchRequest(from_seq=1),
+                    data_pb2.WatchResponse,
+                ) as watch,
+            ):
+                result = await move(source, target)
+                # The source's watcher gets every change up to the cut-over,
+                # then BAD_NODE naming the target and the seq to resume from.
+                seen = 0
+                async for message in watch:
+                    seen = max([seen, *(c.seq for c in message.changes)])
+                    if message.status == data_pb2.BAD_NODE:
+                        break
+            assert seen == result.final_seq
+            # The follower reported what it held durable on the stream.
+            assert 0 < source.replication.durable["default", "move"] <= result.final_seq
+            assert message.progress_seq == result.final_seq
+            assert message.hint.owner.address == str(target.data_address)
+            async with (
+                open_channel(target.data_address) as watching,
+                watching.open_stream(
+                    DATA_SERVICE,
+                    "Watch",
+                    data_pb2.WatchRequest(from_seq=result.final_seq),
+                    data_pb2.WatchResponse,
+                ) as watch,
+            ):
+                first = await anext(aiter(watch))
+                assert first.status == data_pb2.OK
             assert target.registry.partition("default") is not None
             async with mkv.Client.connect(target.data_address) as client:
                 assert await client.get(b"k0001") == b"v1"
