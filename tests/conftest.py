@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.etcd import VERSIONS, EtcdProcess, etcd_binary, etcd_cluster
 from tests.grpcio_stubs import GrpcioStubs, generate_stubs
 from tests.processes import ServerProcess
 
@@ -29,3 +30,36 @@ async def server_process(tmp_path: Path) -> AsyncIterator[ServerProcess]:
         yield process
     finally:
         await process.kill()
+
+
+@pytest.fixture
+async def etcd(tmp_path: Path) -> AsyncIterator[EtcdProcess]:
+    """A real etcd (3.4 when installed, else 3.5) on free ports, stopped afterwards."""
+    process = EtcdProcess(etcd_binary(), tmp_path / "etcd-data")
+    await process.start()
+    try:
+        yield process
+    finally:
+        await process.stop()
+
+
+@pytest.fixture(params=VERSIONS)
+async def etcd_each(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EtcdProcess]:
+    """A real etcd of each version installed (tests run once per version)."""
+    process = EtcdProcess(etcd_binary(request.param), tmp_path / "etcd-data")
+    await process.start()
+    try:
+        yield process
+    finally:
+        await process.stop()
+
+
+@pytest.fixture
+async def etcd3(tmp_path: Path) -> AsyncIterator[list[EtcdProcess]]:
+    """Three members of one etcd cluster (3.4 when installed, else 3.5)."""
+    members = await etcd_cluster(etcd_binary(), tmp_path)
+    try:
+        yield members
+    finally:
+        for member in members:
+            await member.stop()

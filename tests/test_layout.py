@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-GENERATED = ("mkv.v1", "mkv.std")
+GENERATED = ("mkv.v1", "mkv.std", "mkv.etcd.pb")
 
 # (importing package, packages it may not import, why): the lines the layout
 # draws. A package is a dotted prefix: "mkv.node" covers mkv.node.server.
@@ -66,6 +66,21 @@ FORBIDDEN: list[tuple[str, tuple[str, ...], str]] = [
         "long-running operations sit below the node and snapshots, which both use them",
     ),
     (
+        "mkv.etcd",
+        (
+            "mkv.node",
+            "mkv.partition",
+            "mkv.store",
+            "mkv.pipeline",
+            "mkv.wal",
+            "mkv.snapshots",
+            "mkv.operations",
+            "mkv.client",
+            "mkv.observe",
+        ),
+        "the etcd client is a transport the node uses; it knows no mkv service or store",
+    ),
+    (
         "mkv.sidecar",
         ("mkv.node", "mkv.partition", "mkv.pipeline", "mkv.wal", "mkv.client", "mkv.rpc"),
         "the sidecar is its own process: it reads snapshot files, not the node",
@@ -96,6 +111,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("mkv.pipeline",),
     ("mkv.wal",),
     ("mkv.store",),
+    # The etcd client sits just above the transport it extends (rpc/).
+    ("mkv.etcd",),
     ("mkv.rpc", "mkv.observe"),
     SHARED_LEAVES,
 ]

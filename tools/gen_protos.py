@@ -11,6 +11,12 @@ The standard gRPC protos vendored under ``protos/grpc_health`` and
 descriptor pool holds one file per name), import nothing, and are served by
 mkv's own handlers: they get message modules only, renamed into ``mkv/std``
 (``grpc_health/v1/health.proto`` → ``mkv/std/health_v1_pb2.py``).
+
+mkv's own subset of etcd's v3 API under ``protos/etcd`` keeps etcd's proto
+paths (``etcdserverpb/rpc.proto``, ``mvccpb/kv.proto``), so the descriptors
+carry etcd's names; it gets message modules only (``mkv.etcd`` drives the
+calls itself), flattened into ``mkv/etcd/pb`` with their imports of each
+other rewritten to that package.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import filecmp
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -29,9 +36,15 @@ OUTPUT = ROOT / "mkv" / "v1"
 STD_OUTPUT = ROOT / "mkv" / "std"
 # Vendored proto directories, generated without purerpc stubs into mkv/std.
 VENDORED = ("grpc_health", "grpc_reflection")
+ETCD_PROTOS = PROTOS / "etcd"
+ETCD_OUTPUT = ROOT / "mkv" / "etcd" / "pb"
+# "from mvccpb import kv_pb2" in generated code → the package it is moved to.
+_ETCD_IMPORT = re.compile(rb"^from (etcdserverpb|mvccpb) import ", re.MULTILINE)
 
 
-def _protoc(out_root: Path, sources: list[Path], *, purerpc: bool) -> None:
+def _protoc(
+    out_root: Path, sources: list[Path], *, purerpc: bool, proto_path: Path = PROTOS
+) -> None:
     env = dict(os.environ)
     # protoc finds its purerpc plugin on PATH; it lives beside this interpreter.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -40,11 +53,11 @@ def _protoc(out_root: Path, sources: list[Path], *, purerpc: bool) -> None:
             sys.executable,
             "-m",
             "grpc_tools.protoc",
-            f"--proto_path={PROTOS}",
+            f"--proto_path={proto_path}",
             f"--python_out={out_root}",
             f"--pyi_out={out_root}",
             *([f"--purerpc_out={out_root}"] if purerpc else []),
-            *(str(s.relative_to(PROTOS)) for s in sources),
+            *(str(s.relative_to(proto_path)) for s in sources),
         ],
         check=True,
         env=env,
@@ -72,6 +85,15 @@ def generate(out_root: Path) -> dict[Path, Path]:
         for path in sorted(folder.glob(f"{source.stem}_pb2.py*")):
             suffix = path.name.removeprefix(source.stem)
             produced[path] = STD_OUTPUT / f"{source.stem}_{source.parent.name}{suffix}"
+    etcd_root = out_root / "etcd"
+    etcd_root.mkdir()
+    etcd = sorted(ETCD_PROTOS.rglob("*.proto"))
+    _protoc(etcd_root, etcd, purerpc=False, proto_path=ETCD_PROTOS)
+    for source in etcd:
+        folder = etcd_root / source.parent.relative_to(ETCD_PROTOS)
+        for path in sorted(folder.glob(f"{source.stem}_pb2.py*")):
+            path.write_bytes(_ETCD_IMPORT.sub(rb"from mkv.etcd.pb import ", path.read_bytes()))
+            produced[path] = ETCD_OUTPUT / path.name
     return produced
 
 
