@@ -58,6 +58,10 @@ bench-snapshot *ARGS:
 bench-split *ARGS:
     {{bin}}/python tools/bench_split.py {{ARGS}}
 
+# A partition moved to another node under writers: 1M keys (--quick: 100k).
+bench-move *ARGS:
+    {{bin}}/python tools/bench_move.py {{ARGS}}
+
 # Restore time of a snapshot of 1M keys, into each store kind.
 bench-restore *ARGS:
     {{bin}}/python tools/bench_restore.py {{ARGS}}

@@ -19,6 +19,7 @@ __all__ = [
     "CompactedError",
     "ConditionFailedError",
     "ConfigError",
+    "DataLossError",
     "DeadlineExceededError",
     "FailedPreconditionError",
     "InternalError",
@@ -153,12 +154,26 @@ class MovedError(MkvError):
     # Should one ever reach the transport unanswered: retrying is right.
     code = StatusCode.UNAVAILABLE
 
-    def __init__(self, message: str, owner: str = "", seq: int = 0) -> None:
+    def __init__(
+        self,
+        message: str,
+        owner: str = "",
+        seq: int = 0,
+        *,
+        address: str = "",
+        start: bytes = b"",
+        end: bytes | None = None,
+    ) -> None:
         super().__init__(message)
         # The partition that owns the range now, and the parent's last
         # sequence number before it moved (where a watch resumes there).
         self.owner = owner
         self.seq = seq
+        # When the range moved to another node: that node's data address,
+        # and the range that moved (the hint's ``owner``).
+        self.address = address
+        self.start = start
+        self.end = end
 
 
 class FailedPreconditionError(MkvError):
@@ -166,6 +181,13 @@ class FailedPreconditionError(MkvError):
     value that is not a counter, or one that would overflow); nothing was applied."""
 
     code = StatusCode.FAILED_PRECONDITION
+
+
+class DataLossError(MkvError):
+    """Data sent between nodes failed its check (a replicated snapshot whose
+    SHA-256 does not match): it was refused, and nothing of it was used."""
+
+    code = StatusCode.DATA_LOSS
 
 
 class AbortedError(MkvError):
@@ -239,6 +261,7 @@ _BY_CODE: dict[StatusCode, type[MkvError]] = {
         FailedPreconditionError,
         AbortedError,
         CompactedError,
+        DataLossError,
     )
 }
 

@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 import mkv
+from mkv.node.follower import REPLICATION_SERVICE
 from mkv.rpc.health import HEALTH_SERVICE
 from mkv.std import reflection_v1_pb2
 from mkv.testing import running_node
@@ -122,7 +123,9 @@ async def test_reflection_lists_services_and_gives_usable_descriptors(mkv_node: 
     with trio.fail_after(30):
         for address, plane in both_ports(mkv_node):
             services, pool = await trio.to_thread.run_sync(_reflect, address)
-            assert sorted(services) == sorted([plane, HEALTH_SERVICE, *REFLECTION])
+            # The control port also serves node-to-node replication.
+            extra = [REPLICATION_SERVICE] if plane == CONTROL_SERVICE else []
+            assert sorted(services) == sorted([plane, *extra, HEALTH_SERVICE, *REFLECTION])
             # A descriptor built from reflection alone describes the real
             # service: same methods, same request types, field for field.
             ours = descriptor_pool.Default().FindServiceByName(plane)

@@ -23,16 +23,23 @@ def test_every_rpc_in_the_protos_is_served() -> None:
     """A method added to a .proto without a handler would answer UNIMPLEMENTED."""
     from mkv.node.controlplane import ControlPlane
     from mkv.node.dataplane import DataPlane
-    from mkv.v1 import control_pb2, data_pb2
+    from mkv.node.replication import ReplicationService
+    from mkv.v1 import control_pb2, data_pb2, replication_pb2
 
     served = {
         "DataPlane": set(DataPlane.methods(DataPlane.__new__(DataPlane))),
         "ControlPlane": set(ControlPlane.methods(ControlPlane.__new__(ControlPlane))),
+        "Replication": set(
+            ReplicationService.methods(ReplicationService.__new__(ReplicationService))
+        ),
     }
     declared = {
         "DataPlane": set(data_pb2.DESCRIPTOR.services_by_name["DataPlane"].methods_by_name),
         "ControlPlane": set(
             control_pb2.DESCRIPTOR.services_by_name["ControlPlane"].methods_by_name
+        ),
+        "Replication": set(
+            replication_pb2.DESCRIPTOR.services_by_name["Replication"].methods_by_name
         ),
     }
     assert served == declared
@@ -48,7 +55,10 @@ async def test_every_rpc_of_every_service_on_each_port_has_a_handler(tmp_path: P
         servers = [node._data_server, node._control_server]
     for server in servers:
         assert server is not None
-        assert len(server.service_names) == 4, server.service_names
+        # The planes, health, reflection (two versions); the control port
+        # also serves mkv.v1.Replication (node to node).
+        expected = 4 if server is node._data_server else 5
+        assert len(server.service_names) == expected, server.service_names
         for name in server.service_names:
             declared = descriptor_pool.Default().FindServiceByName(name).methods_by_name
             served = server._services[name].methods

@@ -17,7 +17,12 @@ they are removed in the background, and the field cleared once they are.
 ``"merge"`` (``{"left": ..., "right": ...}``) names a merge in progress:
 while the catalog still names the right partition it did not commit (the
 left one purges the right one's range from its store, which may hold some of
-it); once it does not, it did, and the right one's files are deleted. A
+it); once it does not, it did, and the right one's files are deleted.
+``"copies"`` names partitions being copied in from another node (a move,
+``docs/replication.md``): their files are deleted at start; ``"retired"``
+names partitions moved away whose files wait out a grace period: deleted at
+start too; an entry's ``"held"`` marks a partition copied in whose move has
+not yet said to serve it. A
 merge's survivor keeps ``"history_floor"``, the seq it numbers from: watch
 positions below it are refused even after a restart, when its log again
 holds its own older history but none of the absorbed partition's.
@@ -75,6 +80,10 @@ class CatalogEntry:
     # here, and its log holds only its own history before it, not the
     # absorbed partition's (a watcher of that range would miss changes).
     history_floor: int = 0
+    # Copied from another node and installed, but not to be served until the
+    # move that copied it says so (``PartitionRegistry.serve``): a node
+    # restarted in between must not serve it beside its old owner.
+    held: bool = False
 
 
 @attrs.frozen
@@ -96,6 +105,12 @@ class Catalog:
     map_version: int
     split: SplitInProgress | None = None
     merge: MergeInProgress | None = None
+    # Partitions being copied here from another node (``registry.follow``),
+    # not yet installed: their files are garbage after a restart.
+    copies: tuple[str, ...] = ()
+    # Partitions moved to another node whose files wait out the grace
+    # period: deleted at the next start.
+    retired: tuple[str, ...] = ()
 
     def to_json(self) -> bytes:
         doc: dict[str, object] = {
@@ -114,6 +129,7 @@ class Catalog:
                         else {}
                     ),
                     **({"history_floor": p.history_floor} if p.history_floor else {}),
+                    **({"held": True} if p.held else {}),
                 }
                 for p in self.partitions
             ],
@@ -122,6 +138,10 @@ class Catalog:
             doc["split"] = {"parent": self.split.parent, "child": self.split.child}
         if self.merge is not None:
             doc["merge"] = {"left": self.merge.left, "right": self.merge.right}
+        if self.copies:
+            doc["copies"] = list(self.copies)
+        if self.retired:
+            doc["retired"] = list(self.retired)
         return json.dumps(doc, indent=2).encode() + b"\n"
 
     @classmethod
@@ -146,6 +166,14 @@ class Catalog:
                 if not isinstance(merging[name], str) or not _ID_PATTERN.fullmatch(merging[name]):
                     raise ValueError(f"bad partition id {merging[name]!r} in the merge")
             merge = MergeInProgress(merging["left"], merging["right"])
+        listed: dict[str, tuple[str, ...]] = {}
+        for name in ("copies", "retired"):
+            ids = doc.get(name, [])
+            if not isinstance(ids, list) or not all(
+                isinstance(i, str) and _ID_PATTERN.fullmatch(i) for i in ids
+            ):
+                raise ValueError(f"bad partition ids {ids!r} in {name!r}")
+            listed[name] = tuple(ids)
         return cls(
             partitions=[
                 CatalogEntry(
@@ -162,12 +190,15 @@ class Catalog:
                         for start, end in p.get("purge", ())
                     ),
                     history_floor=_history_floor(p),
+                    held=p.get("held", False) is True,
                 )
                 for p in doc["partitions"]
             ],
             map_version=int(doc["map_version"]),
             split=split,
             merge=merge,
+            copies=listed["copies"],
+            retired=listed["retired"],
         )
 
     @staticmethod

@@ -270,6 +270,9 @@ class Config:
     # On shutdown, how long health reports NOT_SERVING while the node still
     # serves, so that load balancers stop sending before the ports close.
     shutdown_grace: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    # How long a partition moved to another node keeps answering BAD_NODE
+    # naming its new node before its files are deleted (docs/replication.md).
+    replica_grace: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
     # What one HTTP/2 connection may cost (docs/security.md, "Connection
     # limits"): frames that do no work (PING, SETTINGS, empty DATA ...) and
     # stream resets a second and at once, before GOAWAY ENHANCE_YOUR_CALM;

@@ -481,17 +481,26 @@ class DataPlane:
         ]
 
     def _hint(self, moved: MovedError | None = None) -> pb.RoutingHint:
-        if self.cluster is not None:
+        if self.cluster is not None and (moved is None or not moved.address):
             # A split or merge moved the key while the request waited: the
-            # cluster's map (once etcd has the change) says where it went.
+            # cluster's map (once etcd has the change) says where it went. A
+            # move names its target itself, ahead of etcd's view.
             hint = self._cluster_hint(self.cluster.routing, None)
             if moved is not None:
                 hint.message = str(moved)
             return hint
-        return pb.RoutingHint(
+        hint = pb.RoutingHint(
             message=str(moved)
             if moved is not None
             else "No partition on this node owns the key; the ranges it owns are listed.",
             owned=self._ranges(),
             map_version=self._registry.router.version,
         )
+        if moved is not None and moved.address:
+            # Moved to another node: name it, so the client goes there.
+            hint.owner.CopyFrom(
+                pb.PartitionRange(
+                    id=moved.owner, start=moved.start, end=moved.end or b"", address=moved.address
+                )
+            )
+        return hint

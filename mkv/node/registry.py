@@ -19,6 +19,7 @@ import functools
 import logging
 import os
 import shutil
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
@@ -44,6 +45,7 @@ from mkv.node.catalog import (
     SplitInProgress,
     check_partition_id,
 )
+from mkv.node.follower import Follower
 from mkv.observe.logs import fields
 from mkv.operations import Operation
 from mkv.partition.feed import WATCH_RETENTION_BYTES
@@ -70,6 +72,7 @@ from mkv.store import (
     check_store_kind,
 )
 from mkv.store.files import fsync_directory, make_directory
+from mkv.wire import Address
 from mkv.worker import WorkerPool
 
 __all__ = ["PartitionRegistry", "PartitionReport"]
@@ -137,6 +140,7 @@ class PartitionRegistry:
         stage_observer: StageObserver = UNOBSERVED,
         workers: WorkerPool | None = None,
         create_default: bool = True,
+        replica_grace: float = 60.0,
     ) -> None:
         """Args:
         create_default: with no catalog yet, create ``default`` owning every
@@ -149,6 +153,8 @@ class PartitionRegistry:
         stage_observer: handed to every partition's pipeline stages (metrics).
         workers: the node's thread pool every partition's store and log jobs
             run on; None: each partition has threads of its own.
+        replica_grace: seconds a partition moved to another node is kept
+            (answering BAD_NODE naming its new node) before its files go.
         """
         self.data_dir = data_dir
         self.watch_retention_bytes = watch_retention_bytes
@@ -167,6 +173,19 @@ class PartitionRegistry:
         self._purges: dict[str, tuple[KeyRange, ...]] = {}
         self._nursery: trio.Nursery | None = None
         self._closing = trio.Event()
+        self.replica_grace = replica_grace
+        # Per partition, the epoch of this node's leadership (cluster mode
+        # sets it; 0 on a single node): fetches of older epochs are refused.
+        self._epochs: dict[str, int] = {}
+        # Partitions being copied here from other nodes, by id.
+        self._followers: dict[str, Follower] = {}
+        # Partitions being handed to another node, held at their cut-over.
+        self._fences: dict[str, _Fence] = {}
+        # Installed here by a move, not yet routed to (``serve``).
+        self._held: set[str] = set()
+        # Moved to another node: still answering BAD_NODE naming it until
+        # the grace period ends, but no longer in the catalog.
+        self._retired: set[str] = set()
 
     # -- the data plane's view ------------------------------------------------
 
@@ -218,18 +237,30 @@ class PartitionRegistry:
                 await self.add(DEFAULT_PARTITION_ID, KeyRange(b"", None), self.default_store)
             elif catalog is not None:
                 await self._recover_split(catalog)
+                await self._recover_moves(catalog)
                 for entry in catalog.partitions:
                     await self._start_catalogued(entry)
                     if entry.purge:
                         self._purges[entry.id] = entry.purge
+                    if entry.held:
+                        self._held.add(entry.id)
                 self._publish(catalog.map_version)
                 await self._recover_merge(catalog)
-                if catalog.split is not None or catalog.merge is not None:
+                if (
+                    catalog.split is not None
+                    or catalog.merge is not None
+                    or catalog.copies
+                    or catalog.retired
+                ):
                     await self._save_catalog(catalog.map_version)
                 for partition_id in list(self._purges):
                     self._start_purge(self._partitions[partition_id])
             task_status.started()
             await self._closing.wait()
+            for fence in self._fences.values():
+                fence.decide(moved=False)
+            for follower in list(self._followers.values()):
+                nursery.start_soon(follower.abandon)
             for partition in self._partitions.values():
                 partition.close()
         self._nursery = None
@@ -375,7 +406,8 @@ class PartitionRegistry:
     def _publish(self, map_version: int) -> None:
         """Swap in a router over the current partitions."""
         self._router = Router.build(
-            ((p.range, p.id) for p in self._partitions.values()), version=map_version
+            ((p.range, p.id) for p in self._partitions.values() if p.id not in self._held),
+            version=map_version,
         )
 
     async def _recover_split(self, catalog: Catalog) -> None:
@@ -397,6 +429,21 @@ class PartitionRegistry:
             extra=fields(event="split_rolled_back", partition=catalog.split.parent),
         )
         await trio.to_thread.run_sync(self._delete_files, child)
+
+    async def _recover_moves(self, catalog: Catalog) -> None:
+        """Copies that were not installed before the node stopped, and
+        partitions moved away whose grace period the stop cut short: their
+        files are garbage."""
+        named = {entry.id for entry in catalog.partitions}
+        for partition_id in (*catalog.copies, *catalog.retired):
+            if partition_id in named:
+                continue  # defensive: a committed catalog never lists both
+            log.warning(
+                "partition %s: removing the files of an unfinished copy or a partition moved away",
+                partition_id,
+                extra=fields(event="move_files_removed", partition=partition_id),
+            )
+            await trio.to_thread.run_sync(self._delete_files, partition_id)
 
     async def _recover_merge(self, catalog: Catalog) -> None:
         """Finish or undo a merge the catalog records as in progress: if the
@@ -439,12 +486,16 @@ class PartitionRegistry:
                     p.pipeline_specs,
                     self._purges.get(p.id, ()),
                     p.history_floor,
+                    held=p.id in self._held,
                 )
                 for p in self._partitions.values()
+                if p.id not in self._retired
             ],
             map_version=map_version,
             split=split,
             merge=merge,
+            copies=tuple(self._followers),
+            retired=tuple(self._retired),
         )
         await trio.to_thread.run_sync(catalog.save, self._catalog_path)
 
@@ -485,7 +536,7 @@ class PartitionRegistry:
                 raise UnavailableError("The server is shutting down.")
             if not partition_id:
                 partition_id = self._free_id()
-            if partition_id in self._partitions:
+            if partition_id in self._partitions or partition_id in self._followers:
                 raise AlreadyExistsError(f"A partition with id {partition_id} already exists.")
             for other_range, other_id in self._router.conflicts(key_range):
                 raise AlreadyExistsError(
@@ -1025,6 +1076,303 @@ class PartitionRegistry:
             extra=fields(event="purge_done", partition=partition.id),
         )
 
+    # -- moving a partition between nodes (docs/replication.md) ----------------
+
+    def epoch(self, partition_id: str) -> int:
+        """The epoch of this node's leadership of ``partition_id`` (0: none set)."""
+        return self._epochs.get(partition_id, 0)
+
+    def set_epoch(self, partition_id: str, epoch: int) -> None:
+        """Say this node leads ``partition_id`` at ``epoch`` (cluster mode:
+        its leader key's create revision); fetches of older epochs are refused."""
+        self._epochs[partition_id] = epoch
+
+    def follower(self, partition_id: str) -> Follower | None:
+        return self._followers.get(partition_id)
+
+    def fenced(self, partition_id: str) -> bool:
+        return partition_id in self._fences
+
+    async def follow(
+        self,
+        partition_id: str,
+        key_range: KeyRange,
+        store: str,
+        pipeline: Sequence[str] | None,
+        source: Address,
+        epoch: int,
+        token: str | None = None,
+        operation: Operation | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        name: str = "",
+    ) -> Follower:
+        """Start copying ``partition_id`` from its leader at ``source`` (that
+        node's control address) in the background: a snapshot, then its log.
+
+        The copy is built in the partition's directory and named in the
+        catalog as unfinished, so a restart deletes it; nothing is routed to
+        it until ``Follower.cut_over`` and ``serve``.
+
+        Raises:
+            InvalidArgumentError: bad id, store kind or pipeline.
+            AlreadyExistsError: the id is taken here, or being copied, or the
+                range overlaps a partition here.
+            UnavailableError: the node is shutting down.
+        """
+        check_partition_id(partition_id)
+        check_store_kind(store)
+        pipeline = self.pipeline_for(store) if pipeline is None else tuple(pipeline)
+        check_pipeline(pipeline)
+        async with self._lock:
+            if self._closing.is_set() or self._nursery is None:
+                raise UnavailableError("The server is shutting down.")
+            if partition_id in self._partitions or partition_id in self._followers:
+                raise AlreadyExistsError(f"A partition with id {partition_id} already exists.")
+            for other_range, other_id in self._router.conflicts(key_range):
+                raise AlreadyExistsError(
+                    f"Range {key_range} overlaps range {other_range} of partition {other_id}."
+                )
+            await trio.to_thread.run_sync(self._delete_files, partition_id)
+            directory = self._directory(partition_id)
+            follower = Follower(
+                partition_id,
+                key_range,
+                store,
+                pipeline,
+                source,
+                epoch,
+                directory=directory,
+                install=self._install_copy,
+                discard=self._discard_copy,
+                token=token,
+                ssl_context=ssl_context,
+                operation=operation,
+                name=name,
+            )
+            self._followers[partition_id] = follower
+            try:
+                # Named first: a crash from here on leaves files a restart removes.
+                await self._save_catalog(self._router.version)
+                await trio.to_thread.run_sync(make_directory, directory)
+            except BaseException:
+                del self._followers[partition_id]
+                raise
+            await self._nursery.start(follower.run)
+            log.info(
+                "partition %s: copying %s from %s at epoch %d",
+                partition_id,
+                key_range,
+                source,
+                epoch,
+                extra=fields(event="follow_started", partition=partition_id),
+            )
+            return follower
+
+    async def _install_copy(self, follower: Follower, seq: int, timestamp: int) -> Partition:
+        """The copy holds the leader's state at ``seq``: make it a partition
+        here, held (not routed) until ``serve``."""
+        async with self._lock:
+            if self._followers.get(follower.partition_id) is not follower:
+                raise UnavailableError(f"The copy of {follower.partition_id} was abandoned.")
+            entry = CatalogEntry(
+                follower.partition_id, follower.range, follower.store, follower.pipeline
+            )
+            directory = follower.directory
+            began = time.monotonic()
+            try:
+                # The leader's state at ``seq``, durable; the file is closed.
+                await trio.to_thread.run_sync(follower.target.finish, seq, timestamp)
+                await trio.to_thread.run_sync(
+                    install, entry.store, directory, follower.path, self._store_options(entry.id)
+                )
+                self._held.add(entry.id)
+                partition = await self._start(entry)
+            except BaseException:
+                self._held.discard(entry.id)
+                raise
+            del self._followers[entry.id]
+            try:
+                await self._save_catalog(self._router.version)  # held, installed
+            except BaseException:
+                self._followers[entry.id] = follower
+                del self._partitions[entry.id]
+                self._held.discard(entry.id)
+                partition.close()
+                with trio.CancelScope(shield=True):
+                    await partition.wait_stopped()
+                raise
+            self._epochs[entry.id] = follower.epoch
+            log.info(
+                "partition %s: installed the copy at seq %d in %.1f ms (held)",
+                entry.id,
+                seq,
+                (time.monotonic() - began) * 1000,
+                extra=fields(event="copy_installed", partition=entry.id, seq=seq),
+            )
+            return partition
+
+    async def _discard_copy(self, follower: Follower) -> None:
+        with trio.CancelScope(shield=True):
+            async with self._lock:
+                if self._followers.get(follower.partition_id) is not follower:
+                    return
+                await trio.to_thread.run_sync(self._delete_files, follower.partition_id)
+                del self._followers[follower.partition_id]
+                await self._save_catalog(self._router.version)
+
+    async def serve(self, partition_id: str) -> Partition:
+        """Route to ``partition_id``, installed here by a move and held till now.
+
+        Raises:
+            NotFoundError: no such partition here.
+        """
+        async with self._lock:
+            partition = self._partitions.get(partition_id)
+            if partition is None:
+                raise NotFoundError(f"No partition with id {shown(partition_id)}.")
+            if partition_id not in self._held:
+                return partition
+            self._held.discard(partition_id)
+            version = self._router.version + 1
+            try:
+                await self._save_catalog(version)
+            except BaseException:
+                self._held.add(partition_id)
+                raise
+            self._publish(version)
+            log.info(
+                "partition %s: serving %s from seq %d",
+                partition_id,
+                partition.range,
+                partition.last_seq() + 1,
+                extra=fields(event="partition_serving", partition=partition_id),
+            )
+            return partition
+
+    async def fence(
+        self, partition_id: str, successor: Address, *, owner: str | None = None
+    ) -> int:
+        """Stop admitting requests for ``partition_id``, let those in flight
+        finish, and return its last seq (the move's final seq).
+
+        The partition is held as a split's cut-over holds it: requests that
+        come meanwhile wait, and once the move is decided are answered
+        BAD_NODE naming ``successor`` (its data address) if it moved
+        (``moved_away``), or served here if not (``unfence``).
+
+        Raises:
+            NotFoundError: no such partition.
+            FailedPreconditionError: it is not active, or already fenced.
+            MkvError: the partition refused the hold (it failed).
+        """
+        async with self._lock:
+            partition = self._partitions.get(partition_id)
+            if partition is None or partition_id in self._retired:
+                raise NotFoundError(f"No partition with id {shown(partition_id)}.")
+            if partition.state is not PartitionState.ACTIVE or partition_id in self._fences:
+                raise FailedPreconditionError(
+                    f"Partition {partition_id} is {partition.state.value}"
+                    f"{' and fenced' if partition_id in self._fences else ''}; only an active "
+                    "partition can be handed over."
+                )
+            assert self._nursery is not None
+            fence = self._fences[partition_id] = _Fence()
+            whole = partition.range
+            command = Cutover(
+                KeyRange(whole.start, whole.start),
+                whole,
+                owner or partition_id,
+                fence.at_release,
+                address=str(successor),
+            )
+            self._nursery.start_soon(self._hold, partition, fence, command)
+        await fence.held.wait()
+        if fence.error is not None:
+            raise fence.error
+        log.info(
+            "partition %s: fenced at seq %d for %s",
+            partition_id,
+            fence.seq,
+            successor,
+            extra=fields(event="fenced", partition=partition_id, seq=fence.seq),
+        )
+        return fence.seq
+
+    async def _hold(self, partition: Partition, fence: _Fence, command: Cutover) -> None:
+        try:
+            await partition.submit(command)
+        except MkvError as exc:
+            if not fence.held.is_set():
+                fence.error = exc
+        finally:
+            fence.held.set()
+            fence.released.set()
+            if self._fences.get(partition.id) is fence and not fence.moved:
+                del self._fences[partition.id]
+
+    async def unfence(self, partition_id: str) -> None:
+        """The move of ``partition_id`` is abandoned: serve it here again
+        (the requests held meanwhile are answered, or re-routed back)."""
+        fence = self._fences.get(partition_id)
+        if fence is None or fence.moved:
+            return
+        fence.decide(moved=False)
+        await fence.released.wait()
+        log.info(
+            "partition %s: unfenced; serving here again",
+            partition_id,
+            extra=fields(event="unfenced", partition=partition_id),
+        )
+
+    async def moved_away(self, partition_id: str) -> None:
+        """The move of fenced ``partition_id`` committed: it leaves the
+        catalog, answers BAD_NODE naming its new node, and its files are
+        deleted after ``replica_grace`` seconds.
+
+        Raises:
+            FailedPreconditionError: it is not fenced.
+        """
+        async with self._lock:
+            fence = self._fences.get(partition_id)
+            partition = self._partitions.get(partition_id)
+            if fence is None or partition is None:
+                raise FailedPreconditionError(f"Partition {partition_id} is not fenced.")
+            self._retired.add(partition_id)
+            try:
+                await self._save_catalog(self._router.version)
+            except BaseException:
+                self._retired.discard(partition_id)
+                raise
+            fence.decide(moved=True)
+            assert self._nursery is not None
+            self._nursery.start_soon(self._retire, partition, fence)
+        await fence.released.wait()
+
+    async def _retire(self, partition: Partition, fence: _Fence) -> None:
+        """After the grace period, forget a partition moved away and delete its files."""
+        with trio.move_on_after(self.replica_grace):
+            await self._closing.wait()
+        if self._closing.is_set():
+            return  # the catalog lists it as retired: the next start deletes it
+        async with self._lock:
+            if self._partitions.get(partition.id) is partition:
+                del self._partitions[partition.id]
+                self._publish(self._router.version + 1)
+            partition.close()
+            await partition.wait_stopped()
+            await trio.to_thread.run_sync(self._delete_files, partition.id)
+            self._retired.discard(partition.id)
+            if self._fences.get(partition.id) is fence:
+                del self._fences[partition.id]
+            self._epochs.pop(partition.id, None)
+            await self._save_catalog(self._router.version)
+        log.info(
+            "partition %s: moved away; its files are deleted",
+            partition.id,
+            extra=fields(event="partition_retired", partition=partition.id),
+        )
+
     async def info(self, partition: Partition) -> PartitionReport:
         return PartitionReport(
             id=partition.id,
@@ -1086,6 +1434,34 @@ class PartitionRegistry:
         # A caching partition's durable store, when it lives apart.
         if (durable := self._store_options(partition_id).durable_directory) is not None:
             shutil.rmtree(durable, ignore_errors=True)
+
+
+class _Fence:
+    """A partition held at a cut-over until its move is decided."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.timestamp = 0
+        self.error: MkvError | None = None
+        self.moved = False
+        # Set once the partition is held (``seq`` known) or refused the hold.
+        self.held = trio.Event()
+        self._decided = trio.Event()
+        # Set once the hold ended (requests answered or re-routed).
+        self.released = trio.Event()
+
+    def decide(self, *, moved: bool) -> None:
+        self.moved = moved
+        self._decided.set()
+
+    async def at_release(self, seq: int, timestamp: int) -> None:
+        """The ``Cutover``'s turn: every write before it is applied."""
+        self.seq, self.timestamp = seq, timestamp
+        self.held.set()
+        await self._decided.wait()
+        if not self.moved:
+            # The Cutover gives the range back: the partition serves it again.
+            raise UnavailableError("The partition's move was abandoned; retry.")
 
 
 def _sync(store: StateStore) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import ssl
 import time
 from collections.abc import Mapping
@@ -24,7 +25,9 @@ from mkv.node.cluster_local import RegistryPartitions
 from mkv.node.config import Config, ConfigError
 from mkv.node.controlplane import ControlPlane, NodeFacts
 from mkv.node.dataplane import DataPlane
+from mkv.node.follower import REPLICATION_SERVICE
 from mkv.node.registry import PartitionRegistry
+from mkv.node.replication import OUTGOING_DIR, ReplicationService
 from mkv.node.snapshot_service import SnapshotService
 from mkv.node.statistics import RegistryStatistics
 from mkv.observe.logs import RequestLog, fields
@@ -107,10 +110,13 @@ class Node:
             stage_observer=HISTOGRAMS,
             # In cluster mode etcd says what this node holds (docs/cluster.md).
             create_default=not config.clustered,
+            replica_grace=config.replica_grace,
         )
         # Cluster mode's membership; made in run() (the node id is on disk).
         self.cluster: Membership | None = None
         self.operations = OperationRegistry()
+        # Served on the control port: node to node, under the control token.
+        self.replication = ReplicationService(self.registry, config.data_dir / OUTGOING_DIR)
         # Set in run(): creating the root is disk work, not for the constructor.
         self.snapshots: SnapshotService | None = None
         # time.time() and time.monotonic() when run() began (NodeStatus).
@@ -221,7 +227,16 @@ class Node:
             connection_limits=self.config.connection_limits,
             request_memory=self._request_memory,
         )
+        control_server.add_service(
+            REPLICATION_SERVICE,
+            self._observed(REPLICATION_SERVICE, self.replication.methods()),
+            guard=_all_of(control_guards),
+        )
         self._add_standard_services(control_server)
+        # Snapshots a leader was streaming when the node stopped.
+        await trio.to_thread.run_sync(
+            lambda: shutil.rmtree(self.config.data_dir / OUTGOING_DIR, ignore_errors=True)
+        )
         log.info(
             "starting: data in %s",
             self.config.data_dir,

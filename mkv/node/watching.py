@@ -24,7 +24,7 @@ import trio
 
 from mkv.errors import CompactedError, InvalidArgumentError, ResourceExhaustedError
 from mkv.partition.feed import Change
-from mkv.partition.task import Partition
+from mkv.partition.task import Move, Partition
 from mkv.router import format_key
 from mkv.v1 import data_pb2 as pb
 
@@ -111,12 +111,7 @@ async def _watch(
                 status=pb.BAD_NODE,
                 partition_id=partition.id,
                 progress_seq=move.seq,
-                hint=pb.RoutingHint(
-                    message=(
-                        f"Keys from {format_key(move.range.start)} moved to partition "
-                        f"{move.owner} at seq {move.seq}; watch them there from seq {move.seq}."
-                    )
-                ),
+                hint=_moved_hint(move),
             )
             return
         if (lag := feed.lag_bytes(cursor)) > max_lag:
@@ -147,3 +142,23 @@ async def _watch(
         else:
             # Let the partition and other watchers run between reads of the feed.
             await trio.lowlevel.checkpoint()
+
+
+def _moved_hint(move: Move) -> pb.RoutingHint:
+    hint = pb.RoutingHint(
+        message=(
+            f"Keys from {format_key(move.range.start)} moved to partition "
+            f"{move.owner} at seq {move.seq}; watch them there from seq {move.seq}."
+        )
+    )
+    if move.address:
+        # Moved to another node: name it, so the watcher resumes there.
+        hint.owner.CopyFrom(
+            pb.PartitionRange(
+                id=move.owner,
+                start=move.range.start,
+                end=move.range.end or b"",
+                address=move.address,
+            )
+        )
+    return hint

@@ -87,6 +87,9 @@ class Cutover:
     moved: KeyRange
     owner: str
     at_release: Callable[[int, int], Awaitable[int | None]]
+    # The data address of the node ``owner`` is on, when it is another node
+    # (a move): requests refused from here on name it, so clients re-route there.
+    address: str = ""
 
 
 @attrs.frozen

@@ -127,6 +127,18 @@ class Move:
     # The partition's last applied seq at the cut-over: every change of the
     # range up to it is in this partition's feed, every later one in the owner's.
     seq: int
+    # The data address of the owner's node, when it is another node (a move).
+    address: str = ""
+
+    def moved_error(self, message: str) -> MovedError:
+        return MovedError(
+            message,
+            owner=self.owner,
+            seq=self.seq,
+            address=self.address,
+            start=self.range.start,
+            end=self.range.end,
+        )
 
 
 def _mutated_keys(command: Upsert | Remove | Increment) -> list[bytes]:
@@ -273,6 +285,8 @@ class Partition:
         self._shrunk = False
         # The seq an ``Extend`` admitted and not yet released numbers above.
         self._extend_top: int | None = None
+        # A ``Cutover`` admitted and not yet released.
+        self._handing_over: Cutover | None = None
 
     # -- the outside: called by request handlers and the registry ---------------
 
@@ -333,13 +347,15 @@ class Partition:
         low, high = min(keys), max(keys)
         if low >= rng.start and (rng.end is None or high < rng.end):
             return
-        for move in self.moves:
+        moves = self.moves
+        if (handing := self._handing_over) is not None:
+            # Admitted while a cut-over waits for its turn: the new owner is known.
+            moves = [*moves, Move(handing.moved, handing.owner, 0, handing.address)]
+        for move in moves:
             if low in move.range or high in move.range:
-                raise MovedError(
+                raise move.moved_error(
                     f"Keys from {format_key(move.range.start)} moved to partition "
-                    f"{move.owner}; re-route.",
-                    owner=move.owner,
-                    seq=move.seq,
+                    f"{move.owner}{f' on {move.address}' if move.address else ''}; re-route."
                 )
         raise MovedError(f"Partition {self.id} no longer owns the key; re-route.")
 
@@ -602,6 +618,7 @@ class Partition:
             # writes before this one are all the new owner must catch up on.
             self.range = command.keep
             self._shrunk = True
+            self._handing_over = command
             window.complete(ticket, None)
             return
         if isinstance(command, Extend):
@@ -856,6 +873,7 @@ class Partition:
         try:
             resume = await command.at_release(seq, self._store.last_timestamp())
         except BaseException as exc:
+            self._handing_over = None
             # Not handed over: the range is this partition's again.
             self.range = KeyRange(command.keep.start, command.moved.end)
             if isinstance(exc, MkvError):
@@ -866,8 +884,16 @@ class Partition:
                 pending.fail(InternalError(f"The cut-over of partition {self.id} failed."))
                 return
             raise
+        self._handing_over = None
         self.read_range = command.keep
-        self.moves.append(Move(command.moved, command.owner, seq if resume is None else resume))
+        self.moves.append(
+            Move(
+                command.moved,
+                command.owner,
+                seq if resume is None else resume,
+                command.address,
+            )
+        )
         # Watchers of the moved range end now, even with no write to wake them.
         self._feed_changed.set()
         self._feed_changed = trio.Event()

@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import struct
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import trio
 
@@ -53,6 +55,7 @@ __all__ = [
     "copy_range",
     "feed_writes",
     "feed_writes_through",
+    "hash_rows",
     "load_rows",
     "load_writes",
     "remove_range",
@@ -62,7 +65,13 @@ __all__ = [
 # Feed bytes read per catch-up step (each is one transaction on the range file).
 CATCH_UP_BYTES = 4 * 1024 * 1024
 _CAPTURE_NAME = "transfer-capture.sqlite3.tmp"
+_ROW_HEAD = struct.Struct(">I")
+_ROW_TAIL = struct.Struct(">QQ")
 _UPSERT = "INSERT OR REPLACE INTO kv (key, value, seq, ts) VALUES (?, ?, ?, ?)"
+
+
+class Hasher(Protocol):
+    def update(self, data: bytes, /) -> None: ...
 
 
 class RangeFile:
@@ -112,6 +121,31 @@ class RangeFile:
         except sqlite3.Error as exc:
             raise StorageError(f"Copying the range into {self.path} failed ({exc}).") from exc
         return count
+
+    def put_rows(self, rows: Sequence[tuple[bytes, bytes, int, int]]) -> None:
+        """Insert ``(key, value, seq, ts)`` rows (a snapshot streamed from
+        another node, in key order) in one transaction; the meta is left
+        alone until ``set_position`` says whose state they are."""
+        try:
+            self._conn.execute("BEGIN")
+            self._conn.executemany(_UPSERT, rows)
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise StorageError(f"Writing rows into {self.path} failed ({exc}).") from exc
+
+    def set_position(self, seq: int, timestamp: int) -> None:
+        """Say the file holds the source's state at ``seq`` (a streamed
+        snapshot, every row in): writes up to it are skipped by ``apply``."""
+        try:
+            self._conn.execute("BEGIN")
+            self._set_meta(seq, timestamp)
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise StorageError(f"Writing {self.path} failed ({exc}).") from exc
 
     def apply(self, writes: Iterable[Write]) -> int:
         """Apply ``writes`` (numbered above ``seq``, in order) filtered to the
@@ -177,6 +211,18 @@ class RangeFile:
         self._conn.executemany(
             "UPDATE meta SET value = ? WHERE name = ?", [(seq, "last_seq"), (timestamp, "last_ts")]
         )
+
+
+def hash_rows(hasher: Hasher, rows: Iterable[tuple[bytes, bytes, int, int]]) -> None:
+    """Feed ``(key, value, seq, ts)`` rows into ``hasher`` (SHA-256) in the
+    one encoding both ends of a streamed snapshot use (replication.proto's
+    ``SnapshotEnd``): a reordered, dropped or changed row changes the digest."""
+    for key, value, seq, ts in rows:
+        hasher.update(_ROW_HEAD.pack(len(key)))
+        hasher.update(key)
+        hasher.update(_ROW_HEAD.pack(len(value)))
+        hasher.update(value)
+        hasher.update(_ROW_TAIL.pack(seq, ts))
 
 
 def feed_writes(feed: ChangeFeed, after_seq: int, up_to: int | None = None) -> list[Write]:

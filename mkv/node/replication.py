@@ -1,0 +1,468 @@
+"""The leader side of ``mkv.v1.Replication``, and a whole move between two nodes.
+
+``ReplicationService.fetch`` serves one follower's Fetch stream
+(docs/replication.md): the first request says where to start (a snapshot,
+or after a seq); every request asks for exactly one answer, so the leader
+never produces more than the follower has asked for (a follower that stops
+reading stops asking: the leader holds at most its few outstanding answers
+and the HTTP/2 window). A snapshot is captured at one seq between two
+writes (``mkv.snapshots.stores.begin_capture``, as a split's copy is),
+written out off the event loop, and streamed as rows in key order with a
+SHA-256 of the whole row stream; then the partition's change feed (its
+retained log) is streamed as records after the snapshot's seq. Every answer
+carries the leader's epoch and commit seq. A position older than the feed
+retains is answered SNAPSHOT_REQUIRED.
+
+``move_partition`` runs a whole move without etcd (tests, and the cluster
+layer, which passes its etcd Txn as ``switch``): follow, catch up, fence the
+source, cut over on the target, switch, serve, retire the source.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from pathlib import Path
+
+import attrs
+import trio
+
+from mkv.errors import (
+    CompactedError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    StorageError,
+    UnavailableError,
+)
+from mkv.node.follower import FETCH_BYTES, Follower
+from mkv.node.registry import PartitionRegistry
+from mkv.observe.logs import fields
+from mkv.operations import Operation, run_stoppable
+from mkv.partition.task import Partition, Read
+from mkv.rpc.server import BidiStream, Handler, ServerStream
+from mkv.snapshots.stores import begin_capture
+from mkv.snapshots.transfer import feed_writes, hash_rows
+from mkv.v1 import data_pb2
+from mkv.v1 import replication_pb2 as pb
+from mkv.wire import Address
+
+__all__ = ["MoveResult", "ReplicationService", "move_partition"]
+
+log = logging.getLogger("mkv.replication")
+
+# With nothing new to send, the leader answers a request after this long
+# anyway (a heartbeat with its commit seq): a silent stream is a dead one.
+HEARTBEAT_SECONDS = 1.0
+# A follower asks again as soon as it has applied an answer: one that sends
+# nothing for this long (killed, cut off: purerpc may not notice) is gone.
+FOLLOWER_SILENCE_SECONDS = 30.0
+# The most bytes a follower may ask for in one answer.
+MAX_FETCH_BYTES = 4 * 1024 * 1024
+# Rows read from the snapshot file per query.
+_ROWS_PER_READ = 2000
+# Where leaders write the snapshots they stream, under the data directory;
+# emptied at every start.
+OUTGOING_DIR = "replication-out"
+
+
+class ReplicationService:
+    """Serves ``mkv.v1.Replication`` for the partitions this node leads."""
+
+    def __init__(self, registry: PartitionRegistry, scratch: Path) -> None:
+        self._registry = registry
+        self._scratch = scratch
+        # A test hook: called with each snapshot chunk's rows before they
+        # are sent (the SHA-256 is of the rows as read), to corrupt one in transit.
+        self.tamper: Callable[[list[pb.Row]], None] | None = None
+        # The durable seq each follower last reported, by (partition, follower).
+        self.durable: dict[tuple[str, str], int] = {}
+        # Answers produced, on every stream (each answers one request).
+        self.answers = 0
+
+    def methods(self) -> dict[str, tuple[type, Handler | ServerStream | BidiStream]]:
+        return {"Fetch": (pb.FetchRequest, BidiStream(self.fetch))}
+
+    async def fetch(
+        self, requests: AsyncIterator[pb.FetchRequest]
+    ) -> AsyncGenerator[pb.FetchResponse, None]:
+        async with aclosing(self._fetch(requests)) as answers:
+            async for answer in answers:
+                self.answers += 1
+                yield answer
+
+    async def _fetch(
+        self, requests: AsyncIterator[pb.FetchRequest]
+    ) -> AsyncGenerator[pb.FetchResponse, None]:
+        first = await _next(requests)
+        if first is None:
+            return
+        partition = self._leading(first)
+        who = (partition.id, first.follower)
+        start = first.WhichOneof("start")
+        if start is None:
+            raise InvalidArgumentError("The first FetchRequest must say where to start.")
+        if start == "snapshot":
+            position = -1
+            # Closed here, not by the garbage collector, when the stream ends early.
+            async with aclosing(self._snapshot(partition, first, requests, who)) as snapshot:
+                async for response in snapshot:
+                    if response.WhichOneof("body") == "snapshot_begin":
+                        position = response.snapshot_begin.seq
+                    yield response
+            if position < 0:
+                return  # the follower went away mid-snapshot
+            request = await _next(requests)
+        else:
+            position = first.after_seq
+            if position > partition.last_seq():
+                raise FailedPreconditionError(
+                    f"Seq {position} is past partition {partition.id}'s last seq "
+                    f"{partition.last_seq()} on this node: the follower's log diverged."
+                )
+            request = first
+        while request is not None:
+            self._check(partition, request)
+            self.durable[who] = request.durable_seq
+            response = await self._records(partition, position, _budget(request))
+            yield response
+            if response.WhichOneof("body") == "snapshot_required":
+                return
+            if response.records.records:
+                position = response.records.records[-1].seq
+            request = await _next(requests)
+
+    def _leading(self, request: pb.FetchRequest) -> Partition:
+        partition = self._registry.partition(request.partition_id)
+        if partition is None or self._registry.follower(request.partition_id) is not None:
+            raise NotFoundError(f"No partition {request.partition_id!r} leads on this node.")
+        self._check(partition, request)
+        return partition
+
+    def _check(self, partition: Partition, request: pb.FetchRequest) -> None:
+        """Raises:
+        FailedPreconditionError: the request's epoch is older than this
+            leader's (cluster.md rule 2), naming the current one.
+        UnavailableError: the partition stopped or was replaced here.
+        """
+        epoch = self._registry.epoch(partition.id)
+        if request.epoch < epoch:
+            raise FailedPreconditionError(
+                f"Fetch of partition {partition.id} at epoch {request.epoch} refused: "
+                f"this leader is at epoch {epoch}."
+            )
+        if self._registry.partition(partition.id) is not partition:
+            raise UnavailableError(f"Partition {partition.id} was replaced on this node; retry.")
+
+    def _answer(self, partition: Partition, epoch: int, **body: object) -> pb.FetchResponse:
+        return pb.FetchResponse(
+            epoch=epoch,
+            commit_seq=partition.last_seq(),
+            **body,  # type: ignore[arg-type]
+        )
+
+    async def _records(
+        self, partition: Partition, position: int, max_bytes: int
+    ) -> pb.FetchResponse:
+        """One answer: the records after ``position`` (waiting up to a
+        heartbeat for some), or SNAPSHOT_REQUIRED."""
+        feed = partition.feed
+        with trio.move_on_after(HEARTBEAT_SECONDS):
+            while not _has_entries(partition, position):
+                try:
+                    await partition.wait_for_changes(max(position, feed.last_seq))
+                except UnavailableError:
+                    break
+        epoch = self._registry.epoch(partition.id)
+        try:
+            writes = feed_writes(feed, position, None)
+        except CompactedError:
+            return self._answer(partition, epoch, snapshot_required=_required(partition))
+        records: list[pb.Record] = []
+        size = 0
+        for write in writes:
+            if records and size >= max_bytes:
+                break
+            record = pb.Record(
+                seq=write.seq,
+                timestamp=write.timestamp,
+                puts=[data_pb2.Entry(key=k, value=v) for k, v in write.puts],
+                deletes=write.deletes,
+            )
+            records.append(record)
+            size += record.ByteSize()
+        return self._answer(partition, epoch, records=pb.Records(records=records))
+
+    async def _snapshot(
+        self,
+        partition: Partition,
+        first: pb.FetchRequest,
+        requests: AsyncIterator[pb.FetchRequest],
+        who: tuple[str, str],
+    ) -> AsyncGenerator[pb.FetchResponse, None]:
+        """Capture ``partition`` at one seq, write it out off the event loop,
+        and stream its rows, one answer per request (``first`` is answered
+        with SNAPSHOT_BEGIN), ending with their SHA-256."""
+        epoch = self._registry.epoch(partition.id)
+        capture = await partition.submit(Read(begin_capture))
+        # A directory of its own: SQLite may leave a journal beside the file.
+        folder = self._scratch / f"{partition.id}-{uuid.uuid4().hex}"
+        path = folder / "snapshot.sqlite3"
+        began = time.monotonic()
+        try:
+            try:
+                await trio.to_thread.run_sync(_create_empty, path)
+
+                def write(stop: threading.Event) -> None:
+                    capture.write(str(path), lambda *_: None, stop)
+
+                await run_stoppable(write, name=f"mkv-replicate-{partition.id}")
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(capture.close)
+            seq, timestamp = capture.seq, capture.timestamp
+            rng = partition.range
+            yield self._answer(
+                partition,
+                epoch,
+                snapshot_begin=pb.SnapshotBegin(
+                    seq=seq, timestamp=timestamp, start=rng.start, end=rng.end or b""
+                ),
+            )
+            reader = await trio.to_thread.run_sync(_RowReader, path, rng.start, rng.end)
+            try:
+                hasher = hashlib.sha256()
+                count = 0
+                pending: list[tuple[bytes, bytes, int, int]] = []
+                while (request := await _next(requests)) is not None:
+                    self._check(partition, request)
+                    self.durable[who] = request.durable_seq
+                    budget = _budget(request)
+                    rows: list[tuple[bytes, bytes, int, int]] = []
+                    size = 0
+                    while size < budget:
+                        if not pending:
+                            pending = await trio.to_thread.run_sync(reader.next, _ROWS_PER_READ)
+                            if not pending:
+                                break
+                        take = 0
+                        while take < len(pending) and size < budget:
+                            size += len(pending[take][0]) + len(pending[take][1]) + 24
+                            take += 1
+                        rows += pending[:take]
+                        del pending[:take]
+                    if not rows:
+                        yield self._answer(
+                            partition,
+                            epoch,
+                            snapshot_end=pb.SnapshotEnd(
+                                sha256=hasher.digest(), rows=count, seq=seq, timestamp=timestamp
+                            ),
+                        )
+                        log.info(
+                            "partition %s: streamed a snapshot of %d rows at seq %d to %s "
+                            "in %.1f s",
+                            partition.id,
+                            count,
+                            seq,
+                            who[1] or "a follower",
+                            time.monotonic() - began,
+                            extra=fields(event="snapshot_streamed", partition=partition.id),
+                        )
+                        return
+                    hash_rows(hasher, rows)
+                    count += len(rows)
+                    message = [pb.Row(key=k, value=v, seq=s, timestamp=t) for k, v, s, t in rows]
+                    if self.tamper is not None:
+                        self.tamper(message)
+                    yield self._answer(
+                        partition, epoch, snapshot_rows=pb.SnapshotRows(rows=message)
+                    )
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(reader.close)
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(
+                    functools.partial(shutil.rmtree, folder, ignore_errors=True)
+                )
+
+
+async def _next(requests: AsyncIterator[pb.FetchRequest]) -> pb.FetchRequest | None:
+    """The follower's next request (None: it closed the stream).
+
+    Raises:
+        UnavailableError: it sent nothing for ``FOLLOWER_SILENCE_SECONDS``.
+    """
+    with trio.move_on_after(FOLLOWER_SILENCE_SECONDS):
+        return await anext(requests, None)
+    raise UnavailableError(
+        f"The follower sent nothing for {FOLLOWER_SILENCE_SECONDS:g} s; ending its stream."
+    )
+
+
+def _budget(request: pb.FetchRequest) -> int:
+    return min(request.max_bytes or FETCH_BYTES, MAX_FETCH_BYTES)
+
+
+def _required(partition: Partition) -> pb.SnapshotRequired:
+    return pb.SnapshotRequired(retained_after=partition.feed.retained_after)
+
+
+def _has_entries(partition: Partition, position: int) -> bool:
+    """Whether the feed holds a write above ``position`` (not only skipped seqs)."""
+    try:
+        return bool(partition.feed.read(position, 1))
+    except CompactedError:
+        return True  # answered SNAPSHOT_REQUIRED at once
+
+
+def _create_empty(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    path.touch()
+
+
+class _RowReader:
+    """The rows of ``[start, end)`` of a snapshot file, in key order; blocking."""
+
+    def __init__(self, path: Path, start: bytes, end: bytes | None) -> None:
+        try:
+            self._conn = sqlite3.connect(
+                f"{path.absolute().as_uri()}?mode=ro", uri=True, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"Cannot read the snapshot {path} ({exc}).") from exc
+        self._after: bytes | None = None
+        self._start = start
+        self._end = end
+
+    def next(self, limit: int) -> list[tuple[bytes, bytes, int, int]]:
+        query = "SELECT key, value, seq, ts FROM kv WHERE key >= ?"
+        params: list[object] = [self._start]
+        if self._after is not None:
+            query = "SELECT key, value, seq, ts FROM kv WHERE key > ?"
+            params = [self._after]
+        if self._end is not None:
+            query += " AND key < ?"
+            params.append(self._end)
+        try:
+            rows = [
+                (bytes(k), bytes(v), int(s), int(t))
+                for k, v, s, t in self._conn.execute(
+                    f"{query} ORDER BY key LIMIT ?", (*params, limit)
+                )
+            ]
+        except sqlite3.Error as exc:
+            raise StorageError(f"Reading a snapshot failed ({exc}).") from exc
+        if rows:
+            self._after = rows[-1][0]
+        return rows
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+# -- a whole move ---------------------------------------------------------------
+
+
+@attrs.frozen
+class MoveResult:
+    partition: Partition
+    final_seq: int
+    # From the start of the copy to the target serving.
+    seconds: float
+    # From the fence to the target serving: the pause writers saw.
+    cut_over_seconds: float
+
+
+Switch = Callable[[int], Awaitable[None]]
+
+
+async def move_partition(
+    source: PartitionRegistry,
+    target: PartitionRegistry,
+    partition_id: str,
+    *,
+    source_address: Address,
+    target_data_address: Address,
+    token: str | None = None,
+    epoch: int | None = None,
+    switch: Switch | None = None,
+    max_lag: int = 64,
+    operation: Operation | None = None,
+    within: float = 30.0,
+) -> MoveResult:
+    """Move ``partition_id`` from ``source`` to ``target`` while it takes writes.
+
+    Follow (the target copies from ``source_address``, the source node's
+    control address) → caught up → fence the source → cut over on the target
+    (held) → ``switch(final_seq)`` (cluster mode: the etcd Txn that makes
+    the target leader; here, by default, the source's catalog drops the
+    partition) → the target serves → the source answers BAD_NODE naming
+    ``target_data_address`` and deletes its copy after its grace period.
+
+    If anything fails before ``switch`` returns, the copy is abandoned and
+    the source serves again: nothing is lost, and clients held meanwhile are
+    answered (or re-routed back).
+
+    Raises:
+        MkvError: as the step that failed.
+    """
+    began = time.monotonic()
+    partition = source.partition(partition_id)
+    if partition is None:
+        raise NotFoundError(f"No partition with id {partition_id!r} on the source.")
+    epoch = source.epoch(partition_id) if epoch is None else epoch
+    follower: Follower = await target.follow(
+        partition_id,
+        partition.range,
+        partition.store_kind,
+        partition.pipeline_specs,
+        source_address,
+        epoch,
+        token,
+        operation,
+        name="move",
+    )
+    fenced_at: float | None = None
+    switched = False
+    try:
+        await follower.caught_up(max_lag)
+        if operation is not None:
+            operation.report("cut-over", 0, 0)
+        fenced_at = time.monotonic()
+        final_seq = await source.fence(partition_id, target_data_address)
+        moved = await follower.cut_over(final_seq, within=within)
+        if switch is not None:
+            await switch(final_seq)
+        await source.moved_away(partition_id)
+        switched = True
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            if not switched:
+                await follower.abandon()
+                if (installed := target.partition(partition_id)) is not None:
+                    await target.remove(installed.id)
+                await source.unfence(partition_id)
+        raise
+    moved = await target.serve(partition_id)
+    done = time.monotonic()
+    log.info(
+        "partition %s moved to %s at seq %d in %.1f s (cut-over %.1f ms)",
+        partition_id,
+        target_data_address,
+        final_seq,
+        done - began,
+        (done - fenced_at) * 1000,
+        extra=fields(event="partition_moved", partition=partition_id, seq=final_seq),
+    )
+    return MoveResult(moved, final_seq, done - began, done - fenced_at)
