@@ -1093,6 +1093,15 @@ class PartitionRegistry:
     def fenced(self, partition_id: str) -> bool:
         return partition_id in self._fences
 
+    def handing(self) -> set[str]:
+        """Partitions in a move here: copied in, fenced, or moved away and
+        waiting out the grace period."""
+        return set(self._followers) | set(self._fences) | self._retired
+
+    def held_copies(self) -> set[str]:
+        """Copies installed by a move and not yet served (``serve``)."""
+        return set(self._held)
+
     async def follow(
         self,
         partition_id: str,
