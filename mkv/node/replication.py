@@ -241,9 +241,21 @@ class ReplicationService:
                 position = response.records.records[-1].seq
             request = await _next(requests)
 
+    def _epoch(self, partition_id: str) -> int:
+        """This node's epoch of ``partition_id``: in cluster mode its leader
+        key's create revision (0 once it no longer leads it), else the registry's."""
+        if self.cluster is not None:
+            return self.cluster.routing.mine.get(partition_id, 0)
+        return self._registry.epoch(partition_id)
+
     def _leading(self, request: pb.FetchRequest) -> Partition:
         partition = self._registry.partition(request.partition_id)
-        if partition is None or self._registry.follower(request.partition_id) is not None:
+        not_led = self.cluster is not None and request.partition_id not in self.cluster.routing.mine
+        if (
+            partition is None
+            or not_led
+            or self._registry.follower(request.partition_id) is not None
+        ):
             raise NotFoundError(f"No partition {request.partition_id!r} leads on this node.")
         self._check(partition, request)
         return partition
@@ -254,7 +266,7 @@ class ReplicationService:
             leader's (cluster.md rule 2), naming the current one.
         UnavailableError: the partition stopped or was replaced here.
         """
-        epoch = self._registry.epoch(partition.id)
+        epoch = self._epoch(partition.id)
         if request.epoch < epoch:
             raise FailedPreconditionError(
                 f"Fetch of partition {partition.id} at epoch {request.epoch} refused: "
@@ -282,7 +294,7 @@ class ReplicationService:
                     await partition.wait_for_changes(max(position, feed.last_seq))
                 except UnavailableError:
                     break
-        epoch = self._registry.epoch(partition.id)
+        epoch = self._epoch(partition.id)
         try:
             writes = feed_writes(feed, position, None)
         except CompactedError:
@@ -312,7 +324,7 @@ class ReplicationService:
         """Capture ``partition`` at one seq, write it out off the event loop,
         and stream its rows, one answer per request (``first`` is answered
         with SNAPSHOT_BEGIN), ending with their SHA-256."""
-        epoch = self._registry.epoch(partition.id)
+        epoch = self._epoch(partition.id)
         capture = await partition.submit(Read(begin_capture))
         # A directory of its own: SQLite may leave a journal beside the file.
         folder = self._scratch / f"{partition.id}-{uuid.uuid4().hex}"
