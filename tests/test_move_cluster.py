@@ -120,7 +120,7 @@ async def _under_load(tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs, pre
                     move_seconds = time.monotonic() - began
                     assert moved.state == control_pb2.DONE, moved
                     assert moved.kind == "move"
-                    assert moved.moved.id == "default" and moved.moved.node == ids[1], moved
+                    assert (moved.moved.id, moved.moved.node) == ("default", ids[1]), moved
                     assert await leader_of(rpc, nodes[0], "default") == ids[1]
                     await trio.sleep(1.0)
                     # Drain n1 (it leads default now), asked of n1 itself.
@@ -206,6 +206,7 @@ async def test_kill_9_mid_move_leaves_one_owner_and_loses_nothing(
                 return served if len(served) == 1 else None
 
             [owner] = await eventually(one_owner, within=60, what="exactly one owner")
+            print(f"\nkill -9 of the {victim} mid-move: {moved.phase} {moved.error_message}")
             if moved.state == control_pb2.DONE:
                 assert owner == 1, moved
             else:

@@ -715,6 +715,14 @@ class Membership(_MoveMembership):
             raise UnavailableError("This node has not joined its cluster yet.")
         return self._etcd
 
+    async def fresh_view(self) -> ClusterView:
+        """The cluster as etcd has it now (the watched view may lag).
+
+        Raises:
+            UnavailableError: etcd cannot be reached.
+        """
+        return await self._fresh_view()
+
     async def _fresh_view(self) -> ClusterView:
         """The cluster as etcd has it now (the watched view may lag)."""
         view = ClusterView(self.keys)

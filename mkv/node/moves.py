@@ -22,6 +22,7 @@ import trio
 from mkv.cluster.membership import Membership
 from mkv.cluster.placement import choose_node
 from mkv.errors import (
+    AbortedError,
     FailedPreconditionError,
     MkvError,
     NotFoundError,
@@ -289,6 +290,10 @@ class Mover:
                 if failures > POLL_FAILURES:
                     raise
                 continue
+            except NotFoundError:
+                # The target restarted and forgot the operation: etcd says
+                # how the move ended (its Txn is the commit point).
+                return await self._outcome(partition_id, node)
             failures = 0
             remote = answer.operation
             operation.report(
@@ -298,6 +303,28 @@ class Mover:
                 return remote.moved
             if remote.state == cpb.FAILED:
                 raise error_for_status(remote.error_code, remote.error_message)
+
+    async def _outcome(self, partition_id: str, node: str) -> cpb.PartitionInfo:
+        """The move's outcome by etcd, once its target lost the operation.
+
+        Raises:
+            AbortedError: the record does not name the target: the move did not commit.
+        """
+        view = await self._cluster.fresh_view()
+        entry = view.partitions.get(partition_id)
+        if entry is None or entry.record.replicas != (node,):
+            raise AbortedError(
+                f"Node {node} restarted during the move of {partition_id}, before it "
+                "committed; the partition stays on its source. Move it again."
+            )
+        rng = entry.record.range
+        return cpb.PartitionInfo(
+            id=partition_id,
+            start=rng.start,
+            end=rng.end or b"",
+            store=entry.record.store,
+            node=node,
+        )
 
     # -- draining -------------------------------------------------------------------
 

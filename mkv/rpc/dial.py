@@ -203,23 +203,23 @@ async def call_unary(
         MkvError: the peer's error, typed by its status code.
         UnavailableError: nothing answered in time, or the connection was lost.
     """
-    async with open_bidi(
-        address,
-        service,
-        method,
-        type(request),
-        response_type,
-        metadata=metadata,
-        ssl_context=ssl_context,
-        silence=silence,
-    ) as call:
-        try:
+    try:
+        async with open_bidi(
+            address,
+            service,
+            method,
+            type(request),
+            response_type,
+            metadata=metadata,
+            ssl_context=ssl_context,
+            silence=silence,
+        ) as call:
             await call.send(request)
             await call.done_sending()
             return await call.receive()
-        except BaseExceptionGroup as group:
-            raise _first(group, address) from None
-    raise AssertionError("unreachable")  # pragma: no cover (mypy: the block returns)
+    except BaseExceptionGroup as group:
+        # purerpc's connection tasks wrap what ended the call.
+        raise _first(group, address) from None
 
 
 def _first(group: BaseExceptionGroup[BaseException], address: Address) -> BaseException:
