@@ -13,8 +13,12 @@ import pytest
 import trio
 
 import mkv
-from mkv.errors import MkvError
-from mkv.v1 import control_pb2
+from mkv.errors import FailedPreconditionError, MkvError
+from mkv.node.follower import REPLICATION_SERVICE
+from mkv.rpc.dial import call_unary
+from mkv.v1 import control_pb2, data_pb2
+from mkv.v1 import replication_pb2 as rpb
+from mkv.wire import parse_address
 from tests.cluster import Stubs, cluster_node, eventually, leader_of, running
 from tests.etcd import EtcdProcess
 from tests.grpcio_stubs import GrpcioStubs, call
@@ -219,3 +223,59 @@ async def test_kill_9_mid_move_leaves_one_owner_and_loses_nothing(
                     assert await db.get(b"pre%07d" % i) == b"v%d" % i
                 await db.upsert({b"after": b"1"})
                 assert await db.get(b"after") == b"1"
+
+
+async def _handover(node: ServerProcess, epoch: int, step: int) -> rpb.HandoverResponse:
+    return await call_unary(
+        parse_address(node.control_addr),
+        REPLICATION_SERVICE,
+        "Handover",
+        rpb.HandoverRequest(
+            partition_id="default",
+            epoch=epoch,
+            step=step,  # type: ignore[arg-type]
+            successor="127.0.0.1:1",
+        ),
+        rpb.HandoverResponse,
+    )
+
+
+async def test_a_fenced_source_settles_by_etcd_not_by_what_it_is_told(
+    tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs
+) -> None:
+    """A Handover that says COMMITTED while etcd still names the source, and
+    a fence nobody decides (its target killed), both end with the source
+    serving again: etcd, not the caller, says whether the move happened."""
+    node = cluster_node(tmp_path, "n0", etcd)
+    rpc = Stubs(stubs)
+    with trio.fail_after(90):
+        async with running(node):
+            await leader_of(rpc, node, "default")
+            [info] = [p for p in await rpc.partitions(node) if p.id == "default"]
+            assert (await rpc.put(node, b"k", b"1")).status == data_pb2.OK
+            with pytest.raises(FailedPreconditionError, match="epoch"):
+                await _handover(node, info.epoch + 1, rpb.HandoverRequest.FENCE)
+
+            async def served(value: bytes) -> None:
+                async def put() -> bool:
+                    return (await rpc.put(node, b"k", value)).status == data_pb2.OK
+
+                await eventually(put, within=40, what="a write served again")
+
+            fenced = await _handover(node, info.epoch, rpb.HandoverRequest.FENCE)
+            assert fenced.final_seq >= 1
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(served, b"2")
+                await trio.sleep(0.5)
+                # Served again once etcd says the move did not commit.
+                await _handover(node, info.epoch, rpb.HandoverRequest.COMMITTED)
+            got = await rpc.get(node, b"k")
+            assert (got.status, got.value) == (data_pb2.OK, b"2")
+            # Fenced again, and never told: the watchdog asks etcd.
+            began = time.monotonic()
+            await _handover(node, info.epoch, rpb.HandoverRequest.FENCE)
+            await served(b"3")
+            waited = time.monotonic() - began
+            print(f"\nan undecided fence settled through etcd after {waited:.1f} s")
+            got = await rpc.get(node, b"k")
+            assert (got.status, got.value) == (data_pb2.OK, b"3")
