@@ -272,7 +272,9 @@ def etcd_preload(pool: Pool, address: str, keys: int) -> None:
     share = -(-keys // len(pool.workers))
     for i, worker in enumerate(pool.workers):
         lo, hi = min(keys, i * share), min(keys, (i + 1) * share)
-        worker.send({"cmd": "job", "kind": "grpc-etcd-preload", "addr": address, "lo": lo, "hi": hi})
+        worker.send(
+            {"cmd": "job", "kind": "grpc-etcd-preload", "addr": address, "lo": lo, "hi": hi}
+        )
     for worker in pool.workers:
         worker.receive(timeout=600 + keys / 100)
 
