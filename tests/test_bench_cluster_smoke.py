@@ -20,6 +20,9 @@ async def test_bench_cluster_smoke_run_reports_both_modes(tmp_path: Path) -> Non
         report, done = await run_tool("bench_cluster.py", "--smoke", json_out=tmp_path / "c.json")
     assert report["rounds"] == 1
     assert report["etcd"]["version"]
+    # The second node really ran in cluster mode, on the tool's own etcd.
+    assert report["cluster_node"]["cluster"] == "bench"
+    assert report["cluster_node"]["id"]
     for op in ("get", "upsert"):
         summary = report["summary"][op]
         assert summary["errors"] == 0, summary

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -38,6 +39,7 @@ from bench import RESULTS_DIR, Pool, Settings, _modes, mkv_server, progress, run
 from bench_procs import busy_elsewhere
 from bench_report import Result
 
+_CLUSTER_NODE = re.compile(r"mkv: node (\S+) of cluster (\S+)")
 BUDGET = 1.05  # issue 15: routing and leases cost at most 5% more CPU a request
 OPS = ("get", "upsert")
 
@@ -77,6 +79,8 @@ def run(settings: Settings, rounds: int, concurrency: int, scratch: Path) -> dic
                 mkv_server(cluster_settings, scratch, "cluster") as cluster,
             ):
                 servers = {"single": single, "cluster": cluster}
+                # Said after the listening line; proves the node runs in cluster mode.
+                node_id, cluster_name = cluster[0].wait_for(_CLUSTER_NODE, timeout=30).groups()
                 for mode, (_, address) in servers.items():
                     progress(f"preloading {settings.preload:,} keys into the {mode} node")
                     pool.preload(address, settings.preload)
@@ -119,7 +123,12 @@ def run(settings: Settings, rounds: int, concurrency: int, scratch: Path) -> dic
             "errors": sum(r["errors"] for m in runs.values() for r in m[op]),
             "met": ratio <= BUDGET,
         }
-    return {"etcd": {"binary": str(binary), "version": version}, "summary": summary, "runs": runs}
+    return {
+        "etcd": {"binary": str(binary), "version": version},
+        "cluster_node": {"id": node_id, "cluster": cluster_name},
+        "summary": summary,
+        "runs": runs,
+    }
 
 
 def table(summary: dict[str, Any], concurrency: int) -> str:
