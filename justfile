@@ -69,3 +69,7 @@ bench-restore *ARGS:
 # Merge of a 1M-key right partition under writers: time, the cut-over's pause, writers' p99 during / before.
 bench-merge *ARGS:
     {{bin}}/python tools/bench_merge.py {{ARGS}}
+
+# Cluster mode's cost: server CPU per Get and Upsert against single-node mode (its own etcd).
+bench-cluster *ARGS:
+    {{bin}}/python tools/bench_cluster.py {{ARGS}}

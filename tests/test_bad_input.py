@@ -21,7 +21,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mkv
-from mkv.client.channel import open_channel
 from mkv.v1 import control_pb2 as cpb
 from mkv.v1 import data_pb2 as pb
 from mkv.wire import MAX_KEY_BYTES, MAX_REQUEST_BYTES
@@ -172,8 +171,9 @@ async def test_mkv_client_reports_resource_exhausted(
 
         # A client configured with a higher limit than the server's sends it,
         # and the server's refusal arrives as the same typed error.
-        async with open_channel(mkv_node.data_address) as channel:
-            lax = mkv.Client(channel, max_request_bytes=4 * MAX_REQUEST_BYTES)
+        async with mkv.Client.connect(
+            mkv_node.data_address, max_request_bytes=4 * MAX_REQUEST_BYTES
+        ) as lax:
             with pytest.raises(mkv.ResourceExhaustedError) as remote:
                 await lax.upsert(too_big)
         assert "split the batch" in remote.value.message

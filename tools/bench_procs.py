@@ -38,14 +38,21 @@ def _die_with_parent() -> None:
 class Child:
     """A subprocess spoken to in lines: JSON in, text or JSON out, with timeouts."""
 
-    def __init__(self, name: str, argv: Sequence[str], *, stderr: IO[bytes] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        stderr: IO[bytes] | None = None,
+        stdout: IO[bytes] | int = subprocess.PIPE,
+    ) -> None:
         self.name = name
         # Just before the process exists (time.monotonic): start-up is timed from here.
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
+            stdout=stdout,
             stderr=stderr,
             bufsize=0,
             preexec_fn=_die_with_parent,

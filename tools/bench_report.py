@@ -17,6 +17,8 @@ WORKLOADS = (
     "partitions",
     "session-upsert",
     "session-get",
+    "grpcio-upsert",
+    "grpcio-get",
 )
 BASELINES = (
     "sqlite",
@@ -27,6 +29,8 @@ BASELINES = (
     "one-partition",
     "unary-upsert",
     "unary-get",
+    "etcd-put",
+    "etcd-get",
 )
 # Measured once each, not as a load: memory and start-up (see tools/bench.py).
 FIGURES = ("memory-rss", "sqlite-rss", "restart", "replay")
@@ -35,12 +39,33 @@ FIGURES = ("memory-rss", "sqlite-rss", "restart", "replay")
 # mkv's own RPC layer); 64 partitions against one under the same load.
 # The session workloads (one mkv.Client shared by a load process's tasks,
 # its calls on one DataPlane.Session) over the same client with session=False.
+# mkv's Upsert and Get called through grpc.aio (grpcio-*) are over etcd's put
+# and linearizable get through the same client, same run.
 CEILING = {
     "batch-upsert": "sqlite",
     "partitions": "one-partition",
     "session-upsert": "unary-upsert",
     "session-get": "unary-get",
+    "grpcio-upsert": "etcd-put",
+    "grpcio-get": "etcd-get",
 } | {w: "echo" for w in ("single-upsert", "get", "get-zipf", "mix")}
+# mkv against etcd in the same run (issue 17): each of these is also divided
+# by this etcd figure at the same concurrency (throughput, p50 and p99).
+VERSUS_ETCD = {
+    "session-upsert": "etcd-put",
+    "session-get": "etcd-get",
+    "grpcio-upsert": "etcd-put",
+    "grpcio-get": "etcd-get",
+}
+# Issue 17's targets against etcd, through mkv.Client (session):
+# (workload, concurrency) → (least throughput ratio or None, most p50 ratio
+# or None, most own p99/p50 or None).
+ETCD_TARGETS: dict[tuple[str, int], tuple[float | None, float | None, float | None]] = {
+    ("session-upsert", 64): (1.0, None, None),
+    ("session-upsert", 16): (0.8, None, None),
+    ("session-get", 64): (1.0, None, 3.0),
+    ("session-get", 1): (None, 1.5, None),
+}
 # Issue 7's targets: workload → (concurrency or None for any, least ratio to
 # the ceiling, most p99/p50 or None).
 TARGETS: dict[str, tuple[int | None, float, float | None]] = {
@@ -96,7 +121,14 @@ class Result:
     # Batched upserts only: over SQLite driven as mkv's store drives it
     # (16 KiB pages, many rows a statement), a ceiling mkv cannot beat.
     tuned_ratio: float | None = None
-    # Issue 7's target for this figure, and whether this run met it.
+    # Over etcd's put or linearizable get at the same concurrency, same run
+    # (VERSUS_ETCD): throughput, and p50 and p99 latency (mkv's over etcd's:
+    # below 1 is faster).
+    etcd_ratio: float | None = None
+    etcd_p50_ratio: float | None = None
+    etcd_p99_ratio: float | None = None
+    # Issue 7's target for this figure (issue 17's against etcd for the
+    # session workloads), and whether this run met it.
     target: str | None = None
     met: bool | None = None
 
@@ -146,6 +178,37 @@ def compute_ratios(results: list[Result]) -> None:
         each = fsync_each.get(r.concurrency) if r.name == "single-upsert" else None
         if each is not None and each.throughput > 0:
             r.group_commit_ratio = r.throughput / each.throughput
+        etcd = runs.get((VERSUS_ETCD.get(r.name, ""), r.concurrency))
+        if etcd is not None and etcd.throughput > 0:
+            r.etcd_ratio = r.throughput / etcd.throughput
+            if etcd.latency_ms["p50"] > 0 and etcd.latency_ms["p99"] > 0:
+                r.etcd_p50_ratio = r.latency_ms["p50"] / etcd.latency_ms["p50"]
+                r.etcd_p99_ratio = r.latency_ms["p99"] / etcd.latency_ms["p99"]
+        _etcd_target(r)
+
+
+def _etcd_target(r: Result) -> None:
+    """Issue 17's target against etcd, for the session workloads that have one."""
+    goal = ETCD_TARGETS.get((r.name, r.concurrency))
+    if goal is None:
+        return
+    ratio, p50, spread = goal
+    parts = []
+    if ratio is not None:
+        parts.append(f">= {ratio:.1f}x etcd")
+    if p50 is not None:
+        parts.append(f"p50 <= {p50:.1f}x etcd's")
+    if spread is not None:
+        parts.append(f"p99 <= {spread:.0f}x p50")
+    r.target = ", ".join(parts)
+    if r.etcd_ratio is None or r.etcd_p50_ratio is None:
+        return  # no etcd in this run: not measured
+    lat = r.latency_ms
+    r.met = (
+        (ratio is None or r.etcd_ratio >= ratio)
+        and (p50 is None or r.etcd_p50_ratio <= p50)
+        and (spread is None or lat["p99"] <= spread * lat["p50"])
+    )
 
 
 def table(results: Sequence[dict[str, Any]]) -> str:
@@ -164,6 +227,7 @@ def table(results: Sequence[dict[str, Any]]) -> str:
         "vs rpc-echo",
         "vs fsync-each",
         "vs sqlite-tuned",
+        "vs etcd (p50, p99)",
         "target",
     )
     rows = [header]
@@ -188,12 +252,13 @@ def table(results: Sequence[dict[str, Any]]) -> str:
                 f"{r['rpc_ratio']:.2f}" if r["rpc_ratio"] is not None else "",
                 f"{r['group_commit_ratio']:.2f}" if r.get("group_commit_ratio") else "",
                 f"{r['tuned_ratio']:.2f}" if r.get("tuned_ratio") else "",
+                _versus_etcd(r),
                 _target(r.get("target"), r.get("met")),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     # Text columns to the left, numbers to the right.
-    left = {0, len(header) - 4, len(header) - 1}
+    left = {0, len(header) - 6, len(header) - 2, len(header) - 1}
     lines = [
         "  ".join(
             c.ljust(w) if i in left else c.rjust(w)
@@ -203,6 +268,14 @@ def table(results: Sequence[dict[str, Any]]) -> str:
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _versus_etcd(r: dict[str, Any]) -> str:
+    if r.get("etcd_ratio") is None:
+        return ""
+    if r.get("etcd_p50_ratio") is None:
+        return f"{r['etcd_ratio']:.2f}"
+    return f"{r['etcd_ratio']:.2f} ({r['etcd_p50_ratio']:.2f}, {r['etcd_p99_ratio']:.2f})"
 
 
 def _target(target: str | None, met: bool | None) -> str:

@@ -16,10 +16,17 @@ orchestrator can give all workers the same measurement window.
 Each concurrent "client" is a task with a connection of its own, as separate
 application processes would have; ops run back to back (a closed loop), so
 concurrency is the number of requests in flight.
+
+Jobs whose kind starts with ``grpc-`` run on asyncio with grpc.aio (grpcio's
+C-core client), not on Trio: etcd's put and linearizable get, and mkv's
+unary Upsert and Get, through one client library, so that mkv and etcd are
+compared with the same client cost. All tasks of a process share one grpc.aio
+channel (one HTTP/2 connection), as an application holds one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import random
@@ -34,6 +41,7 @@ import trio
 import mkv
 from mkv.client.channel import Channel, open_channel
 from mkv.errors import MkvError
+from mkv.etcd.pb import rpc_pb2 as etcd_pb
 from mkv.v1 import data_pb2 as pb
 from mkv.wire import MAX_REQUEST_BYTES
 
@@ -336,6 +344,126 @@ async def _first_get(spec: dict[str, Any]) -> dict[str, Any]:
             await trio.sleep(0.005)
 
 
+# -- grpc.aio jobs: etcd and mkv's unary methods through the same client ---------
+
+# Method paths as the protos name them (etcd's rpc.proto, mkv's data.proto):
+# (path, request type, response type). A generated stub's method is this same
+# callable; building it by path spares a protoc run in every load generator.
+_GRPC_METHODS: dict[str, tuple[str, Any, Any]] = {
+    "etcd-put": ("/etcdserverpb.KV/Put", etcd_pb.PutRequest, etcd_pb.PutResponse),
+    "etcd-get": ("/etcdserverpb.KV/Range", etcd_pb.RangeRequest, etcd_pb.RangeResponse),
+    "mkv-upsert": ("/mkv.v1.DataPlane/Upsert", pb.UpsertRequest, pb.UpsertResponse),
+    "mkv-get": ("/mkv.v1.DataPlane/Get", pb.GetRequest, pb.GetResponse),
+}
+_GRPC_TIMEOUT = 30.0
+
+
+def _grpc_request(kind: str, key: bytes, value: bytes) -> Any:
+    if kind == "etcd-put":
+        return etcd_pb.PutRequest(key=key, value=value)
+    if kind == "etcd-get":
+        # serializable=False: a linearizable read, through etcd's read index.
+        return etcd_pb.RangeRequest(key=key, serializable=False)
+    if kind == "mkv-upsert":
+        return pb.UpsertRequest(entries=[pb.Entry(key=key, value=value)])
+    return pb.GetRequest(key=key)
+
+
+def _grpc_check(kind: str, response: Any) -> None:
+    """Raises RuntimeError when the answer is not the success the op expects."""
+    if kind == "etcd-get" and not response.kvs:
+        raise RuntimeError("a preloaded etcd key is missing")
+    if kind.startswith("mkv-") and response.status != pb.OK:
+        raise RuntimeError(f"mkv answered status {response.status}")
+    if kind == "mkv-get" and not response.found:
+        raise RuntimeError("a preloaded key is missing")
+
+
+async def _grpc_job(spec: dict[str, Any]) -> dict[str, Any]:
+    """A timed job (kinds ``grpc-etcd-put``, ``grpc-etcd-get``, ``grpc-mkv-upsert``,
+    ``grpc-mkv-get``) or ``grpc-etcd-preload``: as ``_timed_job``, on grpc.aio."""
+    import grpc  # here: only these jobs need grpcio
+
+    kind = spec["kind"].removeprefix("grpc-")
+    preload = kind == "etcd-preload"
+    path, request_type, response_type = _GRPC_METHODS["etcd-put" if preload else kind]
+    async with grpc.aio.insecure_channel(spec["addr"]) as channel:
+        method = channel.unary_unary(
+            path,
+            request_serializer=request_type.SerializeToString,
+            response_deserializer=response_type.FromString,
+        )
+        await channel.channel_ready()
+        if preload:
+            return await _grpc_preload(spec, method)
+        tasks: list[int] = spec["tasks"]
+        keyspace: int = spec.get("keyspace", 0)
+        latencies: list[float] = []
+        totals = {"ops": 0, "errors": 0, "end": 0.0}
+        first_error: list[str] = []
+        _emit({"event": "ready"})
+        go = json.loads(await asyncio.to_thread(sys.stdin.readline) or '{"cmd": "exit"}')
+        if go["cmd"] != "go":
+            raise SystemExit(0)
+        t0: float = go["t0"]
+        t1: float = go["t1"]
+
+        async def loop(task: int) -> None:
+            rng = random.Random(spec["seed"] * 1_000_003 + task)
+            value = bench_value(task)
+            numbers = iter(range(1 << 40))
+            measured = 0
+            while True:
+                if kind in ("etcd-put", "mkv-upsert"):
+                    # Not "s": the session and unary upserts on the same server use it.
+                    (key,) = fresh_keys(b"q", task, next(numbers), 1)
+                else:
+                    key = preload_key(rng.randrange(keyspace))
+                request = _grpc_request(kind, key, value)
+                start = time.monotonic()
+                ok = True
+                try:
+                    _grpc_check(kind, await method(request, timeout=_GRPC_TIMEOUT))
+                except (grpc.RpcError, RuntimeError) as exc:
+                    ok = False
+                    totals["errors"] += 1
+                    if not first_error:
+                        first_error.append(f"{type(exc).__name__}: {exc}")
+                    await asyncio.sleep(0.01)
+                end = time.monotonic()
+                if end > t1 and measured:
+                    return
+                if ok and end >= t0:
+                    measured += 1
+                    latencies.append(end - start)
+                    totals["ops"] += 1
+                    totals["end"] = max(totals["end"], end)
+
+        await asyncio.gather(*(loop(task) for task in tasks))
+    return {
+        "event": "result",
+        "latencies_us": [round(x * 1e6) for x in latencies],
+        "ops": totals["ops"],
+        "keys": totals["ops"],
+        "errors": totals["errors"],
+        "first_error": first_error[0] if first_error else None,
+        "end": max(totals["end"], t1),
+    }
+
+
+async def _grpc_preload(spec: dict[str, Any], put: Any) -> dict[str, Any]:
+    """Put etcd keys [lo, hi) (the Get keyspace), 64 at a time."""
+    value = bench_value(0)
+    numbers = iter(range(spec["lo"], spec["hi"]))
+
+    async def load() -> None:
+        for i in numbers:  # shared iterator: the tasks take turns
+            await put(etcd_pb.PutRequest(key=preload_key(i), value=value), timeout=_GRPC_TIMEOUT)
+
+    await asyncio.gather(*(load() for _ in range(64)))
+    return {"event": "result", "keys": spec["hi"] - spec["lo"]}
+
+
 def main() -> None:
     while True:
         line = sys.stdin.readline()
@@ -344,6 +472,9 @@ def main() -> None:
         command = json.loads(line)
         if command["cmd"] == "exit":
             return
+        if command["kind"].startswith("grpc-"):
+            _emit(asyncio.run(_grpc_job(command)))
+            continue
         jobs = {"preload": _preload, "first-get": _first_get}
         job = jobs.get(command["kind"], _timed_job)
         _emit(trio.run(job, command))

@@ -146,6 +146,7 @@ class Client:
         key: Path | str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         session: bool = True,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
     ) -> AsyncIterator[Client]:
         """Connect to mkv's data plane: one node's, or a cluster's through seeds.
 
@@ -163,6 +164,9 @@ class Client:
             session: carry small requests (a few keys) on one DataPlane.Session
                 stream rather than a unary call each: several times the
                 throughput under concurrency. False: unary calls only.
+            max_request_bytes: the largest request the client builds (batches
+                are split to fit); raise it only with the nodes' own
+                ``max_request_bytes``, which refuse larger ones.
 
         Raises:
             UnavailableError: no seed answers, or the TLS handshake failed.
@@ -186,7 +190,7 @@ class Client:
             ssl_context=credentials.ssl_context,
             sessions=session,
         ) as nodes:
-            yield cls(nodes)
+            yield cls(nodes, max_request_bytes=max_request_bytes)
 
     @property
     def session_requests(self) -> int:
