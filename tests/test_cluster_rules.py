@@ -14,6 +14,7 @@ from mkv.cluster.identity import load_node_id
 from mkv.cluster.keyspace import BadValue, Keys, LeaderRecord, NodeRecord, PartitionRecord
 from mkv.cluster.placement import check_free, choose_node
 from mkv.cluster.reconcile import (
+    Adopt,
     Blocked,
     Campaign,
     Create,
@@ -232,6 +233,32 @@ def test_reconcile_deletes_only_what_it_saw_assigned_here() -> None:
     # A local copy whose range differs from etcd's is not served.
     (mismatch,) = reconcile(view, "n1", 7, {"a": WHOLE}, {"a"})
     assert isinstance(mismatch, Blocked)
+
+
+def test_reconcile_leaves_a_running_move_alone() -> None:
+    """A move decides what becomes of what it hands in or out: the source's
+    fenced (or moved-away) copy, which etcd may already assign elsewhere, is
+    not deleted under it; the target's held copy, which etcd does not name
+    here yet, is neither deleted nor led before the move serves it."""
+    elsewhere = view_of(KV(KEYS.partition("a"), part("a", replicas=("n2",)).encode()))
+    assert reconcile(elsewhere, "n1", 7, {"a": WHOLE}, {"a"}) == [
+        Delete("a", "assigned to other nodes")
+    ]
+    assert reconcile(elsewhere, "n1", 7, {"a": WHOLE}, {"a"}, moving={"a"}) == []
+    # The target: its held copy, in a move running here, with etcd naming it already.
+    here = view_of(KV(KEYS.partition("a"), part("a").encode(), mod_revision=5))
+    assert reconcile(here, "n1", 7, {"a": WHOLE}, {"a"}, {"a"}, {"a"}) == []
+
+
+def test_a_held_copy_left_by_a_restart_is_adopted_or_deleted_as_etcd_says() -> None:
+    """After a restart no move runs: a copy whose move switched ownership in
+    etcd is served (then led); one whose move did not is deleted."""
+    here = view_of(KV(KEYS.partition("a"), part("a").encode(), mod_revision=5))
+    assert reconcile(here, "n1", 7, {"a": WHOLE}, set(), copies={"a"}) == [Adopt("a")]
+    there = view_of(KV(KEYS.partition("a"), part("a", replicas=("n2",)).encode()))
+    assert reconcile(there, "n1", 7, {"a": WHOLE}, set(), copies={"a"}) == [
+        Delete("a", "a move's copy the cluster did not switch to")
+    ]
 
 
 # -- the node id ---------------------------------------------------------------------------

@@ -330,6 +330,16 @@ def test_a_three_node_demo_is_one_command_and_ctrl_c_leaves_nothing(tmp_path: Pa
         assert refused.stderr.count("\n") == 1, refused.stderr
         assert "single node" not in refused.stderr, refused.stderr
 
+        # A move and a drain through a node that is neither source nor target.
+        moved = _mkvctl(controls["node1"], "partitions", "move", "high", "node2", "--wait")
+        assert moved.returncode == 0, moved.stderr
+        drained = _mkvctl(controls["node1"], "nodes", "drain", "node2", "--wait")
+        assert drained.returncode == 0, drained.stderr
+        after = _mkvctl_json(controls["node3"], "cluster", "status")
+        assert after["healthy"] is True, after
+        assert {n["id"]: n["partitions"] for n in after["nodes"]}["node2"] == [], after
+        assert sorted(p["node"] for p in after["partitions"]) == ["node1", "node3"], after
+
         # A node that stops answering (frozen: its lease runs out too) makes
         # the cluster unhealthy, named, in a bounded time; still exit 0.
         os.kill(node_pids["node3"], signal.SIGSTOP)

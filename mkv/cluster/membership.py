@@ -26,6 +26,7 @@ from mkv.cluster.keyspace import (
 )
 from mkv.cluster.placement import check_free, choose_node
 from mkv.cluster.reconcile import (
+    Adopt,
     Campaign,
     Create,
     Delete,
@@ -56,7 +57,7 @@ from mkv.etcd import (
 )
 from mkv.router import KeyRange
 
-__all__ = ["ClusterSettings", "LocalPartition", "LocalPartitions", "Membership"]
+__all__ = ["ClusterSettings", "LocalPartition", "LocalPartitions", "Membership", "MoveTicket"]
 
 log = logging.getLogger("mkv.cluster")
 
@@ -110,13 +111,217 @@ class LocalPartitions(Protocol):
         """Whether a change of partitions (a split, a merge) runs now."""
         ...
 
+    def moving(self) -> set[str]:
+        """Partitions a running move hands in or out (reconcile's ``moving``)."""
+        ...
+
+    def copies(self) -> set[str]:
+        """Copies installed by a move and not served yet (reconcile's ``copies``)."""
+        ...
+
+    async def adopt(self, partition_id: str) -> None:
+        """Serve a copy a move installed here (etcd names this node)."""
+        ...
+
     async def purge_removed(self, older_than: float) -> list[str]:
         """Delete the files of partitions removed more than ``older_than``
         seconds ago (they are set aside, not deleted, on removal)."""
         ...
 
 
-class Membership:
+@attrs.frozen
+class MoveTicket:
+    """What a move read from etcd before it fenced the source; its Txn
+    changes ownership only if these still hold."""
+
+    record: PartitionRecord
+    # The partition record's mod_revision: a fenced source that gave up
+    # rewrites the record (``settle_fence``), so the move's Txn fails.
+    mod_revision: int
+    # The source's leadership: its leader key's create revision.
+    epoch: int
+    source: str
+
+
+class _MoveMembership:
+    """Placement Txns of a move between nodes (mixed into ``Membership``)."""
+
+    keys: Keys
+    node_id: str
+    lease: int
+    view: ClusterView
+    _changed: trio.Event
+
+    def _client(self) -> Etcd:
+        raise NotImplementedError
+
+    async def _fresh_view(self) -> ClusterView:
+        raise NotImplementedError
+
+    def lease_valid(self) -> bool:
+        raise NotImplementedError
+
+    async def move_ticket(self, partition_id: str) -> MoveTicket:
+        """Read, before the fence, what the move's Txn will require.
+
+        Raises:
+            NotFoundError: no such partition.
+            FailedPreconditionError: nobody leads it now, or this node does.
+        """
+        view = await self._fresh_view()
+        entry, leader = view.partitions.get(partition_id), view.leaders.get(partition_id)
+        if entry is None:
+            raise NotFoundError(f"No partition with id {partition_id!r} in the cluster.")
+        if leader is None:
+            raise FailedPreconditionError(
+                f"Nobody leads partition {partition_id} now; retry the move once a node does."
+            )
+        if leader.node == self.node_id:
+            raise FailedPreconditionError(f"This node leads partition {partition_id} already.")
+        return MoveTicket(entry.record, entry.mod_revision, leader.epoch, leader.node)
+
+    async def commit_move(self, ticket: MoveTicket) -> None:
+        """The move's one Txn: ``partitions/<id>`` names this node alone and
+        ``leaders/<id>`` is deleted (this node then campaigns: a new epoch),
+        on condition that the source still leads under the epoch read, the
+        record is unchanged since the ticket, and placement is as read (a
+        placement change elsewhere is read again and the Txn retried).
+
+        Raises:
+            FailedPreconditionError: the source lost its leadership or gave up
+                the fence (the record changed): nothing switched.
+            UnavailableError: etcd cannot be reached and did not say.
+        """
+        pid = ticket.record.id
+        moved = attrs.evolve(ticket.record, replicas=(self.node_id,), state="active")
+        for _ in range(PLACEMENT_ATTEMPTS):
+            try:
+                view = await self._fresh_view()
+            except UnavailableError:
+                await trio.sleep(0.2)
+                continue
+            if _moved_here(view, pid, self.node_id):
+                return  # an earlier attempt committed (its answer was lost)
+            entry, leader = view.partitions.get(pid), view.leaders.get(pid)
+            if (
+                entry is None
+                or entry.mod_revision != ticket.mod_revision
+                or leader is None
+                or leader.epoch != ticket.epoch
+            ):
+                raise FailedPreconditionError(
+                    f"Partition {pid} changed in etcd during the move (its leader or record); "
+                    "the move is abandoned and the source serves it."
+                )
+            try:
+                result = await self._client().txn(
+                    [
+                        Compare.mod_revision(self.keys.placement, "=", view.placement_revision),
+                        Compare.mod_revision(self.keys.partition(pid), "=", ticket.mod_revision),
+                        Compare.create_revision(self.keys.leader(pid), "=", ticket.epoch),
+                    ],
+                    [
+                        Op.put(self.keys.placement, PLACEMENT_VALUE),
+                        Op.put(self.keys.partition(pid), moved.encode()),
+                        Op.delete(self.keys.leader(pid)),
+                    ],
+                )
+            except EtcdError as exc:
+                log.warning("the move's Txn for %s got no answer (%s); asking again", pid, exc)
+                await trio.sleep(0.2)
+                continue
+            if result.succeeded:
+                log.info(
+                    "partition %s moved from %s to %s in etcd at revision %d",
+                    pid,
+                    ticket.source,
+                    self.node_id,
+                    result.revision,
+                    extra={"event": "cluster_moved", "partition": pid},
+                )
+                return
+        raise UnavailableError(
+            f"etcd did not take the move of {pid} in {PLACEMENT_ATTEMPTS} attempts; "
+            "the move is abandoned."
+        )
+
+    async def lead_now(self, partition_id: str, within: float) -> int:
+        """Campaign for ``partition_id`` (just moved here) and return the new
+        epoch; reconcile campaigns too, and whichever Txn is first wins.
+
+        Raises:
+            UnavailableError: no leadership within ``within`` seconds.
+        """
+        with trio.move_on_after(within):
+            while True:
+                view = await self._fresh_view()
+                leader, entry = view.leaders.get(partition_id), view.partitions.get(partition_id)
+                if (
+                    leader is not None
+                    and leader.node == self.node_id
+                    and leader.lease == self.lease
+                ):
+                    # Served once the watched view (and so routing) has it.
+                    while self.view.leaders.get(partition_id) != leader:
+                        await self._changed.wait()
+                    return leader.epoch
+                if leader is None and entry is not None and self.lease and self.lease_valid():
+                    with contextlib.suppress(EtcdError):
+                        await self._client().txn(
+                            [
+                                Compare.create_revision(self.keys.leader(partition_id), "=", 0),
+                                Compare.mod_revision(
+                                    self.keys.partition(partition_id), "=", entry.mod_revision
+                                ),
+                            ],
+                            [
+                                Op.put(
+                                    self.keys.leader(partition_id),
+                                    LeaderRecord(self.node_id).encode(),
+                                    lease=self.lease,
+                                )
+                            ],
+                        )
+                        continue
+                await trio.sleep(0.1)
+        raise UnavailableError(f"This node did not become leader of {partition_id} in time.")
+
+    async def settle_fence(self, partition_id: str, epoch: int) -> bool:
+        """A fenced partition heard no decision from its move: settle it in
+        etcd. True: the move committed (the record names another node).
+        False: it did not, and now cannot (the record is rewritten under this
+        node's leadership, so the move's Txn, which compares the record's
+        revision, fails; or this leadership is gone, which fails it too).
+
+        Raises:
+            UnavailableError: etcd cannot be reached (ask again later).
+        """
+        while True:
+            view = await self._fresh_view()
+            entry, leader = view.partitions.get(partition_id), view.leaders.get(partition_id)
+            if entry is None:
+                return False  # removed: nothing to hand over
+            if self.node_id not in entry.record.replicas:
+                return True
+            if leader is None or leader.epoch != epoch:
+                return False
+            try:
+                result = await self._client().txn(
+                    [
+                        Compare.mod_revision(
+                            self.keys.partition(partition_id), "=", entry.mod_revision
+                        ),
+                        Compare.create_revision(self.keys.leader(partition_id), "=", epoch),
+                    ],
+                    [Op.put(self.keys.partition(partition_id), entry.record.encode())],
+                )
+            except EtcdError as exc:
+                raise UnavailableError(f"etcd cannot be reached: {exc}") from None
+            if result.succeeded:
+                return False
+
+
+class Membership(_MoveMembership):
     """One node's membership of a cluster."""
 
     def __init__(
@@ -405,9 +610,18 @@ class Membership:
         )
         lease = self.lease if self.lease_valid() else 0
         held = {pid: part.range for pid, part in self._local.held().items()}
-        for action in reconcile(self.view, self.node_id, lease, held, self._seen):
+        moving, copies = self._local.moving(), self._local.copies()
+        for action in reconcile(self.view, self.node_id, lease, held, self._seen, moving, copies):
             try:
-                if isinstance(action, Create):
+                if isinstance(action, Adopt):
+                    log.info(
+                        "serving partition %s: a move's copy, switched to this node in etcd",
+                        action.partition_id,
+                        extra={"event": "cluster_adopt", "partition": action.partition_id},
+                    )
+                    await self._local.adopt(action.partition_id)
+                    self._wake.set()  # campaign for it next
+                elif isinstance(action, Create):
                     log.info(
                         "opening partition %s %s, assigned to this node",
                         action.record.id,
@@ -500,6 +714,14 @@ class Membership:
         if self._etcd is None:
             raise UnavailableError("This node has not joined its cluster yet.")
         return self._etcd
+
+    async def fresh_view(self) -> ClusterView:
+        """The cluster as etcd has it now (the watched view may lag).
+
+        Raises:
+            UnavailableError: etcd cannot be reached.
+        """
+        return await self._fresh_view()
 
     async def _fresh_view(self) -> ClusterView:
         """The cluster as etcd has it now (the watched view may lag)."""
@@ -801,6 +1023,15 @@ class Membership:
             if result.succeeded:
                 return Leader(self.node_id, result.revision, self.lease)
         raise AbortedError("Placement changed under AddPartition too often; retry.")
+
+
+def _moved_here(view: ClusterView, partition_id: str, me: str) -> bool:
+    entry = view.partitions.get(partition_id)
+    return (
+        entry is not None
+        and entry.record.replicas == (me,)
+        and ((leader := view.leaders.get(partition_id)) is None or leader.node == me)
+    )
 
 
 def _free_id(view: ClusterView) -> str:

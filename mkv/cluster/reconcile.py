@@ -19,6 +19,7 @@ from mkv.router import KeyRange
 
 __all__ = [
     "Action",
+    "Adopt",
     "Blocked",
     "Campaign",
     "Create",
@@ -83,6 +84,15 @@ class PublishMerge:
 
 
 @attrs.frozen
+class Adopt:
+    """A copy a move installed here (held, not served) whose move switched
+    ownership to this node in etcd, and whose mover stopped before serving it
+    (the node restarted): serve it; it campaigns next."""
+
+    partition_id: str
+
+
+@attrs.frozen
 class Delete:
     """Stop and delete a local partition etcd no longer assigns here."""
 
@@ -98,7 +108,7 @@ class Blocked:
     reason: str
 
 
-Action = Create | Campaign | RevokeStale | PublishSplit | PublishMerge | Delete | Blocked
+Action = Adopt | Create | Campaign | RevokeStale | PublishSplit | PublishMerge | Delete | Blocked
 
 
 def reconcile(
@@ -107,6 +117,8 @@ def reconcile(
     lease: int,
     local: Mapping[str, KeyRange],
     seen: Set[str],
+    moving: Set[str] = frozenset(),
+    copies: Set[str] = frozenset(),
 ) -> list[Action]:
     """The actions that bring this node in line with ``view``.
 
@@ -118,8 +130,21 @@ def reconcile(
             local partition etcd does not name is deleted only if it was once
             seen there (else it is left alone and reported: the node may have
             been pointed at the wrong cluster, and its data is not garbage).
+        moving: partitions a move running on this node is handing in or
+            out (copying, fenced, moved away in its grace period): the move
+            decides what becomes of them, so reconcile leaves them alone.
+        copies: copies a move installed here and never served, whose move
+            no longer runs (the node restarted): adopted if etcd names this
+            node, else deleted (the move did not switch; the source serves).
     """
     actions: list[Action] = []
+    for pid in sorted(copies - moving):
+        entry = view.partitions.get(pid)
+        if entry is not None and entry.record.replicas == (me,):
+            actions.append(Adopt(pid))
+        else:
+            actions.append(Delete(pid, "a move's copy the cluster did not switch to"))
+    local = {p: r for p, r in local.items() if p not in moving and p not in copies}
     stale: set[int] = set()
     publishing: set[str] = set()
     # Partitions in etcd that a local merge absorbed (their range is part of
@@ -131,7 +156,7 @@ def reconcile(
     }
     for pid, entry in sorted(view.partitions.items()):
         record = entry.record
-        if me not in record.replicas:
+        if me not in record.replicas or pid in moving or pid in copies:
             continue
         held = local.get(pid)
         if pid in absorbed:

@@ -22,6 +22,9 @@ class RegistryPartitions:
 
     def __init__(self, registry: PartitionRegistry) -> None:
         self._registry = registry
+        # Partitions a move running on this node is bringing in (from the
+        # copy's install until it serves): reconcile leaves them to the move.
+        self.moves_in: set[str] = set()
 
     def held(self) -> Mapping[str, LocalPartition]:
         return {
@@ -34,6 +37,15 @@ class RegistryPartitions:
 
     def changing(self) -> bool:
         return self._registry.changing
+
+    def moving(self) -> set[str]:
+        return self._registry.handing() | self.moves_in
+
+    def copies(self) -> set[str]:
+        return self._registry.held_copies()
+
+    async def adopt(self, partition_id: str) -> None:
+        await self._registry.serve(partition_id)
 
     async def delete(self, partition_id: str) -> None:
         # Set aside, not deleted: a removal read from etcd (a mistaken

@@ -19,6 +19,8 @@ from mkv.errors import (
     NotFoundError,
 )
 from mkv.node.catalog import CatalogEntry, check_partition_id
+from mkv.node.cluster_local import RegistryPartitions
+from mkv.node.moves import Mover
 from mkv.node.registry import PartitionRegistry, PartitionReport, Publish, PublishMerge
 from mkv.node.snapshot_service import SnapshotService
 from mkv.operations import Operation, OperationState
@@ -52,14 +54,22 @@ class NodeFacts:
 
 
 SPLIT = "split"
+MOVE = "move"
+DRAIN = "drain"
 _SINGLE_NODE = (
     "{call} needs cluster mode: this node runs alone (mkv serve --etcd URL --cluster NAME)."
 )
 MERGE = "merge"
-_NOT_YET = (
-    "{call} is not available in cluster mode yet: this version adds, removes, "
-    "splits and merges partitions across nodes, but does not move them."
-)
+
+
+@attrs.frozen
+class MoveDone:
+    partition: pb.PartitionInfo
+
+
+@attrs.frozen
+class DrainDone:
+    partitions: tuple[pb.PartitionInfo, ...]
 
 
 @attrs.frozen
@@ -96,6 +106,8 @@ class ControlPlane:
         snapshots: SnapshotService,
         facts: Callable[[], NodeFacts],
         cluster: Membership | None = None,
+        local: RegistryPartitions | None = None,
+        token: str | None = None,
     ) -> None:
         """Args:
         facts: the node's own facts for NodeStatus, asked for at each call
@@ -107,6 +119,13 @@ class ControlPlane:
         self._snapshots = snapshots
         self._facts = facts
         self._cluster = cluster
+        # Cluster mode: moves run here or are forwarded under the node's
+        # own control token (node to node, as Replication is).
+        self._mover = (
+            Mover(registry, cluster, local, token)
+            if cluster is not None and local is not None
+            else None
+        )
 
     def methods(self) -> dict[str, tuple[type, Handler]]:
         return {
@@ -127,14 +146,36 @@ class ControlPlane:
     # Placement across nodes exists only in cluster mode: a single node has
     # nowhere to move a partition to, so these say so rather than pretend.
     async def move_partition(self, request: pb.MovePartitionRequest) -> pb.MovePartitionResponse:
-        if self._cluster is not None:
-            raise FailedPreconditionError(_NOT_YET.format(call="MovePartition"))
-        raise FailedPreconditionError(_SINGLE_NODE.format(call="MovePartition"))
+        mover = self._mover
+        if mover is None:
+            raise FailedPreconditionError(_SINGLE_NODE.format(call="MovePartition"))
+        if not request.id or not request.node:
+            raise InvalidArgumentError("MovePartition needs a partition id and a node id.")
+        mover.check(request.id, request.node)  # refused at once when it cannot begin
+        if (running := self._snapshots.operations.running(MOVE, request.id)) is not None:
+            raise FailedPreconditionError(
+                f"Partition {request.id} is being moved already (operation {running.id})."
+            )
+
+        async def work(operation: Operation) -> MoveDone:
+            return MoveDone(await mover.move(operation, request.id, request.node))
+
+        operation = self._snapshots.operations.start(MOVE, request.id, work)
+        return pb.MovePartitionResponse(operation_id=operation.id)
 
     async def drain_node(self, request: pb.DrainNodeRequest) -> pb.DrainNodeResponse:
-        if self._cluster is not None:
-            raise FailedPreconditionError(_NOT_YET.format(call="DrainNode"))
-        raise FailedPreconditionError(_SINGLE_NODE.format(call="DrainNode"))
+        mover = self._mover
+        if mover is None:
+            raise FailedPreconditionError(_SINGLE_NODE.format(call="DrainNode"))
+        if not request.node:
+            raise InvalidArgumentError("DrainNode needs a node id.")
+        mover.check_drain(request.node)
+
+        async def work(operation: Operation) -> DrainDone:
+            return DrainDone(tuple(await mover.drain(operation, request.node)))
+
+        operation = self._snapshots.operations.start(DRAIN, "", work)
+        return pb.DrainNodeResponse(operation_id=operation.id)
 
     async def list_nodes(self, request: pb.ListNodesRequest) -> pb.ListNodesResponse:
         if self._cluster is None:
@@ -544,6 +585,10 @@ def _operation_to_proto(operation: Operation) -> pb.Operation:
                 partition=_to_proto(operation.result.partition),
             )
         )
+    if isinstance(operation.result, MoveDone):
+        message.moved.CopyFrom(operation.result.partition)
+    if isinstance(operation.result, DrainDone):
+        message.drained.extend(operation.result.partitions)
     if isinstance(operation.result, MergeDone):
         message.merged.CopyFrom(_to_proto(operation.result.partition))
     if isinstance(operation.result, SnapshotResult):

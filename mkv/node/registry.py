@@ -536,6 +536,10 @@ class PartitionRegistry:
                 raise UnavailableError("The server is shutting down.")
             if not partition_id:
                 partition_id = self._free_id()
+            if partition_id in self._retired:
+                # Moved away and now moved back: the new copy supersedes the
+                # old one waiting out its grace period.
+                await self._forget_retired(partition_id)
             if partition_id in self._partitions or partition_id in self._followers:
                 raise AlreadyExistsError(f"A partition with id {partition_id} already exists.")
             for other_range, other_id in self._router.conflicts(key_range):
@@ -1093,6 +1097,15 @@ class PartitionRegistry:
     def fenced(self, partition_id: str) -> bool:
         return partition_id in self._fences
 
+    def handing(self) -> set[str]:
+        """Partitions in a move here: copied in, fenced, or moved away and
+        waiting out the grace period."""
+        return set(self._followers) | set(self._fences) | self._retired
+
+    def held_copies(self) -> set[str]:
+        """Copies installed by a move and not yet served (``serve``)."""
+        return set(self._held)
+
     async def follow(
         self,
         partition_id: str,
@@ -1127,6 +1140,10 @@ class PartitionRegistry:
         async with self._lock:
             if self._closing.is_set() or self._nursery is None:
                 raise UnavailableError("The server is shutting down.")
+            if partition_id in self._retired:
+                # Moved away and now moved back: the new copy supersedes the
+                # old one waiting out its grace period.
+                await self._forget_retired(partition_id)
             if partition_id in self._partitions or partition_id in self._followers:
                 raise AlreadyExistsError(f"A partition with id {partition_id} already exists.")
             for other_range, other_id in self._router.conflicts(key_range):
@@ -1356,22 +1373,26 @@ class PartitionRegistry:
         if self._closing.is_set():
             return  # the catalog lists it as retired: the next start deletes it
         async with self._lock:
-            if self._partitions.get(partition.id) is partition:
-                del self._partitions[partition.id]
-                self._publish(self._router.version + 1)
-            partition.close()
-            await partition.wait_stopped()
-            await trio.to_thread.run_sync(self._delete_files, partition.id)
-            self._retired.discard(partition.id)
-            if self._fences.get(partition.id) is fence:
-                del self._fences[partition.id]
-            self._epochs.pop(partition.id, None)
-            await self._save_catalog(self._router.version)
+            if self._partitions.get(partition.id) is not partition:
+                return  # forgotten already (``_forget_retired``)
+            await self._forget_retired(partition.id)
         log.info(
             "partition %s: moved away; its files are deleted",
             partition.id,
             extra=fields(event="partition_retired", partition=partition.id),
         )
+
+    async def _forget_retired(self, partition_id: str) -> None:
+        """Stop a partition moved away and delete its files; under the lock."""
+        partition = self._partitions.pop(partition_id)
+        self._publish(self._router.version + 1)
+        partition.close()
+        await partition.wait_stopped()
+        await trio.to_thread.run_sync(self._delete_files, partition_id)
+        self._retired.discard(partition_id)
+        self._fences.pop(partition_id, None)
+        self._epochs.pop(partition_id, None)
+        await self._save_catalog(self._router.version)
 
     async def info(self, partition: Partition) -> PartitionReport:
         return PartitionReport(

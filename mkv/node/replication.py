@@ -35,10 +35,12 @@ from pathlib import Path
 import attrs
 import trio
 
+from mkv.cluster.membership import Membership
 from mkv.errors import (
     CompactedError,
     FailedPreconditionError,
     InvalidArgumentError,
+    MkvError,
     NotFoundError,
     StorageError,
     UnavailableError,
@@ -53,7 +55,7 @@ from mkv.snapshots.stores import begin_capture
 from mkv.snapshots.transfer import feed_writes, hash_rows
 from mkv.v1 import data_pb2
 from mkv.v1 import replication_pb2 as pb
-from mkv.wire import Address
+from mkv.wire import Address, parse_address
 
 __all__ = ["MoveResult", "ReplicationService", "move_partition"]
 
@@ -69,6 +71,9 @@ FOLLOWER_SILENCE_SECONDS = 30.0
 MAX_FETCH_BYTES = 4 * 1024 * 1024
 # Rows read from the snapshot file per query.
 _ROWS_PER_READ = 2000
+# A source fenced by a Handover settles the move through etcd after this
+# long without ABANDON or COMMITTED (longer than a target's cut-over may take).
+FENCE_TIMEOUT = 20.0
 # Where leaders write the snapshots they stream, under the data directory;
 # emptied at every start.
 OUTGOING_DIR = "replication-out"
@@ -88,8 +93,104 @@ class ReplicationService:
         # Answers produced, on every stream (each answers one request).
         self.answers = 0
 
+        # Cluster mode: whose leaderships a Handover checks, and where a
+        # fenced partition that hears no decision settles it (etcd).
+        self.cluster: Membership | None = None
+        # Runs the fences' watchdogs (set while the node is in its cluster).
+        self.nursery: trio.Nursery | None = None
+        # Partitions fenced by a Handover, with the epoch they were fenced at.
+        self._fenced: dict[str, int] = {}
+        self.fence_timeout = FENCE_TIMEOUT
+
     def methods(self) -> dict[str, tuple[type, Handler | ServerStream | BidiStream]]:
-        return {"Fetch": (pb.FetchRequest, BidiStream(self.fetch))}
+        return {
+            "Fetch": (pb.FetchRequest, BidiStream(self.fetch)),
+            "Handover": (pb.HandoverRequest, self.handover),
+        }
+
+    # -- a move's hand-over (docs/replication.md) ---------------------------------
+
+    async def handover(self, request: pb.HandoverRequest) -> pb.HandoverResponse:
+        """One step of a move's hand-over, asked by its target (see the proto).
+
+        Raises:
+            FailedPreconditionError: not cluster mode; FENCE of a partition
+                this node does not lead at ``epoch``; ABANDON or COMMITTED of
+                one not fenced at ``epoch``.
+            InvalidArgumentError: no step, or a bad successor address.
+        """
+        cluster = self.cluster
+        if cluster is None:
+            raise FailedPreconditionError("Handover needs cluster mode.")
+        pid = request.partition_id
+        step = request.step
+        if step == pb.HandoverRequest.FENCE:
+            epoch = cluster.routing.mine.get(pid)
+            if epoch is None or not cluster.lease_valid():
+                raise FailedPreconditionError(f"This node does not lead partition {pid} now.")
+            if request.epoch != epoch:
+                raise FailedPreconditionError(
+                    f"Handover of partition {pid} at epoch {request.epoch} refused: this "
+                    f"leader is at epoch {epoch}."
+                )
+            try:
+                successor = parse_address(request.successor)
+            except ValueError:
+                raise InvalidArgumentError("Handover needs the successor's address.") from None
+            if self.nursery is None:
+                raise UnavailableError("This node is not in its cluster yet; retry.")
+            seq = await self._registry.fence(pid, successor)
+            self._fenced[pid] = epoch
+            self.nursery.start_soon(self._watch_fence, pid, epoch)
+            return pb.HandoverResponse(final_seq=seq)
+        if step not in (pb.HandoverRequest.ABANDON, pb.HandoverRequest.COMMITTED):
+            raise InvalidArgumentError("Handover needs a step.")
+        if self._fenced.get(pid) != request.epoch:
+            if step == pb.HandoverRequest.ABANDON:
+                return pb.HandoverResponse()  # nothing fenced: nothing to undo
+            raise FailedPreconditionError(
+                f"Partition {pid} is not fenced at epoch {request.epoch} here."
+            )
+        # Either way etcd decides (a target that says "abandon" may not know
+        # that its Txn committed): settle_fence reads it, or makes sure the
+        # move can no longer commit.
+        await self._settle(pid, request.epoch)
+        return pb.HandoverResponse()
+
+    async def _settle(self, pid: str, epoch: int) -> None:
+        """Settle a fenced partition by what etcd says: moved away, or served again.
+
+        Raises:
+            UnavailableError: etcd cannot be reached (the fence stays).
+        """
+        assert self.cluster is not None
+        if self._fenced.get(pid) != epoch:
+            return
+        moved = await self.cluster.settle_fence(pid, epoch)
+        if self._fenced.get(pid) != epoch:
+            return  # settled meanwhile by another caller
+        del self._fenced[pid]
+        if moved:
+            await self._registry.moved_away(pid)
+        else:
+            await self._registry.unfence(pid)
+
+    async def _watch_fence(self, pid: str, epoch: int) -> None:
+        """A fence whose target says nothing (killed, cut off) is settled by
+        etcd after ``fence_timeout``: the source never stays fenced for good."""
+        await trio.sleep(self.fence_timeout)
+        while self._fenced.get(pid) == epoch:
+            log.warning(
+                "partition %s: fenced for %.0f s without a decision from its move; asking etcd",
+                pid,
+                self.fence_timeout,
+                extra=fields(event="fence_settle", partition=pid),
+            )
+            try:
+                await self._settle(pid, epoch)
+            except MkvError as exc:
+                log.warning("partition %s: cannot settle its fence yet: %s", pid, exc)
+                await trio.sleep(1.0)
 
     async def fetch(
         self, requests: AsyncIterator[pb.FetchRequest]
@@ -140,9 +241,21 @@ class ReplicationService:
                 position = response.records.records[-1].seq
             request = await _next(requests)
 
+    def _epoch(self, partition_id: str) -> int:
+        """This node's epoch of ``partition_id``: in cluster mode its leader
+        key's create revision (0 once it no longer leads it), else the registry's."""
+        if self.cluster is not None:
+            return self.cluster.routing.mine.get(partition_id, 0)
+        return self._registry.epoch(partition_id)
+
     def _leading(self, request: pb.FetchRequest) -> Partition:
         partition = self._registry.partition(request.partition_id)
-        if partition is None or self._registry.follower(request.partition_id) is not None:
+        not_led = self.cluster is not None and request.partition_id not in self.cluster.routing.mine
+        if (
+            partition is None
+            or not_led
+            or self._registry.follower(request.partition_id) is not None
+        ):
             raise NotFoundError(f"No partition {request.partition_id!r} leads on this node.")
         self._check(partition, request)
         return partition
@@ -153,7 +266,7 @@ class ReplicationService:
             leader's (cluster.md rule 2), naming the current one.
         UnavailableError: the partition stopped or was replaced here.
         """
-        epoch = self._registry.epoch(partition.id)
+        epoch = self._epoch(partition.id)
         if request.epoch < epoch:
             raise FailedPreconditionError(
                 f"Fetch of partition {partition.id} at epoch {request.epoch} refused: "
@@ -181,7 +294,7 @@ class ReplicationService:
                     await partition.wait_for_changes(max(position, feed.last_seq))
                 except UnavailableError:
                     break
-        epoch = self._registry.epoch(partition.id)
+        epoch = self._epoch(partition.id)
         try:
             writes = feed_writes(feed, position, None)
         except CompactedError:
@@ -211,7 +324,7 @@ class ReplicationService:
         """Capture ``partition`` at one seq, write it out off the event loop,
         and stream its rows, one answer per request (``first`` is answered
         with SNAPSHOT_BEGIN), ending with their SHA-256."""
-        epoch = self._registry.epoch(partition.id)
+        epoch = self._epoch(partition.id)
         capture = await partition.submit(Read(begin_capture))
         # A directory of its own: SQLite may leave a journal beside the file.
         folder = self._scratch / f"{partition.id}-{uuid.uuid4().hex}"

@@ -7,6 +7,7 @@ token it may listen on loopback only.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -114,6 +115,7 @@ class Node:
         )
         # Cluster mode's membership; made in run() (the node id is on disk).
         self.cluster: Membership | None = None
+        self._local: RegistryPartitions | None = None
         self.operations = OperationRegistry()
         # Served on the control port: node to node, under the control token.
         self.replication = ReplicationService(self.registry, config.data_dir / OUTGOING_DIR)
@@ -212,7 +214,12 @@ class Node:
             self._observed(
                 CONTROL_SERVICE,
                 ControlPlane(
-                    self.registry, self.snapshots, self._facts, cluster=self.cluster
+                    self.registry,
+                    self.snapshots,
+                    self._facts,
+                    cluster=self.cluster,
+                    local=self._local,
+                    token=self._control_token,
                 ).methods(),
             ),
             self.config.control_addr,
@@ -318,9 +325,10 @@ class Node:
         config = self.config
         node_id = await trio.to_thread.run_sync(load_node_id, config.data_dir, config.node_id)
         settings = ClusterSettings(config.etcd, config.cluster, node_id, config.lease_ttl)
+        self._local = RegistryPartitions(self.registry)
         return Membership(
             settings,
-            RegistryPartitions(self.registry),
+            self._local,
             default_store=config.default_store,
             default_pipeline=self.registry.pipeline_for(config.default_store),
         )
@@ -346,7 +354,13 @@ class Node:
             started=format_utc(self._started[0]),
         )
         with scope:
-            await cluster.run(record, task_status=task_status)
+            # Handover's fence watchdogs live as long as the membership.
+            async with trio.open_nursery() as nursery:
+                self.replication.cluster = cluster
+                self.replication.nursery = nursery
+                await nursery.start(functools.partial(cluster.run, record))
+                task_status.started()
+                await trio.sleep_forever()
 
     def _advertised(self, bound: Address) -> str:
         """``bound`` as other nodes and clients are told it.

@@ -28,11 +28,11 @@ from purerpc.grpclib.events import ResponseEnded
 from purerpc.grpclib.exceptions import GRPCError
 from purerpc.grpclib.status import StatusCode
 
-from mkv.errors import UnavailableError, error_for_status
+from mkv.errors import MkvError, UnavailableError, error_for_status
 from mkv.rpc.purerpc_compat import close_call, tolerate_late_frames
 from mkv.wire import Address
 
-__all__ = ["BidiCall", "open_bidi"]
+__all__ = ["BidiCall", "call_unary", "open_bidi"]
 
 M = TypeVar("M", bound=Message)
 
@@ -84,6 +84,14 @@ class BidiCall(Generic[M]):
         raise UnavailableError(
             f"{self._address} took no message on {self._name} for {self.timeout:g} s."
         )
+
+    async def done_sending(self) -> None:
+        """Half-close: tell the peer no more messages come (a unary call's end)."""
+        with anyio.move_on_after(self.timeout):
+            try:
+                await self._stream.close()
+            except _CONNECTION_ERRORS as exc:
+                raise self._lost(exc) from exc
 
     async def receive(self) -> M:
         """The next message, within ``timeout``: silence is a failure.
@@ -175,3 +183,50 @@ async def open_bidi(
             yield BidiCall(stream, address, name, timeout)
         finally:
             close_call(stream, h2.errors.ErrorCodes.CANCEL)
+
+
+async def call_unary(
+    address: Address,
+    service: str,
+    method: str,
+    request: Message,
+    response_type: type[M],
+    *,
+    metadata: Sequence[tuple[str, str]] = (),
+    ssl_context: ssl.SSLContext | None = None,
+    silence: float = 10.0,
+) -> M:
+    """One unary call on a connection of its own (on the wire a unary call is
+    a stream of one message each way, ended by the client's half-close).
+
+    Raises:
+        MkvError: the peer's error, typed by its status code.
+        UnavailableError: nothing answered in time, or the connection was lost.
+    """
+    try:
+        async with open_bidi(
+            address,
+            service,
+            method,
+            type(request),
+            response_type,
+            metadata=metadata,
+            ssl_context=ssl_context,
+            silence=silence,
+        ) as call:
+            await call.send(request)
+            await call.done_sending()
+            return await call.receive()
+    except BaseExceptionGroup as group:
+        # purerpc's connection tasks wrap what ended the call.
+        raise _first(group, address) from None
+
+
+def _first(group: BaseExceptionGroup[BaseException], address: Address) -> BaseException:
+    """What ended a call, out of the groups purerpc's connection tasks wrap it in."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    if isinstance(first, MkvError):
+        return first
+    return UnavailableError(f"The call to {address} failed ({first!r}).")

@@ -7,6 +7,9 @@ class ReplicationServicer(purerpc.Servicer):
     async def Fetch(self, input_messages):
         raise NotImplementedError()
 
+    async def Handover(self, input_message):
+        raise NotImplementedError()
+
     @property
     def service(self) -> purerpc.Service:
         service_obj = purerpc.Service(
@@ -19,6 +22,15 @@ class ReplicationServicer(purerpc.Servicer):
                 purerpc.Cardinality.STREAM_STREAM,
                 mkv_dot_v1_dot_replication__pb2.FetchRequest,
                 mkv_dot_v1_dot_replication__pb2.FetchResponse,
+            )
+        )
+        service_obj.add_method(
+            "Handover",
+            self.Handover,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_replication__pb2.HandoverRequest,
+                mkv_dot_v1_dot_replication__pb2.HandoverResponse,
             )
         )
         return service_obj
@@ -36,5 +48,13 @@ class ReplicationStub:
                 purerpc.Cardinality.STREAM_STREAM,
                 mkv_dot_v1_dot_replication__pb2.FetchRequest,
                 mkv_dot_v1_dot_replication__pb2.FetchResponse,
+            )
+        )
+        self.Handover = self._client.get_method_stub(
+            "Handover",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_replication__pb2.HandoverRequest,
+                mkv_dot_v1_dot_replication__pb2.HandoverResponse,
             )
         )

@@ -1,5 +1,6 @@
 from mkv.v1 import data_pb2 as _data_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -108,3 +109,31 @@ class FetchResponse(_message.Message):
     records: Records
     snapshot_required: SnapshotRequired
     def __init__(self, epoch: _Optional[int] = ..., commit_seq: _Optional[int] = ..., snapshot_begin: _Optional[_Union[SnapshotBegin, _Mapping]] = ..., snapshot_rows: _Optional[_Union[SnapshotRows, _Mapping]] = ..., snapshot_end: _Optional[_Union[SnapshotEnd, _Mapping]] = ..., records: _Optional[_Union[Records, _Mapping]] = ..., snapshot_required: _Optional[_Union[SnapshotRequired, _Mapping]] = ...) -> None: ...
+
+class HandoverRequest(_message.Message):
+    __slots__ = ("partition_id", "epoch", "step", "successor")
+    class Step(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STEP_UNSPECIFIED: _ClassVar[HandoverRequest.Step]
+        FENCE: _ClassVar[HandoverRequest.Step]
+        ABANDON: _ClassVar[HandoverRequest.Step]
+        COMMITTED: _ClassVar[HandoverRequest.Step]
+    STEP_UNSPECIFIED: HandoverRequest.Step
+    FENCE: HandoverRequest.Step
+    ABANDON: HandoverRequest.Step
+    COMMITTED: HandoverRequest.Step
+    PARTITION_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    SUCCESSOR_FIELD_NUMBER: _ClassVar[int]
+    partition_id: str
+    epoch: int
+    step: HandoverRequest.Step
+    successor: str
+    def __init__(self, partition_id: _Optional[str] = ..., epoch: _Optional[int] = ..., step: _Optional[_Union[HandoverRequest.Step, str]] = ..., successor: _Optional[str] = ...) -> None: ...
+
+class HandoverResponse(_message.Message):
+    __slots__ = ("final_seq",)
+    FINAL_SEQ_FIELD_NUMBER: _ClassVar[int]
+    final_seq: int
+    def __init__(self, final_seq: _Optional[int] = ...) -> None: ...

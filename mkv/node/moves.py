@@ -1,0 +1,361 @@
+"""MovePartition and DrainNode in cluster mode: a partition handed from its
+leader (the source) to another node (the target), across nodes.
+
+The target runs the move (``move_here``): it follows the source (snapshot,
+then log), asks the source to fence (``Replication.Handover``, checked
+against the source's epoch), applies through the final seq into a held copy,
+switches ownership in one etcd Txn (``Membership.commit_move``), campaigns (a
+new epoch), serves, and tells the source it moved away. A node asked to
+move a partition to another node forwards the call to the target's control
+port, under its own control token, and mirrors the target's operation
+(``forward``), so that GetOperation on the node asked follows the move.
+docs/cluster.md says what a client sees, and what each crash leaves.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import trio
+
+from mkv.cluster.membership import Membership
+from mkv.cluster.placement import choose_node
+from mkv.errors import (
+    AbortedError,
+    FailedPreconditionError,
+    MkvError,
+    NotFoundError,
+    UnavailableError,
+    error_for_status,
+)
+from mkv.node.cluster_local import RegistryPartitions
+from mkv.node.follower import REPLICATION_SERVICE
+from mkv.node.registry import PartitionRegistry
+from mkv.observe.logs import fields
+from mkv.operations import Operation
+from mkv.partition.task import Partition
+from mkv.rpc.auth import authorization_metadata
+from mkv.rpc.dial import call_unary
+from mkv.v1 import control_pb2 as cpb
+from mkv.v1 import replication_pb2 as rpb
+from mkv.wire import CONTROL_SERVICE, Address, parse_address
+
+__all__ = ["Mover"]
+
+log = logging.getLogger("mkv.move")
+
+# The copy must be this close (records) to the source's last seq before the
+# source is fenced: what is left is applied during the pause writers see.
+MAX_LAG = 64
+# The most the target waits, once the source is fenced, for its last records.
+CUT_OVER_WITHIN = 10.0
+# How long the new owner may take to win its leader key.
+LEAD_WITHIN = 10.0
+# How often a forwarded move's operation is read from its target.
+POLL_SECONDS = 0.2
+# Failed reads of a forwarded operation tolerated in a row.
+POLL_FAILURES = 25
+NODE_CALL_SECONDS = 10.0
+
+
+class Mover:
+    """Runs moves whose target is this node, and forwards the others."""
+
+    def __init__(
+        self,
+        registry: PartitionRegistry,
+        cluster: Membership,
+        local: RegistryPartitions,
+        token: str | None,
+    ) -> None:
+        self._registry = registry
+        self._cluster = cluster
+        self._local = local
+        self._token_value = token
+        self._metadata = authorization_metadata(token)
+
+    def check(self, partition_id: str, node: str) -> bool:
+        """Refuse at once what cannot begin. True: the node leads it already.
+
+        Raises:
+            NotFoundError: no such partition or live node.
+            FailedPreconditionError: nobody leads the partition now.
+        """
+        view = self._cluster.view
+        if partition_id not in view.partitions:
+            raise NotFoundError(f"No partition with id {partition_id!r} in the cluster.")
+        if node not in view.nodes:
+            raise NotFoundError(f"No live node with id {node!r}.")
+        leader = view.leaders.get(partition_id)
+        if leader is None:
+            raise FailedPreconditionError(
+                f"Nobody leads partition {partition_id} now; retry once a node does."
+            )
+        return leader.node == node
+
+    async def move(self, operation: Operation, partition_id: str, node: str) -> cpb.PartitionInfo:
+        """Move ``partition_id`` to ``node``: here, or forwarded to it."""
+        if self.check(partition_id, node):
+            return await self._info_of(partition_id, node)
+        if node == self._cluster.node_id:
+            partition = await self.move_here(operation, partition_id)
+            info = await self._registry.info(partition)
+            return cpb.PartitionInfo(
+                id=info.id,
+                start=info.range.start,
+                end=info.range.end or b"",
+                store=info.store,
+                state=cpb.ACTIVE,
+                last_seq=info.last_seq,
+                pipeline=info.pipeline,
+                node=node,
+                epoch=self._registry.epoch(partition_id),
+            )
+        return await self.forward(operation, partition_id, node)
+
+    async def _info_of(self, partition_id: str, node: str) -> cpb.PartitionInfo:
+        entry = self._cluster.view.partitions[partition_id]
+        rng = entry.record.range
+        return cpb.PartitionInfo(
+            id=partition_id,
+            start=rng.start,
+            end=rng.end or b"",
+            store=entry.record.store,
+            node=node,
+        )
+
+    # -- the target ------------------------------------------------------------------
+
+    async def move_here(self, operation: Operation, partition_id: str) -> Partition:
+        """Run the move of ``partition_id`` from its leader to this node.
+
+        Raises:
+            MkvError: the step that failed; before the etcd Txn the copy is
+                dropped and the source serves on, nothing lost. A Txn whose
+                outcome etcd did not tell leaves the copy held: reconcile
+                serves it if etcd names this node, else deletes it.
+        """
+        cluster, registry = self._cluster, self._registry
+        began = time.monotonic()
+        ticket = await cluster.move_ticket(partition_id)
+        source = cluster.view.nodes.get(ticket.source)
+        me = cluster.view.nodes.get(cluster.node_id)
+        if source is None or me is None:
+            raise UnavailableError(f"Node {ticket.source} is not live in the cluster now; retry.")
+        source_address = parse_address(source.record.replication)
+        record = ticket.record
+        operation.report("copy", 0, 0, "keys")
+        self._local.moves_in.add(partition_id)
+        fenced = False
+        committing = False
+        try:
+            follower = await registry.follow(
+                partition_id,
+                record.range,
+                record.store,
+                record.pipeline,
+                source_address,
+                ticket.epoch,
+                self._token(),
+                operation,
+                name=cluster.node_id,
+            )
+            try:
+                await follower.caught_up(MAX_LAG)
+                operation.report("cut-over", 0, 0, "")
+                fenced_at = time.monotonic()
+                answer = await self._handover(
+                    source_address,
+                    partition_id,
+                    ticket.epoch,
+                    rpb.HandoverRequest.FENCE,
+                    me.record.data,
+                )
+                fenced = True
+                await follower.cut_over(answer.final_seq, within=CUT_OVER_WITHIN)
+                committing = True
+                await cluster.commit_move(ticket)
+            except BaseException as exc:
+                with trio.CancelScope(shield=True):
+                    uncertain = committing and not isinstance(exc, FailedPreconditionError)
+                    if not uncertain:
+                        await follower.abandon()
+                        if registry.partition(partition_id) is not None:
+                            await registry.remove(partition_id)
+                        if fenced:
+                            await self._tell_quietly(
+                                source_address,
+                                partition_id,
+                                ticket.epoch,
+                                rpb.HandoverRequest.ABANDON,
+                            )
+                raise
+            epoch = await cluster.lead_now(partition_id, LEAD_WITHIN)
+            registry.set_epoch(partition_id, epoch)
+            partition = await registry.serve(partition_id)
+        finally:
+            # From here on (or after a failure) reconcile looks after the copy.
+            self._local.moves_in.discard(partition_id)
+        done = time.monotonic()
+        await self._tell_quietly(
+            source_address, partition_id, ticket.epoch, rpb.HandoverRequest.COMMITTED
+        )
+        log.info(
+            "partition %s moved here from %s at seq %d in %.1f s (cut-over %.0f ms)",
+            partition_id,
+            ticket.source,
+            answer.final_seq,
+            done - began,
+            (done - fenced_at) * 1000,
+            extra=fields(event="partition_moved_in", partition=partition_id, seq=answer.final_seq),
+        )
+        return partition
+
+    def _token(self) -> str | None:
+        return self._token_value
+
+    async def _handover(
+        self, address: Address, partition_id: str, epoch: int, step: int, successor: str = ""
+    ) -> rpb.HandoverResponse:
+        return await call_unary(
+            address,
+            REPLICATION_SERVICE,
+            "Handover",
+            rpb.HandoverRequest(
+                partition_id=partition_id,
+                epoch=epoch,
+                step=step,  # type: ignore[arg-type]
+                successor=successor,
+            ),
+            rpb.HandoverResponse,
+            metadata=self._metadata,
+            silence=NODE_CALL_SECONDS,
+        )
+
+    async def _tell_quietly(
+        self, address: Address, partition_id: str, epoch: int, step: int
+    ) -> None:
+        """Tell the source the outcome; if it does not hear, its fence
+        watchdog asks etcd (the outcome is there either way)."""
+        try:
+            await self._handover(address, partition_id, epoch, step)
+        except MkvError as exc:
+            log.warning(
+                "partition %s: the source did not take the move's outcome (%s); it settles "
+                "through etcd",
+                partition_id,
+                exc,
+                extra=fields(event="handover_unheard", partition=partition_id),
+            )
+
+    # -- a node that is not the target --------------------------------------------
+
+    async def forward(
+        self, operation: Operation, partition_id: str, node: str
+    ) -> cpb.PartitionInfo:
+        """Start the move on its target and follow the target's operation.
+
+        Raises:
+            MkvError: as the target's operation failed, or the target is unreachable.
+        """
+        entry = self._cluster.view.nodes.get(node)
+        if entry is None:
+            raise NotFoundError(f"No live node with id {node!r}.")
+        address = parse_address(entry.record.control)
+        started = await call_unary(
+            address,
+            CONTROL_SERVICE,
+            "MovePartition",
+            cpb.MovePartitionRequest(id=partition_id, node=node),
+            cpb.MovePartitionResponse,
+            metadata=self._metadata,
+            silence=NODE_CALL_SECONDS,
+        )
+        failures = 0
+        while True:
+            await trio.sleep(POLL_SECONDS)
+            try:
+                answer = await call_unary(
+                    address,
+                    CONTROL_SERVICE,
+                    "GetOperation",
+                    cpb.GetOperationRequest(id=started.operation_id),
+                    cpb.GetOperationResponse,
+                    metadata=self._metadata,
+                    silence=NODE_CALL_SECONDS,
+                )
+            except UnavailableError:
+                failures += 1
+                if failures > POLL_FAILURES:
+                    raise
+                continue
+            except NotFoundError:
+                # The target restarted and forgot the operation: etcd says
+                # how the move ended (its Txn is the commit point).
+                return await self._outcome(partition_id, node)
+            failures = 0
+            remote = answer.operation
+            operation.report(
+                remote.phase, remote.progress_done, remote.progress_total, remote.progress_unit
+            )
+            if remote.state == cpb.DONE:
+                return remote.moved
+            if remote.state == cpb.FAILED:
+                raise error_for_status(remote.error_code, remote.error_message)
+
+    async def _outcome(self, partition_id: str, node: str) -> cpb.PartitionInfo:
+        """The move's outcome by etcd, once its target lost the operation.
+
+        Raises:
+            AbortedError: the record does not name the target: the move did not commit.
+        """
+        view = await self._cluster.fresh_view()
+        entry = view.partitions.get(partition_id)
+        if entry is None or entry.record.replicas != (node,):
+            raise AbortedError(
+                f"Node {node} restarted during the move of {partition_id}, before it "
+                "committed; the partition stays on its source. Move it again."
+            )
+        rng = entry.record.range
+        return cpb.PartitionInfo(
+            id=partition_id,
+            start=rng.start,
+            end=rng.end or b"",
+            store=entry.record.store,
+            node=node,
+        )
+
+    # -- draining -------------------------------------------------------------------
+
+    def check_drain(self, node: str) -> None:
+        """Raises:
+        FailedPreconditionError: no other live node to move to.
+        """
+        if not set(self._cluster.view.nodes) - {node}:
+            raise FailedPreconditionError(
+                f"No live node other than {node!r} to move its partitions to."
+            )
+
+    async def drain(self, operation: Operation, node: str) -> list[cpb.PartitionInfo]:
+        """Move every partition ``node`` leads, one at a time, each to the
+        least loaded other live node."""
+        led = sorted(
+            pid for pid, leader in self._cluster.view.leaders.items() if leader.node == node
+        )
+        moved: list[cpb.PartitionInfo] = []
+        for k, pid in enumerate(led):
+            operation.report(f"moving {pid} ({k + 1} of {len(led)})", k, len(led), "partitions")
+            view = self._cluster.view
+            self.check_drain(node)
+            leader = view.leaders.get(pid)
+            if leader is None or leader.node != node:
+                continue  # moved or removed meanwhile
+            load: dict[str, int] = {}
+            for other in view.leaders.values():
+                load[other.node] = load.get(other.node, 0) + 1
+            target = choose_node(set(view.nodes) - {node}, load)
+            step = Operation(id=operation.id, kind="move", partition_id=pid)
+            moved.append(await self.move(step, pid, target))
+        operation.report("done", len(led), len(led), "partitions")
+        return moved
