@@ -5,6 +5,9 @@ item 5)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import trio
@@ -151,3 +154,36 @@ async def test_split_and_merge_asked_of_nodes_that_do_not_lead_under_writers(
 
             await eventually(same_count, what="the owner's count from n2")
     assert not errors, errors[:5]
+
+
+async def test_list_partitions_answers_in_time_when_an_owner_does_not(
+    tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs
+) -> None:
+    # The owner's lease outlasts the test, so etcd still names it while frozen.
+    nodes = [
+        cluster_node(tmp_path, "n0", etcd, lease_ttl=60),
+        cluster_node(tmp_path, "n1", etcd),
+    ]
+    rpc = Stubs(stubs)
+    with trio.fail_after(60):
+        async with running(*nodes):
+            owner = (await rpc.status(nodes[0])).node_id
+            assert await leader_of(rpc, nodes[1], "default") == owner
+            assert (await rpc.put(nodes[0], b"k", b"v")).status == 0
+            os.kill(nodes[0].pid, signal.SIGSTOP)
+            try:
+                began = time.monotonic()
+                (info,) = await rpc.partitions(nodes[1])
+                seconds = time.monotonic() - began
+            finally:
+                os.kill(nodes[0].pid, signal.SIGCONT)
+            # Bounded by the 2 s per-owner deadline, with room for a busy machine.
+            assert seconds < 6, seconds
+            assert (info.id, info.node, info.key_count) == ("default", owner, 0)
+            assert info.state == control_pb2.PARTITION_STATE_UNSPECIFIED
+
+            async def counted_again() -> bool:
+                (info,) = await rpc.partitions(nodes[1])
+                return bool(info.key_count == 1 and info.state == control_pb2.ACTIVE)
+
+            await eventually(counted_again, what="the owner's count once it answers")
