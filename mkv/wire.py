@@ -14,6 +14,7 @@ __all__ = [
     "DATA_SERVICE",
     "DEFAULT_CONTROL_ADDR",
     "DEFAULT_DATA_ADDR",
+    "FORWARDED",
     "MAX_KEY_BYTES",
     "MAX_REQUEST_BYTES",
     "Address",
@@ -27,6 +28,10 @@ DEFAULT_CONTROL_ADDR = "127.0.0.1:7071"
 
 DATA_SERVICE: str = data_pb2.DESCRIPTOR.services_by_name["DataPlane"].full_name
 CONTROL_SERVICE: str = control_pb2.DESCRIPTOR.services_by_name["ControlPlane"].full_name
+# Metadata on a control call one node forwards to another (its value: the
+# forwarding node's id). A node that gets such a call answers it itself or
+# refuses it, and never forwards it again, so a stale view cannot make a loop.
+FORWARDED = "mkv-forwarded"
 
 # The largest request message, serialized, per the API contract.
 MAX_REQUEST_BYTES = 1024 * 1024

@@ -15,10 +15,14 @@ import attrs
 import grpc
 import pytest
 import trio
+from google.protobuf.message import Message
 
 from mkv.cluster.keyspace import PartitionRecord
+from mkv.errors import FailedPreconditionError
 from mkv.etcd import open_etcd
+from mkv.rpc.dial import call_unary
 from mkv.v1 import control_pb2, data_pb2
+from mkv.wire import CONTROL_SERVICE, FORWARDED, parse_address
 from tests import netns
 from tests.cluster import Stubs, cluster_node, eventually, leader_of, running
 from tests.etcd import EtcdProcess
@@ -143,6 +147,23 @@ async def _error(method: object, request: object) -> grpc.RpcError:
     except grpc.RpcError as exc:
         return exc
     raise AssertionError("expected an error")
+
+
+async def _forwarded_error(
+    node: ServerProcess, method: str, request: Message, response_type: type[Message]
+) -> str:
+    """Send ``request`` to ``node`` marked as forwarded by another node; the
+    FAILED_PRECONDITION it must answer, as its message."""
+    with pytest.raises(FailedPreconditionError) as refused:
+        await call_unary(
+            parse_address(node.control_addr),
+            CONTROL_SERVICE,
+            method,
+            request,
+            response_type,
+            metadata=((FORWARDED, "another-node"),),
+        )
+    return str(refused.value)
 
 
 @pytest.mark.parametrize("how", ["stop", "kill"])
@@ -458,13 +479,15 @@ async def test_a_split_in_cluster_mode_commits_both_ranges_in_etcd(
         keys = [b"a%02d" % i for i in range(20)] + [b"x%02d" % i for i in range(20)]
         for key in keys:
             assert (await rpc.put(nodes[0], key, b"v" + key)).status == data_pb2.OK
-        # Asked of a node that does not lead it: refused, naming the owner.
-        with rpc.control(nodes[1]) as control:
-            elsewhere = await _error(
-                control.SplitPartition, control_pb2.SplitPartitionRequest(id="default", at=b"m")
-            )
-        assert elsewhere.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert nodes[0].control_addr in (elsewhere.details() or "")
+        # A call forwarded already (marked) that reaches a node not leading
+        # the partition is refused, naming the owner: never forwarded again.
+        elsewhere = await _forwarded_error(
+            nodes[1],
+            "SplitPartition",
+            control_pb2.SplitPartitionRequest(id="default", at=b"m"),
+            control_pb2.SplitPartitionResponse,
+        )
+        assert nodes[0].control_addr in elsewhere
         with rpc.control(nodes[0]) as control:
             started = await call(
                 control.SplitPartition,
@@ -506,13 +529,24 @@ async def test_a_split_in_cluster_mode_commits_both_ranges_in_etcd(
                 what="served after the restart",
             )
         # And merged back: one Txn gives default the whole range again.
-        with rpc.control(nodes[1]) as control:
-            elsewhere = await _error(
-                control.MergePartitions,
-                control_pb2.MergePartitionsRequest(left="default", right="upper"),
-            )
-        assert elsewhere.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert nodes[0].control_addr in (elsewhere.details() or "")
+        elsewhere = await _forwarded_error(
+            nodes[1],
+            "MergePartitions",
+            control_pb2.MergePartitionsRequest(left="default", right="upper"),
+            control_pb2.MergePartitionsResponse,
+        )
+        assert nodes[0].control_addr in elsewhere
+        # A forwarded ListPartitions answers with what the node leads only
+        # (nothing here), so it never fans out again.
+        listed = await call_unary(
+            parse_address(nodes[1].control_addr),
+            CONTROL_SERVICE,
+            "ListPartitions",
+            control_pb2.ListPartitionsRequest(),
+            control_pb2.ListPartitionsResponse,
+            metadata=((FORWARDED, "test"),),
+        )
+        assert list(listed.partitions) == []
         with rpc.control(nodes[0]) as control:
             started = await call(
                 control.MergePartitions,

@@ -16,7 +16,9 @@ from mkv.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
     InvalidArgumentError,
+    MkvError,
     NotFoundError,
+    UnavailableError,
 )
 from mkv.node.catalog import CatalogEntry, check_partition_id
 from mkv.node.cluster_local import RegistryPartitions
@@ -27,13 +29,15 @@ from mkv.operations import Operation, OperationState
 from mkv.partition.task import PartitionState
 from mkv.pipeline import check_pipeline
 from mkv.router import KeyRange
+from mkv.rpc.dial import call_unary
+from mkv.rpc.requests import current_metadata
 from mkv.rpc.server import Handler
 from mkv.snapshots.take import SnapshotResult
 from mkv.store import check_store_kind
 from mkv.units import format_utc
 from mkv.v1 import control_pb2 as pb
 from mkv.version import build_info
-from mkv.wire import Address
+from mkv.wire import CONTROL_SERVICE, FORWARDED, Address, parse_address
 
 __all__ = ["ControlPlane", "NodeFacts"]
 
@@ -60,6 +64,9 @@ _SINGLE_NODE = (
     "{call} needs cluster mode: this node runs alone (mkv serve --etcd URL --cluster NAME)."
 )
 MERGE = "merge"
+# How long ListPartitions waits for another node's counts: an owner that does
+# not answer by then leaves its partitions without numbers, not the call hung.
+OWNER_COUNTS_SECONDS = 2.0
 
 
 @attrs.frozen
@@ -75,6 +82,13 @@ class DrainDone:
 @attrs.frozen
 class MergeDone:
     partition: PartitionReport
+
+
+@attrs.frozen
+class ForwardedDone:
+    """A split or merge that ran on the partition's owner: its operation there."""
+
+    remote: pb.Operation
 
 
 @attrs.frozen
@@ -362,6 +376,17 @@ class ControlPlane:
         new_id = request.new_id or None
         publish: Publish | None = None
         if self._cluster is not None:
+            if (owner := self._owner_elsewhere(self._cluster, request.id)) is not None:
+                return pb.SplitPartitionResponse(
+                    operation_id=await self._forward(
+                        SPLIT,
+                        request.id,
+                        owner,
+                        "SplitPartition",
+                        request,
+                        pb.SplitPartitionResponse,
+                    )
+                )
             new_id, publish = self._cluster_split(self._cluster, request)
         # Refused at once when it cannot begin; checked again when it does.
         self._registry.check_split(request.id, request.at, new_id)
@@ -375,6 +400,55 @@ class ControlPlane:
 
         operation = self._snapshots.operations.start(SPLIT, request.id, work)
         return pb.SplitPartitionResponse(operation_id=operation.id)
+
+    def _owner_elsewhere(self, cluster: Membership, *partition_ids: str) -> str | None:
+        """The live node, other than this one, that leads every one of
+        ``partition_ids``, when the call should be forwarded to it; None when
+        it runs (or is refused) here. A call that was forwarded already is
+        never forwarded again: a node whose view lags would otherwise send it
+        back and forth."""
+        if self._mover is None or FORWARDED in current_metadata():
+            return None
+        view = cluster.view
+        owners = set()
+        for pid in partition_ids:
+            leader = view.leaders.get(pid)
+            if pid not in view.partitions or leader is None:
+                return None
+            owners.add(leader.node)
+        if len(owners) != 1:
+            return None
+        (owner,) = owners
+        if owner == cluster.node_id or owner not in view.nodes:
+            return None
+        return owner
+
+    async def _forward(
+        self,
+        kind: str,
+        partition_id: str,
+        node: str,
+        method: str,
+        request: pb.SplitPartitionRequest | pb.MergePartitionsRequest,
+        response_type: type[pb.SplitPartitionResponse] | type[pb.MergePartitionsResponse],
+    ) -> str:
+        """Start ``method`` on ``node`` (the owner) and an operation here that
+        mirrors the owner's; its id. The owner's refusal comes back at once,
+        as the call would have answered there."""
+        mover = self._mover
+        assert mover is not None
+        address, started = await mover.start_remote(node, method, request, response_type)
+
+        async def work(operation: Operation) -> ForwardedDone:
+            remote = await mover.follow(operation, address, started.operation_id)
+            if remote is None:
+                raise UnavailableError(
+                    f"Node {node} restarted during the {kind} of partition {partition_id}; "
+                    "ListPartitions shows how it ended."
+                )
+            return ForwardedDone(remote)
+
+        return self._snapshots.operations.start(kind, partition_id, work).id
 
     def _cluster_split(
         self, cluster: Membership, request: pb.SplitPartitionRequest
@@ -458,6 +532,19 @@ class ControlPlane:
             raise NotFoundError("MergePartitions needs the ids of two partitions.")
         publish: PublishMerge | None = None
         if self._cluster is not None:
+            if (
+                owner := self._owner_elsewhere(self._cluster, request.left, request.right)
+            ) is not None:
+                return pb.MergePartitionsResponse(
+                    operation_id=await self._forward(
+                        MERGE,
+                        request.left,
+                        owner,
+                        "MergePartitions",
+                        request,
+                        pb.MergePartitionsResponse,
+                    )
+                )
             publish = self._cluster_merge(self._cluster, request)
         self._registry.check_merge(request.left, request.right)
         registry = self._registry
@@ -518,12 +605,17 @@ class ControlPlane:
         )
 
     async def _list_cluster(self, cluster: Membership) -> pb.ListPartitionsResponse:
-        """Every partition of the cluster, with its leader and epoch; the
-        numbers (keys, bytes, seq) of those this node leads, and 0 for the
-        others (their owners have them: ask them)."""
+        """Every partition of the cluster, with its leader and epoch, and the
+        numbers (state, keys, bytes, seq) from the node that leads it: this
+        node's own, the others' asked of each owner in parallel (a forwarded
+        ListPartitions, which answers with its own partitions only). An owner
+        that does not answer within ``OWNER_COUNTS_SECONDS`` leaves its
+        partitions at 0 with state PARTITION_STATE_UNSPECIFIED (unknown)."""
         view = cluster.view
         mine = cluster.routing.mine
+        forwarded = FORWARDED in current_metadata()
         out = []
+        elsewhere: dict[str, list[pb.PartitionInfo]] = {}
         for pid, entry in sorted(view.partitions.items(), key=lambda i: i[1].record.range.start):
             record, leader = entry.record, view.leaders.get(pid)
             info = pb.PartitionInfo(
@@ -543,8 +635,49 @@ class ControlPlane:
                 info.key_count = report.stats.key_count
                 info.size_bytes = report.stats.size_bytes
                 info.last_seq = report.last_seq
+            elif forwarded:
+                continue  # the asking node has the rest from etcd, or from their owners
+            elif leader is not None and leader.node != cluster.node_id:
+                elsewhere.setdefault(leader.node, []).append(info)
             out.append(info)
+        if elsewhere:
+            async with trio.open_nursery() as nursery:
+                for node, infos in elsewhere.items():
+                    nursery.start_soon(self._owner_counts, cluster, node, infos)
         return pb.ListPartitionsResponse(partitions=out)
+
+    async def _owner_counts(
+        self, cluster: Membership, node: str, infos: list[pb.PartitionInfo]
+    ) -> None:
+        """Fill ``infos`` (partitions ``node`` leads) with its numbers."""
+        mover = self._mover
+        entry = cluster.view.nodes.get(node)
+        answer: pb.ListPartitionsResponse | None = None
+        if mover is not None and entry is not None:
+            with trio.move_on_after(OWNER_COUNTS_SECONDS):
+                try:
+                    answer = await call_unary(
+                        parse_address(entry.record.control),
+                        CONTROL_SERVICE,
+                        "ListPartitions",
+                        pb.ListPartitionsRequest(),
+                        pb.ListPartitionsResponse,
+                        metadata=mover.forwarded_metadata(),
+                        silence=OWNER_COUNTS_SECONDS,
+                    )
+                except MkvError:
+                    answer = None
+        theirs = {p.id: p for p in answer.partitions} if answer is not None else {}
+        for info in infos:
+            counted = theirs.get(info.id)
+            if counted is None or counted.node != node:
+                # Unknown: the owner did not answer, or no longer leads it.
+                info.state = pb.PARTITION_STATE_UNSPECIFIED
+                continue
+            info.state = counted.state
+            info.key_count = counted.key_count
+            info.size_bytes = counted.size_bytes
+            info.last_seq = counted.last_seq
 
 
 def _to_proto(info: PartitionReport) -> pb.PartitionInfo:
@@ -589,6 +722,12 @@ def _operation_to_proto(operation: Operation) -> pb.Operation:
         message.moved.CopyFrom(operation.result.partition)
     if isinstance(operation.result, DrainDone):
         message.drained.extend(operation.result.partitions)
+    if isinstance(operation.result, ForwardedDone):
+        remote = operation.result.remote
+        if remote.HasField("split"):
+            message.split.CopyFrom(remote.split)
+        if remote.HasField("merged"):
+            message.merged.CopyFrom(remote.merged)
     if isinstance(operation.result, MergeDone):
         message.merged.CopyFrom(_to_proto(operation.result.partition))
     if isinstance(operation.result, SnapshotResult):

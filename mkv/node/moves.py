@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TypeVar
 
 import trio
+from google.protobuf.message import Message
 
 from mkv.cluster.membership import Membership
 from mkv.cluster.placement import choose_node
@@ -39,9 +41,11 @@ from mkv.rpc.auth import authorization_metadata
 from mkv.rpc.dial import call_unary
 from mkv.v1 import control_pb2 as cpb
 from mkv.v1 import replication_pb2 as rpb
-from mkv.wire import CONTROL_SERVICE, Address, parse_address
+from mkv.wire import CONTROL_SERVICE, FORWARDED, Address, parse_address
 
 __all__ = ["Mover"]
+
+M = TypeVar("M", bound=Message)
 
 log = logging.getLogger("mkv.move")
 
@@ -259,19 +263,57 @@ class Mover:
         Raises:
             MkvError: as the target's operation failed, or the target is unreachable.
         """
+        address, started = await self.start_remote(
+            node,
+            "MovePartition",
+            cpb.MovePartitionRequest(id=partition_id, node=node),
+            cpb.MovePartitionResponse,
+        )
+        remote = await self.follow(operation, address, started.operation_id)
+        if remote is None:
+            # The target restarted and forgot the operation: etcd says
+            # how the move ended (its Txn is the commit point).
+            return await self._outcome(partition_id, node)
+        return remote.moved
+
+    async def start_remote(
+        self, node: str, method: str, request: Message, response_type: type[M]
+    ) -> tuple[Address, M]:
+        """Send a control call to ``node``'s control port, marked as
+        forwarded (so that node never forwards it on); its answer.
+
+        Raises:
+            NotFoundError: ``node`` is not live.
+            MkvError: as that node refused the call, or it is unreachable.
+        """
         entry = self._cluster.view.nodes.get(node)
         if entry is None:
             raise NotFoundError(f"No live node with id {node!r}.")
         address = parse_address(entry.record.control)
-        started = await call_unary(
+        answer = await call_unary(
             address,
             CONTROL_SERVICE,
-            "MovePartition",
-            cpb.MovePartitionRequest(id=partition_id, node=node),
-            cpb.MovePartitionResponse,
-            metadata=self._metadata,
+            method,
+            request,
+            response_type,
+            metadata=self.forwarded_metadata(),
             silence=NODE_CALL_SECONDS,
         )
+        return address, answer
+
+    def forwarded_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (*self._metadata, (FORWARDED, self._cluster.node_id))
+
+    async def follow(
+        self, operation: Operation, address: Address, operation_id: str
+    ) -> cpb.Operation | None:
+        """Mirror another node's operation into ``operation`` until it ends;
+        that operation once DONE, or None if that node no longer knows it
+        (it restarted).
+
+        Raises:
+            MkvError: as that operation failed, or the node stayed unreachable.
+        """
         failures = 0
         while True:
             await trio.sleep(POLL_SECONDS)
@@ -280,7 +322,7 @@ class Mover:
                     address,
                     CONTROL_SERVICE,
                     "GetOperation",
-                    cpb.GetOperationRequest(id=started.operation_id),
+                    cpb.GetOperationRequest(id=operation_id),
                     cpb.GetOperationResponse,
                     metadata=self._metadata,
                     silence=NODE_CALL_SECONDS,
@@ -291,16 +333,14 @@ class Mover:
                     raise
                 continue
             except NotFoundError:
-                # The target restarted and forgot the operation: etcd says
-                # how the move ended (its Txn is the commit point).
-                return await self._outcome(partition_id, node)
+                return None
             failures = 0
             remote = answer.operation
             operation.report(
                 remote.phase, remote.progress_done, remote.progress_total, remote.progress_unit
             )
             if remote.state == cpb.DONE:
-                return remote.moved
+                return remote
             if remote.state == cpb.FAILED:
                 raise error_for_status(remote.error_code, remote.error_message)
 

@@ -4,6 +4,9 @@ failure an ``MkvError`` that ``mkv.rpc.server`` maps to a status."""
 
 from __future__ import annotations
 
+import contextvars
+from collections.abc import Mapping
+
 from google.protobuf.message import DecodeError, Message
 from purerpc.grpc_proto import GRPCProtoStream
 from purerpc.grpclib.events import RequestReceived
@@ -11,7 +14,31 @@ from purerpc.grpclib.events import RequestReceived
 from mkv.errors import InvalidArgumentError, ResourceExhaustedError, UnimplementedError
 from mkv.rpc.purerpc_compat import CompressedMessage, OversizedMessage
 
-__all__ = ["RequestStream", "call_metadata", "one_message", "parse_request"]
+__all__ = [
+    "RequestStream",
+    "call_metadata",
+    "current_metadata",
+    "one_message",
+    "parse_request",
+    "set_current_metadata",
+]
+
+# The metadata of the call a handler runs for: each call runs in a task of its
+# own, so a handler that must know how it was called (a forwarded control
+# call, ``mkv-forwarded``) reads it here rather than every handler taking it.
+_current: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "mkv_call_metadata", default=None
+)
+
+
+def set_current_metadata(metadata: Mapping[str, str]) -> None:
+    """Record the metadata of the call the current task runs."""
+    _current.set(metadata)
+
+
+def current_metadata() -> Mapping[str, str]:
+    """The metadata of the call the current task runs (names lower-cased)."""
+    return _current.get() or {}
 
 
 def call_metadata(event: RequestReceived) -> dict[str, str]:

@@ -71,7 +71,13 @@ from mkv.rpc.purerpc_compat import (
 )
 from mkv.rpc.request_headers import Rejection
 from mkv.rpc.request_screen import RejectedRequest, answer_rejection, screen_requests
-from mkv.rpc.requests import RequestStream, call_metadata, one_message, parse_request
+from mkv.rpc.requests import (
+    RequestStream,
+    call_metadata,
+    one_message,
+    parse_request,
+    set_current_metadata,
+)
 from mkv.rpc.session import DEFAULT_MAX_IN_FLIGHT, SessionCall, apply_unary, run_session
 from mkv.rpc.types import (
     AnyHandler,
@@ -565,11 +571,11 @@ class RpcServer:
             return _MEMORY_EXHAUSTED, None
         streaming = isinstance(method.handler, ServerStream | BidiStream | Multiplexed)
         deadline = self._deadline(event, capped=not streaming)
+        metadata = call_metadata(event)
+        set_current_metadata(metadata)
         try:
             if service.guard is not None:
-                service.guard(
-                    CallInfo(event.service_name, event.method_name, call_metadata(event), peer)
-                )
+                service.guard(CallInfo(event.service_name, event.method_name, metadata, peer))
             if isinstance(method.handler, Multiplexed):
                 return Status(StatusCode.OK), SessionCall(
                     event.service_name,
