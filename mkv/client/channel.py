@@ -21,16 +21,15 @@ import anyio.abc
 import h2.errors
 import h2.exceptions
 from google.protobuf.message import Message
-from purerpc.grpc_proto import GRPCProtoSocket
-from purerpc.grpclib.config import GRPCConfiguration
 from purerpc.grpclib.events import ResponseEnded
-from purerpc.grpclib.exceptions import GRPCError, RpcFailedError
+from purerpc.grpclib.exceptions import RpcFailedError
 from purerpc.grpclib.status import StatusCode
 from purerpc.wrappers import extract_message_from_singleton_stream, send_single_message_client
 
 from mkv.client.unwrap import unwrap_single_exception
 from mkv.errors import UnavailableError, error_for_status
-from mkv.rpc.purerpc_compat import close_call, tolerate_late_frames
+from mkv.rpc.client_socket import CONNECTION_ERRORS, ClientSocket, cancel_when_set
+from mkv.rpc.purerpc_compat import close_call
 from mkv.rpc.request_headers import grpc_timeout as wire_timeout
 from mkv.rpc.tls import handshake_failure
 from mkv.wire import Address, parse_address
@@ -43,52 +42,12 @@ M = TypeVar("M", bound=Message)
 # operators filter and route logs by it (issue 13).
 log = logging.getLogger("mkv.channel")
 
+
 # What a broken or closed connection raises, from the socket up through h2.
-_CONNECTION_ERRORS = (
-    OSError,
-    GRPCError,
-    h2.exceptions.ProtocolError,
-    anyio.BrokenResourceError,
-    anyio.ClosedResourceError,
-    anyio.EndOfStream,
-)
-
-# Responses are bounded by requests (1 MiB) except PartitionMap and lists,
-# which stay far below this.
-_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
-
-
 class NotSentError(UnavailableError):
     """The call could not be started (the node could not be dialled, or the
     connection failed before the request was sent): certainly not applied,
     so even a write may be sent again (``mkv.client.nodes.Rerouting``)."""
-
-
-class _ClientSocket(GRPCProtoSocket):  # type: ignore[misc]  # purerpc is untyped
-    """purerpc's client connection, telling the channel when its reader ends.
-
-    purerpc's reader just returns when the server goes away, leaving every
-    call in flight waiting forever for an answer.
-    """
-
-    def __init__(self, config: GRPCConfiguration, sock: anyio.abc.ByteStream) -> None:
-        super().__init__(config, sock)
-        tolerate_late_frames(self)
-        self.lost = False
-        self.ended = anyio.Event()
-
-    async def _reader_thread(self) -> None:
-        try:
-            await super()._reader_thread()
-        finally:
-            self.fail_pending()
-
-    def fail_pending(self) -> None:
-        """Wake every call still waiting: its queue ends, so it reads EndOfStream."""
-        self.lost = True
-        self.ended.set()
-        for stream in list(self._streams.values()):
-            stream._incoming_events[0].close()
 
 
 class Channel:
@@ -110,7 +69,7 @@ class Channel:
         self._metadata = tuple(metadata)
         self._ssl_context = ssl_context
         self._scheme = "http" if ssl_context is None else "https"
-        self._socket: _ClientSocket | None = None
+        self._socket: ClientSocket | None = None
         self._dialing = anyio.Lock()
         self._closing = anyio.Event()
 
@@ -122,7 +81,7 @@ class Channel:
         """
         await self._connected()
 
-    async def _connected(self) -> _ClientSocket:
+    async def _connected(self) -> ClientSocket:
         grpc_socket = self._socket
         if grpc_socket is not None and not grpc_socket.lost:
             return grpc_socket
@@ -161,16 +120,15 @@ class Channel:
         enters the socket; held here, a connection that breaks fails the calls
         in flight (UNAVAILABLE) instead of cancelling the user's code.
         """
-        config = GRPCConfiguration(client_side=True, max_message_length=_MAX_RESPONSE_BYTES)
-        grpc_socket = _ClientSocket(config, sock)
+        grpc_socket = ClientSocket(sock)
         try:
             async with sock, grpc_socket:
                 self._socket = grpc_socket
                 task_status.started()
                 async with anyio.create_task_group() as waiting:
                     for event in (self._closing, grpc_socket.ended):
-                        waiting.start_soon(_cancel_when_set, event, waiting.cancel_scope)
-        except* _CONNECTION_ERRORS as group:
+                        waiting.start_soon(cancel_when_set, event, waiting.cancel_scope)
+        except* CONNECTION_ERRORS as group:
             log.debug("connection to %s lost: %r", self.address, group.exceptions)
         finally:
             grpc_socket.fail_pending()
@@ -214,7 +172,7 @@ class Channel:
                 exc.status.status_message,
                 retry_after=_retry_after(stream.end_stream_event),
             ) from None
-        except _CONNECTION_ERRORS as exc:
+        except CONNECTION_ERRORS as exc:
             raise self._lost(exc) from exc
         finally:
             close_call(stream, h2.errors.ErrorCodes.CANCEL)
@@ -233,7 +191,7 @@ class Channel:
         try:
             try:
                 await send_single_message_client(stream, request)
-            except _CONNECTION_ERRORS as exc:
+            except CONNECTION_ERRORS as exc:
                 raise self._lost(exc) from exc
             yield ResponseStream(self, stream)
         finally:
@@ -280,7 +238,7 @@ class Channel:
                 timeout=None if grpc_timeout is None else wire_timeout(grpc_timeout),
                 custom_metadata=self._metadata,
             )
-        except _CONNECTION_ERRORS as exc:
+        except CONNECTION_ERRORS as exc:
             # The request's message goes after its headers: none of it left.
             raise NotSentError(
                 f"Lost the connection to mkv at {self.address} ({type(exc).__name__}) "
@@ -317,7 +275,7 @@ class ResponseStream(Generic[M]):
     async def __anext__(self) -> M:
         try:
             response: M | None = await self._stream.receive_message()
-        except _CONNECTION_ERRORS as exc:
+        except CONNECTION_ERRORS as exc:
             raise self._channel._lost(exc) from exc
         if response is not None:
             return response
@@ -366,8 +324,3 @@ def _retry_after(ended: object) -> float | None:
             except ValueError:
                 return None
     return None
-
-
-async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()

@@ -22,15 +22,14 @@ import anyio.abc
 import h2.errors
 import h2.exceptions
 from google.protobuf.message import DecodeError, Message
-from purerpc.grpc_proto import GRPCProtoSocket
-from purerpc.grpclib.config import GRPCConfiguration
 from purerpc.grpclib.events import ResponseEnded
-from purerpc.grpclib.exceptions import GRPCError, RpcFailedError
+from purerpc.grpclib.exceptions import RpcFailedError
 from purerpc.grpclib.status import StatusCode
 from purerpc.wrappers import extract_message_from_singleton_stream, send_single_message_client
 
 from mkv.etcd.errors import EtcdError, EtcdUnavailable, error_for_etcd_status
-from mkv.rpc.purerpc_compat import close_call, tolerate_late_frames
+from mkv.rpc.client_socket import CONNECTION_ERRORS, ClientSocket, cancel_when_set
+from mkv.rpc.purerpc_compat import close_call
 from mkv.rpc.request_headers import grpc_timeout as wire_timeout
 from mkv.wire import Address
 
@@ -39,20 +38,6 @@ __all__ = ["BidiStream", "Connection", "NotSent", "parse_endpoint"]
 log = logging.getLogger("mkv.etcd")
 
 M = TypeVar("M", bound=Message)
-
-# What a broken or closed connection raises, from the socket up through h2.
-_CONNECTION_ERRORS = (
-    OSError,
-    GRPCError,
-    h2.exceptions.ProtocolError,
-    anyio.BrokenResourceError,
-    anyio.ClosedResourceError,
-    anyio.EndOfStream,
-)
-
-# etcd's own default limit for a request is 1.5 MiB; answers (a Range over a
-# prefix) may be larger.
-_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
 class NotSent(EtcdUnavailable):
@@ -75,44 +60,6 @@ def parse_endpoint(text: str) -> Address:
     return Address(host.removeprefix("[").removesuffix("]"), int(port))
 
 
-class _Socket(GRPCProtoSocket):  # type: ignore[misc]  # purerpc is untyped
-    """purerpc's client connection, which tells its owner when it ends.
-
-    purerpc's reader just returns when the server goes away, leaving every
-    call on the connection waiting forever.
-    """
-
-    def __init__(self, config: GRPCConfiguration, sock: anyio.abc.ByteStream) -> None:
-        super().__init__(config, sock)
-        tolerate_late_frames(self)
-        self.lost = False
-        self.ended = anyio.Event()
-        # When bytes last arrived on the connection: a call that times out
-        # drops the connection only if the whole connection went quiet.
-        self.heard = anyio.current_time()
-        connection = self._grpc_connection
-        receive_data = connection.receive_data
-
-        def heard(data: bytes) -> Any:
-            self.heard = anyio.current_time()
-            return receive_data(data)
-
-        connection.receive_data = heard
-
-    async def _reader_thread(self) -> None:
-        try:
-            await super()._reader_thread()
-        finally:
-            self.fail_pending()
-
-    def fail_pending(self) -> None:
-        """End the connection for its users: every call waiting reads EndOfStream."""
-        self.lost = True
-        self.ended.set()
-        for stream in list(self._streams.values()):
-            stream._incoming_events[0].close()
-
-
 class Connection:
     """Calls to one etcd endpoint over one connection at a time."""
 
@@ -122,14 +69,14 @@ class Connection:
         self.address = address
         self.timeout = timeout
         self._task_group = task_group
-        self._socket: _Socket | None = None
+        self._socket: ClientSocket | None = None
         self._dialing = anyio.Lock()
         self._closing = anyio.Event()
 
     def __str__(self) -> str:
         return str(self.address)
 
-    async def _connected(self) -> _Socket:
+    async def _connected(self) -> ClientSocket:
         grpc_socket = self._socket
         if grpc_socket is not None and not grpc_socket.lost:
             return grpc_socket
@@ -159,16 +106,15 @@ class Connection:
         """Own the connection in a task of its own until it ends, is dropped
         or the client closes: a broken connection fails the calls on it
         instead of cancelling the caller's code."""
-        config = GRPCConfiguration(client_side=True, max_message_length=_MAX_RESPONSE_BYTES)
-        grpc_socket = _Socket(config, sock)
+        grpc_socket = ClientSocket(sock)
         try:
             async with sock, grpc_socket:
                 self._socket = grpc_socket
                 task_status.started()
                 async with anyio.create_task_group() as waiting:
                     for event in (self._closing, grpc_socket.ended):
-                        waiting.start_soon(_cancel_when_set, event, waiting.cancel_scope)
-        except* _CONNECTION_ERRORS as group:
+                        waiting.start_soon(cancel_when_set, event, waiting.cancel_scope)
+        except* CONNECTION_ERRORS as group:
             log.debug("connection to etcd at %s lost: %r", self.address, group.exceptions)
         finally:
             grpc_socket.fail_pending()
@@ -176,7 +122,7 @@ class Connection:
     def close(self) -> None:
         self._closing.set()
 
-    def _drop(self, grpc_socket: _Socket) -> None:
+    def _drop(self, grpc_socket: ClientSocket) -> None:
         """Give up on a connection after a call or stream on it timed out,
         if nothing at all arrived on it for the whole deadline: it may be
         dead without a reset (a stopped or cut-off peer), and every call on
@@ -235,7 +181,7 @@ class Connection:
                 raise error_for_etcd_status(
                     exc.status.status_code, exc.status.status_message, str(self.address)
                 ) from None
-            except _CONNECTION_ERRORS as exc:
+            except CONNECTION_ERRORS as exc:
                 raise self._lost(exc) from exc
             except DecodeError:
                 raise self._garbled(f"{service}.{method}") from None
@@ -267,7 +213,7 @@ class Connection:
                     request_type.DESCRIPTOR.full_name,
                     str(self.address),
                 )
-            except _CONNECTION_ERRORS as exc:
+            except CONNECTION_ERRORS as exc:
                 raise self._lost(exc) from exc
         if stream is None:
             self._drop(grpc_socket)
@@ -282,7 +228,7 @@ class Connection:
 class BidiStream(Generic[M]):
     """Both directions of one streaming call; every receive has a deadline."""
 
-    def __init__(self, connection: Connection, grpc_socket: _Socket, stream: Any, name: str):
+    def __init__(self, connection: Connection, grpc_socket: ClientSocket, stream: Any, name: str):
         self._connection = connection
         self._socket = grpc_socket
         self._stream = stream
@@ -297,7 +243,7 @@ class BidiStream(Generic[M]):
         with anyio.move_on_after(self._connection.timeout):
             try:
                 await self._stream.send_message(message)
-            except _CONNECTION_ERRORS as exc:
+            except CONNECTION_ERRORS as exc:
                 raise self._connection._lost(exc) from exc
             return
         self._connection._drop(self._socket)
@@ -316,7 +262,7 @@ class BidiStream(Generic[M]):
         with anyio.move_on_after(timeout):
             try:
                 response: M | None = await self._stream.receive_message()
-            except _CONNECTION_ERRORS as exc:
+            except CONNECTION_ERRORS as exc:
                 raise self._connection._lost(exc) from exc
             except DecodeError:
                 raise self._connection._garbled(self._name) from None
@@ -343,8 +289,3 @@ class BidiStream(Generic[M]):
             f"etcd at {self._connection.address} sent nothing on {self._name} "
             f"for {seconds:g} s; the stream is taken as dead."
         )
-
-
-async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()

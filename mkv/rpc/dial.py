@@ -22,44 +22,17 @@ import anyio.abc
 import h2.errors
 import h2.exceptions
 from google.protobuf.message import Message
-from purerpc.grpc_proto import GRPCProtoSocket
-from purerpc.grpclib.config import GRPCConfiguration
 from purerpc.grpclib.events import ResponseEnded
-from purerpc.grpclib.exceptions import GRPCError
 from purerpc.grpclib.status import StatusCode
 
 from mkv.errors import MkvError, UnavailableError, error_for_status
-from mkv.rpc.purerpc_compat import close_call, tolerate_late_frames
+from mkv.rpc.client_socket import CONNECTION_ERRORS, ClientSocket
+from mkv.rpc.purerpc_compat import close_call
 from mkv.wire import Address
 
 __all__ = ["BidiCall", "call_unary", "open_bidi"]
 
 M = TypeVar("M", bound=Message)
-
-_CONNECTION_ERRORS = (
-    OSError,
-    GRPCError,
-    h2.exceptions.ProtocolError,
-    anyio.BrokenResourceError,
-    anyio.ClosedResourceError,
-    anyio.EndOfStream,
-)
-_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
-
-
-class _Socket(GRPCProtoSocket):  # type: ignore[misc]  # purerpc is untyped
-    """purerpc's client connection; a reader that ends wakes the call."""
-
-    def __init__(self, config: GRPCConfiguration, sock: anyio.abc.ByteStream) -> None:
-        super().__init__(config, sock)
-        tolerate_late_frames(self)
-
-    async def _reader_thread(self) -> None:
-        try:
-            await super()._reader_thread()
-        finally:
-            for stream in list(self._streams.values()):
-                stream._incoming_events[0].close()
 
 
 class BidiCall(Generic[M]):
@@ -78,7 +51,7 @@ class BidiCall(Generic[M]):
         with anyio.move_on_after(self.timeout):
             try:
                 await self._stream.send_message(message)
-            except _CONNECTION_ERRORS as exc:
+            except CONNECTION_ERRORS as exc:
                 raise self._lost(exc) from exc
             return
         raise UnavailableError(
@@ -90,7 +63,7 @@ class BidiCall(Generic[M]):
         with anyio.move_on_after(self.timeout):
             try:
                 await self._stream.close()
-            except _CONNECTION_ERRORS as exc:
+            except CONNECTION_ERRORS as exc:
                 raise self._lost(exc) from exc
 
     async def receive(self) -> M:
@@ -104,7 +77,7 @@ class BidiCall(Generic[M]):
         with anyio.move_on_after(self.timeout):
             try:
                 response: M | None = await self._stream.receive_message()
-            except _CONNECTION_ERRORS as exc:
+            except CONNECTION_ERRORS as exc:
                 raise self._lost(exc) from exc
             if response is not None:
                 return response
@@ -161,8 +134,7 @@ async def open_bidi(
         raise UnavailableError(f"{address} accepted no connection within {timeout:g} s.") from None
     except OSError as exc:
         raise UnavailableError(f"Cannot connect to {address}: {exc.strerror or exc}.") from None
-    config = GRPCConfiguration(client_side=True, max_message_length=_MAX_RESPONSE_BYTES)
-    grpc_socket = _Socket(config, sock)
+    grpc_socket = ClientSocket(sock)
     async with sock, grpc_socket:
         try:
             with anyio.fail_after(timeout):
@@ -176,7 +148,7 @@ async def open_bidi(
                 )
         except TimeoutError:
             raise UnavailableError(f"{address} did not start {name} in {timeout:g} s.") from None
-        except _CONNECTION_ERRORS as exc:
+        except CONNECTION_ERRORS as exc:
             raise UnavailableError(f"Lost the connection to {address} ({exc!r}).") from exc
         stream.expect_message_type(response_type)
         try:
