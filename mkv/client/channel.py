@@ -28,7 +28,7 @@ from purerpc.wrappers import extract_message_from_singleton_stream, send_single_
 
 from mkv.client.unwrap import unwrap_single_exception
 from mkv.errors import UnavailableError, error_for_status
-from mkv.rpc.client_socket import CONNECTION_ERRORS, ClientSocket, cancel_when_set
+from mkv.rpc.client_socket import CONNECTION_ERRORS, ClientSocket, hold_connection
 from mkv.rpc.purerpc_compat import close_call
 from mkv.rpc.request_headers import grpc_timeout as wire_timeout
 from mkv.rpc.tls import handshake_failure
@@ -120,18 +120,17 @@ class Channel:
         enters the socket; held here, a connection that breaks fails the calls
         in flight (UNAVAILABLE) instead of cancelling the user's code.
         """
-        grpc_socket = ClientSocket(sock)
-        try:
-            async with sock, grpc_socket:
-                self._socket = grpc_socket
-                task_status.started()
-                async with anyio.create_task_group() as waiting:
-                    for event in (self._closing, grpc_socket.ended):
-                        waiting.start_soon(cancel_when_set, event, waiting.cancel_scope)
-        except* CONNECTION_ERRORS as group:
-            log.debug("connection to %s lost: %r", self.address, group.exceptions)
-        finally:
-            grpc_socket.fail_pending()
+        await hold_connection(
+            sock,
+            closing=self._closing,
+            opened=self._opened,
+            log=log,
+            name=str(self.address),
+            task_status=task_status,
+        )
+
+    def _opened(self, grpc_socket: ClientSocket) -> None:
+        self._socket = grpc_socket
 
     def close(self) -> None:
         self._closing.set()

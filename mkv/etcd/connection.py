@@ -28,7 +28,7 @@ from purerpc.grpclib.status import StatusCode
 from purerpc.wrappers import extract_message_from_singleton_stream, send_single_message_client
 
 from mkv.etcd.errors import EtcdError, EtcdUnavailable, error_for_etcd_status
-from mkv.rpc.client_socket import CONNECTION_ERRORS, ClientSocket, cancel_when_set
+from mkv.rpc.client_socket import CONNECTION_ERRORS, ClientSocket, hold_connection
 from mkv.rpc.purerpc_compat import close_call
 from mkv.rpc.request_headers import grpc_timeout as wire_timeout
 from mkv.wire import Address
@@ -106,18 +106,17 @@ class Connection:
         """Own the connection in a task of its own until it ends, is dropped
         or the client closes: a broken connection fails the calls on it
         instead of cancelling the caller's code."""
-        grpc_socket = ClientSocket(sock)
-        try:
-            async with sock, grpc_socket:
-                self._socket = grpc_socket
-                task_status.started()
-                async with anyio.create_task_group() as waiting:
-                    for event in (self._closing, grpc_socket.ended):
-                        waiting.start_soon(cancel_when_set, event, waiting.cancel_scope)
-        except* CONNECTION_ERRORS as group:
-            log.debug("connection to etcd at %s lost: %r", self.address, group.exceptions)
-        finally:
-            grpc_socket.fail_pending()
+        await hold_connection(
+            sock,
+            closing=self._closing,
+            opened=self._opened,
+            log=log,
+            name=f"etcd at {self.address}",
+            task_status=task_status,
+        )
+
+    def _opened(self, grpc_socket: ClientSocket) -> None:
+        self._socket = grpc_socket
 
     def close(self) -> None:
         self._closing.set()

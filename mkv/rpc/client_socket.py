@@ -9,6 +9,8 @@ its owner, and tolerates frames that arrive for a stream already closed.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -20,7 +22,7 @@ from purerpc.grpclib.exceptions import GRPCError
 
 from mkv.rpc.purerpc_compat import tolerate_late_frames
 
-__all__ = ["CONNECTION_ERRORS", "MAX_RESPONSE_BYTES", "ClientSocket", "cancel_when_set"]
+__all__ = ["CONNECTION_ERRORS", "MAX_RESPONSE_BYTES", "ClientSocket", "hold_connection"]
 
 # What a broken or closed connection raises, from the socket up through h2.
 CONNECTION_ERRORS = (
@@ -75,8 +77,34 @@ class ClientSocket(GRPCProtoSocket):  # type: ignore[misc]  # purerpc is untyped
             stream._incoming_events[0].close()
 
 
-async def cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
-    """Cancel ``scope`` once ``event`` is set (a connection held in a task
-    group of its own ends when it is closed or lost)."""
+async def hold_connection(
+    sock: anyio.abc.ByteStream,
+    *,
+    closing: anyio.Event,
+    opened: Callable[[ClientSocket], None],
+    log: logging.Logger,
+    name: str,
+    task_status: anyio.abc.TaskStatus[None],
+) -> None:
+    """Own a connection in a task of its own until it ends or ``closing`` is
+    set: purerpc runs its reader and writer in a task group around whoever
+    enters the socket, so held here a connection that breaks fails the calls
+    on it instead of cancelling its callers' code. ``opened`` is handed the
+    socket before the task reports itself started."""
+    grpc_socket = ClientSocket(sock)
+    try:
+        async with sock, grpc_socket:
+            opened(grpc_socket)
+            task_status.started()
+            async with anyio.create_task_group() as waiting:
+                for event in (closing, grpc_socket.ended):
+                    waiting.start_soon(_cancel_when_set, event, waiting.cancel_scope)
+    except* CONNECTION_ERRORS as group:
+        log.debug("connection to %s lost: %r", name, group.exceptions)
+    finally:
+        grpc_socket.fail_pending()
+
+
+async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
     await event.wait()
     scope.cancel()
