@@ -35,7 +35,7 @@ from typing import Any
 
 import trio
 from bench_snapshot import server
-from bench_split import VALUE_SIZE, before_and_during, follow, writers
+from bench_split import VALUE_SIZE, before_and_during, follow, writers, writers_line
 
 import mkv
 from mkv.node.catalog import Catalog, CatalogEntry
@@ -115,13 +115,7 @@ def report(results: dict[str, Any]) -> None:
     print(f"cut-over phase (polled, coarse)    {shown:>10}")
     for name in ("left", "right"):
         side = results[name]
-        before, during = side["before"]["latency_ms"], side["during"]["latency_ms"]
-        ratio = side["p99_ratio"]
-        print(
-            f"writers {name:<6} p99 before {before['p99']:7.2f} ms  during {during['p99']:8.2f} ms"
-            f"  max {during['max']:8.2f} ms  ratio {'n/a' if ratio is None else f'{ratio:.2f}x'}"
-            f"  refused {side['refused']}"
-        )
+        print(f"{writers_line(f'writers {name:<6}', side)}  refused {side['refused']}")
     print(f"key counts after                   {results['key_counts']}")
 
 

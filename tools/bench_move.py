@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from bench_split import before_and_during
+from bench_split import before_and_during, writers_line
 
 from mkv.client.channel import Channel, open_channel
 from mkv.node.replication import move_partition
@@ -146,13 +146,7 @@ def report(results: dict[str, Any]) -> None:
     print(f"copy rate                          {results['keys_per_second']:10.0f} keys/s")
     print(f"cut-over, fence to serving         {results['cut_over_ms']:10.0f} ms")
     print(f"writers' worst across the cut-over {results['max_write_across_cut_over_ms']:10.0f} ms")
-    side = results["writers"]
-    before, during = side["before"]["latency_ms"], side["during"]["latency_ms"]
-    ratio = side["p99_ratio"]
-    print(
-        f"writers p99 before {before['p99']:7.2f} ms  during {during['p99']:7.2f} ms"
-        f"  max {during['max']:7.2f} ms  ratio {'n/a' if ratio is None else f'{ratio:.2f}x'}"
-    )
+    print(writers_line("writers", results["writers"]))
 
 
 def main() -> int:

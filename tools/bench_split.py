@@ -166,6 +166,18 @@ async def measure(data_addr: str, control_addr: str, args: argparse.Namespace) -
     return results
 
 
+def writers_line(label: str, side: dict[str, Any]) -> str:
+    """One line of a ``before_and_during`` summary: p99 before and during,
+    the worst during, and the ratio (bench_merge and bench_move print theirs
+    with it too)."""
+    before, during = side["before"]["latency_ms"], side["during"]["latency_ms"]
+    ratio = side["p99_ratio"]
+    return (
+        f"{label} p99 before {before['p99']:7.2f} ms  during {during['p99']:8.2f} ms"
+        f"  max {during['max']:8.2f} ms  ratio {'n/a' if ratio is None else f'{ratio:.2f}x'}"
+    )
+
+
 def report(results: dict[str, Any]) -> None:
     print(f"keys                               {results['keys']:>10}")
     print(f"split, call to cut-over done       {results['split_seconds']:10.2f} s")
@@ -176,13 +188,7 @@ def report(results: dict[str, Any]) -> None:
     shown = "n/a" if polled is None else f"{polled * 1000:.0f} ms"
     print(f"cut-over phase (polled, coarse)    {shown:>10}")
     for name in ("staying", "moving"):
-        side = results[name]
-        before, during = side["before"]["latency_ms"], side["during"]["latency_ms"]
-        ratio = side["p99_ratio"]
-        print(
-            f"writers {name:<8} p99 before {before['p99']:7.2f} ms  during {during['p99']:7.2f} ms"
-            f"  max {during['max']:7.2f} ms  ratio {'n/a' if ratio is None else f'{ratio:.2f}x'}"
-        )
+        print(writers_line(f"writers {name:<8}", results[name]))
 
 
 def main() -> int:
