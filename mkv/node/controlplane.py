@@ -19,6 +19,7 @@ from mkv.errors import (
     MkvError,
     NotFoundError,
     UnavailableError,
+    UnimplementedError,
 )
 from mkv.node.catalog import CatalogEntry, check_partition_id
 from mkv.node.cluster_local import RegistryPartitions
@@ -155,6 +156,7 @@ class ControlPlane:
             "MovePartition": (pb.MovePartitionRequest, self.move_partition),
             "DrainNode": (pb.DrainNodeRequest, self.drain_node),
             "ListNodes": (pb.ListNodesRequest, self.list_nodes),
+            "TransferLeader": (pb.TransferLeaderRequest, self.transfer_leader),
         }
 
     # Placement across nodes exists only in cluster mode: a single node has
@@ -190,6 +192,13 @@ class ControlPlane:
 
         operation = self._snapshots.operations.start(DRAIN, "", work)
         return pb.DrainNodeResponse(operation_id=operation.id)
+
+    async def transfer_leader(self, request: pb.TransferLeaderRequest) -> pb.TransferLeaderResponse:
+        if self._cluster is None:
+            raise FailedPreconditionError(_SINGLE_NODE.format(call="TransferLeader"))
+        # Needs replicated partitions (issue 16): until then there is no
+        # in-sync replica to hand the leadership to.
+        raise UnimplementedError("TransferLeader needs replicated partitions, not built yet.")
 
     async def list_nodes(self, request: pb.ListNodesRequest) -> pb.ListNodesResponse:
         if self._cluster is None:

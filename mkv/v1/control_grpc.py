@@ -39,6 +39,9 @@ class ControlPlaneServicer(purerpc.Servicer):
     async def ListNodes(self, input_message):
         raise NotImplementedError()
 
+    async def TransferLeader(self, input_message):
+        raise NotImplementedError()
+
     @property
     def service(self) -> purerpc.Service:
         service_obj = purerpc.Service(
@@ -152,6 +155,15 @@ class ControlPlaneServicer(purerpc.Servicer):
                 mkv_dot_v1_dot_control__pb2.ListNodesResponse,
             )
         )
+        service_obj.add_method(
+            "TransferLeader",
+            self.TransferLeader,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.TransferLeaderRequest,
+                mkv_dot_v1_dot_control__pb2.TransferLeaderResponse,
+            )
+        )
         return service_obj
 
 
@@ -255,5 +267,13 @@ class ControlPlaneStub:
                 purerpc.Cardinality.UNARY_UNARY,
                 mkv_dot_v1_dot_control__pb2.ListNodesRequest,
                 mkv_dot_v1_dot_control__pb2.ListNodesResponse,
+            )
+        )
+        self.TransferLeader = self._client.get_method_stub(
+            "TransferLeader",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                mkv_dot_v1_dot_control__pb2.TransferLeaderRequest,
+                mkv_dot_v1_dot_control__pb2.TransferLeaderResponse,
             )
         )

@@ -34,7 +34,7 @@ DONE: OperationState
 FAILED: OperationState
 
 class PartitionInfo(_message.Message):
-    __slots__ = ("id", "start", "end", "store", "state", "key_count", "size_bytes", "last_seq", "pipeline", "node", "epoch")
+    __slots__ = ("id", "start", "end", "store", "state", "key_count", "size_bytes", "last_seq", "pipeline", "node", "epoch", "replicas", "isr", "commit_seq", "replica_states")
     ID_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,10 @@ class PartitionInfo(_message.Message):
     PIPELINE_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    ISR_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_STATES_FIELD_NUMBER: _ClassVar[int]
     id: str
     start: bytes
     end: bytes
@@ -57,10 +61,30 @@ class PartitionInfo(_message.Message):
     pipeline: _containers.RepeatedScalarFieldContainer[str]
     node: str
     epoch: int
-    def __init__(self, id: _Optional[str] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., store: _Optional[str] = ..., state: _Optional[_Union[PartitionState, str]] = ..., key_count: _Optional[int] = ..., size_bytes: _Optional[int] = ..., last_seq: _Optional[int] = ..., pipeline: _Optional[_Iterable[str]] = ..., node: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
+    replicas: _containers.RepeatedScalarFieldContainer[str]
+    isr: _containers.RepeatedScalarFieldContainer[str]
+    commit_seq: int
+    replica_states: _containers.RepeatedCompositeFieldContainer[ReplicaInfo]
+    def __init__(self, id: _Optional[str] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., store: _Optional[str] = ..., state: _Optional[_Union[PartitionState, str]] = ..., key_count: _Optional[int] = ..., size_bytes: _Optional[int] = ..., last_seq: _Optional[int] = ..., pipeline: _Optional[_Iterable[str]] = ..., node: _Optional[str] = ..., epoch: _Optional[int] = ..., replicas: _Optional[_Iterable[str]] = ..., isr: _Optional[_Iterable[str]] = ..., commit_seq: _Optional[int] = ..., replica_states: _Optional[_Iterable[_Union[ReplicaInfo, _Mapping]]] = ...) -> None: ...
+
+class ReplicaInfo(_message.Message):
+    __slots__ = ("node", "leader", "in_sync", "durable_seq", "lag_records", "lag_seconds")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    IN_SYNC_FIELD_NUMBER: _ClassVar[int]
+    DURABLE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAG_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    leader: bool
+    in_sync: bool
+    durable_seq: int
+    lag_records: int
+    lag_seconds: float
+    def __init__(self, node: _Optional[str] = ..., leader: _Optional[bool] = ..., in_sync: _Optional[bool] = ..., durable_seq: _Optional[int] = ..., lag_records: _Optional[int] = ..., lag_seconds: _Optional[float] = ...) -> None: ...
 
 class AddPartitionRequest(_message.Message):
-    __slots__ = ("id", "start", "end", "store", "pipeline", "snapshot", "node")
+    __slots__ = ("id", "start", "end", "store", "pipeline", "snapshot", "node", "replicas")
     ID_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +92,7 @@ class AddPartitionRequest(_message.Message):
     PIPELINE_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
     id: str
     start: bytes
     end: bytes
@@ -75,7 +100,8 @@ class AddPartitionRequest(_message.Message):
     pipeline: _containers.RepeatedScalarFieldContainer[str]
     snapshot: str
     node: str
-    def __init__(self, id: _Optional[str] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., store: _Optional[str] = ..., pipeline: _Optional[_Iterable[str]] = ..., snapshot: _Optional[str] = ..., node: _Optional[str] = ...) -> None: ...
+    replicas: int
+    def __init__(self, id: _Optional[str] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., store: _Optional[str] = ..., pipeline: _Optional[_Iterable[str]] = ..., snapshot: _Optional[str] = ..., node: _Optional[str] = ..., replicas: _Optional[int] = ...) -> None: ...
 
 class AddPartitionResponse(_message.Message):
     __slots__ = ("partition", "warnings")
@@ -250,6 +276,20 @@ class NodeInfo(_message.Message):
     partitions: _containers.RepeatedScalarFieldContainer[str]
     started: str
     def __init__(self, id: _Optional[str] = ..., data_address: _Optional[str] = ..., control_address: _Optional[str] = ..., replication_address: _Optional[str] = ..., version: _Optional[str] = ..., alive: _Optional[bool] = ..., partitions: _Optional[_Iterable[str]] = ..., started: _Optional[str] = ...) -> None: ...
+
+class TransferLeaderRequest(_message.Message):
+    __slots__ = ("id", "node")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    node: str
+    def __init__(self, id: _Optional[str] = ..., node: _Optional[str] = ...) -> None: ...
+
+class TransferLeaderResponse(_message.Message):
+    __slots__ = ("partition",)
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    partition: PartitionInfo
+    def __init__(self, partition: _Optional[_Union[PartitionInfo, _Mapping]] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ()

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from mkv.v1 import data_pb2 as mkv_dot_v1_dot_data__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18mkv/v1/replication.proto\x12\x06mkv.v1\x1a\x11mkv/v1/data.proto\"\x9f\x01\n\x0c\x46\x65tchRequest\x12\x14\n\x0cpartition_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x13\n\tafter_seq\x18\x03 \x01(\x04H\x00\x12\x12\n\x08snapshot\x18\x04 \x01(\x08H\x00\x12\x13\n\x0b\x64urable_seq\x18\x05 \x01(\x04\x12\x11\n\tmax_bytes\x18\x06 \x01(\r\x12\x10\n\x08\x66ollower\x18\x07 \x01(\tB\x07\n\x05start\"K\n\rSnapshotBegin\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\ttimestamp\x18\x02 \x01(\x04\x12\r\n\x05start\x18\x03 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x0c\"A\n\x03Row\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x11\n\ttimestamp\x18\x04 \x01(\x04\")\n\x0cSnapshotRows\x12\x19\n\x04rows\x18\x01 \x03(\x0b\x32\x0b.mkv.v1.Row\"K\n\x0bSnapshotEnd\x12\x0e\n\x06sha256\x18\x01 \x01(\x0c\x12\x0c\n\x04rows\x18\x02 \x01(\x04\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x11\n\ttimestamp\x18\x04 \x01(\x04\"V\n\x06Record\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\ttimestamp\x18\x02 \x01(\x04\x12\x1b\n\x04puts\x18\x03 \x03(\x0b\x32\r.mkv.v1.Entry\x12\x0f\n\x07\x64\x65letes\x18\x04 \x03(\x0c\"*\n\x07Records\x12\x1f\n\x07records\x18\x01 \x03(\x0b\x32\x0e.mkv.v1.Record\"*\n\x10SnapshotRequired\x12\x16\n\x0eretained_after\x18\x01 \x01(\x04\"\xa2\x02\n\rFetchResponse\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x12\n\ncommit_seq\x18\x02 \x01(\x04\x12/\n\x0esnapshot_begin\x18\x03 \x01(\x0b\x32\x15.mkv.v1.SnapshotBeginH\x00\x12-\n\rsnapshot_rows\x18\x04 \x01(\x0b\x32\x14.mkv.v1.SnapshotRowsH\x00\x12+\n\x0csnapshot_end\x18\x05 \x01(\x0b\x32\x13.mkv.v1.SnapshotEndH\x00\x12\"\n\x07records\x18\x06 \x01(\x0b\x32\x0f.mkv.v1.RecordsH\x00\x12\x35\n\x11snapshot_required\x18\x07 \x01(\x0b\x32\x18.mkv.v1.SnapshotRequiredH\x00\x42\x06\n\x04\x62ody\"\xba\x01\n\x0fHandoverRequest\x12\x14\n\x0cpartition_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12*\n\x04step\x18\x03 \x01(\x0e\x32\x1c.mkv.v1.HandoverRequest.Step\x12\x11\n\tsuccessor\x18\x04 \x01(\t\"C\n\x04Step\x12\x14\n\x10STEP_UNSPECIFIED\x10\x00\x12\t\n\x05\x46\x45NCE\x10\x01\x12\x0b\n\x07\x41\x42\x41NDON\x10\x02\x12\r\n\tCOMMITTED\x10\x03\"%\n\x10HandoverResponse\x12\x11\n\tfinal_seq\x18\x01 \x01(\x04\x32\x86\x01\n\x0bReplication\x12\x38\n\x05\x46\x65tch\x12\x14.mkv.v1.FetchRequest\x1a\x15.mkv.v1.FetchResponse(\x01\x30\x01\x12=\n\x08Handover\x12\x17.mkv.v1.HandoverRequest\x1a\x18.mkv.v1.HandoverResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18mkv/v1/replication.proto\x12\x06mkv.v1\x1a\x11mkv/v1/data.proto\"\xc4\x01\n\x0c\x46\x65tchRequest\x12\x14\n\x0cpartition_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x13\n\tafter_seq\x18\x03 \x01(\x04H\x00\x12\x12\n\x08snapshot\x18\x04 \x01(\x08H\x00\x12\x13\n\x0b\x64urable_seq\x18\x05 \x01(\x04\x12\x11\n\tmax_bytes\x18\x06 \x01(\r\x12\x10\n\x08\x66ollower\x18\x07 \x01(\t\x12\x12\n\nlast_epoch\x18\x08 \x01(\x04\x12\x0f\n\x07replica\x18\t \x01(\x08\x42\x07\n\x05start\"K\n\rSnapshotBegin\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\ttimestamp\x18\x02 \x01(\x04\x12\r\n\x05start\x18\x03 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x0c\"A\n\x03Row\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x11\n\ttimestamp\x18\x04 \x01(\x04\")\n\x0cSnapshotRows\x12\x19\n\x04rows\x18\x01 \x03(\x0b\x32\x0b.mkv.v1.Row\"K\n\x0bSnapshotEnd\x12\x0e\n\x06sha256\x18\x01 \x01(\x0c\x12\x0c\n\x04rows\x18\x02 \x01(\x04\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x11\n\ttimestamp\x18\x04 \x01(\x04\"e\n\x06Record\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\ttimestamp\x18\x02 \x01(\x04\x12\x1b\n\x04puts\x18\x03 \x03(\x0b\x32\r.mkv.v1.Entry\x12\x0f\n\x07\x64\x65letes\x18\x04 \x03(\x0c\x12\r\n\x05\x65poch\x18\x05 \x01(\x04\"*\n\x07Records\x12\x1f\n\x07records\x18\x01 \x03(\x0b\x32\x0e.mkv.v1.Record\"*\n\x10SnapshotRequired\x12\x16\n\x0eretained_after\x18\x01 \x01(\x04\"\x17\n\x08Truncate\x12\x0b\n\x03seq\x18\x01 \x01(\x04\"\xc8\x02\n\rFetchResponse\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x12\n\ncommit_seq\x18\x02 \x01(\x04\x12/\n\x0esnapshot_begin\x18\x03 \x01(\x0b\x32\x15.mkv.v1.SnapshotBeginH\x00\x12-\n\rsnapshot_rows\x18\x04 \x01(\x0b\x32\x14.mkv.v1.SnapshotRowsH\x00\x12+\n\x0csnapshot_end\x18\x05 \x01(\x0b\x32\x13.mkv.v1.SnapshotEndH\x00\x12\"\n\x07records\x18\x06 \x01(\x0b\x32\x0f.mkv.v1.RecordsH\x00\x12\x35\n\x11snapshot_required\x18\x07 \x01(\x0b\x32\x18.mkv.v1.SnapshotRequiredH\x00\x12$\n\x08truncate\x18\x08 \x01(\x0b\x32\x10.mkv.v1.TruncateH\x00\x42\x06\n\x04\x62ody\"\xba\x01\n\x0fHandoverRequest\x12\x14\n\x0cpartition_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12*\n\x04step\x18\x03 \x01(\x0e\x32\x1c.mkv.v1.HandoverRequest.Step\x12\x11\n\tsuccessor\x18\x04 \x01(\t\"C\n\x04Step\x12\x14\n\x10STEP_UNSPECIFIED\x10\x00\x12\t\n\x05\x46\x45NCE\x10\x01\x12\x0b\n\x07\x41\x42\x41NDON\x10\x02\x12\r\n\tCOMMITTED\x10\x03\"%\n\x10HandoverResponse\x12\x11\n\tfinal_seq\x18\x01 \x01(\x04\x32\x86\x01\n\x0bReplication\x12\x38\n\x05\x46\x65tch\x12\x14.mkv.v1.FetchRequest\x1a\x15.mkv.v1.FetchResponse(\x01\x30\x01\x12=\n\x08Handover\x12\x17.mkv.v1.HandoverRequest\x1a\x18.mkv.v1.HandoverResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,29 +33,31 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mkv.v1.replication_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FETCHREQUEST']._serialized_start=56
-  _globals['_FETCHREQUEST']._serialized_end=215
-  _globals['_SNAPSHOTBEGIN']._serialized_start=217
-  _globals['_SNAPSHOTBEGIN']._serialized_end=292
-  _globals['_ROW']._serialized_start=294
-  _globals['_ROW']._serialized_end=359
-  _globals['_SNAPSHOTROWS']._serialized_start=361
-  _globals['_SNAPSHOTROWS']._serialized_end=402
-  _globals['_SNAPSHOTEND']._serialized_start=404
-  _globals['_SNAPSHOTEND']._serialized_end=479
-  _globals['_RECORD']._serialized_start=481
-  _globals['_RECORD']._serialized_end=567
-  _globals['_RECORDS']._serialized_start=569
-  _globals['_RECORDS']._serialized_end=611
-  _globals['_SNAPSHOTREQUIRED']._serialized_start=613
-  _globals['_SNAPSHOTREQUIRED']._serialized_end=655
-  _globals['_FETCHRESPONSE']._serialized_start=658
-  _globals['_FETCHRESPONSE']._serialized_end=948
-  _globals['_HANDOVERREQUEST']._serialized_start=951
-  _globals['_HANDOVERREQUEST']._serialized_end=1137
-  _globals['_HANDOVERREQUEST_STEP']._serialized_start=1070
-  _globals['_HANDOVERREQUEST_STEP']._serialized_end=1137
-  _globals['_HANDOVERRESPONSE']._serialized_start=1139
-  _globals['_HANDOVERRESPONSE']._serialized_end=1176
-  _globals['_REPLICATION']._serialized_start=1179
-  _globals['_REPLICATION']._serialized_end=1313
+  _globals['_FETCHREQUEST']._serialized_end=252
+  _globals['_SNAPSHOTBEGIN']._serialized_start=254
+  _globals['_SNAPSHOTBEGIN']._serialized_end=329
+  _globals['_ROW']._serialized_start=331
+  _globals['_ROW']._serialized_end=396
+  _globals['_SNAPSHOTROWS']._serialized_start=398
+  _globals['_SNAPSHOTROWS']._serialized_end=439
+  _globals['_SNAPSHOTEND']._serialized_start=441
+  _globals['_SNAPSHOTEND']._serialized_end=516
+  _globals['_RECORD']._serialized_start=518
+  _globals['_RECORD']._serialized_end=619
+  _globals['_RECORDS']._serialized_start=621
+  _globals['_RECORDS']._serialized_end=663
+  _globals['_SNAPSHOTREQUIRED']._serialized_start=665
+  _globals['_SNAPSHOTREQUIRED']._serialized_end=707
+  _globals['_TRUNCATE']._serialized_start=709
+  _globals['_TRUNCATE']._serialized_end=732
+  _globals['_FETCHRESPONSE']._serialized_start=735
+  _globals['_FETCHRESPONSE']._serialized_end=1063
+  _globals['_HANDOVERREQUEST']._serialized_start=1066
+  _globals['_HANDOVERREQUEST']._serialized_end=1252
+  _globals['_HANDOVERREQUEST_STEP']._serialized_start=1185
+  _globals['_HANDOVERREQUEST_STEP']._serialized_end=1252
+  _globals['_HANDOVERRESPONSE']._serialized_start=1254
+  _globals['_HANDOVERRESPONSE']._serialized_end=1291
+  _globals['_REPLICATION']._serialized_start=1294
+  _globals['_REPLICATION']._serialized_end=1428
 # @@protoc_insertion_point(module_scope)

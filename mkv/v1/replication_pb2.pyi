@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class FetchRequest(_message.Message):
-    __slots__ = ("partition_id", "epoch", "after_seq", "snapshot", "durable_seq", "max_bytes", "follower")
+    __slots__ = ("partition_id", "epoch", "after_seq", "snapshot", "durable_seq", "max_bytes", "follower", "last_epoch", "replica")
     PARTITION_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,8 @@ class FetchRequest(_message.Message):
     DURABLE_SEQ_FIELD_NUMBER: _ClassVar[int]
     MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
     FOLLOWER_FIELD_NUMBER: _ClassVar[int]
+    LAST_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
     partition_id: str
     epoch: int
     after_seq: int
@@ -24,7 +26,9 @@ class FetchRequest(_message.Message):
     durable_seq: int
     max_bytes: int
     follower: str
-    def __init__(self, partition_id: _Optional[str] = ..., epoch: _Optional[int] = ..., after_seq: _Optional[int] = ..., snapshot: _Optional[bool] = ..., durable_seq: _Optional[int] = ..., max_bytes: _Optional[int] = ..., follower: _Optional[str] = ...) -> None: ...
+    last_epoch: int
+    replica: bool
+    def __init__(self, partition_id: _Optional[str] = ..., epoch: _Optional[int] = ..., after_seq: _Optional[int] = ..., snapshot: _Optional[bool] = ..., durable_seq: _Optional[int] = ..., max_bytes: _Optional[int] = ..., follower: _Optional[str] = ..., last_epoch: _Optional[int] = ..., replica: _Optional[bool] = ...) -> None: ...
 
 class SnapshotBegin(_message.Message):
     __slots__ = ("seq", "timestamp", "start", "end")
@@ -69,16 +73,18 @@ class SnapshotEnd(_message.Message):
     def __init__(self, sha256: _Optional[bytes] = ..., rows: _Optional[int] = ..., seq: _Optional[int] = ..., timestamp: _Optional[int] = ...) -> None: ...
 
 class Record(_message.Message):
-    __slots__ = ("seq", "timestamp", "puts", "deletes")
+    __slots__ = ("seq", "timestamp", "puts", "deletes", "epoch")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     PUTS_FIELD_NUMBER: _ClassVar[int]
     DELETES_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     seq: int
     timestamp: int
     puts: _containers.RepeatedCompositeFieldContainer[_data_pb2.Entry]
     deletes: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, seq: _Optional[int] = ..., timestamp: _Optional[int] = ..., puts: _Optional[_Iterable[_Union[_data_pb2.Entry, _Mapping]]] = ..., deletes: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    epoch: int
+    def __init__(self, seq: _Optional[int] = ..., timestamp: _Optional[int] = ..., puts: _Optional[_Iterable[_Union[_data_pb2.Entry, _Mapping]]] = ..., deletes: _Optional[_Iterable[bytes]] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class Records(_message.Message):
     __slots__ = ("records",)
@@ -92,8 +98,14 @@ class SnapshotRequired(_message.Message):
     retained_after: int
     def __init__(self, retained_after: _Optional[int] = ...) -> None: ...
 
+class Truncate(_message.Message):
+    __slots__ = ("seq",)
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    def __init__(self, seq: _Optional[int] = ...) -> None: ...
+
 class FetchResponse(_message.Message):
-    __slots__ = ("epoch", "commit_seq", "snapshot_begin", "snapshot_rows", "snapshot_end", "records", "snapshot_required")
+    __slots__ = ("epoch", "commit_seq", "snapshot_begin", "snapshot_rows", "snapshot_end", "records", "snapshot_required", "truncate")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     COMMIT_SEQ_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_BEGIN_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +113,7 @@ class FetchResponse(_message.Message):
     SNAPSHOT_END_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     commit_seq: int
     snapshot_begin: SnapshotBegin
@@ -108,7 +121,8 @@ class FetchResponse(_message.Message):
     snapshot_end: SnapshotEnd
     records: Records
     snapshot_required: SnapshotRequired
-    def __init__(self, epoch: _Optional[int] = ..., commit_seq: _Optional[int] = ..., snapshot_begin: _Optional[_Union[SnapshotBegin, _Mapping]] = ..., snapshot_rows: _Optional[_Union[SnapshotRows, _Mapping]] = ..., snapshot_end: _Optional[_Union[SnapshotEnd, _Mapping]] = ..., records: _Optional[_Union[Records, _Mapping]] = ..., snapshot_required: _Optional[_Union[SnapshotRequired, _Mapping]] = ...) -> None: ...
+    truncate: Truncate
+    def __init__(self, epoch: _Optional[int] = ..., commit_seq: _Optional[int] = ..., snapshot_begin: _Optional[_Union[SnapshotBegin, _Mapping]] = ..., snapshot_rows: _Optional[_Union[SnapshotRows, _Mapping]] = ..., snapshot_end: _Optional[_Union[SnapshotEnd, _Mapping]] = ..., records: _Optional[_Union[Records, _Mapping]] = ..., snapshot_required: _Optional[_Union[SnapshotRequired, _Mapping]] = ..., truncate: _Optional[_Union[Truncate, _Mapping]] = ...) -> None: ...
 
 class HandoverRequest(_message.Message):
     __slots__ = ("partition_id", "epoch", "step", "successor")
