@@ -90,11 +90,39 @@ def test_records_round_trip() -> None:
         b'{"schema": 1, "start": "", "end": null, "store": "s", "pipeline": [],'
         b' "replicas": ["n1"], "state": "gone"}',
         b"\xff\xfe",
+        # The in-sync set names only replicas, once each, and is never empty.
+        b'{"schema": 1, "start": "", "end": null, "store": "s", "pipeline": [],'
+        b' "replicas": ["n1", "n2"], "isr": ["n1", "n3"], "state": "active"}',
+        b'{"schema": 1, "start": "", "end": null, "store": "s", "pipeline": [],'
+        b' "replicas": ["n1", "n2"], "isr": [], "state": "active"}',
+        b'{"schema": 1, "start": "", "end": null, "store": "s", "pipeline": [],'
+        b' "replicas": ["n1", "n2"], "isr": ["n1", "n1"], "state": "active"}',
+        b'{"schema": 1, "start": "", "end": null, "store": "s", "pipeline": [],'
+        b' "replicas": ["n1", "n2"], "isr": "n1", "state": "active"}',
+        b'{"schema": 1, "start": "", "end": null, "store": "s", "pipeline": [],'
+        b' "replicas": ["n1", "n2"], "isr": [1], "state": "active"}',
     ],
 )
 def test_bad_partition_values_are_refused(value: bytes) -> None:
     with pytest.raises(BadValue):
         PartitionRecord.decode("p1", value)
+
+
+def test_the_in_sync_set_round_trips_and_defaults_to_the_replicas() -> None:
+    record = part("p1", replicas=("n1", "n2", "n3")).with_isr({"n3", "n1"})
+    assert record.isr == ("n1", "n3")  # kept in the replicas' order
+    assert PartitionRecord.decode("p1", record.encode()) == record
+    assert part("p1", replicas=("n1", "n2")).isr == ("n1", "n2")
+    # A record written before issue 16 has no isr: all its replicas are in sync.
+    old = (
+        b'{"schema": 1, "start": "", "end": null, "store": "s", "pipeline": [],'
+        b' "replicas": ["n1"], "state": "active"}'
+    )
+    assert PartitionRecord.decode("p1", old).isr == ("n1",)
+    with pytest.raises(ValueError, match="outside its replicas"):
+        record.with_isr({"n4"})
+    with pytest.raises(ValueError, match="among its replicas"):
+        PartitionRecord("p", WHOLE, "sqlite", (), ("n1",), "new", ("n2",))
 
 
 def test_bad_keys_and_names_are_refused() -> None:

@@ -193,7 +193,9 @@ class _MoveMembership:
             UnavailableError: etcd cannot be reached and did not say.
         """
         pid = ticket.record.id
-        moved = attrs.evolve(ticket.record, replicas=(self.node_id,), state="active")
+        moved = attrs.evolve(
+            ticket.record, replicas=(self.node_id,), isr=(self.node_id,), state="active"
+        )
         for _ in range(PLACEMENT_ATTEMPTS):
             try:
                 view = await self._fresh_view()
