@@ -26,6 +26,8 @@ from mkv.cluster.reconcile import (
 )
 from mkv.cluster.view import ClusterView
 from mkv.errors import AlreadyExistsError, ConfigError, FailedPreconditionError, NotFoundError
+from mkv.node import cluster_local
+from mkv.node.cluster_local import cluster_pipeline
 from mkv.node.config import Config
 from mkv.node.registry import PartitionRegistry
 from mkv.router import KeyRange
@@ -331,6 +333,46 @@ def test_the_cluster_table_of_a_config_file(tmp_path: Path) -> None:
     path.write_text('[cluster]\nname = "a/b"\n')
     with pytest.raises(ConfigError, match="cluster"):
         Config.load(path)
+
+
+def test_the_replica_settings_have_defaults_and_are_checked(tmp_path: Path) -> None:
+    config = Config.load()
+    assert (config.replicas, config.effective_min_isr, config.replicate) == (3, 2, "sync")
+    assert (config.replica_lag_timeout, config.node_dead_timeout) == (10.0, 60.0)
+    assert Config.load(replicas=2).effective_min_isr == 1
+    path = tmp_path / "mkv.toml"
+    path.write_text(
+        '[cluster]\netcd = "http://a:2379"\nreplicas = 5\nmin_isr = 3\n'
+        'replica_lag_timeout = 2.5\nnode_dead_timeout = 30\nreplicate = "async"\n'
+    )
+    config = Config.load(path)
+    assert (config.replicas, config.effective_min_isr, config.replicate) == (5, 3, "async")
+    assert (config.replica_lag_timeout, config.node_dead_timeout) == (2.5, 30)
+    for bad, match in (
+        ({"replicas": 0}, "replicas must be a whole number, 1 or more"),
+        ({"replicas": 3, "min_isr": 4}, r"min_isr \(4\) must not exceed replicas \(3\)"),
+        ({"min_isr": 0}, "min_isr must be a whole number"),
+        ({"replica_lag_timeout": 0}, "replica_lag_timeout must be a number of seconds"),
+        ({"node_dead_timeout": -1}, "node_dead_timeout must be a number of seconds"),
+        ({"replicate": "quorum"}, "replicate must be one of sync, async, not 'quorum'"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            Config.load(**bad)
+
+
+def test_the_cluster_pipeline_replicates_after_the_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Off until the replicate stage's spec exists (the data path's branch).
+    assert cluster_pipeline(("timestamp", "wal"), "sync") == ("timestamp", "wal")
+    monkeypatch.setattr(cluster_local, "REPLICATE_STAGE", True)
+    assert cluster_pipeline(("timestamp", "wal:always", "x"), "async") == (
+        "timestamp",
+        "wal:always",
+        "replicate:async",
+        "x",
+    )
+    assert cluster_pipeline(("timestamp",), "sync") == ("timestamp",)  # no log to ship
+    already = ("wal", "replicate:async")
+    assert cluster_pipeline(already, "sync") == already
 
 
 def test_reconcile_publishes_a_split_committed_only_on_this_disk() -> None:

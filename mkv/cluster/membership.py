@@ -83,6 +83,16 @@ class ClusterSettings:
     # Seconds a partition removed in etcd keeps its files on this node
     # (set aside under DATA_DIR/.removed), in case the removal was a mistake.
     removed_grace: float = REMOVED_GRACE
+    # Replicas of a partition added without a count (capped at the live nodes).
+    replicas: int = 3
+    # In-sync replicas below which a leader refuses writes.
+    min_isr: int = 2
+    # Handed to the data path: when a lagging follower leaves the ISR.
+    replica_lag_timeout: float = 10.0
+    # When a gone node's replicas are re-created elsewhere (repair; not yet).
+    node_dead_timeout: float = 60.0
+    # "sync" or "async": the replicate stage of the cluster's default pipeline.
+    replicate: str = "sync"
 
     @property
     def margin(self) -> float:

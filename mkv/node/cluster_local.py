@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import trio
 
@@ -14,7 +14,27 @@ from mkv.cluster.membership import LocalPartition
 from mkv.errors import NotFoundError
 from mkv.node.registry import PartitionRegistry
 
-__all__ = ["RegistryPartitions"]
+__all__ = ["REPLICATE_STAGE", "RegistryPartitions", "cluster_pipeline"]
+
+# Whether the cluster's default pipelines get the ``replicate`` stage. Its
+# stage spec comes with the replica data path (branch ``replica``, issue 16):
+# until that is merged the spec does not exist and check_pipeline would refuse
+# it, so this stays False; the integration sets it True (the one switch).
+REPLICATE_STAGE = False
+
+
+def cluster_pipeline(pipeline: Sequence[str], replicate: str) -> tuple[str, ...]:
+    """A store's default pipeline as the cluster runs it: ``replicate:<mode>``
+    right after the ``wal`` stage (the leader's log is what followers fetch,
+    and a write waits for the ISR only once it is durable here). Unchanged
+    without a wal stage (nothing to ship), if it has a replicate stage
+    already, or while ``REPLICATE_STAGE`` is off."""
+    specs = tuple(pipeline)
+    names = [spec.partition(":")[0] for spec in specs]
+    if not REPLICATE_STAGE or "wal" not in names or "replicate" in names:
+        return specs
+    at = names.index("wal") + 1
+    return (*specs[:at], f"replicate:{replicate}", *specs[at:])
 
 
 class RegistryPartitions:

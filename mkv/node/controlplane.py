@@ -22,7 +22,7 @@ from mkv.errors import (
     UnimplementedError,
 )
 from mkv.node.catalog import CatalogEntry, check_partition_id
-from mkv.node.cluster_local import RegistryPartitions
+from mkv.node.cluster_local import RegistryPartitions, cluster_pipeline
 from mkv.node.moves import Mover
 from mkv.node.registry import PartitionRegistry, PartitionReport, Publish, PublishMerge
 from mkv.node.snapshot_service import SnapshotService
@@ -302,7 +302,9 @@ class ControlPlane:
         store = request.store or self._registry.default_store
         check_store_kind(store)
         pipeline = (
-            tuple(request.pipeline) if request.pipeline else self._registry.pipeline_for(store)
+            tuple(request.pipeline)
+            if request.pipeline
+            else cluster_pipeline(self._registry.pipeline_for(store), cluster.settings.replicate)
         )
         check_pipeline(pipeline)
         record, leader = await cluster.add_partition(
