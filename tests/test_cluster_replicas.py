@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from mkv.cluster.elections import campaign, change_isr
 from mkv.cluster.keyspace import Keys, LeaderRecord, PartitionRecord
@@ -15,10 +16,12 @@ from mkv.cluster.view import PartitionEntry
 from mkv.etcd import Etcd, open_etcd
 from mkv.router import KeyRange
 from mkv.v1 import control_pb2
-from tests.cluster import Stubs, cluster_node, leader_of, running
+from mkv.wire import parse_address
+from tests.cluster import Stubs, cluster_node, eventually, leader_of, running
 from tests.etcd import EtcdProcess
 from tests.grpcio_stubs import GrpcioStubs, call
-from tests.test_mkvctl import mkvctl
+from tests.test_metrics import http
+from tests.test_mkvctl import mkvctl, unused_port
 
 KEYS = Keys("t")
 REPLICAS = ("n1", "n2", "n3")
@@ -142,10 +145,14 @@ async def test_a_partition_of_three_replicas_on_three_nodes(
     above the live nodes is capped with a warning; a shrunken ISR is flagged
     by `cluster status`. (The followers themselves start only with the
     replica data path; nothing here depends on them.)"""
-    nodes = [cluster_node(tmp_path, f"n{i}", etcd) for i in range(3)]
+    metrics = [parse_address(f"127.0.0.1:{unused_port()}") for _ in range(3)]
+    nodes = [
+        cluster_node(tmp_path, f"n{i}", etcd, "--metrics-addr", str(metrics[i])) for i in range(3)
+    ]
     rpc = Stubs(stubs)
     async with running(*nodes):
-        ids = sorted([(await rpc.status(node)).node_id for node in nodes])
+        by_id = {(await rpc.status(node)).node_id: i for i, node in enumerate(nodes)}
+        ids = sorted(by_id)
         await leader_of(rpc, nodes[0], "default")
         with rpc.control(nodes[1]) as control:
             await call(control.RemovePartition, control_pb2.RemovePartitionRequest(id="default"))
@@ -207,3 +214,22 @@ async def test_a_partition_of_three_replicas_on_three_nodes(
             f"partition a is under-replicated: 2 of its 3 replicas in sync "
             f"({record.replicas[2]} not)" in status.out.decode()
         ), status.out.decode()
+        # The leader's metrics: a's replicas and ISR size, and its election.
+        leader_metrics = metrics[by_id[added.partition.node]]
+
+        async def isr_gauge() -> bool:
+            status, _, body = await http(
+                leader_metrics, b"GET /metrics HTTP/1.1\r\nHost: mkv\r\n\r\n"
+            )
+            assert status == "HTTP/1.1 200 OK"
+            samples = {
+                (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(body.decode())
+                for sample in family.samples
+            }
+            part = (("partition", "a"),)
+            assert samples[("mkv_partition_replicas", part)] == 3
+            assert samples[("mkv_cluster_elections_total", ())] >= 1
+            return samples[("mkv_partition_isr_size", part)] == 2
+
+        await eventually(isr_gauge, what="the ISR gauge at 2")

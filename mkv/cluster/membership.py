@@ -64,6 +64,7 @@ from mkv.etcd import (
     keep_lease,
     open_etcd,
 )
+from mkv.observe.metrics import ClusterNumbers
 from mkv.router import KeyRange
 
 __all__ = [
@@ -473,6 +474,16 @@ class Membership(_MoveMembership):
 
     def lease_valid(self) -> bool:
         return self.clock.valid(trio.current_time())
+
+    def metric_numbers(self) -> ClusterNumbers:
+        """For a metrics scrape: the partitions this node leads, with their
+        replica and ISR counts in etcd, and the elections it has won."""
+        led = {}
+        for pid in self.routing.mine:
+            entry = self.view.partitions.get(pid)
+            if entry is not None:
+                led[pid] = (len(entry.record.replicas), len(entry.record.isr))
+        return ClusterNumbers(led, self.elections)
 
     def lease_remaining(self) -> float:
         remaining = self.clock.remaining(trio.current_time())

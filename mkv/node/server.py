@@ -205,6 +205,8 @@ class Node:
             # Before either port opens: from the first request on, the data
             # plane admits only what this node leads under a valid lease.
             self.cluster = self._data.cluster = await self._membership()
+            if self.metrics is not None:
+                self.metrics.cluster = self.cluster.metric_numbers
         bucket = TokenBucket(self.config.control_rate, self.config.control_burst)
         control_guards: list[Guard] = [_rate_limit(bucket)]
         if self._control_token is not None:
