@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -110,6 +111,12 @@ async def test_change_isr_refuses_a_deposed_leader(etcd: EtcdProcess) -> None:
         assert not await change_isr(client, KEYS, "p", first, frozenset({"n1"}))
         assert not await change_isr(client, KEYS, "p", second, frozenset({"n1"}))
         assert await change_isr(client, KEYS, "p", third, frozenset({"n1"}))
+        assert (await _read(client, "p")).record.isr == ("n1",)
+        # An ISR without its leader, or naming a stranger, is a bug: refused.
+        with pytest.raises(ValueError, match="leaves out its leader"):
+            await change_isr(client, KEYS, "p", third, frozenset({"n2", "n3"}))
+        with pytest.raises(ValueError, match="one or more of its replicas"):
+            await change_isr(client, KEYS, "p", third, frozenset({"n1", "n9"}))
         assert (await _read(client, "p")).record.isr == ("n1",)
         # No leader at all, or no partition: deposed as well.
         await client.delete(KEYS.leader("p"))

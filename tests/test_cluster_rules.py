@@ -135,8 +135,10 @@ def test_the_in_sync_set_round_trips_and_defaults_to_the_replicas() -> None:
         b' "replicas": ["n1"], "state": "active"}'
     )
     assert PartitionRecord.decode("p1", old).isr == ("n1",)
-    with pytest.raises(ValueError, match="outside its replicas"):
+    with pytest.raises(ValueError, match="one or more of its replicas"):
         record.with_isr({"n4"})
+    with pytest.raises(ValueError, match="one or more of its replicas"):
+        record.with_isr(())
     with pytest.raises(ValueError, match="among its replicas"):
         PartitionRecord("p", WHOLE, "sqlite", (), ("n1",), "new", ("n2",))
 

@@ -74,7 +74,8 @@ async def change_isr(
     epoch, or the partition was removed.
 
     Raises:
-        ValueError: ``isr`` names a node that holds no replica (a caller's bug).
+        ValueError: ``isr`` names a node that holds no replica, or leaves out
+            the leader (a caller's bug).
         UnavailableError: etcd did not answer; nothing is known to be written,
             and the caller must not act as if it were.
         AbortedError: the record kept changing for ``ISR_ATTEMPTS`` reads.
@@ -85,6 +86,16 @@ async def change_isr(
             leader, _ = await etcd.get(leader_key)
             if leader is None or leader.create_revision != epoch:
                 return False
+            try:
+                holder = LeaderRecord.decode(partition_id, leader.value).node
+            except BadValue:
+                holder = ""
+            if holder not in isr:
+                # The leader has every write it acknowledged: an ISR without
+                # it could elect a node that lacks them after it fails.
+                raise ValueError(
+                    f"the ISR {sorted(isr)} of {partition_id} leaves out its leader {holder!r}"
+                )
             kv, _ = await etcd.get(key)
             if kv is None:
                 return False

@@ -194,23 +194,23 @@ class PartitionRecord:
 
     @isr.validator
     def _check_isr(self, _: attrs.Attribute[tuple[str, ...]], isr: tuple[str, ...]) -> None:
-        if not set(isr) <= set(self.replicas) or len(set(isr)) != len(isr):
+        if not isr or not set(isr) <= set(self.replicas) or len(set(isr)) != len(isr):
             raise ValueError(
-                f"partition {self.id}: isr {list(isr)} must be distinct nodes among "
-                f"its replicas {list(self.replicas)}"
+                f"partition {self.id}: isr {list(isr)} must be one or more distinct nodes "
+                f"among its replicas {list(self.replicas)}"
             )
 
     def with_isr(self, isr: Iterable[str]) -> PartitionRecord:
         """This record with the in-sync set ``isr`` (in the replicas' order).
 
         Raises:
-            ValueError: ``isr`` names a node that holds no replica.
+            ValueError: ``isr`` is empty or names a node that holds no replica.
         """
         members = set(isr)
-        if not members <= set(self.replicas):
+        if not members or not members <= set(self.replicas):
             raise ValueError(
-                f"partition {self.id}: isr {sorted(members)} names nodes outside its "
-                f"replicas {list(self.replicas)}"
+                f"partition {self.id}: isr {sorted(members)} must name one or more of its "
+                f"replicas {list(self.replicas)}, and no other node"
             )
         return attrs.evolve(self, isr=tuple(r for r in self.replicas if r in members))
 
