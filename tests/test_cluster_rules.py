@@ -21,6 +21,7 @@ from mkv.cluster.reconcile import (
     Delete,
     Lead,
     LeaderRef,
+    LeaveIsr,
     OpenFollower,
     PublishMerge,
     PublishSplit,
@@ -366,11 +367,22 @@ def facts(lease: int = 7, **kwargs: object) -> ReplicaFacts:
 def test_replicas_open_as_followers_and_are_told_their_leader() -> None:
     view = replicated_view()
     record = view.partitions["a"].record
-    # No copy here yet: a follower of n1 at epoch 20 (an empty follower of an
-    # active partition catches up from the leader; it is not refused).
+    # No copy here yet, and named in sync (a lost disk): it leaves the ISR
+    # first, so that it can never be elected empty...
     assert reconcile(view, "n2", 7, {}, set(), replicas=facts()) == [
-        OpenFollower(record, ref("n1", 20))
+        LeaveIsr("a", 9, record.with_isr(("n1", "n3")))
     ]
+    # ...then, out of it, a follower of n1 at epoch 20 (an empty follower of
+    # an active partition catches up from the leader; it is not refused).
+    out = replicated_view(isr=("n1", "n3"))
+    assert reconcile(out, "n2", 7, {}, set(), replicas=facts()) == [
+        OpenFollower(out.partitions["a"].record, ref("n1", 20))
+    ]
+    # The only in-sync replica with no copy: nobody has the data to follow.
+    alone = replicated_view(isr=("n2",))
+    (blocked,) = reconcile(alone, "n2", 7, {}, set(), replicas=facts())
+    assert isinstance(blocked, Blocked)
+    assert "only in-sync replica" in blocked.reason
     # Open, and told nothing yet: its ISR and its leader.
     assert reconcile(view, "n2", 7, {"a": WHOLE}, {"a"}, replicas=ReplicaFacts(7)) == [
         SetIsr("a", R3, R3),

@@ -33,6 +33,7 @@ from mkv.cluster.reconcile import (
     Delete,
     Lead,
     LeaderRef,
+    LeaveIsr,
     OpenFollower,
     PublishMerge,
     PublishSplit,
@@ -44,6 +45,7 @@ from mkv.cluster.reconcile import (
     StepDown,
     reconcile,
 )
+from mkv.cluster.repair import GoneNodes, plan_repair, repairer
 from mkv.cluster.view import ClusterView, Leader, Routing
 from mkv.errors import (
     AbortedError,
@@ -108,7 +110,7 @@ class ClusterSettings:
     min_isr: int = 2
     # Handed to the data path: when a lagging follower leaves the ISR.
     replica_lag_timeout: float = 10.0
-    # When a gone node's replicas are re-created elsewhere (repair; not yet).
+    # When a gone node's replicas are re-created elsewhere (repair).
     node_dead_timeout: float = 60.0
     # "sync" or "async": the replicate stage of the cluster's default pipeline.
     replicate: str = "sync"
@@ -469,6 +471,11 @@ class Membership(_MoveMembership):
         self._nursery: trio.Nursery | None = None
         # Elections this node won since it started (a metric).
         self.elections = 0
+        # Repair (run by the lowest live node): since when each named node has
+        # been gone, and the last repair made here (partition, new replica,
+        # when), which the next one waits for (one partition at a time).
+        self._gone = GoneNodes()
+        self._repairing: tuple[str, str, float] | None = None
 
     # -- what the data plane asks -----------------------------------------------
 
@@ -757,6 +764,8 @@ class Membership(_MoveMembership):
             try:
                 if isinstance(action, OpenFollower | SetLeader | SetIsr | Lead | StepDown):
                     await self._replica_action(action)
+                elif isinstance(action, LeaveIsr):
+                    await self._leave_isr(etcd, action)
                 elif isinstance(action, Adopt):
                     log.info(
                         "serving partition %s: a move's copy, switched to this node in etcd",
@@ -825,6 +834,71 @@ class Membership(_MoveMembership):
                 log.exception("cluster action %s failed; retrying", type(action).__name__)
         # A partition opened or deleted changes what this node serves.
         self._publish_quietly()
+        try:
+            await self._repair(lease)
+        except (EtcdError, MkvError) as exc:
+            log.warning("repair failed: %s; retrying", exc)
+
+    async def _leave_isr(self, etcd: Etcd, action: LeaveIsr) -> None:
+        """Take this node out of a record's ISR (it has no copy of the
+        partition): one Txn on the record's mod_revision as read."""
+        pid = action.partition_id
+        result = await etcd.txn(
+            [Compare.mod_revision(self.keys.partition(pid), "=", action.mod_revision)],
+            [Op.put(self.keys.partition(pid), action.record.encode())],
+        )
+        if result.succeeded:
+            log.warning(
+                "partition %s: this node is named in sync but has no copy of it; it left the "
+                "in-sync set (now %s) and follows to get one",
+                pid,
+                ",".join(action.record.isr),
+                extra={"event": "cluster_leave_isr", "partition": pid},
+            )
+
+    async def _repair(self, lease: int) -> None:
+        """Replace one dead node's replica in one record, if this node is the
+        repairer (the lowest live id) and has a valid lease; at most one
+        partition at a time: with the data path, the last repair's new
+        replica must join the ISR (or ``node_dead_timeout`` pass) first."""
+        now = trio.current_time()
+        self._gone.observe(self.view, now)
+        if not lease or repairer(self.view.nodes) != self.node_id:
+            return
+        timeout = self.settings.node_dead_timeout
+        if self._repairing is not None:
+            pid, replacement, since = self._repairing
+            entry = self.view.partitions.get(pid)
+            if (
+                self._local.replicated()
+                and entry is not None
+                and replacement in entry.record.replicas
+                and replacement not in entry.record.isr
+                and replacement in self.view.nodes
+                and now - since < timeout
+            ):
+                return
+            self._repairing = None
+        plan = plan_repair(self.view, self._gone.dead(now, timeout))
+        if plan is None:
+            return
+        if await self._placement_txn(
+            self.view,
+            [Compare.mod_revision(self.keys.partition(plan.partition_id), "=", plan.mod_revision)],
+            [Op.put(self.keys.partition(plan.partition_id), plan.record.encode())],
+        ):
+            self._repairing = (plan.partition_id, plan.replacement, now)
+            log.warning(
+                "repair: partition %s had a replica on node %s, gone over %.0f s; its new "
+                "replica is on %s (replicas %s, in sync %s)",
+                plan.partition_id,
+                plan.dead,
+                timeout,
+                plan.replacement,
+                ",".join(plan.record.replicas),
+                ",".join(plan.record.isr),
+                extra={"event": "cluster_repair", "partition": plan.partition_id},
+            )
 
     def _publish_quietly(self) -> None:
         self.routing = self.view.routing(self.node_id, self.lease)

@@ -28,6 +28,7 @@ __all__ = [
     "Delete",
     "Lead",
     "LeaderRef",
+    "LeaveIsr",
     "OpenFollower",
     "PublishMerge",
     "PublishSplit",
@@ -109,6 +110,18 @@ class Lead:
     epoch: int
     replicas: tuple[str, ...]
     isr: tuple[str, ...]
+
+
+@attrs.frozen
+class LeaveIsr:
+    """This node is in a record's ISR but holds no copy of it (a lost disk, a
+    new data directory under an old node id): before it follows, and so
+    before it could campaign with an empty store, it takes itself out of the
+    ISR: ``record`` put only if the partition is still at ``mod_revision``."""
+
+    partition_id: str
+    mod_revision: int
+    record: PartitionRecord
 
 
 @attrs.frozen
@@ -225,6 +238,7 @@ Action = (
     | Delete
     | Blocked
     | OpenFollower
+    | LeaveIsr
     | SetLeader
     | SetIsr
     | Lead
@@ -411,6 +425,19 @@ def _replica_actions(
                     "disk; not starting it empty",
                 )
             ]
+        if record.state != "new" and me in record.isr:
+            # It was in sync, so it may be elected, yet it has nothing: it
+            # leaves the ISR first (the others have every acknowledged write).
+            rest = [n for n in record.isr if n != me]
+            if not rest:
+                return [
+                    Blocked(
+                        pid,
+                        "this node is its only in-sync replica but its data is not on this "
+                        "disk; not starting it empty",
+                    )
+                ]
+            return [LeaveIsr(pid, mod_revision, record.with_isr(rest))]
         return [OpenFollower(record, ref)]
     actions: list[Action] = []
     key = view.leaders.get(pid)
