@@ -328,6 +328,13 @@ def _build_parser() -> _Parser:
     move.add_argument(
         "--wait", action="store_true", help="show progress until done, then print the partition"
     )
+    transfer = actions.add_parser(
+        "transfer-leader",
+        parents=[common],
+        help="cluster: make NODE, an in-sync replica, the partition's leader",
+    )
+    transfer.add_argument("id", help="partition id")
+    transfer.add_argument("node", metavar="NODE", help="the new leader's node id")
     restore = actions.add_parser(
         "restore", parents=[common], help="add a partition that starts from a snapshot"
     )
@@ -528,6 +535,8 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Request:
         )
     elif command == "partitions move":
         fields.update(partition_id=args.id, node=args.node, wait=args.wait)
+    elif command == "partitions transfer-leader":
+        fields.update(partition_id=args.id, node=args.node)
     elif command == "nodes drain":
         fields.update(node=args.node, wait=args.wait)
     elif command == "operations get":
@@ -779,6 +788,18 @@ async def _partitions_remove(request: Request) -> bytes:
         return _json(_partition_json(info))
     keys = "1 key" if info.key_count == 1 else f"{info.key_count} keys"
     return f"removed partition {info.id} {_range(info, request.hex)} and its {keys}\n".encode()
+
+
+async def _partitions_transfer_leader(request: Request) -> bytes:
+    assert request.partition_id is not None
+    assert request.node is not None
+    async with _admin(request) as admin:
+        transferring = admin.transfer_leader(request.partition_id, request.node)
+        info = await _in_cluster(request, admin, transferring)
+    if request.json:
+        return _json(_partition_json(info))
+    epoch = "" if info.epoch is None else f" (epoch {info.epoch})"
+    return f"partition {info.id} is led by {info.node or request.node}{epoch}\n".encode()
 
 
 async def _partitions_reopen(request: Request) -> bytes:
@@ -1585,6 +1606,7 @@ _COMMANDS: dict[str, Callable[[Request], Awaitable[bytes]]] = {
     "partitions add": _partitions_add,
     "partitions remove": _partitions_remove,
     "partitions reopen": _partitions_reopen,
+    "partitions transfer-leader": _partitions_transfer_leader,
     "operations get": _operations_get,
     "status": _status,
     "nodes list": _nodes_list,

@@ -513,6 +513,19 @@ class AdminClient:
         response = await self._unary(SERVICE, "MovePartition", request, pb.MovePartitionResponse)
         return response.operation_id
 
+    async def transfer_leader(self, partition_id: str, node: str) -> PartitionInfo:
+        """Make ``node`` (an in-sync replica) the partition's leader; returns
+        the partition once ``node`` leads it.
+
+        Raises:
+            NotFoundError: no such partition or live node.
+            FailedPreconditionError: not in cluster mode; ``node`` holds no
+                replica, is not in sync, or did not catch up in time.
+        """
+        request = pb.TransferLeaderRequest(id=partition_id, node=node)
+        response = await self._unary(SERVICE, "TransferLeader", request, pb.TransferLeaderResponse)
+        return PartitionInfo.from_proto(response.partition)
+
     async def drain_node(self, node: str) -> str:
         """Start moving every partition off ``node``, one at a time; returns
         the operation id (``wait_operation`` gives the moved partitions in its

@@ -439,6 +439,10 @@ class BlockingAdminClient(_Blocking[AdminClient]):
         """Start moving a partition to ``node`` (as ``mkv.AdminClient.move_partition``)."""
         return self._call(self._async.move_partition, partition_id, node)
 
+    def transfer_leader(self, partition_id: str, node: str) -> PartitionInfo:
+        """Make ``node`` the partition's leader (as ``mkv.AdminClient.transfer_leader``)."""
+        return self._call(self._async.transfer_leader, partition_id, node)
+
     def drain_node(self, node: str) -> str:
         """Start moving every partition off ``node`` (as ``mkv.AdminClient.drain_node``)."""
         return self._call(self._async.drain_node, node)

@@ -43,6 +43,7 @@ from mkv.cluster.reconcile import (
     SetIsr,
     SetLeader,
     StepDown,
+    defers_to_preferred,
     reconcile,
 )
 from mkv.cluster.repair import GoneNodes, plan_repair, repairer
@@ -93,6 +94,10 @@ PURGE_INTERVAL = 60.0
 REMOVED_GRACE = 3600.0
 # Placement Txns retried when another change came in between.
 PLACEMENT_ATTEMPTS = 5
+# How long an in-sync replica that is not a leaderless partition's preferred
+# leader waits for that (live, in-sync) node to campaign first: the head
+# start a leadership transfer relies on.
+PREFER_GRACE = 1.5
 
 
 @attrs.frozen
@@ -398,6 +403,63 @@ class _MoveMembership:
                 await trio.sleep(0.1)
         raise UnavailableError(f"This node did not become leader of {partition_id} in time.")
 
+    async def hand_leadership(self, partition_id: str, epoch: int, target: str) -> PartitionRecord:
+        """A leadership transfer's one Txn: ``leaders/<id>`` is deleted and the
+        record put with ``target`` first (its preferred leader, which the
+        other replicas give a head start: ``defers_to_preferred``), on
+        condition that the leader key is still of ``epoch`` and the record is
+        as read. A record changed in between (an ISR change) is read again
+        while ``target`` is still in sync. Returns the record written.
+
+        Raises:
+            FailedPreconditionError: this leadership is gone, or ``target``
+                left the ISR: nothing written.
+            UnavailableError: etcd cannot be reached.
+        """
+        for _ in range(PLACEMENT_ATTEMPTS):
+            view = await self._fresh_view()
+            entry, leader = view.partitions.get(partition_id), view.leaders.get(partition_id)
+            if entry is None or leader is None or leader.epoch != epoch:
+                raise FailedPreconditionError(
+                    f"This node no longer leads partition {partition_id} at epoch {epoch}."
+                )
+            record = entry.record
+            if target not in record.isr:
+                raise FailedPreconditionError(
+                    f"Node {target} is not in the in-sync set of {partition_id} "
+                    f"({', '.join(record.isr)}); it may lack acknowledged writes."
+                )
+            first = (target, *(n for n in record.replicas if n != target))
+            handed = attrs.evolve(
+                record, replicas=first, isr=tuple(n for n in first if n in record.isr)
+            )
+            try:
+                result = await self._client().txn(
+                    [
+                        Compare.create_revision(self.keys.leader(partition_id), "=", epoch),
+                        Compare.mod_revision(
+                            self.keys.partition(partition_id), "=", entry.mod_revision
+                        ),
+                    ],
+                    [
+                        Op.delete(self.keys.leader(partition_id)),
+                        Op.put(self.keys.partition(partition_id), handed.encode()),
+                    ],
+                )
+            except EtcdError as exc:
+                raise UnavailableError(f"etcd cannot be reached: {exc}") from None
+            if result.succeeded:
+                log.info(
+                    "partition %s: gave up its leadership at epoch %d for %s (revision %d)",
+                    partition_id,
+                    epoch,
+                    target,
+                    result.revision,
+                    extra={"event": "cluster_transfer", "partition": partition_id},
+                )
+                return handed
+        raise AbortedError(f"The record of {partition_id} kept changing; transfer not made.")
+
     async def settle_fence(self, partition_id: str, epoch: int) -> bool:
         """A fenced partition heard no decision from its move: settle it in
         etcd. True: the move committed (the record names another node).
@@ -476,6 +538,9 @@ class Membership(_MoveMembership):
         # when), which the next one waits for (one partition at a time).
         self._gone = GoneNodes()
         self._repairing: tuple[str, str, float] | None = None
+        # Since when each partition has been seen leaderless (the preferred
+        # leader's head start is counted from there).
+        self._leaderless: dict[str, float] = {}
 
     # -- what the data plane asks -----------------------------------------------
 
@@ -987,6 +1052,16 @@ class Membership(_MoveMembership):
         entry = self.view.partitions.get(pid)
         if entry is None or entry.mod_revision != action.mod_revision:
             return  # changed since reconcile decided: it decides again
+        now = trio.current_time()
+        for gone in [p for p in self._leaderless if p in self.view.leaders]:
+            del self._leaderless[gone]
+        since = self._leaderless.setdefault(pid, now)
+        if (
+            self._local.replicated()
+            and defers_to_preferred(self.view, self.node_id, entry.record)
+            and now - since < PREFER_GRACE
+        ):
+            return  # the preferred leader first; reconcile runs again within 1 s
         epoch = await campaign(etcd, self.keys, self.node_id, self.lease, entry)
         if epoch is not None:
             self.elections += 1

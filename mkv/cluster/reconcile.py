@@ -37,6 +37,7 @@ __all__ = [
     "SetIsr",
     "SetLeader",
     "StepDown",
+    "defers_to_preferred",
     "leader_ref",
     "reconcile",
 ]
@@ -394,6 +395,24 @@ def _may_campaign(view: ClusterView, me: str, record: PartitionRecord) -> bool:
         return False
     preferred = record.replicas[0]
     return record.state != "new" or preferred == me or preferred not in view.nodes
+
+
+def defers_to_preferred(view: ClusterView, me: str, record: PartitionRecord) -> bool:
+    """Whether this node, campaigning for a leaderless partition, should give
+    its preferred leader (the first replica) a head start: it is not that
+    node, and that node is alive and in sync, so it campaigns itself. This is
+    how a leadership transfer picks its successor (the Txn that gives up the
+    key puts the target first), and it costs a failover nothing when the
+    preferred leader is the one that died (its node key went with its lease).
+    Any in-sync replica may still win after the head start (the election Txn
+    is what is safe; this only picks among the safe)."""
+    preferred = record.replicas[0]
+    return (
+        preferred != me
+        and record.state == "active"
+        and preferred in view.nodes
+        and preferred in record.isr
+    )
 
 
 def _replica_actions(

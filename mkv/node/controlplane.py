@@ -19,7 +19,6 @@ from mkv.errors import (
     MkvError,
     NotFoundError,
     UnavailableError,
-    UnimplementedError,
 )
 from mkv.node.catalog import CatalogEntry, check_partition_id
 from mkv.node.cluster_local import RegistryPartitions, cluster_pipeline
@@ -197,9 +196,14 @@ class ControlPlane:
     async def transfer_leader(self, request: pb.TransferLeaderRequest) -> pb.TransferLeaderResponse:
         if self._cluster is None:
             raise FailedPreconditionError(_SINGLE_NODE.format(call="TransferLeader"))
-        # Needs replicated partitions (issue 16): until then there is no
-        # in-sync replica to hand the leadership to.
-        raise UnimplementedError("TransferLeader needs replicated partitions, not built yet.")
+        mover = self._mover
+        if mover is None:
+            raise FailedPreconditionError(_SINGLE_NODE.format(call="TransferLeader"))
+        if not request.id or not request.node:
+            raise InvalidArgumentError("TransferLeader needs a partition id and a node id.")
+        forwarded = FORWARDED in current_metadata()
+        partition = await mover.transfer_leader(request.id, request.node, forwarded=forwarded)
+        return pb.TransferLeaderResponse(partition=partition)
 
     async def list_nodes(self, request: pb.ListNodesRequest) -> pb.ListNodesResponse:
         if self._cluster is None:

@@ -399,3 +399,131 @@ class Mover:
             moved.append(await self.move(step, pid, target))
         operation.report("done", len(led), len(led), "partitions")
         return moved
+
+    # -- leadership transfer (replicas) ------------------------------------------------
+
+    async def transfer_leader(
+        self, partition_id: str, node: str, *, forwarded: bool
+    ) -> cpb.PartitionInfo:
+        """Make ``node``, an in-sync replica, the leader of ``partition_id``:
+        on the leader, here; else forwarded to it (once: a forwarded call to
+        a node that does not lead is refused, naming the leader it sees).
+
+        On the leader: fence (stop admitting; the writes in flight are
+        released, so acknowledged by the ISR), wait until ``node`` has every
+        logged record durable, then give up the leader key in one Txn guarded
+        by this epoch that puts ``node`` first (``hand_leadership``); the
+        others give it a head start, so it wins the election; this node
+        steps down and follows it. Returns once ``node`` leads.
+
+        Raises:
+            NotFoundError: no such partition or live node.
+            FailedPreconditionError: ``node`` holds no replica or is not in
+                sync; nobody leads; no replica data path; ``node`` did not
+                catch up in time (nothing changed then).
+        """
+        cluster = self._cluster
+        view = cluster.view
+        entry = view.partitions.get(partition_id)
+        if entry is None:
+            raise NotFoundError(f"No partition with id {partition_id!r} in the cluster.")
+        if node not in view.nodes:
+            raise NotFoundError(f"No live node with id {node!r}.")
+        record = entry.record
+        if node not in record.replicas:
+            raise FailedPreconditionError(
+                f"Node {node} holds no replica of {partition_id} "
+                f"(its replicas: {', '.join(record.replicas)})."
+            )
+        if node not in record.isr:
+            raise FailedPreconditionError(
+                f"Node {node} is not in the in-sync set of {partition_id} "
+                f"({', '.join(record.isr)}): it may lack acknowledged writes."
+            )
+        leader = view.leaders.get(partition_id)
+        if leader is None:
+            raise FailedPreconditionError(
+                f"Nobody leads partition {partition_id} now; retry once a node does."
+            )
+        if leader.node == node:
+            return await self._info_of(partition_id, node)
+        if leader.node != cluster.node_id:
+            if forwarded:
+                raise FailedPreconditionError(
+                    f"This node does not lead partition {partition_id}; {leader.node} does."
+                )
+            _, answer = await self.start_remote(
+                leader.node,
+                "TransferLeader",
+                cpb.TransferLeaderRequest(id=partition_id, node=node),
+                cpb.TransferLeaderResponse,
+            )
+            partition: cpb.PartitionInfo = answer.partition
+            return partition
+        if self._local.role(partition_id) != "leader":
+            raise FailedPreconditionError(
+                f"This node does not serve partition {partition_id} as its leader (yet)."
+            )
+        successor = parse_address(view.nodes[node].record.data)
+        seq = await self._registry.fence(partition_id, successor)
+        handed = False
+        try:
+            await self._durable_on(partition_id, node, seq)
+            await cluster.hand_leadership(partition_id, leader.epoch, node)
+            handed = True
+        finally:
+            if not handed:
+                with trio.CancelScope(shield=True):
+                    await self._registry.unfence(partition_id)
+        try:
+            with trio.fail_after(LEAD_WITHIN):
+                # Held requests go on once this node no longer leads (they
+                # then get BAD_NODE, or UNAVAILABLE if admitted already).
+                while True:
+                    if self._local.role(partition_id) != "leader":
+                        break
+                    await trio.sleep(0.02)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._registry.unfence(partition_id)
+        with trio.move_on_after(LEAD_WITHIN):
+            while True:
+                now = cluster.view.leaders.get(partition_id)
+                if now is not None and now.node == node:
+                    break
+                await trio.sleep(0.05)
+        log.info(
+            "partition %s: leadership handed to %s at seq %d",
+            partition_id,
+            node,
+            seq,
+            extra=fields(event="leader_transferred", partition=partition_id, seq=seq),
+        )
+        now = cluster.view.leaders.get(partition_id)
+        info = await self._info_of(partition_id, now.node if now is not None else "")
+        info.epoch = now.epoch if now is not None else 0
+        return info
+
+    async def _durable_on(self, partition_id: str, node: str, seq: int) -> None:
+        """Wait until ``node`` reports ``seq`` durable (to this leader).
+
+        Raises:
+            FailedPreconditionError: no progress reported for it, or not
+                within ``CUT_OVER_WITHIN``.
+        """
+        durable = -1
+        with trio.move_on_after(CUT_OVER_WITHIN):
+            while True:
+                states = self._local.replica_states(partition_id)
+                if states is None:
+                    raise FailedPreconditionError(
+                        f"Partition {partition_id} has no replica progress here to hand over by."
+                    )
+                durable = next((r.durable_seq for r in states.replicas if r.node == node), -1)
+                if durable >= seq:
+                    return
+                await trio.sleep(0.02)
+        raise FailedPreconditionError(
+            f"Node {node} did not have partition {partition_id} durable up to seq {seq} within "
+            f"{CUT_OVER_WITHIN:.0f} s (it has {durable}); the leadership stays here."
+        )

@@ -1,0 +1,99 @@
+"""TransferLeader in cluster mode (issue 16): only to an in-sync replica,
+refused clearly otherwise; and the head start the other replicas give the
+preferred leader, which is how the transfer's target wins the election."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+
+from mkv.cluster.elections import change_isr
+from mkv.cluster.keyspace import Keys
+from mkv.cluster.reconcile import defers_to_preferred
+from mkv.etcd import open_etcd
+from mkv.v1 import control_pb2
+from tests.cluster import Stubs, cluster_node, leader_of, running
+from tests.etcd import EtcdProcess
+from tests.grpcio_stubs import GrpcioStubs, call
+from tests.test_cluster_replicas import _read
+from tests.test_cluster_rules import replicated_view
+from tests.test_mkvctl import mkvctl
+
+
+def test_a_replica_defers_to_a_live_in_sync_preferred_leader() -> None:
+    nobody = replicated_view(leader=None)  # n1 first, all in sync and alive
+    assert not defers_to_preferred(nobody, "n1", nobody.partitions["a"].record)
+    assert defers_to_preferred(nobody, "n2", nobody.partitions["a"].record)
+    # The preferred leader is dead (the usual failover): nobody waits.
+    dead = replicated_view(leader=None, alive=("n2", "n3"))
+    assert not defers_to_preferred(dead, "n2", dead.partitions["a"].record)
+    # Out of sync, it cannot campaign: nobody waits for it.
+    out = replicated_view(leader=None, isr=("n2", "n3"))
+    assert not defers_to_preferred(out, "n2", out.partitions["a"].record)
+
+
+async def test_transfer_leader_is_refused_unless_the_target_is_in_sync(
+    tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs
+) -> None:
+    """NOT_FOUND for no such partition or node; FAILED_PRECONDITION naming
+    the reason for a node without a replica or out of the ISR; a transfer to
+    the leader answers at once, from any node; mkvctl says the same.
+    (Mutation: dropping the ISR check lets the out-of-sync transfer through
+    to the fence, and the test fails on its message.)"""
+    nodes = [cluster_node(tmp_path, f"n{i}", etcd) for i in range(3)]
+    rpc = Stubs(stubs)
+    async with running(*nodes):
+        ids = [(await rpc.status(n)).node_id for n in nodes]
+        await leader_of(rpc, nodes[0], "default")
+        with rpc.control(nodes[0]) as control:
+            await call(control.RemovePartition, control_pb2.RemovePartitionRequest(id="default"))
+            added = await call(
+                control.AddPartition,
+                control_pb2.AddPartitionRequest(id="a", start=b"", node=ids[0], replicas=2),
+            )
+        leader = added.partition.node
+        replicas = list(added.partition.replicas)
+        stranger = next(n for n in ids if n not in replicas)
+        follower = next(n for n in replicas if n != leader)
+        # Take the follower out of the ISR, as its leader would.
+        async with open_etcd([etcd.endpoint]) as client:
+            assert await change_isr(
+                client, Keys("test"), "a", added.partition.epoch, frozenset({leader})
+            )
+            assert (await _read(client, "a", Keys("test"))).record.isr == (leader,)
+
+        async def refused(node_index: int, pid: str, target: str) -> grpc.RpcError:
+            with rpc.control(nodes[node_index]) as control:
+                try:
+                    await call(
+                        control.TransferLeader,
+                        control_pb2.TransferLeaderRequest(id=pid, node=target),
+                    )
+                except grpc.RpcError as exc:
+                    return exc
+            raise AssertionError("TransferLeader was not refused")
+
+        error = await refused(1, "nope", leader)
+        assert error.code() == grpc.StatusCode.NOT_FOUND
+        error = await refused(1, "a", "n-nobody")
+        assert error.code() == grpc.StatusCode.NOT_FOUND
+        error = await refused(2, "a", stranger)
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert f"Node {stranger} holds no replica of a" in error.details()
+        error = await refused(2, "a", follower)
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert f"Node {follower} is not in the in-sync set of a" in error.details()
+        # To the leader itself: at once, from a node that does not lead it.
+        with rpc.control(nodes[2]) as control:
+            answer = await call(
+                control.TransferLeader, control_pb2.TransferLeaderRequest(id="a", node=leader)
+            )
+        assert answer.partition.node == leader
+        control_addr = f"--control-addr={nodes[1].control_addr}"
+        out = await mkvctl(control_addr, "partitions", "transfer-leader", "a", follower)
+        assert out.code != 0
+        assert "not in the in-sync set" in out.err
+        out = await mkvctl(control_addr, "partitions", "transfer-leader", "a", leader)
+        assert out.code == 0, out.err
+        assert f"partition a is led by {leader}" in out.out.decode()
