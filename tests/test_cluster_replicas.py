@@ -240,3 +240,33 @@ async def test_a_partition_of_three_replicas_on_three_nodes(
             return samples[("mkv_partition_isr_size", part)] == 2
 
         await eventually(isr_gauge, what="the ISR gauge at 2")
+
+
+async def test_the_winner_drops_dead_members_from_the_isr_in_its_election(
+    etcd: EtcdProcess,
+) -> None:
+    """A new leader must have its epoch-start record durable on every ISR
+    member before it serves; a dead member (its lease, and so its node key,
+    gone with the old leader's) would hold it up for replica_lag_timeout.
+    The election Txn takes the members that are not alive out of the ISR,
+    and requires their node keys still absent: one that came back in the
+    meantime stays. (Mutation: ``election_isr`` returning the record's ISR
+    fails the first check.)"""
+    async with open_etcd([etcd.endpoint]) as client:
+        lease = (await client.grant(30)).id
+        entry = await _put(client, _record())
+        # n1 (the old leader) is dead; n3 is alive.
+        await client.put(KEYS.node("n3"), b"{}")
+        epoch = await campaign(client, KEYS, "n2", lease, entry, alive={"n2", "n3"})
+        assert epoch is not None
+        assert (await _read(client, "p")).record.isr == ("n2", "n3")
+        # n3 dies too, but registers again before the Txn: not dropped, and
+        # the election fails (read again, it is alive and stays in sync).
+        await client.delete(KEYS.leader("p"))
+        entry = await _read(client, "p")
+        assert await campaign(client, KEYS, "n2", lease, entry, alive={"n2"}) is None
+        assert await _leader(client, "p") is None
+        assert (await _read(client, "p")).record.isr == ("n2", "n3")
+        epoch = await campaign(client, KEYS, "n2", lease, entry, alive={"n2", "n3"})
+        assert epoch is not None
+        assert (await _read(client, "p")).record.isr == ("n2", "n3")

@@ -13,13 +13,14 @@ can never shrink the ISR under its successor.
 from __future__ import annotations
 
 import logging
+from collections.abc import Set
 
 from mkv.cluster.keyspace import BadValue, Keys, LeaderRecord, PartitionRecord
 from mkv.cluster.view import PartitionEntry
 from mkv.errors import AbortedError, UnavailableError
 from mkv.etcd import Compare, Etcd, EtcdError, Op
 
-__all__ = ["ISR_ATTEMPTS", "campaign", "change_isr"]
+__all__ = ["ISR_ATTEMPTS", "campaign", "change_isr", "election_isr"]
 
 log = logging.getLogger("mkv.cluster")
 
@@ -28,8 +29,25 @@ log = logging.getLogger("mkv.cluster")
 ISR_ATTEMPTS = 10
 
 
+def election_isr(record: PartitionRecord, me: str, alive: Set[str] | None) -> tuple[str, ...]:
+    """The ISR a winning candidate writes with its leader key: the record's,
+    less the members that are not alive (no ``nodes/<id>`` key: their lease
+    is gone). Leaving a member out of the ISR never risks an acknowledged
+    write (every remaining member has them all); keeping a dead one would
+    make the new leader wait ``replica_lag_timeout`` for its epoch-start
+    record to be durable there before it serves. None: keep it as it is."""
+    if alive is None:
+        return record.isr
+    return tuple(n for n in record.isr if n == me or n in alive)
+
+
 async def campaign(
-    etcd: Etcd, keys: Keys, node_id: str, lease: int, entry: PartitionEntry
+    etcd: Etcd,
+    keys: Keys,
+    node_id: str,
+    lease: int,
+    entry: PartitionEntry,
+    alive: Set[str] | None = None,
 ) -> int | None:
     """Take the leadership of ``entry``'s partition, as read: the Txn
     ``create_revision(leaders/<id>) == 0 AND mod_revision(partitions/<id>) ==
@@ -39,6 +57,10 @@ async def campaign(
     the record's ISR (it may lack acknowledged writes: it must never lead), a
     leader exists, or the record changed since it was read.
 
+    With ``alive`` (the nodes registered, as read), the ISR members not
+    alive leave the ISR in the same Txn (``election_isr``), which also
+    requires their ``nodes/<id>`` keys to be absent still.
+
     Raises:
         EtcdError: etcd did not answer.
     """
@@ -47,18 +69,29 @@ async def campaign(
     if node_id not in record.isr:
         return None
     ops = [Op.put(keys.leader(pid), LeaderRecord(node_id).encode(), lease=lease)]
-    if record.state == "new":
-        active = PartitionRecord(
-            pid, record.range, record.store, record.pipeline, record.replicas, "active", record.isr
+    isr = election_isr(record, node_id, alive)
+    dropped = [n for n in record.isr if n not in isr]
+    if record.state == "new" or dropped:
+        won = PartitionRecord(
+            pid, record.range, record.store, record.pipeline, record.replicas, "active", isr
         )
-        ops.append(Op.put(keys.partition(pid), active.encode()))
+        ops.append(Op.put(keys.partition(pid), won.encode()))
     result = await etcd.txn(
         [
             Compare.create_revision(keys.leader(pid), "=", 0),
             Compare.mod_revision(keys.partition(pid), "=", entry.mod_revision),
+            *(Compare.create_revision(keys.node(n), "=", 0) for n in dropped),
         ],
         ops,
     )
+    if result.succeeded and dropped:
+        log.info(
+            "partition %s: elected %s; %s left the in-sync set (not alive)",
+            pid,
+            node_id,
+            ",".join(dropped),
+            extra={"event": "cluster_isr", "partition": pid, "epoch": result.revision},
+        )
     return result.revision if result.succeeded else None
 
 

@@ -17,7 +17,7 @@ from typing import Protocol
 import attrs
 import trio
 
-from mkv.cluster.elections import campaign, change_isr
+from mkv.cluster.elections import campaign, change_isr, election_isr
 from mkv.cluster.keyspace import (
     PLACEMENT_VALUE,
     Keys,
@@ -1062,7 +1062,10 @@ class Membership(_MoveMembership):
             and now - since < PREFER_GRACE
         ):
             return  # the preferred leader first; reconcile runs again within 1 s
-        epoch = await campaign(etcd, self.keys, self.node_id, self.lease, entry)
+        # With the data path, dead ISR members leave the ISR with the
+        # election (else the new leader waits for them to time out).
+        alive = set(self.view.nodes) if self._local.replicated() else None
+        epoch = await campaign(etcd, self.keys, self.node_id, self.lease, entry, alive)
         if epoch is not None:
             self.elections += 1
             log.info(
@@ -1075,7 +1078,8 @@ class Membership(_MoveMembership):
             if self._local.replicated():
                 # At once, not at the next reconcile: a failover's clock runs.
                 record = entry.record
-                self._start_lead(pid, epoch, record.replicas, record.isr)
+                isr = election_isr(record, self.node_id, alive)
+                self._start_lead(pid, epoch, record.replicas, isr)
 
     async def change_isr(self, partition_id: str, epoch: int, isr: frozenset[str]) -> bool:
         """``IsrWriter`` for the data path: the in-sync set of a partition this
