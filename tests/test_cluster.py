@@ -394,7 +394,7 @@ async def test_a_node_cut_off_from_etcd_stops_serving_and_never_serves_what_anot
                     record = PartitionRecord.decode("default", kv.value)
                     # Handed over empty ("new"): copying the data is a
                     # move's part, not this test's.
-                    moved = attrs.evolve(record, replicas=(other_id,), state="new")
+                    moved = attrs.evolve(record, replicas=(other_id,), isr=(other_id,), state="new")
                     await client.put(key, moved.encode())
                 assert await leader_of(rpc, other, "default") == other_id
                 await trio.sleep(1.0)

@@ -12,23 +12,39 @@ import pytest
 
 from mkv.cluster.identity import load_node_id
 from mkv.cluster.keyspace import BadValue, Keys, LeaderRecord, NodeRecord, PartitionRecord
-from mkv.cluster.placement import check_free, choose_node
+from mkv.cluster.placement import check_free, choose_node, choose_replicas
 from mkv.cluster.reconcile import (
     Adopt,
     Blocked,
     Campaign,
     Create,
     Delete,
+    Lead,
+    LeaderRef,
+    OpenFollower,
     PublishMerge,
     PublishSplit,
+    ReplicaFacts,
     RevokeStale,
+    SetIsr,
+    SetLeader,
+    StepDown,
     reconcile,
 )
 from mkv.cluster.view import ClusterView
-from mkv.errors import AlreadyExistsError, ConfigError, FailedPreconditionError, NotFoundError
+from mkv.errors import (
+    AlreadyExistsError,
+    ConfigError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
+from mkv.node import cluster_local
+from mkv.node.cluster_local import cluster_pipeline
 from mkv.node.config import Config
 from mkv.node.registry import PartitionRegistry
 from mkv.router import KeyRange
+from mkv.wire import parse_address
 
 KEYS = Keys("t")
 WHOLE = KeyRange(b"", None)
@@ -90,11 +106,41 @@ def test_records_round_trip() -> None:
         b'{"schema": 1, "start": "", "end": null, "store": "s", "pipeline": [],'
         b' "replicas": ["n1"], "state": "gone"}',
         b"\xff\xfe",
+        # The in-sync set names only replicas, once each, and is never empty.
+        b'{"schema": 1, "start": "", "end": null, "store": "s", "pipeline": [],'
+        b' "replicas": ["n1", "n2"], "isr": ["n1", "n3"], "state": "active"}',
+        b'{"schema": 1, "start": "", "end": null, "store": "s", "pipeline": [],'
+        b' "replicas": ["n1", "n2"], "isr": [], "state": "active"}',
+        b'{"schema": 1, "start": "", "end": null, "store": "s", "pipeline": [],'
+        b' "replicas": ["n1", "n2"], "isr": ["n1", "n1"], "state": "active"}',
+        b'{"schema": 1, "start": "", "end": null, "store": "s", "pipeline": [],'
+        b' "replicas": ["n1", "n2"], "isr": "n1", "state": "active"}',
+        b'{"schema": 1, "start": "", "end": null, "store": "s", "pipeline": [],'
+        b' "replicas": ["n1", "n2"], "isr": [1], "state": "active"}',
     ],
 )
 def test_bad_partition_values_are_refused(value: bytes) -> None:
     with pytest.raises(BadValue):
         PartitionRecord.decode("p1", value)
+
+
+def test_the_in_sync_set_round_trips_and_defaults_to_the_replicas() -> None:
+    record = part("p1", replicas=("n1", "n2", "n3")).with_isr({"n3", "n1"})
+    assert record.isr == ("n1", "n3")  # kept in the replicas' order
+    assert PartitionRecord.decode("p1", record.encode()) == record
+    assert part("p1", replicas=("n1", "n2")).isr == ("n1", "n2")
+    # A record written before issue 16 has no isr: all its replicas are in sync.
+    old = (
+        b'{"schema": 1, "start": "", "end": null, "store": "s", "pipeline": [],'
+        b' "replicas": ["n1"], "state": "active"}'
+    )
+    assert PartitionRecord.decode("p1", old).isr == ("n1",)
+    with pytest.raises(ValueError, match="one or more of its replicas"):
+        record.with_isr({"n4"})
+    with pytest.raises(ValueError, match="one or more of its replicas"):
+        record.with_isr(())
+    with pytest.raises(ValueError, match="among its replicas"):
+        PartitionRecord("p", WHOLE, "sqlite", (), ("n1",), "new", ("n2",))
 
 
 def test_bad_keys_and_names_are_refused() -> None:
@@ -119,6 +165,30 @@ def test_placement_picks_the_least_loaded_live_node() -> None:
         choose_node(["n1"], {}, "n9")
     with pytest.raises(FailedPreconditionError):
         choose_node([], {})
+
+
+def test_replicas_go_to_distinct_live_nodes_least_loaded_first() -> None:
+    alive = ["n3", "n1", "n2", "n4"]
+    leading = {"n1": 2, "n2": 1, "n3": 1}
+    holding = {"n1": 3, "n2": 3, "n3": 1, "n4": 2}
+    # Preferred leader: fewest led (n4); then fewest replicas held (n3), then
+    # of n1 and n2 (3 each) the one leading fewer.
+    assert choose_replicas(alive, leading, holding, 3) == (("n4", "n3", "n2"), ())
+    # Ties on everything: the lowest ids, so every node answering decides alike.
+    assert choose_replicas(["n2", "n1", "n3"], {}, {}, 2) == (("n1", "n2"), ())
+    # A named node is the first replica (the preferred leader).
+    assert choose_replicas(alive, leading, holding, 2, "n2") == (("n2", "n3"), ())
+    # More than the live nodes: capped, with a warning naming what was placed.
+    chosen, warnings = choose_replicas(["n1", "n2"], {}, {}, 3)
+    assert chosen == ("n1", "n2")
+    (warning,) = warnings
+    assert "asked for 3 replicas but only 2 node(s) are live" in warning
+    with pytest.raises(NotFoundError):
+        choose_replicas(alive, {}, {}, 2, "n9")
+    with pytest.raises(FailedPreconditionError):
+        choose_replicas([], {}, {}, 1)
+    with pytest.raises(InvalidArgumentError):
+        choose_replicas(alive, {}, {}, 0)
 
 
 def test_overlapping_ranges_are_refused() -> None:
@@ -261,6 +331,137 @@ def test_a_held_copy_left_by_a_restart_is_adopted_or_deleted_as_etcd_says() -> N
     ]
 
 
+# -- reconcile with replicas (issue 16) ---------------------------------------------
+
+R3 = ("n1", "n2", "n3")
+
+
+def replicated_view(
+    *,
+    leader: tuple[str, int, int] | None = ("n1", 20, 8),
+    isr: tuple[str, ...] = R3,
+    state: str = "active",
+    alive: tuple[str, ...] = R3,
+) -> ClusterView:
+    """Partition "a" on n1, n2, n3; ``leader`` = (node, epoch, lease) or None."""
+    record = PartitionRecord("a", WHOLE, "sqlite", ("timestamp", "wal"), R3, state, isr)
+    kvs = [KV(KEYS.partition("a"), record.encode(), mod_revision=9)]
+    kvs += [KV(KEYS.node(n), node(n, 10 * (i + 1)).encode()) for i, n in enumerate(alive)]
+    if leader is not None:
+        who, epoch, lease = leader
+        kvs.append(KV(KEYS.leader("a"), LeaderRecord(who).encode(), epoch, epoch, lease))
+    return view_of(*kvs)
+
+
+def ref(who: str, epoch: int) -> LeaderRef:
+    port = 10 * (int(who[1:])) + 1  # node()'s control port
+    return LeaderRef(who, parse_address(f"h:{port}"), epoch)
+
+
+def facts(lease: int = 7, **kwargs: object) -> ReplicaFacts:
+    told = {"told_isr": {"a": (R3, R3)}, "told_leader": {"a": ref("n1", 20)}}
+    return ReplicaFacts(lease, **{**told, **kwargs})  # type: ignore[arg-type]
+
+
+def test_replicas_open_as_followers_and_are_told_their_leader() -> None:
+    view = replicated_view()
+    record = view.partitions["a"].record
+    # No copy here yet: a follower of n1 at epoch 20 (an empty follower of an
+    # active partition catches up from the leader; it is not refused).
+    assert reconcile(view, "n2", 7, {}, set(), replicas=facts()) == [
+        OpenFollower(record, ref("n1", 20))
+    ]
+    # Open, and told nothing yet: its ISR and its leader.
+    assert reconcile(view, "n2", 7, {"a": WHOLE}, {"a"}, replicas=ReplicaFacts(7)) == [
+        SetIsr("a", R3, R3),
+        SetLeader("a", ref("n1", 20)),
+    ]
+    # Told already: nothing to do; a follower never campaigns while n1 leads.
+    assert reconcile(view, "n2", 7, {"a": WHOLE}, {"a"}, replicas=facts()) == []
+    # A new leader (another node, or the same at a new epoch) is told at once.
+    moved = replicated_view(leader=("n3", 31, 9))
+    assert reconcile(moved, "n2", 7, {"a": WHOLE}, {"a"}, replicas=facts()) == [
+        SetLeader("a", ref("n3", 31))
+    ]
+    # The ISR changed in etcd: told too.
+    shrunk = replicated_view(isr=("n1", "n3"))
+    assert reconcile(shrunk, "n2", 7, {"a": WHOLE}, {"a"}, replicas=facts()) == [
+        SetIsr("a", R3, ("n1", "n3"))
+    ]
+
+
+def test_a_replica_campaigns_only_from_the_isr() -> None:
+    nobody = replicated_view(leader=None)
+    # In sync, nobody leads: it campaigns (and stops following n1, gone).
+    assert reconcile(nobody, "n2", 7, {"a": WHOLE}, {"a"}, replicas=facts()) == [
+        Campaign("a", 9),
+        SetLeader("a", None),
+    ]
+    # Not in the ISR: it may lack acknowledged writes, so it never campaigns.
+    out = replicated_view(leader=None, isr=("n1", "n3"))
+    told = facts(told_isr={"a": (R3, ("n1", "n3"))}, told_leader={"a": None})
+    assert reconcile(out, "n2", 7, {"a": WHOLE}, {"a"}, replicas=told) == []
+    assert reconcile(out, "n3", 7, {"a": WHOLE}, {"a"}, replicas=told) == [Campaign("a", 9)]
+    # Past its lease deadline (lease 0 here): no campaign.
+    assert reconcile(nobody, "n2", 0, {"a": WHOLE}, {"a"}, replicas=facts()) == [
+        SetLeader("a", None)
+    ]
+    # A partition never led: its preferred leader (n1) campaigns while alive...
+    new = replicated_view(leader=None, state="new")
+    idle = facts(told_leader={"a": None})
+    assert reconcile(new, "n2", 7, {"a": WHOLE}, {"a"}, replicas=idle) == []
+    assert reconcile(new, "n1", 7, {"a": WHOLE}, {"a"}, replicas=idle) == [Campaign("a", 9)]
+    # ...and any in-sync replica once it is gone.
+    orphan = replicated_view(leader=None, state="new", alive=("n2", "n3"))
+    assert reconcile(orphan, "n2", 7, {"a": WHOLE}, {"a"}, replicas=idle) == [Campaign("a", 9)]
+
+
+def test_a_replica_leads_once_the_key_is_its_own_and_steps_down_once_it_is_not() -> None:
+    mine = replicated_view(leader=("n2", 40, 7))
+    # Its key (under the lease it holds) and it does not lead yet: promote it.
+    assert reconcile(mine, "n2", 7, {"a": WHOLE}, {"a"}, replicas=facts()) == [
+        Lead("a", 40, R3, R3)
+    ]
+    # Promoting (lead runs) or serving: nothing more.
+    leading = facts(leading={"a"})
+    assert reconcile(mine, "n2", 7, {"a": WHOLE}, {"a"}, replicas=leading) == []
+    serving = facts(roles={"a": "leader"})
+    assert reconcile(mine, "n2", 7, {"a": WHOLE}, {"a"}, replicas=serving) == []
+    # Past the lease deadline, its key still there: neither promoted nor
+    # stepped down (the data path stops serving on its own clock).
+    assert reconcile(mine, "n2", 0, {"a": WHOLE}, {"a"}, replicas=facts()) == []
+    assert reconcile(mine, "n2", 0, {"a": WHOLE}, {"a"}, replicas=serving) == []
+    # The key is another node's: step down and follow it.
+    theirs = replicated_view(leader=("n3", 41, 9))
+    assert reconcile(theirs, "n2", 7, {"a": WHOLE}, {"a"}, replicas=serving) == [
+        StepDown("a", ref("n3", 41))
+    ]
+    assert reconcile(theirs, "n2", 7, {"a": WHOLE}, {"a"}, replicas=leading) == [
+        StepDown("a", ref("n3", 41))
+    ]
+    # The key is gone (its lease lapsed): step down, follow nobody yet.
+    gone = replicated_view(leader=None)
+    assert reconcile(gone, "n2", 7, {"a": WHOLE}, {"a"}, replicas=serving) == [StepDown("a", None)]
+    # The key is this node's under a lease it lost: not its own any more.
+    stale = replicated_view(leader=("n2", 40, 3))
+    assert reconcile(stale, "n2", 7, {"a": WHOLE}, {"a"}, replicas=serving) == [
+        StepDown("a", ref("n2", 40))
+    ]
+    assert reconcile(stale, "n2", 7, {"a": WHOLE}, {"a"}, replicas=facts()) == [RevokeStale(3)]
+
+
+def test_without_the_data_path_only_the_first_replica_acts() -> None:
+    """Before the replica data path exists, a record of three replicas is
+    served by its first alone (as R = 1); the others neither open nor
+    campaign for it, so an empty copy can never be elected."""
+    view = replicated_view(leader=None, state="new")
+    record = view.partitions["a"].record
+    assert reconcile(view, "n1", 7, {}, set()) == [Create(record)]
+    assert reconcile(view, "n1", 7, {"a": WHOLE}, {"a"}) == [Campaign("a", 9)]
+    assert reconcile(view, "n2", 7, {}, set()) == []
+    assert reconcile(view, "n2", 7, {"a": WHOLE}, {"a"}) == []
+
+
 # -- the node id ---------------------------------------------------------------------------
 
 
@@ -303,6 +504,46 @@ def test_the_cluster_table_of_a_config_file(tmp_path: Path) -> None:
     path.write_text('[cluster]\nname = "a/b"\n')
     with pytest.raises(ConfigError, match="cluster"):
         Config.load(path)
+
+
+def test_the_replica_settings_have_defaults_and_are_checked(tmp_path: Path) -> None:
+    config = Config.load()
+    assert (config.replicas, config.effective_min_isr, config.replicate) == (3, 2, "sync")
+    assert (config.replica_lag_timeout, config.node_dead_timeout) == (10.0, 60.0)
+    assert Config.load(replicas=2).effective_min_isr == 1
+    path = tmp_path / "mkv.toml"
+    path.write_text(
+        '[cluster]\netcd = "http://a:2379"\nreplicas = 5\nmin_isr = 3\n'
+        'replica_lag_timeout = 2.5\nnode_dead_timeout = 30\nreplicate = "async"\n'
+    )
+    config = Config.load(path)
+    assert (config.replicas, config.effective_min_isr, config.replicate) == (5, 3, "async")
+    assert (config.replica_lag_timeout, config.node_dead_timeout) == (2.5, 30)
+    for bad, match in (
+        ({"replicas": 0}, "replicas must be a whole number, 1 or more"),
+        ({"replicas": 3, "min_isr": 4}, r"min_isr \(4\) must not exceed replicas \(3\)"),
+        ({"min_isr": 0}, "min_isr must be a whole number"),
+        ({"replica_lag_timeout": 0}, "replica_lag_timeout must be a number of seconds"),
+        ({"node_dead_timeout": -1}, "node_dead_timeout must be a number of seconds"),
+        ({"replicate": "quorum"}, "replicate must be one of sync, async, not 'quorum'"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            Config.load(**bad)
+
+
+def test_the_cluster_pipeline_replicates_after_the_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Off until the replicate stage's spec exists (the data path's branch).
+    assert cluster_pipeline(("timestamp", "wal"), "sync") == ("timestamp", "wal")
+    monkeypatch.setattr(cluster_local, "REPLICATE_STAGE", True)
+    assert cluster_pipeline(("timestamp", "wal:always", "x"), "async") == (
+        "timestamp",
+        "wal:always",
+        "replicate:async",
+        "x",
+    )
+    assert cluster_pipeline(("timestamp",), "sync") == ("timestamp",)  # no log to ship
+    already = ("wal", "replicate:async")
+    assert cluster_pipeline(already, "sync") == already
 
 
 def test_reconcile_publishes_a_split_committed_only_on_this_disk() -> None:

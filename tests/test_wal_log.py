@@ -338,3 +338,42 @@ def test_an_unusable_directory_is_a_storage_error(tmp_path: Path) -> None:
     (tmp_path / "wal").write_bytes(b"a file, not a directory")
     with pytest.raises(StorageError, match="Could not open the write-ahead log"):
         WriteAheadLog.open(tmp_path / "wal")
+
+
+def test_truncate_after_drops_whole_records_across_segments_and_survives_a_reopen(
+    tmp_path: Path,
+) -> None:
+    write_log(tmp_path, range(1, 8))  # segments of two records: 1-2, 3-4, 5-6, 7
+    log, _ = WriteAheadLog.open(tmp_path, segment_bytes=SEGMENT_BYTES)
+    with log:
+        assert log.truncate_after(3) == 4
+        assert log.last_seq == 3
+        assert log.synced_seq == 3
+        assert log.last_timestamp == record(3).timestamp
+        # The log goes on after the cut: the next append numbers above 3.
+        r = record(4)
+        log.append([(r.seq, r.timestamp, r.payload)])
+        log.sync()
+    assert replayed(tmp_path) == [1, 2, 3, 4]
+
+
+def test_truncate_after_a_segment_boundary_and_to_nothing(tmp_path: Path) -> None:
+    write_log(tmp_path, range(1, 6))
+    log, _ = WriteAheadLog.open(tmp_path, segment_bytes=SEGMENT_BYTES)
+    with log:
+        assert log.truncate_after(4) == 1
+        assert log.truncate_after(9) == 0  # nothing above 9: a no-op
+        assert log.truncate_after(0) == 4
+        assert log.last_seq == 0
+    assert replayed(tmp_path) == []
+
+
+def test_truncate_after_refuses_below_a_checkpoint(tmp_path: Path) -> None:
+    write_log(tmp_path, range(1, 8))
+    log, _ = WriteAheadLog.open(tmp_path, segment_bytes=SEGMENT_BYTES)
+    with log:
+        assert log.checkpoint(4) == 2
+        with pytest.raises(WalGapError, match="checkpoint already dropped"):
+            log.truncate_after(3)
+        assert log.last_seq == 7  # nothing changed
+    assert replayed(tmp_path, 4) == [5, 6, 7]

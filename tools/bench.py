@@ -95,6 +95,10 @@ class Settings:
     pipeline: str | None = None
     # More `mkv serve` flags, e.g. ("--metrics-addr", "127.0.0.1:0") to measure metrics' cost.
     server_args: tuple[str, ...] = ()
+    # Whether the session rows run beside their unary baselines (False:
+    # `--no-unary`, only the session and etcd rows: half the time, for
+    # A/B runs of the session path against etcd).
+    unary: bool = True
     # Workload (e): this many partitions against one.
     partitions: int = 64
     # Keys loaded into a memory-store server before its RSS is read.
@@ -589,7 +593,8 @@ def run_suite(settings: Settings, only: set[str], scratch: Path) -> dict[str, An
     runs += 2 * ("batch-upsert" in conc or bool(only & {"sqlite", "sqlite-tuned"}))
     runs += len(conc.get("single-upsert", ()))  # the fsync-each baseline
     runs += len(conc.get("partitions", ()))  # the one-partition baseline
-    runs += len(conc.get("session-upsert", ())) + len(conc.get("session-get", ()))  # unary
+    if settings.unary:
+        runs += len(conc.get("session-upsert", ())) + len(conc.get("session-get", ()))
     runs += sum(map(len, etcd_conc.values()))
     runs += len(only & set(FIGURES))
     figures: list[Figure] = []
@@ -654,7 +659,8 @@ def run_suite(settings: Settings, only: set[str], scratch: Path) -> dict[str, An
             with mkv_server(settings, scratch, "session-single") as (server, address):
                 for c in sorted(upserts):
                     if c in conc.get("session-upsert", ()):
-                        for name, session in (("unary-upsert", False), ("session-upsert", True)):
+                        pair = (("unary-upsert", False), ("session-upsert", True))
+                        for name, session in pair[0 if settings.unary else 1 :]:
                             announce(name, c)
                             spec = {"kind": "single", "addr": address, "seed": c}
                             spec |= {"shared": True, "session": session}
@@ -687,7 +693,9 @@ def run_suite(settings: Settings, only: set[str], scratch: Path) -> dict[str, An
                 for workload in reads:
                     for c in conc[workload]:
                         # session-get runs beside its unary baseline.
-                        names = ["unary-get", workload] if workload == "session-get" else [workload]
+                        names: list[str] = [workload]
+                        if workload == "session-get" and settings.unary:
+                            names.insert(0, "unary-get")
                         for name in names:
                             announce(name, c)
                             spec = {
@@ -777,6 +785,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="'FLAG ...'",
         help="more flags for mkv serve, e.g. '--metrics-addr 127.0.0.1:0'",
     )
+    parser.add_argument(
+        "--no-unary",
+        action="store_true",
+        help="session rows without their unary baselines (session against etcd only)",
+    )
     parser.add_argument("--json", type=Path, help="where to write the JSON results")
     return parser.parse_args(argv)
 
@@ -792,6 +805,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "store": args.store,
         "pipeline": args.pipeline,
         "server_args": None if args.server_args is None else tuple(args.server_args.split()),
+        "unary": False if args.no_unary else None,
     }
     settings = attrs.evolve(settings, **{k: v for k, v in overrides.items() if v is not None})
     only = set(args.only or WORKLOADS + BASELINES + FIGURES)

@@ -170,6 +170,8 @@ class Request:
     operation_id: str = ""
     # partitions add --node, partitions move, nodes drain: a node id.
     node: str | None = None
+    # partitions add --replicas (cluster mode; 0: the cluster's default).
+    replicas: int = 0
 
     # Credentials (read when connecting): a token file, else the token from
     # the environment; TLS files.
@@ -282,6 +284,13 @@ def _build_parser() -> _Parser:
     )
     add.add_argument(
         "--node", help="cluster: the node to place it on (default: the least loaded live node)"
+    )
+    add.add_argument(
+        "--replicas",
+        type=int,
+        metavar="R",
+        help="cluster: replicas on distinct nodes (default: the cluster's, 3; capped at the "
+        "live nodes, with a warning)",
     )
     remove = actions.add_parser("remove", parents=[common], help="drain and delete a partition")
     remove.add_argument("id", help="partition id")
@@ -495,6 +504,9 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Request:
             parser.error("give --stage or --pipeline, not both")
         stages = args.stage or (args.pipeline.split() if args.pipeline is not None else None)
         fields.update(pipeline=None if stages is None else tuple(stages), node=args.node)
+        if args.replicas is not None and args.replicas < 1:
+            parser.error("--replicas must be 1 or more")
+        fields.update(replicas=args.replicas or 0)
     elif command in ("partitions remove", "partitions reopen"):
         fields.update(partition_id=args.id)
     elif command == "partitions restore":
@@ -632,6 +644,22 @@ def _partition_json(info: PartitionInfo) -> dict[str, Any]:
         # Cluster mode: the node leading it and its epoch; null on a single node.
         "node": info.node,
         "epoch": info.epoch,
+        # Cluster mode: its replicas and in-sync set in etcd; [] on a single
+        # node. The commit seq and each replica's progress, from its leader.
+        "replicas": list(info.replicas),
+        "isr": list(info.isr),
+        "commit_seq": info.commit_seq,
+        "replica_states": [
+            {
+                "node": r.node,
+                "leader": r.leader,
+                "in_sync": r.in_sync,
+                "durable_seq": r.durable_seq,
+                "lag_records": r.lag_records,
+                "lag_seconds": round(r.lag_seconds, 3),
+            }
+            for r in info.replica_states
+        ],
     }
 
 
@@ -646,13 +674,30 @@ def _render_partitions(infos: Sequence[PartitionInfo], as_hex: bool = False) -> 
     column only when some partition has a node (a cluster): a single node's
     table stays as it was, for the scripts that read it."""
     clustered = any(p.node is not None for p in infos)
-    node: tuple[str, ...] = ("NODE",) if clustered else ()
+    # Replicas, the in-sync set and the epoch: a cluster's records carry them.
+    replicated = any(p.replicas for p in infos)
+    node: tuple[str, ...] = ("NODE",) if clustered or replicated else ()
+    if replicated:
+        node += ("EPOCH", "REPLICAS", "ISR")
     header = ("ID", "RANGE", *node, "STORE", "STATE", "KEYS", "SIZE", "LAST SEQ")
+
+    def cluster_cells(p: PartitionInfo) -> tuple[str, ...]:
+        if not node:
+            return ()
+        cells: tuple[str, ...] = (p.node or "-",)
+        if replicated:
+            cells += (
+                str(p.epoch or "-"),
+                ",".join(p.replicas) or "-",
+                ",".join(p.isr) or "-",
+            )
+        return cells
+
     rows = [header] + [
         (
             p.id,
             _range(p, as_hex),
-            *((p.node or "-",) if clustered else ()),
+            *cluster_cells(p),
             p.store,
             p.state,
             str(p.key_count),
@@ -709,13 +754,21 @@ async def _partitions_add(request: Request) -> bytes:
             store=request.store,
             pipeline=request.pipeline,
             node=request.node,
+            replicas=request.replicas,
         )
-        # --node means a cluster: a single node refuses it as "not in cluster mode".
-        info = await (_in_cluster(request, admin, adding) if request.node else adding)
+        # --node and --replicas mean a cluster: a single node refuses them as
+        # "not in cluster mode".
+        clustered = request.node or request.replicas
+        info = await (_in_cluster(request, admin, adding) if clustered else adding)
     if request.json:
-        return _json(_partition_json(info))
+        return _json({**_partition_json(info), "warnings": list(info.warnings)})
     where = "" if info.node is None else f" on {info.node}"
-    return f"added partition {info.id} {_range(info, request.hex)} ({info.store}){where}\n".encode()
+    if len(info.replicas) > 1:
+        where += f" (replicas {','.join(info.replicas)})"
+    warned = "".join(f"warning: {warning}\n" for warning in info.warnings)
+    return (
+        f"added partition {info.id} {_range(info, request.hex)} ({info.store}){where}\n" + warned
+    ).encode()
 
 
 async def _partitions_remove(request: Request) -> bytes:
@@ -1388,6 +1441,19 @@ class _ClusterView:
                 found.append(f"partition {p.id} is led by {p.node}, which is not alive")
             elif p.state != "active":
                 found.append(f"partition {p.id} is {p.state}")
+            if p.replicas and len(p.isr) < len(p.replicas):
+                behind = ",".join(r for r in p.replicas if r not in p.isr)
+                found.append(
+                    f"partition {p.id} is under-replicated: {len(p.isr)} of its "
+                    f"{len(p.replicas)} replicas in sync ({behind} not)"
+                )
+            # The nodes' min_isr is their own setting; this is its default.
+            floor = min(2 if len(p.replicas) >= 3 else 1, len(p.replicas))
+            if p.replicas and len(p.isr) < floor:
+                found.append(
+                    f"partition {p.id} has {len(p.isr)} replica(s) in sync, below min_isr "
+                    f"({floor} by default): it refuses writes"
+                )
         return found
 
 

@@ -137,6 +137,36 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds of the node's etcd lease; it serves nothing past it (default 5)",
     )
+    cluster.add_argument(
+        "--replicas",
+        type=int,
+        metavar="R",
+        help="replicas of a partition added without a count, on distinct nodes (default 3)",
+    )
+    cluster.add_argument(
+        "--min-isr",
+        type=int,
+        metavar="N",
+        help="in-sync replicas below which writes are refused (default 2 when R >= 3, else 1)",
+    )
+    cluster.add_argument(
+        "--replica-lag-timeout",
+        type=float,
+        metavar="S",
+        help="seconds a follower may lag before it leaves the in-sync set (default 10)",
+    )
+    cluster.add_argument(
+        "--node-dead-timeout",
+        type=float,
+        metavar="S",
+        help="seconds a node may be gone before its replicas are re-created (default 60)",
+    )
+    cluster.add_argument(
+        "--replicate",
+        choices=("sync", "async"),
+        help="acknowledge a write once the in-sync set has it durable (sync, the default) "
+        "or once this node's log has it (async: a failover can lose it)",
+    )
     demo.add_arguments(
         commands.add_parser(
             "demo",
@@ -223,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
             advertise_addr=args.advertise_addr,
             node_id=args.node_id,
             lease_ttl=args.lease_ttl,
+            replicas=args.replicas,
+            min_isr=args.min_isr,
+            replica_lag_timeout=args.replica_lag_timeout,
+            node_dead_timeout=args.node_dead_timeout,
+            replicate=args.replicate,
         )
         configure_logging(config.log_level, config.log_format)
     except (ConfigError, ValueError) as exc:

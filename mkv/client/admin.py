@@ -51,6 +51,19 @@ M = TypeVar("M", bound=Message)
 
 
 @attrs.frozen
+class ReplicaState:
+    """One replica's progress as its partition's leader sees it."""
+
+    node: str
+    leader: bool
+    # In the partition's in-sync set in etcd.
+    in_sync: bool
+    durable_seq: int
+    lag_records: int
+    lag_seconds: float
+
+
+@attrs.frozen
 class PartitionInfo:
     """What the control plane reports about one partition."""
 
@@ -70,6 +83,14 @@ class PartitionInfo:
     # leadership; None on a single node, or while no node leads it.
     node: str | None = None
     epoch: int | None = None
+    # Cluster mode: the nodes holding a replica (the preferred leader first)
+    # and the in-sync set, as etcd records them; empty on a single node.
+    replicas: tuple[str, ...] = ()
+    isr: tuple[str, ...] = ()
+    # Replicated and led by a node with the replica data path: the commit
+    # seq (acknowledged writes) and each replica's progress; else 0 and ().
+    commit_seq: int = 0
+    replica_states: tuple[ReplicaState, ...] = ()
 
     @classmethod
     def from_proto(cls, info: pb.PartitionInfo) -> PartitionInfo:
@@ -85,6 +106,20 @@ class PartitionInfo:
             last_seq=info.last_seq,
             node=info.node or None,
             epoch=info.epoch or None,
+            replicas=tuple(info.replicas),
+            isr=tuple(info.isr),
+            commit_seq=info.commit_seq,
+            replica_states=tuple(
+                ReplicaState(
+                    node=r.node,
+                    leader=r.leader,
+                    in_sync=r.in_sync,
+                    durable_seq=r.durable_seq,
+                    lag_records=r.lag_records,
+                    lag_seconds=r.lag_seconds,
+                )
+                for r in info.replica_states
+            ),
         )
 
 
@@ -381,6 +416,7 @@ class AdminClient:
         pipeline: Sequence[str] | None = None,
         snapshot: str | None = None,
         node: str | None = None,
+        replicas: int = 0,
     ) -> PartitionInfo:
         """Create a partition owning ``[start, end)`` (``end=None``: unbounded).
 
@@ -396,7 +432,9 @@ class AdminClient:
         ``warnings``.
 
         In cluster mode the partition goes to ``node`` (a node id), or to
-        the live node leading the fewest partitions when None.
+        the live node leading the fewest partitions when None, and gets
+        ``replicas`` replicas on distinct nodes (0: the cluster's default;
+        more than the live nodes are capped, with a warning).
 
         Raises:
             AlreadyExistsError: the id is taken or the range overlaps another.
@@ -412,6 +450,7 @@ class AdminClient:
             pipeline=pipeline or (),
             snapshot=snapshot or "",
             node=node or "",
+            replicas=replicas,
         )
         response = await self._unary(SERVICE, "AddPartition", request, pb.AddPartitionResponse)
         info = PartitionInfo.from_proto(response.partition)

@@ -6,7 +6,8 @@ Everything lives under ``/mkv/<cluster>/``::
                           "replication": "h:p", "version": "...", "started": "..."}
                          (under the node's lease)
     partitions/<id>      {"schema": 1, "start": hex, "end": hex | null, "store": "sqlite",
-                          "pipeline": [...], "replicas": ["n-..."], "state": "new" | "active"}
+                          "pipeline": [...], "replicas": ["n-..."], "isr": ["n-..."],
+                          "state": "new" | "active"}
     leaders/<id>         {"schema": 1, "node": "n-..."}  (under the leader's lease;
                           the epoch is this key's create revision)
     placement            {"schema": 1}  (its mod_revision serialises placement changes)
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import attrs
@@ -180,6 +182,37 @@ class PartitionRecord:
     # Node ids; the first is the preferred leader.
     replicas: tuple[str, ...]
     state: str = "active"
+    # The in-sync set: the replicas that have every acknowledged write durable
+    # (only they may be elected). A subset of ``replicas``, kept in their
+    # order; by default all of them (a new partition's replicas are all empty,
+    # so all in sync; a record written before issue 16 has R = 1).
+    isr: tuple[str, ...] = attrs.field()
+
+    @isr.default
+    def _all_replicas(self) -> tuple[str, ...]:
+        return self.replicas
+
+    @isr.validator
+    def _check_isr(self, _: attrs.Attribute[tuple[str, ...]], isr: tuple[str, ...]) -> None:
+        if not isr or not set(isr) <= set(self.replicas) or len(set(isr)) != len(isr):
+            raise ValueError(
+                f"partition {self.id}: isr {list(isr)} must be one or more distinct nodes "
+                f"among its replicas {list(self.replicas)}"
+            )
+
+    def with_isr(self, isr: Iterable[str]) -> PartitionRecord:
+        """This record with the in-sync set ``isr`` (in the replicas' order).
+
+        Raises:
+            ValueError: ``isr`` is empty or names a node that holds no replica.
+        """
+        members = set(isr)
+        if not members or not members <= set(self.replicas):
+            raise ValueError(
+                f"partition {self.id}: isr {sorted(members)} must name one or more of its "
+                f"replicas {list(self.replicas)}, and no other node"
+            )
+        return attrs.evolve(self, isr=tuple(r for r in self.replicas if r in members))
 
     def encode(self) -> bytes:
         return _dump(
@@ -189,6 +222,7 @@ class PartitionRecord:
                 "store": self.store,
                 "pipeline": list(self.pipeline),
                 "replicas": list(self.replicas),
+                "isr": list(self.isr),
                 "state": self.state,
             }
         )
@@ -214,6 +248,15 @@ class PartitionRecord:
         state = _text(data, "state", what)
         if state not in PARTITION_STATES:
             raise BadValue(f"{what}: unknown state {state!r}")
+        # Absent in a record written before issue 16 (one replica, in sync).
+        isr = data.get("isr", replicas)
+        if not isinstance(isr, list) or not isr:
+            raise BadValue(f"{what}: 'isr' must be a non-empty list of node ids")
+        for member in isr:
+            if not isinstance(member, str) or member not in replicas:
+                raise BadValue(f"{what}: 'isr' names {member!r}, which holds no replica")
+        if len(set(isr)) != len(isr):
+            raise BadValue(f"{what}: a node appears twice in 'isr'")
         return cls(
             partition_id,
             KeyRange(start, end),
@@ -221,6 +264,7 @@ class PartitionRecord:
             tuple(pipeline),
             tuple(replicas),
             state,
+            tuple(r for r in replicas if r in isr),
         )
 
 

@@ -18,6 +18,7 @@ from typing import Protocol
 import attrs
 import trio
 
+from mkv.cluster.elections import campaign, change_isr
 from mkv.cluster.keyspace import (
     PLACEMENT_VALUE,
     Keys,
@@ -25,15 +26,23 @@ from mkv.cluster.keyspace import (
     NodeRecord,
     PartitionRecord,
 )
-from mkv.cluster.placement import check_free, choose_node
+from mkv.cluster.placement import check_free, choose_replicas
 from mkv.cluster.reconcile import (
     Adopt,
     Campaign,
     Create,
     Delete,
+    Lead,
+    LeaderRef,
+    OpenFollower,
     PublishMerge,
     PublishSplit,
+    ReplicaFacts,
     RevokeStale,
+    Role,
+    SetIsr,
+    SetLeader,
+    StepDown,
     reconcile,
 )
 from mkv.cluster.serving import ServingIntervals
@@ -57,9 +66,19 @@ from mkv.etcd import (
     keep_lease,
     open_etcd,
 )
+from mkv.observe.metrics import ClusterNumbers
 from mkv.router import KeyRange
 
-__all__ = ["ClusterSettings", "LocalPartition", "LocalPartitions", "Membership", "MoveTicket"]
+__all__ = [
+    "ClusterSettings",
+    "IsrWriter",
+    "LocalPartition",
+    "LocalPartitions",
+    "Membership",
+    "MoveTicket",
+    "ReplicaProgress",
+    "ReplicaStates",
+]
 
 log = logging.getLogger("mkv.cluster")
 
@@ -85,6 +104,16 @@ class ClusterSettings:
     # Seconds a partition removed in etcd keeps its files on this node
     # (set aside under DATA_DIR/.removed), in case the removal was a mistake.
     removed_grace: float = REMOVED_GRACE
+    # Replicas of a partition added without a count (capped at the live nodes).
+    replicas: int = 3
+    # In-sync replicas below which a leader refuses writes.
+    min_isr: int = 2
+    # Handed to the data path: when a lagging follower leaves the ISR.
+    replica_lag_timeout: float = 10.0
+    # When a gone node's replicas are re-created elsewhere (repair; not yet).
+    node_dead_timeout: float = 60.0
+    # "sync" or "async": the replicate stage of the cluster's default pipeline.
+    replicate: str = "sync"
 
     @property
     def margin(self) -> float:
@@ -118,8 +147,87 @@ class LocalPartition:
     pipeline: tuple[str, ...]
 
 
+class IsrWriter(Protocol):
+    """What the data path's leader calls to change its partition's in-sync set
+    in etcd before it acts on the change (``Membership.change_isr``)."""
+
+    async def change_isr(self, partition_id: str, epoch: int, isr: frozenset[str]) -> bool:
+        """One etcd Txn: ``partitions/<id>.isr = isr``, guarded by the leader
+        key's create revision == ``epoch`` and the record's mod_revision as
+        read. True when committed; False when the guard failed (deposed)."""
+        ...
+
+
+class ReplicaProgress(Protocol):
+    """One replica's progress as its leader sees it (the data path's type)."""
+
+    @property
+    def node(self) -> str: ...
+    @property
+    def durable_seq(self) -> int: ...
+    @property
+    def lag_records(self) -> int: ...
+    @property
+    def lag_seconds(self) -> float: ...
+    @property
+    def in_sync(self) -> bool: ...
+
+
+class ReplicaStates(Protocol):
+    """A led partition's commit point and its replicas' progress."""
+
+    @property
+    def commit_seq(self) -> int: ...
+    @property
+    def replicas(self) -> Sequence[ReplicaProgress]: ...
+
+
 class LocalPartitions(Protocol):
     """What membership needs of the node's registry (which it may not import)."""
+
+    def replicated(self) -> bool:
+        """Whether the registry has the replica data path (followers, ``lead``):
+        without it a record is served by its first replica alone."""
+        ...
+
+    async def open_follower(self, record: PartitionRecord, leader: LeaderRef | None) -> None:
+        """Create or open this node's replica of ``record`` as a follower of
+        ``leader``; idempotent."""
+        ...
+
+    def set_leader(self, partition_id: str, leader: LeaderRef | None) -> None:
+        """A follower's leader changed (node or epoch), or is gone (None)."""
+        ...
+
+    async def lead(
+        self,
+        partition_id: str,
+        epoch: int,
+        *,
+        replicas: tuple[str, ...],
+        isr: frozenset[str],
+        isr_writer: IsrWriter,
+        min_isr: int,
+    ) -> None:
+        """Promote the local replica at ``epoch``; returns once it serves
+        (its epoch-start record durable on every ISR member)."""
+        ...
+
+    def set_isr(self, partition_id: str, replicas: tuple[str, ...], isr: frozenset[str]) -> None:
+        """etcd's replicas or in-sync set of the partition changed."""
+        ...
+
+    async def step_down(self, partition_id: str, leader: LeaderRef | None) -> None:
+        """Stop leading: unanswered writes fail ("outcome unknown"); follow ``leader``."""
+        ...
+
+    def role(self, partition_id: str) -> Role | None:
+        """ "leader" once serving, "follower", or None (no such replica)."""
+        ...
+
+    def replica_states(self, partition_id: str) -> ReplicaStates | None:
+        """A partition this node leads: its commit seq and replicas' progress."""
+        ...
 
     def held(self) -> Mapping[str, LocalPartition]: ...
 
@@ -213,7 +321,9 @@ class _MoveMembership:
             UnavailableError: etcd cannot be reached and did not say.
         """
         pid = ticket.record.id
-        moved = attrs.evolve(ticket.record, replicas=(self.node_id,), state="active")
+        moved = attrs.evolve(
+            ticket.record, replicas=(self.node_id,), isr=(self.node_id,), state="active"
+        )
         for _ in range(PLACEMENT_ATTEMPTS):
             try:
                 view = await self._fresh_view()
@@ -373,11 +483,29 @@ class Membership(_MoveMembership):
         self._wake = trio.Event()
         self._changed = trio.Event()
         self._etcd: Etcd | None = None
+        # Replicas (with the data path): promotions running now, by partition
+        # (cancelled by a step-down), and what each replica was last told.
+        self._leading: dict[str, trio.CancelScope] = {}
+        self._told_leader: dict[str, LeaderRef | None] = {}
+        self._told_isr: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        self._nursery: trio.Nursery | None = None
+        # Elections this node won since it started (a metric).
+        self.elections = 0
 
     # -- what the data plane asks -----------------------------------------------
 
     def lease_valid(self) -> bool:
         return self.clock.valid(trio.current_time())
+
+    def metric_numbers(self) -> ClusterNumbers:
+        """For a metrics scrape: the partitions this node leads, with their
+        replica and ISR counts in etcd, and the elections it has won."""
+        led = {}
+        for pid in self.routing.mine:
+            entry = self.view.partitions.get(pid)
+            if entry is not None:
+                led[pid] = (len(entry.record.replicas), len(entry.record.isr))
+        return ClusterNumbers(led, self.elections)
 
     def lease_remaining(self) -> float:
         remaining = self.clock.remaining(trio.current_time())
@@ -490,6 +618,7 @@ class Membership(_MoveMembership):
                 )
                 await trio.sleep(1.0)
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._watch_deadline)
             nursery.start_soon(self._keep_lease, etcd)
             nursery.start_soon(self._watch, etcd)
@@ -694,9 +823,24 @@ class Membership(_MoveMembership):
         lease = self.lease if self.lease_valid() else 0
         held = {pid: part.range for pid, part in self._local.held().items()}
         moving, copies = self._local.moving(), self._local.copies()
-        for action in reconcile(self.view, self.node_id, lease, held, self._seen, moving, copies):
+        facts = (
+            ReplicaFacts(
+                self.lease,
+                {pid: role for pid in held if (role := self._local.role(pid)) is not None},
+                set(self._leading),
+                dict(self._told_leader),
+                dict(self._told_isr),
+            )
+            if self._local.replicated()
+            else None
+        )
+        for action in reconcile(
+            self.view, self.node_id, lease, held, self._seen, moving, copies, facts
+        ):
             try:
-                if isinstance(action, Adopt):
+                if isinstance(action, OpenFollower | SetLeader | SetIsr | Lead | StepDown):
+                    await self._replica_action(action)
+                elif isinstance(action, Adopt):
                     log.info(
                         "serving partition %s: a move's copy, switched to this node in etcd",
                         action.partition_id,
@@ -746,6 +890,8 @@ class Membership(_MoveMembership):
                         extra={"event": "cluster_delete", "partition": action.partition_id},
                     )
                     await self._local.delete(action.partition_id)
+                    self._told_leader.pop(action.partition_id, None)
+                    self._told_isr.pop(action.partition_id, None)
                 elif (action.partition_id, action.reason) not in self._blocked:
                     self._blocked.add((action.partition_id, action.reason))
                     log.error(
@@ -767,30 +913,116 @@ class Membership(_MoveMembership):
         self.routing = self.view.routing(self.node_id, self.lease)
         self._observe_serving()
 
+    async def _replica_action(
+        self, action: OpenFollower | SetLeader | SetIsr | Lead | StepDown
+    ) -> None:
+        """Carry out a replica action of reconcile's."""
+        if isinstance(action, OpenFollower):
+            pid = action.record.id
+            log.info(
+                "opening partition %s %s as a follower of %s",
+                pid,
+                action.record.range,
+                action.leader.node if action.leader else "nobody yet",
+                extra={"event": "cluster_follow", "partition": pid},
+            )
+            await self._local.open_follower(action.record, action.leader)
+            self._told_leader[pid] = action.leader
+            self._wake.set()  # its ISR, and maybe a campaign, next
+        elif isinstance(action, SetLeader):
+            self._local.set_leader(action.partition_id, action.leader)
+            self._told_leader[action.partition_id] = action.leader
+        elif isinstance(action, SetIsr):
+            self._local.set_isr(action.partition_id, action.replicas, frozenset(action.isr))
+            self._told_isr[action.partition_id] = (action.replicas, action.isr)
+        elif isinstance(action, Lead):
+            self._start_lead(action.partition_id, action.epoch, action.replicas, action.isr)
+        else:
+            pid = action.partition_id
+            scope = self._leading.pop(pid, None)
+            if scope is not None:
+                scope.cancel()
+            log.warning(
+                "partition %s: this node no longer holds its leader key; stepping down to "
+                "follow %s",
+                pid,
+                action.leader.node if action.leader else "nobody yet",
+                extra={"event": "cluster_step_down", "partition": pid},
+            )
+            await self._local.step_down(pid, action.leader)
+            self._told_leader[pid] = action.leader
+
+    def _start_lead(
+        self, partition_id: str, epoch: int, replicas: tuple[str, ...], isr: tuple[str, ...]
+    ) -> None:
+        """Promote the local replica in a task of its own: ``lead`` returns
+        only once the ISR has the epoch-start record durable, and reconcile
+        must go on meanwhile (a step-down cancels it)."""
+        if partition_id in self._leading or self._nursery is None:
+            return
+        scope = trio.CancelScope()
+        self._leading[partition_id] = scope
+
+        async def promote() -> None:
+            try:
+                with scope:
+                    await self._local.lead(
+                        partition_id,
+                        epoch,
+                        replicas=replicas,
+                        isr=frozenset(isr),
+                        isr_writer=self,
+                        min_isr=min(self.settings.min_isr, len(replicas)),
+                    )
+                    log.info(
+                        "partition %s: serving as leader from epoch %d",
+                        partition_id,
+                        epoch,
+                        extra={"event": "cluster_serving", "partition": partition_id},
+                    )
+            except (EtcdError, MkvError) as exc:
+                log.warning("promoting %s at epoch %d failed: %s", partition_id, epoch, exc)
+            except Exception:
+                # One partition's failure is not the node's: reconcile retries.
+                log.exception("promoting %s at epoch %d failed", partition_id, epoch)
+            finally:
+                if self._leading.get(partition_id) is scope:
+                    del self._leading[partition_id]
+                self._wake.set()
+
+        self._nursery.start_soon(promote)
+
     async def _campaign(self, etcd: Etcd, action: Campaign) -> None:
         pid = action.partition_id
-        ops = [Op.put(self.keys.leader(pid), LeaderRecord(self.node_id).encode(), lease=self.lease)]
         entry = self.view.partitions.get(pid)
-        if entry is not None and entry.record.state == "new":
-            # Led from now on: a node that lacks its data later must not
-            # start it empty (reconcile's Create is for "new" ones only).
-            active = attrs.evolve(entry.record, state="active")
-            ops.append(Op.put(self.keys.partition(pid), active.encode()))
-        result = await etcd.txn(
-            [
-                Compare.create_revision(self.keys.leader(pid), "=", 0),
-                Compare.mod_revision(self.keys.partition(pid), "=", action.mod_revision),
-            ],
-            ops,
-        )
-        if result.succeeded:
+        if entry is None or entry.mod_revision != action.mod_revision:
+            return  # changed since reconcile decided: it decides again
+        epoch = await campaign(etcd, self.keys, self.node_id, self.lease, entry)
+        if epoch is not None:
+            self.elections += 1
             log.info(
                 "node %s leads partition %s from epoch %d",
                 self.node_id,
                 pid,
-                result.revision,
-                extra={"event": "cluster_leader", "partition": pid, "epoch": result.revision},
+                epoch,
+                extra={"event": "cluster_leader", "partition": pid, "epoch": epoch},
             )
+            if self._local.replicated():
+                # At once, not at the next reconcile: a failover's clock runs.
+                record = entry.record
+                self._start_lead(pid, epoch, record.replicas, record.isr)
+
+    async def change_isr(self, partition_id: str, epoch: int, isr: frozenset[str]) -> bool:
+        """``IsrWriter`` for the data path: the in-sync set of a partition this
+        node leads at ``epoch``, written in etcd before the leader acts on it
+        (one Txn guarded by its leader key's create revision and the record's
+        mod revision; ``mkv.cluster.elections.change_isr``). False: deposed.
+
+        Raises:
+            UnavailableError: etcd cannot be reached (nothing known written).
+            AbortedError: the record kept changing under it.
+        """
+        return await change_isr(self._client(), self.keys, partition_id, epoch, isr)
 
     # -- the control plane ----------------------------------------------------------
 
@@ -836,26 +1068,35 @@ class Membership(_MoveMembership):
         store: str,
         pipeline: tuple[str, ...],
         node: str | None,
-    ) -> tuple[PartitionRecord, Leader | None]:
-        """Place a new partition: one Txn, then wait (bounded) for its owner to lead it.
+        replicas: int = 0,
+    ) -> tuple[PartitionRecord, Leader | None, tuple[str, ...]]:
+        """Place a new partition on ``replicas`` distinct live nodes (0: the
+        cluster's default; capped at the live nodes, with a warning), ``node``
+        first if named: one Txn, then wait (bounded) for a leader. Returns the
+        record, its leader (None if none yet) and the warnings.
 
         Raises:
             AlreadyExistsError: the id is taken or the range overlaps.
             NotFoundError: ``node`` is not a live node.
             AbortedError: placement kept changing under it.
         """
+        count = replicas or self.settings.replicas
         for _ in range(PLACEMENT_ATTEMPTS):
             view = await self._fresh_view()
             pid = partition_id or _free_id(view)
             if pid in view.partitions or pid in view.bad:
                 raise AlreadyExistsError(f"A partition with id {pid} already exists.")
             check_free(key_range, ((e.record.range, p) for p, e in view.partitions.items()))
-            assigned: dict[str, int] = {}
+            leading: dict[str, int] = {}
+            holding: dict[str, int] = {}
             for entry in view.partitions.values():
                 first = entry.record.replicas[0]
-                assigned[first] = assigned.get(first, 0) + 1
-            target = choose_node(view.nodes, assigned, node)
-            record = PartitionRecord(pid, key_range, store, pipeline, (target,), "new")
+                leading[first] = leading.get(first, 0) + 1
+                for replica in entry.record.replicas:
+                    holding[replica] = holding.get(replica, 0) + 1
+            chosen, warnings = choose_replicas(view.nodes, leading, holding, count, node)
+            # All in sync: every replica of a new partition is empty.
+            record = PartitionRecord(pid, key_range, store, pipeline, chosen, "new")
             if await self._placement_txn(
                 view,
                 [Compare.create_revision(self.keys.partition(pid), "=", 0)],
@@ -867,7 +1108,7 @@ class Membership(_MoveMembership):
         with trio.move_on_after(ADD_WAIT):
             while self.view.leaders.get(pid) is None:
                 await self._changed.wait()
-        return record, self.view.leaders.get(pid)
+        return record, self.view.leaders.get(pid), warnings
 
     async def remove_partition(self, partition_id: str) -> tuple[PartitionRecord, Leader | None]:
         """Delete a partition's record and leader key in one Txn; its owner

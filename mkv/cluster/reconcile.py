@@ -10,12 +10,14 @@ partition next time, a Campaign that lost finds a leader key.
 from __future__ import annotations
 
 from collections.abc import Mapping, Set
+from typing import Literal
 
 import attrs
 
 from mkv.cluster.keyspace import PartitionRecord
 from mkv.cluster.view import ClusterView
 from mkv.router import KeyRange
+from mkv.wire import Address, parse_address
 
 __all__ = [
     "Action",
@@ -24,11 +26,116 @@ __all__ = [
     "Campaign",
     "Create",
     "Delete",
+    "Lead",
+    "LeaderRef",
+    "OpenFollower",
     "PublishMerge",
     "PublishSplit",
+    "ReplicaFacts",
     "RevokeStale",
+    "SetIsr",
+    "SetLeader",
+    "StepDown",
+    "leader_ref",
     "reconcile",
 ]
+
+Role = Literal["leader", "follower"]
+
+
+@attrs.frozen
+class LeaderRef:
+    """Whom a follower fetches from: the leader's node id, its control
+    (replication) address from ``nodes/<node>``, and its epoch."""
+
+    node: str
+    address: Address
+    epoch: int
+
+
+@attrs.frozen
+class ReplicaFacts:
+    """What reconcile needs to know of this node's replicas (cluster mode with
+    the replica data path), besides what is on its disk."""
+
+    # The lease this node holds, valid or not (``reconcile``'s ``lease`` is 0
+    # past its deadline): a leader key under it is still this node's, and a
+    # deadline passing is no reason to step down (the data path stops
+    # serving on its own; the key may well survive the etcd hiccup).
+    held_lease: int
+    # The registry's role of each local partition (absent: neither yet).
+    roles: Mapping[str, Role] = attrs.field(factory=dict)
+    # Partitions whose ``lead`` runs now (promotion: not serving yet).
+    leading: Set[str] = frozenset()
+    # The leader each local replica was last told (``open_follower``,
+    # ``set_leader``, ``step_down``), and the (replicas, isr) last told.
+    told_leader: Mapping[str, LeaderRef | None] = attrs.field(factory=dict)
+    told_isr: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class OpenFollower:
+    """Open (create, or reopen) this node's replica of ``record`` as a
+    follower of ``leader`` (None: nobody leads now)."""
+
+    record: PartitionRecord
+    leader: LeaderRef | None
+
+
+@attrs.frozen
+class SetLeader:
+    """A follower's leader changed (a new node or epoch), or is gone (None)."""
+
+    partition_id: str
+    leader: LeaderRef | None
+
+
+@attrs.frozen
+class SetIsr:
+    """etcd's replicas or in-sync set of a local replica changed."""
+
+    partition_id: str
+    replicas: tuple[str, ...]
+    isr: tuple[str, ...]
+
+
+@attrs.frozen
+class Lead:
+    """The leader key is this node's (under its lease) and its replica does
+    not lead: promote it at ``epoch`` (after an election won here, or again
+    after a promotion that failed)."""
+
+    partition_id: str
+    epoch: int
+    replicas: tuple[str, ...]
+    isr: tuple[str, ...]
+
+
+@attrs.frozen
+class StepDown:
+    """This node's replica leads (or is being promoted) but the leader key is
+    not its own any more (gone, another node's, or under a lease it lost):
+    stop, fail what is unanswered, and follow ``leader``."""
+
+    partition_id: str
+    leader: LeaderRef | None
+
+
+def leader_ref(view: ClusterView, partition_id: str) -> LeaderRef | None:
+    """The partition's leader as a follower needs it: None while nobody leads
+    it, its node is not registered, or its address does not parse (a value
+    in etcd is input from outside)."""
+    leader = view.leaders.get(partition_id)
+    if leader is None or not leader.node:
+        return None
+    node = view.nodes.get(leader.node)
+    if node is None:
+        return None
+    try:
+        address = parse_address(node.record.control)
+    except ValueError:
+        return None
+    return LeaderRef(leader.node, address, leader.epoch)
 
 
 @attrs.frozen
@@ -108,7 +215,21 @@ class Blocked:
     reason: str
 
 
-Action = Adopt | Create | Campaign | RevokeStale | PublishSplit | PublishMerge | Delete | Blocked
+Action = (
+    Adopt
+    | Create
+    | Campaign
+    | RevokeStale
+    | PublishSplit
+    | PublishMerge
+    | Delete
+    | Blocked
+    | OpenFollower
+    | SetLeader
+    | SetIsr
+    | Lead
+    | StepDown
+)
 
 
 def reconcile(
@@ -119,6 +240,7 @@ def reconcile(
     seen: Set[str],
     moving: Set[str] = frozenset(),
     copies: Set[str] = frozenset(),
+    replicas: ReplicaFacts | None = None,
 ) -> list[Action]:
     """The actions that bring this node in line with ``view``.
 
@@ -136,6 +258,18 @@ def reconcile(
         copies: copies a move installed here and never served, whose move
             no longer runs (the node restarted): adopted if etcd names this
             node, else deleted (the move did not switch; the source serves).
+        replicas: this node's replicas, when its registry has the replica data
+            path: every record naming this node is opened as a follower
+            (``OpenFollower``), told its leader and ISR, promoted (``Lead``)
+            once this node holds the leader key and stepped down once it does
+            not. None (no data path): a record is acted on by its first
+            replica alone, as a partition of one replica, and the others
+            leave it be.
+
+    Whoever acts, campaigns only for a partition whose record names it in
+    ``isr`` (rule 1; the election Txn then requires that very record), and
+    for a "new" partition only its preferred leader (the first replica)
+    campaigns while that node is alive, so placement's choice leads.
     """
     actions: list[Action] = []
     for pid in sorted(copies - moving):
@@ -158,8 +292,15 @@ def reconcile(
         record = entry.record
         if me not in record.replicas or pid in moving or pid in copies:
             continue
+        if replicas is None and record.replicas[0] != me:
+            continue  # no data path to follow with: the first replica serves it
         held = local.get(pid)
         if pid in absorbed:
+            continue
+        if replicas is not None and (held is None or held == record.range):
+            actions.extend(
+                _replica_actions(view, me, lease, entry.mod_revision, record, held, local, replicas)
+            )
             continue
         if held is None:
             overlapping = sorted(
@@ -195,7 +336,8 @@ def reconcile(
                 if not lease:
                     pass
                 elif leader is None:
-                    actions.append(Campaign(pid, entry.mod_revision))
+                    if _may_campaign(view, me, record):
+                        actions.append(Campaign(pid, entry.mod_revision))
                 elif leader.node == me and leader.lease == lease:
                     if child is not None:
                         actions.append(PublishSplit(pid, held, child, local[child]))
@@ -209,7 +351,8 @@ def reconcile(
         if lease == 0:
             continue
         if leader is None:
-            actions.append(Campaign(pid, entry.mod_revision))
+            if _may_campaign(view, me, record):
+                actions.append(Campaign(pid, entry.mod_revision))
         elif leader.node == me and leader.lease != lease and leader.lease not in stale:
             stale.add(leader.lease)
             actions.append(RevokeStale(leader.lease))
@@ -226,6 +369,72 @@ def reconcile(
                 )
         elif me not in entry_or_none.record.replicas and pid in seen:
             actions.append(Delete(pid, "assigned to other nodes"))
+    return actions
+
+
+def _may_campaign(view: ClusterView, me: str, record: PartitionRecord) -> bool:
+    """Only an in-sync replica may lead (rule 1); of a partition never led,
+    the preferred leader while it is alive (all are empty, so any would be
+    safe: this only keeps placement's choice)."""
+    if me not in record.isr:
+        return False
+    preferred = record.replicas[0]
+    return record.state != "new" or preferred == me or preferred not in view.nodes
+
+
+def _replica_actions(
+    view: ClusterView,
+    me: str,
+    lease: int,
+    mod_revision: int,
+    record: PartitionRecord,
+    held: KeyRange | None,
+    local: Mapping[str, KeyRange],
+    facts: ReplicaFacts,
+) -> list[Action]:
+    """One record naming this node, with the replica data path: its copy is
+    absent (``held`` None) or holds exactly the record's range."""
+    pid = record.id
+    ref = leader_ref(view, pid)
+    if held is None:
+        overlapping = sorted(other for other, rng in local.items() if rng.overlaps(record.range))
+        if overlapping:
+            return [Blocked(pid, f"its range {record.range} overlaps local {overlapping}")]
+        if record.state != "new" and len(record.replicas) == 1:
+            # Its only copy was here: starting it empty would answer "not
+            # found" for every key it had. (With other replicas, a new empty
+            # follower catches up from the leader, by snapshot if need be.)
+            return [
+                Blocked(
+                    pid,
+                    "assigned to this node and led before, but its data is not on this "
+                    "disk; not starting it empty",
+                )
+            ]
+        return [OpenFollower(record, ref)]
+    actions: list[Action] = []
+    key = view.leaders.get(pid)
+    held_lease = facts.held_lease
+    ours = key is not None and key.node == me and held_lease != 0 and key.lease == held_lease
+    leading = facts.roles.get(pid) == "leader" or pid in facts.leading
+    told = (record.replicas, record.isr)
+    if facts.told_isr.get(pid) != told:
+        actions.append(SetIsr(pid, *told))
+    if leading and not ours:
+        actions.append(StepDown(pid, ref))
+    elif key is None:
+        if lease and _may_campaign(view, me, record):
+            actions.append(Campaign(pid, mod_revision))
+        if facts.told_leader.get(pid) is not None:
+            actions.append(SetLeader(pid, None))
+    elif ours:
+        if not leading and lease:
+            actions.append(Lead(pid, key.epoch, record.replicas, record.isr))
+    elif key.node == me:
+        # Under a lease of an earlier run: revoked, so that it can be led again.
+        actions.append(RevokeStale(key.lease))
+    elif pid not in facts.told_leader or facts.told_leader[pid] != ref:
+        actions.append(SetLeader(pid, ref))
     return actions
 
 

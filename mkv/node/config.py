@@ -26,6 +26,11 @@ A TOML file holds the same names as the flags, with underscores::
     advertise_addr = "10.0.0.7"       # the host other nodes and clients are told
     node_id = "n-1"                   # first start only; kept in DATA_DIR/node-id
     lease_ttl = 5
+    replicas = 3                      # per partition added without a count
+    min_isr = 2                       # default: 2 when replicas >= 3, else 1
+    replica_lag_timeout = 10          # seconds before a lagging follower leaves the ISR
+    node_dead_timeout = 60            # seconds before a gone node's replicas are re-created
+    replicate = "sync"                # or "async": acknowledged before followers have it
 
 Security settings (docs/security.md): with no control-plane token the control
 plane may only listen on loopback.
@@ -95,7 +100,30 @@ _CLUSTER_KEYS = {
     "advertise_addr": "advertise_addr",
     "node_id": "node_id",
     "lease_ttl": "lease_ttl",
+    "replicas": "replicas",
+    "min_isr": "min_isr",
+    "replica_lag_timeout": "replica_lag_timeout",
+    "node_dead_timeout": "node_dead_timeout",
+    "replicate": "replicate",
 }
+REPLICATE_MODES = ("sync", "async")
+
+
+def _count(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{attribute.name} must be a whole number, 1 or more (got {value!r})")
+
+
+def _seconds(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{attribute.name} must be a number of seconds above 0 (got {value!r})")
+
+
+def _replicate(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value not in REPLICATE_MODES:
+        raise ValueError(
+            f"{attribute.name} must be one of {', '.join(REPLICATE_MODES)}, not {value!r}"
+        )
 
 
 def _log_format(_: object, attribute: attrs.Attribute[str], value: object) -> None:
@@ -207,6 +235,9 @@ class Config:
                 f"request_buffer_bytes ({self.request_buffer_bytes}) must be at least "
                 f"twice max_request_bytes ({self.max_request_bytes})"
             )
+        if self.min_isr is not None and self.min_isr > self.replicas:
+            # Every partition at the default count would refuse every write.
+            raise ValueError(f"min_isr ({self.min_isr}) must not exceed replicas ({self.replicas})")
         addr = self.metrics_addr
         if addr is not None and not self.metrics_allow_remote and not is_loopback(addr.host):
             raise ValueError(
@@ -226,6 +257,26 @@ class Config:
     # Seconds of the node's etcd lease: past its deadline (this, less a
     # margin, after the last keepalive etcd answered) it serves nothing.
     lease_ttl: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+    # Replicas of a partition added without a count (docs/cluster.md), on
+    # distinct nodes; AddPartition caps it at the live nodes.
+    replicas: int = attrs.field(default=3, validator=_count)
+    # In-sync replicas below which a leader refuses writes (UNAVAILABLE) rather
+    # than acknowledge them on too few disks; None: 2 when replicas >= 3, else 1.
+    min_isr: int | None = attrs.field(default=None, validator=attrs.validators.optional(_count))
+    # Seconds a follower may stay behind before its leader removes it from the
+    # in-sync set (in etcd first), and writes go on without it.
+    replica_lag_timeout: float = attrs.field(default=10.0, validator=_seconds)
+    # Seconds a node may be gone before its replicas are re-created elsewhere.
+    node_dead_timeout: float = attrs.field(default=60.0, validator=_seconds)
+    # "sync": a write is acknowledged once every ISR member has it durable;
+    # "async": once this node's log has it (a failover can lose it).
+    replicate: str = attrs.field(default="sync", validator=_replicate)
+
+    @property
+    def effective_min_isr(self) -> int:
+        if self.min_isr is not None:
+            return self.min_isr
+        return 2 if self.replicas >= 3 else 1
 
     @property
     def clustered(self) -> bool:

@@ -22,7 +22,7 @@ from mkv.errors import (
     UnimplementedError,
 )
 from mkv.node.catalog import CatalogEntry, check_partition_id
-from mkv.node.cluster_local import RegistryPartitions
+from mkv.node.cluster_local import RegistryPartitions, cluster_pipeline
 from mkv.node.moves import Mover
 from mkv.node.registry import PartitionRegistry, PartitionReport, Publish, PublishMerge
 from mkv.node.snapshot_service import SnapshotService
@@ -134,6 +134,7 @@ class ControlPlane:
         self._snapshots = snapshots
         self._facts = facts
         self._cluster = cluster
+        self._local = local
         # Cluster mode: moves run here or are forwarded under the node's
         # own control token (node to node, as Replication is).
         self._mover = (
@@ -272,6 +273,10 @@ class ControlPlane:
             return await self._add_to_cluster(self._cluster, request)
         if request.node:
             raise FailedPreconditionError(_SINGLE_NODE.format(call="AddPartition with a node"))
+        if request.replicas:
+            raise FailedPreconditionError(
+                _SINGLE_NODE.format(call="AddPartition with a replica count")
+            )
         key_range = KeyRange.from_wire(request.start, request.end)
         pipeline = list(request.pipeline) if request.pipeline else None
         warnings: tuple[str, ...] = ()
@@ -302,11 +307,13 @@ class ControlPlane:
         store = request.store or self._registry.default_store
         check_store_kind(store)
         pipeline = (
-            tuple(request.pipeline) if request.pipeline else self._registry.pipeline_for(store)
+            tuple(request.pipeline)
+            if request.pipeline
+            else cluster_pipeline(self._registry.pipeline_for(store), cluster.settings.replicate)
         )
         check_pipeline(pipeline)
-        record, leader = await cluster.add_partition(
-            request.id or None, key_range, store, pipeline, request.node or None
+        record, leader, placed = await cluster.add_partition(
+            request.id or None, key_range, store, pipeline, request.node or None, request.replicas
         )
         info = pb.PartitionInfo(
             id=record.id,
@@ -317,8 +324,10 @@ class ControlPlane:
             state=pb.ACTIVE if leader is not None else pb.STARTING,
             node=leader.node if leader is not None else record.replicas[0],
             epoch=leader.epoch if leader is not None else 0,
+            replicas=record.replicas,
+            isr=record.isr,
         )
-        warnings = (
+        warnings = placed + (
             ()
             if leader is not None
             else (f"node {record.replicas[0]} has not taken the partition yet; it will",)
@@ -636,6 +645,8 @@ class ControlPlane:
                 state=pb.ACTIVE if leader is not None else pb.STARTING,
                 node=leader.node if leader is not None else "",
                 epoch=leader.epoch if leader is not None else 0,
+                replicas=record.replicas,
+                isr=record.isr,
             )
             local = self._registry.partition(pid)
             if pid in mine and local is not None:
@@ -644,6 +655,7 @@ class ControlPlane:
                 info.key_count = report.stats.key_count
                 info.size_bytes = report.stats.size_bytes
                 info.last_seq = report.last_seq
+                self._fill_replica_states(info, record.isr)
             elif forwarded:
                 continue  # the asking node has the rest from etcd, or from their owners
             elif leader is not None and leader.node != cluster.node_id:
@@ -687,6 +699,28 @@ class ControlPlane:
             info.key_count = counted.key_count
             info.size_bytes = counted.size_bytes
             info.last_seq = counted.last_seq
+            info.commit_seq = counted.commit_seq
+            info.replica_states.extend(counted.replica_states)
+
+    def _fill_replica_states(self, info: pb.PartitionInfo, isr: tuple[str, ...]) -> None:
+        """A partition this node leads: its commit seq and each replica's
+        progress as the data path sees it (absent without one); ``in_sync``
+        as etcd records it, which is what elections go by."""
+        states = self._local.replica_states(info.id) if self._local is not None else None
+        if states is None:
+            return
+        info.commit_seq = states.commit_seq
+        for replica in states.replicas:
+            info.replica_states.append(
+                pb.ReplicaInfo(
+                    node=replica.node,
+                    leader=replica.node == info.node,
+                    in_sync=replica.node in isr,
+                    durable_seq=replica.durable_seq,
+                    lag_records=replica.lag_records,
+                    lag_seconds=replica.lag_seconds,
+                )
+            )
 
 
 def _to_proto(info: PartitionReport) -> pb.PartitionInfo:

@@ -22,7 +22,7 @@ from mkv.cluster.identity import load_node_id
 from mkv.cluster.keyspace import NodeRecord
 from mkv.cluster.membership import ClusterSettings, Membership
 from mkv.errors import ResourceExhaustedError
-from mkv.node.cluster_local import RegistryPartitions
+from mkv.node.cluster_local import RegistryPartitions, cluster_pipeline
 from mkv.node.config import Config, ConfigError
 from mkv.node.controlplane import ControlPlane, NodeFacts
 from mkv.node.dataplane import DataPlane
@@ -205,6 +205,8 @@ class Node:
             # Before either port opens: from the first request on, the data
             # plane admits only what this node leads under a valid lease.
             self.cluster = self._data.cluster = await self._membership()
+            if self.metrics is not None:
+                self.metrics.cluster = self.cluster.metric_numbers
         bucket = TokenBucket(self.config.control_rate, self.config.control_burst)
         control_guards: list[Guard] = [_rate_limit(bucket)]
         if self._control_token is not None:
@@ -324,13 +326,25 @@ class Node:
     async def _membership(self) -> Membership:
         config = self.config
         node_id = await trio.to_thread.run_sync(load_node_id, config.data_dir, config.node_id)
-        settings = ClusterSettings(config.etcd, config.cluster, node_id, config.lease_ttl)
+        settings = ClusterSettings(
+            config.etcd,
+            config.cluster,
+            node_id,
+            config.lease_ttl,
+            replicas=config.replicas,
+            min_isr=config.effective_min_isr,
+            replica_lag_timeout=config.replica_lag_timeout,
+            node_dead_timeout=config.node_dead_timeout,
+            replicate=config.replicate,
+        )
         self._local = RegistryPartitions(self.registry)
         return Membership(
             settings,
             self._local,
             default_store=config.default_store,
-            default_pipeline=self.registry.pipeline_for(config.default_store),
+            default_pipeline=cluster_pipeline(
+                self.registry.pipeline_for(config.default_store), config.replicate
+            ),
         )
 
     async def _run_cluster(

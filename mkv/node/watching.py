@@ -82,6 +82,9 @@ async def _watch(
             f"{format_key(owned.end)}); sequence numbers are per partition, so watch each "
             "partition's part separately."
         )
+    # Writes are answered on commit and applied (and fed) after: a watch
+    # started after one was acknowledged starts at or after it.
+    await partition.wait_applied()
     feed = partition.feed
     cursor = from_seq or feed.last_seq
     if cursor > feed.last_seq:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
@@ -131,6 +131,17 @@ class PartitionNumbers:
     wal_bytes: int
     feed_bytes: int
     watchers: int
+
+
+@attrs.frozen
+class ClusterNumbers:
+    """Cluster mode: what this node's membership reports at a scrape."""
+
+    # Per partition this node leads: its replicas and in-sync set sizes, as
+    # etcd records them (each partition is reported by its leader alone).
+    led: Mapping[str, tuple[int, int]]
+    # Elections this node has won since it started.
+    elections: int
 
 
 @attrs.frozen
@@ -255,11 +266,35 @@ class NodeCollector:
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, _MethodStats]] = []
         self.partitions: list[tuple[PartitionNumbers, StoreSize | None]] = []
+        self.cluster: ClusterNumbers | None = None
 
     def collect(self) -> Iterator[Metric]:
         yield _build_family()
         yield from self._request_families()
         yield from self._partition_families()
+        if self.cluster is not None:
+            yield from self._cluster_families(self.cluster)
+
+    def _cluster_families(self, numbers: ClusterNumbers) -> Iterator[Metric]:
+        replicas = GaugeMetricFamily(
+            "mkv_partition_replicas",
+            "Replicas of each partition this node leads, as etcd records them.",
+            labels=["partition"],
+        )
+        isr = GaugeMetricFamily(
+            "mkv_partition_isr_size",
+            "In-sync replicas of each partition this node leads, as etcd records them "
+            "(below its replicas: under-replicated).",
+            labels=["partition"],
+        )
+        for pid, (count, in_sync) in sorted(numbers.led.items()):
+            replicas.add_metric([pid], count)
+            isr.add_metric([pid], in_sync)
+        elections = CounterMetricFamily(
+            "mkv_cluster_elections", "Partition leaderships this node has won since it started."
+        )
+        elections.add_metric([], numbers.elections)
+        yield from (replicas, isr, elections)
 
     def _request_families(self) -> Iterator[Metric]:
         labels = ["service", "method", "code"]
@@ -368,6 +403,8 @@ class NodeMetrics:
         for collector in (ProcessCollector, PlatformCollector, GCCollector):
             collector(registry=self.registry)
         self._store_sizes: dict[str, StoreSize] = {}
+        # Cluster mode: the membership's numbers, asked for at each scrape.
+        self.cluster: Callable[[], ClusterNumbers] | None = None
         # One scrape renders at a time: the collector holds one scrape's copy.
         self._rendering = trio.Lock()
 
@@ -379,6 +416,7 @@ class NodeMetrics:
                 (numbers, self._store_sizes.get(numbers.id))
                 for numbers in self.partitions.numbers()
             ]
+            self._collector.cluster = None if self.cluster is None else self.cluster()
             return await trio.to_thread.run_sync(generate_latest, self.registry)
 
     async def refresh_store_stats(self, interval: float = STORE_STATS_INTERVAL) -> None:

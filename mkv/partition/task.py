@@ -10,22 +10,35 @@ order, into the partition's pipeline (see ``mkv.pipeline``):
 2. every request then takes a place in the reorder window (a full window makes
    this task wait: backpressure on the inbox, never unbounded buffering);
 3. asynchronous stages (the write-ahead log) finish writes in any order;
-4. the releaser takes finished requests out of the window strictly in order,
+4. the releaser takes finished requests out of the window strictly in order.
+   A write that is now committed (durable in the log, every write before it
+   committed too) is answered at once when its answer needs nothing of the
+   store (no deletes, whose answer counts the keys removed), and the pipeline
+   has a log (without one the store is the only durable copy);
+5. the applier takes what the releaser let through, in the same order,
    applies each run of writes to the store in one transaction on the
    partition's worker thread, answers reads against the store after the
    writes before them, appends what it applied to the watch feed
-   (``mkv.partition.feed``), and answers every client in arrival order.
+   (``mkv.partition.feed``), and answers the writes not answered yet.
 
-So a read that starts after a write was acknowledged sees it, no read sees a
-write that is not yet durable under the pipeline's policy (the store only
-ever holds what the log has made durable), and read-then-write logic needs no
-locks (invariants 1 to 3 of the design).
+Answering on commit takes the SQLite transaction off a put's latency (issue
+17: a put held its group's fsync *and* its apply). The price is that the
+store may lag what was acknowledged, so every read first waits until the
+store has applied every write acknowledged before the read began (``_acked``,
+``wait_applied``): queued reads do by their place in the applier's order, a
+point read on the fast path and a Watch by waiting for it. So a read that
+starts after a write was acknowledged sees it, no read sees a write that is
+not yet durable under the pipeline's policy (the store only ever holds what
+the log has made durable), and read-then-write logic needs no locks
+(invariants 1 to 3 of the design). A crash loses nothing acknowledged: the
+log has it, and replay applies it.
 
-A point read that arrives while no write or ``Read`` is queued or in flight
-skips the inbox and the window: it is answered at once from the store, which
-then holds exactly what every earlier request left, so the answer and its
-order are the ones the queue would have given, for a fraction of the work
-(no task hand-offs: a fifth of the server's CPU per Get).
+A point read that arrives while no write or ``Read`` is unanswered and the
+store holds every acknowledged write skips the inbox and the window: it is
+answered at once from the store, which then holds exactly what every earlier
+request left, so the answer and its order are the ones the queue would have
+given, for a fraction of the work (no task hand-offs: a fifth of the
+server's CPU per Get).
 """
 
 from __future__ import annotations
@@ -34,6 +47,7 @@ import enum
 import functools
 import logging
 import os
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -63,7 +77,6 @@ from mkv.pipeline import (
     UNOBSERVED,
     Pipeline,
     Recovered,
-    Released,
     StageContext,
     StageObserver,
     WalStage,
@@ -103,6 +116,11 @@ WINDOW_SIZE = 1024
 ENQUEUE_TIMEOUT = 5.0
 # Upper bound on the payload of writes applied to the store in one transaction.
 MAX_APPLY_BYTES = 8 * 1024 * 1024
+# Released requests (answered or not) waiting for the applier, beyond which
+# the releaser waits: a store slower than the log holds up the window, and so
+# admission, instead of queueing without bound.
+APPLY_BACKLOG = WINDOW_SIZE
+APPLY_BACKLOG_BYTES = 2 * MAX_APPLY_BYTES
 # Synchronous stages run on a thread for writes larger than this, so a
 # sanitizer parsing a megabyte of JSON does not hold up the event loop.
 INLINE_STAGE_BYTES = 64 * 1024
@@ -255,6 +273,19 @@ class Partition:
         self._store: StateStore | None = None
         self._next_seq = 1
         self._last_applied = 0
+        # The highest seq answered before the store applied it: reads wait
+        # until ``_last_applied`` reaches it (see the module's notes).
+        self._acked = 0
+        # Requests the releaser let through and the applier has not taken, in
+        # order, with the error each is answered with (None: applied or read)
+        # and ``_acked`` when it was released (what a read must see).
+        self._backlog: deque[tuple[_Pending, MkvError | None, int]] = deque()
+        self._backlog_bytes = 0
+        self._backlog_closed = False
+        self._backlog_filled = trio.lowlevel.ParkingLot()  # the applier waits
+        self._backlog_taken = trio.lowlevel.ParkingLot()  # the releaser waits
+        # Readers waiting for the store to reach ``_acked``.
+        self._applied = trio.lowlevel.ParkingLot()
         # Set when the store or log failed: nothing more is safe to apply.
         self._broken: StorageError | None = None
         self._on_failure = on_failure
@@ -300,9 +331,23 @@ class Partition:
         """
         tally: _Tally | None = self._unanswered
         if isinstance(command, Get):
-            if self._unanswered.count == 0 and self.state is PartitionState.ACTIVE:
+            if (
+                self._unanswered.count == 0
+                and self.state is PartitionState.ACTIVE
+                and self._last_applied < self._acked
+            ):
+                # Writes answered on commit are still on their way into the
+                # store: this read must see them.
+                await self.wait_applied()
+            if (
+                self._unanswered.count == 0
+                and self.state is PartitionState.ACTIVE
+                and self._last_applied >= self._acked
+            ):
                 # Nothing ahead of it: the store holds what the queue would
-                # show it. Read before yielding, so nothing can come between.
+                # show it (and no apply is running: every write released is
+                # answered and applied, or still counted). Read before
+                # yielding, so nothing can come between.
                 try:
                     self.check_owned(command.key, reading=True)
                     item = self._get(command.key)
@@ -368,8 +413,26 @@ class Partition:
         return None
 
     def last_seq(self) -> int:
-        """The last sequence number applied (and so acknowledged or about to be)."""
+        """The last sequence number applied to the store (acknowledged writes
+        may be ahead of it for a moment: see ``wait_applied``)."""
         return self._last_applied
+
+    async def wait_applied(self) -> None:
+        """Wait until the store has applied every write acknowledged so far,
+        so that a read started now sees each of them (a Watch's start, a
+        point read; queued reads wait by their place in the order).
+
+        Raises:
+            StorageError: the store failed before it got there.
+            UnavailableError: the partition stopped.
+        """
+        target = self._acked
+        while self._last_applied < target:
+            if self._broken is not None:
+                raise self._broken
+            if self._ended:
+                raise UnavailableError(f"Partition {self.id} stopped; retry.")
+            await self._applied.park()
 
     def statistics(self) -> PartitionStatistics:
         wal = self._pipeline.wal if self._pipeline is not None else None
@@ -516,8 +579,9 @@ class Partition:
             async with trio.open_nursery() as nursery:
                 for stage in pipeline.async_:
                     await nursery.start(stage.run)
-                releaser_done = trio.Event()
-                nursery.start_soon(self._release, window, pipeline, releaser_done)
+                applier_done = trio.Event()
+                nursery.start_soon(self._release, window, pipeline)
+                nursery.start_soon(self._apply_backlog, pipeline, applier_done)
                 if self.state is PartitionState.STARTING:
                     self.state = PartitionState.ACTIVE
                 log.info(
@@ -533,9 +597,10 @@ class Partition:
                 async with self._inbox:
                     async for pending in self._inbox:
                         await self._admit(pending, window, pipeline, nursery)
-                # Closed: what was admitted is answered, then the stages stop.
+                # Closed: what was admitted is answered and applied, then the
+                # stages stop.
                 window.close()
-                await releaser_done.wait()
+                await applier_done.wait()
                 for stage in pipeline.async_:
                     stage.close()
         except Exception as exc:
@@ -554,6 +619,7 @@ class Partition:
             if self.state is not PartitionState.FAILED:
                 self.state = PartitionState.STOPPED
             self._feed_changed.set()  # watchers see the partition stopped
+            self._applied.unpark_all()  # so do readers waiting for the store
             with trio.CancelScope(shield=True):
                 await self._close_files(worker, wal)
             self._stopped.set()
@@ -590,6 +656,8 @@ class Partition:
             "reopened; see the server log."
         )
         self.state = PartitionState.FAILED
+        # Readers waiting for acknowledged writes the store will not apply now.
+        self._applied.unpark_all()
         log.error(
             "partition %s failed: %s; it refuses writes until reopened",
             self.id,
@@ -740,6 +808,7 @@ class Partition:
                 raise
             return
         self._last_applied = max(self._last_applied, top)
+        self._applied.unpark_all()
         self.feed.skip_to(top)
         self.read_range = self.range
         # Earlier splits' moves of the added range are void: it is owned here again.
@@ -809,16 +878,63 @@ class Partition:
         if isinstance(error, StorageError):
             self._fail("its write-ahead log failed", error)
 
-    async def _release(
-        self,
-        window: OrderedWindow[_Pending, None],
-        pipeline: Pipeline,
-        done: trio.Event,
-    ) -> None:
-        """Take finished requests out of the window in order; apply, answer."""
+    async def _release(self, window: OrderedWindow[_Pending, None], pipeline: Pipeline) -> None:
+        """Take finished requests out of the window in order; answer the writes
+        that are committed and need nothing of the store; hand everything,
+        in order, to the applier."""
+        # Without a log the store is the only durable copy: answer after it.
+        early = pipeline.wal is not None
         try:
             async for released in window:
-                await self._apply_in_order(released)
+                for item in released:
+                    pending = item.item
+                    error = item.error
+                    if (
+                        pending.depends
+                        and (aborted := self._decisions.aborted(pending.depends)) is not None
+                    ):
+                        # Decided on a write that failed after this one was admitted.
+                        error = aborted
+                    write = pending.write
+                    if error is not None:
+                        assert isinstance(error, MkvError)
+                        if write is not None:
+                            # Now, not when applied: a later write decided on
+                            # this one must not be answered before it knows.
+                            self._decisions.failed(write.seq)
+                    elif early and write is not None and not write.deletes and self._broken is None:
+                        # Committed: durable in the log, and every write before
+                        # it is too. A read waits for its apply (``_acked``).
+                        pending.resolve(WriteResult(write.seq, write.timestamp, 0, pending.values))
+                        self._acked = write.seq
+                    self._backlog.append((pending, error, self._acked))
+                    if isinstance(pending.command, Mutation):
+                        self._backlog_bytes += pending.command.size
+                self._backlog_filled.unpark_all()
+                while (
+                    len(self._backlog) >= APPLY_BACKLOG
+                    or self._backlog_bytes >= APPLY_BACKLOG_BYTES
+                ):
+                    await self._backlog_taken.park()
+        finally:
+            self._backlog_closed = True
+            self._backlog_filled.unpark_all()
+
+    async def _apply_backlog(self, pipeline: Pipeline, done: trio.Event) -> None:
+        """Apply and answer what the releaser let through, in its order: each
+        time, everything that came meanwhile (so the store's transactions
+        group as many writes as the log's fsyncs did, or more)."""
+        try:
+            while True:
+                while not self._backlog:
+                    if self._backlog_closed:
+                        return
+                    await self._backlog_filled.park()
+                taken = list(self._backlog)
+                self._backlog.clear()
+                self._backlog_bytes = 0
+                self._backlog_taken.unpark_all()
+                await self._apply_in_order(taken)
                 if pipeline.wal is not None and self._broken is None:
                     try:
                         await self._checkpoint(pipeline.wal)
@@ -827,20 +943,12 @@ class Partition:
         finally:
             done.set()
 
-    async def _apply_in_order(self, released: list[Released[_Pending, None]]) -> None:
-        """Answer ``released`` in order; runs of writes are applied together."""
+    async def _apply_in_order(self, released: list[tuple[_Pending, MkvError | None, int]]) -> None:
+        """Apply and answer ``released`` in order; runs of writes are applied together."""
         run: list[_Pending] = []
         size = 0
-        for item in released:
-            pending = item.item
+        for pending, error, acked in released:
             command = pending.command
-            error = item.error
-            if (
-                pending.depends
-                and (aborted := self._decisions.aborted(pending.depends)) is not None
-            ):
-                # Decided on a write that failed after this one was admitted.
-                error = aborted
             if error is None and isinstance(command, Mutation):
                 run.append(pending)
                 size += command.size
@@ -852,10 +960,14 @@ class Partition:
             await self._apply(run)
             run, size = [], 0
             if error is not None:
-                assert isinstance(error, MkvError)
                 if pending.write is not None:
                     self._unapplied(pending.write.seq)
                 pending.fail(error)
+            elif isinstance(command, Get | Read) and self._last_applied < acked:
+                # The store failed short of writes acknowledged before this
+                # read: what it holds is not what the read must see.
+                assert self._broken is not None
+                pending.fail(self._broken)
             elif isinstance(command, Read):
                 await self._run_read(pending, command)
             elif isinstance(command, Cutover):
@@ -947,10 +1059,14 @@ class Partition:
                 # anything after them would break the order, so stop writing.
                 self._fail(f"applying {len(writes)} writes to its store failed", exc)
         if self._broken is not None:
-            for write in writes:
-                self._unapplied(write.seq)
-            for pending in run:
-                pending.fail(self._broken)
+            for pending, write in zip(run, writes, strict=True):
+                if pending.done.is_set():
+                    # Acknowledged, so in the log, which the reopened
+                    # partition replays: watchers must not skip it.
+                    self._decisions.released(write.seq, applied=False)
+                else:
+                    self._unapplied(write.seq)
+                    pending.fail(self._broken)
             return
         self._last_applied = writes[-1].seq
         feed = self.feed
@@ -961,7 +1077,9 @@ class Partition:
             keys = len(write.puts) + len(write.deletes)
             cost = entry_cost(write, write.payload, command.size, keys)
             feed.append(FeedEntry(write.seq, write.timestamp, cost, write=write))
-            pending.resolve(WriteResult(write.seq, write.timestamp, count, pending.values))
+            if not pending.done.is_set():  # else answered on commit (``_release``)
+                pending.resolve(WriteResult(write.seq, write.timestamp, count, pending.values))
+        self._applied.unpark_all()
         self._feed_changed.set()
         self._feed_changed = trio.Event()
 

@@ -312,6 +312,57 @@ class WriteAheadLog:
             raise StorageError("Deleting old write-ahead log segments failed.") from exc
         return deleted
 
+    def truncate_after(self, seq: int) -> int:
+        """Drop every record above ``seq`` (whole records, across segments) and fsync.
+
+        A follower cuts the tail it logged under an older leader (the leader's
+        Truncate answer): those records were never committed. Returns how many
+        records were dropped.
+
+        Raises:
+            WalGapError: ``seq`` is below what a checkpoint already dropped, so
+                the log could not end at ``seq``; nothing was changed.
+            StorageError: deleting or cutting a file failed; the log must be reopened.
+        """
+        self._check_usable()
+        if seq >= self.last_seq:
+            return 0
+        if seq < self.base_seq:
+            raise WalGapError(
+                f"Cannot cut the write-ahead log back to {seq}: a checkpoint already "
+                f"dropped the records up to {self.base_seq}."
+            )
+        dropped = 0
+        try:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+            # Whole segments that start above seq go (the first one stays, so
+            # the log keeps its base); the newest first, so a crash part-way
+            # leaves a log that still has no gap.
+            while len(self._segments) > 1 and self._segments[-1].previous_seq >= seq:
+                segment = self._segments.pop()
+                dropped += _count_records(segment.path, segment.size)
+                segment.path.unlink()
+            fsync_directory(self._directory)
+            last = self._segments[-1]
+            kept, timestamp, size = _prefix_through(last.path, last.size, seq)
+            dropped += _count_records(last.path, last.size) - kept
+            with open(last.path, "r+b") as file:
+                file.truncate(size)
+                os.fsync(file.fileno())
+            last.size = size
+            last.last_seq = seq if kept else 0
+            last.first_seq = last.first_seq if kept else 0
+            self._file = open(last.path, "ab", buffering=0)  # noqa: SIM115 (the log owns it)
+        except OSError as exc:
+            self._broken = True
+            raise StorageError("Cutting back the write-ahead log failed.") from exc
+        self._synced_seq = min(self._synced_seq, seq)
+        if timestamp is not None:
+            self._last_timestamp = timestamp
+        return dropped
+
     def statistics(self) -> WalStatistics:
         """Sizes and positions; callable from another thread, where they may be a moment stale."""
         return WalStatistics(
@@ -476,3 +527,24 @@ def _replay(
         if stop.reason is not StopReason.CLEAN or stop.offset != size:
             reason = stop.reason.value if stop.reason is not StopReason.CLEAN else "shortened"
             raise WalCorruptError(path, stop.offset, f"{reason}, since it was opened")
+
+
+def _count_records(path: Path, size: int) -> int:
+    return sum(len(batch) for batch in _replay([(path, size)], 0))
+
+
+def _prefix_through(path: Path, size: int, seq: int) -> tuple[int, int | None, int]:
+    """(records at or below ``seq``, the last one's timestamp, the byte length
+    of the segment through it) for one segment."""
+    kept = 0
+    timestamp = None
+    length = HEADER_SIZE
+    for batch in _replay([(path, size)], 0):
+        for record_seq, record_timestamp, payload in batch:
+            if record_seq > seq:
+                return kept, timestamp, length
+            kept += 1
+            timestamp = record_timestamp
+            # The format is deterministic, so re-encoding gives the stored length.
+            length += len(encode_record(record_seq, record_timestamp, payload))
+    return kept, timestamp, length
