@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
@@ -47,6 +48,7 @@ from mkv.cluster.reconcile import (
     reconcile,
 )
 from mkv.cluster.repair import GoneNodes, plan_repair, repairer
+from mkv.cluster.serving import ServingIntervals
 from mkv.cluster.view import ClusterView, Leader, Routing
 from mkv.errors import (
     AbortedError,
@@ -125,6 +127,24 @@ class ClusterSettings:
         """Taken off every lease deadline: the time to stop serving and the
         clock-rate drift between this node and etcd (docs/cluster.md)."""
         return max(0.2, self.lease_ttl * 0.1)
+
+
+@attrs.define
+class _ObservedLeaseClock(LeaseClock):
+    """A ``LeaseClock`` that calls ``changed`` before and after each change,
+    so the serving intervals see a deadline that passed before a renewal."""
+
+    changed: Callable[[], None] = attrs.field(default=lambda: None, kw_only=True)
+
+    def renewed(self, sent_at: float, ttl: float) -> None:
+        self.changed()
+        super().renewed(sent_at, ttl)
+        self.changed()
+
+    def expire(self) -> None:
+        self.changed()
+        super().expire()
+        self.changed()
 
 
 @attrs.frozen
@@ -518,8 +538,10 @@ class Membership(_MoveMembership):
         self._default = (default_store, default_pipeline)
         self.view = ClusterView(self.keys)
         self.routing = Routing.empty()
-        self.clock = LeaseClock(settings.margin)
+        self.clock = _ObservedLeaseClock(settings.margin, changed=self._lease_changed)
         self.lease = 0
+        self._serving = ServingIntervals()
+        self._deadline_moved = trio.Event()
         self._seen: set[str] = set()
         self._blocked: set[tuple[str, str]] = set()
         self._wake = trio.Event()
@@ -560,6 +582,65 @@ class Membership(_MoveMembership):
     def lease_remaining(self) -> float:
         remaining = self.clock.remaining(trio.current_time())
         return max(0.0, remaining) if math.isfinite(remaining) else 0.0
+
+    # -- serving intervals, for the log ---------------------------------------------
+
+    def _lease_changed(self) -> None:
+        self._observe_serving()
+        self._deadline_moved.set()
+
+    def _observe_serving(self) -> None:
+        """Log when this node starts or stops serving a partition (the gate's
+        rule: led here under the current lease, deadline not passed), with
+        wall-clock times, so tests can check from the logs of all nodes that
+        no two served one partition at once (tests/serving.py)."""
+        now = trio.current_time()
+        mine = self.routing.mine if self.lease else {}
+        changes = self._serving.observe(mine, self.clock.deadline, now)
+        if not changes:
+            return
+        wall = time.time()
+        for change in changes:
+            at = wall - (now - change.at)
+            if change.started:
+                log.info(
+                    "serving partition %s at epoch %d",
+                    change.partition,
+                    change.epoch,
+                    extra={
+                        "event": "serving_start",
+                        "node": self.node_id,
+                        "partition": change.partition,
+                        "epoch": change.epoch,
+                        "at": round(at, 6),
+                    },
+                )
+            else:
+                log.info(
+                    "stopped serving partition %s at epoch %d, %.3f s ago: %s",
+                    change.partition,
+                    change.epoch,
+                    now - change.at,
+                    change.why,
+                    extra={
+                        "event": "serving_stop",
+                        "node": self.node_id,
+                        "partition": change.partition,
+                        "epoch": change.epoch,
+                        "at": round(at, 6),
+                        "why": change.why,
+                    },
+                )
+
+    async def _watch_deadline(self) -> None:
+        """Log the stop of what was served when the lease deadline passes,
+        rather than at the next change (which may be long after)."""
+        while True:
+            deadline = self.clock.deadline
+            with trio.move_on_at(deadline if math.isfinite(deadline) else math.inf):
+                await self._deadline_moved.wait()
+            self._deadline_moved = trio.Event()
+            self._observe_serving()
 
     # -- running ------------------------------------------------------------------
 
@@ -610,6 +691,7 @@ class Membership(_MoveMembership):
                 await trio.sleep(1.0)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._watch_deadline)
             nursery.start_soon(self._keep_lease, etcd)
             nursery.start_soon(self._watch, etcd)
             # Twice: the first opens what is assigned here, the second campaigns.
@@ -707,6 +789,7 @@ class Membership(_MoveMembership):
 
     def _publish(self) -> None:
         self.routing = self.view.routing(self.node_id, self.lease)
+        self._observe_serving()
         self._wake.set()
         self._changed.set()
         self._changed = trio.Event()
@@ -967,6 +1050,7 @@ class Membership(_MoveMembership):
 
     def _publish_quietly(self) -> None:
         self.routing = self.view.routing(self.node_id, self.lease)
+        self._observe_serving()
 
     async def _replica_action(
         self, action: OpenFollower | SetLeader | SetIsr | Lead | StepDown

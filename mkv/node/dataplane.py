@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import operator
 from collections.abc import AsyncGenerator, Sequence
+from typing import Any
 
 import trio
 
@@ -133,8 +134,8 @@ class DataPlane:
             return pb.UpsertResponse(status=pb.BAD_NODE, hint=partition)
         payload = request.SerializeToString()
         try:
-            result = await partition.submit(
-                Upsert(puts, size=len(payload), payload=payload, conditions=conditions)
+            result = await self._submit(
+                partition, Upsert(puts, size=len(payload), payload=payload, conditions=conditions)
             )
         except ConditionFailedError as exc:
             return pb.UpsertResponse(
@@ -152,7 +153,7 @@ class DataPlane:
         if isinstance(partition, pb.RoutingHint):
             return pb.GetResponse(status=pb.BAD_NODE, hint=partition)
         try:
-            item = await partition.submit(Get(request.key))
+            item = await self._submit(partition, Get(request.key))
         except MovedError as exc:
             return pb.GetResponse(status=pb.BAD_NODE, hint=self._hint(exc))
         if item is None:
@@ -176,8 +177,8 @@ class DataPlane:
         if isinstance(partition, pb.RoutingHint):
             return pb.RemoveResponse(status=pb.BAD_NODE, hint=partition)
         try:
-            result = await partition.submit(
-                Remove(keys, size=request.ByteSize(), conditions=conditions)
+            result = await self._submit(
+                partition, Remove(keys, size=request.ByteSize(), conditions=conditions)
             )
         except ConditionFailedError as exc:
             return pb.RemoveResponse(
@@ -202,7 +203,7 @@ class DataPlane:
         if isinstance(partition, pb.RoutingHint):
             return pb.IncrementResponse(status=pb.BAD_NODE, hint=partition)
         try:
-            result = await partition.submit(Increment(deltas, size=request.ByteSize()))
+            result = await self._submit(partition, Increment(deltas, size=request.ByteSize()))
         except MovedError as exc:
             return pb.IncrementResponse(status=pb.BAD_NODE, hint=self._hint(exc))
         assert isinstance(result, WriteResult)
@@ -239,7 +240,7 @@ class DataPlane:
             return store.last_seq(), items
 
         try:
-            seq, items = await partition.submit(Read(read))
+            seq, items = await self._submit(partition, Read(read))
         except MovedError as exc:
             return pb.BatchGetResponse(status=pb.BAD_NODE, hint=self._hint(exc))
         return pb.BatchGetResponse(
@@ -280,7 +281,7 @@ class DataPlane:
             return store.last_seq(), page, stop
 
         try:
-            seq, page, stop = await partition.submit(Read(read))
+            seq, page, stop = await self._submit(partition, Read(read))
         except MovedError as exc:
             yield pb.ScanResponse(status=pb.BAD_NODE, hint=self._hint(exc))
             return
@@ -405,6 +406,37 @@ class DataPlane:
             )
         partition = self._registry.partition(partition_id)
         return partition if partition is not None else self._cluster_hint(routing, None)
+
+    async def _submit(self, partition: Partition, command: Any) -> Any:
+        """``partition.submit(command)``, answered only while the lease is
+        still valid (cluster mode).
+
+        A request admitted just before the deadline (or before the process
+        was paused: SIGSTOP, a long GC, a swapped-out page) may finish after
+        it, when another node may lead the partition: its read may be stale,
+        and its write must not be acknowledged (safety rule 5). So the
+        answer, a refused condition too, waits on the same check as the gate.
+
+        Raises:
+            UnavailableError: the deadline passed meanwhile; a write may
+                have been applied here (its outcome is unknown).
+            ConditionFailedError, MovedError: as ``submit``.
+        """
+        try:
+            result = await partition.submit(command)
+        except ConditionFailedError:
+            self._still_leased()
+            raise
+        self._still_leased()
+        return result
+
+    def _still_leased(self) -> None:
+        cluster = self.cluster
+        if cluster is not None and not cluster.lease_valid():
+            raise UnavailableError(
+                "This node's lease in etcd passed its deadline while the request ran; "
+                "the outcome of a write is unknown. Retry, or read to find out."
+            )
 
     def _not_led(self, partition_id: str) -> pb.RoutingHint | None:
         """Cluster mode, for a stream admitted earlier: None while this node
