@@ -293,6 +293,11 @@ class _MoveMembership:
     async def _fresh_view(self) -> ClusterView:
         raise NotImplementedError
 
+    async def _placement_txn(
+        self, view: ClusterView, compare: Sequence[Compare], ops: Sequence[Op]
+    ) -> bool:
+        raise NotImplementedError
+
     def lease_valid(self) -> bool:
         raise NotImplementedError
 
@@ -422,6 +427,73 @@ class _MoveMembership:
                         continue
                 await trio.sleep(0.1)
         raise UnavailableError(f"This node did not become leader of {partition_id} in time.")
+
+    async def change_replicas(
+        self, partition_id: str, *, add: str | None = None, remove: str | None = None
+    ) -> PartitionRecord:
+        """Add a replica on ``add`` (last, out of the ISR: it starts empty and
+        joins through the leader once caught up) or remove the one on
+        ``remove`` (from replicas and ISR; never the leader's, nor the last
+        in-sync one): one placement Txn guarded by the record's mod revision
+        and its leader key as read. Returns the record written (or as it is,
+        when there was nothing to change).
+
+        Raises:
+            NotFoundError: no such partition, or ``add`` is not a live node.
+            FailedPreconditionError: ``remove`` leads it, or is its only
+                in-sync replica.
+        """
+        for _ in range(PLACEMENT_ATTEMPTS):
+            view = await self._fresh_view()
+            entry, leader = view.partitions.get(partition_id), view.leaders.get(partition_id)
+            if entry is None:
+                raise NotFoundError(f"No partition with id {partition_id!r} in the cluster.")
+            record = entry.record
+            if add is not None:
+                if add not in view.nodes:
+                    raise NotFoundError(f"No live node with id {add!r}.")
+                if add in record.replicas:
+                    return record
+                changed = attrs.evolve(record, replicas=(*record.replicas, add), isr=record.isr)
+            else:
+                assert remove is not None
+                if remove not in record.replicas:
+                    return record
+                if leader is not None and leader.node == remove:
+                    raise FailedPreconditionError(
+                        f"Node {remove} leads partition {partition_id}: transfer its leadership "
+                        "before removing its replica."
+                    )
+                kept = tuple(n for n in record.replicas if n != remove)
+                isr = tuple(n for n in record.isr if n != remove)
+                if not isr:
+                    raise FailedPreconditionError(
+                        f"Node {remove} is the only in-sync replica of {partition_id}."
+                    )
+                changed = attrs.evolve(record, replicas=kept, isr=isr)
+            if await self._placement_txn(
+                view,
+                [
+                    Compare.mod_revision(
+                        self.keys.partition(partition_id), "=", entry.mod_revision
+                    ),
+                    Compare.create_revision(
+                        self.keys.leader(partition_id),
+                        "=",
+                        leader.epoch if leader is not None else 0,
+                    ),
+                ],
+                [Op.put(self.keys.partition(partition_id), changed.encode())],
+            ):
+                log.info(
+                    "partition %s: replicas %s, in sync %s",
+                    partition_id,
+                    ",".join(changed.replicas),
+                    ",".join(changed.isr),
+                    extra={"event": "cluster_replicas", "partition": partition_id},
+                )
+                return changed
+        raise AbortedError(f"The record of {partition_id} kept changing; replicas not changed.")
 
     async def hand_leadership(self, partition_id: str, epoch: int, target: str) -> PartitionRecord:
         """A leadership transfer's one Txn: ``leaders/<id>`` is deleted and the

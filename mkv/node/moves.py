@@ -61,6 +61,8 @@ POLL_SECONDS = 0.2
 # Failed reads of a forwarded operation tolerated in a row.
 POLL_FAILURES = 25
 NODE_CALL_SECONDS = 10.0
+# How long a replicated move waits for its new replica to join the ISR.
+REPLICA_CATCH_UP = 300.0
 
 
 class Mover:
@@ -102,6 +104,9 @@ class Mover:
         """Move ``partition_id`` to ``node``: here, or forwarded to it."""
         if self.check(partition_id, node):
             return await self._info_of(partition_id, node)
+        record = self._cluster.view.partitions[partition_id].record
+        if self._local.replicated() and len(record.replicas) > 1:
+            return await self.move_replicated(operation, partition_id, node)
         if node == self._cluster.node_id:
             partition = await self.move_here(operation, partition_id)
             info = await self._registry.info(partition)
@@ -401,6 +406,47 @@ class Mover:
         return moved
 
     # -- leadership transfer (replicas) ------------------------------------------------
+
+    async def move_replicated(
+        self, operation: Operation, partition_id: str, node: str
+    ) -> cpb.PartitionInfo:
+        """A move of a replicated partition: add a replica on ``node`` (if it
+        has none), wait until its leader takes it into the ISR (it caught
+        up), transfer the leadership to it, and remove the old leader's
+        replica (only if one was added: the replica count stays).
+
+        Raises:
+            MkvError: the step that failed; what was done before stays done
+                (an extra replica, harmless: remove it, or move again).
+        """
+        cluster = self._cluster
+        source = cluster.view.leaders[partition_id].node
+        record = cluster.view.partitions[partition_id].record
+        added = node not in record.replicas
+        if added:
+            operation.report("add-replica", 0, 3, "steps")
+            await cluster.change_replicas(partition_id, add=node)
+        operation.report("catch-up", 1, 3, "steps")
+        with trio.move_on_after(REPLICA_CATCH_UP):
+            while True:
+                entry = cluster.view.partitions.get(partition_id)
+                if entry is None:
+                    raise NotFoundError(f"Partition {partition_id} was removed during the move.")
+                if node in entry.record.isr:
+                    break
+                await trio.sleep(0.1)
+        entry = cluster.view.partitions.get(partition_id)
+        if entry is None or node not in entry.record.isr:
+            raise UnavailableError(
+                f"The replica of {partition_id} on {node} did not catch up within "
+                f"{REPLICA_CATCH_UP:.0f} s; it stays a follower (move again to retry)."
+            )
+        operation.report("transfer", 2, 3, "steps")
+        info = await self.transfer_leader(partition_id, node, forwarded=False)
+        if added and source != node:
+            operation.report("remove-replica", 3, 3, "steps")
+            await cluster.change_replicas(partition_id, remove=source)
+        return info
 
     async def transfer_leader(
         self, partition_id: str, node: str, *, forwarded: bool
