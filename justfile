@@ -73,3 +73,7 @@ bench-merge *ARGS:
 # Cluster mode's cost: server CPU per Get and Upsert against single-node mode (its own etcd).
 bench-cluster *ARGS:
     {{bin}}/python tools/bench_cluster.py {{ARGS}}
+
+# Replication's cost: R=3 (sync) against R=1 single-key upserts and 1 MiB batches, as ratios; follower CPU per write.
+bench-replicas *ARGS:
+    {{bin}}/python tools/bench_replicas.py {{ARGS}}
