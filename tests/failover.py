@@ -90,6 +90,8 @@ class Load:
     registers: Sequence[bytes] = tuple(f"{c}-reg{i}".encode() for c in "agmt" for i in range(2))
     counters: Sequence[bytes] = tuple(f"{c}-ctr".encode() for c in "bhnu")
     seed: int = 16
+    # Bytes of each batch (``BATCH_KEYS`` keys): 1 MiB by default.
+    batch_bytes: int = BATCH_BYTES
 
     @property
     def writers(self) -> int:
@@ -261,7 +263,7 @@ async def run_writers(
         i = 0
         while not stop.is_set():
             i += 1
-            value_size = BATCH_BYTES // BATCH_KEYS - 32
+            value_size = load.batch_bytes // BATCH_KEYS - 32
             # Over the whole key space: one batch becomes one per partition.
             batch = {
                 f"{'agmt'[j % 4]}-batch{n}-{i}-{j:03d}".encode(): (b"%d-%d-%d:" % (n, i, j)).ljust(

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
-__all__ = ["Interval", "assert_disjoint", "covering", "intervals", "parse_events"]
+__all__ = ["Interval", "assert_disjoint", "covering", "intervals", "logged_at", "parse_events"]
 
 SERVING = ("serving_start", "serving_stop", "fenced", "unfenced")
 
@@ -159,3 +159,19 @@ def covering(found: Mapping[str, Iterable[Interval]], partition: str, at: float)
         if interval.start <= at <= interval.stop:
             return interval
     return None
+
+
+def logged_at(log: str, event: str) -> list[float]:
+    """The wall times of one node's JSON log lines with ``event`` (lines
+    that are not JSON, a traceback's, are skipped)."""
+    found = []
+    for line in log.splitlines():
+        if f'"{event}"' not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("event") == event:
+            found.append(_wall(str(record["time"])))
+    return found

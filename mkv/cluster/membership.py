@@ -641,6 +641,39 @@ class Membership(_MoveMembership):
     def lease_valid(self) -> bool:
         return self.clock.valid(trio.current_time())
 
+    def serving_check(self, partition_id: str) -> Callable[[], None]:
+        """What an answer for ``partition_id`` admitted now must still pass
+        when it leaves the node: call it then (with nothing awaited between
+        the call and handing the answer on).
+
+        The check is "still the leader at the same epoch under the same
+        lease, and that lease's deadline not passed", not merely "a lease is
+        valid": after a pause past the deadline the node registers a new
+        lease (valid at once) well before it leads anything again, and an
+        answer admitted under the old one and finished in between would
+        otherwise leave (the paused-node break, docs/cluster.md, rule 5).
+
+        Raises:
+            UnavailableError: (now) this node does not serve it now.
+        """
+        lease, epoch = self.lease, self.routing.mine.get(partition_id)
+
+        def check() -> None:
+            if (
+                epoch is None
+                or self.lease != lease
+                or self.routing.mine.get(partition_id) != epoch
+                or not self.clock.valid(trio.current_time())
+            ):
+                raise UnavailableError(
+                    f"This node stopped serving partition {partition_id} (its lease in etcd "
+                    "passed its deadline, or it lost the lead) while the request ran; the "
+                    "outcome of a write is unknown. Retry, or read to find out."
+                )
+
+        check()
+        return check
+
     def metric_numbers(self) -> ClusterNumbers:
         """For a metrics scrape: the partitions this node leads, with their
         replica and ISR counts in etcd, and the elections it has won."""

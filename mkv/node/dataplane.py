@@ -31,6 +31,7 @@ from mkv.observe.logs import note_partition
 from mkv.partition.mutations import Condition
 from mkv.partition.task import Get, Increment, Partition, Read, Remove, Upsert, WriteResult
 from mkv.rpc.server import Handler, Multiplexed, ServerStream
+from mkv.rpc.vouch import vouch
 from mkv.store import Item, StateStore
 from mkv.v1 import data_pb2 as pb
 from mkv.wire import MAX_KEY_BYTES
@@ -317,6 +318,9 @@ class DataPlane:
         if isinstance(partition, pb.RoutingHint):
             yield pb.WatchResponse(status=pb.BAD_NODE, hint=partition)
             return
+        if self.cluster is not None:
+            # Every event leaves only while served as when the watch began.
+            vouch(self.cluster.serving_check(partition.id))
         async with contextlib.aclosing(
             watch_partition(partition, start, end, request.from_seq)
         ) as responses:
@@ -324,6 +328,8 @@ class DataPlane:
                 if self.cluster is not None and (hint := self._not_led(partition.id)) is not None:
                     # Led elsewhere now: the watcher resumes there from its
                     # position. (An idle watch notices at its next heartbeat.)
+                    # A hint carries no data: it needs no check to leave.
+                    vouch(None)
                     yield pb.WatchResponse(status=pb.BAD_NODE, hint=hint)
                     return
                 yield response
@@ -408,35 +414,36 @@ class DataPlane:
         return partition if partition is not None else self._cluster_hint(routing, None)
 
     async def _submit(self, partition: Partition, command: Any) -> Any:
-        """``partition.submit(command)``, answered only while the lease is
-        still valid (cluster mode).
+        """``partition.submit(command)``, answered only while this node
+        still serves the partition as when the request was admitted (cluster
+        mode): the same epoch, under the same lease, its deadline not passed.
 
         A request admitted just before the deadline (or before the process
         was paused: SIGSTOP, a long GC, a swapped-out page) may finish after
         it, when another node may lead the partition: its read may be stale,
         and its write must not be acknowledged (safety rule 5). So the
-        answer, a refused condition too, waits on the same check as the gate.
+        answer, a refused condition too, is checked when it is ready, and
+        again wherever it waits on its way to the socket (``mkv.rpc.vouch``).
+        Called right after admission (``_route``), nothing awaited between:
+        the check taken here is the one the request was admitted under.
 
         Raises:
-            UnavailableError: the deadline passed meanwhile; a write may
-                have been applied here (its outcome is unknown).
+            UnavailableError: not served here any more; a write may have
+                been applied here (its outcome is unknown).
             ConditionFailedError, MovedError: as ``submit``.
         """
+        check = self.cluster.serving_check(partition.id) if self.cluster is not None else None
         try:
             result = await partition.submit(command)
         except ConditionFailedError:
-            self._still_leased()
+            if check is not None:
+                check()
+                vouch(check)
             raise
-        self._still_leased()
+        if check is not None:
+            check()
+            vouch(check)
         return result
-
-    def _still_leased(self) -> None:
-        cluster = self.cluster
-        if cluster is not None and not cluster.lease_valid():
-            raise UnavailableError(
-                "This node's lease in etcd passed its deadline while the request ran; "
-                "the outcome of a write is unknown. Retry, or read to find out."
-            )
 
     def _not_led(self, partition_id: str) -> pb.RoutingHint | None:
         """Cluster mode, for a stream admitted earlier: None while this node

@@ -24,6 +24,11 @@ stream (the call waits on, and its buffered request bytes stay). A
   ``connection_buffer_bytes`` or the node over its budget is reset
   REFUSED_STREAM; a reset stream's call is cancelled and its bytes released
   at once.
+- Vouched answers (``mkv.rpc.vouch``): the checks of the answers put into
+  the connection since its last write run again right before the write; if
+  one fails (the node's lease ran out while the answer waited, a pause), the
+  connection is ended instead, as bytes in HTTP/2's buffer cannot be taken
+  back one answer at a time.
 
 The sans-I/O counting is in ``mkv.rpc.connection_limits``.
 """
@@ -46,6 +51,7 @@ import h2.utilities
 import trio
 from purerpc.grpc_socket import GRPCSocket
 
+from mkv.errors import MkvError
 from mkv.rpc.connection_limits import (
     ConnectionBuffers,
     ConnectionLimits,
@@ -55,6 +61,7 @@ from mkv.rpc.connection_limits import (
     RequestMemory,
 )
 from mkv.rpc.ratelimit import TokenBucket
+from mkv.rpc.vouch import Voucher
 
 __all__ = ["ConnectionGuard", "EnhanceYourCalm"]
 
@@ -81,6 +88,10 @@ class EnhanceYourCalm(Exception):
 
 class _PeerNotReading(anyio.BrokenResourceError):
     """The peer read nothing of the output waiting for it for too long."""
+
+
+class AnswerWithdrawn(anyio.BrokenResourceError):
+    """An answer waiting in the connection's buffer may no longer leave."""
 
 
 class ConnectionGuard(anyio.abc.ByteStream):
@@ -117,6 +128,9 @@ class ConnectionGuard(anyio.abc.ByteStream):
         self._reset_early: set[int] = set()
         self._write_timeout = limits.output_stall_timeout
         self._writing: trio.CancelScope | None = None  # the piece being written
+        # The checks of vouched answers put into the connection since the
+        # writer last took its buffer (see ``send``).
+        self._vouchers: list[Voucher] = []
 
     # -- hooks into purerpc --------------------------------------------------
 
@@ -276,11 +290,35 @@ class ConnectionGuard(anyio.abc.ByteStream):
         buffered = len(self._h2._data_to_send) if self._h2 is not None else 0
         return buffered + self._unsent
 
+    def vouch(self, voucher: Voucher) -> None:
+        """An answer just went into the connection: ``voucher`` must still
+        pass when its bytes are written."""
+        self._vouchers.append(voucher)
+
+    def _check_vouchers(self, vouchers: list[Voucher]) -> None:
+        for voucher in vouchers:
+            try:
+                voucher()
+            except MkvError as exc:
+                self._stop_writing()
+                raise AnswerWithdrawn(
+                    f"an answer to {self.peer} may no longer leave ({exc.message}); "
+                    "ending the connection instead"
+                ) from exc
+
     async def send(self, item: bytes) -> None:
+        # purerpc's writer took ``item`` from the connection in the step that
+        # called this: the answers vouched for so far are in it (and perhaps
+        # some of a message still being put in; checking those too is only
+        # stricter).
+        vouchers, self._vouchers = self._vouchers, []
         view = memoryview(item)  # pieces without copies
         self._unsent = len(view)
         try:
             for start in range(0, len(view), _WRITE_BYTES):
+                # Before each piece: a write that waited for the peer may
+                # resume after a deadline.
+                self._check_vouchers(vouchers)
                 piece = view[start : start + _WRITE_BYTES]
                 with trio.move_on_after(self._write_timeout) as waited:
                     self._writing = waited

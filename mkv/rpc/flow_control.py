@@ -19,12 +19,15 @@ reading is detected by silence: no window for ``stall_timeout``.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 import trio
 from google.protobuf.message import Message
 from purerpc.grpc_proto import GRPCProtoStream
 
-__all__ = ["Stalled", "fits_send_window", "send_message", "sendable"]
+from mkv.errors import MkvError
+
+__all__ = ["Stalled", "Withdrawn", "fits_send_window", "send_message", "sendable"]
 
 # gRPC's framing before each message: a compression flag and a 4-byte length.
 _PREFIX = struct.Struct(">?I")
@@ -44,6 +47,17 @@ class Stalled(Exception):
         self.sent = sent
 
 
+class Withdrawn(Exception):
+    """The message's check failed before one of its chunks (``sent`` bytes
+    out: 0, the call can still end with ``error``'s status; more, only a
+    reset can end it)."""
+
+    def __init__(self, sent: int, error: MkvError) -> None:
+        super().__init__(f"withdrawn after {sent} bytes: {error}")
+        self.sent = sent
+        self.error = error
+
+
 def sendable(stream: GRPCProtoStream) -> int:
     """How many bytes ``stream`` may send in its next DATA frame: the least of
     its own window, the connection's and the peer's largest frame."""
@@ -57,7 +71,13 @@ def fits_send_window(stream: GRPCProtoStream, message_bytes: int) -> bool:
     return _window(stream) >= message_bytes + _PREFIX.size
 
 
-async def send_message(stream: GRPCProtoStream, message: Message, *, stall_timeout: float) -> None:
+async def send_message(
+    stream: GRPCProtoStream,
+    message: Message,
+    *,
+    stall_timeout: float,
+    check: Callable[[], None] | None = None,
+) -> None:
     """Send one (uncompressed) message on ``stream`` as the windows open.
 
     Before the message starts, it waits for room for the whole message or
@@ -68,9 +88,14 @@ async def send_message(stream: GRPCProtoStream, message: Message, *, stall_timeo
     boundary, where the call can still end with a status. Once started, the
     message goes out whenever any window is open.
 
+    ``check``, if given, runs before each chunk goes into the connection
+    (a vouched answer, ``mkv.rpc.vouch``: the windows may open long after
+    the message was ready).
+
     Raises:
         Stalled: the client gave no room for ``stall_timeout``, before or in
             the middle of the message.
+        Withdrawn: ``check`` raised.
     """
     body = message.SerializeToString()
     data = memoryview(_PREFIX.pack(False, len(body)) + body)
@@ -83,6 +108,11 @@ async def send_message(stream: GRPCProtoStream, message: Message, *, stall_timeo
         deadline = trio.current_time() + stall_timeout
         while (room := sendable(stream)) <= 0:
             await _wait_for_update(stream, deadline, sent)
+        if check is not None:
+            try:
+                check()
+            except MkvError as exc:
+                raise Withdrawn(sent, exc) from exc
         chunk = data[sent : sent + room]
         h2_connection.send_data(stream._stream_id, chunk.tobytes())
         sent += len(chunk)

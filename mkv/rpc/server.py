@@ -37,7 +37,7 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 
 import anyio
@@ -61,7 +61,7 @@ from mkv.errors import (
 )
 from mkv.rpc.connection_guard import ConnectionGuard
 from mkv.rpc.connection_limits import ConnectionLimits, RequestMemory
-from mkv.rpc.flow_control import Stalled, fits_send_window, send_message
+from mkv.rpc.flow_control import Stalled, Withdrawn, fits_send_window, send_message
 from mkv.rpc.purerpc_compat import (
     bound_messages,
     close_call,
@@ -91,6 +91,7 @@ from mkv.rpc.types import (
     RpcStatistics,
     ServerStream,
 )
+from mkv.rpc.vouch import Voucher, current_voucher
 from mkv.wire import MAX_REQUEST_BYTES, Address
 
 __all__ = [
@@ -365,6 +366,8 @@ class RpcServer:
     async def _serve_guarded(
         self, stream: GRPCProtoStream, peer: str, guard: ConnectionGuard
     ) -> None:
+        # Where ``_send`` leaves the checks of vouched answers for the socket write.
+        stream._mkv_guard = guard
         # Cancelled if the client resets the call; its buffers go on exit.
         with guard.call(stream.stream_id):
             await self._serve_stream(stream, peer)
@@ -419,7 +422,8 @@ class RpcServer:
             elif isinstance(response, SessionCall):
                 status = await self._run_session(stream, response)
             elif response is not None:
-                status = await self._send(stream, response) or status
+                # The handler ran in this task: its voucher, if any, is here.
+                status = await self._send(stream, response, current_voucher()) or status
             await stream.close(status, custom_metadata=getattr(status, "trailers", ()))
             outcome = status
         finally:
@@ -451,34 +455,60 @@ class RpcServer:
         await answer_rejection(stream, rejection)
         return Status(rejection.code, rejection.message)
 
-    async def _send(self, stream: GRPCProtoStream, message: Message) -> Status | None:
-        """Send one response message unless its client stopped reading.
+    async def _send(
+        self, stream: GRPCProtoStream, message: Message, voucher: Voucher | None = None
+    ) -> Status | None:
+        """Send one response message unless its client stopped reading, or
+        its ``voucher`` (``mkv.rpc.vouch``) no longer lets it leave.
 
         Returns:
             None once sent; a RESOURCE_EXHAUSTED status to end the call with
             when the client gave no room at all within
             ``stream_stall_timeout`` before the message started (trailers
-            are not flow controlled).
+            are not flow controlled); the voucher's error status when it
+            failed before the message started.
 
         Raises:
             _Abandoned: the client stopped reading in the middle of a message,
                 where only a reset can end the call.
         """
+        check: Callable[[], None] | None = None
+        if voucher is not None:
+            guard: ConnectionGuard | None = getattr(stream, "_mkv_guard", None)
+
+            def check() -> None:
+                # Here, with nothing awaited before the bytes go into the
+                # connection; and again at the socket write (the guard).
+                voucher()
+                if guard is not None:
+                    guard.vouch(voucher)
+
         size = message.ByteSize()
         if fits_send_window(stream, size):
             # The whole message fits the window, so sending cannot wait: no
             # timeouts to arm (most answers, and a tenth of a Get's CPU).
+            if check is not None:
+                try:
+                    check()
+                except MkvError as exc:
+                    return _status_of(exc)
             await stream.send_message(message)
             return None
         # Sent as the windows open, never waiting for room for the whole
         # message: a client with default windows grants more only after it
         # has read more (see mkv/rpc/flow_control.py).
         try:
-            await send_message(stream, message, stall_timeout=self.stream_stall_timeout)
+            await send_message(
+                stream, message, stall_timeout=self.stream_stall_timeout, check=check
+            )
         except Stalled as stalled:
             if stalled.sent:
                 raise _Abandoned from stalled
             return _STALLED
+        except Withdrawn as withdrawn:
+            if withdrawn.sent:
+                raise _Abandoned from withdrawn
+            return _status_of(withdrawn.error)
         return None
 
     async def _discard_rest(self, stream: GRPCProtoStream) -> None:
@@ -503,8 +533,9 @@ class RpcServer:
             with scope, trio.move_on_at(call.deadline) as timed:
                 async with aclosing(call.responses) as responses:
                     async for message in responses:
-                        if stalled := await self._send(stream, message):
-                            return stalled
+                        # The generator ran in this task: its voucher is here.
+                        if ended := await self._send(stream, message, current_voucher()):
+                            return ended
             if timed.cancelled_caught:
                 return Status(
                     StatusCode.DEADLINE_EXCEEDED, "The call's deadline passed, so it was ended."
@@ -530,8 +561,8 @@ class RpcServer:
         stopping = trio.CancelScope()
         self._streams.add(stopping)
 
-        async def send(message: Message) -> Status | None:
-            return await self._send(stream, message)
+        async def send(message: Message, voucher: Voucher | None) -> Status | None:
+            return await self._send(stream, message, voucher)
 
         try:
             return await run_session(

@@ -52,6 +52,7 @@ from mkv.errors import (
 )
 from mkv.rpc.requests import RequestStream
 from mkv.rpc.types import Handler, Multiplexed, RpcObserver
+from mkv.rpc.vouch import Voucher, current_voucher
 
 __all__ = ["DEFAULT_MAX_IN_FLIGHT", "SessionCall", "apply_unary", "run_session"]
 
@@ -63,9 +64,13 @@ _INTERNAL = Status(StatusCode.INTERNAL, "Internal error; the server log has deta
 # Requests one session runs at once, unless the node is configured otherwise.
 DEFAULT_MAX_IN_FLIGHT = 256
 
-# Sends one message, or returns the status to end the call with (the client
-# stopped reading); as ``RpcServer._send``.
-Send = Callable[[Message], Awaitable[Status | None]]
+# Sends one message (vouched for by the voucher, if any), or returns the
+# status to end the call with (the client stopped reading, or the voucher
+# failed before the message started); as ``RpcServer._send``.
+Send = Callable[[Message, Voucher | None], Awaitable[Status | None]]
+# An answer waiting in the outbox: the message, its size, its voucher and
+# its request's id (to answer with the voucher's error instead).
+_Outgoing = tuple[Message, int, Voucher | None, int]
 
 
 async def apply_unary(handler: Handler, request: Message, deadline: float) -> Message:
@@ -139,9 +144,9 @@ class _Session:
         first = self._response_type(
             id=0, max_in_flight=self._limit, max_in_flight_bytes=self._byte_limit
         )
-        if stalled := await self._send(first):
+        if stalled := await self._send(first, None):
             return stalled
-        answers, outbox = trio.open_memory_channel[tuple[Message, int]](math.inf)
+        answers, outbox = trio.open_memory_channel[_Outgoing](math.inf)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._read, answers, nursery)
             status = await self._write(outbox)
@@ -149,12 +154,19 @@ class _Session:
             nursery.cancel_scope.cancel()
         return status
 
-    async def _write(self, outbox: trio.MemoryReceiveChannel[tuple[Message, int]]) -> Status:
+    async def _write(self, outbox: trio.MemoryReceiveChannel[_Outgoing]) -> Status:
         async with outbox:
             async for first in outbox:
-                answer, size = first
+                answer, size, voucher, request_id = first
                 while True:
-                    if stalled := await self._send(answer):
+                    if voucher is not None:
+                        # The answer waited in the outbox: it leaves only if
+                        # its check passes now (``mkv.rpc.vouch``).
+                        try:
+                            voucher()
+                        except MkvError as exc:
+                            answer, voucher = self._error(request_id, exc), None
+                    if stalled := await self._send(answer, voucher):
                         return stalled
                     self._unsent -= 1
                     self._unsent_bytes -= size
@@ -165,13 +177,13 @@ class _Session:
                     # all. A write per answer was a quarter of the event
                     # loop's time (docs/performance.md, "Sessions").
                     try:
-                        answer, size = outbox.receive_nowait()
+                        answer, size, voucher, request_id = outbox.receive_nowait()
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
         return self._ending
 
     async def _read(
-        self, answers: trio.MemorySendChannel[tuple[Message, int]], nursery: trio.Nursery
+        self, answers: trio.MemorySendChannel[_Outgoing], nursery: trio.Nursery
     ) -> None:
         # Each request's task holds a clone of ``answers``: the writer's loop
         # ends once the reader and every request are done.
@@ -193,7 +205,7 @@ class _Session:
                 )
 
     async def _read_requests(
-        self, answers: trio.MemorySendChannel[tuple[Message, int]], nursery: trio.Nursery
+        self, answers: trio.MemorySendChannel[_Outgoing], nursery: trio.Nursery
     ) -> None:
         requests = self._call.requests
         handlers = self._call.handler.handlers
@@ -244,18 +256,24 @@ class _Session:
                 nursery.start_soon(self._serve, request, kind, size, answers.clone())
 
     def _answer_error(
-        self, answers: trio.MemorySendChannel[tuple[Message, int]], request_id: int, exc: MkvError
+        self, answers: trio.MemorySendChannel[_Outgoing], request_id: int, exc: MkvError
     ) -> None:
-        self._post(answers, self._error(request_id, exc))
+        self._post(answers, self._error(request_id, exc), request_id)
 
-    def _post(self, answers: trio.MemorySendChannel[tuple[Message, int]], answer: Message) -> None:
+    def _post(
+        self,
+        answers: trio.MemorySendChannel[_Outgoing],
+        answer: Message,
+        request_id: int,
+        voucher: Voucher | None = None,
+    ) -> None:
         """Queue an answer for the writer (bounded by the reader's checks)."""
         size = answer.ByteSize()
         self._unsent += 1
         self._unsent_bytes += size
         # Closed once the writer ended the call (a stalled client): nobody to tell.
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            answers.send_nowait((answer, size))
+            answers.send_nowait((answer, size, voucher, request_id))
 
     def _error(self, request_id: int, exc: MkvError, status: Status | None = None) -> Message:
         status = status or self._status_of(exc)
@@ -278,7 +296,7 @@ class _Session:
         request: Any,
         kind: str,
         size: int,
-        answers: trio.MemorySendChannel[tuple[Message, int]],
+        answers: trio.MemorySendChannel[_Outgoing],
     ) -> None:
         async with answers:
             budget = min(request.timeout_ms / 1000 if request.timeout_ms else math.inf, self._cap)
@@ -291,9 +309,12 @@ class _Session:
             if observer is not None:
                 observer.call_started(service, method)
             status = _OK
+            voucher: Voucher | None = None
             try:
                 response = await apply_unary(handler, getattr(request, kind), deadline)
                 answer = self._response_type(id=request.id, **{kind: response})
+                # The handler ran in this task: its voucher, if any, is here.
+                voucher = current_voucher()
             except MkvError as exc:
                 status = self._status_of(exc)
                 answer = self._error(request.id, exc, status)
@@ -312,7 +333,7 @@ class _Session:
                 self._room.set()
                 if observer is not None:
                     observer.call_finished(service, method, status, time.perf_counter() - started)
-            self._post(answers, answer)
+            self._post(answers, answer, request.id, voucher)
 
 
 async def run_session(
