@@ -49,7 +49,9 @@ class MemoryIsr:
 
 @asynccontextmanager
 async def leader_node(tmp_path: Path, lag_timeout: float = 30.0) -> AsyncIterator[Node]:
-    async with running_node(tmp_path / "leader", default_pipeline=PIPELINE) as node:
+    async with running_node(
+        tmp_path / "leader", default_pipeline=PIPELINE, metrics_addr="127.0.0.1:0"
+    ) as node:
         node.registry.node_id = "n1"
         node.registry.replica_lag_timeout = lag_timeout
         yield node
@@ -313,6 +315,13 @@ async def test_a_lagging_follower_leaves_the_isr_in_etcd_first_and_rejoins(
                 lagging = {p.node: p for p in states.replicas}["n3"]
                 assert not lagging.in_sync
                 assert lagging.lag_records > 0
+                assert node.metrics is not None
+                metrics = (await node.metrics.render()).decode()
+                assert 'mkv_replica_in_sync{partition="default",replica="n3"} 0.0' in metrics
+                assert 'mkv_replica_in_sync{partition="default",replica="n2"} 1.0' in metrics
+                assert 'mkv_replica_lag_records{partition="default",replica="n3"} 1.0' in metrics
+                shrinks = 'mkv_partition_isr_changes_total{direction="shrink",partition="default"}'
+                assert f"{shrinks} 1.0" in metrics
                 seq = await upsert(channel, b"a", b"1")
                 # n3 catches up and reaches the commit: added back, in etcd.
                 async with replica(node, "n3", 5, after_seq=0) as (n3, _):

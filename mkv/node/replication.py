@@ -93,8 +93,6 @@ class ReplicationService:
         self.durable: dict[tuple[str, str], int] = {}
         # Answers produced, on every stream (each answers one request).
         self.answers = 0
-        # Truncate answers sent to replicas (a metric).
-        self.truncations = 0
 
         # Cluster mode: whose leaderships a Handover checks, and where a
         # fenced partition that hears no decision settles it (etcd).
@@ -300,7 +298,7 @@ class ReplicationService:
             # KIP-101: the replica's records of its last epoch match this log
             # up to where that epoch ends here; anything past is cut.
             position = min(stage.history.end_of(first.last_epoch, stage.log_end), first.after_seq)
-            self.truncations += 1
+            stage.truncations += 1
             log.info(
                 "partition %s: %s asked from seq %d at epoch %d; truncating it to %d",
                 partition.id,
@@ -326,6 +324,9 @@ class ReplicationService:
         matched = max(position, 0)
         while request is not None:
             self._check(partition, request)
+            if stage.isr is None:
+                # Stepped down (the partition object may linger, stopped).
+                raise UnavailableError(f"This node no longer leads partition {partition.id}.")
             self.durable[who] = request.durable_seq
             stage.reported(node, min(request.durable_seq, matched))
             response = await self._replica_records(partition, stage, matched, _budget(request))

@@ -158,7 +158,9 @@ class ReplicateStage:
         self._logged_lot = trio.lowlevel.ParkingLot()
         self._wakeup = trio.Event()
         self._history_lock = trio.Lock()
-        # Counters for metrics.
+        # Counters for metrics: Truncate answers sent (by the Fetch server),
+        # and ISR changes made.
+        self.truncations = 0
         self.isr_shrinks = 0
         self.isr_expands = 0
 
