@@ -48,9 +48,11 @@ class MemoryIsr:
 
 
 @asynccontextmanager
-async def leader_node(tmp_path: Path, lag_timeout: float = 30.0) -> AsyncIterator[Node]:
+async def leader_node(
+    tmp_path: Path, lag_timeout: float = 30.0, pipeline: tuple[str, ...] = PIPELINE
+) -> AsyncIterator[Node]:
     async with running_node(
-        tmp_path / "leader", default_pipeline=PIPELINE, metrics_addr="127.0.0.1:0"
+        tmp_path / "leader", default_pipeline=pipeline, metrics_addr="127.0.0.1:0"
     ) as node:
         node.registry.node_id = "n1"
         node.registry.replica_lag_timeout = lag_timeout
@@ -278,6 +280,40 @@ async def test_a_write_is_answered_only_once_every_isr_member_has_it_durable(
                     )
                     assert progress.lag_records == 0
             assert isr.events == []  # nobody lagged: no ISR change
+
+
+async def test_async_mode_answers_at_the_local_log_but_lead_waits_for_the_isr(
+    tmp_path: Path,
+) -> None:
+    """replicate:async: a write is answered once durable here (a failover may
+    lose it), yet a new leader serves only once the ISR has its epoch-start
+    record. Mutation: dropping ``wait_committed`` in lead returns at once."""
+    pipeline = ("timestamp", "wal", "replicate:async")
+    with trio.fail_after(60):
+        async with (
+            leader_node(tmp_path, pipeline=pipeline) as node,
+            open_channel(node.data_address) as channel,
+            trio.open_nursery() as nursery,
+        ):
+            leading = Outcome()
+
+            async def promote() -> None:
+                await lead(node, 5, ("n1", "n2"), MemoryIsr())
+                leading.done.set()
+
+            nursery.start_soon(promote)
+            await configured(node, 5)
+            async with replica(node, "n2", 5) as (n2, _):
+                await n2.until(1, durable_seq=0)
+                await trio.sleep(0.3)
+                assert not leading.done.is_set()
+                await n2.ask(1)
+                with trio.fail_after(5):
+                    await leading.done.wait()
+                # n2 has not got it, and the write is answered all the same.
+                assert await upsert(channel, b"k", b"v") == 2
+                answer = await n2.ask(1)
+                assert answer.commit_seq == 1
 
 
 async def test_a_replica_stream_from_a_stranger_is_refused(tmp_path: Path) -> None:

@@ -131,6 +131,9 @@ class Leaderships:
         # The epoch-start record: the ISR commits it, and with it the tail
         # adopted before it; until then nothing is served.
         result = await partition.submit(Upsert(puts=(), size=0))
+        # (replicate:async answers it at the local log: the ISR must have it
+        # all the same before anything is served.)
+        await stage.wait_committed(result.seq)
         if self.promoting.get(partition_id) != epoch:
             raise UnavailableError(f"Partition {partition_id} was stepped down while promoted.")
         del self.promoting[partition_id]

@@ -153,6 +153,9 @@ class ReplicateStage:
         self._logged = 0
         self._tail: deque[Write] = deque()
         self._waiters: deque[_Waiter] = deque()
+        # Waiting for the commit to reach a seq, apart from the writes (in
+        # async mode a write does not wait, but a new leader still must).
+        self._commit_waiters: list[_Waiter] = []
         self._refusal: MkvError | None = None
         self._closed = False
         self._logged_lot = trio.lowlevel.ParkingLot()
@@ -249,8 +252,9 @@ class ReplicateStage:
         self._isr = None
         self._change_isr = self._deposed = None
         waiters, self._waiters = self._waiters, deque()
-        for waiter in waiters:
+        for waiter in [*waiters, *self._commit_waiters]:
             waiter.finish(error)
+        self._commit_waiters = []
         self._logged_lot.unpark_all()
         self._wakeup.set()
 
@@ -343,6 +347,22 @@ class ReplicateStage:
             size += write.size + 16
         return writes
 
+    async def wait_committed(self, seq: int) -> None:
+        """Wait until every ISR member has ``seq`` durable (whatever the mode).
+
+        Raises:
+            UnavailableError: the stage stopped leading first.
+        """
+        if self._isr is None:
+            raise self._refusal or UnavailableError("This node does not lead the partition.")
+        if self._isr.commit_seq >= seq:
+            return
+        waiter = _Waiter(seq)
+        self._commit_waiters.append(waiter)
+        await waiter.done.wait()
+        if waiter.error is not None:
+            raise waiter.error
+
     async def wait_logged(self, after: int) -> None:
         """Wait until a write above ``after`` is logged (or the stage stops)."""
         while self.log_end <= after and self._refusal is None:
@@ -379,6 +399,11 @@ class ReplicateStage:
         waiters = self._waiters
         while waiters and waiters[0].seq <= commit:
             waiters.popleft().finish()
+        if self._commit_waiters:
+            for waiter in self._commit_waiters:
+                if waiter.seq <= commit:
+                    waiter.finish()
+            self._commit_waiters = [w for w in self._commit_waiters if not w.done.is_set()]
 
     async def _check_isr(self) -> None:
         """Remove laggards and add back caught-up replicas, in etcd first."""
