@@ -98,9 +98,16 @@ class Leaderships:
             raise FailedPreconditionError(
                 f"This node ({me!r}) is not among partition {partition_id}'s replicas."
             )
+        # (With the follower's half merged: a ReplicaFollower of the
+        # partition is closed here first, leaving store, log and epoch file
+        # consistent, and its files opened as below.)
         partition = registry.partition(partition_id)
         if partition is None:
             raise NotFoundError(f"No partition {partition_id!r} on this node to lead.")
+        if partition.state is PartitionState.FAILED:
+            # Its files are opened again (the task may still answer reads).
+            partition.close()
+            await partition.wait_stopped()
         if partition.state in (PartitionState.STOPPED, PartitionState.FAILED):
             partition = await self._open(partition)
         stage = partition.replicate_stage()
@@ -163,6 +170,23 @@ class Leaderships:
             stopped.history_floor,
         )
         return await registry.start_leader(entry, history.commit_seq)
+
+    def failed(self, partition_id: str) -> bool:
+        """A partition's log or store failed: if it led replicas, it no longer
+        does (role None, so the cluster layer leads it again, which reopens
+        it with its log replayed only through the commit: the registry's
+        own reopen would replay the whole log, uncommitted tail and all).
+        Returns whether it did."""
+        if partition_id not in self.serving and partition_id not in self.promoting:
+            return False
+        self.serving.pop(partition_id, None)
+        self.promoting.pop(partition_id, None)
+        log.warning(
+            "partition %s failed while leading replicas; it serves again once led again",
+            partition_id,
+            extra=fields(event="replica_leader_failed", partition=partition_id),
+        )
+        return True
 
     def _deposed(self, partition_id: str, epoch: int) -> None:
         """An ISR change was refused: another node leads. Step down (once)."""

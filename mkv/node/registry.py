@@ -379,6 +379,8 @@ class PartitionRegistry:
             self._partitions[entry.id] = partition
 
     def _partition_failed(self, partition: Partition) -> None:
+        if self._leaderships.failed(partition.id):
+            return  # led with replicas: reopened by the next lead, not here
         if self._nursery is not None:
             self._nursery.start_soon(self._reopen_when_possible, partition)
 
