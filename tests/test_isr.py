@@ -69,3 +69,13 @@ def test_reports_from_a_node_that_is_not_a_replica_count_for_nothing() -> None:
     isr.synced(6)
     isr.reported("b", 6, now=0.0)
     assert isr.commit_seq == 6
+
+
+def test_a_replica_that_never_reported_is_not_added_back() -> None:
+    """Before any write the commit seq is 0, which a silent replica's durable
+    seq (0) "reaches": it must have fetched to count as caught up."""
+    isr = InSyncSet("a", ("a", "b", "c"), frozenset("ab"), min_isr=1, lag_timeout=10, now=0.0)
+    assert isr.commit_seq == 0
+    assert isr.rejoiners() == frozenset()
+    isr.reported("c", 0, now=1.0)
+    assert isr.rejoiners() == {"c"}

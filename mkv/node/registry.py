@@ -27,6 +27,7 @@ from pathlib import Path
 import attrs
 import trio
 
+from mkv.cluster.reconcile import LeaderRef
 from mkv.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -46,6 +47,7 @@ from mkv.node.catalog import (
     check_partition_id,
 )
 from mkv.node.follower import Follower
+from mkv.node.leadership import IsrWriter, Leaderships, ReplicaStatesInfo, Role
 from mkv.observe.logs import fields
 from mkv.operations import Operation
 from mkv.partition.feed import WATCH_RETENTION_BYTES
@@ -177,6 +179,12 @@ class PartitionRegistry:
         # Per partition, the epoch of this node's leadership (cluster mode
         # sets it; 0 on a single node): fetches of older epochs are refused.
         self._epochs: dict[str, int] = {}
+        # Replicated partitions this node leads or is promoting (issue 16),
+        # who this node is in their replica lists, and how long an in-sync
+        # follower may lag (the node sets both in cluster mode).
+        self._leaderships = Leaderships(self)
+        self.node_id = ""
+        self.replica_lag_timeout = 10.0
         # Partitions being copied here from other nodes, by id.
         self._followers: dict[str, Follower] = {}
         # Partitions being handed to another node, held at their cut-over.
@@ -371,6 +379,8 @@ class PartitionRegistry:
             self._partitions[entry.id] = partition
 
     def _partition_failed(self, partition: Partition) -> None:
+        if self._leaderships.failed(partition.id):
+            return  # led with replicas: reopened by the next lead, not here
         if self._nursery is not None:
             self._nursery.start_soon(self._reopen_when_possible, partition)
 
@@ -1393,6 +1403,74 @@ class PartitionRegistry:
         self._fences.pop(partition_id, None)
         self._epochs.pop(partition_id, None)
         await self._save_catalog(self._router.version)
+
+    # -- replicas: the leader's half (issue 16; mkv.node.leadership) ------------
+
+    async def lead(
+        self,
+        partition_id: str,
+        epoch: int,
+        *,
+        replicas: tuple[str, ...],
+        isr: frozenset[str],
+        isr_writer: IsrWriter,
+        min_isr: int,
+    ) -> None:
+        """Lead ``partition_id`` at ``epoch``; returns once the ISR has the
+        epoch-start record durable (then it serves). See ``Leaderships.lead``."""
+        await self._leaderships.lead(
+            partition_id,
+            epoch,
+            replicas=replicas,
+            isr=isr,
+            isr_writer=isr_writer,
+            min_isr=min_isr,
+        )
+
+    def set_isr(self, partition_id: str, replicas: tuple[str, ...], isr: frozenset[str]) -> None:
+        """etcd's record of a partition led here changed its replicas or ISR."""
+        if (stage := self._leaderships.stage(partition_id)) is not None:
+            stage.set_isr(replicas, isr)
+
+    async def step_down(self, partition_id: str, leader: LeaderRef | None) -> None:
+        """Stop leading: unacknowledged writes fail UNAVAILABLE; the partition
+        stops (following ``leader`` is the follower's half)."""
+        await self._leaderships.step_down(partition_id)
+
+    def role(self, partition_id: str) -> Role | None:
+        """ "leader" once serving after ``lead``; None otherwise."""
+        return self._leaderships.role(partition_id)
+
+    def replica_states(self, partition_id: str) -> ReplicaStatesInfo | None:
+        """A partition led here: its commit seq and each follower's progress."""
+        stage = self._leaderships.stage(partition_id)
+        return None if stage is None else stage.states()
+
+    async def start_leader(self, entry: CatalogEntry, commit_seq: int) -> Partition:
+        """Start a catalogued partition's files to lead it: the log replayed
+        only through ``commit_seq`` (or the store's seq), the rest adopted."""
+        partition = Partition(
+            entry.id,
+            entry.range,
+            entry.store,
+            entry.pipeline,
+            self._directory(entry.id),
+            watch_retention_bytes=self.watch_retention_bytes,
+            store_options=self._store_options(entry.id),
+            on_failure=self._partition_failed,
+            stage_observer=self.stage_observer,
+            workers=self.workers,
+            history_floor=entry.history_floor,
+            replay_through=commit_seq,
+        )
+        await self._run(partition)
+        return partition
+
+    def spawn(self, fn: Callable[[str], Awaitable[None]], partition_id: str) -> None:
+        """Run ``fn(partition_id)`` in the registry's nursery (a deposed
+        leader's step-down, decided where nothing may wait for it)."""
+        if self._nursery is not None:
+            self._nursery.start_soon(fn, partition_id)
 
     async def info(self, partition: Partition) -> PartitionReport:
         return PartitionReport(

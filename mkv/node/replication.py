@@ -50,6 +50,7 @@ from mkv.node.registry import PartitionRegistry
 from mkv.observe.logs import fields
 from mkv.operations import Operation, run_stoppable
 from mkv.partition.task import Partition, Read
+from mkv.pipeline import ReplicateStage, Write
 from mkv.rpc.server import BidiStream, Handler, ServerStream
 from mkv.snapshots.stores import begin_capture
 from mkv.snapshots.transfer import feed_writes, hash_rows
@@ -211,6 +212,11 @@ class ReplicationService:
         start = first.WhichOneof("start")
         if start is None:
             raise InvalidArgumentError("The first FetchRequest must say where to start.")
+        if first.replica:
+            async with aclosing(self._replica(partition, first, requests)) as answers:
+                async for answer in answers:
+                    yield answer
+            return
         if start == "snapshot":
             position = -1
             # Closed here, not by the garbage collector, when the stream ends early.
@@ -240,6 +246,140 @@ class ReplicationService:
             if response.records.records:
                 position = response.records.records[-1].seq
             request = await _next(requests)
+
+    async def _replica(
+        self,
+        partition: Partition,
+        first: pb.FetchRequest,
+        requests: AsyncIterator[pb.FetchRequest],
+    ) -> AsyncGenerator[pb.FetchResponse, None]:
+        """A replica's stream (issue 16): Truncate first if its log may hold
+        records of an older epoch past where that epoch ends here, then the
+        log, applied or not, each record with its epoch; the replica's
+        durable seq, as far as it matches this log, feeds the in-sync set.
+
+        Raises:
+            FailedPreconditionError: the partition is not led here with
+                replicas, the follower is not one of them, or its log holds
+                an epoch newer than this leader's (this leader is stale).
+        """
+        stage = partition.replicate_stage()
+        isr = None if stage is None else stage.isr
+        if stage is None or isr is None:
+            raise FailedPreconditionError(
+                f"Partition {partition.id} is not led with replicas on this node: "
+                "a replica stream is refused."
+            )
+        node = first.follower
+        if node not in isr.replicas or node == isr.leader:
+            raise FailedPreconditionError(
+                f"Node {node!r} is not a replica of partition {partition.id} (its replicas "
+                f"are {', '.join(isr.replicas)}): its replica stream is refused."
+            )
+        epoch = stage.epoch
+        if first.last_epoch > epoch:
+            raise FailedPreconditionError(
+                f"The replica's log of partition {partition.id} holds epoch {first.last_epoch}, "
+                f"newer than this leader's epoch {epoch}: this leader is stale."
+            )
+        who = (partition.id, node)
+        request: pb.FetchRequest | None = first
+        if first.WhichOneof("start") == "snapshot":
+            position = -1
+            async with aclosing(self._snapshot(partition, first, requests, who)) as snapshot:
+                async for response in snapshot:
+                    if response.WhichOneof("body") == "snapshot_begin":
+                        position = response.snapshot_begin.seq
+                    yield self._replica_answer(stage, response)
+            if position < 0:
+                return
+            request = await _next(requests)
+        elif first.last_epoch < epoch:
+            # KIP-101: the replica's records of its last epoch match this log
+            # up to where that epoch ends here; anything past is cut.
+            position = min(stage.history.end_of(first.last_epoch, stage.log_end), first.after_seq)
+            stage.truncations += 1
+            log.info(
+                "partition %s: %s asked from seq %d at epoch %d; truncating it to %d",
+                partition.id,
+                node,
+                first.after_seq,
+                first.last_epoch,
+                position,
+                extra=fields(event="replica_truncated", partition=partition.id, seq=position),
+            )
+            yield self._replica_answer(
+                stage, pb.FetchResponse(epoch=epoch, truncate=pb.Truncate(seq=position))
+            )
+            request = await _next(requests)
+        else:
+            position = first.after_seq
+            if position > stage.log_end:
+                raise FailedPreconditionError(
+                    f"Seq {position} is past partition {partition.id}'s log end "
+                    f"{stage.log_end} on this leader at its own epoch: the log diverged."
+                )
+        # The replica's log matches this one up to here: its durable seq counts
+        # for the commit only that far (its first report may be of a tail cut).
+        matched = max(position, 0)
+        while request is not None:
+            self._check(partition, request)
+            if stage.isr is None:
+                # Stepped down (the partition object may linger, stopped).
+                raise UnavailableError(f"This node no longer leads partition {partition.id}.")
+            self.durable[who] = request.durable_seq
+            stage.reported(node, min(request.durable_seq, matched))
+            response = await self._replica_records(partition, stage, matched, _budget(request))
+            yield response
+            if response.WhichOneof("body") == "snapshot_required":
+                return
+            if response.records.records:
+                matched = response.records.records[-1].seq
+            request = await _next(requests)
+
+    def _replica_answer(
+        self, stage: ReplicateStage, response: pb.FetchResponse
+    ) -> pb.FetchResponse:
+        response.epoch = stage.epoch
+        response.commit_seq = stage.commit_seq
+        return response
+
+    async def _replica_records(
+        self, partition: Partition, stage: ReplicateStage, position: int, max_bytes: int
+    ) -> pb.FetchResponse:
+        """The records after ``position``: from the change feed while applied,
+        from the stage's tail above (waiting up to a heartbeat for some)."""
+        with trio.move_on_after(HEARTBEAT_SECONDS):
+            await stage.wait_logged(position)
+        writes: list[Write] = []
+        if position < partition.last_seq():
+            try:
+                writes = feed_writes(partition.feed, position, None)
+            except CompactedError:
+                return self._replica_answer(
+                    stage, pb.FetchResponse(snapshot_required=_required(partition))
+                )
+        size = sum(write.size for write in writes)
+        after = writes[-1].seq if writes else position
+        if size < max_bytes and after >= partition.last_seq():
+            # The feed is read to its end (nothing awaited since): the tail,
+            # trimmed to what is not applied, goes on from there.
+            writes += stage.tail_after(after, max_bytes - size)
+        records: list[pb.Record] = []
+        size = 0
+        for write in writes:
+            if records and size >= max_bytes:
+                break
+            record = pb.Record(
+                seq=write.seq,
+                timestamp=write.timestamp,
+                puts=[data_pb2.Entry(key=k, value=v) for k, v in write.puts],
+                deletes=write.deletes,
+                epoch=stage.epoch_of(write.seq),
+            )
+            records.append(record)
+            size += record.ByteSize()
+        return self._replica_answer(stage, pb.FetchResponse(records=pb.Records(records=records)))
 
     def _epoch(self, partition_id: str) -> int:
         """This node's epoch of ``partition_id``: in cluster mode its leader

@@ -25,6 +25,8 @@ class RegistryStatistics:
         found = []
         for partition in self.registry:
             stats = partition.statistics()
+            states = self.registry.replica_states(partition.id)
+            stage = partition.replicate_stage() if states is not None else None
             found.append(
                 PartitionNumbers(
                     id=partition.id,
@@ -37,6 +39,14 @@ class RegistryStatistics:
                     wal_bytes=stats.wal_bytes,
                     feed_bytes=partition.feed.bytes_retained,
                     watchers=partition.feed.watchers,
+                    replicas=()
+                    if states is None
+                    else tuple(
+                        (r.node, r.lag_records, r.lag_seconds, r.in_sync) for r in states.replicas
+                    ),
+                    truncations=0 if stage is None else stage.truncations,
+                    isr_shrinks=0 if stage is None else stage.isr_shrinks,
+                    isr_expands=0 if stage is None else stage.isr_expands,
                 )
             )
         return found

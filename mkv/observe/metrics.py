@@ -131,6 +131,13 @@ class PartitionNumbers:
     wal_bytes: int
     feed_bytes: int
     watchers: int
+    # A replicated partition led here (issue 16): each follower's
+    # (node, lag in records, lag in seconds, in sync), the Truncate answers
+    # sent to replicas, and the ISR changes this leader made.
+    replicas: tuple[tuple[str, int, float, bool], ...] = ()
+    truncations: int = 0
+    isr_shrinks: int = 0
+    isr_expands: int = 0
 
 
 @attrs.frozen
@@ -359,6 +366,32 @@ class NodeCollector:
             "mkv_partition_store_bytes",
             f"Bytes of the store's files on disk (refreshed every {STORE_STATS_INTERVAL:g} s).",
         )
+        lag_records = GaugeMetricFamily(
+            "mkv_replica_lag_records",
+            "Records a follower of a partition led here is behind the leader's log.",
+            labels=["partition", "replica"],
+        )
+        lag_seconds = GaugeMetricFamily(
+            "mkv_replica_lag_seconds",
+            "Seconds since a follower of a partition led here last had everything logged "
+            "(0 while it has).",
+            labels=["partition", "replica"],
+        )
+        in_sync = GaugeMetricFamily(
+            "mkv_replica_in_sync",
+            "1 while a follower of a partition led here is in its in-sync set, else 0.",
+            labels=["partition", "replica"],
+        )
+        truncations = CounterMetricFamily(
+            "mkv_partition_truncations",
+            "Truncate answers the leader sent replicas of older epochs (since it led).",
+            labels=["partition"],
+        )
+        isr_changes = CounterMetricFamily(
+            "mkv_partition_isr_changes",
+            "In-sync set changes this leader made in etcd: shrink (a laggard out), expand.",
+            labels=["partition", "direction"],
+        )
         state = GaugeMetricFamily(
             "mkv_partition_state",
             "1 for the partition's current state (starting, active, draining, stopped).",
@@ -379,7 +412,16 @@ class NodeCollector:
                 keys.add_metric(labels, store.key_count)
                 size.add_metric(labels, store.size_bytes)
             state.add_metric([stats.id, stats.state], 1)
+            for node, records, seconds, member in stats.replicas:
+                lag_records.add_metric([stats.id, node], records)
+                lag_seconds.add_metric([stats.id, node], seconds)
+                in_sync.add_metric([stats.id, node], 1 if member else 0)
+            if stats.replicas:
+                truncations.add_metric(labels, stats.truncations)
+                isr_changes.add_metric([stats.id, "shrink"], stats.isr_shrinks)
+                isr_changes.add_metric([stats.id, "expand"], stats.isr_expands)
         yield from (inbox, in_flight, applied, synced, segments, wal_bytes, feed, watchers)
+        yield from (lag_records, lag_seconds, in_sync, truncations, isr_changes)
         yield from (keys, size, state)
 
 

@@ -72,16 +72,25 @@ class _Source(Protocol):
     def base_seq(self) -> int: ...
 
 
-def replay_log(store: StateStore, wal: _Source, feed: ChangeFeed) -> int:
+def replay_log(
+    store: StateStore, wal: _Source, feed: ChangeFeed, *, through: int | None = None
+) -> int:
     """Apply the logged writes the store has not seen, and load the newest
     logged writes into ``feed`` (an empty feed starting at the log's
-    ``base_seq``). Returns how many writes were applied."""
+    ``base_seq``). Returns how many writes were applied.
+
+    ``through``: apply (and feed) nothing above it: a replica's log may hold
+    writes past the commit it knew, which its store must not hold yet."""
     applied = store.last_seq()
     tail = _FeedTail(feed.max_bytes)
     pending: list[Record] = []
     size = 0
     count = 0
     for batch in wal.record_batches(wal.base_seq):
+        if through is not None and batch[-1][0] > through:
+            batch = [record for record in batch if record[0] <= through]
+            if not batch:
+                break
         tail.extend(batch)
         if batch[-1][0] <= applied:
             continue

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import itertools
 import logging
 import os
 from collections import deque
@@ -75,8 +76,10 @@ from mkv.partition.feed import WATCH_RETENTION_BYTES, ChangeFeed, FeedEntry, ent
 from mkv.partition.recovery import replay_log, set_aside_for_rebuild
 from mkv.pipeline import (
     UNOBSERVED,
+    Gating,
     Pipeline,
     Recovered,
+    ReplicateStage,
     StageContext,
     StageObserver,
     WalStage,
@@ -246,6 +249,7 @@ class Partition:
         stage_observer: StageObserver = UNOBSERVED,
         workers: WorkerPool | None = None,
         history_floor: int = 0,
+        replay_through: int | None = None,
     ):
         """Args:
         on_failure: called once, in the partition's task, when the partition
@@ -255,6 +259,12 @@ class Partition:
             on a lane of it each; None: on threads of the partition's own.
         history_floor: watch positions below this are refused (a merge's
             survivor: see ``CatalogEntry.history_floor``).
+        replay_through: the commit seq a replica's log is known to hold
+            (its epoch file's): at start the log is replayed into the store
+            only up to it (or the store's own seq, if higher); the records
+            after it are adopted as writes in flight, logged already, that
+            the pipeline's later stages (the replicate stage) must finish
+            before they are applied. None: replay the whole log.
         """
         self.id = partition_id
         self.range = key_range
@@ -303,6 +313,9 @@ class Partition:
         self._unanswered = _Tally()
         self._watch_retention_bytes = watch_retention_bytes
         self.history_floor = history_floor
+        self._replay_through = replay_through
+        # Asynchronous stages that may refuse writes before numbering (min_isr).
+        self._gates: list[Gating] = []
         self.feed = ChangeFeed(watch_retention_bytes, retained_after=0)
         self._feed_changed = trio.Event()
         self._stopped = trio.Event()
@@ -412,6 +425,10 @@ class Partition:
                 return move
         return None
 
+    def replicate_stage(self) -> ReplicateStage | None:
+        """The pipeline's replicate stage (what a leader's Fetch serves from), if any."""
+        return None if self._pipeline is None else self._pipeline.replicate
+
     def last_seq(self) -> int:
         """The last sequence number applied to the store (acknowledged writes
         may be ahead of it for a moment: see ``wait_applied``)."""
@@ -456,10 +473,21 @@ class Partition:
         return await trio.to_thread.run_sync(store.stats)
 
     def close(self) -> None:
-        """Accept nothing more; the task drains what is queued, then stops."""
+        """Accept nothing more; the task drains what is queued, then stops.
+
+        Writes a stage holds for others (the replicate stage: waiting for
+        followers that may never answer) fail UNAVAILABLE, their outcome
+        unknown, so the drain ends."""
         if self.state not in (PartitionState.STOPPED, PartitionState.FAILED):
             self.state = PartitionState.DRAINING
         self._send.close()
+        for gate in self._gates:
+            gate.abandon(
+                UnavailableError(
+                    f"Partition {self.id} stopped before the write was replicated: "
+                    "its outcome is unknown; retry and check."
+                )
+            )
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
@@ -516,8 +544,15 @@ class Partition:
         self._worker = worker
         pipeline = self._pipeline = build_pipeline(
             self.pipeline_specs,
-            StageContext(self.id, self.directory, self._stage_observer, self._workers),
+            StageContext(
+                self.id,
+                self.directory,
+                self._stage_observer,
+                self._workers,
+                applied_seq=lambda: self._last_applied,
+            ),
         )
+        self._gates = [stage for stage in pipeline.async_ if isinstance(stage, Gating)]
         wal = pipeline.wal
         started = False
 
@@ -526,6 +561,7 @@ class Partition:
                 self.store_kind, self.directory, logged=wal is not None, options=self.store_options
             )
 
+        adopted: list[Write] = []
         try:
             logged: Recovered | None = None
             try:
@@ -562,7 +598,15 @@ class Partition:
                 # store's seq: a watch from before it must hear so.
                 base = wal.base_seq if in_log.last_seq > 0 else store.last_seq()
                 feed = self.feed = ChangeFeed(self._watch_retention_bytes, base)
-                replayed = await worker.run_sync(lambda: replay_log(store, wal, feed))
+                through = None
+                if self._replay_through is not None:
+                    through = max(self._replay_through, store.last_seq())
+                replayed = await worker.run_sync(
+                    lambda: replay_log(store, wal, feed, through=through)
+                )
+                if through is not None and through < in_log.last_seq:
+                    # Never applied: finished by the stages after the log.
+                    adopted = await worker.run_sync(lambda: list(wal.replay(through)))
                 if replayed:
                     log.info(
                         "partition %s: replayed %d writes from its log",
@@ -573,7 +617,12 @@ class Partition:
             feed.skip_to(store.last_seq())
             restore(pipeline, recovered)
             self._next_seq = recovered.last_seq + 1
-            self._turnstiles = [_Turnstile(self._next_seq) for _ in pipeline.async_[1:]]
+            first = adopted[0].seq if adopted else self._next_seq
+            self._turnstiles = [_Turnstile(first) for _ in pipeline.async_[1:]]
+            for turnstile in self._turnstiles:
+                for before, after in itertools.pairwise(adopted):
+                    if after.seq != before.seq + 1:
+                        turnstile.jump(before.seq + 1, after.seq)
             self._last_applied = store.last_seq()
             window = self._window = OrderedWindow[_Pending, None](WINDOW_SIZE)
             async with trio.open_nursery() as nursery:
@@ -594,6 +643,7 @@ class Partition:
                 )
                 task_status.started()
                 started = True
+                await self._adopt(adopted, window, pipeline, nursery)
                 async with self._inbox:
                     async for pending in self._inbox:
                         await self._admit(pending, window, pipeline, nursery)
@@ -692,6 +742,13 @@ class Partition:
         if isinstance(command, Extend):
             await self._admit_extend(command, window, ticket, pipeline)
             return
+        if self._gates and not (isinstance(command, Upsert) and not command.puts):
+            # (An upsert of nothing is a new leader's epoch-start record, never
+            # a client's: it is how the ISR gets to commit, so never refused.)
+            for gate in self._gates:
+                if (refusal := gate.admission()) is not None:
+                    window.fail(ticket, refusal)
+                    return
         if self._shrunk and not (isinstance(command, Remove) and command.purge):
             # Only after a cut-over: the list of keys costs a write ~1 µs a key.
             try:
@@ -742,6 +799,25 @@ class Partition:
         nursery.start_soon(
             self._through_async_stages, window, ticket, pipeline, write, first, pending.depends
         )
+
+    async def _adopt(
+        self,
+        adopted: list[Write],
+        window: OrderedWindow[_Pending, None],
+        pipeline: Pipeline,
+        nursery: trio.Nursery,
+    ) -> None:
+        """Take the writes logged past the replay point into the window, as
+        if just logged: the stages after the log finish them (a new leader's
+        ISR commits them), and only then are they applied, in order."""
+        for write in adopted:
+            pending = _Pending(Upsert(puts=write.puts, size=write.size), self._unanswered)
+            pending.write = write
+            ticket = await window.admit(pending)
+            self._decisions.numbered(write)
+            nursery.start_soon(
+                self._through_async_stages, window, ticket, pipeline, write, _logged(), ()
+            )
 
     async def _admit_extend(
         self,
@@ -1158,6 +1234,10 @@ class _Turnstile:
         self._next = self._jumps.pop(self._next, self._next)
         if (waiting := self._waiting.pop(self._next, None)) is not None:
             waiting.set()
+
+
+async def _logged() -> None:
+    """An adopted write's log stage: done before the partition started."""
 
 
 async def _outcome(stage_work: Awaitable[None]) -> MkvError | None:

@@ -7,6 +7,9 @@ Built-in stages, by the name a pipeline spec uses:
 - ``sanitize-json:<field>,...`` (and ``sanitize-json-strict``): drop fields
   from JSON values.
 - ``wal[:always|interval=<ms>|off][,group=off]``: the write-ahead log.
+- ``replicate[:sync|async]``: after ``wal``, a write completes once every
+  in-sync replica has it durable (``async``: at once); see
+  ``mkv.pipeline.replicate``.
 
 Applications add their own with ``register_stage``.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 from mkv.pipeline.base import (
     UNOBSERVED,
     AsyncStage,
+    Gating,
     Recovered,
     StageContext,
     StageObserver,
@@ -24,6 +28,7 @@ from mkv.pipeline.base import (
 from mkv.pipeline.clock import TimestampStage
 from mkv.pipeline.filters import FACTORIES as _FILTERS
 from mkv.pipeline.reorder import OrderedWindow, Released
+from mkv.pipeline.replicate import ReplicateStage
 from mkv.pipeline.spec import (
     Pipeline,
     build_pipeline,
@@ -39,10 +44,12 @@ __all__ = [
     "DEFAULT_PIPELINES",
     "UNOBSERVED",
     "AsyncStage",
+    "Gating",
     "OrderedWindow",
     "Pipeline",
     "Recovered",
     "Released",
+    "ReplicateStage",
     "StageContext",
     "StageObserver",
     "SyncStage",
@@ -73,3 +80,4 @@ register_stage("timestamp", TimestampStage.from_spec)
 for _name, _factory in _FILTERS.items():
     register_stage(_name, _factory)
 register_stage("wal", WalStage.from_spec)
+register_stage("replicate", ReplicateStage.from_spec)

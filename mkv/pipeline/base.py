@@ -12,19 +12,21 @@ applied or answered. Synchronous stages come first.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import attrs
 import trio
 
+from mkv.errors import MkvError
 from mkv.records import Write
 from mkv.worker import WorkerPool
 
 __all__ = [
     "UNOBSERVED",
     "AsyncStage",
+    "Gating",
     "Recovered",
     "Restorable",
     "StageContext",
@@ -80,6 +82,9 @@ class StageContext:
     # The node's thread pool, for a stage's blocking work in order (the log's
     # lane); None: a stage that needs a thread starts its own.
     workers: WorkerPool | None = None
+    # The partition's last applied seq, asked when needed (a stage that keeps
+    # writes until the store has them: the replicate stage's tail).
+    applied_seq: Callable[[], int] = lambda: 0
 
 
 @runtime_checkable
@@ -96,6 +101,21 @@ class Restorable(Protocol):
     """A stage with state that must carry on from before a restart (a clock)."""
 
     def restore(self, recovered: Recovered) -> None: ...
+
+
+@runtime_checkable
+class Gating(Protocol):
+    """An asynchronous stage that may refuse writes before they are numbered
+    (so nothing is logged: the replicate stage below min_isr) and that holds
+    writes it must fail when the partition closes."""
+
+    def admission(self) -> MkvError | None:
+        """Why writes are refused now, or None."""
+        ...
+
+    def abandon(self, error: MkvError) -> None:
+        """Fail every write the stage holds with ``error``; admit nothing more."""
+        ...
 
 
 @runtime_checkable

@@ -22,6 +22,9 @@ __all__ = ["FollowerProgress", "InSyncSet"]
 class FollowerProgress:
     durable_seq: int = 0
     caught_up_at: float = 0.0  # the last time it had everything logged
+    # Whether it has reported at all to this leader: one that never fetched
+    # has reached no commit seq (not even 0) and is not added back.
+    reported: bool = False
 
 
 class InSyncSet:
@@ -79,6 +82,7 @@ class InSyncSet:
         if progress is None:
             return  # not a replica (any more): its reports count for nothing
         progress.durable_seq = max(progress.durable_seq, durable_seq)
+        progress.reported = True
         if progress.durable_seq >= self._logged_seq:
             progress.caught_up_at = now
 
@@ -114,7 +118,7 @@ class InSyncSet:
         return frozenset(
             node
             for node, progress in self._followers.items()
-            if node not in self.isr and progress.durable_seq >= commit
+            if node not in self.isr and progress.reported and progress.durable_seq >= commit
         )
 
     def lag(self, node: str, now: float) -> tuple[int, float]:

@@ -16,6 +16,7 @@ import attrs
 
 from mkv.errors import InvalidArgumentError, shown
 from mkv.pipeline.base import AsyncStage, Recovered, Restorable, StageContext, SyncStage
+from mkv.pipeline.replicate import ReplicateStage
 from mkv.pipeline.wal_stage import WalStage
 
 __all__ = [
@@ -62,6 +63,11 @@ class Pipeline:
         """The pipeline's write-ahead log, which recovery replays, if it has one."""
         return next((s for s in self.async_ if isinstance(s, WalStage)), None)
 
+    @property
+    def replicate(self) -> ReplicateStage | None:
+        """The pipeline's replicate stage (a leader's Fetch serves its tail), if any."""
+        return next((s for s in self.async_ if isinstance(s, ReplicateStage)), None)
+
 
 def restore(pipeline: Pipeline, recovered: Recovered) -> None:
     """Carry the stages' state on from before a restart."""
@@ -88,6 +94,12 @@ def build_pipeline(specs: Sequence[str], context: StageContext) -> Pipeline:
                 f"{', '.join(stage_names())}."
             )
         stage = factory(argument, context)
+        if name == "replicate" and not any(isinstance(s, WalStage) for s in async_):
+            # It ships the leader's log and waits for followers to have what
+            # is durable here: without a log before it there is nothing to ship.
+            raise InvalidArgumentError(
+                "Stage 'replicate' must come after the 'wal' stage (it replicates the log)."
+            )
         if isinstance(stage, AsyncStage):
             async_.append(stage)
         elif async_:
