@@ -544,7 +544,9 @@ def test_the_replica_settings_have_defaults_and_are_checked(tmp_path: Path) -> N
 
 
 def test_the_cluster_pipeline_replicates_after_the_log(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Off until the replicate stage's spec exists (the data path's branch).
+    # On since the replica data path is merged (the switch can turn it off).
+    assert cluster_pipeline(("timestamp", "wal"), "sync") == ("timestamp", "wal", "replicate:sync")
+    monkeypatch.setattr(cluster_local, "REPLICATE_STAGE", False)
     assert cluster_pipeline(("timestamp", "wal"), "sync") == ("timestamp", "wal")
     monkeypatch.setattr(cluster_local, "REPLICATE_STAGE", True)
     assert cluster_pipeline(("timestamp", "wal:always", "x"), "async") == (

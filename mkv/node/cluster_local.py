@@ -23,7 +23,7 @@ __all__ = ["REPLICATE_STAGE", "RegistryPartitions", "ReplicaRegistry", "cluster_
 # stage spec comes with the replica data path (branch ``replica``, issue 16):
 # until that is merged the spec does not exist and check_pipeline would refuse
 # it, so this stays False; the integration sets it True (the one switch).
-REPLICATE_STAGE = False
+REPLICATE_STAGE = True
 
 
 def cluster_pipeline(pipeline: Sequence[str], replicate: str) -> tuple[str, ...]:
