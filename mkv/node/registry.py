@@ -1464,6 +1464,8 @@ class PartitionRegistry:
             replay_through=commit_seq,
         )
         await self._run(partition)
+        # Routed (a follower's copy is not; a stopped leader's was already).
+        self._publish(self._router.version + 1)
         return partition
 
     def spawn(self, fn: Callable[[str], Awaitable[None]], partition_id: str) -> None:
