@@ -582,3 +582,48 @@ async def test_a_restarted_leader_keeps_its_epochs_and_serves_writes_only_once_l
                     (3, 7, 0),
                     (4, 7, 1),
                 ]
+
+
+async def test_a_replica_too_far_behind_starts_from_a_snapshot_and_rejoins(
+    tmp_path: Path,
+) -> None:
+    """A replica's stream may start with a snapshot (its log is too old for
+    the leader's feed): then the records after it, its durable seq counted
+    from the snapshot's seq; once at the commit it is back in the ISR."""
+    with trio.fail_after(60):
+        async with (
+            leader_node(tmp_path) as node,
+            open_channel(node.data_address) as channel,
+            trio.open_nursery() as nursery,
+        ):
+            isr = MemoryIsr()
+            nursery.start_soon(keep_up, node, "n2", 5)
+            await lead(node, 5, REPLICAS, isr, in_sync=("n1", "n2"))
+            for i in range(3):
+                await upsert(channel, b"k%d" % i, b"v%d" % i)
+            async with open_bidi(
+                node.control_address, REPLICATION, "Fetch", rpb.FetchRequest, rpb.FetchResponse
+            ) as call:
+                await call.send(
+                    rpb.FetchRequest(
+                        partition_id=PID, epoch=5, snapshot=True, follower="n3", replica=True
+                    )
+                )
+                n3 = Replica(call, "n3", 5)
+                begin = await n3.receive()
+                assert begin.snapshot_begin.seq == 4
+                assert begin.epoch == 5
+                assert begin.commit_seq == 4  # the ISR's, not the applied seq
+                rows = []
+                while (answer := await n3.ask(0)).WhichOneof("body") == "snapshot_rows":
+                    rows += [(r.key, r.value) for r in answer.snapshot_rows.rows]
+                assert answer.WhichOneof("body") == "snapshot_end"
+                assert rows == [(b"k%d" % i, b"v%d" % i) for i in range(3)]
+                seq = await upsert(channel, b"k9", b"v9")
+                await n3.until(seq, durable_seq=4)
+                assert [(r.seq, r.epoch) for r in n3.records] == [(seq, 5)]
+                with trio.fail_after(5):
+                    while len(isr.events) < 1:
+                        await n3.ask(seq)
+                assert isr.events == [("isr", 5, frozenset(REPLICAS))]
+            nursery.cancel_scope.cancel()

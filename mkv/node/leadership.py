@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Literal, Protocol
 
 import trio
@@ -58,6 +59,10 @@ class _Registry(Protocol):
     def purging(self, partition_id: str) -> tuple[KeyRange, ...]: ...
 
     async def start_leader(self, entry: CatalogEntry, commit_seq: int) -> Partition: ...
+
+    async def release_replica(self, partition_id: str) -> CatalogEntry | None: ...
+
+    def directory_of(self, partition_id: str) -> Path: ...
 
     def spawn(self, fn: Callable[[str], Awaitable[None]], partition_id: str) -> None: ...
 
@@ -98,9 +103,10 @@ class Leaderships:
             raise FailedPreconditionError(
                 f"This node ({me!r}) is not among partition {partition_id}'s replicas."
             )
-        # (With the follower's half merged: a ReplicaFollower of the
-        # partition is closed here first, leaving store, log and epoch file
-        # consistent, and its files opened as below.)
+        # A follower of it here is closed first; its files are opened as a
+        # stopped leader's are.
+        if (entry := await registry.release_replica(partition_id)) is not None:
+            await self._open(entry)
         partition = registry.partition(partition_id)
         if partition is None:
             raise NotFoundError(f"No partition {partition_id!r} on this node to lead.")
@@ -109,7 +115,16 @@ class Leaderships:
             partition.close()
             await partition.wait_stopped()
         if partition.state in (PartitionState.STOPPED, PartitionState.FAILED):
-            partition = await self._open(partition)
+            partition = await self._open(
+                CatalogEntry(
+                    partition.id,
+                    partition.range,
+                    partition.store_kind,
+                    partition.pipeline_specs,
+                    registry.purging(partition.id),
+                    partition.history_floor,
+                )
+            )
         stage = partition.replicate_stage()
         if stage is None:
             raise FailedPreconditionError(
@@ -155,20 +170,13 @@ class Leaderships:
             extra=fields(event="replica_leading", partition=partition_id, seq=result.seq),
         )
 
-    async def _open(self, stopped: Partition) -> Partition:
-        """Open a stopped partition's files as its leader: the log replayed
-        only up to the commit known (the store's seq, or the epoch file's),
-        the rest adopted as writes the ISR must commit first."""
+    async def _open(self, entry: CatalogEntry) -> Partition:
+        """Open a partition's files as its leader: the log replayed only up
+        to the commit known (the store's seq, or the epoch file's), the rest
+        adopted as writes the ISR must commit first."""
         registry = self._registry
-        history = await trio.to_thread.run_sync(read_epoch_file, stopped.directory / EPOCH_FILE)
-        entry = CatalogEntry(
-            stopped.id,
-            stopped.range,
-            stopped.store_kind,
-            stopped.pipeline_specs,
-            registry.purging(stopped.id),
-            stopped.history_floor,
-        )
+        path = registry.directory_of(entry.id) / EPOCH_FILE
+        history = await trio.to_thread.run_sync(read_epoch_file, path)
         return await registry.start_leader(entry, history.commit_seq)
 
     def failed(self, partition_id: str) -> bool:

@@ -1434,8 +1434,23 @@ class PartitionRegistry:
 
     async def step_down(self, partition_id: str, leader: LeaderRef | None) -> None:
         """Stop leading: unacknowledged writes fail UNAVAILABLE; the partition
-        stops (following ``leader`` is the follower's half)."""
+        stops, then follows ``leader``."""
         await self._leaderships.step_down(partition_id)
+        await self.follow_stepped_down(partition_id, leader)
+
+    # The seam with the follower's half (``mkv.node.replica_follower``,
+    # another branch): these two bodies are its to fill in.
+
+    async def release_replica(self, partition_id: str) -> CatalogEntry | None:
+        """Close this node's follower of ``partition_id`` (leaving its store,
+        log and epoch file consistent) and hand back its entry, for ``lead``
+        to open its files as the leader's; None: no follower runs here."""
+        return None
+
+    async def follow_stepped_down(self, partition_id: str, leader: LeaderRef | None) -> None:
+        """Open a partition stopped by ``step_down`` as a follower of
+        ``leader`` (``open_follower`` on its files). Without the follower's
+        half it stays stopped: refusing requests, in the catalog."""
 
     def role(self, partition_id: str) -> Role | None:
         """ "leader" once serving after ``lead``; None otherwise."""
@@ -1464,7 +1479,12 @@ class PartitionRegistry:
             replay_through=commit_seq,
         )
         await self._run(partition)
+        # Routed (a follower's copy is not; a stopped leader's was already).
+        self._publish(self._router.version + 1)
         return partition
+
+    def directory_of(self, partition_id: str) -> Path:
+        return self._directory(partition_id)
 
     def spawn(self, fn: Callable[[str], Awaitable[None]], partition_id: str) -> None:
         """Run ``fn(partition_id)`` in the registry's nursery (a deposed

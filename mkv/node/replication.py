@@ -360,7 +360,9 @@ class ReplicationService:
                     stage, pb.FetchResponse(snapshot_required=_required(partition))
                 )
         size = sum(write.size for write in writes)
-        after = writes[-1].seq if writes else position
+        # No write in the feed past the position: every seq up to its end was
+        # skipped (a write that failed), and the tail goes on from there.
+        after = writes[-1].seq if writes else max(position, partition.feed.last_seq)
         if size < max_bytes and after >= partition.last_seq():
             # The feed is read to its end (nothing awaited since): the tail,
             # trimmed to what is not applied, goes on from there.
