@@ -27,6 +27,30 @@ with the indeterminate calls as such. ``replicas`` hooks in more readers
     run = await run_writers(seeds, seconds=6, fault=kill_leader, fault_at=2)
     async with mkv.Client.connect(*seeds) as db:
         await run.verify(db)
+
+Runs on one cluster may follow each other: each starts its history from the
+registers and counters the one before left. ``Load.batch_bytes`` sets the
+batches' size (moves cannot yet follow 1 MiB batches: tests/test_failover.py,
+``MOVE_BATCH_BYTES``).
+
+The cluster (``cluster``): any number of ``mkv serve`` nodes logging JSON,
+``LAYOUT``'s partitions placed with ``replicas`` each (1 by default, the
+tests here; 3 for the replicated ones), leader i mod size. Faults:
+
+- kill -9: ``await c.nodes[i].stop(signal.SIGKILL)``, then
+  ``await c.nodes[i].start(same_ports=True)`` to bring it back;
+- pause: SIGSTOP / SIGCONT to ``c.nodes[i].process`` (``_pause`` in
+  tests/test_failover.py);
+- network cut: ``cluster(..., inside=(i, ns))`` runs node i in a network
+  namespace (tests/netns.py), ``ns.cut_off(etcd_port, *its_ports)`` cuts it
+  off from etcd (and from clients, given their ports), ``ns.heal()``;
+- aim a fault at whoever leads a partition now:
+  ``c.nodes[await c.leader_index("b")]`` (ListPartitions).
+
+After a run: ``c.serving()`` gives every partition's serving intervals from
+the nodes' own logs (tests/serving.py: ``assert_disjoint``, ``covering``);
+``logged_at(log, event)`` the times of any logged event (``cluster_lease_lost``,
+``serving_stop``) for checks of when a node noticed what.
 """
 
 from __future__ import annotations
@@ -403,6 +427,12 @@ class Cluster:
     def node(self, node_id: str) -> ServerProcess:
         return self.nodes[self.ids.index(node_id)]
 
+    async def leader_index(self, partition_id: str) -> int:
+        """The index in ``nodes`` of the node leading ``partition_id`` now
+        (ListPartitions), to aim a fault at whoever leads after a failover."""
+        leaders = await self.leaders()
+        return self.ids.index(leaders[partition_id])
+
     async def serves_all(self, *, within: float = 30.0) -> None:
         """Wait until every partition answers a write through a fresh client."""
 
@@ -423,6 +453,7 @@ async def cluster(
     stubs: GrpcioStubs,
     *,
     size: int = 3,
+    replicas: int = 1,
     inside: tuple[int, Namespace] | None = None,
     extra: Sequence[str] = (),
 ) -> AsyncIterator[Cluster]:
@@ -430,6 +461,8 @@ async def cluster(
     mod size); killed afterwards.
 
     Args:
+        replicas: each partition's replica count (AddPartition's; 0 the
+            cluster's default), its leader node i mod size.
         inside: (i, namespace): node i runs in that network namespace
             (tests/netns.py), reached at its address there, so that
             ``namespace.cut_off`` can cut it from etcd and its clients; etcd
@@ -467,7 +500,7 @@ async def cluster(
                 await call(
                     control.AddPartition,
                     control_pb2.AddPartitionRequest(
-                        id=pid, start=start, end=end, node=ids[i % size]
+                        id=pid, start=start, end=end, node=ids[i % size], replicas=replicas
                     ),
                 )
         for i, (pid, _, _) in enumerate(LAYOUT):
