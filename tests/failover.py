@@ -27,6 +27,30 @@ with the indeterminate calls as such. ``replicas`` hooks in more readers
     run = await run_writers(seeds, seconds=6, fault=kill_leader, fault_at=2)
     async with mkv.Client.connect(*seeds) as db:
         await run.verify(db)
+
+Runs on one cluster may follow each other: each starts its history from the
+registers and counters the one before left. ``Load.batch_bytes`` sets the
+batches' size (moves cannot yet follow 1 MiB batches: tests/test_failover.py,
+``MOVE_BATCH_BYTES``).
+
+The cluster (``cluster``): any number of ``mkv serve`` nodes logging JSON,
+``LAYOUT``'s partitions placed with ``replicas`` each (1 by default, the
+tests here; 3 for the replicated ones), leader i mod size. Faults:
+
+- kill -9: ``await c.nodes[i].stop(signal.SIGKILL)``, then
+  ``await c.nodes[i].start(same_ports=True)`` to bring it back;
+- pause: SIGSTOP / SIGCONT to ``c.nodes[i].process`` (``_pause`` in
+  tests/test_failover.py);
+- network cut: ``cluster(..., inside=(i, ns))`` runs node i in a network
+  namespace (tests/netns.py), ``ns.cut_off(etcd_port, *its_ports)`` cuts it
+  off from etcd (and from clients, given their ports), ``ns.heal()``;
+- aim a fault at whoever leads a partition now:
+  ``c.nodes[await c.leader_index("b")]`` (ListPartitions).
+
+After a run: ``c.serving()`` gives every partition's serving intervals from
+the nodes' own logs (tests/serving.py: ``assert_disjoint``, ``covering``);
+``logged_at(log, event)`` the times of any logged event (``cluster_lease_lost``,
+``serving_stop``) for checks of when a node noticed what.
 """
 
 from __future__ import annotations
@@ -45,7 +69,7 @@ import mkv
 from mkv.client.channel import NotSentError
 from mkv.errors import BadNodeError, ConditionFailedError, MkvError
 from mkv.v1 import control_pb2
-from tests.cluster import Stubs, cluster_node, eventually, leader_of, running
+from tests.cluster import LEASE_TTL, Stubs, cluster_node, eventually, leader_of, running
 from tests.etcd import EtcdProcess
 from tests.grpcio_stubs import GrpcioStubs, call
 from tests.linearizability import (
@@ -56,6 +80,7 @@ from tests.linearizability import (
     Status,
     check,
 )
+from tests.netns import Namespace
 from tests.processes import ServerProcess
 from tests.serving import Interval, intervals
 
@@ -122,6 +147,8 @@ class Run:
     answers: list[Answer] = attrs.field(factory=list)
     # Errors by class name, for the report.
     errors: dict[str, int] = attrs.field(factory=dict)
+    # Counters' values before the run (an earlier run's on the same cluster).
+    initial: dict[bytes, int] = attrs.field(factory=dict)
     calls: int = 0
 
     def outcomes(self) -> dict[str, int]:
@@ -165,8 +192,10 @@ class Run:
             ops = [op for op in self.counters.operations if op.key == key and op.kind == "incr"]
             acked = sum(op.args[0] for op in ops if op.outcome is Outcome.OK)
             unknown = sum(op.args[0] for op in ops if op.outcome is Outcome.INDETERMINATE)
-            assert acked <= final <= acked + unknown, (
-                f"counter {key!r} is {final}: {acked} acknowledged, {unknown} indeterminate"
+            was = self.initial.get(key, 0)
+            assert acked <= final - was <= acked + unknown, (
+                f"counter {key!r} is {final}, {was} before the run: {acked} acknowledged, "
+                f"{unknown} indeterminate"
             )
             for read in readers[1:]:
                 assert await read([key]) == [raw], f"counter {key!r} differs on a replica"
@@ -321,6 +350,18 @@ async def run_writers(
             await call(run.counters, f"i{n}", key, "incr", (1,), incr, write=True)
 
     async with mkv.Client.connect(*seeds) as db, trio.open_nursery() as nursery:
+        # What an earlier run on the same cluster left: the history starts
+        # from it (a write completed before any call of this run began).
+        for history, keys in ((run.registers, load.registers), (run.counters, load.counters)):
+            for key in keys:
+                item = await db.get_item(key)
+                if item is None:
+                    continue
+                value: object = item.value
+                if history is run.counters:
+                    value = run.initial[key] = int(item.value)
+                token = history.invoke("before", key, "write", (value,))
+                history.complete(token, Outcome.OK, None)
         for n in range(load.upserts):
             nursery.start_soon(upserter, db, n)
         for n in range(load.batches):
@@ -386,6 +427,12 @@ class Cluster:
     def node(self, node_id: str) -> ServerProcess:
         return self.nodes[self.ids.index(node_id)]
 
+    async def leader_index(self, partition_id: str) -> int:
+        """The index in ``nodes`` of the node leading ``partition_id`` now
+        (ListPartitions), to aim a fault at whoever leads after a failover."""
+        leaders = await self.leaders()
+        return self.ids.index(leaders[partition_id])
+
     async def serves_all(self, *, within: float = 30.0) -> None:
         """Wait until every partition answers a write through a fresh client."""
 
@@ -401,14 +448,51 @@ class Cluster:
 
 @contextlib.asynccontextmanager
 async def cluster(
-    tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs, *, size: int = 3
+    tmp_path: Path,
+    etcd: EtcdProcess,
+    stubs: GrpcioStubs,
+    *,
+    size: int = 3,
+    replicas: int = 1,
+    inside: tuple[int, Namespace] | None = None,
+    extra: Sequence[str] = (),
 ) -> AsyncIterator[Cluster]:
     """``size`` nodes with ``LAYOUT`` placed on them (partition i on node i
-    mod size); killed afterwards."""
-    nodes = [cluster_node(tmp_path, f"n{i}", etcd, "--log-format", "json") for i in range(size)]
+    mod size); killed afterwards.
+
+    Args:
+        replicas: each partition's replica count (AddPartition's; 0 the
+            cluster's default), its leader node i mod size.
+        inside: (i, namespace): node i runs in that network namespace
+            (tests/netns.py), reached at its address there, so that
+            ``namespace.cut_off`` can cut it from etcd and its clients; etcd
+            must then listen beyond loopback (``etcd.listen_host``).
+        extra: more ``mkv serve`` arguments for every node.
+    """
+    nodes = []
+    for i in range(size):
+        if inside is not None and inside[0] == i:
+            ns = inside[1]
+            nodes.append(
+                ServerProcess(
+                    tmp_path / f"n{i}",
+                    *("--etcd", f"http://{ns.host_ip}:{etcd.client_port}", "--cluster", "test"),
+                    *("--lease-ttl", str(LEASE_TTL), "--advertise-addr", ns.inside_ip),
+                    *("--log-format", "json", *extra),
+                    # Its control plane stays on the namespace's loopback
+                    # (a token would be needed beyond it): it is driven
+                    # through the other nodes.
+                    data_host=ns.inside_ip,
+                    prefix=ns.prefix,
+                )
+            )
+        else:
+            nodes.append(cluster_node(tmp_path, f"n{i}", etcd, "--log-format", "json", *extra))
     rpc = Stubs(stubs)
     async with running(*nodes):
-        ids = [(await rpc.status(node)).node_id for node in nodes]
+        # Kept in the data directory, written before the node listens (a
+        # node in a namespace has no control port reachable from here).
+        ids = [(node.data_dir / "node-id").read_text().strip() for node in nodes]
         await leader_of(rpc, nodes[0], "default")
         with rpc.control(nodes[0]) as control:
             await call(control.RemovePartition, control_pb2.RemovePartitionRequest(id="default"))
@@ -416,7 +500,7 @@ async def cluster(
                 await call(
                     control.AddPartition,
                     control_pb2.AddPartitionRequest(
-                        id=pid, start=start, end=end, node=ids[i % size]
+                        id=pid, start=start, end=end, node=ids[i % size], replicas=replicas
                     ),
                 )
         for i, (pid, _, _) in enumerate(LAYOUT):

@@ -69,6 +69,31 @@ class Namespace:
             timeout=10,
         )
 
+    def cut_off(self, etcd_port: int, *ports: int) -> None:
+        """Cut the namespace off from etcd (the host's ``etcd_port``, both
+        ways) and, given ``ports``, from its clients: nothing from the host
+        reaches those ports. What it sends out still leaves, so an answer it gives
+        while cut off reaches its client at once (not later, when a healed
+        link lets TCP retransmit it): a late answer shows when it was given."""
+        served = ", ".join(str(port) for port in ports)
+        clients = f"    ip saddr {self.host_ip} tcp dport {{ {served} }} drop\n" if ports else ""
+        rules = (
+            "table inet mkvcut {\n"
+            "  chain out { type filter hook output priority 0; policy accept;\n"
+            f"    ip daddr {self.host_ip} tcp dport {etcd_port} drop\n  }}\n"
+            "  chain in { type filter hook input priority 0; policy accept;\n"
+            f"    ip saddr {self.host_ip} tcp sport {etcd_port} drop\n"
+            f"{clients}  }}\n"
+            "}\n"
+        )
+        subprocess.run(
+            [*self.prefix, "nft", "-f", "-"],
+            input=rules.encode(),
+            check=True,
+            capture_output=True,
+            timeout=10,
+        )
+
     def heal(self) -> None:
         _run(*self.prefix, "nft", "delete", "table", "inet", "mkvcut")
 
