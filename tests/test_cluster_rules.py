@@ -624,3 +624,15 @@ def test_files_set_aside_are_deleted_after_the_grace(tmp_path: Path) -> None:
     os.utime(kept, (old, old))
     assert registry.purge_removed(3600) == ["c.20260101T000000"]
     assert not kept.exists()
+
+
+def test_a_replica_being_promoted_is_not_taken_for_a_missing_copy() -> None:
+    """While ``lead`` reopens a follower's files as the leader's, the registry
+    holds neither for a moment: reconcile must not take that for a lost
+    copy (leaving the ISR, opening an empty follower over its files)."""
+    mine = replicated_view(leader=("n2", 40, 7))
+    assert reconcile(mine, "n2", 7, {}, {"a"}, replicas=facts(leading={"a"})) == []
+    assert reconcile(mine, "n2", 7, {}, {"a"}, replicas=facts(roles={"a": "leader"})) == []
+    # Not being promoted: a copy missing here is one (it leaves the ISR first).
+    (leave,) = reconcile(mine, "n2", 7, {}, {"a"}, replicas=facts())
+    assert isinstance(leave, LeaveIsr)

@@ -429,6 +429,11 @@ def _replica_actions(
     absent (``held`` None) or holds exactly the record's range."""
     pid = record.id
     ref = leader_ref(view, pid)
+    if held is None and (pid in facts.leading or facts.roles.get(pid) == "leader"):
+        # Being promoted: its follower is closed and its files reopened as
+        # the leader's, so for a moment the registry holds neither. It has
+        # its data: neither "no copy here" (LeaveIsr) nor a new follower.
+        return []
     if held is None:
         overlapping = sorted(other for other, rng in local.items() if rng.overlaps(record.range))
         if overlapping:
