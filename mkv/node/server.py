@@ -326,6 +326,7 @@ class Node:
     async def _membership(self) -> Membership:
         config = self.config
         node_id = await trio.to_thread.run_sync(load_node_id, config.data_dir, config.node_id)
+        self.registry.node_id = node_id  # its replicas' name on their Fetch streams
         settings = ClusterSettings(
             config.etcd,
             config.cluster,
@@ -337,6 +338,8 @@ class Node:
             node_dead_timeout=config.node_dead_timeout,
             replicate=config.replicate,
         )
+        # The data path's leaders drop a follower lagging this long (issue 16).
+        self.registry.replica_lag_timeout = config.replica_lag_timeout
         self._local = RegistryPartitions(self.registry)
         return Membership(
             settings,
