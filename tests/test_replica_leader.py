@@ -623,3 +623,25 @@ async def test_a_replica_too_far_behind_starts_from_a_snapshot_and_rejoins(
                         await n3.ask(seq)
                 assert isr.events == [("isr", 5, frozenset(REPLICAS))]
             nursery.cancel_scope.cancel()
+
+
+async def test_a_refused_isr_change_means_deposed_and_the_leader_steps_down(
+    tmp_path: Path,
+) -> None:
+    """The IsrWriter's False: another node leads (its guard failed). The
+    laggard is not left out, and the partition steps down: what waited for
+    the ISR (here the epoch-start record) fails UNAVAILABLE. Mutation:
+    taking False for a committed change serves on without the laggard."""
+    with trio.fail_after(60):
+        async with leader_node(tmp_path, lag_timeout=0.5) as node:
+            isr = MemoryIsr()
+            isr.accept = False
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(keep_up, node, "n2", 5)
+                with pytest.raises(UnavailableError, match="stopped leading"):
+                    await lead(node, 5, REPLICAS, isr)
+                nursery.cancel_scope.cancel()
+            assert isr.events == [("isr", 5, frozenset({"n1", "n2"}))]
+            assert node.registry.role(PID) is None
+            with trio.fail_after(5):
+                await partition_of(node).wait_stopped()
