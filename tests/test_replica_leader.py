@@ -645,3 +645,28 @@ async def test_a_refused_isr_change_means_deposed_and_the_leader_steps_down(
             assert node.registry.role(PID) is None
             with trio.fail_after(5):
                 await partition_of(node).wait_stopped()
+
+
+async def test_set_isr_from_etcd_takes_effect_on_the_commit(tmp_path: Path) -> None:
+    """The cluster layer saw etcd's record change (set_isr): a member it
+    leaves out no longer holds writes back. Mutation: set_isr a no-op."""
+    with trio.fail_after(60):
+        async with leader_node(tmp_path) as node:
+            isr = MemoryIsr()
+            leading = Outcome()
+
+            async def promote() -> None:
+                await lead(node, 5, REPLICAS, isr)
+                leading.done.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(keep_up, node, "n2", 5)
+                nursery.start_soon(promote)
+                await configured(node, 5)
+                await trio.sleep(0.3)
+                assert not leading.done.is_set()  # n3 has not got the epoch start
+                node.registry.set_isr(PID, REPLICAS, frozenset({"n1", "n2"}))
+                with trio.fail_after(5):
+                    await leading.done.wait()
+                nursery.cancel_scope.cancel()
+            assert isr.events == []  # etcd's change, not this leader's
