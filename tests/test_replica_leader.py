@@ -542,13 +542,12 @@ async def test_a_fetch_of_an_older_epoch_is_answered_truncate(
             assert "newer than this leader" in why
 
 
-async def test_a_restarted_leader_keeps_its_epochs_and_serves_writes_only_once_led(
+async def test_a_restarted_leader_keeps_its_epochs_and_its_epoch_start_records(
     tmp_path: Path,
 ) -> None:
     """The epoch file and the epoch-start record (a write of nothing) survive
     a restart: the log replays it, the feed serves it, the next leadership
-    numbers after it. Until led again, the replica refuses writes (it has an
-    epoch history: its writes could never commit) and serves reads."""
+    numbers after it."""
     with trio.fail_after(60):
         async with (
             leader_node(tmp_path) as node,
@@ -560,18 +559,15 @@ async def test_a_restarted_leader_keeps_its_epochs_and_serves_writes_only_once_l
             assert await upsert(channel, b"a", b"1") == 2
             nursery.cancel_scope.cancel()
         async with leader_node(tmp_path) as node, open_channel(node.data_address) as channel:
-            assert await get(channel, b"a") == b"1"
-            with pytest.raises(UnavailableError, match="does not lead"):
-                await upsert(channel, b"b", b"2")
-            stage = partition_of(node).replicate_stage()
-            assert stage is not None
-            assert stage.history.entries == ((5, 1),)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(keep_up, node, "n2", 7, 5)
                 await lead(node, 7, ("n1", "n2"), MemoryIsr())
+                assert await get(channel, b"a") == b"1"
                 assert await upsert(channel, b"b", b"2") == 4
                 nursery.cancel_scope.cancel()
-            assert list(stage.history.entries) == [(5, 1), (7, 3)]
+            stage = partition_of(node).replicate_stage()
+            assert stage is not None
+            assert stage.history.entries == ((5, 1), (7, 3))
             # The whole log, from the feed the restart loaded and from the tail.
             async with replica(node, "n2", 7, after_seq=0, last_epoch=5) as (n2, first):
                 assert first.truncate.seq == 0
@@ -627,3 +623,50 @@ async def test_a_replica_too_far_behind_starts_from_a_snapshot_and_rejoins(
                         await n3.ask(seq)
                 assert isr.events == [("isr", 5, frozenset(REPLICAS))]
             nursery.cancel_scope.cancel()
+
+
+async def test_a_refused_isr_change_means_deposed_and_the_leader_steps_down(
+    tmp_path: Path,
+) -> None:
+    """The IsrWriter's False: another node leads (its guard failed). The
+    laggard is not left out, and the partition steps down: what waited for
+    the ISR (here the epoch-start record) fails UNAVAILABLE. Mutation:
+    taking False for a committed change serves on without the laggard."""
+    with trio.fail_after(60):
+        async with leader_node(tmp_path, lag_timeout=0.5) as node:
+            isr = MemoryIsr()
+            isr.accept = False
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(keep_up, node, "n2", 5)
+                with pytest.raises(UnavailableError, match="stopped leading"):
+                    await lead(node, 5, REPLICAS, isr)
+                nursery.cancel_scope.cancel()
+            assert isr.events == [("isr", 5, frozenset({"n1", "n2"}))]
+            assert node.registry.role(PID) is None
+            with trio.fail_after(5):
+                await partition_of(node).wait_stopped()
+
+
+async def test_set_isr_from_etcd_takes_effect_on_the_commit(tmp_path: Path) -> None:
+    """The cluster layer saw etcd's record change (set_isr): a member it
+    leaves out no longer holds writes back. Mutation: set_isr a no-op."""
+    with trio.fail_after(60):
+        async with leader_node(tmp_path) as node:
+            isr = MemoryIsr()
+            leading = Outcome()
+
+            async def promote() -> None:
+                await lead(node, 5, REPLICAS, isr)
+                leading.done.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(keep_up, node, "n2", 5)
+                nursery.start_soon(promote)
+                await configured(node, 5)
+                await trio.sleep(0.3)
+                assert not leading.done.is_set()  # n3 has not got the epoch start
+                node.registry.set_isr(PID, REPLICAS, frozenset({"n1", "n2"}))
+                with trio.fail_after(5):
+                    await leading.done.wait()
+                nursery.cancel_scope.cancel()
+            assert isr.events == []  # etcd's change, not this leader's

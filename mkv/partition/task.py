@@ -1238,9 +1238,9 @@ class _Turnstile:
     A write whose turn has not come parks the (synchronous) call that
     enters it; whoever advances the turnstile enters every parked write that
     is next, in order, at once. (Each waiting its own turn instead would
-    cost one scheduler round per write of a group finished together, as the
-    scheduler may wake them in reverse: a second asynchronous stage, the
-    replicate stage, cost a tenth of a single node's write rate.)"""
+    cost one scheduler round per write of a group the stage before finished
+    together, as Trio may wake them in reverse order; and a write cancelled
+    while waiting would hold up every later one.)"""
 
     def __init__(self, first_seq: int) -> None:
         self._next = first_seq
