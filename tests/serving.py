@@ -23,7 +23,7 @@ import attrs
 
 __all__ = ["Interval", "assert_disjoint", "covering", "intervals", "logged_at", "parse_events"]
 
-SERVING = ("serving_start", "serving_stop", "fenced", "unfenced")
+SERVING = ("serving_start", "serving_stop", "fenced", "unfenced", "node_starting")
 
 
 @attrs.frozen
@@ -74,16 +74,24 @@ def parse_events(node: str, log: str) -> list[Event]:
         if kind not in SERVING:
             continue
         try:
-            if kind in ("fenced", "unfenced"):
+            if kind in ("fenced", "unfenced", "node_starting"):
                 # Logged once the fence holds (every earlier request answered),
-                # or once it is lifted: the log line's own time, to the ms.
+                # or once it is lifted, or as a (re)started process begins:
+                # the log line's own time, to the ms.
                 at = _wall(str(record["time"]))
                 epoch = 0
             else:
                 at = float(record["at"])
                 epoch = int(record["epoch"])
             events.append(
-                Event(node, kind, str(record["partition"]), epoch, at, str(record.get("why", "")))
+                Event(
+                    node,
+                    kind,
+                    str(record.get("partition", "")),
+                    epoch,
+                    at,
+                    str(record.get("why", "")),
+                )
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{node}'s log line {number} is a bad {kind} event: {line}") from exc
@@ -105,7 +113,7 @@ def intervals(logs: Mapping[str, str]) -> dict[str, list[Interval]]:
 
 
 # At one instant, a stop goes before a start.
-_ORDER = {"serving_stop": 0, "fenced": 1, "unfenced": 2, "serving_start": 3}
+_ORDER = {"serving_stop": 0, "node_starting": 0, "fenced": 1, "unfenced": 2, "serving_start": 3}
 
 
 def _node_intervals(node: str, events: list[Event]) -> list[Interval]:
@@ -120,7 +128,14 @@ def _node_intervals(node: str, events: list[Event]) -> list[Interval]:
 
     for event in sorted(events, key=lambda e: (e.at, _ORDER[e.kind])):
         pid = event.partition
-        if event.kind == "serving_start":
+        if event.kind == "node_starting":
+            # A new process: the one before was killed (kill -9 logs no
+            # stop) and served at most until now.
+            for open_pid in list(led):
+                close(open_pid, event.at, "killed; restarted")
+            led.clear()
+            fenced.clear()
+        elif event.kind == "serving_start":
             # Still open: the node was killed (kill -9 logs no stop) and has
             # started again. It served at most until then.
             close(pid, event.at, "killed; restarted")
