@@ -506,32 +506,34 @@ class Mover:
             )
             partition: cpb.PartitionInfo = answer.partition
             return partition
+        with trio.move_on_after(LEAD_WITHIN):
+            # Just elected, it serves once the ISR has its epoch-start record.
+            while True:
+                if self._local.role(partition_id) == "leader":
+                    break
+                await trio.sleep(0.05)
         if self._local.role(partition_id) != "leader":
             raise FailedPreconditionError(
                 f"This node does not serve partition {partition_id} as its leader (yet)."
             )
         successor = parse_address(view.nodes[node].record.data)
         seq = await self._registry.fence(partition_id, successor)
-        handed = False
         try:
             await self._durable_on(partition_id, node, seq)
             await cluster.hand_leadership(partition_id, leader.epoch, node)
-            handed = True
         finally:
-            if not handed:
-                with trio.CancelScope(shield=True):
-                    await self._registry.unfence(partition_id)
-        try:
-            with trio.fail_after(LEAD_WITHIN):
-                # Held requests go on once this node no longer leads (they
-                # then get BAD_NODE, or UNAVAILABLE if admitted already).
-                while True:
-                    if self._local.role(partition_id) != "leader":
-                        break
-                    await trio.sleep(0.02)
-        finally:
+            # Released either way: reconcile leaves a fenced partition alone
+            # (a move's), so it steps down only once unfenced. Until then a
+            # request admitted here can only wait (its ISR includes ``node``,
+            # which follows this epoch no more) and fails at the step-down;
+            # the answer-time gate sends nothing under the lost leadership.
             with trio.CancelScope(shield=True):
                 await self._registry.unfence(partition_id)
+        with trio.move_on_after(LEAD_WITHIN):
+            while True:
+                if self._local.role(partition_id) != "leader":
+                    break
+                await trio.sleep(0.02)
         with trio.move_on_after(LEAD_WITHIN):
             while True:
                 now = cluster.view.leaders.get(partition_id)
