@@ -113,6 +113,8 @@ class Node:
             create_default=not config.clustered,
             replica_grace=config.replica_grace,
         )
+        # Its replicas fetch from other nodes' control ports under this token.
+        self.registry.control_token = self._control_token
         # Cluster mode's membership; made in run() (the node id is on disk).
         self.cluster: Membership | None = None
         self._local: RegistryPartitions | None = None
@@ -326,6 +328,7 @@ class Node:
     async def _membership(self) -> Membership:
         config = self.config
         node_id = await trio.to_thread.run_sync(load_node_id, config.data_dir, config.node_id)
+        self.registry.node_id = node_id  # its replicas' name on their Fetch streams
         settings = ClusterSettings(
             config.etcd,
             config.cluster,
