@@ -94,10 +94,18 @@ class RegistryPartitions:
         self.moves_in: set[str] = set()
 
     def held(self) -> Mapping[str, LocalPartition]:
-        return {
+        held = {
             p.id: LocalPartition(p.range, p.store_kind, tuple(p.pipeline_specs))
             for p in self._registry
         }
+        # Replicas followed here hold the partition too (so reconcile tells
+        # them of leaders, not opens them again); ones found at start and not
+        # opened yet do not: reconcile opens them (open_follower).
+        for replica in self._registry.replicas():
+            held[replica.partition_id] = LocalPartition(
+                replica.range, replica.store_kind, replica.pipeline
+            )
+        return held
 
     async def create(self, record: PartitionRecord) -> None:
         await self._registry.add(record.id, record.range, record.store, record.pipeline)

@@ -52,7 +52,7 @@ from mkv.wire import MAX_KEY_BYTES, Address
 if TYPE_CHECKING:
     from mkv.partition.task import Partition
 
-__all__ = ["REPLICATION_SERVICE", "Follower"]
+__all__ = ["REPLICATION_SERVICE", "Follower", "check_rows"]
 
 log = logging.getLogger("mkv.replication")
 
@@ -348,7 +348,7 @@ class Follower:
                 if snapshot_at is None:
                     raise DataLossError("Snapshot rows came before the snapshot began.")
                 rows = [(r.key, r.value, r.seq, r.timestamp) for r in message.snapshot_rows.rows]
-                last_key = self._check_rows(rows, snapshot_at[0], last_key)
+                last_key = check_rows(self.partition_id, self.range, rows, snapshot_at[0], last_key)
                 hash_rows(hasher, rows)
                 rows_seen += len(rows)
                 await trio.to_thread.run_sync(target.put_rows, rows)
@@ -393,31 +393,6 @@ class Follower:
             self._tell()
             await call.send(self._request())
 
-    def _check_rows(
-        self, rows: list[tuple[bytes, bytes, int, int]], seq: int, last_key: bytes | None
-    ) -> bytes | None:
-        """What a leader sends is input: every row a valid key of the range,
-        in key order, set at or below the snapshot's seq.
-
-        Raises:
-            DataLossError: naming the first row that is not.
-        """
-        for key, _, row_seq, ts in rows:
-            if not (0 < len(key) <= MAX_KEY_BYTES and key in self.range):
-                raise DataLossError(
-                    f"The snapshot of partition {self.partition_id} holds a key outside its "
-                    f"range {self.range} or of a bad length: refused, nothing is installed."
-                )
-            if last_key is not None and key <= last_key:
-                raise DataLossError("The snapshot's rows are not in key order: refused.")
-            if not (0 < row_seq <= seq and in_range(ts)):
-                raise DataLossError(
-                    f"A snapshot row has seq {row_seq} (the snapshot is at {seq}) or a bad "
-                    "timestamp: refused, nothing is installed."
-                )
-            last_key = key
-        return last_key
-
     def _check_records(
         self, records: Sequence[pb.Record], commit_seq: int, target: RangeFile
     ) -> list[Write]:
@@ -455,6 +430,37 @@ class Follower:
     def _report(self, phase: str, done: int, total: int, unit: str = "") -> None:
         if self._operation is not None:
             self._operation.report(phase, done, total, unit)
+
+
+def check_rows(
+    partition_id: str,
+    key_range: KeyRange,
+    rows: list[tuple[bytes, bytes, int, int]],
+    seq: int,
+    last_key: bytes | None,
+) -> bytes | None:
+    """What a leader sends is input: every snapshot row a valid key of the
+    range, in key order, set at or below the snapshot's ``seq``. Returns the
+    last key, for the next chunk.
+
+    Raises:
+        DataLossError: naming the first row that is not.
+    """
+    for key, _, row_seq, ts in rows:
+        if not (0 < len(key) <= MAX_KEY_BYTES and key in key_range):
+            raise DataLossError(
+                f"The snapshot of partition {partition_id} holds a key outside its "
+                f"range {key_range} or of a bad length: refused, nothing is installed."
+            )
+        if last_key is not None and key <= last_key:
+            raise DataLossError("The snapshot's rows are not in key order: refused.")
+        if not (0 < row_seq <= seq and in_range(ts)):
+            raise DataLossError(
+                f"A snapshot row has seq {row_seq} (the snapshot is at {seq}) or a bad "
+                "timestamp: refused, nothing is installed."
+            )
+        last_key = key
+    return last_key
 
 
 class _SnapshotRequired(Exception):

@@ -48,6 +48,7 @@ from mkv.node.catalog import (
 )
 from mkv.node.follower import Follower
 from mkv.node.leadership import IsrWriter, Leaderships, ReplicaStatesInfo, Role
+from mkv.node.replica_follower import ReplicaFollower, is_replica_directory
 from mkv.observe.logs import fields
 from mkv.operations import Operation
 from mkv.partition.feed import WATCH_RETENTION_BYTES
@@ -194,6 +195,17 @@ class PartitionRegistry:
         # Moved to another node: still answering BAD_NODE naming it until
         # the grace period ends, but no longer in the catalog.
         self._retired: set[str] = set()
+        # Replicas (issue 16) this node follows, by id: in the catalog, never
+        # routed. And replicas found at start (their directory holds an epoch
+        # file) that the cluster layer has not opened yet (``open_follower``,
+        # or the leader's ``lead``): never opened as serving leaders here.
+        self._replicas: dict[str, ReplicaFollower] = {}
+        self._dormant: dict[str, CatalogEntry] = {}
+        # Who this node is and how it reaches other nodes' control ports, for
+        # its replicas' Fetch streams (the node sets them).
+        self.node_id = ""
+        self.control_token: str | None = None
+        self.control_ssl: ssl.SSLContext | None = None
 
     # -- the data plane's view ------------------------------------------------
 
@@ -247,6 +259,13 @@ class PartitionRegistry:
                 await self._recover_split(catalog)
                 await self._recover_moves(catalog)
                 for entry in catalog.partitions:
+                    directory = self._directory(entry.id)
+                    if await trio.to_thread.run_sync(is_replica_directory, directory):
+                        # A replica's: its log may hold writes never committed,
+                        # which opening it as a leader would apply. It waits
+                        # for the cluster layer (open_follower or lead).
+                        self._dormant[entry.id] = entry
+                        continue
                     await self._start_catalogued(entry)
                     if entry.purge:
                         self._purges[entry.id] = entry.purge
@@ -269,6 +288,8 @@ class PartitionRegistry:
                 fence.decide(moved=False)
             for follower in list(self._followers.values()):
                 nursery.start_soon(follower.abandon)
+            for replica in list(self._replicas.values()):
+                nursery.start_soon(replica.close)
             for partition in self._partitions.values():
                 partition.close()
         self._nursery = None
@@ -500,7 +521,12 @@ class PartitionRegistry:
                 )
                 for p in self._partitions.values()
                 if p.id not in self._retired
-            ],
+            ]
+            + [
+                CatalogEntry(r.partition_id, r.range, r.store_kind, r.pipeline)
+                for r in self._replicas.values()
+            ]
+            + list(self._dormant.values()),
             map_version=map_version,
             split=split,
             merge=merge,
@@ -550,7 +576,7 @@ class PartitionRegistry:
                 # Moved away and now moved back: the new copy supersedes the
                 # old one waiting out its grace period.
                 await self._forget_retired(partition_id)
-            if partition_id in self._partitions or partition_id in self._followers:
+            if self._taken(partition_id):
                 raise AlreadyExistsError(f"A partition with id {partition_id} already exists.")
             for other_range, other_id in self._router.conflicts(key_range):
                 raise AlreadyExistsError(
@@ -1116,6 +1142,108 @@ class PartitionRegistry:
         """Copies installed by a move and not yet served (``serve``)."""
         return set(self._held)
 
+    # -- replicas (issue 16): the follower's half (docs/replication.md) ----------
+
+    def replica(self, partition_id: str) -> ReplicaFollower | None:
+        """This node's follower of ``partition_id``, if it follows it."""
+        return self._replicas.get(partition_id)
+
+    def replicas(self) -> list[ReplicaFollower]:
+        return list(self._replicas.values())
+
+    async def open_follower(
+        self,
+        partition_id: str,
+        key_range: KeyRange,
+        store: str,
+        pipeline: Sequence[str],
+        leader: LeaderRef | None,
+    ) -> None:
+        """Follow ``partition_id`` as a replica of ``leader`` (None: nobody
+        leads yet): create it empty, or open it on its files (a replica found
+        at start); idempotent (an open one is told ``leader``).
+
+        Raises:
+            AlreadyExistsError: it is here already, but as a serving partition
+                or a move's copy, or with another range.
+            StorageError: its files cannot be opened (its log, epoch file).
+            UnavailableError: the node is shutting down.
+        """
+        check_partition_id(partition_id)
+        check_store_kind(store)
+        pipeline = tuple(pipeline) or self.pipeline_for(store)
+        check_pipeline(pipeline)
+        async with self._lock:
+            if self._closing.is_set() or self._nursery is None:
+                raise UnavailableError("The server is shutting down.")
+            replica = self._replicas.get(partition_id)
+            dormant = self._dormant.get(partition_id)
+            known = replica.range if replica is not None else dormant and dormant.range
+            if known is not None and known != key_range:
+                raise AlreadyExistsError(
+                    f"Partition {partition_id} is here with range {known}, not {key_range}."
+                )
+            if replica is not None:
+                replica.set_leader(leader)
+                return
+            if dormant is None and self._taken(partition_id):
+                raise AlreadyExistsError(f"Partition {partition_id} is here, and not a replica.")
+            if dormant is None:
+                for other_range, other_id in self._router.conflicts(key_range):
+                    raise AlreadyExistsError(
+                        f"Range {key_range} overlaps range {other_range} of partition {other_id}."
+                    )
+                # Files no catalog names (a crash during an earlier open) are garbage.
+                await trio.to_thread.run_sync(self._delete_files, partition_id)
+            else:
+                store, pipeline = dormant.store, dormant.pipeline
+            replica = ReplicaFollower(
+                partition_id,
+                key_range,
+                store,
+                pipeline,
+                self._directory(partition_id),
+                node=self.node_id,
+                store_options=self._store_options(partition_id),
+                workers=self.workers,
+                token=self.control_token,
+                ssl_context=self.control_ssl,
+            )
+            # Its epoch file is written first: from then on a restart takes
+            # the directory for a replica's, never a leader's.
+            await replica.open()
+            self._replicas[partition_id] = replica
+            self._dormant.pop(partition_id, None)
+            try:
+                await self._save_catalog(self._router.version)
+            except BaseException:
+                del self._replicas[partition_id]
+                if dormant is not None:
+                    self._dormant[partition_id] = dormant
+                with trio.CancelScope(shield=True):
+                    await replica.close()
+                raise
+            replica.set_leader(leader)
+            await self._nursery.start(replica.run)
+            log.info(
+                "partition %s: following %s as a replica (from seq %d)",
+                partition_id,
+                leader.node if leader is not None else "nobody yet",
+                replica.log_end,
+                extra=fields(event="replica_opened", partition=partition_id),
+            )
+
+    def set_leader(self, partition_id: str, leader: LeaderRef | None) -> None:
+        """The leader of a replica followed here changed (or is gone: None).
+
+        Raises:
+            NotFoundError: this node does not follow ``partition_id``.
+        """
+        replica = self._replicas.get(partition_id)
+        if replica is None:
+            raise NotFoundError(f"This node follows no partition {shown(partition_id)}.")
+        replica.set_leader(leader)
+
     async def follow(
         self,
         partition_id: str,
@@ -1154,7 +1282,7 @@ class PartitionRegistry:
                 # Moved away and now moved back: the new copy supersedes the
                 # old one waiting out its grace period.
                 await self._forget_retired(partition_id)
-            if partition_id in self._partitions or partition_id in self._followers:
+            if self._taken(partition_id):
                 raise AlreadyExistsError(f"A partition with id {partition_id} already exists.")
             for other_range, other_id in self._router.conflicts(key_range):
                 raise AlreadyExistsError(
@@ -1445,12 +1573,44 @@ class PartitionRegistry:
         """Close this node's follower of ``partition_id`` (leaving its store,
         log and epoch file consistent) and hand back its entry, for ``lead``
         to open its files as the leader's; None: no follower runs here."""
-        return None
+        async with self._lock:
+            replica = self._replicas.pop(partition_id, None)
+            dormant = self._dormant.pop(partition_id, None)
+        if replica is not None:
+            await replica.close()
+            return CatalogEntry(
+                partition_id, replica.range, replica.store_kind, tuple(replica.pipeline)
+            )
+        return dormant
 
     async def follow_stepped_down(self, partition_id: str, leader: LeaderRef | None) -> None:
         """Open a partition stopped by ``step_down`` as a follower of
         ``leader`` (``open_follower`` on its files). Without the follower's
         half it stays stopped: refusing requests, in the catalog."""
+        async with self._lock:
+            partition = self._partitions.get(partition_id)
+            if partition is None or self._leaderships.role(partition_id) is not None:
+                return
+            if partition.state not in (PartitionState.STOPPED, PartitionState.FAILED):
+                partition.close()
+                await partition.wait_stopped()
+            # Its files become a replica's: out of the router, in the catalog
+            # as a replica (dormant until open_follower opens them).
+            del self._partitions[partition_id]
+            self._publish(self._router.version + 1)
+            self._dormant[partition_id] = CatalogEntry(
+                partition_id,
+                partition.range,
+                partition.store_kind,
+                tuple(partition.pipeline_specs),
+            )
+        await self.open_follower(
+            partition_id,
+            partition.range,
+            partition.store_kind,
+            partition.pipeline_specs,
+            leader,
+        )
 
     def role(self, partition_id: str) -> Role | None:
         """ "leader" once serving after ``lead``; None otherwise."""
@@ -1506,6 +1666,14 @@ class PartitionRegistry:
     def purging(self, partition_id: str) -> tuple[KeyRange, ...]:
         """Ranges ``partition_id`` gave away whose keys are not purged yet."""
         return self._purges.get(partition_id, ())
+
+    def _taken(self, partition_id: str) -> bool:
+        return (
+            partition_id in self._partitions
+            or partition_id in self._followers
+            or partition_id in self._replicas
+            or partition_id in self._dormant
+        )
 
     def _free_id(self) -> str:
         n = len(self._partitions) + 1

@@ -113,6 +113,8 @@ class Node:
             create_default=not config.clustered,
             replica_grace=config.replica_grace,
         )
+        # Its replicas fetch from other nodes' control ports under this token.
+        self.registry.control_token = self._control_token
         # Cluster mode's membership; made in run() (the node id is on disk).
         self.cluster: Membership | None = None
         self._local: RegistryPartitions | None = None
