@@ -7,13 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
+import trio
 
+import mkv
 from mkv.cluster.elections import change_isr
 from mkv.cluster.keyspace import Keys
 from mkv.cluster.reconcile import defers_to_preferred
 from mkv.etcd import open_etcd
 from mkv.v1 import control_pb2
-from tests.cluster import Stubs, cluster_node, leader_of, running
+from tests.cluster import Stubs, cluster_node, eventually, leader_of, running
 from tests.etcd import EtcdProcess
 from tests.grpcio_stubs import GrpcioStubs, call
 from tests.test_cluster_replicas import _read
@@ -97,3 +99,77 @@ async def test_transfer_leader_is_refused_unless_the_target_is_in_sync(
         out = await mkvctl(control_addr, "partitions", "transfer-leader", "a", leader)
         assert out.code == 0, out.err
         assert f"partition a is led by {leader}" in out.out.decode()
+
+
+async def test_transfer_and_replicated_move_under_writes(
+    tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs
+) -> None:
+    """With the replica data path: TransferLeader to an in-sync follower
+    makes it the leader at a new epoch (the old leader follows it, back in
+    the ISR), and nothing acknowledged before is lost; MovePartition of a
+    replicated partition to a node without a replica adds one there, hands
+    it the leadership and removes the old leader's, keeping the count.
+    (Mutation: no head start for the preferred leader: the old leader may
+    win the election again and the first check fails.)"""
+    nodes = [cluster_node(tmp_path, f"n{i}", etcd, "--replica-lag-timeout", "2") for i in range(3)]
+    rpc = Stubs(stubs)
+    async with running(*nodes):
+        ids = [(await rpc.status(n)).node_id for n in nodes]
+        await leader_of(rpc, nodes[0], "default")
+        with rpc.control(nodes[0]) as control:
+            await call(control.RemovePartition, control_pb2.RemovePartitionRequest(id="default"))
+            added = await call(
+                control.AddPartition,
+                control_pb2.AddPartitionRequest(
+                    id="a", start=b"", end=b"\xf0", node=ids[0], replicas=3
+                ),
+            )
+        seeds = [n.data_addr for n in nodes]
+        written = {b"k%03d" % i: b"v%d" % i for i in range(200)}
+        async with mkv.Client.connect(*seeds) as db:
+            with trio.fail_after(20):
+                while True:
+                    try:
+                        await db.upsert({b"probe": b"1"})
+                        break
+                    except mkv.MkvError:
+                        await trio.sleep(0.1)
+            for key, value in written.items():
+                await db.upsert({key: value})
+        control_addr = f"--control-addr={nodes[2].control_addr}"
+        out = await mkvctl(control_addr, "partitions", "transfer-leader", "a", ids[1])
+        assert out.code == 0, out.err
+        assert f"partition a is led by {ids[1]}" in out.out.decode()
+        info = next(p for p in await rpc.partitions(nodes[0]) if p.id == "a")
+        assert info.node == ids[1]
+        assert info.epoch > added.partition.epoch
+        assert info.replicas[0] == ids[1]
+
+        async def all_in_sync() -> bool:
+            got = next(p for p in await rpc.partitions(nodes[0]) if p.id == "a")
+            return set(got.isr) == set(ids)
+
+        await eventually(all_in_sync, what="the old leader back in the ISR")
+        async with mkv.Client.connect(*seeds) as db:
+            for key, value in written.items():
+                assert await db.get(key) == value
+            await db.upsert({b"after": b"1"})
+        # A replicated move: b on n0 and n1, moved to n2.
+        with rpc.control(nodes[0]) as control:
+            await call(
+                control.AddPartition,
+                control_pb2.AddPartitionRequest(id="b", start=b"\xf0", node=ids[0], replicas=2),
+            )
+        await leader_of(rpc, nodes[0], "b")
+        placed = next(p for p in await rpc.partitions(nodes[0]) if p.id == "b")
+        (target,) = set(ids) - set(placed.replicas)
+        out = await mkvctl(control_addr, "partitions", "move", "b", target, "--wait")
+        assert out.code == 0, out.err
+        info = next(p for p in await rpc.partitions(nodes[0]) if p.id == "b")
+        assert info.node == target
+        assert len(info.replicas) == 2
+        assert ids[0] not in info.replicas
+        async with mkv.Client.connect(*seeds) as db:
+            assert await db.get(b"\xf1") is None
+            await db.upsert({b"\xf1": b"moved"})
+            assert await db.get(b"\xf1") == b"moved"
