@@ -21,7 +21,7 @@ import trio
 import mkv
 from mkv.client.channel import open_channel
 from mkv.cluster.reconcile import LeaderRef
-from mkv.errors import DataLossError, StorageError
+from mkv.errors import DataLossError, NotFoundError, StorageError
 from mkv.node.follower import REPLICATION_SERVICE
 from mkv.node.replica_follower import EPOCH_FILE, WAL_DIR, ReplicaFollower
 from mkv.node.server import Node
@@ -491,3 +491,27 @@ async def test_a_single_node_is_unchanged_across_a_restart(tmp_path: Path) -> No
             assert node.registry.partition("default") is not None
             async with mkv.Client.connect(node.data_address) as client:
                 assert await client.get(b"k") == b"v"
+
+
+async def test_a_replica_is_removed_with_its_files(tmp_path: Path) -> None:
+    """``remove`` (a Delete decided in etcd) closes a replica, drops it from
+    the catalog and deletes its files, opened or found at start alike."""
+    with trio.fail_after(60):
+        async with scripted_leader() as leader:
+            async with follower_node(tmp_path / "f") as node:
+                replica = await open_replica(node, leader.ref(3))
+                await leader.opened(1)
+                await leader.answer(records(1, 4, commit=4))
+                await replica.wait_until(applied=4)
+                report = await node.registry.remove("p")
+                assert report.last_seq == 4
+                assert node.registry.replica("p") is None
+                assert not replica.directory.exists()
+                replica = await open_replica(node, None, "q")
+                directory = replica.directory
+            async with follower_node(tmp_path / "f") as node:
+                await node.registry.remove("q")  # found at start, never opened
+                assert not directory.exists()
+            async with follower_node(tmp_path / "f") as node:
+                with pytest.raises(NotFoundError):
+                    await node.registry.remove("q")
