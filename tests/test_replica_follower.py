@@ -21,7 +21,7 @@ import trio
 import mkv
 from mkv.client.channel import open_channel
 from mkv.cluster.reconcile import LeaderRef
-from mkv.errors import DataLossError, NotFoundError, StorageError
+from mkv.errors import DataLossError, NotFoundError, StorageError, leaves
 from mkv.node.follower import REPLICATION_SERVICE
 from mkv.node.replica_follower import EPOCH_FILE, WAL_DIR, ReplicaFollower
 from mkv.node.server import Node
@@ -29,6 +29,7 @@ from mkv.partition.commands import Read
 from mkv.pipeline.payload import decode_write
 from mkv.records import Item
 from mkv.router import KeyRange
+from mkv.rpc.dial import open_bidi
 from mkv.rpc.server import BidiStream, RpcServer
 from mkv.store.base import StateStore
 from mkv.testing import running_node
@@ -201,6 +202,22 @@ async def test_the_store_never_holds_a_record_above_the_leaders_commit(tmp_path:
                     DATA_SERVICE, "Get", data_pb2.GetRequest(key=b"k001"), data_pb2.GetResponse
                 )
             assert answer.status == data_pb2.BAD_NODE
+            # Nor is it a leader to fetch from.
+            refused: BaseException | None = None
+            try:
+                async with open_bidi(
+                    node.control_address,
+                    REPLICATION_SERVICE,
+                    "Fetch",
+                    pb.FetchRequest,
+                    pb.FetchResponse,
+                ) as call:
+                    await call.send(pb.FetchRequest(partition_id="p", after_seq=0))
+                    await call.receive()
+            except Exception as exc:  # purerpc's tasks wrap it in a group
+                refused = exc
+            assert refused is not None
+            assert any(isinstance(cause, NotFoundError) for cause in leaves(refused))
             await leader.answer(None)
 
 
