@@ -532,3 +532,27 @@ async def test_a_replica_is_removed_with_its_files(tmp_path: Path) -> None:
             async with follower_node(tmp_path / "f") as node:
                 with pytest.raises(NotFoundError):
                     await node.registry.remove("q")
+
+
+async def test_a_replica_whose_log_lost_what_its_store_holds_is_refused_untouched(
+    tmp_path: Path,
+) -> None:
+    """A store ahead of its log (records it applied gone from the log) is
+    damage: opening it fails, naming why, and leaves the epoch file as it
+    was. Mutation: record the commit while closing after the failed open
+    (``persist=False`` dropped) -> the epoch file is rewritten."""
+    with trio.fail_after(60):
+        async with scripted_leader() as leader, follower_node(tmp_path / "f") as node:
+            replica = await open_replica(node, leader.ref(3))
+            await leader.opened(1)
+            await leader.answer(records(1, 8, commit=6))
+            await replica.wait_until(applied=6, durable=8)
+            directory = replica.directory
+        wal, _ = WriteAheadLog.open(directory / WAL_DIR)
+        with wal:
+            wal.truncate_after(3)
+        before = (directory / EPOCH_FILE).read_bytes()
+        async with follower_node(tmp_path / "f") as node:
+            with pytest.raises(StorageError, match="past its log's last seq 3"):
+                await open_replica(node, None)
+        assert (directory / EPOCH_FILE).read_bytes() == before
