@@ -559,3 +559,39 @@ async def test_a_replica_whose_log_lost_what_its_store_holds_is_refused_untouche
             with pytest.raises(StorageError, match="past its log's last seq 3"):
                 await open_replica(node, None)
         assert (directory / EPOCH_FILE).read_bytes() == before
+
+
+async def test_a_replica_restarted_far_behind_replaces_its_state_by_a_snapshot(
+    tmp_path: Path,
+) -> None:
+    """A replica that holds data (store and log) and was down while the
+    leader's retained log moved past it: reopened, it installs a snapshot
+    over its old store, its log restarts after the snapshot, and it matches
+    the leader. Mutation: keep the old files (``_clear_state`` a no-op) ->
+    the old log's records stay and the log does not start after the snapshot."""
+    with trio.fail_after(90):
+        async with (
+            running_node(tmp_path / "leader", watch_retention_bytes=4096) as leader,
+            mkv.Client.connect(leader.data_address) as client,
+        ):
+            leader.registry.set_epoch("default", 4)
+            ref = LeaderRef("leader", leader.control_address, 4)
+            for i in range(5):
+                await client.upsert({b"early%d" % i: b"e"})
+            async with follower_node(tmp_path / "f") as node:
+                replica = await open_replica(node, ref, "default")
+                await converged(replica, leader)
+                assert replica.snapshots == 0
+            for i in range(200):
+                await client.upsert({b"s%04d" % i: b"z" * 100})
+            await client.remove(b"early1")
+            async with follower_node(tmp_path / "f") as node:
+                replica = await open_replica(node, ref, "default")
+                await converged(replica, leader)
+                assert replica.snapshots == 1
+                snapshot_seq = replica.history.entries[0][1]
+                assert replica.history.entries == ((4, snapshot_seq),)
+                await client.upsert({b"late": b"l"})
+                await converged(replica, leader)
+                directory = replica.directory
+        assert sorted(logged(directory)) == [snapshot_seq + 1]
