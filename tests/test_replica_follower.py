@@ -21,7 +21,7 @@ import trio
 import mkv
 from mkv.client.channel import open_channel
 from mkv.cluster.reconcile import LeaderRef
-from mkv.errors import DataLossError, StorageError
+from mkv.errors import DataLossError, NotFoundError, StorageError, leaves
 from mkv.node.follower import REPLICATION_SERVICE
 from mkv.node.replica_follower import EPOCH_FILE, WAL_DIR, ReplicaFollower
 from mkv.node.server import Node
@@ -29,6 +29,7 @@ from mkv.partition.commands import Read
 from mkv.pipeline.payload import decode_write
 from mkv.records import Item
 from mkv.router import KeyRange
+from mkv.rpc.dial import open_bidi
 from mkv.rpc.server import BidiStream, RpcServer
 from mkv.store.base import StateStore
 from mkv.testing import running_node
@@ -163,7 +164,7 @@ def logged(directory: Path) -> dict[int, bytes]:
         out = {}
         for seq, ts, payload in (r for batch in wal.replay_batches(0) for r in batch):
             write = decode_write(payload, seq, ts)
-            out[seq] = b"%s=%s" % write.puts[0]
+            out[seq] = b"%s=%s" % write.puts[0] if write.puts else b""
         return out
 
 
@@ -201,6 +202,22 @@ async def test_the_store_never_holds_a_record_above_the_leaders_commit(tmp_path:
                     DATA_SERVICE, "Get", data_pb2.GetRequest(key=b"k001"), data_pb2.GetResponse
                 )
             assert answer.status == data_pb2.BAD_NODE
+            # Nor is it a leader to fetch from.
+            refused: BaseException | None = None
+            try:
+                async with open_bidi(
+                    node.control_address,
+                    REPLICATION_SERVICE,
+                    "Fetch",
+                    pb.FetchRequest,
+                    pb.FetchResponse,
+                ) as call:
+                    await call.send(pb.FetchRequest(partition_id="p", after_seq=0))
+                    await call.receive()
+            except Exception as exc:  # purerpc's tasks wrap it in a group
+                refused = exc
+            assert refused is not None
+            assert any(isinstance(cause, NotFoundError) for cause in leaves(refused))
             await leader.answer(None)
 
 
@@ -324,7 +341,7 @@ async def test_truncate_cuts_the_log_and_epoch_file_then_it_matches_the_new_lead
 ) -> None:
     """Records 1-10 of epoch 3, six committed; the leader of epoch 5 answers
     Truncate{8}: 9 and 10 (never committed) go from the log and the epoch
-    file, its own 9-11 come instead. Mutation: ignore Truncate -> the new
+    file, its own 9-11 come instead (9 its epoch-start record). Mutation: ignore Truncate -> the new
     records do not follow the log's end and are refused."""
     with trio.fail_after(60):
         async with (
@@ -344,10 +361,13 @@ async def test_truncate_cuts_the_log_and_epoch_file_then_it_matches_the_new_lead
             assert replica.log_end == 8
             assert replica.truncations == 1
             assert read_epoch_file(replica.directory / EPOCH_FILE).entries == ((3, 1),)
-            await new.answer(records(9, 11, commit=11, epoch=5, value=b"new"))
+            # The new leader's epoch-start record (no puts, no deletes), then its writes.
+            answer = records(9, 11, commit=11, epoch=5, value=b"new")
+            del answer.records.records[0].puts[:]
+            await new.answer(answer)
             await replica.wait_until(applied=11)
             expected = {b"k%03d" % s: b"v%d" % s for s in range(1, 9)}
-            expected |= {b"k%03d" % s: b"new%d" % s for s in range(9, 12)}
+            expected |= {b"k%03d" % s: b"new%d" % s for s in range(10, 12)}
             assert values(await replica.items()) == expected
             history = read_epoch_file(replica.directory / EPOCH_FILE)
             assert history.entries == ((3, 1), (5, 9))
@@ -355,7 +375,7 @@ async def test_truncate_cuts_the_log_and_epoch_file_then_it_matches_the_new_lead
             directory = replica.directory
         on_disk = logged(directory)
         assert sorted(on_disk) == list(range(1, 12))
-        assert on_disk[9] == b"k009=new9"
+        assert on_disk[9] == b""  # the epoch-start record
         assert on_disk[10] == b"k010=new10"
 
 
@@ -491,3 +511,87 @@ async def test_a_single_node_is_unchanged_across_a_restart(tmp_path: Path) -> No
             assert node.registry.partition("default") is not None
             async with mkv.Client.connect(node.data_address) as client:
                 assert await client.get(b"k") == b"v"
+
+
+async def test_a_replica_is_removed_with_its_files(tmp_path: Path) -> None:
+    """``remove`` (a Delete decided in etcd) closes a replica, drops it from
+    the catalog and deletes its files, opened or found at start alike."""
+    with trio.fail_after(60):
+        async with scripted_leader() as leader:
+            async with follower_node(tmp_path / "f") as node:
+                replica = await open_replica(node, leader.ref(3))
+                await leader.opened(1)
+                await leader.answer(records(1, 4, commit=4))
+                await replica.wait_until(applied=4)
+                report = await node.registry.remove("p")
+                assert report.last_seq == 4
+                assert node.registry.replica("p") is None
+                assert not replica.directory.exists()
+                replica = await open_replica(node, None, "q")
+                directory = replica.directory
+            async with follower_node(tmp_path / "f") as node:
+                await node.registry.remove("q")  # found at start, never opened
+                assert not directory.exists()
+            async with follower_node(tmp_path / "f") as node:
+                with pytest.raises(NotFoundError):
+                    await node.registry.remove("q")
+
+
+async def test_a_replica_whose_log_lost_what_its_store_holds_is_refused_untouched(
+    tmp_path: Path,
+) -> None:
+    """A store ahead of its log (records it applied gone from the log) is
+    damage: opening it fails, naming why, and leaves the epoch file as it
+    was. Mutation: record the commit while closing after the failed open
+    (``persist=False`` dropped) -> the epoch file is rewritten."""
+    with trio.fail_after(60):
+        async with scripted_leader() as leader, follower_node(tmp_path / "f") as node:
+            replica = await open_replica(node, leader.ref(3))
+            await leader.opened(1)
+            await leader.answer(records(1, 8, commit=6))
+            await replica.wait_until(applied=6, durable=8)
+            directory = replica.directory
+        wal, _ = WriteAheadLog.open(directory / WAL_DIR)
+        with wal:
+            wal.truncate_after(3)
+        before = (directory / EPOCH_FILE).read_bytes()
+        async with follower_node(tmp_path / "f") as node:
+            with pytest.raises(StorageError, match="past its log's last seq 3"):
+                await open_replica(node, None)
+        assert (directory / EPOCH_FILE).read_bytes() == before
+
+
+async def test_a_replica_restarted_far_behind_replaces_its_state_by_a_snapshot(
+    tmp_path: Path,
+) -> None:
+    """A replica that holds data (store and log) and was down while the
+    leader's retained log moved past it: reopened, it installs a snapshot
+    over its old store, its log restarts after the snapshot, and it matches
+    the leader. Mutation: keep the old files (``_clear_state`` a no-op) ->
+    the old log's records stay and the log does not start after the snapshot."""
+    with trio.fail_after(90):
+        async with (
+            running_node(tmp_path / "leader", watch_retention_bytes=4096) as leader,
+            mkv.Client.connect(leader.data_address) as client,
+        ):
+            leader.registry.set_epoch("default", 4)
+            ref = LeaderRef("leader", leader.control_address, 4)
+            for i in range(5):
+                await client.upsert({b"early%d" % i: b"e"})
+            async with follower_node(tmp_path / "f") as node:
+                replica = await open_replica(node, ref, "default")
+                await converged(replica, leader)
+                assert replica.snapshots == 0
+            for i in range(200):
+                await client.upsert({b"s%04d" % i: b"z" * 100})
+            await client.remove(b"early1")
+            async with follower_node(tmp_path / "f") as node:
+                replica = await open_replica(node, ref, "default")
+                await converged(replica, leader)
+                assert replica.snapshots == 1
+                snapshot_seq = replica.history.entries[0][1]
+                assert replica.history.entries == ((4, snapshot_seq),)
+                await client.upsert({b"late": b"l"})
+                await converged(replica, leader)
+                directory = replica.directory
+        assert sorted(logged(directory)) == [snapshot_seq + 1]

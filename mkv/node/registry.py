@@ -630,6 +630,10 @@ class PartitionRegistry:
         """
         async with self._lock:
             partition = self._partitions.get(partition_id)
+            if partition is None and (
+                partition_id in self._replicas or partition_id in self._dormant
+            ):
+                return await self._remove_replica(partition_id, set_aside)
             if partition is None:
                 raise NotFoundError(f"No partition with id {shown(partition_id)}.")
             info = await self.info(partition)
@@ -1232,6 +1236,37 @@ class PartitionRegistry:
                 replica.log_end,
                 extra=fields(event="replica_opened", partition=partition_id),
             )
+
+    async def _remove_replica(self, partition_id: str, set_aside: str | None) -> PartitionReport:
+        """``remove`` of a replica followed here (or found at start); under the lock."""
+        replica = self._replicas.pop(partition_id, None)
+        entry = self._dormant.pop(partition_id, None)
+        if replica is not None:
+            await replica.close()
+            entry = CatalogEntry(partition_id, replica.range, replica.store_kind, replica.pipeline)
+        assert entry is not None
+        # Out of the catalog first: a crash then leaves files no catalog names,
+        # which the next open of the id deletes.
+        await self._save_catalog(self._router.version)
+        if set_aside is None:
+            await trio.to_thread.run_sync(self._delete_files, partition_id)
+        else:
+            await trio.to_thread.run_sync(self._set_aside, partition_id, set_aside)
+        log.info(
+            "removed replica %s %s",
+            partition_id,
+            entry.range,
+            extra=fields(event="replica_removed", partition=partition_id),
+        )
+        return PartitionReport(
+            id=partition_id,
+            range=entry.range,
+            store=entry.store,
+            pipeline=tuple(entry.pipeline),
+            state=PartitionState.STOPPED,
+            last_seq=0 if replica is None else replica.log_end,
+            stats=StoreStats(0, 0),
+        )
 
     def set_leader(self, partition_id: str, leader: LeaderRef | None) -> None:
         """The leader of a replica followed here changed (or is gone: None).

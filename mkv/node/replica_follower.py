@@ -280,7 +280,8 @@ class ReplicaFollower:
             await self._worker.run_sync(self._open_files)
         except BaseException:
             with trio.CancelScope(shield=True):
-                await self._worker.run_sync(self._close_files)
+                # Nothing recorded: what failed to open is left as it was.
+                await self._worker.run_sync(functools.partial(self._close_files, persist=False))
                 await self._worker.stop()
             raise
         self.state = "idle"
@@ -349,11 +350,11 @@ class ReplicaFollower:
                 extra=fields(event="replica_opened", partition=self.partition_id),
             )
 
-    def _close_files(self) -> None:
+    def _close_files(self, *, persist: bool = True) -> None:
         """Make the store durable, record the commit it holds, and close; blocking."""
         store, wal = self._store, self._wal
         try:
-            if store is not None and wal is not None and not wal.broken:
+            if persist and store is not None and wal is not None and not wal.broken:
                 store.sync()
                 self._persist_commit(force=True)
         finally:
