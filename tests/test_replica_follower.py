@@ -118,6 +118,35 @@ async def follower_node(data_dir: Path, **settings: object) -> AsyncIterator[Nod
         yield node
 
 
+class AcceptingIsr:
+    """The etcd side of the leader's ISR changes, in memory: every change is
+    committed (tests/test_cluster_replicas.py tests the etcd one)."""
+
+    async def change_isr(self, partition_id: str, epoch: int, isr: frozenset[str]) -> bool:
+        return True
+
+
+@asynccontextmanager
+async def replicated_leader(data_dir: Path, epoch: int, **settings: object) -> AsyncIterator[Node]:
+    """A node leading ``default`` as a replicated partition at ``epoch`` (the
+    leader's half refuses a replica stream from a partition that is not led
+    with replicas), this test's follower a replica outside the ISR until it
+    has caught up."""
+    async with running_node(
+        data_dir, default_pipeline=("timestamp", "wal", "replicate:sync"), **settings
+    ) as node:
+        node.registry.node_id = "leader"
+        await node.registry.lead(
+            "default",
+            epoch,
+            replicas=("leader", "follower-1"),
+            isr=frozenset({"leader"}),
+            isr_writer=AcceptingIsr(),
+            min_isr=1,
+        )
+        yield node
+
+
 def record(seq: int, value: bytes = b"", *, epoch: int = 3, key: bytes | None = None) -> pb.Record:
     return pb.Record(
         seq=seq,
@@ -243,14 +272,13 @@ async def converged(replica: ReplicaFollower, leader: Node, pid: str = "default"
 
 
 async def test_a_follower_of_a_real_leader_matches_it_key_for_key(tmp_path: Path) -> None:
-    """Today's leader (a node's Fetch: applied records, commit = applied
-    seq) feeds a replica, which logs, applies and then follows live writes."""
+    """A replicated leader (Fetch serving its log with the ISR commit) feeds a
+    replica, which logs, applies and then follows live writes."""
     with trio.fail_after(60):
         async with (
-            running_node(tmp_path / "leader") as leader,
+            replicated_leader(tmp_path / "leader", 2) as leader,
             follower_node(tmp_path / "f") as node,
         ):
-            leader.registry.set_epoch("default", 2)
             async with mkv.Client.connect(leader.data_address) as client:
                 await client.upsert({b"a%04d" % i: b"x%d" % i for i in range(300)})
                 await client.remove(b"a0007")
@@ -472,10 +500,9 @@ async def test_a_far_behind_follower_installs_a_snapshot(tmp_path: Path) -> None
     Mutation: skip the install (keep the old store) -> keys are missing."""
     with trio.fail_after(90):
         async with (
-            running_node(tmp_path / "leader", watch_retention_bytes=4096) as leader,
+            replicated_leader(tmp_path / "leader", 4, watch_retention_bytes=4096) as leader,
             follower_node(tmp_path / "f") as node,
         ):
-            leader.registry.set_epoch("default", 4)
             async with mkv.Client.connect(leader.data_address) as client:
                 for i in range(200):
                     await client.upsert({b"s%04d" % i: b"z" * 100})
@@ -571,10 +598,9 @@ async def test_a_replica_restarted_far_behind_replaces_its_state_by_a_snapshot(
     the old log's records stay and the log does not start after the snapshot."""
     with trio.fail_after(90):
         async with (
-            running_node(tmp_path / "leader", watch_retention_bytes=4096) as leader,
+            replicated_leader(tmp_path / "leader", 4, watch_retention_bytes=4096) as leader,
             mkv.Client.connect(leader.data_address) as client,
         ):
-            leader.registry.set_epoch("default", 4)
             ref = LeaderRef("leader", leader.control_address, 4)
             for i in range(5):
                 await client.upsert({b"early%d" % i: b"e"})
