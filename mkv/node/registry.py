@@ -15,6 +15,7 @@ succeeds (retried with backoff).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -1688,6 +1689,11 @@ class PartitionRegistry:
             self._nursery.start_soon(fn, partition_id)
 
     async def info(self, partition: Partition) -> PartitionReport:
+        # Writes are answered on commit and applied after: counts read now
+        # must include every write acknowledged before the call (a client
+        # that writes and then lists sees its keys), as a read would.
+        with contextlib.suppress(MkvError):
+            await partition.wait_applied()
         return PartitionReport(
             id=partition.id,
             range=partition.range,
