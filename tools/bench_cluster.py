@@ -35,9 +35,12 @@ from typing import Any
 
 import attrs
 import bench_etcd
+import trio
 from bench import RESULTS_DIR, Pool, Settings, _modes, mkv_server, progress, run_load
 from bench_procs import busy_elsewhere
 from bench_report import Result
+
+import mkv
 
 _CLUSTER_NODE = re.compile(r"mkv: node (\S+) of cluster (\S+)")
 BUDGET = 1.05  # issue 15: routing and leases cost at most 5% more CPU a request
@@ -54,6 +57,20 @@ def _spec(op: str, address: str, settings: Settings, seed: int) -> dict[str, Any
     if op == "get":
         return spec | {"kind": "get", "keyspace": settings.preload}
     return spec | {"kind": "single"}
+
+
+async def _serving(address: object, within: float = 30.0) -> None:
+    """Wait until the cluster node leads its partition: it campaigns and
+    commits its epoch-start record after it says it runs, and the preload
+    must not race that."""
+    with trio.fail_after(within):
+        async with mkv.Client.connect(str(address)) as client:
+            while True:
+                try:
+                    await client.get(b"bench-cluster-probe")
+                    return
+                except (mkv.BadNodeError, mkv.UnavailableError):
+                    await trio.sleep(0.1)
 
 
 def run(settings: Settings, rounds: int, concurrency: int, scratch: Path) -> dict[str, Any]:
@@ -81,6 +98,7 @@ def run(settings: Settings, rounds: int, concurrency: int, scratch: Path) -> dic
                 servers = {"single": single, "cluster": cluster}
                 # Said after the listening line; proves the node runs in cluster mode.
                 node_id, cluster_name = cluster[0].wait_for(_CLUSTER_NODE, timeout=30).groups()
+                trio.run(_serving, cluster[1])
                 for mode, (_, address) in servers.items():
                     progress(f"preloading {settings.preload:,} keys into the {mode} node")
                     pool.preload(address, settings.preload)
