@@ -409,6 +409,7 @@ class BlockingAdminClient(_Blocking[AdminClient]):
         pipeline: Sequence[str] | None = None,
         snapshot: str | None = None,
         node: str | None = None,
+        replicas: int = 0,
     ) -> PartitionInfo:
         """Create a partition (as ``mkv.AdminClient.add_partition``)."""
         return self._call(
@@ -420,6 +421,7 @@ class BlockingAdminClient(_Blocking[AdminClient]):
             pipeline=pipeline,
             snapshot=snapshot,
             node=node,
+            replicas=replicas,
         )
 
     def remove_partition(self, partition_id: str) -> PartitionInfo:
