@@ -636,3 +636,27 @@ def test_a_replica_being_promoted_is_not_taken_for_a_missing_copy() -> None:
     # Not being promoted: a copy missing here is one (it leaves the ISR first).
     (leave,) = reconcile(mine, "n2", 7, {}, {"a"}, replicas=facts())
     assert isinstance(leave, LeaveIsr)
+
+
+def test_a_replica_found_on_disk_at_start_is_opened_not_taken_for_lost() -> None:
+    """A replica's files found at start are dormant (not opened, so not
+    "held"): reconcile opens them as a follower, even when it is the only
+    replica or in the ISR, never calls them a lost copy. Mutation: drop the
+    dormant case -> Blocked ("not on this disk") / LeaveIsr."""
+    view = replicated_view()
+    record = view.partitions["a"].record
+    opened = reconcile(view, "n2", 7, {}, {"a"}, replicas=facts(dormant={"a"}))
+    assert opened == [OpenFollower(record, ref("n1", 20))]
+
+
+def test_a_promotion_not_yet_read_back_is_neither_stepped_down_nor_campaigned() -> None:
+    """Right after this node won the election its view may not show the new
+    leader key yet, while ``lead`` runs: stepping down then would drop the
+    leadership it just won (and its files, for a moment). Mutation: step down
+    whenever a leading partition's key is not ours -> StepDown."""
+    unread = replicated_view(leader=None)
+    held = {"a": WHOLE}
+    assert reconcile(unread, "n2", 7, held, {"a"}, replicas=facts(leading={"a"})) == []
+    # Once it serves, a key that is gone is a reason to step down.
+    (down,) = reconcile(unread, "n2", 7, held, {"a"}, replicas=facts(roles={"a": "leader"}))
+    assert isinstance(down, StepDown)

@@ -254,6 +254,10 @@ class LocalPartitions(Protocol):
         """Copies installed by a move and not served yet (reconcile's ``copies``)."""
         ...
 
+    def dormant(self) -> set[str]:
+        """Replicas found on this disk at start and not opened yet."""
+        ...
+
     async def adopt(self, partition_id: str) -> None:
         """Serve a copy a move installed here (etcd names this node)."""
         ...
@@ -1007,6 +1011,7 @@ class Membership(_MoveMembership):
                 set(self._leading),
                 dict(self._told_leader),
                 dict(self._told_isr),
+                self._local.dormant(),
             )
             if self._local.replicated()
             else None

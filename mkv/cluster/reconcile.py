@@ -73,6 +73,9 @@ class ReplicaFacts:
     # ``set_leader``, ``step_down``), and the (replicas, isr) last told.
     told_leader: Mapping[str, LeaderRef | None] = attrs.field(factory=dict)
     told_isr: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = attrs.field(factory=dict)
+    # Replicas found on this disk at start and not opened yet (dormant): not
+    # "held", yet their data is here, so they are no lost copy.
+    dormant: Set[str] = frozenset()
 
 
 @attrs.frozen
@@ -434,6 +437,10 @@ def _replica_actions(
         # the leader's, so for a moment the registry holds neither. It has
         # its data: neither "no copy here" (LeaveIsr) nor a new follower.
         return []
+    if held is None and pid in facts.dormant:
+        # Its files are here from an earlier run: open them as a follower
+        # (which replays only to the commit it knew); leading comes after.
+        return [OpenFollower(record, ref)]
     if held is None:
         overlapping = sorted(other for other, rng in local.items() if rng.overlaps(record.range))
         if overlapping:
@@ -471,6 +478,10 @@ def _replica_actions(
     told = (record.replicas, record.isr)
     if facts.told_isr.get(pid) != told:
         actions.append(SetIsr(pid, *told))
+    if key is None and pid in facts.leading:
+        # A promotion running with no key in the view yet: the campaign this
+        # node just won, not read back yet. Neither step down nor campaign.
+        return actions
     if leading and not ours:
         actions.append(StepDown(pid, ref))
     elif key is None:

@@ -107,6 +107,9 @@ class RegistryPartitions:
             )
         return held
 
+    def dormant(self) -> set[str]:
+        return self._registry.dormant()
+
     async def create(self, record: PartitionRecord) -> None:
         await self._registry.add(record.id, record.range, record.store, record.pipeline)
 

@@ -1708,6 +1708,10 @@ class PartitionRegistry:
         """Ranges ``partition_id`` gave away whose keys are not purged yet."""
         return self._purges.get(partition_id, ())
 
+    def dormant(self) -> set[str]:
+        """Replicas found on this disk at start, not opened yet (as follower or leader)."""
+        return set(self._dormant)
+
     def _taken(self, partition_id: str) -> bool:
         return (
             partition_id in self._partitions
