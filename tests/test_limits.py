@@ -367,6 +367,10 @@ async def test_a_full_inbox_answers_unavailable_and_applies_nothing(
 
     monkeypatch.setattr(partition, "INBOX_SIZE", 3)
     monkeypatch.setattr(partition, "WINDOW_SIZE", 2)
+    # Released writes wait for the applier in a backlog of their own (writes
+    # are answered on commit, applied after): bound it too, or the window
+    # empties into it and the inbox never fills.
+    monkeypatch.setattr(partition, "APPLY_BACKLOG", 2)
     monkeypatch.setattr(partition, "ENQUEUE_TIMEOUT", 0.3)
     release = threading.Event()
     apply = MemoryStore.apply
