@@ -303,7 +303,13 @@ def test_a_three_node_demo_is_one_command_and_ctrl_c_leaves_nothing(tmp_path: Pa
         high = _mkvctl(controls["node1"], "partitions", "add", "--id", "high", "--start", "m",
                        "--node", "node3")  # fmt: skip
         assert high.returncode == 0, high.stderr
-        assert high.stdout == "added partition high [m, ∞) (sqlite) on node3\n"
+        # Three replicas by the cluster's default, the named node first (it leads).
+        placed = re.fullmatch(
+            r"added partition high \[m, ∞\) \(sqlite\) on node3 \(replicas node3,(\S+)\)\n",
+            high.stdout,
+        )
+        assert placed is not None, high.stdout
+        assert sorted(placed.group(1).split(",")) == ["node1", "node2"]
 
         status = _mkvctl_json(controls["node1"], "cluster", "status")
         assert (status["cluster"], status["healthy"], status["problems"]) == ("demo", True, [])
