@@ -16,7 +16,7 @@ from mkv.cluster.keyspace import Keys, LeaderRecord, PartitionRecord
 from mkv.cluster.view import PartitionEntry
 from mkv.etcd import Etcd, open_etcd
 from mkv.router import KeyRange
-from mkv.v1 import control_pb2
+from mkv.v1 import control_pb2, data_pb2
 from mkv.wire import parse_address
 from tests.cluster import Stubs, cluster_node, eventually, leader_of, running
 from tests.etcd import EtcdProcess
@@ -149,12 +149,15 @@ async def test_a_partition_of_three_replicas_on_three_nodes(
 ) -> None:
     """AddPartition(replicas=3) names three distinct live nodes, all in sync,
     in one record; every node lists them, and mkvctl shows them; a count
-    above the live nodes is capped with a warning; a shrunken ISR is flagged
-    by `cluster status`. (The followers themselves start only with the
-    replica data path; nothing here depends on them.)"""
+    above the live nodes is capped with a warning; a follower killed for
+    good leaves the ISR, which `cluster status` flags and the leader's
+    metrics count."""
     metrics = [parse_address(f"127.0.0.1:{unused_port()}") for _ in range(3)]
     nodes = [
-        cluster_node(tmp_path, f"n{i}", etcd, "--metrics-addr", str(metrics[i])) for i in range(3)
+        cluster_node(
+            tmp_path, f"n{i}", etcd, "--metrics-addr", str(metrics[i]), "--replica-lag-timeout", "2"
+        )
+        for i in range(3)
     ]
     rpc = Stubs(stubs)
     async with running(*nodes):
@@ -211,15 +214,27 @@ async def test_a_partition_of_three_replicas_on_three_nodes(
         assert (doc_a["replicas"], doc_a["isr"]) == (list(record.replicas), list(record.isr))
         healthy = await mkvctl(control_addr, "--json", "cluster", "status")
         assert json.loads(healthy.out)["problems"] == []
-        # The leader drops a replica from the ISR (as its data path will, for
-        # a lagging follower): the record says so, and status flags it.
+        # A follower of a killed for good leaves the ISR by the leader's own
+        # path (a write waits for it past replica_lag_timeout, then the
+        # leader's Txn drops it): the record says so, status flags it, and
+        # the leader's metrics count it. (Dropping it by hand in etcd would
+        # race the leader adding a caught-up follower straight back.)
+        dead = record.replicas[2]
+        await nodes[by_id[dead]].kill()
+        leader = nodes[by_id[added.partition.node]]
+        live = nodes[by_id[record.replicas[1]]]
+
+        async def written() -> bool:
+            return (await rpc.put(leader, b"a-key", b"v")).status == data_pb2.OK
+
+        await eventually(written, within=30, what="a write acknowledged without the dead follower")
         async with open_etcd([etcd.endpoint]) as client:
-            kept = frozenset(record.replicas[:2])
-            assert await change_isr(client, Keys("test"), "a", added.partition.epoch, kept)
-        status = await mkvctl(control_addr, "cluster", "status")
+            shrunk = (await _read(client, "a", Keys("test"))).record
+        assert set(shrunk.isr) == set(record.replicas[:2]), shrunk
+        status = await mkvctl(f"--control-addr={live.control_addr}", "cluster", "status")
         assert (
             f"partition a is under-replicated: 2 of its 3 replicas in sync "
-            f"({record.replicas[2]} not)" in status.out.decode()
+            f"({dead} not)" in status.out.decode()
         ), status.out.decode()
         # The leader's metrics: a's replicas and ISR size, and its election.
         leader_metrics = metrics[by_id[added.partition.node]]

@@ -61,6 +61,12 @@ POLL_SECONDS = 0.2
 # Failed reads of a forwarded operation tolerated in a row.
 POLL_FAILURES = 25
 NODE_CALL_SECONDS = 10.0
+# A forwarded TransferLeader answers only when done: the leader may wait
+# LEAD_WITHIN to serve, CUT_OVER_WITHIN for the successor's log, and
+# LEAD_WITHIN twice more for the handover to show. Its caller must wait
+# longer than all of that, or a slow but sound transfer is reported failed
+# (while it goes on).
+TRANSFER_SECONDS = 3 * LEAD_WITHIN + CUT_OVER_WITHIN + NODE_CALL_SECONDS
 # How long a replicated move waits for its new replica to join the ISR.
 REPLICA_CATCH_UP = 300.0
 
@@ -282,7 +288,13 @@ class Mover:
         return remote.moved
 
     async def start_remote(
-        self, node: str, method: str, request: Message, response_type: type[M]
+        self,
+        node: str,
+        method: str,
+        request: Message,
+        response_type: type[M],
+        *,
+        silence: float = NODE_CALL_SECONDS,
     ) -> tuple[Address, M]:
         """Send a control call to ``node``'s control port, marked as
         forwarded (so that node never forwards it on); its answer.
@@ -302,7 +314,7 @@ class Mover:
             request,
             response_type,
             metadata=self.forwarded_metadata(),
-            silence=NODE_CALL_SECONDS,
+            silence=silence,
         )
         return address, answer
 
@@ -503,6 +515,7 @@ class Mover:
                 "TransferLeader",
                 cpb.TransferLeaderRequest(id=partition_id, node=node),
                 cpb.TransferLeaderResponse,
+                silence=TRANSFER_SECONDS,
             )
             partition: cpb.PartitionInfo = answer.partition
             return partition
