@@ -82,7 +82,7 @@ from tests.linearizability import (
 )
 from tests.netns import Namespace
 from tests.processes import ServerProcess
-from tests.serving import Interval, intervals
+from tests.serving import Interval, covering, intervals
 
 __all__ = [
     "CALL_TIMEOUT",
@@ -99,6 +99,11 @@ __all__ = [
 
 # A call still unanswered after this is given up as indeterminate.
 CALL_TIMEOUT = 15.0
+
+# An answer reaches the client a little after the node sent it (a loaded
+# machine: up to this much), so an answer's time is checked against the
+# serving intervals this much earlier.
+ANSWER_SLACK = 0.3
 BATCH_BYTES = 1024 * 1024
 BATCH_KEYS = 64  # of 16 KiB each
 
@@ -383,6 +388,21 @@ async def run_writers(
 
 # Partitions and the key ranges they own; partition i starts on node i.
 LAYOUT = (("a", b"", b"h"), ("b", b"h", b"p"), ("c", b"p", b""))
+
+
+def answered_while_served(run: Run, found: dict[str, list[Interval]]) -> None:
+    """Every answer OK (a read, an acknowledged write) left its node while
+    that node served the key's partition."""
+    outside = [
+        answer
+        for answer in run.answers
+        if covering(found, partition_of(answer.key), answer.answered - ANSWER_SLACK) is None
+        and covering(found, partition_of(answer.key), answer.answered) is None
+    ]
+    assert not outside, (
+        f"{len(outside)} answers outside any serving interval, e.g. {outside[:3]}; "
+        f"intervals: {[str(i) for each in found.values() for i in each]}"
+    )
 
 
 def partition_of(key: bytes) -> str:

@@ -24,23 +24,21 @@ from tests import netns
 from tests.cluster import LEASE_TTL
 from tests.etcd import EtcdProcess
 from tests.failover import (
+    ANSWER_SLACK,
     CALL_TIMEOUT,
     LAYOUT,
     Cluster,
     Load,
     Run,
+    answered_while_served,
     cluster,
     finished,
     partition_of,
     run_writers,
 )
 from tests.grpcio_stubs import GrpcioStubs, call
-from tests.serving import Interval, assert_disjoint, covering, logged_at
+from tests.serving import Interval, assert_disjoint, logged_at
 
-# An answer reaches the client a little after the node sent it (a loaded
-# machine: up to this much), so an answer's time is checked against the
-# serving intervals this much earlier.
-ANSWER_SLACK = 0.3
 # A serving_stop is logged within this of its deadline (a loaded machine).
 LOG_SLACK = 0.12
 
@@ -53,21 +51,6 @@ async def _verify(c: Cluster, run: Run) -> dict[str, list[Interval]]:
     found = c.serving()
     assert_disjoint(found)
     return found
-
-
-def _answered_while_served(run: Run, found: dict[str, list[Interval]]) -> None:
-    """Every answer OK (a read, an acknowledged write) left its node while
-    that node served the key's partition."""
-    outside = [
-        answer
-        for answer in run.answers
-        if covering(found, partition_of(answer.key), answer.answered - ANSWER_SLACK) is None
-        and covering(found, partition_of(answer.key), answer.answered) is None
-    ]
-    assert not outside, (
-        f"{len(outside)} answers outside any serving interval, e.g. {outside[:3]}; "
-        f"intervals: {[str(i) for each in found.values() for i in each]}"
-    )
 
 
 # The batches of the writers across a move: 64 KiB, not 1 MiB. A move's copy
@@ -123,7 +106,7 @@ async def test_writers_across_a_move_and_a_drain(
             assert leaders["a"] == c.ids[1], leaders
             assert leaders["c"] != c.ids[2], leaders
             found = await _verify(c, run)
-            _answered_while_served(run, found)
+            answered_while_served(run, found)
             # The moves show in the logs: a and c each served by two nodes in turn.
             assert {i.node for i in found["a"]} == {c.ids[0], c.ids[1]}, found["a"]
             assert len({i.node for i in found["c"]}) == 2, found["c"]
@@ -148,7 +131,7 @@ async def _etcd_down(tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs, seco
             await c.serves_all()
             back = time.time() - frozen[1]
             found = await _verify(c, run)
-            _answered_while_served(run, found)
+            answered_while_served(run, found)
             down, up = frozen
             late: list[float] = []
             for pid, _, _ in LAYOUT:
@@ -285,7 +268,7 @@ async def _paused_round(c: Cluster, victim: int, seconds: float) -> float:
         for _, batch in big:
             got = await db.batch_get(list(batch))
             assert [item.value if item else None for item in got] == list(batch.values())
-    _answered_while_served(run, found)
+    answered_while_served(run, found)
     print(f"\npaused {seconds:.0f} s: {run.summary()}")
     return after.start - resumed
 
@@ -333,7 +316,7 @@ async def _kill_round(c: Cluster, victim: int) -> float:
     [after] = [i for i in mine if i.start > killed]
     assert after.start > before.stop, (before, after)
     assert after.epoch > before.epoch, (before, after)
-    _answered_while_served(run, found)
+    answered_while_served(run, found)
     print(
         f"\nkill -9: restarted in {restarted - killed:.2f} s, serving "
         f"{after.start - killed:.2f} s after the kill; {run.summary()}"
@@ -431,7 +414,7 @@ async def _cut_round(
         if partition_of(a.key) == pid and cut_off.stop + ANSWER_SLACK < a.answered < after.start
     ]
     assert not late, late[:3]
-    _answered_while_served(run, found)
+    answered_while_served(run, found)
     print(
         f"\ncut off {healed - cut_at:.1f} s: stopped serving {cut_off.stop - cut_at:.2f} s "
         f"in; served again {after.start - healed:.2f} s after healing; {run.summary()}"

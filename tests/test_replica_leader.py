@@ -316,6 +316,37 @@ async def test_async_mode_answers_at_the_local_log_but_lead_waits_for_the_isr(
                 assert answer.commit_seq == 1
 
 
+async def test_records_near_the_largest_request_go_one_per_answer(tmp_path: Path) -> None:
+    """Two writes of almost 1 MiB each in the tail: each answer carries
+    what fits one message (purerpc refuses to send more than the port's
+    largest message, and the stream would fail on every retry: a paused
+    leader's replica never rejoined). Mutation: packing records while the
+    size so far is under the budget (what it did) fails the second answer
+    with INTERNAL."""
+    pipeline = ("timestamp", "wal", "replicate:async")
+    big = b"x" * (900 * 1024)
+    with trio.fail_after(60):
+        async with (
+            leader_node(tmp_path, pipeline=pipeline) as node,
+            open_channel(node.data_address) as channel,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(lead, node, 5, ("n1", "n2"), MemoryIsr())
+            await configured(node, 5)
+            async with replica(node, "n2", 5) as (n2, _):
+                await n2.until(1, durable_seq=0)
+                await n2.ask(1)
+                await serving(node)
+                # Answered at the local log (async): both wait in the tail.
+                assert await upsert(channel, b"a", big) == 2
+                assert await upsert(channel, b"b", big) == 3
+                first = await n2.ask(1)
+                assert [r.seq for r in first.records.records] == [2]
+                second = await n2.ask(2)
+                assert [r.seq for r in second.records.records] == [3]
+                assert [bytes(r.puts[0].value) for r in n2.records[-2:]] == [big, big]
+
+
 async def test_a_replica_stream_from_a_stranger_is_refused(tmp_path: Path) -> None:
     """Mutation: dropping the replicas check in ReplicationService._replica."""
     with trio.fail_after(60):
@@ -623,6 +654,34 @@ async def test_a_replica_too_far_behind_starts_from_a_snapshot_and_rejoins(
                         await n3.ask(seq)
                 assert isr.events == [("isr", 5, frozenset(REPLICAS))]
             nursery.cancel_scope.cancel()
+
+
+async def test_snapshot_rows_near_the_largest_request_go_one_per_answer(
+    tmp_path: Path,
+) -> None:
+    """A snapshot of values of almost 1 MiB: each answer within the port's
+    largest message, one row each. Mutation: packing rows while the size so
+    far is under the budget (what it did) fails the stream with INTERNAL."""
+    big = b"x" * (900 * 1024)
+    with trio.fail_after(60):
+        async with (
+            leader_node(tmp_path) as node,
+            open_channel(node.data_address) as channel,
+        ):
+            await upsert(channel, b"big0", big)
+            await upsert(channel, b"big1", big)
+            async with open_bidi(
+                node.control_address, REPLICATION, "Fetch", rpb.FetchRequest, rpb.FetchResponse
+            ) as call:
+                await call.send(rpb.FetchRequest(partition_id=PID, snapshot=True, follower="n3"))
+                n3 = Replica(call, "n3", 0)
+                assert (await n3.receive()).WhichOneof("body") == "snapshot_begin"
+                rows = []
+                while (answer := await n3.ask(0)).WhichOneof("body") == "snapshot_rows":
+                    assert answer.ByteSize() <= 1024 * 1024 + 64 * 1024
+                    rows += [bytes(r.key) for r in answer.snapshot_rows.rows]
+                assert answer.WhichOneof("body") == "snapshot_end"
+                assert rows == [b"big0", b"big1"]
 
 
 async def test_a_refused_isr_change_means_deposed_and_the_leader_steps_down(

@@ -30,6 +30,7 @@ from typing import Literal, Protocol
 import trio
 
 from mkv.cluster.membership import IsrWriter
+from mkv.cluster.reconcile import LeaderRef
 from mkv.errors import FailedPreconditionError, NotFoundError, UnavailableError
 from mkv.node.catalog import CatalogEntry
 from mkv.observe.logs import fields
@@ -65,6 +66,8 @@ class _Registry(Protocol):
     def directory_of(self, partition_id: str) -> Path: ...
 
     def spawn(self, fn: Callable[[str], Awaitable[None]], partition_id: str) -> None: ...
+
+    async def follow_stepped_down(self, partition_id: str, leader: LeaderRef | None) -> None: ...
 
 
 class Leaderships:
@@ -208,7 +211,15 @@ class Leaderships:
         )
         self.serving.pop(partition_id, None)
         self.promoting.pop(partition_id, None)
-        self._registry.spawn(self.step_down, partition_id)
+        self._registry.spawn(self._step_down_and_follow, partition_id)
+
+    async def _step_down_and_follow(self, partition_id: str) -> None:
+        """A deposed leader's step-down: its files then follow (nobody yet;
+        reconcile names the new leader). Stopped and not following, it would
+        be held here yet neither lead nor follow: reconcile's SetLeader
+        finds no follower, and the replica never rejoins the ISR."""
+        await self.step_down(partition_id)
+        await self._registry.follow_stepped_down(partition_id, None)
 
     async def step_down(self, partition_id: str) -> None:
         """Stop leading: fail what the ISR has not acknowledged, stop the partition."""

@@ -72,6 +72,11 @@ FOLLOWER_SILENCE_SECONDS = 30.0
 MAX_FETCH_BYTES = 4 * 1024 * 1024
 # Rows read from the snapshot file per query.
 _ROWS_PER_READ = 2000
+# A row's most encoded bytes besides its key and value: the key's and the
+# value's tags and lengths (3 + 4), seq and timestamp as varints (11 each),
+# the row's own tag and length (4). An answer's rows are counted at this, so
+# that their message never exceeds its budget, however small the rows.
+_ROW_OVERHEAD = 34
 # A source fenced by a Handover settles the move through etcd after this
 # long without ABANDON or COMMITTED (longer than a target's cut-over may take).
 FENCE_TIMEOUT = 20.0
@@ -83,9 +88,15 @@ OUTGOING_DIR = "replication-out"
 class ReplicationService:
     """Serves ``mkv.v1.Replication`` for the partitions this node leads."""
 
-    def __init__(self, registry: PartitionRegistry, scratch: Path) -> None:
+    def __init__(
+        self, registry: PartitionRegistry, scratch: Path, *, max_answer_bytes: int
+    ) -> None:
         self._registry = registry
         self._scratch = scratch
+        # An answer's records or rows stop short of this (the port's largest
+        # message, less the envelope's headroom): purerpc refuses to send a
+        # larger one, and the stream would fail on every retry.
+        self._max_answer_bytes = max_answer_bytes
         # A test hook: called with each snapshot chunk's rows before they
         # are sent (the SHA-256 is of the rows as read), to corrupt one in transit.
         self.tamper: Callable[[list[pb.Row]], None] | None = None
@@ -239,7 +250,7 @@ class ReplicationService:
         while request is not None:
             self._check(partition, request)
             self.durable[who] = request.durable_seq
-            response = await self._records(partition, position, _budget(request))
+            response = await self._records(partition, position, self._budget(request))
             yield response
             if response.WhichOneof("body") == "snapshot_required":
                 return
@@ -329,13 +340,20 @@ class ReplicationService:
                 raise UnavailableError(f"This node no longer leads partition {partition.id}.")
             self.durable[who] = request.durable_seq
             stage.reported(node, min(request.durable_seq, matched))
-            response = await self._replica_records(partition, stage, matched, _budget(request))
+            response = await self._replica_records(partition, stage, matched, self._budget(request))
             yield response
             if response.WhichOneof("body") == "snapshot_required":
                 return
             if response.records.records:
                 matched = response.records.records[-1].seq
             request = await _next(requests)
+
+    def _budget(self, request: pb.FetchRequest) -> int:
+        """The bytes of records (or rows) one answer to ``request`` may
+        carry: what the follower asked for, within what this port can send.
+        One record larger than that is sent alone (it came in as one request,
+        so it fits a message)."""
+        return min(request.max_bytes or FETCH_BYTES, MAX_FETCH_BYTES, self._max_answer_bytes)
 
     def _replica_answer(
         self, stage: ReplicateStage, response: pb.FetchResponse
@@ -370,8 +388,6 @@ class ReplicationService:
         records: list[pb.Record] = []
         size = 0
         for write in writes:
-            if records and size >= max_bytes:
-                break
             record = pb.Record(
                 seq=write.seq,
                 timestamp=write.timestamp,
@@ -379,6 +395,8 @@ class ReplicationService:
                 deletes=write.deletes,
                 epoch=stage.epoch_of(write.seq),
             )
+            if records and size + record.ByteSize() > max_bytes:
+                break
             records.append(record)
             size += record.ByteSize()
         return self._replica_answer(stage, pb.FetchResponse(records=pb.Records(records=records)))
@@ -444,14 +462,14 @@ class ReplicationService:
         records: list[pb.Record] = []
         size = 0
         for write in writes:
-            if records and size >= max_bytes:
-                break
             record = pb.Record(
                 seq=write.seq,
                 timestamp=write.timestamp,
                 puts=[data_pb2.Entry(key=k, value=v) for k, v in write.puts],
                 deletes=write.deletes,
             )
+            if records and size + record.ByteSize() > max_bytes:
+                break
             records.append(record)
             size += record.ByteSize()
         return self._answer(partition, epoch, records=pb.Records(records=records))
@@ -500,17 +518,22 @@ class ReplicationService:
                 while (request := await _next(requests)) is not None:
                     self._check(partition, request)
                     self.durable[who] = request.durable_seq
-                    budget = _budget(request)
+                    budget = self._budget(request)
                     rows: list[tuple[bytes, bytes, int, int]] = []
                     size = 0
-                    while size < budget:
+                    full = False
+                    while not full:
                         if not pending:
                             pending = await trio.to_thread.run_sync(reader.next, _ROWS_PER_READ)
                             if not pending:
                                 break
                         take = 0
-                        while take < len(pending) and size < budget:
-                            size += len(pending[take][0]) + len(pending[take][1]) + 24
+                        while take < len(pending):
+                            row = len(pending[take][0]) + len(pending[take][1]) + _ROW_OVERHEAD
+                            if (rows or take) and size + row > budget:
+                                full = True
+                                break
+                            size += row
                             take += 1
                         rows += pending[:take]
                         del pending[:take]
@@ -562,10 +585,6 @@ async def _next(requests: AsyncIterator[pb.FetchRequest]) -> pb.FetchRequest | N
     raise UnavailableError(
         f"The follower sent nothing for {FOLLOWER_SILENCE_SECONDS:g} s; ending its stream."
     )
-
-
-def _budget(request: pb.FetchRequest) -> int:
-    return min(request.max_bytes or FETCH_BYTES, MAX_FETCH_BYTES)
 
 
 def _required(partition: Partition) -> pb.SnapshotRequired:

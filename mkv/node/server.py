@@ -120,7 +120,11 @@ class Node:
         self._local: RegistryPartitions | None = None
         self.operations = OperationRegistry()
         # Served on the control port: node to node, under the control token.
-        self.replication = ReplicationService(self.registry, config.data_dir / OUTGOING_DIR)
+        self.replication = ReplicationService(
+            self.registry,
+            config.data_dir / OUTGOING_DIR,
+            max_answer_bytes=config.max_request_bytes,
+        )
         # Set in run(): creating the root is disk work, not for the constructor.
         self.snapshots: SnapshotService | None = None
         # time.time() and time.monotonic() when run() began (NodeStatus).
