@@ -113,9 +113,15 @@ async def test_writers_across_a_move_and_a_drain(
             print(f"\nmove + drain under 16 writers ({took:.1f} s): {run.summary()}")
 
 
-async def _etcd_down(tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs, seconds: float) -> None:
+async def _etcd_down(
+    tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs, seconds: float, replicas: int
+) -> None:
+    """etcd frozen (SIGSTOP) for ``seconds`` under 16 writers, every
+    partition of ``replicas`` replicas: each leader serves until its
+    deadline, then refuses; nobody serves while etcd is down (with replicas
+    too: no election can run); all serve again once it is back."""
     with trio.fail_after(60 + seconds * 2):
-        async with cluster(tmp_path, etcd, stubs) as c:
+        async with cluster(tmp_path, etcd, stubs, replicas=replicas) as c:
             frozen: list[float] = []
 
             async def freeze_etcd() -> None:
@@ -171,17 +177,19 @@ async def _etcd_down(tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs, seco
             )
 
 
+@pytest.mark.parametrize("replicas", [1, 3])
 async def test_etcd_down_leaders_serve_to_their_deadlines_then_refuse(
-    tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs
+    tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs, replicas: int
 ) -> None:
-    await _etcd_down(tmp_path, etcd, stubs, seconds=5.0)
+    await _etcd_down(tmp_path, etcd, stubs, seconds=5.0, replicas=replicas)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("replicas", [1, 3])
 async def test_etcd_down_for_ten_seconds_under_writers(
-    tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs
+    tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs, replicas: int
 ) -> None:
-    await _etcd_down(tmp_path, etcd, stubs, seconds=10.0)
+    await _etcd_down(tmp_path, etcd, stubs, seconds=10.0, replicas=replicas)
 
 
 async def _pause(c: Cluster, victim: int, seconds: float) -> tuple[float, float]:
