@@ -259,6 +259,7 @@ class PartitionStatus:
     # Requests waiting in its inbox, and admitted but not yet answered.
     inbox_depth: int
     in_flight: int
+    # The last write acknowledged (the store applies it a moment later).
     last_seq: int
     # The last write its log has fsynced; None without a write-ahead log.
     wal_synced_seq: int | None
@@ -266,7 +267,7 @@ class PartitionStatus:
 
     @property
     def wal_sync_lag(self) -> int | None:
-        """Writes applied but not yet fsynced by the log (None without one)."""
+        """Writes acknowledged but not yet fsynced by the log (None without one)."""
         if self.wal_synced_seq is None:
             return None
         return max(0, self.last_seq - self.wal_synced_seq)

@@ -248,7 +248,9 @@ class ControlPlane:
                     state=_STATES[stats.state],
                     inbox_depth=stats.inbox_depth,
                     in_flight=stats.in_flight,
-                    last_seq=stats.last_seq,
+                    # Acknowledged, not applied: a client that wrote and then
+                    # asks sees its writes (and the log's fsync lag) at once.
+                    last_seq=stats.acknowledged_seq,
                     has_wal=stats.wal_synced_seq is not None,
                     wal_synced_seq=stats.wal_synced_seq or 0,
                     watchers=partition.feed.watchers,

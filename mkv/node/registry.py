@@ -1230,6 +1230,11 @@ class PartitionRegistry:
                 raise
             replica.set_leader(leader)
             await self._nursery.start(replica.run)
+            if self._closing.is_set():
+                # The node began to close while this one opened, perhaps
+                # after ``run`` closed the others: it would run on, and hold
+                # the node's shutdown forever (a deposed leader's step-down).
+                self._nursery.start_soon(replica.close)
             log.info(
                 "partition %s: following %s as a replica (from seq %d)",
                 partition_id,

@@ -248,9 +248,18 @@ class ReplicaFollower:
         return self.error
 
     async def items(self) -> list[tuple[bytes, Item]]:
-        """Every key the store holds, in order (tests, checks)."""
-        store = self._store
-        assert store is not None
+        """Every key the store holds, in order (tests, checks).
+
+        Raises:
+            MkvError: the follower failed (``error``) or stopped.
+        """
+        while (store := self._store) is None:
+            # Closed for a moment while a snapshot replaces it (``_install``).
+            if self.error is not None:
+                raise self.error
+            if self._stopped.is_set():
+                raise UnavailableError(f"The replica of {self.partition_id} stopped.")
+            await self._progress.wait()
         result: list[tuple[bytes, Item]] = []
         start = self.range.start
         while True:
@@ -740,6 +749,7 @@ class ReplicaFollower:
         self._pending.clear()
         self._need_snapshot = False
         self.snapshots += 1
+        self._tell()
         log.info(
             "replica %s: installed a snapshot at seq %d (%d rows)",
             self.partition_id,

@@ -8,11 +8,18 @@ handover, the one place that knows both a ``Partition`` and a
 
 from __future__ import annotations
 
+import contextlib
+
+import trio
+
 from mkv.errors import MkvError
 from mkv.node.registry import PartitionRegistry
 from mkv.observe.metrics import PartitionNumbers, StoreSize
 
 __all__ = ["RegistryStatistics"]
+
+# The most a store size read waits for the store to apply what was acknowledged.
+APPLIED_WAIT = 1.0
 
 
 class RegistryStatistics:
@@ -55,6 +62,11 @@ class RegistryStatistics:
         """One partition at a time (``Partition.store_stats`` counts on a thread)."""
         sizes: dict[str, StoreSize] = {}
         for partition in self.registry:
+            # Counts include every write acknowledged so far (answered on
+            # commit, applied a moment later), as ListPartitions' do; a
+            # partition whose applier is stuck is counted as it stands.
+            with trio.move_on_after(APPLIED_WAIT), contextlib.suppress(MkvError):
+                await partition.wait_applied()
             try:
                 stats = await partition.store_stats()
             except MkvError:

@@ -178,6 +178,7 @@ def _mutated_keys(command: Upsert | Remove | Increment) -> list[bytes]:
 @attrs.frozen
 class PartitionStatistics:
     state: PartitionState
+    # The last write applied to the store.
     last_seq: int
     inbox_depth: int
     # Admitted into the pipeline, not yet answered.
@@ -186,6 +187,9 @@ class PartitionStatistics:
     wal_synced_seq: int | None
     wal_segments: int
     wal_bytes: int = 0
+    # The last write acknowledged: answered on commit, it may be ahead of
+    # ``last_seq`` for a moment, until the applier catches up.
+    acknowledged_seq: int = 0
 
 
 class _Tally:
@@ -463,6 +467,7 @@ class Partition:
             wal_synced_seq=None if wal_stats is None else wal_stats.synced_seq,
             wal_segments=0 if wal_stats is None else wal_stats.segments,
             wal_bytes=0 if wal_stats is None else wal_stats.bytes,
+            acknowledged_seq=max(self._acked, self._last_applied),
         )
 
     async def store_stats(self) -> StoreStats:
