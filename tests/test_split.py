@@ -272,7 +272,7 @@ async def test_kill_9_at_random_points_of_splits_loses_nothing(tmp_path: Path) -
     from tests.crash import crash_cycles
 
     with trio.fail_after(300):
-        model = await crash_cycles(tmp_path / "data", cycles=20, seed=1414, splits=True)
+        model = await crash_cycles(tmp_path / "data", cycles=12, seed=1414, splits=True)
     assert model.acks > 100
 
 
