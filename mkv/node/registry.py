@@ -1217,6 +1217,11 @@ class PartitionRegistry:
             # Its epoch file is written first: from then on a restart takes
             # the directory for a replica's, never a leader's.
             await replica.open()
+            # Told before it is published: a SetLeader that finds it from
+            # then on (reconcile's, while this awaits the catalog) must not
+            # be overwritten by this older word, or it follows nobody and
+            # reconcile, having told it, never says it again.
+            replica.set_leader(leader)
             self._replicas[partition_id] = replica
             self._dormant.pop(partition_id, None)
             try:
@@ -1228,7 +1233,6 @@ class PartitionRegistry:
                 with trio.CancelScope(shield=True):
                     await replica.close()
                 raise
-            replica.set_leader(leader)
             await self._nursery.start(replica.run)
             if self._closing.is_set():
                 # The node began to close while this one opened, perhaps
