@@ -401,12 +401,13 @@ async def test_a_paused_leader_is_deposed_and_rejoins_as_a_follower(
 
 
 async def _cut_leader_round(
-    c: Cluster, ns: netns.Namespace, round_: int
+    c: Cluster, ns: netns.Namespace, round_: int, *, clients_reach: bool = False
 ) -> tuple[float, float, Run]:
-    """a's leader, node 0 in ``ns``, cut off from etcd, its clients and the
-    other nodes for LEASE_TTL + 2 s under the 16 writers, then healed; the
-    checks. Returns the seconds from the cut to a served by its successor,
-    the seconds from healing to every ISR whole again, and the run."""
+    """a's leader, node 0 in ``ns``, cut off from etcd, its clients (unless
+    ``clients_reach``) and the other nodes for LEASE_TTL + 2 s under the 16
+    writers, then healed; the checks. Returns the seconds from the cut to a
+    served by its successor, the seconds from healing to every ISR whole
+    again, and the run."""
     pids = [pid for pid, _, _ in LAYOUT]
     victim = c.ids[0]
     assert (await c.leaders())["a"] == victim
@@ -414,7 +415,7 @@ async def _cut_leader_round(
     times: list[float] = []
 
     async def cut() -> None:
-        ns.isolate(data_port)
+        ns.isolate(data_port, reachable=clients_reach)
         times.append(time.time())
         try:
             await trio.sleep(LEASE_TTL + 2.0)
@@ -481,7 +482,7 @@ async def _cut_leader_rounds(
     """``rounds`` cuts of a's leader, led back into the namespace before each."""
     took: list[float] = []
     rejoined: list[float] = []
-    with trio.fail_after(20 + 40 * rounds):
+    with trio.fail_after(REJOIN + 40 * rounds):
         async with one_node_in_a_namespace(
             tmp_path,
             etcd,
@@ -496,7 +497,11 @@ async def _cut_leader_rounds(
             for round_ in range(rounds):
                 if round_:
                     await _lead(c, "a", c.ids[0])
-                one, two, run = await _cut_leader_round(c, ns, round_)
+                # Odd rounds (the soak's): clients still reach the cut
+                # leader, which must refuse them past its deadline.
+                one, two, run = await _cut_leader_round(
+                    c, ns, round_, clients_reach=bool(round_ % 2)
+                )
                 took.append(one)
                 rejoined.append(two)
                 runs.append(run)
@@ -536,8 +541,15 @@ async def test_a_leader_cut_off_is_replaced_and_rejoins(
     root (``ip netns``, ``nft``). Every node's control plane is beyond
     loopback here, under a shared token: node-to-node calls carry it.
 
-    Mutation: ``Leaderships._step_down_and_follow`` not following fails it
-    (the cut leader never rejoins a's ISR)."""
+    Mutations: ``PartitionRegistry.step_down`` not following (the step-down
+    of a leader that sees another's key once healed) → a's ISR never whole
+    again; ``Membership._watch_deadline`` not started → the stop logged
+    late (at the next etcd error, ~0.2 s on). ``Leaderships._step_down_and_
+    follow`` not following fails it only in the runs where the healed
+    leader learns it was deposed from a refused ISR change rather than from
+    the leader key (seen in some runs, not most). The data plane's lease
+    checks cannot show here, its clients cut off; they are the R = 1 cut
+    test's and the pause tests' to show."""
     await _cut_leader_rounds(tmp_path, etcd, stubs, 1)
 
 
@@ -545,7 +557,13 @@ async def test_a_leader_cut_off_is_replaced_and_rejoins(
 async def test_twenty_cuts_of_a_leader(
     tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs
 ) -> None:
-    """``just soak``: 20 rounds, with the distribution of failover and rejoin times."""
+    """``just soak``: 20 rounds, with the distribution of failover and rejoin
+    times. In every other round the clients still reach the cut leader
+    (cut off from etcd and its peers only), which must answer them nothing
+    past its deadline; before each round but the first, a is transferred
+    back into the namespace. (Mutations: with the data plane's admission
+    and answer-time lease checks both removed, two such rounds still
+    passed: something else holds the cut leader back, not yet found out.)"""
     await _cut_leader_rounds(tmp_path, etcd, stubs, 20)
 
 
