@@ -42,8 +42,11 @@ tests here; 3 for the replicated ones), leader i mod size. Faults:
 - pause: SIGSTOP / SIGCONT to ``c.nodes[i].process`` (``_pause`` in
   tests/test_failover.py);
 - network cut: ``cluster(..., inside=(i, ns))`` runs node i in a network
-  namespace (tests/netns.py), ``ns.cut_off(etcd_port, *its_ports)`` cuts it
-  off from etcd (and from clients, given their ports), ``ns.heal()``;
+  namespace (tests/netns.py; ``one_node_in_a_namespace`` skips without
+  root), every control plane reachable under a shared token;
+  ``ns.cut_off(etcd_port, *its_ports)`` cuts it off from etcd (and from
+  clients, given their ports), ``ns.isolate(its_data_port)`` from
+  everything (etcd, clients, the other nodes both ways), ``ns.heal()``;
 - aim a fault at whoever leads a partition now:
   ``c.nodes[await c.leader_index("b")]`` (ListPartitions).
 
