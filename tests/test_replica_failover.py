@@ -135,21 +135,26 @@ async def _serves(c: Cluster, layout: Sequence[tuple[str, bytes, bytes]]) -> Non
     await eventually(check, within=30, what="every partition served")
 
 
-async def _records(c: Cluster) -> dict[str, control_pb2.PartitionInfo]:
-    for node in c.nodes:
-        if node.process is not None:
+async def _records(c: Cluster, *, not_from: str = "") -> dict[str, control_pb2.PartitionInfo]:
+    """Every partition's record, as the first live node (but ``not_from``,
+    whose view may be stale: it was cut off from etcd) sees it."""
+    for node_id, node in zip(c.ids, c.nodes, strict=True):
+        if node.process is not None and node_id != not_from:
             with contextlib.suppress(grpc.RpcError):
                 return {p.id: p for p in await c.rpc.partitions(node)}
     return {}
 
 
-async def _isr_is(c: Cluster, pids: Sequence[str], members: set[str], within: float) -> float:
+async def _isr_is(
+    c: Cluster, pids: Sequence[str], members: set[str], within: float, *, not_from: str = ""
+) -> float:
     """Wait until every partition of ``pids`` has exactly ``members`` in
-    sync (as etcd has it); the seconds it took."""
+    sync (as etcd has it; not as node ``not_from`` sees it); the seconds it
+    took."""
     began = trio.current_time()
 
     async def check() -> bool:
-        records = await _records(c)
+        records = await _records(c, not_from=not_from)
         return all(pid in records and set(records[pid].isr) == members for pid in pids)
 
     await eventually(check, within=within, what=f"ISR {sorted(members)} of {list(pids)}")
@@ -413,6 +418,7 @@ async def _cut_leader_round(
     assert (await c.leaders())["a"] == victim
     data_port = int(c.nodes[0].data_addr.rsplit(":", 1)[1])
     times: list[float] = []
+    whole: list[float] = []
 
     async def cut() -> None:
         ns.isolate(data_port, reachable=clients_reach)
@@ -422,6 +428,11 @@ async def _cut_leader_round(
         finally:
             ns.heal()
             times.append(time.time())
+        # Under the writers (the run lasts until this returns, at least):
+        # it rejoins every ISR (a's, and b's and c's, which dropped it). As
+        # the others see it: its own view is still the one from before the
+        # cut, until its watch catches up.
+        whole.append(await _isr_is(c, pids, set(c.ids), within=REJOIN, not_from=victim))
 
     run = await run_writers(
         c.seeds, seconds=LEASE_TTL + 5.0, load=_load(round_), fault=cut, fault_at=1.0
@@ -459,14 +470,14 @@ async def _cut_leader_round(
     answered_while_served(run, found)
     async with mkv.Client.connect(*c.seeds) as db:
         await run.verify(db)
-    # Healed: it finds it was deposed, steps down, follows the new leader
-    # and rejoins every ISR (a's, and b's and c's, which dropped it).
+    # Healed: it found it was deposed, stepped down, followed the new
+    # leader and rejoined every ISR (``whole``), as it still is.
     log = c.logs()[victim]
     assert [at for at in logged_at(log, "replica_stepped_down") if at > cut_off.stop], (
         "the cut-off leader never stepped down"
     )
+    [rejoined] = whole
     await _isr_is(c, pids, set(c.ids), within=REJOIN)
-    rejoined = time.time() - healed
     assert (await c.leaders())["a"] != victim
     print(
         f"cut-off leader: deadline +{cut_off.stop - cut_at:.2f} s after the cut, a served by "
