@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import trio
@@ -47,11 +47,55 @@ async def running(*nodes: ServerProcess) -> AsyncIterator[tuple[ServerProcess, .
             await node.kill()
 
 
-class Stubs:
-    """grpcio stubs on a node's two ports, opened per call (addresses change on restart)."""
+class _Details(
+    NamedTuple(
+        "_Details",
+        [
+            ("method", str),
+            ("timeout", float | None),
+            ("metadata", Any),
+            ("credentials", Any),
+            ("wait_for_ready", bool | None),
+            ("compression", Any),
+        ],
+    ),
+    grpc.ClientCallDetails,
+):
+    """A unary call's details with other metadata (grpcio's own are read-only)."""
 
-    def __init__(self, stubs: GrpcioStubs) -> None:
+
+class _Bearer(grpc.UnaryUnaryClientInterceptor):
+    """Adds ``authorization: Bearer <token>`` to every unary call."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        metadata = [*(details.metadata or ()), self._header]
+        return continuation(
+            _Details(
+                details.method,
+                details.timeout,
+                metadata,
+                details.credentials,
+                details.wait_for_ready,
+                details.compression,
+            ),
+            request,
+        )
+
+
+class Stubs:
+    """grpcio stubs on a node's two ports, opened per call (addresses change on restart).
+
+    Args:
+        token: the nodes' control token, sent on every control call (a
+            control plane beyond loopback requires one).
+    """
+
+    def __init__(self, stubs: GrpcioStubs, *, token: str | None = None) -> None:
         self.stubs = stubs
+        self.token = token
 
     @contextlib.contextmanager
     def data(self, node: ServerProcess) -> Iterator[Any]:
@@ -61,7 +105,10 @@ class Stubs:
     @contextlib.contextmanager
     def control(self, node: ServerProcess) -> Iterator[Any]:
         with grpcio_channel(node.control_addr) as channel:
-            yield self.stubs.control_stub(channel)
+            if self.token is None:
+                yield self.stubs.control_stub(channel)
+            else:
+                yield self.stubs.control_stub(grpc.intercept_channel(channel, _Bearer(self.token)))
 
     async def status(self, node: ServerProcess) -> control_pb2.NodeStatusResponse:
         with self.control(node) as control:

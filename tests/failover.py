@@ -42,8 +42,11 @@ tests here; 3 for the replicated ones), leader i mod size. Faults:
 - pause: SIGSTOP / SIGCONT to ``c.nodes[i].process`` (``_pause`` in
   tests/test_failover.py);
 - network cut: ``cluster(..., inside=(i, ns))`` runs node i in a network
-  namespace (tests/netns.py), ``ns.cut_off(etcd_port, *its_ports)`` cuts it
-  off from etcd (and from clients, given their ports), ``ns.heal()``;
+  namespace (tests/netns.py; ``one_node_in_a_namespace`` skips without
+  root), every control plane reachable under a shared token;
+  ``ns.cut_off(etcd_port, *its_ports)`` cuts it off from etcd (and from
+  clients, given their ports), ``ns.isolate(its_data_port)`` from
+  everything (etcd, clients, the other nodes both ways), ``ns.heal()``;
 - aim a fault at whoever leads a partition now:
   ``c.nodes[await c.leader_index("b")]`` (ListPartitions).
 
@@ -57,18 +60,21 @@ from __future__ import annotations
 
 import contextlib
 import random
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import attrs
 import grpc
+import pytest
 import trio
 
 import mkv
 from mkv.client.channel import NotSentError
 from mkv.errors import BadNodeError, ConditionFailedError, MkvError
 from mkv.v1 import control_pb2
+from tests import netns
 from tests.cluster import LEASE_TTL, Stubs, cluster_node, eventually, leader_of, running
 from tests.etcd import EtcdProcess
 from tests.grpcio_stubs import GrpcioStubs, call
@@ -87,12 +93,14 @@ from tests.serving import Interval, covering, intervals
 __all__ = [
     "CALL_TIMEOUT",
     "LAYOUT",
+    "LOG_SLACK",
     "Answer",
     "Cluster",
     "Load",
     "Run",
     "cluster",
     "finished",
+    "one_node_in_a_namespace",
     "partition_of",
     "run_writers",
 ]
@@ -104,6 +112,8 @@ CALL_TIMEOUT = 15.0
 # machine: up to this much), so an answer's time is checked against the
 # serving intervals this much earlier.
 ANSWER_SLACK = 0.3
+# A serving_stop is logged within this of its deadline (a loaded machine).
+LOG_SLACK = 0.12
 BATCH_BYTES = 1024 * 1024
 BATCH_KEYS = 64  # of 16 KiB each
 
@@ -485,33 +495,45 @@ async def cluster(
             cluster's default), its leader node i mod size.
         inside: (i, namespace): node i runs in that network namespace
             (tests/netns.py), reached at its address there, so that
-            ``namespace.cut_off`` can cut it from etcd and its clients; etcd
-            must then listen beyond loopback (``etcd.listen_host``).
+            ``namespace.cut_off`` or ``namespace.isolate`` can cut it from
+            etcd, its clients and the other nodes; etcd must then listen
+            beyond loopback (``etcd.listen_host``). Every node's control
+            plane is then reachable across the veth pair, under one control
+            token (``Cluster.rpc`` sends it): a follower inside fetches from
+            its leader's control port, and the leader's followers from its.
         extra: more ``mkv serve`` arguments for every node.
     """
     nodes = []
+    token: str | None = None
+    if inside is not None:
+        ns = inside[1]
+        token = secrets.token_hex(16)
+        token_file = tmp_path / "control-token"
+        token_file.write_text(token)
+        # Beyond loopback a control plane needs a token; the nodes share
+        # it, as in a real cluster (they call each other's with it).
+        shared = ("--token-file", str(token_file), "--log-format", "json", *extra)
     for i in range(size):
-        if inside is not None and inside[0] == i:
-            ns = inside[1]
-            nodes.append(
-                ServerProcess(
-                    tmp_path / f"n{i}",
-                    *("--etcd", f"http://{ns.host_ip}:{etcd.client_port}", "--cluster", "test"),
-                    *("--lease-ttl", str(LEASE_TTL), "--advertise-addr", ns.inside_ip),
-                    *("--log-format", "json", *extra),
-                    # Its control plane stays on the namespace's loopback
-                    # (a token would be needed beyond it): it is driven
-                    # through the other nodes.
-                    data_host=ns.inside_ip,
-                    prefix=ns.prefix,
-                )
-            )
-        else:
+        if inside is None:
             nodes.append(cluster_node(tmp_path, f"n{i}", etcd, "--log-format", "json", *extra))
-    rpc = Stubs(stubs)
+            continue
+        # Inside: on its veth address, reaching etcd at the host's end.
+        # Outside: on the host's end, which the namespace reaches (and the
+        # test too, as any local address).
+        host = ns.inside_ip if inside[0] == i else ns.host_ip
+        nodes.append(
+            ServerProcess(
+                tmp_path / f"n{i}",
+                *("--etcd", f"http://{ns.host_ip}:{etcd.client_port}", "--cluster", "test"),
+                *("--lease-ttl", str(LEASE_TTL), "--advertise-addr", host, *shared),
+                data_host=host,
+                control_host=host,
+                prefix=ns.prefix if inside[0] == i else (),
+            )
+        )
+    rpc = Stubs(stubs, token=token)
     async with running(*nodes):
-        # Kept in the data directory, written before the node listens (a
-        # node in a namespace has no control port reachable from here).
+        # Kept in the data directory, written before the node listens.
         ids = [(node.data_dir / "node-id").read_text().strip() for node in nodes]
         await leader_of(rpc, nodes[0], "default")
         with rpc.control(nodes[0]) as control:
@@ -528,6 +550,31 @@ async def cluster(
         found = Cluster(nodes, ids, rpc)
         await found.serves_all()
         yield found
+
+
+@contextlib.asynccontextmanager
+async def one_node_in_a_namespace(
+    tmp_path: Path,
+    etcd: EtcdProcess,
+    stubs: GrpcioStubs,
+    victim: int,
+    *,
+    replicas: int = 1,
+    extra: Sequence[str] = (),
+) -> AsyncIterator[tuple[Cluster, Namespace]]:
+    """``cluster`` with node ``victim`` in a fresh network namespace (skips
+    the test without root, as tests/netns.py says why)."""
+    if (why := netns.available()) is not None:
+        pytest.skip(why)
+    # Reached from the namespace, at the host's end of its veth pair.
+    await etcd.stop()
+    etcd.listen_host = "0.0.0.0"
+    await etcd.start()
+    with netns.namespace() as ns:
+        async with cluster(
+            tmp_path, etcd, stubs, replicas=replicas, inside=(victim, ns), extra=extra
+        ) as c:
+            yield c, ns
 
 
 async def finished(rpc: Stubs, node: ServerProcess, operation_id: str) -> control_pb2.Operation:

@@ -94,6 +94,35 @@ class Namespace:
             timeout=10,
         )
 
+    def isolate(self, answering: int, *, reachable: bool = False) -> None:
+        """Cut the namespace off from the host entirely: from etcd, its
+        clients and the other nodes (their control ports and its own, so no
+        follower fetches from it and none of its fetches reach a leader).
+        Nothing from the host gets in; nothing leaves but what its port
+        ``answering`` (its data port) sends, so an answer it gives while cut
+        off reaches its client at once, and a late one shows when it was
+        given (as in ``cut_off``). ``reachable``: its clients still reach
+        that port (a leader cut off from etcd and its peers alone, whom
+        clients still ask)."""
+        clients = f"    ip saddr {self.host_ip} tcp dport {answering} accept\n" if reachable else ""
+        rules = (
+            "table inet mkvcut {\n"
+            "  chain out { type filter hook output priority 0; policy accept;\n"
+            f"    ip daddr {self.host_ip} tcp sport != {answering} drop\n"
+            f"    ip daddr {self.host_ip} meta l4proto != tcp drop\n  }}\n"
+            "  chain in { type filter hook input priority 0; policy accept;\n"
+            f"{clients}"
+            f"    ip saddr {self.host_ip} drop\n  }}\n"
+            "}\n"
+        )
+        subprocess.run(
+            [*self.prefix, "nft", "-f", "-"],
+            input=rules.encode(),
+            check=True,
+            capture_output=True,
+            timeout=10,
+        )
+
     def heal(self) -> None:
         _run(*self.prefix, "nft", "delete", "table", "inet", "mkvcut")
 

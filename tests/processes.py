@@ -30,14 +30,18 @@ class ServerProcess:
         *extra_args: str,
         stderr_path: Path | None = None,
         data_host: str = "127.0.0.1",
+        control_host: str = "127.0.0.1",
         prefix: tuple[str, ...] = (),
     ) -> None:
         """Args:
         stderr_path: where the server's log goes (default: next to ``data_dir``).
         data_host: the host the data plane binds (a port of its choosing).
+        control_host: the host the control plane binds; beyond loopback the
+            server needs a control token (``--token-file`` among ``extra_args``).
         prefix: a command the server runs under (``ip netns exec NAME``).
         """
         self.data_host = data_host
+        self.control_host = control_host
         self.prefix = prefix
         self.data_dir = data_dir
         self.extra_args = extra_args
@@ -55,7 +59,7 @@ class ServerProcess:
                 reconnect by address find the restarted server).
         """
         assert self.process is None, "already running"
-        data_addr, control_addr = f"{self.data_host}:0", "127.0.0.1:0"
+        data_addr, control_addr = f"{self.data_host}:0", f"{self.control_host}:0"
         if same_ports:
             data_addr, control_addr = self.data_addr, self.control_addr
         stderr = await trio.to_thread.run_sync(open, self.stderr_path, "ab")

@@ -11,7 +11,6 @@ import math
 import signal
 import statistics
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -27,20 +26,19 @@ from tests.failover import (
     ANSWER_SLACK,
     CALL_TIMEOUT,
     LAYOUT,
+    LOG_SLACK,
     Cluster,
     Load,
     Run,
     answered_while_served,
     cluster,
     finished,
+    one_node_in_a_namespace,
     partition_of,
     run_writers,
 )
 from tests.grpcio_stubs import GrpcioStubs, call
 from tests.serving import Interval, assert_disjoint, logged_at
-
-# A serving_stop is logged within this of its deadline (a loaded machine).
-LOG_SLACK = 0.12
 
 
 async def _verify(c: Cluster, run: Run) -> dict[str, list[Interval]]:
@@ -430,23 +428,6 @@ async def _cut_round(
     return after.start - healed
 
 
-@contextlib.asynccontextmanager
-async def _one_node_in_a_namespace(
-    tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs, victim: int
-) -> AsyncIterator[tuple[Cluster, netns.Namespace]]:
-    """The failover cluster with node ``victim`` in a network namespace
-    (skips without root)."""
-    if (why := netns.available()) is not None:
-        pytest.skip(why)
-    # Reached from the namespace, at the host's end of its veth pair.
-    await etcd.stop()
-    etcd.listen_host = "0.0.0.0"
-    await etcd.start()
-    with netns.namespace() as ns:
-        async with cluster(tmp_path, etcd, stubs, inside=(victim, ns)) as c:
-            yield c, ns
-
-
 @pytest.mark.parametrize("clients", ["reach it", "cut off too"])
 async def test_a_node_cut_off_serves_nothing_past_its_deadline(
     tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs, clients: str
@@ -466,7 +447,7 @@ async def test_a_node_cut_off_serves_nothing_past_its_deadline(
     ``_watch_deadline`` → both fail (the stop logged late).
     """
     with trio.fail_after(90):
-        async with _one_node_in_a_namespace(tmp_path, etcd, stubs, 1) as (c, ns):
+        async with one_node_in_a_namespace(tmp_path, etcd, stubs, 1) as (c, ns):
             await _cut_round(c, ns, etcd.client_port, 1, clients_cut=clients == "cut off too")
 
 
@@ -479,7 +460,7 @@ async def test_soak_cut_off_twenty_rounds(
     distribution of the time it took to serve again after healing."""
     again: list[float] = []
     with trio.fail_after(1200):
-        async with _one_node_in_a_namespace(tmp_path, etcd, stubs, 1) as (c, ns):
+        async with one_node_in_a_namespace(tmp_path, etcd, stubs, 1) as (c, ns):
             for n in range(20):
                 again.append(await _cut_round(c, ns, etcd.client_port, 1, clients_cut=bool(n % 2)))
     q = statistics.quantiles(again, n=10)

@@ -43,14 +43,18 @@ import mkv
 from mkv.errors import UnavailableError
 from mkv.store import open_store
 from mkv.v1 import control_pb2
+from tests import netns
 from tests.cluster import LEASE_TTL, Stubs, cluster_node, eventually, leader_of, running
 from tests.etcd import EtcdProcess
 from tests.failover import (
+    ANSWER_SLACK,
     LAYOUT,
+    LOG_SLACK,
     Cluster,
     Load,
     Run,
     answered_while_served,
+    one_node_in_a_namespace,
     partition_of,
     run_writers,
 )
@@ -131,21 +135,26 @@ async def _serves(c: Cluster, layout: Sequence[tuple[str, bytes, bytes]]) -> Non
     await eventually(check, within=30, what="every partition served")
 
 
-async def _records(c: Cluster) -> dict[str, control_pb2.PartitionInfo]:
-    for node in c.nodes:
-        if node.process is not None:
+async def _records(c: Cluster, *, not_from: str = "") -> dict[str, control_pb2.PartitionInfo]:
+    """Every partition's record, as the first live node (but ``not_from``,
+    whose view may be stale: it was cut off from etcd) sees it."""
+    for node_id, node in zip(c.ids, c.nodes, strict=True):
+        if node.process is not None and node_id != not_from:
             with contextlib.suppress(grpc.RpcError):
                 return {p.id: p for p in await c.rpc.partitions(node)}
     return {}
 
 
-async def _isr_is(c: Cluster, pids: Sequence[str], members: set[str], within: float) -> float:
+async def _isr_is(
+    c: Cluster, pids: Sequence[str], members: set[str], within: float, *, not_from: str = ""
+) -> float:
     """Wait until every partition of ``pids`` has exactly ``members`` in
-    sync (as etcd has it); the seconds it took."""
+    sync (as etcd has it; not as node ``not_from`` sees it); the seconds it
+    took."""
     began = trio.current_time()
 
     async def check() -> bool:
-        records = await _records(c)
+        records = await _records(c, not_from=not_from)
         return all(pid in records and set(records[pid].isr) == members for pid in pids)
 
     await eventually(check, within=within, what=f"ISR {sorted(members)} of {list(pids)}")
@@ -394,6 +403,186 @@ async def test_a_paused_leader_is_deposed_and_rejoins_as_a_follower(
             )
             await _settle(c)
             await _stores_agree(c, pids, [run])
+
+
+async def _cut_leader_round(
+    c: Cluster, ns: netns.Namespace, round_: int, *, clients_reach: bool = False
+) -> tuple[float, float, Run]:
+    """a's leader, node 0 in ``ns``, cut off from etcd, its clients (unless
+    ``clients_reach``) and the other nodes for LEASE_TTL + 2 s under the 16
+    writers, then healed; the checks. Returns the seconds from the cut to a
+    served by its successor, the seconds from healing to every ISR whole
+    again, and the run."""
+    pids = [pid for pid, _, _ in LAYOUT]
+    victim = c.ids[0]
+    assert (await c.leaders())["a"] == victim
+    data_port = int(c.nodes[0].data_addr.rsplit(":", 1)[1])
+    times: list[float] = []
+    whole: list[float] = []
+
+    async def rejoin() -> None:
+        # It rejoins every ISR (a's, and b's and c's, which dropped it), as
+        # the others see it: its own view is still the one from before the
+        # cut until its watch catches up. Timed from the heal, while the
+        # writers go on and after: not under them to the end, as a replica
+        # that needs a snapshot may not catch up under 1 MiB batches that
+        # outrun the leader's retained log (docs/replication.md).
+        whole.append(await _isr_is(c, pids, set(c.ids), within=REJOIN, not_from=victim))
+
+    async with trio.open_nursery() as nursery:
+
+        async def cut() -> None:
+            ns.isolate(data_port, reachable=clients_reach)
+            times.append(time.time())
+            try:
+                await trio.sleep(LEASE_TTL + 2.0)
+            finally:
+                ns.heal()
+                times.append(time.time())
+            nursery.start_soon(rejoin)
+
+        run = await run_writers(
+            c.seeds, seconds=LEASE_TTL + 5.0, load=_load(round_), fault=cut, fault_at=1.0
+        )
+    cut_at, healed = times
+    found = c.serving()
+    assert_disjoint(found)
+    # It stopped serving at its lease deadline, within a TTL of the cut, and
+    # said so then (the log line's own time), while still cut off.
+    [cut_off] = [i for i in found["a"] if i.node == victim and i.start < cut_at < i.stop]
+    assert cut_off.why == "lease deadline passed", cut_off
+    assert cut_off.stop - cut_at < LEASE_TTL, cut_off
+    logged = logged_at(c.logs()[victim], "serving_stop")
+    assert [t for t in logged if cut_off.stop - 0.01 < t < cut_off.stop + LOG_SLACK < healed], (
+        cut_off,
+        logged,
+        healed,
+    )
+    # The majority side: another ISR member leads a at a later epoch.
+    successors = [i for i in found["a"] if i.node != victim and i.start > cut_at]
+    assert successors, f"nobody else led a after the cut; {run.summary()}"
+    took = successors[0].start - cut_at
+    assert successors[0].epoch > cut_off.epoch, (cut_off, successors[0])
+    assert took <= FAILOVER_BOUND, f"a served again {took:.2f} s after the cut"
+    # Nothing of a answered between the cut node's deadline and its
+    # successor's start (only it could have), and every answer left a node
+    # while that node served the key.
+    late = [
+        a
+        for a in run.answers
+        if partition_of(a.key) == "a"
+        and cut_off.stop + ANSWER_SLACK < a.answered < successors[0].start
+    ]
+    assert not late, late[:3]
+    answered_while_served(run, found)
+    async with mkv.Client.connect(*c.seeds) as db:
+        await run.verify(db)
+    # Healed: it found it was deposed, stepped down, followed the new
+    # leader and rejoined every ISR (``whole``), as it still is.
+    log = c.logs()[victim]
+    assert [at for at in logged_at(log, "replica_stepped_down") if at > cut_off.stop], (
+        "the cut-off leader never stepped down"
+    )
+    [rejoined] = whole
+    await _isr_is(c, pids, set(c.ids), within=REJOIN)
+    assert (await c.leaders())["a"] != victim
+    print(
+        f"cut-off leader: deadline +{cut_off.stop - cut_at:.2f} s after the cut, a served by "
+        f"{successors[0].node} +{took:.2f} s, every ISR whole {rejoined:.1f} s after "
+        f"healing; {run.summary()}"
+    )
+    return took, rejoined, run
+
+
+async def _cut_leader_rounds(
+    tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs, rounds: int
+) -> None:
+    """``rounds`` cuts of a's leader, led back into the namespace before each."""
+    took: list[float] = []
+    rejoined: list[float] = []
+    with trio.fail_after(REJOIN + 40 * rounds):
+        async with one_node_in_a_namespace(
+            tmp_path,
+            etcd,
+            stubs,
+            0,
+            replicas=3,
+            extra=("--replica-lag-timeout", str(LAG)),
+        ) as (c, ns):
+            records = await _records(c)
+            assert all("replicate:sync" in records[pid].pipeline for pid, _, _ in LAYOUT), records
+            runs: list[Run] = []
+            for round_ in range(rounds):
+                if round_:
+                    await _lead(c, "a", c.ids[0])
+                # Odd rounds (the soak's): clients still reach the cut
+                # leader, which must refuse them past its deadline.
+                one, two, run = await _cut_leader_round(
+                    c, ns, round_, clients_reach=bool(round_ % 2)
+                )
+                took.append(one)
+                rejoined.append(two)
+                runs.append(run)
+            await _settle(c)
+            await _stores_agree(c, [pid for pid, _, _ in LAYOUT], runs)
+    print(
+        f"\ncut-off leader over {rounds} rounds: a served again after the cut in min "
+        f"{min(took):.2f} s, median {statistics.median(took):.2f} s, max {max(took):.2f} s; "
+        f"ISRs whole after healing in min {min(rejoined):.1f} s, median "
+        f"{statistics.median(rejoined):.1f} s, max {max(rejoined):.1f} s"
+    )
+
+
+async def _lead(c: Cluster, pid: str, node: str) -> None:
+    """TransferLeader ``pid`` to ``node`` (an ISR member), asked of that node."""
+    with c.rpc.control(c.node(node)) as control:
+        await call(control.TransferLeader, control_pb2.TransferLeaderRequest(id=pid, node=node))
+    await eventually(lambda: _leads(c, pid, node), within=REJOIN, what=f"{node} leading {pid}")
+
+
+async def _leads(c: Cluster, pid: str, node: str) -> bool:
+    return (await c.leaders()).get(pid) == node
+
+
+async def test_a_leader_cut_off_is_replaced_and_rejoins(
+    tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs
+) -> None:
+    """a's leader runs in a network namespace and is cut off (nftables) from
+    etcd, from its clients and from the other nodes, its control port too
+    (no follower fetches from it, so it commits nothing), for LEASE_TTL + 2
+    s under the 16 writers, then healed. It stops serving at its deadline
+    (logged then, while cut off); another ISR member leads a at a later
+    epoch within TTL + 2 s of the cut; no answer for a left the cut node
+    after its deadline; healed, it steps down, follows, and rejoins every
+    ISR; nothing acknowledged is lost, the history is linearizable, the
+    serving intervals are disjoint and the stores agree. Skipped without
+    root (``ip netns``, ``nft``). Every node's control plane is beyond
+    loopback here, under a shared token: node-to-node calls carry it.
+
+    Mutations: ``PartitionRegistry.step_down`` not following (the step-down
+    of a leader that sees another's key once healed) → a's ISR never whole
+    again; ``Membership._watch_deadline`` not started → the stop logged
+    late (at the next etcd error, ~0.2 s on). ``Leaderships._step_down_and_
+    follow`` not following fails it only in the runs where the healed
+    leader learns it was deposed from a refused ISR change rather than from
+    the leader key (seen in some runs, not most). The data plane's lease
+    checks cannot show here, its clients cut off; they are the R = 1 cut
+    test's and the pause tests' to show."""
+    await _cut_leader_rounds(tmp_path, etcd, stubs, 1)
+
+
+@pytest.mark.slow
+async def test_twenty_cuts_of_a_leader(
+    tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs
+) -> None:
+    """``just soak``: 20 rounds, with the distribution of failover and rejoin
+    times. In every other round the clients still reach the cut leader
+    (cut off from etcd and its peers only), which must answer them nothing
+    past its deadline; before each round but the first, a is transferred
+    back into the namespace. (Mutations: with the data plane's admission
+    and answer-time lease checks both removed, two such rounds still
+    passed: something else holds the cut leader back, not yet found out.)"""
+    await _cut_leader_rounds(tmp_path, etcd, stubs, 20)
 
 
 async def test_a_slow_follower_leaves_the_isr_and_rejoins(

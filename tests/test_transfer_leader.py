@@ -12,7 +12,7 @@ import trio
 import mkv
 from mkv.cluster.elections import change_isr
 from mkv.cluster.keyspace import Keys
-from mkv.cluster.reconcile import defers_to_preferred
+from mkv.cluster.reconcile import Leaderless, defers_to_preferred
 from mkv.etcd import open_etcd
 from mkv.v1 import control_pb2
 from tests.cluster import Stubs, cluster_node, eventually, leader_of, running
@@ -33,6 +33,23 @@ def test_a_replica_defers_to_a_live_in_sync_preferred_leader() -> None:
     # Out of sync, it cannot campaign: nobody waits for it.
     out = replicated_view(leader=None, isr=("n2", "n3"))
     assert not defers_to_preferred(out, "n2", out.partitions["a"].record)
+
+
+def test_a_head_start_counts_from_the_latest_leaderless_period() -> None:
+    """A replica campaigns in a failover and loses; later a transfer gives
+    the key up again. The head start it gives the transfer's target counts
+    from that second period, not the first (when it was long over, and the
+    replica campaigned at once and beat the target: found by the R = 3
+    network cut soak, whose transfers back went to the wrong node).
+    (Mutation: ``led`` forgetting nothing → the second period's start is
+    the first's.)"""
+    leaderless = Leaderless()
+    assert leaderless.since("a", 10.0) == 10.0  # a failover: campaigned, lost
+    assert leaderless.since("a", 10.5) == 10.0  # the same period, a second look
+    leaderless.led({"a", "b"})  # another node leads a
+    assert leaderless.since("a", 20.0) == 20.0  # the transfer: a full head start
+    leaderless.led({"b"})  # a still leaderless: the period goes on
+    assert leaderless.since("a", 21.0) == 20.0
 
 
 async def test_transfer_leader_is_refused_unless_the_target_is_in_sync(

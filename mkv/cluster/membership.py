@@ -33,6 +33,7 @@ from mkv.cluster.reconcile import (
     Create,
     Delete,
     Lead,
+    Leaderless,
     LeaderRef,
     LeaveIsr,
     OpenFollower,
@@ -638,7 +639,7 @@ class Membership(_MoveMembership):
         self._repairing: tuple[str, str, float] | None = None
         # Since when each partition has been seen leaderless (the preferred
         # leader's head start is counted from there).
-        self._leaderless: dict[str, float] = {}
+        self._leaderless = Leaderless()
 
     # -- what the data plane asks -----------------------------------------------
 
@@ -1016,6 +1017,10 @@ class Membership(_MoveMembership):
             if self._local.replicated()
             else None
         )
+        # Every pass, not only when campaigning: a leader seen between two
+        # leaderless periods ends the first, though this node never
+        # campaigned in between (a failover it lost, then a transfer).
+        self._leaderless.led(self.view.leaders.keys())
         for action in reconcile(
             self.view, self.node_id, lease, held, self._seen, moving, copies, facts
         ):
@@ -1247,9 +1252,7 @@ class Membership(_MoveMembership):
         if entry is None or entry.mod_revision != action.mod_revision:
             return  # changed since reconcile decided: it decides again
         now = trio.current_time()
-        for gone in [p for p in self._leaderless if p in self.view.leaders]:
-            del self._leaderless[gone]
-        since = self._leaderless.setdefault(pid, now)
+        since = self._leaderless.since(pid, now)
         if (
             self._local.replicated()
             and defers_to_preferred(self.view, self.node_id, entry.record)

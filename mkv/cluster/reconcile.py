@@ -28,6 +28,7 @@ __all__ = [
     "Delete",
     "Lead",
     "LeaderRef",
+    "Leaderless",
     "LeaveIsr",
     "OpenFollower",
     "PublishMerge",
@@ -398,6 +399,29 @@ def _may_campaign(view: ClusterView, me: str, record: PartitionRecord) -> bool:
         return False
     preferred = record.replicas[0]
     return record.state != "new" or preferred == me or preferred not in view.nodes
+
+
+class Leaderless:
+    """Since when each partition has been leaderless, as this node saw it:
+    the preferred leader's head start (``defers_to_preferred``) is counted
+    from there. A period ends as soon as a leader is seen, so the next one
+    counts from its own start: kept from an earlier failover (which this
+    node campaigned in and lost), the head start of a later leadership
+    transfer would already be over, and this node would campaign at once
+    and could beat the transfer's target."""
+
+    def __init__(self) -> None:
+        self._since: dict[str, float] = {}
+
+    def led(self, leaders: Set[str]) -> None:
+        """The partitions in ``leaders`` have a leader now: their periods end."""
+        for pid in [p for p in self._since if p in leaders]:
+            del self._since[pid]
+
+    def since(self, partition_id: str, now: float) -> float:
+        """When ``partition_id``'s current leaderless period began (``now``
+        if it begins now)."""
+        return self._since.setdefault(partition_id, now)
 
 
 def defers_to_preferred(view: ClusterView, me: str, record: PartitionRecord) -> bool:
