@@ -381,7 +381,12 @@ async def test_a_follower_behind_the_retained_log_is_told_to_take_a_snapshot(
             async with mkv.Client.connect(leader.data_address) as client:
                 for i in range(200):
                     await client.upsert({b"k%d" % i: b"x" * 1000})
-            feed = leader.registry.partition("default").feed  # type: ignore[union-attr]
+            partition = leader.registry.partition("default")
+            assert partition is not None
+            # Answered on commit, applied a moment later: the feed (and the
+            # commit seq a plain follower is told) is the applied one's.
+            await partition.wait_applied()
+            feed = partition.feed
             assert feed.retained_after > 10
             async with fetch_stream(leader) as call:
                 await call.send(rpb.FetchRequest(partition_id="default", after_seq=3))
