@@ -197,16 +197,16 @@ async def _server_args(variant: str, fs: LazyFS) -> tuple[str, ...]:
 
 async def test_power_cut_loses_no_acknowledged_write(lazyfs: LazyFS) -> None:
     """The default partition: SQLite (commits not fsynced) behind the log."""
-    await _cycles(lazyfs, await _server_args("sqlite-wal", lazyfs), 6, 20261205)
+    await _cycles(lazyfs, await _server_args("sqlite-wal", lazyfs), 4, 20261205)
 
 
 async def test_power_cut_memory_partition_with_log(lazyfs: LazyFS) -> None:
     """A memory store keeps nothing: after each cut only the log can bring a write back."""
-    await _cycles(lazyfs, await _server_args("memory-wal", lazyfs), 6, 20261206)
+    await _cycles(lazyfs, await _server_args("memory-wal", lazyfs), 4, 20261206)
 
 
 async def test_power_cut_while_log_segments_roll_and_checkpoint(lazyfs: LazyFS) -> None:
-    await _cycles(lazyfs, await _server_args("small-segments", lazyfs), 6, 20261207)
+    await _cycles(lazyfs, await _server_args("small-segments", lazyfs), 4, 20261207)
     segments = await trio.Path(lazyfs.backing / "data/partitions/default/wal").iterdir()
     assert "00000000000000000001.wal" not in {p.name for p in segments}, (
         "checkpoints deleted old segments"
@@ -216,7 +216,7 @@ async def test_power_cut_while_log_segments_roll_and_checkpoint(lazyfs: LazyFS) 
 async def test_power_cut_caching_partition(lazyfs: LazyFS) -> None:
     """A caching store: its durable SQLite behind the log, its cache in memory,
     and the durable store in a directory of its own (``--durable-dir``)."""
-    await _cycles(lazyfs, await _server_args("caching", lazyfs), 6, 20261208)
+    await _cycles(lazyfs, await _server_args("caching", lazyfs), 4, 20261208)
 
 
 @pytest.mark.slow
