@@ -17,6 +17,8 @@ from tests.grpcio_stubs import GrpcioStubs, call, grpcio_channel
 from tests.processes import ServerProcess
 
 LEASE_TTL = 2
+# Log lines of each node printed when a cluster test fails.
+LOG_TAIL_LINES = 40
 WAIT = 20.0
 
 
@@ -37,11 +39,25 @@ def cluster_node(
 
 @contextlib.asynccontextmanager
 async def running(*nodes: ServerProcess) -> AsyncIterator[tuple[ServerProcess, ...]]:
-    """Start ``nodes`` in order (the first creates the cluster); kill them after."""
+    """Start ``nodes`` in order (the first creates the cluster); kill them
+    after. A test that fails prints each node's last log lines (pytest shows
+    them with the failure): a failure in CI is then read from its report."""
     try:
         for node in nodes:
             await node.start()
         yield nodes
+    except BaseException:
+        for node in nodes:
+            # Clients' failed calls (many, in a failover) left out.
+            lines = [
+                line
+                for line in node.stderr().splitlines()
+                if not ("mkv.requests" in line and "DataPlane/" in line)
+            ]
+            tail = lines[-LOG_TAIL_LINES:]
+            print(f"--- the last {len(tail)} log lines of {node.data_dir.name} ---")
+            print("\n".join(tail))
+        raise
     finally:
         for node in nodes:
             await node.kill()
