@@ -125,7 +125,9 @@ async def test_transfer_and_replicated_move_under_writes(
     makes it the leader at a new epoch (the old leader follows it, back in
     the ISR), and nothing acknowledged before is lost; MovePartition of a
     replicated partition to a node without a replica adds one there, hands
-    it the leadership and removes the old leader's, keeping the count.
+    it the leadership and removes the old leader's, keeping the count; a
+    drain moves the node's leaderships off and re-creates the replicas it
+    follows on nodes that have none.
     (Mutation: no head start for the preferred leader: the old leader may
     win the election again and the first check fails.)"""
     nodes = [cluster_node(tmp_path, f"n{i}", etcd, "--replica-lag-timeout", "2") for i in range(3)]
@@ -190,3 +192,26 @@ async def test_transfer_and_replicated_move_under_writes(
             assert await db.get(b"\xf1") is None
             await db.upsert({b"\xf1": b"moved"})
             assert await db.get(b"\xf1") == b"moved"
+        # A drain of b's follower: whatever it leads (a, perhaps) goes
+        # elsewhere (its replica of a stays: a has one on every node), and
+        # its replica of b is re-created on the node that had none, so b
+        # keeps two replicas, both in sync, none on the drained node.
+        # (Mutation: a drain that moves leaderships only leaves b's replica
+        # on it.)
+        (drained,) = set(info.replicas) - {info.node}
+        (spare,) = set(ids) - set(info.replicas)
+        out = await mkvctl(control_addr, "nodes", "drain", drained, "--wait")
+        assert out.code == 0, out.err
+        listed = {p.id: p for p in await rpc.partitions(nodes[0])}
+        assert listed["a"].node != drained
+        assert set(listed["b"].replicas) == {target, spare}, listed["b"]
+
+        async def b_in_sync() -> bool:
+            got = next(p for p in await rpc.partitions(nodes[0]) if p.id == "b")
+            return set(got.isr) == {target, spare}
+
+        await eventually(b_in_sync, what="b's new replica in its ISR")
+        async with mkv.Client.connect(*seeds) as db:
+            assert await db.get(b"\xf1") == b"moved"
+            for key, value in written.items():
+                assert await db.get(key) == value

@@ -396,7 +396,10 @@ class Mover:
 
     async def drain(self, operation: Operation, node: str) -> list[cpb.PartitionInfo]:
         """Move every partition ``node`` leads, one at a time, each to the
-        least loaded other live node."""
+        least loaded other live node; then re-create each replica it still
+        follows on a live node holding none of that partition, so every
+        partition keeps its replica count without it (issue 16's repair on
+        drain). A replica with no such node to go to stays, and is logged."""
         led = sorted(
             pid for pid, leader in self._cluster.view.leaders.items() if leader.node == node
         )
@@ -414,8 +417,90 @@ class Mover:
             target = choose_node(set(view.nodes) - {node}, load)
             step = Operation(id=operation.id, kind="move", partition_id=pid)
             moved.append(await self.move(step, pid, target))
-        operation.report("done", len(led), len(led), "partitions")
+        followed = sorted(
+            pid
+            for pid, entry in self._cluster.view.partitions.items()
+            if node in entry.record.replicas and len(entry.record.replicas) > 1
+        )
+        total = len(led) + len(followed)
+        for k, pid in enumerate(followed, start=len(led)):
+            operation.report(
+                f"re-creating {pid}'s replica ({k + 1} of {total})", k, total, "partitions"
+            )
+            if (info := await self._move_follower(pid, node)) is not None:
+                moved.append(info)
+        operation.report("done", total, total, "partitions")
         return moved
+
+    async def _move_follower(self, partition_id: str, node: str) -> cpb.PartitionInfo | None:
+        """Re-create ``node``'s follower replica of ``partition_id`` on the
+        live node with the fewest replicas among those holding none of it:
+        added, caught up into the ISR, then ``node``'s removed (the count
+        stays R, and at least as many in sync as before). None: nothing to
+        do, or no node to go to (logged; ``node`` keeps its replica).
+
+        Raises:
+            MkvError: the step that failed; an added replica stays (harmless).
+        """
+        cluster = self._cluster
+        view = cluster.view
+        entry, leader = view.partitions.get(partition_id), view.leaders.get(partition_id)
+        if entry is None or node not in entry.record.replicas:
+            return None  # removed, or moved off meanwhile
+        if leader is not None and leader.node == node:
+            raise FailedPreconditionError(
+                f"Node {node} leads partition {partition_id} again; drain it again."
+            )
+        spare = set(view.nodes) - set(entry.record.replicas)
+        if not spare:
+            log.warning(
+                "drain of %s: partition %s has a replica on every other live node; %s keeps "
+                "its replica",
+                node,
+                partition_id,
+                node,
+                extra=fields(event="drain_kept_replica", partition=partition_id),
+            )
+            return None
+        load: dict[str, int] = {}
+        for other in view.partitions.values():
+            for holder in other.record.replicas:
+                load[holder] = load.get(holder, 0) + 1
+        target = choose_node(spare, load)
+        await cluster.change_replicas(partition_id, add=target)
+        await self._until_in_sync(partition_id, target)
+        await cluster.change_replicas(partition_id, remove=node)
+        log.info(
+            "drain of %s: partition %s's replica re-created on %s",
+            node,
+            partition_id,
+            target,
+            extra=fields(event="drain_moved_replica", partition=partition_id),
+        )
+        now = cluster.view.leaders.get(partition_id)
+        return await self._info_of(partition_id, now.node if now is not None else "")
+
+    async def _until_in_sync(self, partition_id: str, node: str) -> None:
+        """Wait until ``node``'s new replica of ``partition_id`` is in its ISR
+        (its leader added it back once caught up).
+
+        Raises:
+            NotFoundError: the partition was removed meanwhile.
+            UnavailableError: not within ``REPLICA_CATCH_UP``.
+        """
+        cluster = self._cluster
+        with trio.move_on_after(REPLICA_CATCH_UP):
+            while True:
+                entry = cluster.view.partitions.get(partition_id)
+                if entry is None:
+                    raise NotFoundError(f"Partition {partition_id} was removed during the move.")
+                if node in entry.record.isr:
+                    return
+                await trio.sleep(0.1)
+        raise UnavailableError(
+            f"The replica of {partition_id} on {node} did not catch up within "
+            f"{REPLICA_CATCH_UP:.0f} s; it stays a follower (move again to retry)."
+        )
 
     # -- leadership transfer (replicas) ------------------------------------------------
 
@@ -439,20 +524,7 @@ class Mover:
             operation.report("add-replica", 0, 3, "steps")
             await cluster.change_replicas(partition_id, add=node)
         operation.report("catch-up", 1, 3, "steps")
-        with trio.move_on_after(REPLICA_CATCH_UP):
-            while True:
-                entry = cluster.view.partitions.get(partition_id)
-                if entry is None:
-                    raise NotFoundError(f"Partition {partition_id} was removed during the move.")
-                if node in entry.record.isr:
-                    break
-                await trio.sleep(0.1)
-        entry = cluster.view.partitions.get(partition_id)
-        if entry is None or node not in entry.record.isr:
-            raise UnavailableError(
-                f"The replica of {partition_id} on {node} did not catch up within "
-                f"{REPLICA_CATCH_UP:.0f} s; it stays a follower (move again to retry)."
-            )
+        await self._until_in_sync(partition_id, node)
         operation.report("transfer", 2, 3, "steps")
         info = await self.transfer_leader(partition_id, node, forwarded=False)
         if added and source != node:
