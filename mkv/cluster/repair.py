@@ -25,7 +25,7 @@ import attrs
 from mkv.cluster.keyspace import PartitionRecord
 from mkv.cluster.view import ClusterView
 
-__all__ = ["GoneNodes", "Repair", "plan_repair", "repairer"]
+__all__ = ["GoneNodes", "Repair", "plan_repair", "repairer", "replacement_for"]
 
 
 @attrs.frozen
@@ -79,10 +79,6 @@ def plan_repair(view: ClusterView, dead: Set[str]) -> Repair | None:
     empty (the dead node may come back with them).
     """
     alive = set(view.nodes) - set(dead)
-    holding: dict[str, int] = {}
-    for entry in view.partitions.values():
-        for node in entry.record.replicas:
-            holding[node] = holding.get(node, 0) + 1
     for pid, entry in sorted(view.partitions.items()):
         record = entry.record
         gone = [n for n in record.replicas if n in dead]
@@ -91,11 +87,23 @@ def plan_repair(view: ClusterView, dead: Set[str]) -> Repair | None:
         isr = [n for n in record.isr if n not in dead]
         if not isr:
             continue
-        candidates = sorted(alive - set(record.replicas), key=lambda n: (holding.get(n, 0), n))
-        if not candidates:
+        replacement = replacement_for(view, record, alive)
+        if replacement is None:
             continue
-        dead_node, replacement = gone[0], candidates[0]
+        dead_node = gone[0]
         replicas = (*(n for n in record.replicas if n != dead_node), replacement)
         new = attrs.evolve(record, replicas=replicas, isr=tuple(n for n in replicas if n in isr))
         return Repair(pid, entry.mod_revision, dead_node, replacement, new)
     return None
+
+
+def replacement_for(view: ClusterView, record: PartitionRecord, alive: Set[str]) -> str | None:
+    """Where a new replica of ``record`` goes (repair, a drain): the node of
+    ``alive`` holding the fewest replicas (ties: the lowest id) among those
+    holding none of it; None when every one of them holds one."""
+    holding: dict[str, int] = {}
+    for entry in view.partitions.values():
+        for node in entry.record.replicas:
+            holding[node] = holding.get(node, 0) + 1
+    candidates = alive - set(record.replicas)
+    return min(candidates, key=lambda n: (holding.get(n, 0), n), default=None)

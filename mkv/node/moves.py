@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 
 from mkv.cluster.membership import Membership
 from mkv.cluster.placement import choose_node
+from mkv.cluster.repair import replacement_for
 from mkv.errors import (
     AbortedError,
     FailedPreconditionError,
@@ -451,8 +452,8 @@ class Mover:
             raise FailedPreconditionError(
                 f"Node {node} leads partition {partition_id} again; drain it again."
             )
-        spare = set(view.nodes) - set(entry.record.replicas)
-        if not spare:
+        target = replacement_for(view, entry.record, set(view.nodes))
+        if target is None:
             log.warning(
                 "drain of %s: partition %s has a replica on every other live node; %s keeps "
                 "its replica",
@@ -462,11 +463,6 @@ class Mover:
                 extra=fields(event="drain_kept_replica", partition=partition_id),
             )
             return None
-        load: dict[str, int] = {}
-        for other in view.partitions.values():
-            for holder in other.record.replicas:
-                load[holder] = load.get(holder, 0) + 1
-        target = choose_node(spare, load)
         await cluster.change_replicas(partition_id, add=target)
         await self._until_in_sync(partition_id, target)
         await cluster.change_replicas(partition_id, remove=node)
