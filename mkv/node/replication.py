@@ -28,7 +28,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import aclosing
 from pathlib import Path
 
@@ -385,21 +385,8 @@ class ReplicationService:
             # The feed is read to its end (nothing awaited since): the tail,
             # trimmed to what is not applied, goes on from there.
             writes += stage.tail_after(after, max_bytes - size)
-        records: list[pb.Record] = []
-        size = 0
-        for write in writes:
-            record = pb.Record(
-                seq=write.seq,
-                timestamp=write.timestamp,
-                puts=[data_pb2.Entry(key=k, value=v) for k, v in write.puts],
-                deletes=write.deletes,
-                epoch=stage.epoch_of(write.seq),
-            )
-            if records and size + record.ByteSize() > max_bytes:
-                break
-            records.append(record)
-            size += record.ByteSize()
-        return self._replica_answer(stage, pb.FetchResponse(records=pb.Records(records=records)))
+        records = _records_within(writes, max_bytes, stage.epoch_of)
+        return self._replica_answer(stage, pb.FetchResponse(records=records))
 
     def _epoch(self, partition_id: str) -> int:
         """This node's epoch of ``partition_id``: in cluster mode its leader
@@ -459,20 +446,7 @@ class ReplicationService:
             writes = feed_writes(feed, position, None)
         except CompactedError:
             return self._answer(partition, epoch, snapshot_required=_required(partition))
-        records: list[pb.Record] = []
-        size = 0
-        for write in writes:
-            record = pb.Record(
-                seq=write.seq,
-                timestamp=write.timestamp,
-                puts=[data_pb2.Entry(key=k, value=v) for k, v in write.puts],
-                deletes=write.deletes,
-            )
-            if records and size + record.ByteSize() > max_bytes:
-                break
-            records.append(record)
-            size += record.ByteSize()
-        return self._answer(partition, epoch, records=pb.Records(records=records))
+        return self._answer(partition, epoch, records=_records_within(writes, max_bytes))
 
     async def _snapshot(
         self,
@@ -585,6 +559,30 @@ async def _next(requests: AsyncIterator[pb.FetchRequest]) -> pb.FetchRequest | N
     raise UnavailableError(
         f"The follower sent nothing for {FOLLOWER_SILENCE_SECONDS:g} s; ending its stream."
     )
+
+
+def _records_within(
+    writes: Iterable[Write], max_bytes: int, epoch_of: Callable[[int], int] | None = None
+) -> pb.Records:
+    """``writes`` as records, in order, as many as fit ``max_bytes`` (the
+    first always: it came in as one request, so it fits a message);
+    ``epoch_of`` tags each with its epoch (a replica's stream)."""
+    records: list[pb.Record] = []
+    size = 0
+    for write in writes:
+        record = pb.Record(
+            seq=write.seq,
+            timestamp=write.timestamp,
+            puts=[data_pb2.Entry(key=k, value=v) for k, v in write.puts],
+            deletes=write.deletes,
+            epoch=epoch_of(write.seq) if epoch_of is not None else 0,
+        )
+        record_size = record.ByteSize()
+        if records and size + record_size > max_bytes:
+            break
+        records.append(record)
+        size += record_size
+    return pb.Records(records=records)
 
 
 def _required(partition: Partition) -> pb.SnapshotRequired:
