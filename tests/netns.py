@@ -61,13 +61,7 @@ class Namespace:
             f"    ip saddr {self.host_ip} tcp sport {port} drop\n  }}\n"
             "}\n"
         )
-        subprocess.run(
-            [*self.prefix, "nft", "-f", "-"],
-            input=rules.encode(),
-            check=True,
-            capture_output=True,
-            timeout=10,
-        )
+        self._load(rules)
 
     def cut_off(self, etcd_port: int, *ports: int) -> None:
         """Cut the namespace off from etcd (the host's ``etcd_port``, both
@@ -86,13 +80,7 @@ class Namespace:
             f"{clients}  }}\n"
             "}\n"
         )
-        subprocess.run(
-            [*self.prefix, "nft", "-f", "-"],
-            input=rules.encode(),
-            check=True,
-            capture_output=True,
-            timeout=10,
-        )
+        self._load(rules)
 
     def isolate(self, answering: int, *, reachable: bool = False) -> None:
         """Cut the namespace off from the host entirely: from etcd, its
@@ -115,6 +103,10 @@ class Namespace:
             f"    ip saddr {self.host_ip} drop\n  }}\n"
             "}\n"
         )
+        self._load(rules)
+
+    def _load(self, rules: str) -> None:
+        """Load an nftables ruleset (the ``mkvcut`` table) inside the namespace."""
         subprocess.run(
             [*self.prefix, "nft", "-f", "-"],
             input=rules.encode(),
