@@ -337,6 +337,24 @@ async def test_twenty_kills_of_a_leader(
     await _kill_rounds(tmp_path, etcd, stubs, 20)
 
 
+def _replaced(
+    found: dict[str, list[Interval]], victim: str, fault: float, run: Run
+) -> tuple[Interval, Interval]:
+    """a's leader ``victim`` stopped (paused, cut off) at ``fault``: its
+    interval then ended at its lease deadline, within a TTL; another ISR
+    member (the majority side) led a at a later epoch within
+    ``FAILOVER_BOUND``. The two intervals."""
+    [ended] = [i for i in found["a"] if i.node == victim and i.start < fault < i.stop]
+    assert ended.why == "lease deadline passed", ended
+    assert ended.stop - fault < LEASE_TTL, ended
+    successors = [i for i in found["a"] if i.node != victim and i.start > fault]
+    assert successors, f"nobody else led a after the fault; {run.summary()}"
+    took = successors[0].start - fault
+    assert successors[0].epoch > ended.epoch, (ended, successors[0])
+    assert took <= FAILOVER_BOUND, f"a served again {took:.2f} s after the fault"
+    return ended, successors[0]
+
+
 async def test_a_paused_leader_is_deposed_and_rejoins_as_a_follower(
     tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs
 ) -> None:
@@ -377,14 +395,8 @@ async def test_a_paused_leader_is_deposed_and_rejoins_as_a_follower(
             stopped, resumed = times
             found = c.serving()
             assert_disjoint(found)
-            [cut] = [i for i in found["a"] if i.node == victim and i.start < stopped < i.stop]
-            assert cut.why == "lease deadline passed", cut
-            assert cut.stop - stopped < LEASE_TTL, cut
-            successors = [i for i in found["a"] if i.node != victim and i.start > stopped]
-            assert successors, f"nobody else led a after the stop; {run.summary()}"
-            took = successors[0].start - stopped
-            assert successors[0].epoch > cut.epoch, (cut, successors[0])
-            assert took <= FAILOVER_BOUND, f"a served again {took:.2f} s after the stop"
+            cut, successor = _replaced(found, victim, stopped, run)
+            took = successor.start - stopped
             answered_while_served(run, found)
             async with mkv.Client.connect(*c.seeds) as db:
                 await run.verify(db)
@@ -398,7 +410,7 @@ async def test_a_paused_leader_is_deposed_and_rejoins_as_a_follower(
             assert (await c.leaders())["a"] != victim
             print(
                 f"\npaused leader: deadline +{cut.stop - stopped:.2f} s after the stop, a served "
-                f"by {successors[0].node} +{took:.2f} s, back in the ISR within {rejoined:.1f} s "
+                f"by {successor.node} +{took:.2f} s, back in the ISR within {rejoined:.1f} s "
                 f"of SIGCONT; {run.summary()}"
             )
             await _settle(c)
@@ -448,30 +460,23 @@ async def _cut_leader_round(
     found = c.serving()
     assert_disjoint(found)
     # It stopped serving at its lease deadline, within a TTL of the cut, and
-    # said so then (the log line's own time), while still cut off.
-    [cut_off] = [i for i in found["a"] if i.node == victim and i.start < cut_at < i.stop]
-    assert cut_off.why == "lease deadline passed", cut_off
-    assert cut_off.stop - cut_at < LEASE_TTL, cut_off
+    # the majority side led a (``_replaced``); it said so then (the log
+    # line's own time), while still cut off.
+    cut_off, successor = _replaced(found, victim, cut_at, run)
+    took = successor.start - cut_at
     logged = logged_at(c.logs()[victim], "serving_stop")
     assert [t for t in logged if cut_off.stop - 0.01 < t < cut_off.stop + LOG_SLACK < healed], (
         cut_off,
         logged,
         healed,
     )
-    # The majority side: another ISR member leads a at a later epoch.
-    successors = [i for i in found["a"] if i.node != victim and i.start > cut_at]
-    assert successors, f"nobody else led a after the cut; {run.summary()}"
-    took = successors[0].start - cut_at
-    assert successors[0].epoch > cut_off.epoch, (cut_off, successors[0])
-    assert took <= FAILOVER_BOUND, f"a served again {took:.2f} s after the cut"
     # Nothing of a answered between the cut node's deadline and its
     # successor's start (only it could have), and every answer left a node
     # while that node served the key.
     late = [
         a
         for a in run.answers
-        if partition_of(a.key) == "a"
-        and cut_off.stop + ANSWER_SLACK < a.answered < successors[0].start
+        if partition_of(a.key) == "a" and cut_off.stop + ANSWER_SLACK < a.answered < successor.start
     ]
     assert not late, late[:3]
     answered_while_served(run, found)
@@ -488,7 +493,7 @@ async def _cut_leader_round(
     assert (await c.leaders())["a"] != victim
     print(
         f"cut-off leader: deadline +{cut_off.stop - cut_at:.2f} s after the cut, a served by "
-        f"{successors[0].node} +{took:.2f} s, every ISR whole {rejoined:.1f} s after "
+        f"{successor.node} +{took:.2f} s, every ISR whole {rejoined:.1f} s after "
         f"healing; {run.summary()}"
     )
     return took, rejoined, run
