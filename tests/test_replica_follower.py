@@ -127,13 +127,17 @@ class AcceptingIsr:
 
 
 @asynccontextmanager
-async def replicated_leader(data_dir: Path, epoch: int, **settings: object) -> AsyncIterator[Node]:
+async def replicated_leader(
+    data_dir: Path, epoch: int, *, small_log: bool = False, **settings: object
+) -> AsyncIterator[Node]:
     """A node leading ``default`` as a replicated partition at ``epoch`` (the
     leader's half refuses a replica stream from a partition that is not led
     with replicas), this test's follower a replica outside the ISR until it
-    has caught up."""
+    has caught up. ``small_log``: the log rolls every 64 KiB, so checkpoints
+    soon drop what the feed let go."""
+    wal = "wal:always,segment=65536" if small_log else "wal"
     async with running_node(
-        data_dir, default_pipeline=("timestamp", "wal", "replicate:sync"), **settings
+        data_dir, default_pipeline=("timestamp", wal, "replicate:sync"), **settings
     ) as node:
         node.registry.node_id = "leader"
         await node.registry.lead(
@@ -493,11 +497,13 @@ async def test_a_garbage_epoch_file_is_refused_with_a_clear_error(
             assert node.registry.replica("p") is None
 
 
-async def test_a_far_behind_follower_installs_a_snapshot(tmp_path: Path) -> None:
-    """A leader whose feed retains only the last few writes answers
-    SNAPSHOT_REQUIRED; the follower installs a snapshot, starts its log after
-    it, and then matches the leader key for key, live writes included.
-    Mutation: skip the install (keep the old store) -> keys are missing."""
+async def test_a_follower_behind_the_feed_catches_up_from_the_leaders_log(
+    tmp_path: Path,
+) -> None:
+    """A leader whose feed retains only the last few writes, but whose log
+    on disk holds them all: a new replica catches up from the log, with no
+    snapshot, and matches the leader. Mutation: SNAPSHOT_REQUIRED where the
+    feed ends -> a snapshot is installed."""
     with trio.fail_after(90):
         async with (
             replicated_leader(tmp_path / "leader", 4, watch_retention_bytes=4096) as leader,
@@ -506,6 +512,34 @@ async def test_a_far_behind_follower_installs_a_snapshot(tmp_path: Path) -> None
             async with mkv.Client.connect(leader.data_address) as client:
                 for i in range(200):
                     await client.upsert({b"s%04d" % i: b"z" * 100})
+                partition = leader.registry.partition("default")
+                assert partition is not None
+                assert partition.feed.retained_after > 100
+                replica = await open_replica(
+                    node, LeaderRef("leader", leader.control_address, 4), "default"
+                )
+                await converged(replica, leader)
+                assert replica.snapshots == 0
+            directory = replica.directory
+        # Every write and the leader's epoch-start record, from the first on.
+        assert sorted(logged(directory)) == list(range(1, 202))
+
+
+async def test_a_far_behind_follower_installs_a_snapshot(tmp_path: Path) -> None:
+    """A leader whose feed and log no longer hold the first writes answers
+    SNAPSHOT_REQUIRED; the follower installs a snapshot, starts its log after
+    it, and then matches the leader key for key, live writes included.
+    Mutation: skip the install (keep the old store) -> keys are missing."""
+    with trio.fail_after(90):
+        async with (
+            replicated_leader(
+                tmp_path / "leader", 4, small_log=True, watch_retention_bytes=4096
+            ) as leader,
+            follower_node(tmp_path / "f") as node,
+        ):
+            async with mkv.Client.connect(leader.data_address) as client:
+                for i in range(200):
+                    await client.upsert({b"s%04d" % i: b"z" * 1000})
                 partition = leader.registry.partition("default")
                 assert partition is not None
                 assert partition.feed.retained_after > 0
@@ -598,7 +632,9 @@ async def test_a_replica_restarted_far_behind_replaces_its_state_by_a_snapshot(
     the old log's records stay and the log does not start after the snapshot."""
     with trio.fail_after(90):
         async with (
-            replicated_leader(tmp_path / "leader", 4, watch_retention_bytes=4096) as leader,
+            replicated_leader(
+                tmp_path / "leader", 4, small_log=True, watch_retention_bytes=4096
+            ) as leader,
             mkv.Client.connect(leader.data_address) as client,
         ):
             ref = LeaderRef("leader", leader.control_address, 4)
@@ -609,7 +645,7 @@ async def test_a_replica_restarted_far_behind_replaces_its_state_by_a_snapshot(
                 await converged(replica, leader)
                 assert replica.snapshots == 0
             for i in range(200):
-                await client.upsert({b"s%04d" % i: b"z" * 100})
+                await client.upsert({b"s%04d" % i: b"z" * 1000})
             await client.remove(b"early1")
             async with follower_node(tmp_path / "f") as node:
                 replica = await open_replica(node, ref, "default")

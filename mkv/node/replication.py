@@ -49,7 +49,7 @@ from mkv.node.follower import FETCH_BYTES, Follower
 from mkv.node.registry import PartitionRegistry
 from mkv.observe.logs import fields
 from mkv.operations import Operation, run_stoppable
-from mkv.partition.task import Partition, Read
+from mkv.partition.task import LogHold, Partition, Read
 from mkv.pipeline import ReplicateStage, Write
 from mkv.rpc.server import BidiStream, Handler, ServerStream
 from mkv.snapshots.stores import begin_capture
@@ -219,19 +219,32 @@ class ReplicationService:
         if first is None:
             return
         partition = self._leading(first)
-        who = (partition.id, first.follower)
-        start = first.WhichOneof("start")
-        if start is None:
+        if first.WhichOneof("start") is None:
             raise InvalidArgumentError("The first FetchRequest must say where to start.")
-        if first.replica:
-            async with aclosing(self._replica(partition, first, requests)) as answers:
+        # The log on disk after the follower's position stays while it reads.
+        with partition.holding_log() as hold:
+            if first.replica:
+                answers = self._replica(partition, first, requests, hold)
+            else:
+                answers = self._follower(partition, first, requests, hold)
+            async with aclosing(answers):
                 async for answer in answers:
                     yield answer
-            return
-        if start == "snapshot":
+
+    async def _follower(
+        self,
+        partition: Partition,
+        first: pb.FetchRequest,
+        requests: AsyncIterator[pb.FetchRequest],
+        hold: LogHold,
+    ) -> AsyncGenerator[pb.FetchResponse, None]:
+        """A move's (or split's) follower's stream: a snapshot or the log
+        after a seq, then the log, records as applied here."""
+        who = (partition.id, first.follower)
+        if first.WhichOneof("start") == "snapshot":
             position = -1
             # Closed here, not by the garbage collector, when the stream ends early.
-            async with aclosing(self._snapshot(partition, first, requests, who)) as snapshot:
+            async with aclosing(self._snapshot(partition, first, requests, who, hold)) as snapshot:
                 async for response in snapshot:
                     if response.WhichOneof("body") == "snapshot_begin":
                         position = response.snapshot_begin.seq
@@ -250,6 +263,7 @@ class ReplicationService:
         while request is not None:
             self._check(partition, request)
             self.durable[who] = request.durable_seq
+            hold.seq = position
             response = await self._records(partition, position, self._budget(request))
             yield response
             if response.WhichOneof("body") == "snapshot_required":
@@ -263,6 +277,7 @@ class ReplicationService:
         partition: Partition,
         first: pb.FetchRequest,
         requests: AsyncIterator[pb.FetchRequest],
+        hold: LogHold,
     ) -> AsyncGenerator[pb.FetchResponse, None]:
         """A replica's stream (issue 16): Truncate first if its log may hold
         records of an older epoch past where that epoch ends here, then the
@@ -297,7 +312,7 @@ class ReplicationService:
         request: pb.FetchRequest | None = first
         if first.WhichOneof("start") == "snapshot":
             position = -1
-            async with aclosing(self._snapshot(partition, first, requests, who)) as snapshot:
+            async with aclosing(self._snapshot(partition, first, requests, who, hold)) as snapshot:
                 async for response in snapshot:
                     if response.WhichOneof("body") == "snapshot_begin":
                         position = response.snapshot_begin.seq
@@ -339,6 +354,7 @@ class ReplicationService:
                 # Stepped down (the partition object may linger, stopped).
                 raise UnavailableError(f"This node no longer leads partition {partition.id}.")
             self.durable[who] = request.durable_seq
+            hold.seq = matched
             stage.reported(node, min(request.durable_seq, matched))
             response = await self._replica_records(partition, stage, matched, self._budget(request))
             yield response
@@ -372,7 +388,7 @@ class ReplicationService:
         writes: list[Write] = []
         if position < partition.last_seq():
             try:
-                writes = feed_writes(partition.feed, position, None)
+                writes = await _logged(partition, position, max_bytes)
             except CompactedError:
                 return self._replica_answer(
                     stage, pb.FetchResponse(snapshot_required=_required(partition))
@@ -443,7 +459,7 @@ class ReplicationService:
                     break
         epoch = self._epoch(partition.id)
         try:
-            writes = feed_writes(feed, position, None)
+            writes = await _logged(partition, position, max_bytes)
         except CompactedError:
             return self._answer(partition, epoch, snapshot_required=_required(partition))
         return self._answer(partition, epoch, records=_records_within(writes, max_bytes))
@@ -454,12 +470,16 @@ class ReplicationService:
         first: pb.FetchRequest,
         requests: AsyncIterator[pb.FetchRequest],
         who: tuple[str, str],
+        hold: LogHold,
     ) -> AsyncGenerator[pb.FetchResponse, None]:
         """Capture ``partition`` at one seq, write it out off the event loop,
         and stream its rows, one answer per request (``first`` is answered
-        with SNAPSHOT_BEGIN), ending with their SHA-256."""
+        with SNAPSHOT_BEGIN), ending with their SHA-256. The log after the
+        capture is held on disk meanwhile: the follower goes on from there,
+        however long the snapshot took."""
         epoch = self._epoch(partition.id)
         capture = await partition.submit(Read(begin_capture))
+        hold.seq = capture.seq
         # A directory of its own: SQLite may leave a journal beside the file.
         folder = self._scratch / f"{partition.id}-{uuid.uuid4().hex}"
         path = folder / "snapshot.sqlite3"
@@ -583,6 +603,21 @@ def _records_within(
         records.append(record)
         size += record_size
     return pb.Records(records=records)
+
+
+async def _logged(partition: Partition, position: int, max_bytes: int) -> list[Write]:
+    """The applied writes after ``position``: from the change feed, or,
+    where it no longer reaches back, from the log on disk.
+
+    Raises:
+        CompactedError: neither holds them: the follower needs a snapshot.
+    """
+    try:
+        return feed_writes(partition.feed, position, None)
+    except CompactedError:
+        if writes := await partition.logged_after(position, max_bytes):
+            return writes
+        raise
 
 
 def _required(partition: Partition) -> pb.SnapshotRequired:

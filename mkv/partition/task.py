@@ -43,20 +43,28 @@ server's CPU per Get).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import itertools
 import logging
 import os
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 import trio
 
-from mkv.errors import InternalError, MkvError, MovedError, StorageError, UnavailableError
+from mkv.errors import (
+    CompactedError,
+    InternalError,
+    MkvError,
+    MovedError,
+    StorageError,
+    UnavailableError,
+)
 from mkv.limits import MAX_LOADED, check_loaded
 from mkv.observe.logs import fields
 from mkv.partition.commands import (
@@ -98,6 +106,7 @@ __all__ = [
     "Extend",
     "Get",
     "Increment",
+    "LogHold",
     "Move",
     "Partition",
     "PartitionState",
@@ -128,6 +137,10 @@ APPLY_BACKLOG_BYTES = 2 * MAX_APPLY_BYTES
 # Synchronous stages run on a thread for writes larger than this, so a
 # sanitizer parsing a megabyte of JSON does not hold up the event loop.
 INLINE_STAGE_BYTES = 64 * 1024
+# The log on disk a partition keeps for followers catching up (``LogHold``)
+# at most; past it checkpoints go on regardless, and a follower that far
+# behind installs a snapshot instead.
+LOG_HOLD_BYTES = 1024 * 1024 * 1024
 
 
 class PartitionState(enum.Enum):
@@ -190,6 +203,15 @@ class PartitionStatistics:
     # The last write acknowledged: answered on commit, it may be ahead of
     # ``last_seq`` for a moment, until the applier catches up.
     acknowledged_seq: int = 0
+
+
+@attrs.define(eq=False)
+class LogHold:
+    """A follower's claim on the partition's log on disk: checkpoints keep
+    every record after ``seq`` (None: nothing yet), up to ``LOG_HOLD_BYTES``
+    of log. Held by the stream serving it (``Partition.holding_log``)."""
+
+    seq: int | None = None
 
 
 class _Tally:
@@ -323,6 +345,7 @@ class Partition:
         self._gates: list[Gating] = []
         self.feed = ChangeFeed(watch_retention_bytes, retained_after=0)
         self._feed_changed = trio.Event()
+        self._log_holds: set[LogHold] = set()
         self._stopped = trio.Event()
         # Why the partition could not start (set by the registry): every
         # request gets it.
@@ -433,6 +456,40 @@ class Partition:
     def replicate_stage(self) -> ReplicateStage | None:
         """The pipeline's replicate stage (what a leader's Fetch serves from), if any."""
         return None if self._pipeline is None else self._pipeline.replicate
+
+    @contextlib.contextmanager
+    def holding_log(self) -> Iterator[LogHold]:
+        """A hold on the log on disk for one follower's stream: set its
+        ``seq`` to where the follower stands, and checkpoints keep the log
+        after it (see ``LogHold``)."""
+        hold = LogHold()
+        self._log_holds.add(hold)
+        try:
+            yield hold
+        finally:
+            self._log_holds.discard(hold)
+
+    async def logged_after(self, position: int, max_bytes: int) -> list[Write]:
+        """The writes after ``position`` that the change feed no longer holds
+        (up to where it starts), about ``max_bytes`` of them, read from the
+        log on disk off the event loop: a follower behind the feed catches
+        up from the log, as long as the log holds it, instead of taking a
+        snapshot of the whole partition.
+
+        Raises:
+            CompactedError: the log does not hold them either (or there is
+                no log): the follower needs a snapshot.
+            StorageError: the log could not be read.
+        """
+        wal = None if self._pipeline is None else self._pipeline.wal
+        through = self.feed.retained_after
+        if wal is None:
+            raise CompactedError(
+                f"Partition {self.id} keeps no log: the changes after {position} are gone."
+            )
+        if position >= through:
+            return []
+        return await wal.read_after(position, through, max_bytes)
 
     def last_seq(self) -> int:
         """The last sequence number applied to the store (acknowledged writes
@@ -1208,12 +1265,27 @@ class Partition:
         # brings back the same retention. Until that and the store are past
         # the oldest segment, a checkpoint would fsync the store for nothing,
         # on every write.
-        keep_after = min(self._last_applied, self.feed.retained_after)
+        # And what followers catching up from disk still read, within bounds.
+        keep = self.feed.retained_after
+        held = [hold.seq for hold in self._log_holds if hold.seq is not None]
+        if held and min(held) < keep:
+            if stats.bytes <= LOG_HOLD_BYTES:
+                keep = min(held)
+            else:
+                log.warning(
+                    "partition %s: a follower at seq %d is more than %d MiB of log behind; "
+                    "the log is checkpointed past it (it will need a snapshot)",
+                    self.id,
+                    min(held),
+                    LOG_HOLD_BYTES // (1024 * 1024),
+                    extra=fields(event="log_hold_dropped", partition=self.id),
+                )
+        keep_after = min(self._last_applied, keep)
         if keep_after < stats.oldest_segment_end_seq:
             return
         assert self._worker is not None
         durable = await self._worker.run_sync(store.sync)
-        dropped = await wal.checkpoint(min(durable, self.feed.retained_after))
+        dropped = await wal.checkpoint(min(durable, keep))
         log.info(
             "partition %s: checkpoint at seq %d dropped %d log segments",
             self.id,

@@ -24,12 +24,19 @@ from pathlib import Path
 
 import attrs
 import trio
+from google.protobuf.message import DecodeError
 
-from mkv.errors import InvalidArgumentError, MkvError, StorageError, UnavailableError
+from mkv.errors import (
+    CompactedError,
+    InvalidArgumentError,
+    MkvError,
+    StorageError,
+    UnavailableError,
+)
 from mkv.pipeline.base import UNOBSERVED, Recovered, StageContext, StageObserver
 from mkv.pipeline.payload import decode_write, encode_write
 from mkv.records import Write
-from mkv.wal import DEFAULT_SEGMENT_BYTES, Record, WalStatistics, WriteAheadLog
+from mkv.wal import DEFAULT_SEGMENT_BYTES, Record, WalGapError, WalStatistics, WriteAheadLog
 from mkv.worker import SerialWorker, WorkerPool, WorkerThread
 
 __all__ = ["FsyncPolicy", "WalStage"]
@@ -168,6 +175,38 @@ class WalStage:
         assert self._log is not None
         for record in self._log.replay(after_seq):
             yield decode_write(record.payload, record.seq, record.timestamp)
+
+    async def read_after(self, after_seq: int, through_seq: int, max_bytes: int) -> list[Write]:
+        """The logged writes above ``after_seq`` and at most ``through_seq``,
+        about ``max_bytes`` of them (the first always), decoded; read on a
+        thread of its own, beside the appends (a follower catching up).
+
+        Raises:
+            CompactedError: the log does not hold every write from
+                ``after_seq`` through ``through_seq``.
+            StorageError: the log could not be read, or holds garbage.
+        """
+        assert self._log is not None
+        wal = self._log
+
+        def read() -> list[Write]:
+            if wal.base_seq > after_seq or wal.last_seq < through_seq:
+                raise WalGapError(f"The log does not hold seq {after_seq + 1} to {through_seq}.")
+            writes = []
+            for seq, timestamp, payload in wal.read_after(after_seq, max_bytes):
+                if seq > through_seq:
+                    break
+                writes.append(decode_write(payload, seq, timestamp))
+            return writes
+
+        try:
+            return await trio.to_thread.run_sync(read)
+        except WalGapError as exc:
+            raise CompactedError(
+                f"The changes after seq {after_seq} are no longer in the log ({exc})"
+            ) from exc
+        except DecodeError as exc:
+            raise StorageError(f"A record of the log in {self.directory} is not a write.") from exc
 
     # -- serving --------------------------------------------------------------
 

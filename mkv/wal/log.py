@@ -51,6 +51,10 @@ __all__ = [
 
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 _READ_CHUNK = 1024 * 1024
+# A segment remembers where a record starts about this often, so that a
+# read from the middle of a segment (a follower catching up from disk)
+# decodes at most this much it does not return.
+_MARK_BYTES = 256 * 1024
 # Twenty digits hold any u64, so names sort in sequence order as plain strings.
 _SEGMENT_NAME = re.compile(r"^(\d{20})\.wal$")
 # A torn tail is what a crash leaves; these mean the bytes were written wrong or
@@ -121,11 +125,20 @@ class _Segment:
     first_seq: int = 0  # of its first record; 0 while it has none
     last_seq: int = 0
     size: int = HEADER_SIZE
+    # (seq, offset): every record from ``offset`` on is above ``seq``; in
+    # offset order. Only ever appended to, or replaced by a shorter list.
+    marks: list[tuple[int, int]] = attrs.Factory(list)
 
     @property
     def end_seq(self) -> int:
         """The last sequence number logged up to the end of this segment."""
         return self.last_seq or self.previous_seq
+
+    def mark(self, seq: int, offset: int) -> None:
+        """Remember that the records from ``offset`` on are above ``seq``,
+        unless a mark lies within ``_MARK_BYTES`` before it."""
+        if not self.marks or offset - self.marks[-1][1] >= _MARK_BYTES:
+            self.marks.append((seq, offset))
 
 
 class WriteAheadLog:
@@ -245,6 +258,7 @@ class WriteAheadLog:
         # A segment with no records takes any batch, so a batch never spans two files.
         if active is None or (active.last_seq and active.size + len(data) > self._segment_bytes):
             active = self._roll()
+        active.mark(self.last_seq, active.size)
         self._write(active, data)
         active.first_seq = active.first_seq or records[0][0]
         active.last_seq = previous
@@ -291,6 +305,63 @@ class WriteAheadLog:
             )
         wanted = [(s.path, s.size) for s in self._segments if s.end_seq > after_seq]
         return _replay(wanted, after_seq)
+
+    def read_after(self, after_seq: int, max_bytes: int) -> list[tuple[int, int, bytes]]:
+        """The records above ``after_seq``, oldest first, as ``(seq, timestamp,
+        payload)``, as many as fit ``max_bytes`` of payload (the first always):
+        a follower catching up on what the leader's memory no longer holds.
+
+        Safe to call from another thread than the one appending: it reads only
+        what was appended before it began. It starts at the segment's last
+        mark at or below ``after_seq``, so it decodes little it does not return.
+
+        Raises:
+            WalGapError: records above ``after_seq`` were checkpointed away
+                (before or during the read).
+            WalCorruptError, StorageError: a file is damaged or unreadable.
+        """
+        self._check_open()
+        records: list[tuple[int, int, bytes]] = []
+        size = 0
+        # Copies: the appending thread may add segments and marks meanwhile.
+        segments = list(self._segments)
+        if segments and after_seq < segments[0].previous_seq:
+            raise WalGapError(f"The write-ahead log no longer holds the records after {after_seq}.")
+        for segment in segments:
+            end = segment.size  # read first: the bytes up to it are written
+            if segment.end_seq <= after_seq:
+                continue
+            seq, offset = segment.previous_seq, HEADER_SIZE
+            for mark_seq, mark_offset in list(segment.marks):
+                if mark_seq > after_seq or mark_offset > end:
+                    break
+                seq, offset = mark_seq, mark_offset
+            decoder = SegmentDecoder.resuming(offset, seq)
+            try:
+                with open(segment.path, "rb") as file:
+                    file.seek(offset)
+                    for batch in _read(file, decoder, end - offset):
+                        for record in batch:
+                            if record[0] <= after_seq:
+                                continue
+                            if records and size + len(record[2]) > max_bytes:
+                                return records
+                            records.append(record)
+                            size += len(record[2])
+            except FileNotFoundError as exc:
+                raise WalGapError(
+                    f"The write-ahead log dropped the records after {after_seq} while "
+                    "they were read."
+                ) from exc
+            except OSError as exc:
+                raise StorageError(
+                    f"Reading the write-ahead log segment {segment.path} failed."
+                ) from exc
+            stop = decoder.end_of_input()
+            if stop.reason is not StopReason.CLEAN or stop.offset != end:
+                reason = stop.reason.value if stop.reason is not StopReason.CLEAN else "shortened"
+                raise WalCorruptError(segment.path, stop.offset, f"{reason}, since it was opened")
+        return records
 
     def checkpoint(self, durable_seq: int) -> int:
         """Delete the segments whose records are all at or below ``durable_seq``.
@@ -352,6 +423,7 @@ class WriteAheadLog:
                 file.truncate(size)
                 os.fsync(file.fileno())
             last.size = size
+            last.marks = [m for m in last.marks if m[1] <= size]
             last.last_seq = seq if kept else 0
             last.first_seq = last.first_seq if kept else 0
             self._file = open(last.path, "ab", buffering=0)  # noqa: SIM115 (the log owns it)
@@ -451,6 +523,7 @@ def _recover(directory: Path) -> tuple[list[_Segment], RecoveryReport]:
                 segment.first_seq = segment.first_seq or batch[0][0]
                 segment.last_seq, last_timestamp, _ = batch[-1]
                 records += len(batch)
+                segment.mark(segment.last_seq, decoder.offset)
             stop = decoder.end_of_input()
             size = os.fstat(file.fileno()).st_size
         if decoder.header is not None and decoder.header.previous_seq != previous_seq:

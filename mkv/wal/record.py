@@ -143,6 +143,17 @@ class SegmentDecoder:
         self.last_seq = 0  # of the last good record, or the header's previous_seq
         self.stop: DecodeStop | None = None
 
+    @classmethod
+    def resuming(cls, offset: int, last_seq: int) -> SegmentDecoder:
+        """A decoder fed from ``offset`` of a segment whose header was
+        already checked, where a record starts and every record is above
+        ``last_seq`` (a mark the log kept while writing or recovering it)."""
+        decoder = cls()
+        decoder.header = SegmentHeader(last_seq, VERSION)
+        decoder.last_seq = last_seq
+        decoder._consumed = offset
+        return decoder
+
     @property
     def offset(self) -> int:
         """Segment offset where the valid prefix (header and good records) ends."""
