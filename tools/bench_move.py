@@ -3,6 +3,8 @@
     python tools/bench_move.py              # 1M keys
     python tools/bench_move.py --quick      # 100k keys
     python tools/bench_move.py --keys 20000 --duration 0.5   # smoke
+    python tools/bench_move.py --keys 20000 --value-bytes 1048576 --hot-keys 32
+                                            # under 1 MiB writes: does the copy converge?
 
 1. A partition of ``--keys`` keys (100-byte values) is written straight to
    disk in the store's layout (``mkv.testing.prefill_sqlite_partition``).
@@ -68,11 +70,16 @@ async def upsert(channels: dict[str, Channel], where: list[str], key: bytes, val
 
 
 async def writers(
-    channels: dict[str, Channel], first: str, keys: list[bytes], concurrency: int, until: trio.Event
+    channels: dict[str, Channel],
+    first: str,
+    keys: list[bytes],
+    concurrency: int,
+    until: trio.Event,
+    value_size: int = VALUE_SIZE,
 ) -> list[tuple[float, float]]:
     """(end time, latency) of each single upsert from ``concurrency`` clients."""
     done: list[tuple[float, float]] = []
-    value = b"w" * VALUE_SIZE
+    value = b"w" * value_size
 
     async def loop(n: int) -> None:
         where = [first]
@@ -92,7 +99,7 @@ async def writers(
 
 async def measure(data_dir: Path, scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
     step = max(1, args.keys // 2000)
-    keys = [prefill_key(i) for i in range(0, args.keys, step)]
+    keys = [prefill_key(i) for i in range(0, args.keys, step)][: args.hot_keys]
     results: dict[str, Any] = {}
     async with (
         running_node(data_dir, replica_grace=5.0) as source,
@@ -108,7 +115,12 @@ async def measure(data_dir: Path, scratch: Path, args: argparse.Namespace) -> di
 
             async def load() -> None:
                 ops["writers"] = await writers(
-                    channels, str(source.data_address), keys, args.concurrency, stop
+                    channels,
+                    str(source.data_address),
+                    keys,
+                    args.concurrency,
+                    stop,
+                    args.value_bytes,
                 )
 
             nursery.start_soon(load)
@@ -129,6 +141,7 @@ async def measure(data_dir: Path, scratch: Path, args: argparse.Namespace) -> di
             stop.set()
         cut_start = during_to - moved.cut_over_seconds
         results["move_seconds"] = moved.seconds
+        results["snapshots"] = moved.snapshots
         results["keys_per_second"] = args.keys / moved.seconds
         results["cut_over_ms"] = moved.cut_over_seconds * 1000
         results["final_seq"] = moved.final_seq
@@ -143,6 +156,7 @@ async def measure(data_dir: Path, scratch: Path, args: argparse.Namespace) -> di
 def report(results: dict[str, Any]) -> None:
     print(f"keys                               {results['keys']:>10}")
     print(f"move, start to target serving      {results['move_seconds']:10.2f} s")
+    print(f"snapshots streamed                 {results['snapshots']:>10}")
     print(f"copy rate                          {results['keys_per_second']:10.0f} keys/s")
     print(f"cut-over, fence to serving         {results['cut_over_ms']:10.0f} ms")
     print(f"writers' worst across the cut-over {results['max_write_across_cut_over_ms']:10.0f} ms")
@@ -154,6 +168,15 @@ def main() -> int:
     parser.add_argument("--keys", type=int, default=1_000_000, help="keys (default 1M)")
     parser.add_argument("--quick", action="store_true", help="100k keys")
     parser.add_argument("--concurrency", type=int, default=4, help="writers (default 4)")
+    parser.add_argument(
+        "--value-bytes",
+        type=int,
+        default=VALUE_SIZE,
+        help=f"each write's value (default {VALUE_SIZE})",
+    )
+    parser.add_argument(
+        "--hot-keys", type=int, default=2000, help="keys the writers cycle through (default 2000)"
+    )
     parser.add_argument("--duration", type=float, default=3.0, help="seconds measured before")
     parser.add_argument("--warmup", type=float, default=0.5, help="seconds before measuring")
     parser.add_argument("--dir", type=Path, help="scratch directory (default: a temporary one)")

@@ -119,6 +119,9 @@ class Follower:
         self.durable_seq = 0
         self.leader_commit_seq = 0
         self.snapshot_done = False
+        # Snapshots streamed so far: more than one means the leader's log
+        # moved past the copy (SNAPSHOT_REQUIRED) and it started over.
+        self.snapshots = 0
         # Set when the copy failed for good: every waiter raises it.
         self.error: MkvError | None = None
         self._target: RangeFile | None = None
@@ -303,6 +306,7 @@ class Follower:
                 if self.snapshot_done:
                     await call.send(self._request(after_seq=target.seq))
                 else:
+                    self.snapshots += 1
                     await call.send(self._request(snapshot=True))
                 for _ in range(CREDITS - 1):
                     await call.send(self._request())

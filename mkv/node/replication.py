@@ -689,6 +689,8 @@ class MoveResult:
     seconds: float
     # From the fence to the target serving: the pause writers saw.
     cut_over_seconds: float
+    # Snapshots the copy streamed (more than one: it started over).
+    snapshots: int = 1
 
 
 Switch = Callable[[int], Awaitable[None]]
@@ -772,4 +774,4 @@ async def move_partition(
         (done - fenced_at) * 1000,
         extra=fields(event="partition_moved", partition=partition_id, seq=final_seq),
     )
-    return MoveResult(moved, final_seq, done - began, done - fenced_at)
+    return MoveResult(moved, final_seq, done - began, done - fenced_at, follower.snapshots)
