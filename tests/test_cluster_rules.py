@@ -81,6 +81,8 @@ def test_records_round_trip() -> None:
     record = part("p1", KeyRange(b"\x00a", b"\xffz"), ("n1", "n2"))
     assert PartitionRecord.decode("p1", record.encode()) == record
     assert NodeRecord.decode("n1", node("n1").encode()) == node("n1")
+    drained = attrs.evolve(node("n1"), drained=True)
+    assert NodeRecord.decode("n1", drained.encode()) == drained
     assert LeaderRecord.decode("p1", LeaderRecord("n1").encode()) == LeaderRecord("n1")
     assert KEYS.parse(KEYS.leader("p1")) == ("leaders", "p1")
     assert KEYS.parse(KEYS.placement) == ("placement", "")

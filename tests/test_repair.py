@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import trio
 
 from mkv.cluster.keyspace import Keys, LeaderRecord, PartitionRecord
@@ -68,6 +69,20 @@ def test_a_dead_node_is_replaced_by_the_least_loaded_live_node_outside_the_recor
     assert (plan.partition_id, plan.replacement) == ("b", "n1")
     assert plan.record.replicas == ("n4", "n1")
     assert plan.record.isr == ("n4",)
+
+
+def test_a_drained_node_gets_no_replica() -> None:
+    """A node marked drained (DrainNode) is live but takes no new replica,
+    however few it holds. Mutation: ``placeable`` as every live node ->
+    n5, which holds none, is chosen."""
+    view = _view({"a": (("n1", "n2", "n3"), ("n1", "n2", "n3"))}, alive=("n1", "n2", "n3", "n4"))
+    view.put(KV(KEYS.node("n5"), attrs.evolve(node("n5", 50), drained=True).encode()))
+    assert view.placeable == {"n1", "n2", "n3", "n4"}
+    plan = plan_repair(view, {"n2"})
+    assert plan is not None
+    assert plan.replacement == "n4"
+    view.put(KV(KEYS.node("n4"), attrs.evolve(node("n4", 40), drained=True).encode()))
+    assert plan_repair(view, {"n2"}) is None
 
 
 def test_no_repair_without_a_live_in_sync_replica_or_a_free_node() -> None:

@@ -140,7 +140,7 @@ async def test_transfer_and_replicated_move_under_writes(
             added = await call(
                 control.AddPartition,
                 control_pb2.AddPartitionRequest(
-                    id="a", start=b"", end=b"\xf0", node=ids[0], replicas=3
+                    id="a", start=b"", end=b"\xe0", node=ids[0], replicas=3
                 ),
             )
         seeds = [n.data_addr for n in nodes]
@@ -215,3 +215,25 @@ async def test_transfer_and_replicated_move_under_writes(
             assert await db.get(b"\xf1") == b"moved"
             for key, value in written.items():
                 assert await db.get(key) == value
+        # The drained node stays drained: listed so, and a new partition
+        # goes to the others, though it holds the fewest replicas (only a's).
+        # (Mutation: no drained mark in etcd -> c is placed on it.) Until it
+        # restarts: then it is placeable again.
+        drained_node = nodes[ids.index(drained)]
+        listed_nodes = {n.id: n for n in (await rpc.nodes(nodes[0])).nodes}
+        assert listed_nodes[drained].drained
+        assert not listed_nodes[target].drained
+        with rpc.control(nodes[0]) as control:
+            c = await call(
+                control.AddPartition,
+                control_pb2.AddPartitionRequest(id="c", start=b"\xe0", end=b"\xf0", replicas=2),
+            )
+        assert set(c.partition.replicas) == {target, spare}
+        await drained_node.stop()
+        await drained_node.start(same_ports=True)
+
+        async def placeable_again() -> bool:
+            listed = {n.id: n for n in (await rpc.nodes(nodes[0])).nodes}
+            return listed[drained].alive and not listed[drained].drained
+
+        await eventually(placeable_again, what="the restarted node not drained")

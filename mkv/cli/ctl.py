@@ -1334,7 +1334,14 @@ def _node_json(node: NodeInfo) -> dict[str, Any]:
         "version": node.version,
         "started": node.started or None,
         "partitions": list(node.partitions),
+        "drained": node.drained,
     }
+
+
+def _alive_text(node: NodeInfo) -> str:
+    if not node.alive:
+        return "no"
+    return "yes, drained" if node.drained else "yes"
 
 
 def _render_nodes(nodes: Sequence[NodeInfo]) -> str:
@@ -1342,7 +1349,7 @@ def _render_nodes(nodes: Sequence[NodeInfo]) -> str:
     rows = [header] + [
         (
             n.id,
-            "yes" if n.alive else "no",
+            _alive_text(n),
             n.data_address,
             n.control_address,
             n.version,
@@ -1564,7 +1571,7 @@ def _render_cluster(view: _ClusterView, request: Request) -> str:
     node_rows = [header] + [
         (
             n.id,
-            "yes" if n.alive else "no",
+            _alive_text(n),
             "yes" if view.probes[n.id].status is not None else "no",
             _lease_text(view.probes[n.id].status),
             n.data_address,

@@ -139,6 +139,8 @@ class NodeInfo:
     partitions: tuple[str, ...]
     # When it registered, UTC, ISO 8601.
     started: str
+    # Drained (DrainNode): no new replicas go to it until it restarts.
+    drained: bool = False
 
     @classmethod
     def from_proto(cls, info: pb.NodeInfo) -> NodeInfo:
@@ -151,6 +153,7 @@ class NodeInfo:
             alive=info.alive,
             partitions=tuple(info.partitions),
             started=info.started,
+            drained=info.drained,
         )
 
 

@@ -3,7 +3,8 @@
 Everything lives under ``/mkv/<cluster>/``::
 
     nodes/<node-id>      {"schema": 1, "data": "h:p", "control": "h:p",
-                          "replication": "h:p", "version": "...", "started": "..."}
+                          "replication": "h:p", "version": "...", "started": "...",
+                          "drained": true (only once drained: no new replicas)}
                          (under the node's lease)
     partitions/<id>      {"schema": 1, "start": hex, "end": hex | null, "store": "sqlite",
                           "pipeline": [...], "replicas": ["n-..."], "isr": ["n-..."],
@@ -148,28 +149,37 @@ class NodeRecord:
     replication: str
     version: str
     started: str
+    # Drained (DrainNode): placement and repair put no replica here until
+    # the node restarts (a new registration).
+    drained: bool = False
 
     def encode(self) -> bytes:
-        return _dump(
-            {
-                "data": self.data,
-                "control": self.control,
-                "replication": self.replication,
-                "version": self.version,
-                "started": self.started,
-            }
-        )
+        fields: dict[str, Any] = {
+            "data": self.data,
+            "control": self.control,
+            "replication": self.replication,
+            "version": self.version,
+            "started": self.started,
+        }
+        if self.drained:
+            fields["drained"] = True
+        return _dump(fields)
 
     @classmethod
     def decode(cls, node_id: str, value: bytes) -> NodeRecord:
         what = f"nodes/{node_id}"
         data = _load(value, what)
+        drained = data.get("drained", False)
+        if not isinstance(drained, bool):
+            raise BadValue(f"{what}: 'drained' must be true or false, not {drained!r}")
         return cls(
             node_id,
-            *(
-                _text(data, name, what)
-                for name in ("data", "control", "replication", "version", "started")
-            ),
+            _text(data, "data", what),
+            _text(data, "control", what),
+            _text(data, "replication", what),
+            _text(data, "version", what),
+            _text(data, "started", what),
+            drained,
         )
 
 

@@ -898,6 +898,11 @@ class Membership(_MoveMembership):
         self._publish()
 
     def _publish(self) -> None:
+        mine = self.view.nodes.get(self.node_id)
+        if mine is not None and mine.record.drained and self._record is not None:
+            # Kept when the node registers again under a new lease: a drain
+            # lasts until the process restarts.
+            self._record = attrs.evolve(self._record, drained=True)
         self.routing = self.view.routing(self.node_id, self.lease)
         self._observe_serving()
         self._wake.set()
@@ -1297,6 +1302,38 @@ class Membership(_MoveMembership):
             raise UnavailableError("This node has not joined its cluster yet.")
         return self._etcd
 
+    async def mark_drained(self, node: str) -> None:
+        """Mark ``node`` drained in its registration (``nodes/<id>``, kept
+        under its own lease by a Txn on the key's mod revision): placement
+        and repair put no new replica on it until it registers again (a
+        restart). A node that is gone has nothing to mark.
+
+        Raises:
+            UnavailableError: etcd cannot be reached.
+            AbortedError: the node's key kept changing under it.
+        """
+        key = self.keys.node(node)
+        for _ in range(PLACEMENT_ATTEMPTS):
+            entry = (await self._fresh_view()).nodes.get(node)
+            if entry is None or entry.record.drained:
+                return
+            marked = attrs.evolve(entry.record, drained=True)
+            try:
+                result = await self._client().txn(
+                    [Compare.mod_revision(key, "=", entry.mod_revision)],
+                    [Op.put(key, marked.encode(), lease=entry.lease)],
+                )
+            except EtcdError as exc:
+                raise UnavailableError(f"etcd cannot be reached: {exc}") from None
+            if result.succeeded:
+                log.info(
+                    "node %s is marked drained: no new replicas go to it until it restarts",
+                    node,
+                    extra={"event": "node_drained", "node": node},
+                )
+                return
+        raise AbortedError(f"Node {node}'s registration kept changing; drain it again.")
+
     async def fresh_view(self) -> ClusterView:
         """The cluster as etcd has it now (the watched view may lag).
 
@@ -1360,7 +1397,9 @@ class Membership(_MoveMembership):
                 leading[first] = leading.get(first, 0) + 1
                 for replica in entry.record.replicas:
                     holding[replica] = holding.get(replica, 0) + 1
-            chosen, warnings = choose_replicas(view.nodes, leading, holding, count, node)
+            # Drained nodes take no new replica, unless named: the operator's choice.
+            alive = view.placeable | ({node} & set(view.nodes) if node else set())
+            chosen, warnings = choose_replicas(alive, leading, holding, count, node)
             # All in sync: every replica of a new partition is empty.
             record = PartitionRecord(pid, key_range, store, pipeline, chosen, "new")
             if await self._placement_txn(

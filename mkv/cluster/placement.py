@@ -79,7 +79,8 @@ def choose_replicas(
     warnings: tuple[str, ...] = ()
     if len(chosen) < count:
         warnings = (
-            f"asked for {count} replicas but only {len(nodes)} node(s) are live: placed "
+            f"asked for {count} replicas but only {len(nodes)} node(s) are live (and not "
+            f"drained): placed "
             f"{len(chosen)} ({', '.join(chosen)}); the partition stays under-replicated "
             "until it is given more",
         )

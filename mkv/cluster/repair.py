@@ -69,8 +69,8 @@ def repairer(alive: Iterable[str]) -> str | None:
 def plan_repair(view: ClusterView, dead: Set[str]) -> Repair | None:
     """The next repair to make (one partition at a time), or None.
 
-    A record naming a dead node gets, in its place, the live node holding
-    the fewest replicas (ties: the lowest id) among those that hold none of
+    A record naming a dead node gets, in its place, the live node (not
+    drained) holding the fewest replicas (ties: the lowest id) among those that hold none of
     it; the dead node leaves the ISR in the same change. The new replica is
     put last, out of the ISR: it starts empty and joins the ISR through the
     leader once it has caught up, and it is not the preferred leader. A
@@ -78,7 +78,7 @@ def plan_repair(view: ClusterView, dead: Set[str]) -> Repair | None:
     has all its acknowledged writes, and a replacement could only start
     empty (the dead node may come back with them).
     """
-    alive = set(view.nodes) - set(dead)
+    alive = view.placeable - set(dead)
     for pid, entry in sorted(view.partitions.items()):
         record = entry.record
         gone = [n for n in record.replicas if n in dead]

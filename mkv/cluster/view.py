@@ -42,6 +42,8 @@ class Entry(Protocol):
 class NodeEntry:
     record: NodeRecord
     lease: int
+    # Compared by the Txn that marks the node drained.
+    mod_revision: int = 0
 
 
 @attrs.frozen
@@ -90,6 +92,11 @@ class ClusterView:
         # Partition ids whose record is unreadable: neither served nor removed.
         self.bad: set[str] = set()
 
+    @property
+    def placeable(self) -> set[str]:
+        """The live nodes a new replica may go to: not drained."""
+        return {node for node, entry in self.nodes.items() if not entry.record.drained}
+
     def load(self, entries: Iterable[Entry], revision: int) -> None:
         """Replace everything by a prefix read made at ``revision``."""
         self.nodes.clear()
@@ -105,7 +112,8 @@ class ClusterView:
         try:
             kind, name = self.keys.parse(entry.key)
             if kind == "nodes":
-                self.nodes[name] = NodeEntry(NodeRecord.decode(name, entry.value), entry.lease)
+                registration = NodeRecord.decode(name, entry.value)
+                self.nodes[name] = NodeEntry(registration, entry.lease, entry.mod_revision)
             elif kind == "partitions":
                 record = PartitionRecord.decode(name, entry.value)
                 self.partitions[name] = PartitionEntry(record, entry.mod_revision)

@@ -227,6 +227,7 @@ class ControlPlane:
                     alive=entry is not None,
                     partitions=view.led_by(node_id),
                     started=record.started if record else "",
+                    drained=record.drained if record else False,
                 )
             )
         return pb.ListNodesResponse(nodes=nodes, revision=view.revision)

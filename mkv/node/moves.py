@@ -390,9 +390,9 @@ class Mover:
         """Raises:
         FailedPreconditionError: no other live node to move to.
         """
-        if not set(self._cluster.view.nodes) - {node}:
+        if not self._cluster.view.placeable - {node}:
             raise FailedPreconditionError(
-                f"No live node other than {node!r} to move its partitions to."
+                f"No live node other than {node!r} (and not drained) to move its partitions to."
             )
 
     async def drain(self, operation: Operation, node: str) -> list[cpb.PartitionInfo]:
@@ -400,7 +400,11 @@ class Mover:
         least loaded other live node; then re-create each replica it still
         follows on a live node holding none of that partition, so every
         partition keeps its replica count without it (issue 16's repair on
-        drain). A replica with no such node to go to stays, and is logged."""
+        drain). A replica with no such node to go to stays, and is logged.
+        The node is marked drained in etcd first: no new replica goes to it
+        until it restarts."""
+        # First, so that no partition placed meanwhile (or repaired) lands on it.
+        await self._cluster.mark_drained(node)
         led = sorted(
             pid for pid, leader in self._cluster.view.leaders.items() if leader.node == node
         )
@@ -415,7 +419,7 @@ class Mover:
             load: dict[str, int] = {}
             for other in view.leaders.values():
                 load[other.node] = load.get(other.node, 0) + 1
-            target = choose_node(set(view.nodes) - {node}, load)
+            target = choose_node(view.placeable - {node}, load)
             step = Operation(id=operation.id, kind="move", partition_id=pid)
             moved.append(await self.move(step, pid, target))
         followed = sorted(
@@ -452,7 +456,7 @@ class Mover:
             raise FailedPreconditionError(
                 f"Node {node} leads partition {partition_id} again; drain it again."
             )
-        target = replacement_for(view, entry.record, set(view.nodes))
+        target = replacement_for(view, entry.record, view.placeable)
         if target is None:
             log.warning(
                 "drain of %s: partition %s has a replica on every other live node; %s keeps "

@@ -258,7 +258,7 @@ class DrainNodeResponse(_message.Message):
     def __init__(self, operation_id: _Optional[str] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("id", "data_address", "control_address", "replication_address", "version", "alive", "partitions", "started")
+    __slots__ = ("id", "data_address", "control_address", "replication_address", "version", "alive", "partitions", "started", "drained")
     ID_FIELD_NUMBER: _ClassVar[int]
     DATA_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CONTROL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -267,6 +267,7 @@ class NodeInfo(_message.Message):
     ALIVE_FIELD_NUMBER: _ClassVar[int]
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
+    DRAINED_FIELD_NUMBER: _ClassVar[int]
     id: str
     data_address: str
     control_address: str
@@ -275,7 +276,8 @@ class NodeInfo(_message.Message):
     alive: bool
     partitions: _containers.RepeatedScalarFieldContainer[str]
     started: str
-    def __init__(self, id: _Optional[str] = ..., data_address: _Optional[str] = ..., control_address: _Optional[str] = ..., replication_address: _Optional[str] = ..., version: _Optional[str] = ..., alive: _Optional[bool] = ..., partitions: _Optional[_Iterable[str]] = ..., started: _Optional[str] = ...) -> None: ...
+    drained: bool
+    def __init__(self, id: _Optional[str] = ..., data_address: _Optional[str] = ..., control_address: _Optional[str] = ..., replication_address: _Optional[str] = ..., version: _Optional[str] = ..., alive: _Optional[bool] = ..., partitions: _Optional[_Iterable[str]] = ..., started: _Optional[str] = ..., drained: _Optional[bool] = ...) -> None: ...
 
 class TransferLeaderRequest(_message.Message):
     __slots__ = ("id", "node")
