@@ -30,8 +30,7 @@ with the indeterminate calls as such. ``replicas`` hooks in more readers
 
 Runs on one cluster may follow each other: each starts its history from the
 registers and counters the one before left. ``Load.batch_bytes`` sets the
-batches' size (moves cannot yet follow 1 MiB batches: tests/test_failover.py,
-``MOVE_BATCH_BYTES``).
+batches' size (1 MiB by default).
 
 The cluster (``cluster``): any number of ``mkv serve`` nodes logging JSON,
 ``LAYOUT``'s partitions placed with ``replicas`` each (1 by default, the

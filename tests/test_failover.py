@@ -51,26 +51,16 @@ async def _verify(c: Cluster, run: Run) -> dict[str, list[Interval]]:
     return found
 
 
-# The batches of the writers across a move: 64 KiB, not 1 MiB. A move's copy
-# (snapshot, then the source's change feed after the snapshot's seq) cannot
-# follow 1 MiB batches: they put ~10 MiB/s into the moved partition, so the
-# source's feed (WATCH_RETENTION_BYTES, 16 MiB) covers ~1.6 s of writes,
-# while even the first snapshot took 1.7 s (capture and stream, ~2,250 rows
-# of ~16 KiB a second) and each later one longer, as the partition grew:
-# every snapshot ended SNAPSHOT_REQUIRED and the next began (10 snapshots in
-# 95 s, 1.0 s to 30.8 s of streaming each, the move never cut over). Moves
-# under that load need the feed held from a copy's snapshot seq (or the
-# records fetched from the log on disk), in the replica data path.
-MOVE_BATCH_BYTES = 64 * 1024
-
-
 async def test_writers_across_a_move_and_a_drain(
     tmp_path: Path, etcd: EtcdProcess, stubs: GrpcioStubs
 ) -> None:
     """Partition a moves n0 → n1, then n2 is drained, under 16 writers
-    (batches of 64 KiB: see ``MOVE_BATCH_BYTES``): nothing acknowledged is
-    lost, the history is linearizable, and no two nodes' serving intervals
-    of a partition overlap."""
+    (1 MiB batches among them): nothing acknowledged is lost, the history is
+    linearizable, and no two nodes' serving intervals of a partition
+    overlap. Until the copy read the source's log from disk and held it,
+    a move under 1 MiB batches never cut over: each snapshot ended
+    SNAPSHOT_REQUIRED and a bigger one began (docs/cluster.md, "Moves under
+    heavy writes")."""
     with trio.fail_after(90):
         async with cluster(tmp_path, etcd, stubs) as c:
             control_node = c.nodes[2]
@@ -95,7 +85,6 @@ async def test_writers_across_a_move_and_a_drain(
             run = await run_writers(
                 c.seeds,
                 seconds=6.0,
-                load=Load(batch_bytes=MOVE_BATCH_BYTES),
                 fault=move_then_drain,
                 fault_at=1.5,
             )
