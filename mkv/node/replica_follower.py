@@ -253,23 +253,31 @@ class ReplicaFollower:
         Raises:
             MkvError: the follower failed (``error``) or stopped.
         """
-        while (store := self._store) is None:
-            # Closed for a moment while a snapshot replaces it (``_install``).
-            if self.error is not None:
-                raise self.error
-            if self._stopped.is_set():
-                raise UnavailableError(f"The replica of {self.partition_id} stopped.")
-            await self._progress.wait()
-        result: list[tuple[bytes, Item]] = []
-        start = self.range.start
         while True:
-            page = await self._worker.run_sync(
-                functools.partial(store.scan, start, self.range.end, 1000)
-            )
-            result += page
-            if len(page) < 1000:
-                return result
-            start = page[-1][0] + b"\x00"
+            while (store := self._store) is None:
+                # Closed for a moment while a snapshot replaces it (``_install``).
+                if self.error is not None:
+                    raise self.error
+                if self._stopped.is_set():
+                    raise UnavailableError(f"The replica of {self.partition_id} stopped.")
+                await self._progress.wait()
+            result: list[tuple[bytes, Item]] = []
+            start = self.range.start
+            try:
+                while True:
+                    page = await self._worker.run_sync(
+                        functools.partial(store.scan, start, self.range.end, 1000)
+                    )
+                    if self._store is not store:
+                        break  # a snapshot replaced it between pages: read the new one
+                    result += page
+                    if len(page) < 1000:
+                        return result
+                    start = page[-1][0] + b"\x00"
+            except StorageError:
+                if self._store is store:
+                    raise
+                # Closed under the scan by a snapshot install: read the new one.
 
     def _tell(self) -> None:
         self._progress.set()
