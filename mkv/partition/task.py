@@ -86,6 +86,7 @@ from mkv.pipeline import (
     UNOBSERVED,
     AsyncStage,
     Gating,
+    Notifying,
     Pipeline,
     Recovered,
     ReplicateStage,
@@ -334,6 +335,8 @@ class Partition:
         self._window: OrderedWindow[_Pending, None] | None = None
         # One per asynchronous stage after the first: writes enter in seq order.
         self._turnstiles: list[_Turnstile] = []
+        # The pipeline's only asynchronous stage, when it is ``Notifying``.
+        self._notifying: Notifying | None = None
         self._decisions = Decisions(partition_id, horizon=WINDOW_SIZE)
         # Writes and Reads submitted and not yet answered: point reads queue
         # behind them, and skip the queue when there are none.
@@ -682,6 +685,8 @@ class Partition:
             self._next_seq = recovered.last_seq + 1
             first = adopted[0].seq if adopted else self._next_seq
             self._turnstiles = [_Turnstile(first) for _ in pipeline.async_[1:]]
+            only = pipeline.async_[0] if len(pipeline.async_) == 1 else None
+            self._notifying = only if isinstance(only, Notifying) else None
             for turnstile in self._turnstiles:
                 for before, after in itertools.pairwise(adopted):
                     if after.seq != before.seq + 1:
@@ -854,6 +859,14 @@ class Partition:
         first: Awaitable[None] | MkvError
         if (aborted := self._decisions.aborted(pending.depends)) is not None:
             first = aborted
+        elif (notifying := self._notifying) is not None:
+            # The only asynchronous stage says when it is done: no task, no event.
+            done = functools.partial(self._finish_async, window, ticket, write.seq)
+            try:
+                notifying.submit_notify(write, done)
+            except MkvError as exc:
+                done(exc)
+            return
         else:
             try:
                 first = pipeline.async_[0].submit(write)
@@ -1023,6 +1036,18 @@ class Partition:
             window.complete(ticket, None)
         else:
             window.fail(ticket, error)
+
+    def _finish_async(
+        self, window: OrderedWindow[_Pending, None], ticket: int, seq: int, error: MkvError | None
+    ) -> None:
+        """A write's only asynchronous stage is done with it (``Notifying``):
+        what ``_through_async_stages`` does for a pipeline of one such stage."""
+        if error is None:
+            window.complete(ticket, None)
+            return
+        self._decisions.failed(seq)
+        self._stage_failed(error)
+        window.fail(ticket, error)
 
     def _stage_failed(self, error: MkvError | None) -> None:
         """A stage's storage failure (the log's) leaves its files in a state

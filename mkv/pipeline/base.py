@@ -140,3 +140,18 @@ class AsyncStage(Protocol):
     def close(self) -> None:
         """No more ``submit`` calls will come."""
         ...
+
+
+@runtime_checkable
+class Notifying(Protocol):
+    """An asynchronous stage that can say when it is done with a write by a
+    call instead of an awaitable. A partition whose only asynchronous stage
+    is one (``timestamp wal``, the single-node default) then runs no task and
+    no event per write (docs/performance.md, "The log's completion")."""
+
+    def submit_notify(self, write: Write, done: Callable[[MkvError | None], None]) -> None:
+        """As ``AsyncStage.submit``, but ``done`` is called once, from one of
+        the stage's own tasks, with None or the write's error; it must not
+        block or raise. ``submit_notify`` itself raises an ``MkvError`` to
+        refuse a write at once (``done`` is then never called)."""
+        ...

@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import attrs
@@ -98,6 +98,10 @@ class _Waiter:
         self.done = trio.Event()
         self.error: MkvError | None = None
 
+    def finish(self, error: MkvError | None) -> None:
+        self.error = error
+        self.done.set()
+
     async def wait(self) -> None:
         await self.done.wait()
         if self.error is not None:
@@ -123,7 +127,8 @@ class WalStage:
         # a lane of the node's pool, apart from the store's lane so a
         # partition's next group is logged while its last is applied.
         self._thread: SerialWorker | None = None
-        self._queue: list[tuple[tuple[int, int, bytes], _Waiter]] = []
+        # Records to append, each with what to call once it is durable (or failed).
+        self._queue: list[tuple[tuple[int, int, bytes], Callable[[MkvError | None], None]]] = []
         self._wakeup = trio.Event()
         self._closed = False
         self._failed: MkvError | None = None
@@ -224,15 +229,18 @@ class WalStage:
                 await self.aclose()
 
     def submit(self, write: Write) -> Awaitable[None]:
+        waiter = _Waiter()
+        self.submit_notify(write, waiter.finish)
+        return waiter.wait()
+
+    def submit_notify(self, write: Write, done: Callable[[MkvError | None], None]) -> None:
         if self._failed is not None:
             raise self._failed
         if self._closed:
             raise UnavailableError("The partition is shutting down; retry.")
-        waiter = _Waiter()
         # Queued in submission order, which is sequence order: the log's order.
-        self._queue.append(((write.seq, write.timestamp, encode_write(write)), waiter))
+        self._queue.append(((write.seq, write.timestamp, encode_write(write)), done))
         self._wakeup.set()
-        return waiter.wait()
 
     def close(self) -> None:
         self._closed = True
@@ -277,15 +285,14 @@ class WalStage:
                 # here on rather than acknowledge one that may not be there.
                 log.error("%s: write-ahead log failed", self.directory, exc_info=exc)
                 self._failed = StorageError("The partition's write-ahead log failed.")
-                for _, waiter in group + self._queue:
-                    waiter.error = self._failed
-                    waiter.done.set()
-                self._queue = []
+                failed, self._queue = group + self._queue, []
+                for _, done in failed:
+                    done(self._failed)
                 return
             if not always:
                 self._unsynced += len(records)
-            for _, waiter in group:
-                waiter.done.set()
+            for _, done in group:
+                done(None)
 
     async def _sync_on_timer(self) -> None:
         assert self._log is not None
