@@ -551,9 +551,15 @@ class Client:
                 # not a nursery's ExceptionGroup; other partitions carry on.
                 errors.append(exc)
 
-        async with anyio.create_task_group() as nursery:
-            for own in partitions:
-                nursery.start_soon(send_in_order, own)
+        if len(partitions) == 1:
+            # The usual case (a key, or keys of one partition): no task group,
+            # whose setup and task were an eighth of the client's CPU per
+            # single-key write (docs/performance.md, "The client's share").
+            await send_in_order(partitions[0])
+        else:
+            async with anyio.create_task_group() as nursery:
+                for own in partitions:
+                    nursery.start_soon(send_in_order, own)
         if errors:
             raise errors[0]
         return acks
