@@ -26,8 +26,16 @@ from google.protobuf.message import Message
 from purerpc.grpc_proto import GRPCProtoStream
 
 from mkv.errors import MkvError
+from mkv.rpc.purerpc_compat import send_messages
 
-__all__ = ["Stalled", "Withdrawn", "fits_send_window", "send_message", "sendable"]
+__all__ = [
+    "Stalled",
+    "Withdrawn",
+    "fits_send_window",
+    "send_if_room",
+    "send_message",
+    "sendable",
+]
 
 # gRPC's framing before each message: a compression flag and a 4-byte length.
 _PREFIX = struct.Struct(">?I")
@@ -69,6 +77,18 @@ def fits_send_window(stream: GRPCProtoStream, message_bytes: int) -> bool:
     """Whether flow control lets ``stream`` send the whole message now, so
     that sending it cannot wait."""
     return _window(stream) >= message_bytes + _PREFIX.size
+
+
+async def send_if_room(stream: GRPCProtoStream, messages: list[Message]) -> bool:
+    """Send ``messages`` at once, packed into as few DATA frames as allowed
+    (``send_messages``), if the windows take them all now, so that sending
+    cannot wait. False: the windows do not, and nothing was sent.
+    """
+    payloads = [message.SerializeToString() for message in messages]
+    if _window(stream) < sum(map(len, payloads)) + _PREFIX.size * len(payloads):
+        return False
+    await send_messages(stream, payloads)
+    return True
 
 
 async def send_message(

@@ -61,7 +61,13 @@ from mkv.errors import (
 )
 from mkv.rpc.connection_guard import ConnectionGuard
 from mkv.rpc.connection_limits import ConnectionLimits, RequestMemory
-from mkv.rpc.flow_control import Stalled, Withdrawn, fits_send_window, send_message
+from mkv.rpc.flow_control import (
+    Stalled,
+    Withdrawn,
+    fits_send_window,
+    send_if_room,
+    send_message,
+)
 from mkv.rpc.purerpc_compat import (
     bound_messages,
     close_call,
@@ -564,10 +570,14 @@ class RpcServer:
         async def send(message: Message, voucher: Voucher | None) -> Status | None:
             return await self._send(stream, message, voucher)
 
+        async def send_all(messages: list[Message]) -> bool:
+            return await send_if_room(stream, messages)
+
         try:
             return await run_session(
                 call,
                 send,
+                send_all,
                 _status_of,
                 max_in_flight=self.session_max_in_flight,
                 # Four of the largest requests: a session may hold about as

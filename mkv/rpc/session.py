@@ -68,6 +68,9 @@ DEFAULT_MAX_IN_FLIGHT = 256
 # status to end the call with (the client stopped reading, or the voucher
 # failed before the message started); as ``RpcServer._send``.
 Send = Callable[[Message, Voucher | None], Awaitable[Status | None]]
+# Sends several messages at once if flow control takes them all now (True),
+# else sends nothing (False); as ``mkv.rpc.flow_control.send_if_room``.
+SendAll = Callable[[list[Message]], Awaitable[bool]]
 # An answer waiting in the outbox: the message, its size, its voucher and
 # its request's id (to answer with the voucher's error instead).
 _Outgoing = tuple[Message, int, Voucher | None, int]
@@ -111,6 +114,7 @@ class _Session:
         self,
         call: SessionCall,
         send: Send,
+        send_all: SendAll,
         status_of: Callable[[MkvError], Status],
         *,
         max_in_flight: int,
@@ -122,6 +126,7 @@ class _Session:
         self._call = call
         self._observer = observer
         self._send = send
+        self._send_all = send_all
         self._status_of = status_of
         self._limit = max_in_flight
         self._byte_limit = max_in_flight_bytes
@@ -157,8 +162,24 @@ class _Session:
     async def _write(self, outbox: trio.MemoryReceiveChannel[_Outgoing]) -> Status:
         async with outbox:
             async for first in outbox:
-                answer, size, voucher, request_id = first
+                # Every answer already due goes out in one write: a write per
+                # answer was a quarter of the event loop's time, a frame per
+                # answer a tenth of the client's (docs/performance.md,
+                # "Sessions" and "Several messages to a frame").
+                due = [first]
                 while True:
+                    try:
+                        due.append(outbox.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                if all(voucher is None for _, _, voucher, _ in due) and await self._send_all(
+                    [answer for answer, _, _, _ in due]
+                ):
+                    self._sent(due)
+                    continue
+                # One by one: a voucher checked as each leaves, or a window
+                # that does not take them all now.
+                for answer, size, voucher, request_id in due:
                     if voucher is not None:
                         # The answer waited in the outbox: it leaves only if
                         # its check passes now (``mkv.rpc.vouch``).
@@ -168,19 +189,13 @@ class _Session:
                             answer, voucher = self._error(request_id, exc), None
                     if stalled := await self._send(answer, voucher):
                         return stalled
-                    self._unsent -= 1
-                    self._unsent_bytes -= size
-                    self._room.set()
-                    # Every answer already due goes into the connection's
-                    # buffer before the socket writer runs (sending does not
-                    # yield while the window has room): one write for them
-                    # all. A write per answer was a quarter of the event
-                    # loop's time (docs/performance.md, "Sessions").
-                    try:
-                        answer, size, voucher, request_id = outbox.receive_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
+                    self._sent([(answer, size, voucher, request_id)])
         return self._ending
+
+    def _sent(self, answers: list[_Outgoing]) -> None:
+        self._unsent -= len(answers)
+        self._unsent_bytes -= sum(size for _, size, _, _ in answers)
+        self._room.set()
 
     async def _read(
         self, answers: trio.MemorySendChannel[_Outgoing], nursery: trio.Nursery
@@ -339,6 +354,7 @@ class _Session:
 async def run_session(
     call: SessionCall,
     send: Send,
+    send_all: SendAll,
     status_of: Callable[[MkvError], Status],
     *,
     max_in_flight: int,
@@ -352,6 +368,7 @@ async def run_session(
 
     Args:
         send: sends one answer under flow control (``RpcServer._send``).
+        send_all: sends several at once if the windows take them now.
         status_of: the status an MkvError travels as.
         deadline_cap: the longest one request may run (as a unary call).
         stopping: cancelled when the server stops: the session reads no more
@@ -360,6 +377,7 @@ async def run_session(
     session = _Session(
         call,
         send,
+        send_all,
         status_of,
         max_in_flight=max_in_flight,
         max_in_flight_bytes=max_in_flight_bytes,
