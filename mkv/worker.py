@@ -155,11 +155,15 @@ class Lane:
         return await self._run(fn)
 
     async def _run(self, fn: Callable[[], T]) -> T:
-        token = trio.lowlevel.current_trio_token()
+        try:
+            mailbox = _MAILBOX.get()
+        except LookupError:
+            mailbox = _Mailbox(trio.lowlevel.current_trio_token())
+            _MAILBOX.set(mailbox)
         task = trio.lowlevel.current_task()
 
         def deliver(result: outcome.Outcome[Any]) -> None:
-            token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+            mailbox.post(task, result)
 
         self._pool._submit(self, (fn, deliver))
         result: T = await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
@@ -169,6 +173,48 @@ class Lane:
         """Let queued work finish; accept no more. The pool's threads stay."""
         self._stopped = True
         await self._run(lambda: None)
+
+
+class _Mailbox:
+    """Where the pool's threads hand results back to one Trio run: the jobs
+    that finish while the event loop is busy wake it once, not once each.
+
+    ``TrioToken.run_sync_soon`` writes to the loop's wake-up socket on every
+    call. With 64 partitions each finishing its own small log and store jobs,
+    that was a system call and a wake-up per job (docs/performance.md, "64
+    partitions against one").
+    """
+
+    def __init__(self, token: trio.lowlevel.TrioToken) -> None:
+        self._token = token
+        self._lock = threading.Lock()
+        self._results: list[tuple[trio.lowlevel.Task, outcome.Outcome[Any]]] = []
+        # A drain is queued on the loop and has not started yet.
+        self._armed = False
+
+    def post(self, task: trio.lowlevel.Task, result: outcome.Outcome[Any]) -> None:
+        """Hand ``result`` to ``task`` (from any thread).
+
+        Raises:
+            trio.RunFinishedError: the Trio run has ended.
+        """
+        with self._lock:
+            self._results.append((task, result))
+            if self._armed:
+                return  # the queued drain takes this one too
+            self._armed = True
+        self._token.run_sync_soon(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            results, self._results = self._results, []
+            self._armed = False
+        for task, result in results:
+            trio.lowlevel.reschedule(task, result)
+
+
+# The mailbox of the current Trio run, made by its first job.
+_MAILBOX: trio.lowlevel.RunVar[_Mailbox] = trio.lowlevel.RunVar("mkv_worker_mailbox")
 
 
 class WorkerThread:
