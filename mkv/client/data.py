@@ -357,7 +357,7 @@ class Client:
             ]
         if not pairs:
             return []
-        send = _Send[EntryBatch](
+        send: _Send[EntryBatch] = _Send(
             method="Upsert",
             response_type=pb.UpsertResponse,
             build=lambda batch: batch.request(self._map_version()),
@@ -394,7 +394,7 @@ class Client:
             ]
         if not raw:
             return []
-        send = _Send[list[bytes]](
+        send: _Send[list[bytes]] = _Send(
             method="Remove",
             response_type=pb.RemoveResponse,
             build=lambda batch: pb.RemoveRequest(keys=batch, map_version=self._map_version()),
