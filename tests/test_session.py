@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
+import pytest
 import trio
 
 import mkv
@@ -132,6 +133,10 @@ async def test_answers_match_the_unary_calls(stubs: GrpcioStubs, mkv_node: mkv.N
     requests = [
         pb.SessionRequest(id=1, get=pb.GetRequest(key=b"a")),
         pb.SessionRequest(id=2, batch_get=pb.BatchGetRequest(keys=[b"a", b"zz", b"b"])),
+        # Gets answered at once, without a task (Multiplexed.immediate):
+        # a missing key, and a key the unary call refuses.
+        pb.SessionRequest(id=3, get=pb.GetRequest(key=b"zz")),
+        pb.SessionRequest(id=4, get=pb.GetRequest(key=b"")),
     ]
     with grpcio_channel(mkv_node.data_address) as channel, trio.fail_after(30):
         stub = stubs.data_stub(channel)
@@ -139,6 +144,13 @@ async def test_answers_match_the_unary_calls(stubs: GrpcioStubs, mkv_node: mkv.N
         unary_get = await trio.to_thread.run_sync(
             lambda: stub.Get(pb.GetRequest(key=b"a"), timeout=CALL_TIMEOUT)
         )
+        unary_missing = await trio.to_thread.run_sync(
+            lambda: stub.Get(pb.GetRequest(key=b"zz"), timeout=CALL_TIMEOUT)
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            await trio.to_thread.run_sync(
+                lambda: stub.Get(pb.GetRequest(key=b""), timeout=CALL_TIMEOUT)
+            )
         unary_batch = await trio.to_thread.run_sync(
             lambda: stub.BatchGet(
                 pb.BatchGetRequest(keys=[b"a", b"zz", b"b"]), timeout=CALL_TIMEOUT
@@ -147,6 +159,9 @@ async def test_answers_match_the_unary_calls(stubs: GrpcioStubs, mkv_node: mkv.N
     by_id = {answer.id: answer for answer in answers}
     assert by_id[1].get == unary_get
     assert by_id[2].batch_get == unary_batch
+    assert by_id[3].get == unary_missing
+    assert by_id[4].error.code == refused.value.code().value[0]
+    assert by_id[4].error.message == refused.value.details()
 
 
 async def test_a_per_request_timeout_is_its_deadline(tmp_path: Any) -> None:

@@ -115,6 +115,7 @@ class DataPlane:
                         "batch_get": ("BatchGet", self.batch_get),
                     },
                     pb.SessionResponse,
+                    immediate={"get": self.get_now},
                 ),
             ),
         }
@@ -157,17 +158,31 @@ class DataPlane:
             item = await self._submit(partition, Get(request.key))
         except MovedError as exc:
             return pb.GetResponse(status=pb.BAD_NODE, hint=self._hint(exc))
-        if item is None:
-            return pb.GetResponse(status=pb.OK, found=False, partition_id=partition.id)
-        assert isinstance(item, Item)
-        return pb.GetResponse(
-            status=pb.OK,
-            found=True,
-            value=item.value,
-            seq=item.seq,
-            timestamp=item.timestamp,
-            partition_id=partition.id,
-        )
+        return _get_response(partition, item)
+
+    def get_now(self, request: pb.GetRequest) -> pb.GetResponse | None:
+        """``get``'s answer when it can be had at once (nothing ahead of the
+        read in its partition: ``Partition.can_read_now``), else None.
+
+        A single node's only: in cluster mode an answer leaves only while
+        the node still serves the partition, checked by the voucher that
+        ``_submit`` sets on the request's own task.
+
+        Raises:
+            InvalidArgumentError, StorageError: as ``get``.
+        """
+        if self.cluster is not None:
+            return None
+        partition = self._route([request.key])
+        if isinstance(partition, pb.RoutingHint):
+            return pb.GetResponse(status=pb.BAD_NODE, hint=partition)
+        if not partition.can_read_now():
+            return None
+        try:
+            item = partition.read_now(request.key)
+        except MovedError as exc:
+            return pb.GetResponse(status=pb.BAD_NODE, hint=self._hint(exc))
+        return _get_response(partition, item)
 
     async def remove(self, request: pb.RemoveRequest) -> pb.RemoveResponse:
         keys = list(request.keys)
@@ -543,3 +558,17 @@ class DataPlane:
                 )
             )
         return hint
+
+
+def _get_response(partition: Partition, item: Item | None) -> pb.GetResponse:
+    if item is None:
+        return pb.GetResponse(status=pb.OK, found=False, partition_id=partition.id)
+    assert isinstance(item, Item)
+    return pb.GetResponse(
+        status=pb.OK,
+        found=True,
+        value=item.value,
+        seq=item.seq,
+        timestamp=item.timestamp,
+        partition_id=partition.id,
+    )

@@ -383,18 +383,10 @@ class Partition:
                 # Writes answered on commit are still on their way into the
                 # store: this read must see them.
                 await self.wait_applied()
-            if (
-                self._unanswered.count == 0
-                and self.state is PartitionState.ACTIVE
-                and self._last_applied >= self._acked
-            ):
-                # Nothing ahead of it: the store holds what the queue would
-                # show it (and no apply is running: every write released is
-                # answered and applied, or still counted). Read before
-                # yielding, so nothing can come between.
+            if self.can_read_now():
+                # Read before yielding, so nothing can come between.
                 try:
-                    self.check_owned(command.key, reading=True)
-                    item = self._get(command.key)
+                    item = self.read_now(command.key)
                 finally:
                     await trio.lowlevel.checkpoint()
                 return item
@@ -419,6 +411,28 @@ class Partition:
         if pending.error is not None:
             raise pending.error
         return pending.result
+
+    def can_read_now(self) -> bool:
+        """Whether a point read may be answered from the store at once: no
+        request is queued or in flight ahead of it, so the store holds what
+        the queue would show it (and no apply is running: every write
+        released is answered and applied, or still counted)."""
+        return (
+            self._unanswered.count == 0
+            and self.state is PartitionState.ACTIVE
+            and self._last_applied >= self._acked
+        )
+
+    def read_now(self, key: bytes) -> Item | None:
+        """A point read from the store, at once: only when ``can_read_now()``,
+        with nothing awaited since.
+
+        Raises:
+            MovedError: the key is no longer the partition's.
+            StorageError: the store failed.
+        """
+        self.check_owned(key, reading=True)
+        return self._get(key)
 
     def check_owned(self, *keys: bytes, reading: bool = False) -> None:
         """Check that the partition owns ``keys``: for a mutation, as of its

@@ -64,6 +64,11 @@ class Multiplexed:
     # Oneof field name → (the unary method's name, its handler).
     handlers: Mapping[str, tuple[str, Handler]]
     response_type: type[Message]
+    # Oneof field name → a synchronous try at the same request: its response
+    # when it can be had at once, without waiting for anything, else None
+    # (the handler then runs). Same answers, errors included; it only spares
+    # the request a task of its own.
+    immediate: Mapping[str, Callable[[Any], Message | None]] = attrs.field(factory=dict)
 
 
 @attrs.frozen
