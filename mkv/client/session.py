@@ -183,7 +183,7 @@ class SessionMux:
         Callers queue and go on to wait; this task runs once they have, and
         sends every request queued meanwhile in one write, as few HTTP/2
         frames (``send_messages``). One ``send_message`` each, under a lock,
-        was a fifth of the client's CPU per request.
+        was about a sixth of the client's CPU per request.
         """
         try:
             while session.ended is None:

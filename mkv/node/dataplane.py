@@ -563,7 +563,6 @@ class DataPlane:
 def _get_response(partition: Partition, item: Item | None) -> pb.GetResponse:
     if item is None:
         return pb.GetResponse(status=pb.OK, found=False, partition_id=partition.id)
-    assert isinstance(item, Item)
     return pb.GetResponse(
         status=pb.OK,
         found=True,

@@ -95,9 +95,9 @@ async def send_messages(stream: Any, payloads: list[bytes]) -> None:
     """Send serialized messages on ``stream`` in as few DATA frames as its
     window and frame size allow, as purerpc's ``send_message`` sends one.
 
-    One frame per message cost purerpc and h2 about a tenth of a session
-    client's CPU per request, and the receiver as much again to parse them
-    (docs/performance.md, "Several messages to a frame").
+    A frame per message costs the sender a buffer, a frame and a flush each,
+    and the receiver a frame to parse each (docs/performance.md, "The
+    client's share, frames and wake-ups").
 
     Raises:
         MessageTooLargeError: a message is over the connection's limit

@@ -163,10 +163,11 @@ class _Session:
     async def _write(self, outbox: trio.MemoryReceiveChannel[_Outgoing]) -> Status:
         async with outbox:
             async for first in outbox:
-                # Every answer already due goes out in one write: a write per
-                # answer was a quarter of the event loop's time, a frame per
-                # answer a tenth of the client's (docs/performance.md,
-                # "Sessions" and "Several messages to a frame").
+                # Every answer already due goes out in one write, packed into
+                # as few frames as allowed: a write per answer was a quarter
+                # of the event loop's time, and a frame each cost both sides
+                # purerpc's and h2's per-frame work (docs/performance.md,
+                # "Sessions" and "The client's share, frames and wake-ups").
                 due = [first]
                 while True:
                     try:
