@@ -84,3 +84,7 @@ bench-cluster *ARGS:
 # Replication's cost: R=3 (sync) against R=1 single-key upserts and 1 MiB batches, as ratios; follower CPU per write.
 bench-replicas *ARGS:
     {{bin}}/python tools/bench_replicas.py {{ARGS}}
+
+# Two source trees side by side in alternating 1 s slices (A/B): `just bench-ab /tmp/before . --op get`.
+bench-ab *ARGS:
+    {{bin}}/python tools/bench_ab.py {{ARGS}}

@@ -15,7 +15,7 @@ import select
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -45,6 +45,7 @@ class Child:
         *,
         stderr: IO[bytes] | None = None,
         stdout: IO[bytes] | int = subprocess.PIPE,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         # Just before the process exists (time.monotonic): start-up is timed from here.
@@ -56,7 +57,7 @@ class Child:
             stderr=stderr,
             bufsize=0,
             preexec_fn=_die_with_parent,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self._buffer = b""
 
