@@ -295,13 +295,8 @@ class _Session:
             if response is None:
                 return False  # it must wait: a task of its own runs it
             answer = self._response_type(id=request.id, **{kind: response})
-        except MkvError as exc:
-            status = self._status_of(exc)
-            answer = self._error(request.id, exc, status)
-        except Exception:
-            status = _INTERNAL
-            log.exception("%s: a %s request failed", self._call.method, kind)
-            answer = self._internal(request.id)
+        except Exception as exc:
+            status, answer = self._failed(request.id, kind, exc)
         if (observer := self._observer) is not None:
             method = self._call.handler.handlers[kind][0]
             service = self._call.service
@@ -332,14 +327,20 @@ class _Session:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             answers.send_nowait((answer, size, voucher, request_id))
 
-    def _internal(self, request_id: int) -> Message:
+    def _failed(self, request_id: int, kind: str, exc: Exception) -> tuple[Status, Message]:
+        """The status and the answer of a request whose handler raised ``exc``:
+        an MkvError's own, anything else INTERNAL (and logged)."""
+        if isinstance(exc, MkvError):
+            status = self._status_of(exc)
+            return status, self._error(request_id, exc, status)
+        log.error("%s: a %s request failed", self._call.method, kind, exc_info=exc)
         answer: Message = self._response_type(
             id=request_id,
             error=self._error_type(
                 code=_INTERNAL.status_code.value, message=_INTERNAL.status_message
             ),
         )
-        return answer
+        return _INTERNAL, answer
 
     def _error(self, request_id: int, exc: MkvError, status: Status | None = None) -> Message:
         status = status or self._status_of(exc)
@@ -381,13 +382,8 @@ class _Session:
                 answer = self._response_type(id=request.id, **{kind: response})
                 # The handler ran in this task: its voucher, if any, is here.
                 voucher = current_voucher()
-            except MkvError as exc:
-                status = self._status_of(exc)
-                answer = self._error(request.id, exc, status)
-            except Exception:
-                status = _INTERNAL
-                log.exception("%s: a %s request failed", self._call.method, kind)
-                answer = self._internal(request.id)
+            except Exception as exc:
+                status, answer = self._failed(request.id, kind, exc)
             finally:
                 self._running -= 1
                 self._running_bytes -= size
