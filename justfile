@@ -21,16 +21,17 @@ serve *ARGS:
 test *ARGS:
     {{bin}}/pytest {{ARGS}}
 
-# Long-running stress and soak tests (marked `slow`), excluded from `test` and CI.
+# Long-running stress and soak tests (marked `slow`), excluded from `test` and CI;
+# one at a time (-n 0), as the distributions they print would suffer from a neighbour.
 soak *ARGS:
-    {{bin}}/pytest -m slow {{ARGS}}
+    {{bin}}/pytest -n 0 -m slow {{ARGS}}
 
 # The failover soaks alone (issue 16), each printing its distribution: with
 # one replica, 20 rounds of kill -9 and pause past the lease, 20 network cuts;
 # with three, 20 kills of a leader and 20 network cuts of one; etcd down 10 s
 # with one and with three.
 soak-failover *ARGS:
-    {{bin}}/pytest -m slow -s tests/test_failover.py tests/test_replica_failover.py {{ARGS}}
+    {{bin}}/pytest -n 0 -m slow -s tests/test_failover.py tests/test_replica_failover.py {{ARGS}}
 
 lint:
     {{bin}}/ruff format --check mkv tests tools examples

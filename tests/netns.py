@@ -122,7 +122,10 @@ class Namespace:
 @contextmanager
 def namespace() -> Iterator[Namespace]:
     """A fresh namespace with a veth pair to the host, removed afterwards."""
-    n = os.getpid() % 200 + 20
+    # Unique among the suite's workers running at once (pytest-xdist's gw0,
+    # gw1, ...: pids alone could meet modulo 50), and within 10.231.20-219.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    n = 20 + 50 * (int(worker) % 4 if worker.isdigit() else 0) + os.getpid() % 50
     name, host_if, inside_if = f"mkvcut{n}", f"mkvh{n}", f"mkvn{n}"
     ns = Namespace(name, f"10.231.{n}.1", f"10.231.{n}.2")
     subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
