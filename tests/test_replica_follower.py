@@ -574,6 +574,32 @@ async def test_a_single_node_is_unchanged_across_a_restart(tmp_path: Path) -> No
                 assert await client.get(b"k") == b"v"
 
 
+async def test_a_replica_closed_before_its_task_ran_ends_it_quietly(tmp_path: Path) -> None:
+    """The node may close a replica between its opening and the start of its
+    task (it began to shut down while a deposed leader stepped down to a
+    replica). The task then ends at once with the replica closed; it used to
+    close the files a second time, on the lane the first close had stopped,
+    and its RuntimeError took the node's shutdown down (found in CI)."""
+    with trio.fail_after(30):
+        async with follower_node(tmp_path / "f") as node:
+            replica = ReplicaFollower(
+                "p",
+                EVERYTHING,
+                "sqlite",
+                (),
+                tmp_path / "f" / "p",
+                node="follower-1",
+                workers=node.registry.workers,
+            )
+            await replica.open()
+            await replica.close()
+            assert replica.state == "closed"
+            async with trio.open_nursery() as nursery:
+                await nursery.start(replica.run)
+            assert replica.state == "closed"
+            assert replica.error is None
+
+
 async def test_a_replica_is_removed_with_its_files(tmp_path: Path) -> None:
     """``remove`` (a Delete decided in etcd) closes a replica, drops it from
     the catalog and deletes its files, opened or found at start alike."""
