@@ -515,13 +515,13 @@ async def test_a_lease_is_kept_through_the_other_members_when_one_stops(
                     assert kv is not None
                     assert kv.lease == lease.id
                 finally:
-                    # Not SIGCONT: an etcd leader that wakes from a stall older
+                    # Not SIGCONT: an etcd leader that wakes from a stall longer
                     # than the lease's TTL revokes the lease by its own stale
                     # clock before it learns it was deposed, and the revocation
-                    # commits (etcd #15247, fixed in the 2024 releases of 3.4 and 3.5; Debian
-                    # ships 3.4.23). One CI run lost the lease to that in the
-                    # second round. A member restarted from its data dir comes
-                    # back a follower with no lease clock of its own.
+                    # commits (etcd #15247, fixed in the 2024 releases of 3.4
+                    # and 3.5; Debian ships 3.4.23). One CI run lost the lease
+                    # to that in the second round. A member restarted from its
+                    # data dir comes back a follower with no lease clock.
                     await victim.kill()
                     await victim.start()
             nursery.cancel_scope.cancel()
