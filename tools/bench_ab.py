@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import statistics
 import sys
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 TOOLS = Path(__file__).resolve().parent
 VALUE = b"v" * 100
 KEYS_PER_TASK = 100
-_LISTENING = "mkv: data plane listening on "
+_LISTENING = re.compile(r"mkv: data plane listening on (\S+)")
 
 
 def progress(text: str) -> None:
@@ -129,9 +130,7 @@ def _side(tree: Path, name: str, scratch: Path, args: argparse.Namespace) -> tup
             stderr=log,
             env=env,
         )
-    while _LISTENING not in (line := server.readline(timeout=60)):
-        pass
-    address = line.split(_LISTENING, 1)[1].split()[0]
+    address = server.wait_for(_LISTENING, timeout=60)[1]
     load = Child(
         f"{name}'s load",
         [
