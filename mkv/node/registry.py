@@ -573,19 +573,7 @@ class PartitionRegistry:
                 raise UnavailableError("The server is shutting down.")
             if not partition_id:
                 partition_id = self._free_id()
-            if partition_id in self._retired:
-                # Moved away and now moved back: the new copy supersedes the
-                # old one waiting out its grace period.
-                await self._forget_retired(partition_id)
-            if self._taken(partition_id):
-                raise AlreadyExistsError(f"A partition with id {partition_id} already exists.")
-            for other_range, other_id in self._router.conflicts(key_range):
-                raise AlreadyExistsError(
-                    f"Range {key_range} overlaps range {other_range} of partition {other_id}."
-                )
-            # Files left by a partition that never made it into the catalog
-            # (a crash during an earlier add) must not leak into this one.
-            await trio.to_thread.run_sync(self._delete_files, partition_id)
+            await self._claim(partition_id, key_range)
             try:
                 if prepare is not None:
                     await prepare(self._directory(partition_id), self._store_options(partition_id))
@@ -1323,17 +1311,7 @@ class PartitionRegistry:
         async with self._lock:
             if self._closing.is_set() or self._nursery is None:
                 raise UnavailableError("The server is shutting down.")
-            if partition_id in self._retired:
-                # Moved away and now moved back: the new copy supersedes the
-                # old one waiting out its grace period.
-                await self._forget_retired(partition_id)
-            if self._taken(partition_id):
-                raise AlreadyExistsError(f"A partition with id {partition_id} already exists.")
-            for other_range, other_id in self._router.conflicts(key_range):
-                raise AlreadyExistsError(
-                    f"Range {key_range} overlaps range {other_range} of partition {other_id}."
-                )
-            await trio.to_thread.run_sync(self._delete_files, partition_id)
+            await self._claim(partition_id, key_range)
             directory = self._directory(partition_id)
             follower = Follower(
                 partition_id,
@@ -1720,6 +1698,27 @@ class PartitionRegistry:
     def dormant(self) -> set[str]:
         """Replicas found on this disk at start, not opened yet (as follower or leader)."""
         return set(self._dormant)
+
+    async def _claim(self, partition_id: str, key_range: KeyRange) -> None:
+        """Make ``partition_id`` and ``key_range`` free for a new partition
+        here, or refuse; under the lock.
+
+        Raises:
+            AlreadyExistsError: the id is taken, or the range overlaps a partition's.
+        """
+        if partition_id in self._retired:
+            # Moved away and now moved back: the new copy supersedes the
+            # old one waiting out its grace period.
+            await self._forget_retired(partition_id)
+        if self._taken(partition_id):
+            raise AlreadyExistsError(f"A partition with id {partition_id} already exists.")
+        for other_range, other_id in self._router.conflicts(key_range):
+            raise AlreadyExistsError(
+                f"Range {key_range} overlaps range {other_range} of partition {other_id}."
+            )
+        # Files left by a partition that never made it into the catalog
+        # (a crash during an earlier add) must not leak into this one.
+        await trio.to_thread.run_sync(self._delete_files, partition_id)
 
     def _taken(self, partition_id: str) -> bool:
         return (
