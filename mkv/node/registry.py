@@ -355,7 +355,9 @@ class PartitionRegistry:
         await self._nursery.start(partition.run)
         self._partitions[partition.id] = partition
 
-    def _new_partition(self, entry: CatalogEntry) -> Partition:
+    def _new_partition(
+        self, entry: CatalogEntry, *, replay_through: int | None = None
+    ) -> Partition:
         return Partition(
             entry.id,
             entry.range,
@@ -368,6 +370,7 @@ class PartitionRegistry:
             stage_observer=self.stage_observer,
             workers=self.workers,
             history_floor=entry.history_floor,
+            replay_through=replay_through,
         )
 
     async def _start_catalogued(self, entry: CatalogEntry) -> None:
@@ -1647,20 +1650,7 @@ class PartitionRegistry:
     async def start_leader(self, entry: CatalogEntry, commit_seq: int) -> Partition:
         """Start a catalogued partition's files to lead it: the log replayed
         only through ``commit_seq`` (or the store's seq), the rest adopted."""
-        partition = Partition(
-            entry.id,
-            entry.range,
-            entry.store,
-            entry.pipeline,
-            self._directory(entry.id),
-            watch_retention_bytes=self.watch_retention_bytes,
-            store_options=self._store_options(entry.id),
-            on_failure=self._partition_failed,
-            stage_observer=self.stage_observer,
-            workers=self.workers,
-            history_floor=entry.history_floor,
-            replay_through=commit_seq,
-        )
+        partition = self._new_partition(entry, replay_through=commit_seq)
         await self._run(partition)
         # Routed (a follower's copy is not; a stopped leader's was already).
         self._publish(self._router.version + 1)
