@@ -108,8 +108,12 @@ async def _load(args: argparse.Namespace) -> None:
 # -- the orchestrator ----------------------------------------------------------
 
 
-def _side(tree: Path, name: str, scratch: Path, args: argparse.Namespace) -> tuple[Child, Child]:
-    """Start a side's server and load process, both on ``tree``'s code."""
+def _side(
+    tree: Path, name: str, scratch: Path, args: argparse.Namespace, children: list[Child]
+) -> tuple[Child, Child]:
+    """Start a side's server and load process, both on ``tree``'s code; each
+    joins ``children`` as soon as it runs, so the caller stops it whatever
+    fails next (the server that never says where it listens, too)."""
     # Imported here: the load process runs this file with the other tree's
     # mkv, which these helpers of this tree need not match.
     from bench_data import spread_ranges, write_catalog
@@ -130,6 +134,7 @@ def _side(tree: Path, name: str, scratch: Path, args: argparse.Namespace) -> tup
             stderr=log,
             env=env,
         )
+    children.append(server)
     address = server.wait_for(_LISTENING, timeout=60)[1]
     load = Child(
         f"{name}'s load",
@@ -141,6 +146,7 @@ def _side(tree: Path, name: str, scratch: Path, args: argparse.Namespace) -> tup
         ],
         env=env,
     )
+    children.append(load)
     return server, load
 
 
@@ -156,8 +162,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         sides = {}
         for name, tree in (("A", args.a), ("B", args.b)):
-            server, load = _side(Path(tree), name, scratch, args)
-            children += [load, server]
+            server, load = _side(Path(tree), name, scratch, args, children)
             sides[name] = (server, load)
         for _, load in sides.values():
             load.receive(timeout=120)  # ready: connected and warmed up
