@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         timeout = 2 * args.slices * args.slice + 60
         results = {name: load.receive(timeout=timeout) for name, (_, load) in sides.items()}
     finally:
-        for child in children:
+        for child in reversed(children):  # each load before its server
             child.stop()
         shutil.rmtree(scratch, ignore_errors=True)
     report: dict[str, Any] = {
