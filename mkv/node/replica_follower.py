@@ -193,7 +193,6 @@ class ReplicaFollower:
         self._progress = trio.Event()
         self._stopped = trio.Event()
         self._running = False
-        self._shutting = False
 
     # -- what the registry and tests see ------------------------------------------
 
@@ -394,7 +393,6 @@ class ReplicaFollower:
                 await self._shut()
 
     async def _shut(self) -> None:
-        self._shutting = True
         try:
             await self._worker.run_sync(self._close_files)
         except MkvError as exc:
@@ -411,7 +409,7 @@ class ReplicaFollower:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Follow whichever leader ``set_leader`` names until ``close`` or a
         failure for good (kept in ``error``)."""
-        if self._shutting:
+        if self._scope.cancel_called:
             # ``close`` came first (the node began to close while this replica
             # opened): it closed the files and stopped the lane, which the
             # end of this task must not use again.
